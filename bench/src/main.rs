@@ -1,0 +1,2 @@
+//! ringport-bench.
+fn main() {}

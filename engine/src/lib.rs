@@ -1,0 +1,4 @@
+//! ringport engine.
+pub mod cpus;
+pub mod plan;
+pub mod spec;

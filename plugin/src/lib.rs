@@ -1,0 +1,355 @@
+//! The plugin interface of ringport.
+//!
+//! ringport's engine owns every socket, buffer and clock; a protocol is a
+//! *plugin*, a sans-IO state machine that the engine feeds with inputs and that
+//! produces outputs through a [`Context`] the engine hands in. Nothing in this
+//! crate performs I/O or reads time, and the crate depends on neither `libc`
+//! nor `io-uring`: the Cargo graph keeps protocols honest.
+//!
+//! # Layers
+//!
+//! * A [`PluginFactory`] is registered by name in a [`Registry`]. At start the
+//!   engine asks it for one [`Plugin`] instance per shard (thread-per-core: an
+//!   instance is never shared between threads, so it needs no locks).
+//! * The engine calls the instance's `handle_*` methods with inputs: a stream
+//!   opening, bytes on a stream, a stream closing, a datagram, a message from
+//!   another shard, a timer firing.
+//! * The instance answers through the [`Context`]: bytes written to a stream or
+//!   sent as a datagram are copied into engine-owned buffers and go out in the
+//!   next batched submission; closes, timers and cross-shard messages likewise.
+//!
+//! # Calling order
+//!
+//! For one stream: [`Plugin::handle_open`] once, then [`Plugin::handle_data`]
+//! any number of times, then [`Plugin::handle_close`] exactly once if the
+//! stream was accepted. Bytes a plugin does not consume in `handle_data` are
+//! kept by the engine and presented again, followed by newer bytes, on the next
+//! call. Datagrams, mesh messages and timers may interleave with all of these.
+#![warn(missing_docs)]
+
+mod registry;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use bytes::Bytes;
+pub use registry::{Registry, RegistryError};
+
+/// Index of a shard (one worker thread, one CPU) in `0..shard_count`.
+pub type ShardId = usize;
+
+/// Transport a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A TCP stream listener.
+    Tcp,
+    /// A UDP datagram socket.
+    Udp,
+}
+
+impl Transport {
+    /// The lower-case name used in listener specs (`tcp`, `udp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one stream within a shard.
+///
+/// The engine reuses connection slots; the generation part makes a stale id
+/// (one kept after its stream closed) fail instead of reaching a new stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// Builds an id from the engine's raw value. Plugins only compare and store ids.
+    pub const fn from_raw(raw: u64) -> Self {
+        ConnId(raw)
+    }
+
+    /// The raw value, for the engine and for keys in plugin-side tables.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// Index of a listener in the engine's plan, in the order the listeners were given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub u16);
+
+/// A datagram socket of the current shard; replies go out through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketId(pub u32);
+
+/// What the engine knows about a newly accepted stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamInfo {
+    /// The stream's id, valid until [`Plugin::handle_close`].
+    pub conn: ConnId,
+    /// The listener that accepted it.
+    pub listener: ListenerId,
+    /// The remote address.
+    pub peer: SocketAddr,
+    /// The local address (one of the listener's ports).
+    pub local: SocketAddr,
+}
+
+/// Where a datagram came from.
+#[derive(Debug, Clone, Copy)]
+pub struct DatagramInfo {
+    /// The socket it arrived on; pass it to [`Context::send_datagram`] to reply.
+    pub socket: SocketId,
+    /// The listener that socket belongs to.
+    pub listener: ListenerId,
+    /// The sender.
+    pub peer: SocketAddr,
+    /// The local address it was sent to.
+    pub local: SocketAddr,
+}
+
+/// A plugin's answer to a new stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Serve the stream.
+    Accept,
+    /// Close it at once; [`Plugin::handle_close`] is not called.
+    Reject,
+}
+
+/// Why a message, datagram or connection was dropped.
+///
+/// Every drop in ringport is counted per shard under one of these reasons; the
+/// set is closed so that counting costs an array increment, not a map lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// A frame announced a length below the protocol's minimum.
+    FrameTooShort = 0,
+    /// A frame announced a length above the configured maximum.
+    FrameTooLong = 1,
+    /// Bytes that do not parse as the protocol.
+    Malformed = 2,
+    /// The plugin does not serve this transport or input kind.
+    Unsupported = 3,
+    /// An outbound queue was at its cap.
+    QueueFull = 4,
+    /// A cross-shard ring was full.
+    MeshFull = 5,
+    /// A protocol-specific policy refused the input.
+    Refused = 6,
+}
+
+impl DropReason {
+    /// Number of reasons; counters are arrays of this length.
+    pub const COUNT: usize = 7;
+    /// Every reason, in discriminant order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::FrameTooShort,
+        DropReason::FrameTooLong,
+        DropReason::Malformed,
+        DropReason::Unsupported,
+        DropReason::QueueFull,
+        DropReason::MeshFull,
+        DropReason::Refused,
+    ];
+
+    /// The snake-case name used in stats lines and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::FrameTooShort => "frame_too_short",
+            DropReason::FrameTooLong => "frame_too_long",
+            DropReason::Malformed => "malformed",
+            DropReason::Unsupported => "unsupported",
+            DropReason::QueueFull => "queue_full",
+            DropReason::MeshFull => "mesh_full",
+            DropReason::Refused => "refused",
+        }
+    }
+
+    /// Index into a counter array.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a stream closed, as told to [`Plugin::handle_close`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer shut down its sending side and everything queued was sent.
+    PeerClosed,
+    /// The peer reset the connection (or a send failed with a reset).
+    PeerReset,
+    /// The plugin rejected the peer's bytes for this reason.
+    Protocol(DropReason),
+    /// The plugin asked for the close through [`Context::close`].
+    Local,
+    /// The engine is shutting down.
+    Shutdown,
+    /// Any other socket error (the errno).
+    Error(i32),
+}
+
+/// Why a write or datagram send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// No open stream (or socket) with that id on this shard.
+    UnknownTarget,
+    /// The outbound queue is at its cap; the bytes were not queued.
+    QueueFull,
+    /// A datagram larger than the engine's send buffer.
+    TooLarge,
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WriteError::UnknownTarget => "no such stream or socket on this shard",
+            WriteError::QueueFull => "outbound queue full",
+            WriteError::TooLarge => "datagram larger than the send buffer",
+        })
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// A message between shards. The payload is reference-counted, so a broadcast
+/// to every shard shares one allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshMessage {
+    /// Plugin-defined meaning (a message type, a topic hash, ...).
+    pub tag: u64,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+/// Why a message to another shard was not queued. The message is handed back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshError {
+    /// The ring to that shard is full: back off, drop (and count), or retry later.
+    Full(MeshMessage),
+    /// No shard with that id.
+    NoSuchShard(MeshMessage),
+    /// This engine runs without a cross-shard mesh.
+    Unavailable(MeshMessage),
+}
+
+impl fmt::Display for MeshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MeshError::Full(_) => "mesh ring full",
+            MeshError::NoSuchShard(_) => "no such shard",
+            MeshError::Unavailable(_) => "no cross-shard mesh in this engine",
+        })
+    }
+}
+
+impl std::error::Error for MeshError {}
+
+/// Everything a plugin can ask of the engine. Implemented by the engine (and by
+/// test doubles); outputs land in engine-owned buffers.
+pub trait Context {
+    /// The shard this instance runs on.
+    fn shard(&self) -> ShardId;
+    /// How many shards the engine runs.
+    fn shard_count(&self) -> usize;
+    /// The time the engine read at the start of this loop turn.
+    fn now(&self) -> Instant;
+    /// Queues bytes on a stream. They are copied; the call never blocks.
+    fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError>;
+    /// Closes a stream once its queued bytes are sent.
+    fn close(&mut self, conn: ConnId);
+    /// Sends one datagram made of `parts` (concatenated) from `via` to `to`.
+    fn send_datagram(
+        &mut self,
+        via: SocketId,
+        to: SocketAddr,
+        parts: &[&[u8]],
+    ) -> Result<(), WriteError>;
+    /// Queues a message for the plugin instance on `shard`.
+    fn send_to_shard(&mut self, shard: ShardId, msg: MeshMessage) -> Result<(), MeshError>;
+    /// Queues a message for every other shard; returns how many accepted it.
+    /// Shards whose ring was full are skipped and reported by the error of
+    /// the first failure only when none accepted it.
+    fn broadcast(&mut self, msg: MeshMessage) -> Result<usize, MeshError>;
+    /// Calls [`Plugin::handle_timer`] with `token` once `after` has passed.
+    fn set_timer(&mut self, after: Duration, token: u64);
+    /// Counts `n` application messages handled (for the stats line).
+    fn record_messages(&mut self, n: u64);
+    /// Counts a drop the plugin decided on without closing anything.
+    fn record_drop(&mut self, reason: DropReason);
+}
+
+/// One protocol instance on one shard. See the crate docs for the calling order.
+pub trait Plugin {
+    /// A stream was accepted on one of this plugin's listeners.
+    fn handle_open(&mut self, ctx: &mut dyn Context, stream: &StreamInfo) -> Verdict {
+        let _ = (ctx, stream);
+        Verdict::Accept
+    }
+
+    /// Bytes arrived on a stream. `data` starts with the bytes not consumed by
+    /// the previous call. Returns how many bytes were consumed (at most
+    /// `data.len()`); an error closes the stream and is counted under its reason.
+    fn handle_data(
+        &mut self,
+        ctx: &mut dyn Context,
+        conn: ConnId,
+        data: &[u8],
+    ) -> Result<usize, DropReason> {
+        let _ = (ctx, conn, data);
+        Err(DropReason::Unsupported)
+    }
+
+    /// An accepted stream closed; called exactly once per accepted stream.
+    fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, reason: CloseReason) {
+        let _ = (ctx, conn, reason);
+    }
+
+    /// A datagram arrived. An error drops it and is counted under its reason.
+    fn handle_datagram(
+        &mut self,
+        ctx: &mut dyn Context,
+        from: &DatagramInfo,
+        data: &[u8],
+    ) -> Result<(), DropReason> {
+        let _ = (ctx, from, data);
+        Err(DropReason::Unsupported)
+    }
+
+    /// A message from the instance on another shard.
+    fn handle_message(&mut self, ctx: &mut dyn Context, from: ShardId, msg: MeshMessage) {
+        let _ = (ctx, from, msg);
+    }
+
+    /// A timer set with [`Context::set_timer`] fired; `now` is the engine's clock.
+    fn handle_timer(&mut self, ctx: &mut dyn Context, now: Instant, token: u64) {
+        let _ = (ctx, now, token);
+    }
+}
+
+/// Makes one [`Plugin`] instance per shard. Registered by name.
+pub trait PluginFactory: Send + Sync {
+    /// The name used in listener specs (`echo` in `echo@tcp:127.0.0.1:9000`).
+    fn name(&self) -> &str;
+    /// Whether the plugin serves this transport; the engine refuses a listener
+    /// spec that pairs the plugin with a transport it does not serve.
+    fn supports(&self, transport: Transport) -> bool;
+    /// A new instance for `shard` of `shard_count`.
+    fn create(&self, shard: ShardId, shard_count: usize) -> Box<dyn Plugin>;
+}

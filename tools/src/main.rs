@@ -1,0 +1,2 @@
+//! ringport CLI.
+fn main() {}
