@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod registry;
+pub mod testing;
 
 use std::fmt;
 use std::net::SocketAddr;
