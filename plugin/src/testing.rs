@@ -23,9 +23,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::{
-    ConnId, Context, DropReason, MeshError, MeshMessage, ShardId, SocketId, WriteError,
-};
+use crate::{ConnId, Context, DropReason, MeshError, MeshMessage, ShardId, SocketId, WriteError};
 
 /// One datagram a plugin sent through [`Context::send_datagram`].
 #[derive(Debug, Clone, PartialEq, Eq)]
