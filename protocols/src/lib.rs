@@ -1,1 +1,118 @@
-//! Built-in protocols.
+//! ringport's built-in protocols, as sans-IO plugins.
+//!
+//! Each protocol here is a state machine over byte slices: the engine hands a
+//! plugin the bytes of a stream or a datagram together with a
+//! [`Context`](ringport_plugin::Context), and the plugin answers through that
+//! context. Nothing in this crate opens a socket, reads a clock or allocates
+//! per message; the crate depends on `ringport-plugin` alone, so the Cargo
+//! graph keeps it that way.
+//!
+//! Protocols come in two layers:
+//!
+//! * a wire format, parsed with a zero-copy view over the received bytes and
+//!   written from a small representation of the meaningful fields (for
+//!   example [`sockperf::wire`]);
+//! * a plugin and its factory, which apply the protocol's rules to whole
+//!   frames and decide what to send back, what to count, and when a peer is
+//!   broken enough to be disconnected.
+//!
+//! [`builtins`] registers every built-in under its listener-spec name:
+//!
+//! | name       | transports | what it does                                      |
+//! |------------|------------|---------------------------------------------------|
+//! | `echo`     | tcp, udp   | sends every byte back ([`echo`])                  |
+//! | `sockperf` | tcp, udp   | answers `sockperf` ping-pong messages ([`sockperf`]) |
+#![warn(missing_docs)]
+
+pub mod echo;
+pub mod sockperf;
+
+use std::sync::Arc;
+
+use ringport_plugin::{DropReason, Registry, RegistryError, WriteError};
+
+pub use echo::{Echo, EchoFactory};
+pub use sockperf::{Sockperf, SockperfFactory};
+
+/// Settings shared by the built-in plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinSettings {
+    /// The largest frame a framed protocol accepts, header included; a peer
+    /// announcing more is disconnected (streams) or dropped (datagrams).
+    pub max_frame: usize,
+}
+
+impl Default for BuiltinSettings {
+    /// `max_frame` = 65536.
+    fn default() -> Self {
+        BuiltinSettings {
+            max_frame: sockperf::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// A registry holding every built-in plugin (`echo`, `sockperf`).
+pub fn builtins(settings: &BuiltinSettings) -> Registry {
+    let mut registry = Registry::new();
+    match register_builtins(&mut registry, settings) {
+        Ok(()) => registry,
+        // An empty registry cannot hold a name already.
+        Err(RegistryError::Duplicate(_)) => unreachable!("fresh registry"),
+    }
+}
+
+/// Adds every built-in plugin to `registry`, for binaries that mix them with
+/// their own plugins. Fails if one of the names is taken.
+pub fn register_builtins(
+    registry: &mut Registry,
+    settings: &BuiltinSettings,
+) -> Result<(), RegistryError> {
+    registry.register(Arc::new(EchoFactory))?;
+    registry.register(Arc::new(SockperfFactory::new(settings.max_frame)))?;
+    Ok(())
+}
+
+/// The reason an output the engine refused is counted under.
+///
+/// `UnknownTarget` cannot happen for the stream or socket an input came from
+/// unless the engine is wrong; it is counted as `Refused`.
+pub(crate) fn output_error(e: WriteError) -> DropReason {
+    match e {
+        WriteError::QueueFull => DropReason::QueueFull,
+        WriteError::TooLarge => DropReason::FrameTooLong,
+        WriteError::UnknownTarget => DropReason::Refused,
+    }
+}
+
+#[cfg(test)]
+mod testutil;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringport_plugin::Transport;
+
+    #[test]
+    fn builtins_are_registered_by_name() {
+        let registry = builtins(&BuiltinSettings::default());
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["echo", "sockperf"]);
+        let sockperf = registry.get("sockperf").unwrap();
+        assert!(sockperf.supports(Transport::Udp));
+    }
+
+    #[test]
+    fn registering_twice_is_refused() {
+        let mut registry = builtins(&BuiltinSettings { max_frame: 100 });
+        assert_eq!(
+            register_builtins(&mut registry, &BuiltinSettings::default()),
+            Err(RegistryError::Duplicate("echo".to_owned()))
+        );
+    }
+
+    #[test]
+    fn output_errors_map_to_drop_reasons() {
+        assert_eq!(output_error(WriteError::QueueFull), DropReason::QueueFull);
+        assert_eq!(output_error(WriteError::TooLarge), DropReason::FrameTooLong);
+        assert_eq!(output_error(WriteError::UnknownTarget), DropReason::Refused);
+    }
+}
