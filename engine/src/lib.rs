@@ -1,5 +1,33 @@
-//! ringport engine.
+//! The ringport engine.
+//!
+//! # Layers
+//!
+//! A [`Plan`](plan::Plan) says which shard (thread, CPU) serves which ports of
+//! which listener. [`EngineHandle::start`] binds those ports, starts one pinned
+//! thread per shard and returns when all serve. Each shard owns one io_uring
+//! (SINGLE_ISSUER, DEFER_TASKRUN, COOP_TASKRUN where the kernel has them), two
+//! provided-buffer rings (TCP and UDP receives), a connection table, a pool of
+//! datagram sends and one instance of every plugin it serves. A shard's loop
+//! reaps completions in batches, feeds plugins through the
+//! [`Context`](ringport_plugin::Context) it implements, flushes queued bytes as
+//! sends and parks in one `submit_and_wait`.
+//!
+//! Modules below `sys` are the only code that talks to the kernel.
+#![warn(missing_docs)]
+
+pub mod config;
+mod conn;
 pub mod cpus;
+mod engine;
 pub mod limits;
+mod ops;
 pub mod plan;
+mod shard;
 pub mod spec;
+pub mod stats;
+pub mod sys;
+mod udp;
+
+pub use config::EngineConfig;
+pub use engine::{EngineHandle, StartError, Stopper, FDS_PER_SHARD};
+pub use stats::{Counters, EngineDrop, ShardStats};

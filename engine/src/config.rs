@@ -1,0 +1,91 @@
+//! Engine tunables (everything but the port plan).
+
+/// How a shard sizes its rings, buffers and queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Submission queue entries per shard ring (the CQ gets four times as many).
+    pub ring_entries: u32,
+    /// Bytes per TCP receive buffer in the provided buffer ring.
+    pub tcp_buf_size: u32,
+    /// TCP receive buffers per shard (power of two).
+    pub tcp_bufs: u16,
+    /// Largest datagram payload received whole; larger ones are cut and counted.
+    pub udp_max_datagram: u32,
+    /// UDP receive buffers per shard (power of two).
+    pub udp_bufs: u16,
+    /// Datagrams that may be in flight to the kernel per shard.
+    pub udp_send_slots: usize,
+    /// Hard cap of queued outbound bytes per stream; writes beyond it fail with `QueueFull`.
+    pub max_outbound: usize,
+    /// Above this many queued outbound bytes a stream stops being read until
+    /// the peer has taken half of them (backpressure).
+    pub pause_outbound: usize,
+    /// Once a completion is ready, wait up to this long for more before running
+    /// the turn (0: never add latency). Needs kernel 6.12 (IORING_FEAT_MIN_TIMEOUT).
+    pub batch_delay_us: u32,
+    /// listen() backlog.
+    pub backlog: i32,
+    /// Streams per shard; more are refused at accept and counted.
+    pub max_conns_per_shard: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ring_entries: 1024,
+            tcp_buf_size: 16 * 1024,
+            tcp_bufs: 1024,
+            udp_max_datagram: 2048,
+            udp_bufs: 2048,
+            udp_send_slots: 2048,
+            max_outbound: 4 << 20,
+            pause_outbound: 256 << 10,
+            batch_delay_us: 0,
+            backlog: 4096,
+            max_conns_per_shard: 65536,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the values a kernel or the engine cannot work with; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.tcp_bufs.is_power_of_two() || self.tcp_bufs > 32768 {
+            return Err(format!(
+                "tcp_bufs = {} must be a power of two between 1 and 32768 (e.g. 1024)",
+                self.tcp_bufs
+            ));
+        }
+        if !self.udp_bufs.is_power_of_two() || self.udp_bufs > 32768 {
+            return Err(format!(
+                "udp_bufs = {} must be a power of two between 1 and 32768 (e.g. 2048)",
+                self.udp_bufs
+            ));
+        }
+        if self.tcp_buf_size < 64 {
+            return Err(format!("tcp_buf_size = {} must be at least 64", self.tcp_buf_size));
+        }
+        if self.udp_max_datagram == 0 || self.udp_max_datagram > 65507 {
+            return Err(format!(
+                "udp_max_datagram = {} must be between 1 and 65507",
+                self.udp_max_datagram
+            ));
+        }
+        if self.ring_entries < 8 || self.ring_entries > 32768 {
+            return Err(format!(
+                "ring_entries = {} must be between 8 and 32768",
+                self.ring_entries
+            ));
+        }
+        if self.udp_send_slots == 0 {
+            return Err("udp_send_slots must be at least 1".to_owned());
+        }
+        if self.pause_outbound == 0 || self.pause_outbound > self.max_outbound {
+            return Err(format!(
+                "pause_outbound = {} must be between 1 and max_outbound = {}",
+                self.pause_outbound, self.max_outbound
+            ));
+        }
+        Ok(())
+    }
+}

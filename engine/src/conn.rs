@@ -1,0 +1,232 @@
+//! The shard's connection table: a slab of reusable slots with generations.
+
+use ringport_plugin::{CloseReason, ConnId};
+
+use crate::ops;
+
+/// Receive buffers kept per slot across reuse are shrunk to this size, so one
+/// burst does not pin memory forever.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// One stream and its in-flight state.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub fd: i32,
+    /// Which plugin instance serves it.
+    pub plugin: u16,
+    /// Which listener accepted it.
+    pub listener: u16,
+    /// The plugin accepted it (so `handle_close` is owed).
+    pub accepted: bool,
+    /// A multishot receive is armed.
+    pub recv_armed: bool,
+    /// A send is in flight (`tx_inflight[tx_off..]` belongs to the kernel).
+    pub send_inflight: bool,
+    /// The peer sent FIN.
+    pub read_closed: bool,
+    /// Reading paused for backpressure.
+    pub paused: bool,
+    /// Close once everything queued is sent, with this reason.
+    pub close_after_flush: Option<CloseReason>,
+    /// Teardown started: no more plugin calls, waiting for in-flight ops.
+    pub closing: bool,
+    /// Listed in the shard's dirty list.
+    pub dirty: bool,
+    /// Bytes the plugin has not consumed yet, in arrival order.
+    pub rx_pending: Vec<u8>,
+    /// Bytes queued by the plugin, not yet handed to the kernel.
+    pub tx_pending: Vec<u8>,
+    /// Bytes handed to the kernel; must not move until the send completes.
+    pub tx_inflight: Vec<u8>,
+    /// How much of `tx_inflight` the kernel has taken.
+    pub tx_off: usize,
+}
+
+impl Conn {
+    fn empty() -> Conn {
+        Conn {
+            fd: -1,
+            plugin: 0,
+            listener: 0,
+            accepted: false,
+            recv_armed: false,
+            send_inflight: false,
+            read_closed: false,
+            paused: false,
+            close_after_flush: None,
+            closing: false,
+            dirty: false,
+            rx_pending: Vec::new(),
+            tx_pending: Vec::new(),
+            tx_inflight: Vec::new(),
+            tx_off: 0,
+        }
+    }
+
+    /// Outbound bytes queued or in flight.
+    pub fn tx_len(&self) -> usize {
+        self.tx_pending.len() + self.tx_inflight.len() - self.tx_off
+    }
+
+    fn reset(&mut self) {
+        self.fd = -1;
+        self.accepted = false;
+        self.recv_armed = false;
+        self.send_inflight = false;
+        self.read_closed = false;
+        self.paused = false;
+        self.close_after_flush = None;
+        self.closing = false;
+        self.dirty = false;
+        self.tx_off = 0;
+        for v in [&mut self.rx_pending, &mut self.tx_pending, &mut self.tx_inflight] {
+            v.clear();
+            if v.capacity() > KEEP_CAPACITY {
+                v.shrink_to(KEEP_CAPACITY);
+            }
+        }
+    }
+}
+
+struct Slot {
+    generation: u32,
+    live: bool,
+    conn: Conn,
+}
+
+/// A slab of connections addressed by (index, generation).
+pub struct Conns {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    limit: usize,
+}
+
+impl std::fmt::Debug for Conns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conns").field("live", &self.live).field("limit", &self.limit).finish()
+    }
+}
+
+impl Conns {
+    /// A table that holds at most `limit` live connections.
+    pub fn new(limit: usize) -> Conns {
+        Conns {
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            limit,
+        }
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// No live connection.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Takes a slot for `fd`; `None` when the table is full.
+    pub fn insert(&mut self, fd: i32, plugin: u16, listener: u16) -> Option<(u32, u32)> {
+        if self.live >= self.limit {
+            return None;
+        }
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    live: false,
+                    conn: Conn::empty(),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.live = true;
+        slot.conn.fd = fd;
+        slot.conn.plugin = plugin;
+        slot.conn.listener = listener;
+        self.live += 1;
+        Some((idx, slot.generation))
+    }
+
+    /// The live connection at `idx` if its generation matches.
+    #[inline]
+    pub fn get_mut(&mut self, idx: u32, generation: u32) -> Option<&mut Conn> {
+        match self.slots.get_mut(idx as usize) {
+            Some(s) if s.live && s.generation == generation => Some(&mut s.conn),
+            _ => None,
+        }
+    }
+
+    /// The live connection at `idx`, whatever its generation (for the dirty list).
+    #[inline]
+    pub fn at_mut(&mut self, idx: u32) -> Option<(&mut Conn, u32)> {
+        match self.slots.get_mut(idx as usize) {
+            Some(s) if s.live => Some((&mut s.conn, s.generation)),
+            _ => None,
+        }
+    }
+
+    /// Frees a slot: its generation moves on, so stale ids and completions miss.
+    pub fn remove(&mut self, idx: u32) {
+        if let Some(s) = self.slots.get_mut(idx as usize) {
+            if s.live {
+                s.live = false;
+                s.generation = ops::next_generation(s.generation);
+                s.conn.reset();
+                self.free.push(idx);
+                self.live -= 1;
+            }
+        }
+    }
+
+    /// Indices of every live slot.
+    pub fn live_indices(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.live)
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// The plugin-facing id of (idx, generation).
+    pub fn id(idx: u32, generation: u32) -> ConnId {
+        ConnId::from_raw(((generation as u64) << 32) | idx as u64)
+    }
+
+    /// Splits a plugin-facing id.
+    pub fn split(id: ConnId) -> (u32, u32) {
+        ((id.raw() & 0xffff_ffff) as u32, (id.raw() >> 32) as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_make_stale_ids_miss() {
+        let mut t = Conns::new(2);
+        let (a, ga) = t.insert(10, 0, 0).unwrap();
+        let (b, _) = t.insert(11, 0, 0).unwrap();
+        assert!(t.insert(12, 0, 0).is_none(), "limit of 2");
+        assert_eq!(t.len(), 2);
+        t.remove(a);
+        assert!(t.get_mut(a, ga).is_none());
+        let (c, gc) = t.insert(13, 0, 0).unwrap();
+        assert_eq!(c, a, "slot reused");
+        assert_eq!(gc, ga + 1);
+        assert_eq!(t.get_mut(c, gc).unwrap().fd, 13);
+        assert!(t.get_mut(c, ga).is_none());
+        assert_eq!(t.live_indices(), vec![a, b]);
+        let id = Conns::id(c, gc);
+        assert_eq!(Conns::split(id), (c, gc));
+    }
+}

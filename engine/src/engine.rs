@@ -1,0 +1,425 @@
+//! Starting, observing and stopping the shards.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use ringport_plugin::{ListenerId, PluginFactory, Registry, Transport};
+
+use crate::config::EngineConfig;
+use crate::plan::{Mode, Plan};
+use crate::shard::{Shard, ShardInit, ShardShared, TcpListenerSock};
+use crate::stats::{Counters, ShardStats};
+use crate::sys::ring::{self, ProbeReport, RingError};
+use crate::sys::socket;
+
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// io_uring is unusable here; the message says why and what to do.
+    #[error(transparent)]
+    Ring(RingError),
+    /// A listener names a protocol nobody registered.
+    #[error("listener `{listener}`: no protocol named `{protocol}` (available: {available})")]
+    UnknownProtocol {
+        /// The listener spec.
+        listener: String,
+        /// The protocol asked for.
+        protocol: String,
+        /// Registered names.
+        available: String,
+    },
+    /// A protocol does not serve the listener's transport.
+    #[error("listener `{listener}`: protocol `{protocol}` does not serve {transport}")]
+    UnsupportedTransport {
+        /// The listener spec.
+        listener: String,
+        /// The protocol.
+        protocol: String,
+        /// The transport asked for.
+        transport: Transport,
+    },
+    /// A port could not be bound.
+    #[error("listener `{listener}`: cannot bind {addr}: {source}{hint}")]
+    Bind {
+        /// The listener spec.
+        listener: String,
+        /// The address and port.
+        addr: SocketAddr,
+        /// The errno.
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The plan needs more file descriptors than the process may open.
+    #[error("{0}")]
+    Limits(String),
+    /// A configuration value is out of range.
+    #[error("invalid engine setting: {0}")]
+    Config(String),
+    /// A shard could not be pinned to its CPU.
+    #[error("shard {shard}: cannot pin to CPU {cpu} (not in this process's allowed CPUs?)")]
+    Pin {
+        /// Shard index.
+        shard: usize,
+        /// CPU.
+        cpu: usize,
+    },
+    /// A shard failed while setting up.
+    #[error("shard {shard}: {message}")]
+    Shard {
+        /// Shard index.
+        shard: usize,
+        /// What failed.
+        message: String,
+    },
+}
+
+struct ShardHandle {
+    cpu: usize,
+    shared: Arc<ShardShared>,
+    join: Option<JoinHandle<Counters>>,
+    wake_fd: i32,
+}
+
+/// A running engine. Dropping it stops and joins the shards.
+pub struct EngineHandle {
+    shards: Vec<ShardHandle>,
+    notices: Vec<String>,
+    probe: ProbeReport,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("shards", &self.shards.len())
+            .field("probe", &self.probe)
+            .finish()
+    }
+}
+
+/// Lets another thread (a signal handler thread) stop the engine.
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Vec<Arc<ShardShared>>,
+}
+
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopper").field("shards", &self.shared.len()).finish()
+    }
+}
+
+impl Stopper {
+    /// Asks every shard to stop; returns at once.
+    pub fn stop(&self) {
+        for s in &self.shared {
+            s.stop.store(true, Ordering::Release);
+            s.wake();
+        }
+    }
+}
+
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => {
+            " (the port is in use: stop the other process, pick another range, or use --mode reuseport if the other listener is also ringport's)"
+        }
+        Some(libc::EADDRNOTAVAIL) => " (the address is not assigned to any local interface)",
+        Some(libc::EACCES) => " (ports below 1024 need CAP_NET_BIND_SERVICE)",
+        Some(libc::EMFILE) | Some(libc::ENFILE) => " (out of file descriptors: raise `ulimit -n`)",
+        _ => "",
+    }
+}
+
+/// Everything bound for one shard before its thread starts.
+struct Bound {
+    tcp: Vec<TcpListenerSock>,
+    udp: Vec<(i32, ListenerId, u16, SocketAddr)>,
+}
+
+fn close_all(bound: &[Bound]) {
+    for b in bound {
+        for l in &b.tcp {
+            // SAFETY: fds bound by `start` and not yet handed to a shard.
+            unsafe { libc::close(l.fd) };
+        }
+        for u in &b.udp {
+            // SAFETY: as above.
+            unsafe { libc::close(u.0) };
+        }
+    }
+}
+
+/// File descriptors each shard holds besides its sockets: ring, eventfd,
+/// plus a few for the process (stdio, epoll of the runtime, logs).
+pub const FDS_PER_SHARD: usize = 2;
+
+impl EngineHandle {
+    /// Probes io_uring, binds every port of the plan, starts one pinned thread
+    /// per shard and returns once all of them are serving.
+    pub fn start(
+        plan: &Plan,
+        config: EngineConfig,
+        registry: &Registry,
+    ) -> Result<EngineHandle, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let probe = ring::probe().map_err(StartError::Ring)?;
+        let mut notices = Vec::new();
+
+        // One plugin instance per (protocol, shard): map protocols to indices.
+        let mut protocols: Vec<String> = Vec::new();
+        let mut factories: Vec<Arc<dyn PluginFactory>> = Vec::new();
+        let mut listener_plugin = Vec::with_capacity(plan.listeners.len());
+        for spec in &plan.listeners {
+            let Some(f) = registry.get(&spec.protocol) else {
+                return Err(StartError::UnknownProtocol {
+                    listener: spec.to_string(),
+                    protocol: spec.protocol.clone(),
+                    available: registry.names().collect::<Vec<_>>().join(", "),
+                });
+            };
+            if !f.supports(spec.transport) {
+                return Err(StartError::UnsupportedTransport {
+                    listener: spec.to_string(),
+                    protocol: spec.protocol.clone(),
+                    transport: spec.transport,
+                });
+            }
+            let idx = match protocols.iter().position(|p| *p == spec.protocol) {
+                Some(i) => i,
+                None => {
+                    protocols.push(spec.protocol.clone());
+                    factories.push(f.clone());
+                    protocols.len() - 1
+                }
+            };
+            listener_plugin.push(idx as u16);
+        }
+
+        // File descriptors: sockets + per-shard fixed, the rest for streams.
+        let nofile = crate::limits::raise_nofile_limit()
+            .map_err(|e| StartError::Limits(format!("cannot read RLIMIT_NOFILE: {e}")))?;
+        let budget = crate::limits::check_fd_budget(plan, nofile.soft, FDS_PER_SHARD, 64)
+            .map_err(|e| StartError::Limits(e.to_string()))?;
+        let mut config = config;
+        let per_shard = (budget.for_connections as usize / plan.shards.len().max(1)).max(1);
+        if per_shard < config.max_conns_per_shard {
+            config.max_conns_per_shard = per_shard;
+        }
+
+        let reuse = plan.mode == Mode::Reuseport;
+        let mut bound: Vec<Bound> = Vec::with_capacity(plan.shards.len());
+        for sp in &plan.shards {
+            let mut b = Bound {
+                tcp: Vec::new(),
+                udp: Vec::new(),
+            };
+            for binding in &sp.bindings {
+                let spec = &plan.listeners[binding.listener.0 as usize];
+                let plugin = listener_plugin[binding.listener.0 as usize];
+                for port in binding.ports.iter() {
+                    let addr = SocketAddr::new(spec.addr, port);
+                    let fd = match socket::bind(spec.transport, addr, reuse, config.backlog) {
+                        Ok(fd) => socket::into_raw(fd),
+                        Err(e) => {
+                            bound.push(b);
+                            close_all(&bound);
+                            let hint = bind_hint(&e);
+                            return Err(StartError::Bind {
+                                listener: spec.to_string(),
+                                addr,
+                                source: e,
+                                hint,
+                            });
+                        }
+                    };
+                    match spec.transport {
+                        Transport::Tcp => b.tcp.push(TcpListenerSock {
+                            fd,
+                            listener: binding.listener,
+                            plugin,
+                            local: addr,
+                        }),
+                        Transport::Udp => b.udp.push((fd, binding.listener, plugin, addr)),
+                    }
+                }
+            }
+            bound.push(b);
+        }
+
+        let shard_count = plan.shards.len();
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<Vec<String>, StartError>)>();
+        let mut handles: Vec<ShardHandle> = Vec::with_capacity(shard_count);
+        for (sp, b) in plan.shards.iter().zip(bound) {
+            // SAFETY: eventfd has no memory preconditions; the result is checked.
+            let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if wake_fd < 0 {
+                let e = std::io::Error::last_os_error();
+                close_all(std::slice::from_ref(&b));
+                stop_and_join(&mut handles);
+                return Err(StartError::Shard {
+                    shard: sp.shard,
+                    message: format!("eventfd failed: {e}"),
+                });
+            }
+            let shared = Arc::new(ShardShared {
+                stats: Default::default(),
+                stop: Default::default(),
+                wake_fd,
+            });
+            let shard = sp.shard;
+            let cpu = sp.cpu;
+            let cfg = config.clone();
+            let facts = factories.clone();
+            let sh = shared.clone();
+            let tx = ready_tx.clone();
+            let spawn = std::thread::Builder::new()
+                .name(format!("ringport-shard-{shard}"))
+                .spawn(move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        let _ = tx.send((shard, Err(StartError::Pin { shard, cpu })));
+                        close_all(std::slice::from_ref(&b));
+                        return Counters::default();
+                    }
+                    let plugins = facts.iter().map(|f| f.create(shard, shard_count)).collect();
+                    let init = ShardInit {
+                        shard,
+                        shard_count,
+                        config: cfg,
+                        tcp: b.tcp,
+                        udp: b.udp,
+                        plugins,
+                        shared: sh,
+                    };
+                    match Shard::new(init) {
+                        Ok((s, notes)) => {
+                            let _ = tx.send((shard, Ok(notes)));
+                            s.run()
+                        }
+                        Err(e) => {
+                            let _ = tx.send((shard, Err(e)));
+                            Counters::default()
+                        }
+                    }
+                });
+            let join = match spawn {
+                Ok(j) => j,
+                Err(e) => {
+                    stop_and_join(&mut handles);
+                    return Err(StartError::Shard {
+                        shard,
+                        message: format!("cannot spawn its thread: {e}"),
+                    });
+                }
+            };
+            handles.push(ShardHandle {
+                cpu,
+                shared,
+                join: Some(join),
+                wake_fd,
+            });
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..shard_count {
+            match ready_rx.recv() {
+                Ok((_, Ok(notes))) => notices.extend(notes),
+                Ok((_, Err(e))) => {
+                    if failure.is_none() {
+                        failure = Some(e);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let mut handle = EngineHandle {
+            shards: handles,
+            notices,
+            probe,
+        };
+        if let Some(e) = failure {
+            handle.stop_and_join();
+            return Err(e);
+        }
+        Ok(handle)
+    }
+
+    /// Messages worth logging from start-up (kernel flags dropped, ...).
+    pub fn notices(&self) -> &[String] {
+        &self.notices
+    }
+
+    /// What the io_uring probe found.
+    pub fn probe(&self) -> &ProbeReport {
+        &self.probe
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// A snapshot of every shard's counters (as published at their last turn).
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ShardStats {
+                shard: i,
+                cpu: s.cpu,
+                counters: s.shared.stats.snapshot(),
+            })
+            .collect()
+    }
+
+    /// A handle that can stop the engine from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            shared: self.shards.iter().map(|s| s.shared.clone()).collect(),
+        }
+    }
+
+    /// Stops every shard, waits for them, and returns their final counters.
+    pub fn shutdown(mut self) -> Vec<ShardStats> {
+        self.stop_and_join();
+        self.stats()
+    }
+
+    /// Waits for the shards to stop (after [`Stopper::stop`]) and returns their final counters.
+    pub fn join(mut self) -> Vec<ShardStats> {
+        for s in &mut self.shards {
+            if let Some(j) = s.join.take() {
+                let _ = j.join();
+            }
+        }
+        self.stats()
+    }
+
+    fn stop_and_join(&mut self) {
+        stop_and_join(&mut self.shards);
+    }
+}
+
+fn stop_and_join(shards: &mut [ShardHandle]) {
+    for s in shards.iter() {
+        s.shared.stop.store(true, Ordering::Release);
+        s.shared.wake();
+    }
+    for s in shards.iter_mut() {
+        if let Some(j) = s.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+        for s in &self.shards {
+            // SAFETY: the eventfd was created by `start`; its shard has exited.
+            unsafe { libc::close(s.wake_fd) };
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Per-shard counters.
+//!
+//! A shard counts into plain integers ([`Counters`]) on its hot path and
+//! publishes them once per loop turn into [`SharedStats`] with relaxed stores
+//! (one writer per cell, so no read-modify-write is needed). Readers (the stats
+//! line, metrics, tests) take a [`ShardStats`] snapshot at any time.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ringport_plugin::DropReason;
+
+/// Drops the engine itself decides on (as opposed to a plugin's [`DropReason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EngineDrop {
+    /// A multishot receive ended with ENOBUFS: the buffer ring was empty. The
+    /// receive is re-armed; no bytes are lost (they wait in the socket).
+    BufferRingEmpty = 0,
+    /// A datagram was larger than the receive buffer and was cut (MSG_TRUNC).
+    DatagramTruncated = 1,
+    /// No free UDP send slot: the reply was not sent.
+    UdpSendSlotsFull = 2,
+    /// The kernel dropped datagrams from a full socket receive queue (SO_RXQ_OVFL).
+    KernelRxQueue = 3,
+    /// A UDP send failed in the kernel.
+    UdpSendError = 4,
+    /// A connection could not be accepted (fd limit, table full, accept error).
+    AcceptFailed = 5,
+    /// Completions lost to CQ overflow (only without IORING_FEAT_NODROP).
+    CqOverflow = 6,
+    /// A datagram whose source address could not be read.
+    BadSource = 7,
+}
+
+impl EngineDrop {
+    /// Number of engine drop reasons.
+    pub const COUNT: usize = 8;
+    /// All reasons in discriminant order.
+    pub const ALL: [EngineDrop; EngineDrop::COUNT] = [
+        EngineDrop::BufferRingEmpty,
+        EngineDrop::DatagramTruncated,
+        EngineDrop::UdpSendSlotsFull,
+        EngineDrop::KernelRxQueue,
+        EngineDrop::UdpSendError,
+        EngineDrop::AcceptFailed,
+        EngineDrop::CqOverflow,
+        EngineDrop::BadSource,
+    ];
+
+    /// Snake-case name for stats lines and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineDrop::BufferRingEmpty => "buffer_ring_empty",
+            EngineDrop::DatagramTruncated => "datagram_truncated",
+            EngineDrop::UdpSendSlotsFull => "udp_send_slots_full",
+            EngineDrop::KernelRxQueue => "kernel_rx_queue",
+            EngineDrop::UdpSendError => "udp_send_error",
+            EngineDrop::AcceptFailed => "accept_failed",
+            EngineDrop::CqOverflow => "cq_overflow",
+            EngineDrop::BadSource => "bad_source",
+        }
+    }
+}
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// A shard's counters as plain integers (hot-path side).
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: u64,)*
+            /// Plugin drops, indexed by [`DropReason::index`].
+            pub drops: [u64; DropReason::COUNT],
+            /// Engine drops, indexed by `EngineDrop as usize`.
+            pub engine_drops: [u64; EngineDrop::COUNT],
+        }
+
+        /// The published copy of a shard's counters.
+        #[derive(Debug, Default)]
+        pub struct SharedStats {
+            $($name: AtomicU64,)*
+            drops: [AtomicU64; DropReason::COUNT],
+            engine_drops: [AtomicU64; EngineDrop::COUNT],
+        }
+
+        impl SharedStats {
+            /// Publishes `c`. Only the owning shard calls this.
+            pub fn publish(&self, c: &Counters) {
+                $(self.$name.store(c.$name, Ordering::Relaxed);)*
+                for (a, v) in self.drops.iter().zip(c.drops.iter()) {
+                    a.store(*v, Ordering::Relaxed);
+                }
+                for (a, v) in self.engine_drops.iter().zip(c.engine_drops.iter()) {
+                    a.store(*v, Ordering::Relaxed);
+                }
+            }
+
+            /// A snapshot of the last published values.
+            pub fn snapshot(&self) -> Counters {
+                let mut c = Counters::default();
+                $(c.$name = self.$name.load(Ordering::Relaxed);)*
+                for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
+                    *v = a.load(Ordering::Relaxed);
+                }
+                for (v, a) in c.engine_drops.iter_mut().zip(self.engine_drops.iter()) {
+                    *v = a.load(Ordering::Relaxed);
+                }
+                c
+            }
+        }
+    };
+}
+
+counters! {
+    /// Application messages the plugins reported handling.
+    msgs,
+    /// Bytes received (streams and datagrams).
+    bytes_in,
+    /// Bytes sent (streams and datagrams).
+    bytes_out,
+    /// Datagrams received.
+    datagrams_in,
+    /// Datagrams sent.
+    datagrams_out,
+    /// Streams accepted.
+    conns_accepted,
+    /// Streams rejected by a plugin at open.
+    conns_rejected,
+    /// Streams closed.
+    conns_closed,
+    /// Streams closed because the plugin rejected their bytes (also in `drops`).
+    conns_protocol_closed,
+    /// Loop turns.
+    turns,
+    /// io_uring_enter calls.
+    enters,
+    /// Receives paused because a peer was not reading its replies.
+    backpressure_pauses,
+}
+
+impl Counters {
+    /// Streams currently open.
+    pub fn conns_open(&self) -> u64 {
+        self.conns_accepted.saturating_sub(self.conns_closed)
+    }
+
+    /// Counts a plugin drop.
+    #[inline]
+    pub fn drop_plugin(&mut self, reason: DropReason) {
+        self.drops[reason.index()] += 1;
+    }
+
+    /// Counts an engine drop.
+    #[inline]
+    pub fn drop_engine(&mut self, reason: EngineDrop, n: u64) {
+        self.engine_drops[reason as usize] += n;
+    }
+
+    /// All drops, plugin and engine.
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().sum::<u64>() + self.engine_drops.iter().sum::<u64>()
+    }
+
+    /// Adds `other` into `self` (for totals over shards).
+    pub fn add(&mut self, other: &Counters) {
+        macro_rules! add {
+            ($($f:ident),*) => { $(self.$f += other.$f;)* };
+        }
+        add!(
+            msgs,
+            bytes_in,
+            bytes_out,
+            datagrams_in,
+            datagrams_out,
+            conns_accepted,
+            conns_rejected,
+            conns_closed,
+            conns_protocol_closed,
+            turns,
+            enters,
+            backpressure_pauses
+        );
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.engine_drops.iter_mut().zip(other.engine_drops.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The non-zero drops as `reason=count` pairs.
+    pub fn drop_list(&self) -> Vec<(&'static str, u64)> {
+        let mut v = Vec::new();
+        for r in DropReason::ALL {
+            if self.drops[r.index()] > 0 {
+                v.push((r.as_str(), self.drops[r.index()]));
+            }
+        }
+        for r in EngineDrop::ALL {
+            if self.engine_drops[r as usize] > 0 {
+                v.push((r.as_str(), self.engine_drops[r as usize]));
+            }
+        }
+        v
+    }
+}
+
+/// One shard's snapshot, as returned by the engine handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Shard index.
+    pub shard: usize,
+    /// CPU it is pinned to.
+    pub cpu: usize,
+    /// Its counters.
+    pub counters: Counters,
+}
+
+impl fmt::Display for ShardStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counters;
+        write!(
+            f,
+            "shard {} cpu {}: msgs {} bytes_in {} bytes_out {} dgrams_in {} dgrams_out {} conns_open {} accepted {} closed {} drops",
+            self.shard,
+            self.cpu,
+            c.msgs,
+            c.bytes_in,
+            c.bytes_out,
+            c.datagrams_in,
+            c.datagrams_out,
+            c.conns_open(),
+            c.conns_accepted,
+            c.conns_closed
+        )?;
+        let drops = c.drop_list();
+        if drops.is_empty() {
+            write!(f, " 0")
+        } else {
+            for (name, n) in drops {
+                write!(f, " {name}={n}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_snapshot_round_trip_and_display() {
+        let shared = SharedStats::default();
+        let mut c = Counters {
+            msgs: 5,
+            conns_accepted: 3,
+            conns_closed: 1,
+            ..Counters::default()
+        };
+        c.drop_plugin(DropReason::FrameTooLong);
+        c.drop_engine(EngineDrop::BufferRingEmpty, 2);
+        shared.publish(&c);
+        let snap = shared.snapshot();
+        assert_eq!(snap, c);
+        assert_eq!(snap.conns_open(), 2);
+        assert_eq!(snap.drops_total(), 3);
+        let s = ShardStats { shard: 1, cpu: 0, counters: snap }.to_string();
+        assert_eq!(
+            s,
+            "shard 1 cpu 0: msgs 5 bytes_in 0 bytes_out 0 dgrams_in 0 dgrams_out 0 conns_open 2 accepted 3 closed 1 drops frame_too_long=1 buffer_ring_empty=2"
+        );
+    }
+}
