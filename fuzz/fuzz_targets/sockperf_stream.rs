@@ -1,0 +1,8 @@
+//! Arbitrary bytes, split arbitrarily, through the sockperf TCP plugin.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    ringport_fuzz::sockperf_stream(data);
+});
