@@ -479,6 +479,14 @@ impl Shard {
     }
 
     fn after_deliver(&mut self, idx: u32, generation: u32, result: Result<(), DropReason>) {
+        // A plugin that keeps more unconsumed bytes than a stream may queue
+        // outbound is not going to make progress: close rather than grow.
+        let result = match (result, self.core.conns.get_mut(idx, generation)) {
+            (Ok(()), Some(c)) if c.rx_pending.len() > self.core.config.max_outbound => {
+                Err(DropReason::QueueFull)
+            }
+            (r, _) => r,
+        };
         match result {
             Err(reason) => {
                 self.core.counters.drop_plugin(reason);
@@ -599,8 +607,16 @@ impl Shard {
         self.core.counters.datagrams_in += 1;
         self.core.counters.bytes_in += payload.len() as u64;
         self.core.current_plugin = plugin;
+        let slots_full = EngineDrop::UdpSendSlotsFull as usize;
+        let before = self.core.counters.engine_drops[slots_full];
         if let Err(r) = self.plugins[plugin as usize].handle_datagram(&mut self.core, &info, payload) {
-            self.core.counters.drop_plugin(r);
+            // A reply refused for want of a send slot is already counted as
+            // `udp_send_slots_full`; the plugin passing that refusal on is the
+            // same drop, not a second one.
+            let engine_counted = self.core.counters.engine_drops[slots_full] > before;
+            if !(r == DropReason::QueueFull && engine_counted) {
+                self.core.counters.drop_plugin(r);
+            }
         }
     }
 
@@ -864,6 +880,25 @@ impl Context for Core {
             return Err(WriteError::QueueFull);
         }
         c.tx_pending.extend_from_slice(data);
+        self.mark_dirty(idx);
+        Ok(())
+    }
+
+    fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
+        let max = self.config.max_outbound;
+        let Some((c, idx, _)) = self.conn_for(conn) else {
+            return Err(WriteError::UnknownTarget);
+        };
+        if c.closing {
+            return Err(WriteError::UnknownTarget);
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if c.tx_len() + len > max {
+            return Err(WriteError::QueueFull);
+        }
+        for p in parts {
+            c.tx_pending.extend_from_slice(p);
+        }
         self.mark_dirty(idx);
         Ok(())
     }

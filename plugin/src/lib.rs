@@ -272,7 +272,15 @@ pub trait Context {
     /// The time the engine read at the start of this loop turn.
     fn now(&self) -> Instant;
     /// Queues bytes on a stream. They are copied; the call never blocks.
+    ///
+    /// [`WriteError::QueueFull`] means the stream's outbound queue is at its
+    /// cap because the peer is not reading. A plugin should then stop and
+    /// return how much it consumed: the engine keeps the rest, stops reading
+    /// the stream, and presents the kept bytes again once the peer has caught up.
     fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError>;
+    /// Queues `parts` (concatenated) on a stream, all or nothing: on error no
+    /// byte of any part was queued, so a reply is never cut in half.
+    fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError>;
     /// Closes a stream once its queued bytes are sent.
     fn close(&mut self, conn: ConnId);
     /// Sends one datagram made of `parts` (concatenated) from `via` to `to`.

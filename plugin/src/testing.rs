@@ -252,6 +252,18 @@ impl Context for RecordingContext {
         Ok(())
     }
 
+    fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
+        if let Some(e) = self.write_error {
+            return Err(e);
+        }
+        let out = self.writes.entry(conn).or_default();
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        self.write_calls += 1;
+        Ok(())
+    }
+
     fn close(&mut self, conn: ConnId) {
         self.closes.push(conn);
     }

@@ -36,6 +36,10 @@ impl Context for NullContext {
         self.bytes += data.len();
         Ok(())
     }
+    fn write_parts(&mut self, _conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
+        self.bytes += parts.iter().map(|p| p.len()).sum::<usize>();
+        Ok(())
+    }
     fn close(&mut self, _conn: ConnId) {}
     fn send_datagram(
         &mut self,

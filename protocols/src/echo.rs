@@ -6,6 +6,7 @@
 
 use ringport_plugin::{
     ConnId, Context, DatagramInfo, DropReason, Plugin, PluginFactory, ShardId, Transport,
+    WriteError,
 };
 
 use crate::output_error;
@@ -50,7 +51,13 @@ impl Plugin for Echo {
         if data.is_empty() {
             return Ok(0);
         }
-        ctx.write(conn, data).map_err(output_error)?;
+        match ctx.write(conn, data) {
+            Ok(()) => {}
+            // Backpressure: consume nothing; the engine keeps the bytes and
+            // pauses reading until the peer has read its replies.
+            Err(WriteError::QueueFull) => return Ok(0),
+            Err(e) => return Err(output_error(e)),
+        }
         ctx.record_messages(1);
         Ok(data.len())
     }
@@ -100,14 +107,21 @@ mod tests {
     }
 
     #[test]
-    fn tcp_refused_write_closes_the_stream() {
+    fn tcp_full_queue_consumes_nothing() {
         let mut ctx = RecordingContext::new();
         ctx.fail_writes(Some(WriteError::QueueFull));
+        assert_eq!(Echo.handle_data(&mut ctx, CONN, b"x"), Ok(0));
+        assert_eq!(ctx.messages(), 0);
+    }
+
+    #[test]
+    fn tcp_other_refused_write_closes_the_stream() {
+        let mut ctx = RecordingContext::new();
+        ctx.fail_writes(Some(WriteError::UnknownTarget));
         assert_eq!(
             Echo.handle_data(&mut ctx, CONN, b"x"),
-            Err(DropReason::QueueFull)
+            Err(DropReason::Refused)
         );
-        assert_eq!(ctx.messages(), 0);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use ringport_plugin::{
     ConnId, Context, DatagramInfo, DropReason, Plugin, PluginFactory, ShardId, Transport,
+    WriteError,
 };
 
 use super::wire::{self, Flags, Framing, Packet, DEFAULT_MAX_FRAME, HEADER_LEN};
@@ -95,9 +96,10 @@ fn pong_header(packet: &Packet<&[u8]>) -> [u8; HEADER_LEN] {
 impl Plugin for Sockperf {
     /// Handles every complete frame of `data`; returns the bytes they cover.
     ///
-    /// A write the engine refuses closes the stream (counted as
-    /// [`DropReason::QueueFull`] for a full queue): a half-written pong would
-    /// desynchronise the client anyway.
+    /// A pong is queued whole or not at all ([`Context::write_parts`]). When
+    /// the outbound queue is full the frames handled so far are reported as
+    /// consumed and the rest waits in the engine (backpressure); any other
+    /// refused write closes the stream.
     fn handle_data(
         &mut self,
         ctx: &mut dyn Context,
@@ -116,14 +118,12 @@ impl Plugin for Sockperf {
             let packet = Packet::new_unchecked(&rest[..len]);
             if packet.flags().wants_reply() {
                 let header = pong_header(&packet);
-                let sent = ctx
-                    .write(conn, &header)
-                    .and_then(|()| match packet.payload() {
-                        [] => Ok(()),
-                        payload => ctx.write(conn, payload),
-                    });
-                if let Err(e) = sent {
-                    break Err(output_error(e));
+                match ctx.write_parts(conn, &[&header, packet.payload()]) {
+                    Ok(()) => {}
+                    // The peer is not reading its pongs: stop here; the engine
+                    // keeps this frame and presents it again once it can.
+                    Err(WriteError::QueueFull) => break Ok(consumed),
+                    Err(e) => break Err(output_error(e)),
                 }
             }
             consumed += len;
@@ -219,8 +219,9 @@ mod tests {
             ctx.written(CONN),
             [1, 2, 3, 4, 5, 6, 7, 8, 0x80, 0x02, 0, 0, 0, 17, b'x', b'y', b'z']
         );
-        // Header from a stack array, then the rest of the frame.
-        assert_eq!(ctx.write_calls(), 2);
+        // Header from a stack array and the rest of the frame, in one
+        // all-or-nothing write.
+        assert_eq!(ctx.write_calls(), 1);
         assert_eq!(ctx.messages(), 1);
     }
 
@@ -373,14 +374,30 @@ mod tests {
     }
 
     #[test]
-    fn refused_write_closes_the_stream() {
+    fn full_queue_stops_before_the_frame_and_keeps_it() {
         let mut plugin = Sockperf::default();
         let mut ctx = RecordingContext::new();
         ctx.fail_writes(Some(WriteError::QueueFull));
         let stream = frame(1, ping(), b"x");
+        assert_eq!(plugin.handle_data(&mut ctx, CONN, &stream), Ok(0));
+        assert_eq!(ctx.messages(), 0);
+        ctx.fail_writes(None);
         assert_eq!(
             plugin.handle_data(&mut ctx, CONN, &stream),
-            Err(DropReason::QueueFull)
+            Ok(stream.len())
+        );
+        assert_eq!(ctx.messages(), 1);
+    }
+
+    #[test]
+    fn other_refused_write_closes_the_stream() {
+        let mut plugin = Sockperf::default();
+        let mut ctx = RecordingContext::new();
+        ctx.fail_writes(Some(WriteError::UnknownTarget));
+        let stream = frame(1, ping(), b"x");
+        assert_eq!(
+            plugin.handle_data(&mut ctx, CONN, &stream),
+            Err(DropReason::Refused)
         );
         assert_eq!(ctx.messages(), 0);
     }
