@@ -63,7 +63,10 @@ impl EngineConfig {
             ));
         }
         if self.tcp_buf_size < 64 {
-            return Err(format!("tcp_buf_size = {} must be at least 64", self.tcp_buf_size));
+            return Err(format!(
+                "tcp_buf_size = {} must be at least 64",
+                self.tcp_buf_size
+            ));
         }
         if self.udp_max_datagram == 0 || self.udp_max_datagram > 65507 {
             return Err(format!(

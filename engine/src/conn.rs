@@ -80,7 +80,11 @@ impl Conn {
         self.closing = false;
         self.dirty = false;
         self.tx_off = 0;
-        for v in [&mut self.rx_pending, &mut self.tx_pending, &mut self.tx_inflight] {
+        for v in [
+            &mut self.rx_pending,
+            &mut self.tx_pending,
+            &mut self.tx_inflight,
+        ] {
             v.clear();
             if v.capacity() > KEEP_CAPACITY {
                 v.shrink_to(KEEP_CAPACITY);
@@ -105,7 +109,10 @@ pub struct Conns {
 
 impl std::fmt::Debug for Conns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conns").field("live", &self.live).field("limit", &self.limit).finish()
+        f.debug_struct("Conns")
+            .field("live", &self.live)
+            .field("limit", &self.limit)
+            .finish()
     }
 }
 
@@ -118,16 +125,6 @@ impl Conns {
             live: 0,
             limit,
         }
-    }
-
-    /// Live connections.
-    pub fn len(&self) -> usize {
-        self.live
-    }
-
-    /// No live connection.
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
     }
 
     /// Takes a slot for `fd`; `None` when the table is full.
@@ -217,7 +214,7 @@ mod tests {
         let (a, ga) = t.insert(10, 0, 0).unwrap();
         let (b, _) = t.insert(11, 0, 0).unwrap();
         assert!(t.insert(12, 0, 0).is_none(), "limit of 2");
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.live, 2);
         t.remove(a);
         assert!(t.get_mut(a, ga).is_none());
         let (c, gc) = t.insert(13, 0, 0).unwrap();

@@ -107,7 +107,9 @@ pub struct Stopper {
 
 impl std::fmt::Debug for Stopper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stopper").field("shards", &self.shared.len()).finish()
+        f.debug_struct("Stopper")
+            .field("shards", &self.shared.len())
+            .finish()
     }
 }
 

@@ -53,7 +53,10 @@ mod tests {
     fn pack_unpack() {
         let ud = pack(OP_SEND, 0x12_3456, 0xdead_beef);
         assert_eq!(unpack(ud), (OP_SEND, 0x12_3456, 0xdead_beef));
-        assert_eq!(unpack(pack(OP_RECV, 0x1ff_ffff, 7)), (OP_RECV, 0xff_ffff, 7));
+        assert_eq!(
+            unpack(pack(OP_RECV, 0x1ff_ffff, 7)),
+            (OP_RECV, 0xff_ffff, 7)
+        );
         assert_eq!(next_generation(0xff_ffff), 0);
     }
 }

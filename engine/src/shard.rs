@@ -130,7 +130,9 @@ pub struct Shard {
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shard").field("shard", &self.core.shard).finish()
+        f.debug_struct("Shard")
+            .field("shard", &self.core.shard)
+            .finish()
     }
 }
 
@@ -160,15 +162,13 @@ impl Shard {
         // No registered ring fd: the io-uring crate keeps that index per
         // `Submitter` value, and ours are made afresh for every call.
         let ring = r.ring;
-        let bufring_err = |what: &str, e: io::Error| {
-            crate::StartError::Shard {
-                shard: init.shard,
-                message: format!(
-                    "registering the {what} provided buffer ring failed: {e} \
+        let bufring_err = |what: &str, e: io::Error| crate::StartError::Shard {
+            shard: init.shard,
+            message: format!(
+                "registering the {what} provided buffer ring failed: {e} \
                      (IORING_REGISTER_PBUF_RING needs Linux 5.19; ENOMEM means the memory for \
                      --{what}-bufs buffers could not be had)"
-                ),
-            }
+            ),
         };
         let tcp_bufs = BufRing::new(&ring.submitter(), BGID_TCP, cfg.tcp_bufs, cfg.tcp_buf_size)
             .map_err(|e| bufring_err("tcp", e))?;
@@ -253,17 +253,25 @@ impl Shard {
         drop(cq);
         if overflow != self.core.cq_overflow_seen {
             let lost = overflow.wrapping_sub(self.core.cq_overflow_seen);
-            self.core.counters.drop_engine(EngineDrop::CqOverflow, lost as u64);
+            self.core
+                .counters
+                .drop_engine(EngineDrop::CqOverflow, lost as u64);
             self.core.cq_overflow_seen = overflow;
         }
     }
 
     fn wait(&mut self) {
         self.core.counters.enters += 1;
-        let timeout = self.core.timers.peek().map(|Reverse((at, ..))| {
-            at.saturating_duration_since(Instant::now())
-        });
-        let delay = if self.min_timeout { self.core.config.batch_delay_us } else { 0 };
+        let timeout = self
+            .core
+            .timers
+            .peek()
+            .map(|Reverse((at, ..))| at.saturating_duration_since(Instant::now()));
+        let delay = if self.min_timeout {
+            self.core.config.batch_delay_us
+        } else {
+            0
+        };
         let res = match (timeout, delay) {
             (None, 0) => self.core.ring.submit_and_wait(1),
             (t, d) => {
@@ -277,7 +285,11 @@ impl Shard {
                         let args = args.timespec(ts);
                         // Wait for a full batch; min_wait makes the kernel return
                         // with what it has once the delay has passed.
-                        let want = if d > 0 { self.cqes.capacity().min(64) } else { 1 };
+                        let want = if d > 0 {
+                            self.cqes.capacity().min(64)
+                        } else {
+                            1
+                        };
                         self.core.ring.submitter().submit_with_args(want, &args)
                     }
                     None => {
@@ -314,11 +326,7 @@ impl Shard {
                 OP_SEND => self.on_send(idx, generation, res),
                 OP_UDP_RECV => self.on_udp_recv(idx, res, flags, more),
                 OP_UDP_SEND => self.on_udp_send(idx, res),
-                OP_WAKE => {
-                    if !self.shared.stop.load(Ordering::Acquire) {
-                        self.core.arm_wake();
-                    }
-                }
+                OP_WAKE if !self.shared.stop.load(Ordering::Acquire) => self.core.arm_wake(),
                 _ => {}
             }
         }
@@ -398,7 +406,9 @@ impl Shard {
             }
             self.core.mark_dirty(idx);
         } else if res == -libc::ENOBUFS {
-            self.core.counters.drop_engine(EngineDrop::BufferRingEmpty, 1);
+            self.core
+                .counters
+                .drop_engine(EngineDrop::BufferRingEmpty, 1);
         } else if res == -libc::ECANCELED {
             // We cancelled it: backpressure pause or teardown.
         } else {
@@ -422,7 +432,10 @@ impl Shard {
             self.core.maybe_finalize(idx, generation);
             return;
         }
-        if !conn.recv_armed && !conn.paused && !conn.read_closed && !stopping
+        if !conn.recv_armed
+            && !conn.paused
+            && !conn.read_closed
+            && !stopping
             && conn.close_after_flush.is_none()
         {
             self.core.arm_recv(idx, generation, bgid);
@@ -566,7 +579,9 @@ impl Shard {
                 self.udp_bufs.recycle(b);
             }
         } else if res == -libc::ENOBUFS {
-            self.core.counters.drop_engine(EngineDrop::BufferRingEmpty, 1);
+            self.core
+                .counters
+                .drop_engine(EngineDrop::BufferRingEmpty, 1);
         }
         let stopping = self.core.stopping;
         if !more && !stopping && res != -libc::ECANCELED {
@@ -585,11 +600,15 @@ impl Shard {
             let delta = v.wrapping_sub(sock.rxq_ovfl);
             sock.rxq_ovfl = v;
             if delta > 0 {
-                self.core.counters.drop_engine(EngineDrop::KernelRxQueue, delta as u64);
+                self.core
+                    .counters
+                    .drop_engine(EngineDrop::KernelRxQueue, delta as u64);
             }
         }
         if msg.is_payload_truncated() {
-            self.core.counters.drop_engine(EngineDrop::DatagramTruncated, 1);
+            self.core
+                .counters
+                .drop_engine(EngineDrop::DatagramTruncated, 1);
             return;
         }
         let Some(peer) = addr::from_raw(msg.name_data()) else {
@@ -609,7 +628,9 @@ impl Shard {
         self.core.current_plugin = plugin;
         let slots_full = EngineDrop::UdpSendSlotsFull as usize;
         let before = self.core.counters.engine_drops[slots_full];
-        if let Err(r) = self.plugins[plugin as usize].handle_datagram(&mut self.core, &info, payload) {
+        if let Err(r) =
+            self.plugins[plugin as usize].handle_datagram(&mut self.core, &info, payload)
+        {
             // A reply refused for want of a send slot is already counted as
             // `udp_send_slots_full`; the plugin passing that refusal on is the
             // same drop, not a second one.
@@ -796,9 +817,13 @@ impl Core {
     }
 
     fn arm_wake(&mut self) {
-        let e = opcode::Read::new(Fd(self.wake_fd), (&mut *self.wake_buf as *mut u64).cast(), 8)
-            .build()
-            .user_data(ops::pack(OP_WAKE, 0, 0));
+        let e = opcode::Read::new(
+            Fd(self.wake_fd),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(ops::pack(OP_WAKE, 0, 0));
         self.push(e);
     }
 
@@ -851,7 +876,9 @@ impl Core {
 
     fn conn_for(&mut self, id: ConnId) -> Option<(&mut crate::conn::Conn, u32, u32)> {
         let (idx, generation) = Conns::split(id);
-        self.conns.get_mut(idx, generation).map(|c| (c, idx, generation))
+        self.conns
+            .get_mut(idx, generation)
+            .map(|c| (c, idx, generation))
     }
 }
 
@@ -954,8 +981,12 @@ impl Context for Core {
 
     fn set_timer(&mut self, after: Duration, token: u64) {
         self.timer_seq += 1;
-        self.timers
-            .push(Reverse((self.now + after, self.timer_seq, self.current_plugin, token)));
+        self.timers.push(Reverse((
+            self.now + after,
+            self.timer_seq,
+            self.current_plugin,
+            token,
+        )));
     }
 
     fn record_messages(&mut self, n: u64) {

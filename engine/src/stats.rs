@@ -265,7 +265,12 @@ mod tests {
         assert_eq!(snap, c);
         assert_eq!(snap.conns_open(), 2);
         assert_eq!(snap.drops_total(), 3);
-        let s = ShardStats { shard: 1, cpu: 0, counters: snap }.to_string();
+        let s = ShardStats {
+            shard: 1,
+            cpu: 0,
+            counters: snap,
+        }
+        .to_string();
         assert_eq!(
             s,
             "shard 1 cpu 0: msgs 5 bytes_in 0 bytes_out 0 dgrams_in 0 dgrams_out 0 conns_open 2 accepted 3 closed 1 drops frame_too_long=1 buffer_ring_empty=2"

@@ -37,7 +37,10 @@ pub struct UdpSock {
 
 impl std::fmt::Debug for UdpSock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UdpSock").field("fd", &self.fd).field("local", &self.local).finish()
+        f.debug_struct("UdpSock")
+            .field("fd", &self.fd)
+            .field("local", &self.local)
+            .finish()
     }
 }
 
@@ -72,7 +75,9 @@ pub fn rxq_ovfl(control: &[u8]) -> Option<u32> {
             return None;
         }
         if level == libc::SOL_SOCKET && kind == libc::SO_RXQ_OVFL && len >= 20 {
-            return Some(u32::from_ne_bytes(control[off + 16..off + 20].try_into().ok()?));
+            return Some(u32::from_ne_bytes(
+                control[off + 16..off + 20].try_into().ok()?,
+            ));
         }
         off += (len + 7) & !7;
     }
@@ -88,9 +93,10 @@ struct Slot {
     buf: Vec<u8>,
 }
 
-/// A fixed pool of send slots.
+/// A fixed pool of send slots. The vector is sized once and never grows, so
+/// a slot's address stays put while the kernel reads it.
 pub struct SendPool {
-    slots: Vec<Box<Slot>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
     max_len: usize,
 }
@@ -109,7 +115,7 @@ impl SendPool {
     pub fn new(count: usize, max_len: usize) -> SendPool {
         let slots = (0..count)
             .map(|_| {
-                Box::new(Slot {
+                Slot {
                     // SAFETY: all-zero msghdr/iovec/sockaddr_storage are valid values.
                     hdr: unsafe { mem::zeroed() },
                     // SAFETY: as above.
@@ -117,7 +123,7 @@ impl SendPool {
                     // SAFETY: as above.
                     addr: unsafe { mem::zeroed() },
                     buf: Vec::new(),
-                })
+                }
             })
             .collect();
         SendPool {
@@ -139,7 +145,7 @@ impl SendPool {
             return Err(WriteError::TooLarge);
         }
         let idx = self.free.pop().ok_or(WriteError::QueueFull)?;
-        let slot = &mut *self.slots[idx as usize];
+        let slot = &mut self.slots[idx as usize];
         slot.buf.clear();
         for p in parts {
             slot.buf.extend_from_slice(p);
@@ -164,6 +170,7 @@ impl SendPool {
     }
 
     /// Slots in flight.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.slots.len() - self.free.len()
     }

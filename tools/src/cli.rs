@@ -171,7 +171,9 @@ mod tests {
             "reuseport",
         ])
         .unwrap();
-        let Some(Command::Serve(a)) = cli.command else { panic!("serve") };
+        let Some(Command::Serve(a)) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(a.listen.len(), 2);
         assert_eq!(a.shards, Some(4));
         assert_eq!(a.cpus.unwrap().as_slice(), &[0, 1]);

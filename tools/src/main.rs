@@ -19,7 +19,10 @@ use cli::{Cli, Command, ServeArgs};
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default_serve())) {
+    let result = match cli
+        .command
+        .unwrap_or(Command::Serve(ServeArgs::default_serve()))
+    {
         Command::Serve(args) => serve(args),
     };
     if let Err(e) = result {

@@ -25,7 +25,10 @@ impl Signals {
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
         };
         if rc != 0 {
-            anyhow::bail!("pthread_sigmask failed: {}", std::io::Error::from_raw_os_error(rc));
+            anyhow::bail!(
+                "pthread_sigmask failed: {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
         }
         Ok(Signals { set })
     }
@@ -47,7 +50,11 @@ impl Signals {
                 if rc != 0 {
                     continue;
                 }
-                let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
                 on_signal(name);
                 if tx.send(name).is_err() {
                     return;

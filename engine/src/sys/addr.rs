@@ -76,13 +76,22 @@ pub fn peer_of(fd: i32) -> Option<SocketAddr> {
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage and len are ours and sized as the kernel expects.
-    let rc = unsafe { libc::getpeername(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
     if rc != 0 {
         return None;
     }
     // SAFETY: the kernel initialised `len` bytes of storage, which is at least that large.
     let bytes = unsafe {
-        std::slice::from_raw_parts((&storage as *const libc::sockaddr_storage).cast::<u8>(), len as usize)
+        std::slice::from_raw_parts(
+            (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
     };
     from_raw(bytes)
 }
@@ -96,7 +105,9 @@ mod tests {
         let mut st: libc::sockaddr_storage = unsafe { mem::zeroed() };
         let len = to_raw(&a, &mut st) as usize;
         // SAFETY: to_raw wrote `len` bytes into st.
-        let bytes = unsafe { std::slice::from_raw_parts((&st as *const libc::sockaddr_storage).cast::<u8>(), len) };
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&st as *const libc::sockaddr_storage).cast::<u8>(), len)
+        };
         assert_eq!(from_raw(bytes), Some(a));
     }
 

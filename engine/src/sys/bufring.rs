@@ -87,7 +87,10 @@ impl BufRing {
             ));
         }
         if size == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer size must be > 0"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer size must be > 0",
+            ));
         }
         let entries = Mapping::new(count as usize * ENTRY_SIZE)?;
         let buffers = Mapping::new(count as usize * size as usize)?;

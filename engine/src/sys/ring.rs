@@ -220,9 +220,15 @@ pub fn setup(entries: u32, cq_entries: u32) -> Result<Ring, RingError> {
 
 /// Operations every shard needs, with the kernel version that brought them.
 const REQUIRED: &[(u8, &str)] = &[
-    (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT (multishot, 5.19)"),
+    (
+        opcode::AcceptMulti::CODE,
+        "IORING_OP_ACCEPT (multishot, 5.19)",
+    ),
     (opcode::RecvMulti::CODE, "IORING_OP_RECV (multishot, 6.0)"),
-    (opcode::RecvMsgMulti::CODE, "IORING_OP_RECVMSG (multishot, 6.0)"),
+    (
+        opcode::RecvMsgMulti::CODE,
+        "IORING_OP_RECVMSG (multishot, 6.0)",
+    ),
     (opcode::Send::CODE, "IORING_OP_SEND (5.6)"),
     (opcode::SendMsg::CODE, "IORING_OP_SENDMSG (5.3)"),
     (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL (5.5)"),
@@ -298,7 +304,10 @@ mod tests {
     fn eperm_hint_names_the_causes() {
         let h = unavailable_hint(&io::Error::from_raw_os_error(libc::EPERM));
         assert!(h.contains("6.1"), "{h}");
-        assert!(h.contains("io_uring_disabled") || h.contains("seccomp"), "{h}");
+        assert!(
+            h.contains("io_uring_disabled") || h.contains("seccomp"),
+            "{h}"
+        );
         let h = unavailable_hint(&io::Error::from_raw_os_error(libc::ENOSYS));
         assert!(h.contains("ENOSYS"), "{h}");
     }
