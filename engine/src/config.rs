@@ -1,5 +1,31 @@
 //! Engine tunables (everything but the port plan).
 
+/// How kernel receive-queue drops of UDP sockets are read. Both read the same
+/// kernel counter (`sk_drops`); they differ in cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdpDropCounter {
+    /// getsockopt(SO_MEMINFO) at most every 100 ms while datagrams arrive and
+    /// once after they stop: no per-datagram cost.
+    #[default]
+    Poll,
+    /// SO_RXQ_OVFL: the counter rides along every datagram as a control
+    /// message (about 10% more server CPU per small datagram, measured).
+    Cmsg,
+}
+
+impl std::str::FromStr for UdpDropCounter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "poll" => Ok(UdpDropCounter::Poll),
+            "cmsg" => Ok(UdpDropCounter::Cmsg),
+            other => Err(format!(
+                "`{other}` is not a drop counter: use `poll` or `cmsg`"
+            )),
+        }
+    }
+}
+
 /// How a shard sizes its rings, buffers and queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -23,6 +49,10 @@ pub struct EngineConfig {
     /// Once a completion is ready, wait up to this long for more before running
     /// the turn (0: never add latency). Needs kernel 6.12 (IORING_FEAT_MIN_TIMEOUT).
     pub batch_delay_us: u32,
+    /// How kernel receive-queue drops are read.
+    pub udp_drop_counter: UdpDropCounter,
+    /// SO_RCVBUF asked for on UDP sockets (capped by net.core.rmem_max).
+    pub udp_rcvbuf: usize,
     /// listen() backlog.
     pub backlog: i32,
     /// Streams per shard; more are refused at accept and counted.
@@ -41,6 +71,8 @@ impl Default for EngineConfig {
             max_outbound: 4 << 20,
             pause_outbound: 256 << 10,
             batch_delay_us: 0,
+            udp_drop_counter: UdpDropCounter::Poll,
+            udp_rcvbuf: 4 << 20,
             backlog: 4096,
             max_conns_per_shard: 65536,
         }

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use ringport_plugin::{ListenerId, PluginFactory, Registry, Transport};
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, UdpDropCounter};
 use crate::plan::{Mode, Plan};
 use crate::shard::{Shard, ShardInit, ShardShared, TcpListenerSock};
 use crate::stats::{Counters, ShardStats};
@@ -223,7 +223,13 @@ impl EngineHandle {
                 let plugin = listener_plugin[binding.listener.0 as usize];
                 for port in binding.ports.iter() {
                     let addr = SocketAddr::new(spec.addr, port);
-                    let fd = match socket::bind(spec.transport, addr, reuse, config.backlog) {
+                    let opts = socket::BindOptions {
+                        reuseport: reuse,
+                        backlog: config.backlog,
+                        udp_rcvbuf: config.udp_rcvbuf,
+                        rxq_ovfl_cmsg: config.udp_drop_counter == UdpDropCounter::Cmsg,
+                    };
+                    let fd = match socket::bind(spec.transport, addr, opts) {
                         Ok(fd) => socket::into_raw(fd),
                         Err(e) => {
                             bound.push(b);

@@ -28,6 +28,6 @@ pub mod stats;
 pub mod sys;
 mod udp;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, UdpDropCounter};
 pub use engine::{EngineHandle, StartError, Stopper, FDS_PER_SHARD};
 pub use stats::{Counters, EngineDrop, ShardStats};

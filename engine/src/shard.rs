@@ -22,7 +22,7 @@ use ringport_plugin::{
     Plugin, ShardId, SocketId, StreamInfo, Verdict, WriteError,
 };
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, UdpDropCounter};
 use crate::conn::Conns;
 use crate::ops::{self, *};
 use crate::stats::{Counters, EngineDrop, SharedStats};
@@ -34,6 +34,8 @@ use crate::udp::{self, SendPool, UdpSock};
 const BGID_TCP: u16 = 0;
 /// Buffer group of the UDP receive ring.
 const BGID_UDP: u16 = 1;
+/// How often a shard that receives datagrams reads its sockets' kernel drop counters.
+const DROPS_POLL_EVERY: Duration = Duration::from_millis(100);
 /// How long a stopping shard waits for the kernel to hand back in-flight operations.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
@@ -113,6 +115,10 @@ struct Core {
     wake_buf: Box<u64>,
     wake_fd: i32,
     cq_overflow_seen: u32,
+    /// When the kernel drop counters are next due to be read (None: not owed).
+    drops_poll_at: Option<Instant>,
+    /// `datagrams_in` at the last read of the drop counters.
+    drops_polled_at_count: u64,
 }
 
 /// A running shard.
@@ -199,6 +205,8 @@ impl Shard {
             wake_buf: Box::new(0),
             wake_fd: init.shared.wake_fd,
             cq_overflow_seen: 0,
+            drops_poll_at: None,
+            drops_polled_at_count: 0,
             config: cfg.clone(),
         };
         let cq_cap = (cfg.ring_entries * 4) as usize;
@@ -230,6 +238,7 @@ impl Shard {
             self.core.now = Instant::now();
             self.dispatch();
             self.fire_timers();
+            self.poll_kernel_drops(false);
             self.flush();
             self.core.counters.turns += 1;
             self.shared.stats.publish(&self.core.counters);
@@ -262,11 +271,12 @@ impl Shard {
 
     fn wait(&mut self) {
         self.core.counters.enters += 1;
-        let timeout = self
-            .core
-            .timers
-            .peek()
-            .map(|Reverse((at, ..))| at.saturating_duration_since(Instant::now()));
+        let timer = self.core.timers.peek().map(|Reverse((at, ..))| *at);
+        let deadline = match (timer, self.core.drops_poll_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
         let delay = if self.min_timeout {
             self.core.config.batch_delay_us
         } else {
@@ -596,6 +606,7 @@ impl Shard {
             self.core.counters.drop_engine(EngineDrop::BadSource, 1);
             return;
         };
+        // With `UdpDropCounter::Cmsg` every datagram carries the counter.
         if let Some(v) = udp::rxq_ovfl(msg.control_data()) {
             let delta = v.wrapping_sub(sock.rxq_ovfl);
             sock.rxq_ovfl = v;
@@ -718,7 +729,41 @@ impl Shard {
         self.core.dirty.clear();
     }
 
+    /// Reads the kernel's receive-queue drop counter (`sk_drops`) of every UDP
+    /// socket with SO_MEMINFO, at most every [`DROPS_POLL_EVERY`] while
+    /// datagrams flow, once more after they stop, and never while idle.
+    fn poll_kernel_drops(&mut self, force: bool) {
+        if self.core.config.udp_drop_counter != UdpDropCounter::Poll || self.core.udp.is_empty() {
+            return;
+        }
+        let seen = self.core.counters.datagrams_in;
+        if !force {
+            match self.core.drops_poll_at {
+                None if seen != self.core.drops_polled_at_count => {
+                    self.core.drops_poll_at = Some(self.core.now + DROPS_POLL_EVERY);
+                    return;
+                }
+                Some(at) if self.core.now >= at => {}
+                _ => return,
+            }
+        }
+        self.core.drops_poll_at = None;
+        self.core.drops_polled_at_count = seen;
+        for sock in &mut self.core.udp {
+            if let Some(v) = socket::sk_drops(sock.fd) {
+                let delta = v.wrapping_sub(sock.rxq_ovfl);
+                sock.rxq_ovfl = v;
+                if delta > 0 {
+                    self.core
+                        .counters
+                        .drop_engine(EngineDrop::KernelRxQueue, delta as u64);
+                }
+            }
+        }
+    }
+
     fn shutdown(&mut self) {
+        self.poll_kernel_drops(true);
         self.core.stopping = true;
         for idx in self.core.conns.live_indices() {
             if let Some((_, generation)) = self.core.conns.at_mut(idx) {

@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use ringport_engine::cpus::CpuList;
 use ringport_engine::plan::Mode;
 use ringport_engine::spec::ListenerSpec;
-use ringport_engine::EngineConfig;
+use ringport_engine::{EngineConfig, UdpDropCounter};
 
 /// ringport: a thread-per-core io_uring engine for machine-to-machine traffic
 /// on internal ports. With no subcommand it runs `serve` with its defaults.
@@ -107,6 +107,16 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2048, value_name = "N")]
     pub udp_send_slots: usize,
 
+    /// How kernel UDP receive-queue drops are read: `poll` (SO_MEMINFO every
+    /// 100 ms while datagrams arrive) or `cmsg` (SO_RXQ_OVFL on every datagram;
+    /// costs more CPU and reports drops only with the next datagram).
+    #[arg(long, default_value = "poll", value_name = "poll|cmsg")]
+    pub udp_drop_counter: UdpDropCounter,
+
+    /// SO_RCVBUF asked for on UDP sockets (the kernel caps it at net.core.rmem_max).
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    pub udp_rcvbuf: usize,
+
     /// Cap of queued outbound bytes per stream.
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub max_outbound: usize,
@@ -135,6 +145,8 @@ impl ServeArgs {
             max_outbound: self.max_outbound,
             pause_outbound: (256 << 10).min(self.max_outbound),
             batch_delay_us: self.batch_delay_us,
+            udp_drop_counter: self.udp_drop_counter,
+            udp_rcvbuf: self.udp_rcvbuf,
             ..EngineConfig::default()
         }
     }

@@ -7,24 +7,46 @@ use std::os::fd::{IntoRawFd, OwnedFd};
 use ringport_plugin::Transport;
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Receive/send buffer size asked for on UDP sockets (the kernel caps it at
-/// net.core.rmem_max / wmem_max).
-const UDP_SOCKBUF: usize = 4 << 20;
+/// Send buffer size asked for on UDP sockets (the kernel caps it at net.core.wmem_max).
+const UDP_SNDBUF: usize = 4 << 20;
 
-/// Binds one listening socket. `reuseport` sets SO_REUSEPORT before binding.
-/// UDP sockets get SO_RXQ_OVFL so kernel receive-queue drops are reported.
-pub fn bind(
-    transport: Transport,
-    addr: SocketAddr,
-    reuseport: bool,
-    backlog: i32,
-) -> io::Result<OwnedFd> {
+/// `SO_MEMINFO` (asm-generic/socket.h; the same on x86-64 and arm64).
+const SO_MEMINFO: i32 = 55;
+/// Number of u32 fields SO_MEMINFO fills (`SK_MEMINFO_VARS`).
+const SK_MEMINFO_VARS: usize = 9;
+
+/// How a socket is bound.
+#[derive(Debug, Clone, Copy)]
+pub struct BindOptions {
+    /// Set SO_REUSEPORT before binding.
+    pub reuseport: bool,
+    /// listen() backlog (TCP).
+    pub backlog: i32,
+    /// SO_RCVBUF for UDP sockets.
+    pub udp_rcvbuf: usize,
+    /// Ask for SO_RXQ_OVFL control messages on every datagram (UDP).
+    pub rxq_ovfl_cmsg: bool,
+}
+
+/// Binds one listening socket.
+pub fn bind(transport: Transport, addr: SocketAddr, opts: BindOptions) -> io::Result<OwnedFd> {
+    let BindOptions {
+        reuseport,
+        backlog,
+        udp_rcvbuf,
+        rxq_ovfl_cmsg,
+    } = opts;
     let domain = Domain::for_address(addr);
     let socket = match transport {
         Transport::Tcp => Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?,
         Transport::Udp => Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?,
     };
-    socket.set_reuse_address(true)?;
+    // SO_REUSEADDR lets a TCP listener rebind over TIME_WAIT connections. On
+    // UDP it would let a second socket bind the same port and silently split
+    // the traffic, so a port in use would go unnoticed: TCP only.
+    if transport == Transport::Tcp {
+        socket.set_reuse_address(true)?;
+    }
     if reuseport {
         socket.set_reuse_port(true)?;
     }
@@ -32,9 +54,11 @@ pub fn bind(
         socket.set_only_v6(true)?;
     }
     if transport == Transport::Udp {
-        let _ = socket.set_recv_buffer_size(UDP_SOCKBUF);
-        let _ = socket.set_send_buffer_size(UDP_SOCKBUF);
-        set_int(&socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
+        socket.set_recv_buffer_size(udp_rcvbuf)?;
+        let _ = socket.set_send_buffer_size(UDP_SNDBUF);
+        if rxq_ovfl_cmsg {
+            set_int(&socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
+        }
     }
     socket.bind(&addr.into())?;
     if transport == Transport::Tcp {
@@ -80,4 +104,27 @@ pub fn set_nodelay(fd: i32) {
 /// Turns an owned fd into a raw one that the shard closes itself.
 pub fn into_raw(fd: OwnedFd) -> i32 {
     fd.into_raw_fd()
+}
+
+/// The kernel's count of datagrams dropped on this socket's receive path
+/// (`sk_drops`: a full receive queue, mostly), via SO_MEMINFO.
+pub fn sk_drops(fd: i32) -> Option<u32> {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the pointer and length describe `info`, which the kernel fills
+    // with at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    if rc != 0 || (len as usize) < (drops + 1) * 4 {
+        return None;
+    }
+    Some(info[drops])
 }
