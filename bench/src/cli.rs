@@ -1,0 +1,292 @@
+//! Command-line flags and the top-level flow: scenarios x rounds x targets.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use clap::Parser;
+use ringport_engine::cpus::CpuList;
+
+use crate::config::{LoadSpec, Scenario};
+use crate::report::{self, Machine, Report, ScenarioResult, TargetResult};
+use crate::run::{self, Figures};
+use crate::servers::{ServerSpec, Target};
+use crate::wire::Protocol;
+
+/// Protocol names on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolArg {
+    /// sockperf reflection (every target; needed by udp-ingest).
+    Sockperf,
+    /// Plain echo (not the `sockperf` target).
+    Echo,
+}
+
+/// ringport-bench: load generator and side-by-side benchmark harness.
+///
+/// Without arguments, runs the standard suite (tcp-echo, tcp-rr, udp-echo,
+/// udp-ingest; ringport vs tokio vs epoll; client on CPU 0, server on CPU 1).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ringport-bench", version)]
+pub struct Args {
+    /// Scenario to run (default: every scenario, as the suite).
+    #[arg(long, value_enum)]
+    pub scenario: Option<Scenario>,
+    /// Run the standard suite (what no arguments does); other flags still apply.
+    #[arg(long)]
+    pub suite: bool,
+    /// What the servers speak.
+    #[arg(long, value_enum, default_value = "sockperf")]
+    pub protocol: ProtocolArg,
+    /// Connections (TCP) or sockets (UDP) [default: per scenario: 64, 64, 16, 64].
+    #[arg(long)]
+    pub conns: Option<usize>,
+    /// Requests in flight per connection [default: per scenario: 4, 1, 4, 16].
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Message size in bytes, sockperf header included.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Messages per second over all connections; 0 = closed loop / full speed
+    /// [default: tcp-rr 20000 (suite: half ringport's tcp-echo rate), others 0].
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+    /// Warm-up seconds before each measurement.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Client CPUs, one load-generator thread each (e.g. `0` or `0,2-3`).
+    #[arg(long, default_value = "0")]
+    pub cpus: CpuList,
+    /// Server worker threads (shards) for the targets the harness starts.
+    #[arg(long, default_value_t = 1)]
+    pub server_shards: usize,
+    /// CPUs for the server's threads.
+    #[arg(long, default_value = "1")]
+    pub server_cpus: CpuList,
+    /// Target: ringport, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT of an external server.
+    #[arg(long, default_value = "ringport")]
+    pub target: Target,
+    /// Compare several targets, e.g. `ringport,tokio,epoll` (overrides --target).
+    #[arg(long, value_delimiter = ',')]
+    pub compare: Vec<Target>,
+    /// Rounds per target; rounds alternate between targets (A B A B ...).
+    #[arg(long)]
+    pub repeat: Option<usize>,
+    /// Write every figure, the configuration and the machine here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Exit non-zero when (errors + loss) / sent exceeds this in any run.
+    /// Loss at full-speed udp-ingest measures capacity and is not counted.
+    #[arg(long, default_value_t = 0.0)]
+    pub max_error_rate: f64,
+    /// Stop after this many messages per run (exact, repeatable counts).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Milliseconds after which an unanswered datagram is given up.
+    #[arg(long, default_value_t = 200)]
+    pub reply_timeout_ms: u64,
+    /// No per-run progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// The arguments of the standard suite.
+    pub fn suite() -> Args {
+        let mut a = Args::parse_from(["ringport-bench", "--suite"]);
+        a.apply_suite_defaults(&[]);
+        a
+    }
+
+    /// Suite defaults for everything the user did not say (`given` lists the
+    /// flags present on the command line).
+    fn apply_suite_defaults(&mut self, given: &[String]) {
+        let has = |f: &str| {
+            given
+                .iter()
+                .any(|g| g == f || g.starts_with(&format!("{f}=")))
+        };
+        if !has("--compare") && !has("--target") {
+            self.compare = vec![Target::Ringport, Target::Tokio, Target::Epoll];
+        }
+        if !has("--duration") {
+            self.duration = 2.0;
+        }
+        if !has("--warmup") {
+            self.warmup = 0.5;
+        }
+        if self.repeat.is_none() {
+            self.repeat = Some(2);
+        }
+    }
+
+    fn load(&self, scenario: Scenario) -> LoadSpec {
+        LoadSpec {
+            scenario,
+            protocol: match self.protocol {
+                ProtocolArg::Sockperf => Protocol::Sockperf,
+                ProtocolArg::Echo => Protocol::Echo,
+            },
+            conns: self.conns.unwrap_or(scenario.default_conns()),
+            depth: self.depth.unwrap_or(scenario.default_depth()),
+            size: self.size,
+            rate: self.rate.unwrap_or(scenario.default_rate()),
+            duration: Duration::from_secs_f64(self.duration),
+            warmup: Duration::from_secs_f64(self.warmup),
+            cpus: self.cpus.as_slice().to_vec(),
+            messages: self.messages,
+            reply_timeout: Duration::from_millis(self.reply_timeout_ms),
+        }
+    }
+}
+
+/// Parses the process's arguments; none at all means the suite.
+pub fn parse_env() -> Args {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 1 {
+        return Args::suite();
+    }
+    let mut a = Args::parse_from(&argv);
+    if a.suite {
+        a.apply_suite_defaults(&argv[1..]);
+    }
+    a
+}
+
+fn progress(args: &Args, line: &str) {
+    if !args.quiet {
+        eprintln!("{line}");
+    }
+}
+
+fn fmt_run(f: &Figures) -> String {
+    let lat = f
+        .latency
+        .map(|l| {
+            format!(
+                ", p50 {:.1} us, p99 {:.1} us",
+                l.p50 as f64 / 1e3,
+                l.p99 as f64 / 1e3
+            )
+        })
+        .unwrap_or_default();
+    let cpu = f
+        .server_cpu_per_m
+        .map(|c| format!(", server {c:.2} s/M"))
+        .unwrap_or_default();
+    format!(
+        "{:.0} msg/s{lat}{cpu}, errors {}, lost {}",
+        f.throughput,
+        f.errors,
+        f.lost.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
+    )
+}
+
+/// Whether a run stays within `max` (see `--max-error-rate`).
+pub fn within_error_budget(load: &LoadSpec, f: &Figures, max: f64) -> bool {
+    let rate = if load.scenario.is_one_way() && load.rate == 0 {
+        if f.sent == 0 {
+            0.0
+        } else {
+            (f.errors + f.io_errors) as f64 / f.sent as f64
+        }
+    } else {
+        f.error_rate
+    };
+    rate <= max
+}
+
+/// Runs what `args` asks for: prints each scenario's table on stdout, writes
+/// the JSON report if asked, and returns it (`passed` says how to exit).
+pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
+    let targets: Vec<Target> = if args.compare.is_empty() {
+        vec![args.target]
+    } else {
+        args.compare.clone()
+    };
+    let scenarios: Vec<Scenario> = match args.scenario {
+        Some(s) => vec![s],
+        None => Scenario::ALL.to_vec(),
+    };
+    let rounds = args.repeat.unwrap_or(1).max(1);
+    let mut results = Vec::new();
+    let mut passed = true;
+    let mut echo_rate: Option<f64> = None;
+    for scenario in scenarios {
+        let mut load = args.load(scenario);
+        if scenario == Scenario::TcpRr && args.rate.is_none() {
+            if let Some(r) = echo_rate {
+                // Half of ringport's closed-loop capacity (the tcp-rr point).
+                load.rate = ((r / 2.0) as u64).max(1000);
+            }
+        }
+        load.validate().map_err(|e| anyhow!(e))?;
+        let server = ServerSpec {
+            udp: scenario.is_udp(),
+            protocol: load.protocol,
+            shards: args.server_shards.max(1),
+            cpus: args.server_cpus.as_slice().to_vec(),
+        };
+        let mut res = ScenarioResult {
+            scenario: scenario.as_str().to_owned(),
+            load: load.clone(),
+            server_shards: server.shards,
+            server_cpus: server.cpus.clone(),
+            rounds,
+            targets: targets
+                .iter()
+                .map(|t| TargetResult {
+                    target: t.name(),
+                    runs: Vec::new(),
+                    summary: Default::default(),
+                })
+                .collect(),
+        };
+        for round in 0..rounds {
+            for (ti, t) in targets.iter().enumerate() {
+                let f = run::run_one(&load, *t, &server)
+                    .with_context(|| format!("{scenario} against {}", t.name()))?;
+                progress(
+                    args,
+                    &format!(
+                        "{scenario} {} round {}/{rounds}: {}",
+                        t.name(),
+                        round + 1,
+                        fmt_run(&f)
+                    ),
+                );
+                if !within_error_budget(&load, &f, args.max_error_rate) {
+                    passed = false;
+                }
+                res.targets[ti].runs.push(f);
+            }
+        }
+        res.summarize();
+        if scenario == Scenario::TcpEcho {
+            echo_rate = res
+                .targets
+                .iter()
+                .find(|t| t.target == "ringport")
+                .or(res.targets.first())
+                .and_then(|t| t.summary.get("throughput"))
+                .map(|s| s.median);
+        }
+        println!("{}", report::table(&res));
+        results.push(res);
+    }
+    let report = Report {
+        machine: Machine::detect(),
+        command,
+        max_error_rate: args.max_error_rate,
+        passed,
+        scenarios: results,
+    };
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,98 @@
+//! The io_uring side of a client thread: ring, receive buffers, submission.
+
+use anyhow::{anyhow, Result};
+use io_uring::{cqueue, squeue, types, IoUring};
+use ringport_engine::sys::bufring::BufRing;
+use ringport_engine::sys::ring;
+
+/// `user_data` tags: the kind of operation in the top byte, an index below.
+pub const KIND_RECV: u64 = 1 << 56;
+/// A send.
+pub const KIND_SEND: u64 = 2 << 56;
+/// Mask of the kind byte.
+pub const KIND_MASK: u64 = 0xff << 56;
+
+/// A completion copied out of the CQ.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    pub user_data: u64,
+    pub result: i32,
+    pub flags: u32,
+}
+
+/// One thread's ring and its provided receive buffers.
+///
+/// Field order matters: the ring is dropped (ending the buffer registration
+/// and every operation) before the buffer mapping.
+pub struct Driver {
+    pub ring: IoUring,
+    pub bufs: BufRing,
+    pub completions: Vec<Completion>,
+}
+
+impl Driver {
+    /// A ring of `entries` SQEs (CQ four times larger) and `count` receive
+    /// buffers of `size` bytes in group 0.
+    pub fn new(entries: u32, count: u16, size: u32) -> Result<Driver> {
+        let r = ring::setup(entries, entries * 4).map_err(|e| anyhow!("{e}"))?;
+        let bufs = BufRing::new(&r.ring.submitter(), 0, count, size)
+            .map_err(|e| anyhow!("registering the client's buffer ring: {e}"))?;
+        Ok(Driver {
+            ring: r.ring,
+            bufs,
+            completions: Vec::with_capacity(entries as usize * 4),
+        })
+    }
+
+    /// Queues `sqe`, submitting first if the SQ is full.
+    ///
+    /// # Safety
+    /// Every buffer `sqe` points at must stay valid and unmoved until its completion.
+    pub unsafe fn push(&mut self, sqe: &squeue::Entry) {
+        loop {
+            // SAFETY: the caller guarantees the buffers outlive the operation.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return;
+            }
+            let _ = self.ring.submit();
+        }
+    }
+
+    /// Arms a multishot receive on `fd`, tagged with `index`.
+    pub fn arm_recv(&mut self, fd: i32, index: u64) {
+        let sqe = io_uring::opcode::RecvMulti::new(types::Fd(fd), self.bufs.bgid())
+            .build()
+            .user_data(KIND_RECV | index);
+        // SAFETY: the receive writes only into provided buffers, which live in `self`.
+        unsafe { self.push(&sqe) };
+    }
+
+    /// Submits what is queued and waits for at least one completion or
+    /// `timeout_ns`, then copies every completion into `self.completions`.
+    pub fn submit_and_wait(&mut self, timeout_ns: u64) {
+        let ts = types::Timespec::new()
+            .sec(timeout_ns / 1_000_000_000)
+            .nsec((timeout_ns % 1_000_000_000) as u32);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        // ETIME (timeout), EINTR and EBUSY are all "look again".
+        let _ = self.ring.submitter().submit_with_args(1, &args);
+        self.completions.clear();
+        for c in self.ring.completion() {
+            self.completions.push(Completion {
+                user_data: c.user_data(),
+                result: c.result(),
+                flags: c.flags(),
+            });
+        }
+    }
+
+    /// Whether a receive completion leaves the multishot armed.
+    pub fn more(flags: u32) -> bool {
+        cqueue::more(flags)
+    }
+
+    /// The buffer a receive completion filled.
+    pub fn buffer(flags: u32) -> Option<u16> {
+        cqueue::buffer_select(flags)
+    }
+}

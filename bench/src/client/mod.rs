@@ -1,0 +1,273 @@
+//! The load generator: one pinned io_uring thread per client CPU.
+//!
+//! Connections (sockets, for UDP) are dealt round-robin to the threads. Each
+//! thread owns one ring, set up like an engine shard's
+//! ([`ringport_engine::sys::ring::setup`]), and a provided-buffer ring
+//! ([`ringport_engine::sys::bufring::BufRing`]) from which the kernel fills
+//! multishot receives. One turn of a thread's loop queues every send that is
+//! due on every connection, submits them all with one `io_uring_enter` that
+//! also waits for completions, and handles the completions in a batch.
+//!
+//! Time is one monotonic [`Clock`] shared by all threads, so the warm-up and
+//! measurement windows and the open-loop schedules line up across threads.
+
+mod driver;
+mod tcp;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _, Result};
+
+use crate::config::LoadSpec;
+use crate::latency::Recorder;
+
+/// Thread-name prefix of the load generator's threads (for CPU accounting).
+pub const THREAD_PREFIX: &str = "bn-client";
+
+/// A monotonic clock in nanoseconds since its creation.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Clock {
+        Clock {
+            base: Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the clock was made.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// The instant `ns` after the clock's start.
+    pub fn instant(&self, ns: u64) -> Instant {
+        self.base + Duration::from_nanos(ns)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// When a run's phases begin and end, on the shared [`Clock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Load starts.
+    pub start_ns: u64,
+    /// Measurement starts (after the warm-up).
+    pub measure_ns: u64,
+    /// Measurement ends; no new message is sent after it.
+    pub end_ns: u64,
+}
+
+/// What one client thread (or all of them, merged) saw.
+#[derive(Debug, Clone)]
+pub struct ClientReport {
+    /// Latencies of the replies inside the measurement window.
+    pub recorder: Recorder,
+    /// Messages completed inside the window (replies, or sends for one-way traffic).
+    pub completed: u64,
+    /// Messages sent, whole run.
+    pub sent: u64,
+    /// Distinct replies received, whole run.
+    pub received: u64,
+    /// Replies with a wrong byte, wrong length, or out of order on a stream.
+    pub errors: u64,
+    /// Datagram replies that repeated an earlier one.
+    pub duplicates: u64,
+    /// Datagram replies that arrived after a later one.
+    pub reordered: u64,
+    /// Requests given up after `--reply-timeout` (some answered late).
+    pub timed_out: u64,
+    /// Requests never answered (UDP: sent minus distinct replies; TCP: left in
+    /// flight when the run ended or the connection broke).
+    pub unanswered: u64,
+    /// Socket-level failures: refused or reset connections, failed sends.
+    pub io_errors: u64,
+}
+
+impl ClientReport {
+    fn new(schedule: &Schedule) -> ClientReport {
+        ClientReport {
+            recorder: Recorder::new(schedule.measure_ns, schedule.end_ns),
+            completed: 0,
+            sent: 0,
+            received: 0,
+            errors: 0,
+            duplicates: 0,
+            reordered: 0,
+            timed_out: 0,
+            unanswered: 0,
+            io_errors: 0,
+        }
+    }
+
+    fn merge(&mut self, o: &ClientReport) {
+        self.recorder.merge(&o.recorder);
+        self.completed += o.completed;
+        self.sent += o.sent;
+        self.received += o.received;
+        self.errors += o.errors;
+        self.duplicates += o.duplicates;
+        self.reordered += o.reordered;
+        self.timed_out += o.timed_out;
+        self.unanswered += o.unanswered;
+        self.io_errors += o.io_errors;
+    }
+}
+
+/// What a thread gets: its share of the load.
+#[derive(Debug, Clone)]
+struct ThreadLoad {
+    spec: LoadSpec,
+    target: SocketAddr,
+    /// Number of connections of this thread.
+    conns: usize,
+    /// Message cap per connection of this thread (`u64::MAX`: none).
+    caps: Vec<u64>,
+    /// Interval of each connection's pacer (0: closed loop / full speed).
+    interval_ns: u64,
+}
+
+/// A client run in progress; [`Running::wait`] returns the merged report.
+#[derive(Debug)]
+pub struct Running {
+    threads: Vec<std::thread::JoinHandle<Result<ClientReport>>>,
+    /// The run's schedule.
+    pub schedule: Schedule,
+    /// The clock the schedule is on.
+    pub clock: Clock,
+    done: Arc<AtomicU64>,
+}
+
+impl Running {
+    /// Whether every thread has finished (a message cap reached, or the end).
+    pub fn finished(&self) -> bool {
+        self.done.load(Ordering::Acquire) as usize == self.threads.len()
+    }
+
+    /// Joins the threads and merges their reports.
+    pub fn wait(self) -> Result<ClientReport> {
+        let mut total: Option<ClientReport> = None;
+        for t in self.threads {
+            let r = t
+                .join()
+                .map_err(|_| anyhow!("a client thread panicked"))??;
+            match &mut total {
+                Some(tot) => tot.merge(&r),
+                None => total = Some(r),
+            }
+        }
+        total.ok_or_else(|| anyhow!("no client thread"))
+    }
+}
+
+/// Starts the client threads against `target`: they connect, then all start
+/// at once. Returns when every thread has connected and the schedule is fixed.
+pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
+    spec.validate().map_err(|e| anyhow!(e))?;
+    let nthreads = spec.cpus.len().min(spec.conns);
+    let clock = Clock::new();
+    let ready = Arc::new(Barrier::new(nthreads + 1));
+    let go = Arc::new(Barrier::new(nthreads + 1));
+    let start_at = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let per_conn_interval = crate::latency::Pacer::interval_for(spec.rate, spec.conns);
+    let mut threads = Vec::with_capacity(nthreads);
+    for t in 0..nthreads {
+        let conns = (t..spec.conns).step_by(nthreads).count();
+        let caps = (t..spec.conns)
+            .step_by(nthreads)
+            .map(|c| match spec.messages {
+                Some(m) => m / spec.conns as u64 + u64::from((c as u64) < m % spec.conns as u64),
+                None => u64::MAX,
+            })
+            .collect();
+        let load = ThreadLoad {
+            spec: spec.clone(),
+            target,
+            conns,
+            caps,
+            interval_ns: per_conn_interval,
+        };
+        let cpu = spec.cpus[t];
+        let (ready, go, start_at, done, failed) = (
+            ready.clone(),
+            go.clone(),
+            start_at.clone(),
+            done.clone(),
+            failed.clone(),
+        );
+        let h = std::thread::Builder::new()
+            .name(format!("{THREAD_PREFIX}-{t}"))
+            .spawn(move || {
+                let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                let setup = if pinned {
+                    if load.spec.scenario.is_udp() {
+                        udp::UdpThread::new(&load).map(Worker::Udp)
+                    } else {
+                        tcp::TcpThread::new(&load).map(Worker::Tcp)
+                    }
+                } else {
+                    Err(anyhow!("cannot pin a client thread to CPU {cpu}"))
+                };
+                if setup.is_err() {
+                    failed.fetch_add(1, Ordering::AcqRel);
+                }
+                ready.wait();
+                go.wait();
+                let result = setup.and_then(|w| {
+                    if failed.load(Ordering::Acquire) > 0 {
+                        return Err(anyhow!("another client thread failed to start"));
+                    }
+                    let s = start_at.load(Ordering::Acquire);
+                    let spec = &load.spec;
+                    let schedule = Schedule {
+                        start_ns: s,
+                        measure_ns: s + spec.warmup.as_nanos() as u64,
+                        end_ns: s + (spec.warmup + spec.duration).as_nanos() as u64,
+                    };
+                    match w {
+                        Worker::Tcp(mut w) => w.run(&clock, &schedule),
+                        Worker::Udp(mut w) => w.run(&clock, &schedule),
+                    }
+                });
+                done.fetch_add(1, Ordering::AcqRel);
+                result
+            })
+            .context("spawning a client thread")?;
+        threads.push(h);
+    }
+    ready.wait();
+    let s = clock.now() + 1_000_000;
+    start_at.store(s, Ordering::Release);
+    go.wait();
+    let schedule = Schedule {
+        start_ns: s,
+        measure_ns: s + spec.warmup.as_nanos() as u64,
+        end_ns: s + (spec.warmup + spec.duration).as_nanos() as u64,
+    };
+    Ok(Running {
+        threads,
+        schedule,
+        clock,
+        done,
+    })
+}
+
+enum Worker {
+    Tcp(tcp::TcpThread),
+    Udp(udp::UdpThread),
+}

@@ -1,0 +1,296 @@
+//! TCP connections of one client thread: pipelined requests, framed replies.
+
+use std::collections::VecDeque;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use io_uring::{opcode, types};
+
+use super::driver::{Driver, KIND_MASK, KIND_RECV, KIND_SEND};
+use super::{ClientReport, Clock, Schedule, ThreadLoad};
+use crate::latency::Pacer;
+use crate::wire::{self, Protocol, REQUEST_FLAGS};
+
+/// How long after the end replies still in flight are waited for.
+const DRAIN: Duration = Duration::from_secs(1);
+
+struct Conn {
+    stream: TcpStream,
+    /// Bytes queued for the next send.
+    out: Vec<u8>,
+    /// Bytes handed to the kernel (stable until the send completes).
+    sending: Vec<u8>,
+    send_off: usize,
+    send_busy: bool,
+    /// (intended, sent) of each request in flight, in order.
+    inflight: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    expect_seq: u64,
+    /// A reply split across receives.
+    carry: Vec<u8>,
+    pacer: Pacer,
+    cap: u64,
+    dead: bool,
+}
+
+/// One client thread's TCP connections and ring.
+pub struct TcpThread {
+    // Declared first: dropped (ring closed) before the send buffers in `conns`.
+    driver: Driver,
+    conns: Vec<Conn>,
+    protocol: Protocol,
+    size: usize,
+    depth: usize,
+    closed_loop: bool,
+    interval_ns: u64,
+}
+
+impl TcpThread {
+    pub(super) fn new(load: &ThreadLoad) -> Result<TcpThread> {
+        let spec = &load.spec;
+        let mut conns = Vec::with_capacity(load.conns);
+        for i in 0..load.conns {
+            let stream = TcpStream::connect_timeout(&load.target, Duration::from_secs(3))
+                .with_context(|| format!("connecting to {}", load.target))?;
+            stream.set_nodelay(true)?;
+            conns.push(Conn {
+                stream,
+                out: Vec::with_capacity(spec.size * spec.depth),
+                sending: Vec::with_capacity(spec.size * spec.depth),
+                send_off: 0,
+                send_busy: false,
+                inflight: VecDeque::with_capacity(spec.depth),
+                next_seq: 0,
+                expect_seq: 0,
+                carry: Vec::with_capacity(spec.size),
+                pacer: Pacer::new(0, 0),
+                cap: load.caps[i],
+                dead: false,
+            });
+        }
+        let bufs = (load.conns * 8).clamp(256, 4096).next_power_of_two() as u16;
+        let driver = Driver::new(1024, bufs, 16 * 1024)?;
+        Ok(TcpThread {
+            driver,
+            conns,
+            protocol: spec.protocol,
+            size: spec.size,
+            depth: spec.depth,
+            closed_loop: spec.rate == 0,
+            interval_ns: load.interval_ns,
+        })
+    }
+
+    pub(super) fn run(&mut self, clock: &Clock, schedule: &Schedule) -> Result<ClientReport> {
+        let mut report = ClientReport::new(schedule);
+        let n = self.conns.len() as u64;
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            // Spread the connections' schedules over one interval.
+            let offset = self.interval_ns * i as u64 / n.max(1);
+            c.pacer = Pacer::new(schedule.start_ns + offset, self.interval_ns);
+        }
+        for i in 0..self.conns.len() {
+            let fd = self.conns[i].stream.as_raw_fd();
+            self.driver.arm_recv(fd, i as u64);
+        }
+        while clock.now() < schedule.start_ns {
+            std::hint::spin_loop();
+        }
+        let drain_end = schedule.end_ns + DRAIN.as_nanos() as u64;
+        loop {
+            let now = clock.now();
+            let open = now < schedule.end_ns;
+            let mut next_due = u64::MAX;
+            let mut busy = false;
+            for i in 0..self.conns.len() {
+                let c = &mut self.conns[i];
+                if c.dead {
+                    continue;
+                }
+                if open {
+                    while c.inflight.len() < self.depth && c.next_seq < c.cap {
+                        let intended = if self.closed_loop {
+                            now
+                        } else if c.pacer.is_due(now) {
+                            c.pacer.take(now)
+                        } else {
+                            break;
+                        };
+                        wire::encode(&mut c.out, c.next_seq, REQUEST_FLAGS, self.size);
+                        c.next_seq += 1;
+                        c.inflight.push_back((intended, now));
+                        report.sent += 1;
+                    }
+                    if !self.closed_loop && c.next_seq < c.cap {
+                        next_due = next_due.min(c.pacer.next_due());
+                    }
+                }
+                if !c.send_busy && !c.out.is_empty() {
+                    std::mem::swap(&mut c.out, &mut c.sending);
+                    c.send_off = 0;
+                    c.send_busy = true;
+                    let fd = c.stream.as_raw_fd();
+                    let sqe = opcode::Send::new(
+                        types::Fd(fd),
+                        c.sending.as_ptr(),
+                        c.sending.len() as u32,
+                    )
+                    .build()
+                    .user_data(KIND_SEND | i as u64);
+                    // SAFETY: `sending` is not touched until this send's
+                    // completion clears `send_busy`; the ring is dropped before it.
+                    unsafe { self.driver.push(&sqe) };
+                }
+                busy |= !c.inflight.is_empty() || c.send_busy;
+            }
+            let capped = self.conns.iter().all(|c| c.dead || c.next_seq >= c.cap);
+            if (!open || capped) && !busy {
+                break;
+            }
+            if now > drain_end {
+                break;
+            }
+            let wait = if open && !self.closed_loop && next_due != u64::MAX {
+                next_due.saturating_sub(now).clamp(1_000, 10_000_000)
+            } else {
+                10_000_000
+            };
+            self.driver.submit_and_wait(wait);
+            let done = clock.now();
+            self.handle_completions(done, &mut report);
+        }
+        for c in &mut self.conns {
+            report.unanswered += c.inflight.len() as u64;
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        Ok(report)
+    }
+
+    fn handle_completions(&mut self, now: u64, report: &mut ClientReport) {
+        let completions = std::mem::take(&mut self.driver.completions);
+        for cqe in &completions {
+            let idx = (cqe.user_data & !KIND_MASK) as usize;
+            match cqe.user_data & KIND_MASK {
+                KIND_RECV => {
+                    if cqe.result == -libc::ENOBUFS {
+                        let fd = self.conns[idx].stream.as_raw_fd();
+                        self.driver.arm_recv(fd, idx as u64);
+                        continue;
+                    }
+                    if cqe.result <= 0 {
+                        let c = &mut self.conns[idx];
+                        if !c.dead {
+                            c.dead = true;
+                            report.io_errors += 1;
+                            report.unanswered += c.inflight.len() as u64;
+                            c.inflight.clear();
+                        }
+                        continue;
+                    }
+                    if let Some(bid) = Driver::buffer(cqe.flags) {
+                        let data = self.driver.bufs.filled(bid, cqe.result as usize);
+                        on_bytes(
+                            &mut self.conns[idx],
+                            data,
+                            self.protocol,
+                            self.size,
+                            now,
+                            report,
+                        );
+                        self.driver.bufs.recycle(bid);
+                    }
+                    if !Driver::more(cqe.flags) && !self.conns[idx].dead {
+                        let fd = self.conns[idx].stream.as_raw_fd();
+                        self.driver.arm_recv(fd, idx as u64);
+                    }
+                }
+                KIND_SEND => {
+                    let c = &mut self.conns[idx];
+                    if cqe.result < 0 {
+                        c.send_busy = false;
+                        if !c.dead {
+                            c.dead = true;
+                            report.io_errors += 1;
+                            report.unanswered += c.inflight.len() as u64;
+                            c.inflight.clear();
+                        }
+                        continue;
+                    }
+                    c.send_off += cqe.result as usize;
+                    if c.send_off < c.sending.len() {
+                        let rest = &c.sending[c.send_off..];
+                        let sqe = opcode::Send::new(
+                            types::Fd(c.stream.as_raw_fd()),
+                            rest.as_ptr(),
+                            rest.len() as u32,
+                        )
+                        .build()
+                        .user_data(KIND_SEND | idx as u64);
+                        // SAFETY: as for the first send: `sending` stays put while busy.
+                        unsafe { self.driver.push(&sqe) };
+                    } else {
+                        c.sending.clear();
+                        c.send_busy = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.driver.completions = completions;
+    }
+}
+
+/// Feeds received bytes of one connection: whole replies are checked and timed.
+fn on_bytes(
+    c: &mut Conn,
+    mut data: &[u8],
+    protocol: Protocol,
+    size: usize,
+    now: u64,
+    report: &mut ClientReport,
+) {
+    if !c.carry.is_empty() {
+        let take = (size - c.carry.len()).min(data.len());
+        c.carry.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if c.carry.len() < size {
+            return;
+        }
+        let frame = std::mem::take(&mut c.carry);
+        on_reply(c, &frame, protocol, size, now, report);
+        c.carry = frame;
+        c.carry.clear();
+    }
+    while data.len() >= size {
+        on_reply(c, &data[..size], protocol, size, now, report);
+        data = &data[size..];
+    }
+    c.carry.extend_from_slice(data);
+}
+
+fn on_reply(
+    c: &mut Conn,
+    frame: &[u8],
+    protocol: Protocol,
+    size: usize,
+    now: u64,
+    report: &mut ClientReport,
+) {
+    let Some((intended, sent)) = c.inflight.pop_front() else {
+        // More bytes than were asked for.
+        report.errors += 1;
+        return;
+    };
+    let seq = c.expect_seq;
+    c.expect_seq += 1;
+    report.received += 1;
+    if !wire::verify(protocol, frame, seq, size) {
+        report.errors += 1;
+        return;
+    }
+    if report.recorder.record(intended, sent, now) {
+        report.completed += 1;
+    }
+}

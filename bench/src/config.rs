@@ -1,0 +1,158 @@
+//! What one run measures: the scenario and the load's shape.
+
+use std::time::Duration;
+
+use crate::wire::Protocol;
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Closed loop over TCP: conns x depth requests in flight; throughput and round trips.
+    TcpEcho,
+    /// Open loop over TCP at a fixed rate; latency from the intended send time.
+    TcpRr,
+    /// Request/response datagrams with sequence numbers: loss, duplicates, reordering, latency.
+    UdpEcho,
+    /// One-way datagrams from many source ports; loss from the server's own count.
+    UdpIngest,
+}
+
+impl Scenario {
+    /// Every scenario, in suite order.
+    pub const ALL: [Scenario; 4] = [
+        Scenario::TcpEcho,
+        Scenario::TcpRr,
+        Scenario::UdpEcho,
+        Scenario::UdpIngest,
+    ];
+
+    /// The command-line name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::TcpEcho => "tcp-echo",
+            Scenario::TcpRr => "tcp-rr",
+            Scenario::UdpEcho => "udp-echo",
+            Scenario::UdpIngest => "udp-ingest",
+        }
+    }
+
+    /// Whether it runs over UDP.
+    pub fn is_udp(self) -> bool {
+        matches!(self, Scenario::UdpEcho | Scenario::UdpIngest)
+    }
+
+    /// Whether messages are one-way (no replies).
+    pub fn is_one_way(self) -> bool {
+        self == Scenario::UdpIngest
+    }
+
+    /// Default connections (sockets, for UDP).
+    pub fn default_conns(self) -> usize {
+        match self {
+            Scenario::TcpEcho | Scenario::TcpRr => 64,
+            Scenario::UdpEcho => 16,
+            Scenario::UdpIngest => 64,
+        }
+    }
+
+    /// Default pipeline depth: requests in flight per connection.
+    pub fn default_depth(self) -> usize {
+        match self {
+            Scenario::TcpEcho => 4,
+            Scenario::TcpRr => 1,
+            Scenario::UdpEcho => 4,
+            Scenario::UdpIngest => 16,
+        }
+    }
+
+    /// Default rate in messages per second (0: closed loop / as fast as possible).
+    pub fn default_rate(self) -> u64 {
+        match self {
+            Scenario::TcpRr => 20_000,
+            _ => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The load of one run, as the load generator sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LoadSpec {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// What the server speaks.
+    pub protocol: Protocol,
+    /// Connections (TCP) or sockets (UDP), spread over the client threads.
+    pub conns: usize,
+    /// Requests in flight per connection at most (UDP ingest: sends in flight per socket).
+    pub depth: usize,
+    /// Message size in bytes, header included.
+    pub size: usize,
+    /// Messages per second over all connections; 0 for closed loop / full speed.
+    pub rate: u64,
+    /// Measured time.
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Time before the measurement starts (load runs, nothing is counted but errors).
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    /// CPUs of the client threads, one thread each.
+    pub cpus: Vec<usize>,
+    /// Stop after this many messages in total (for exact, repeatable counts).
+    pub messages: Option<u64>,
+    /// A datagram unanswered after this long is given up (its slot reused).
+    #[serde(serialize_with = "secs")]
+    pub reply_timeout: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl LoadSpec {
+    /// The defaults of `scenario` with one client thread on CPU 0.
+    pub fn defaults(scenario: Scenario) -> LoadSpec {
+        LoadSpec {
+            scenario,
+            protocol: Protocol::Sockperf,
+            conns: scenario.default_conns(),
+            depth: scenario.default_depth(),
+            size: 64,
+            rate: scenario.default_rate(),
+            duration: Duration::from_secs(3),
+            warmup: Duration::from_secs(1),
+            cpus: vec![0],
+            messages: None,
+            reply_timeout: Duration::from_millis(200),
+        }
+    }
+
+    /// Checks the values the generator cannot work with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.size < crate::wire::MIN_SIZE || self.size > 65_000 {
+            return Err(format!(
+                "--size {} must be between {} and 65000",
+                self.size,
+                crate::wire::MIN_SIZE
+            ));
+        }
+        if self.conns == 0 || self.depth == 0 {
+            return Err("--conns and --depth must be at least 1".into());
+        }
+        if self.cpus.is_empty() {
+            return Err("--cpus must name at least one CPU".into());
+        }
+        if self.scenario.is_one_way() && self.protocol == Protocol::Echo {
+            return Err(
+                "udp-ingest needs --protocol sockperf (echo would answer every datagram)".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! One run: start the target, drive the load, sample CPU and counters, stop.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::client::{self, ClientReport};
+use crate::config::LoadSpec;
+use crate::cpu::{CpuSource, CpuTime};
+use crate::latency::Percentiles;
+use crate::servers::{self, Server, ServerSpec, Target};
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Figures {
+    /// Messages per second completed in the window (replies; for ingest, datagrams
+    /// the server received, or the client sent when the server cannot tell).
+    pub throughput: f64,
+    /// Messages completed in the window.
+    pub messages: u64,
+    /// Round-trip latency from the intended send time (ns).
+    pub latency: Option<Percentiles>,
+    /// Round-trip latency from the actual send time (ns).
+    pub latency_uncorrected: Option<Percentiles>,
+    /// Messages sent, whole run (warm-up and window).
+    pub sent: u64,
+    /// Distinct replies (ingest: datagrams the server counted), whole run.
+    pub received: Option<u64>,
+    /// Replies with a wrong byte, length or order.
+    pub errors: u64,
+    /// Messages never answered (ingest: never counted by the server); `None` when unknowable.
+    pub lost: Option<u64>,
+    /// Duplicate datagram replies.
+    pub duplicates: u64,
+    /// Reordered datagram replies.
+    pub reordered: u64,
+    /// Socket failures seen by the client.
+    pub io_errors: u64,
+    /// `(errors + lost + io_errors) / sent`.
+    pub error_rate: f64,
+    /// Server CPU in the window, if readable.
+    pub server_cpu: Option<CpuTime>,
+    /// Server user CPU seconds per million messages (= µs per message).
+    pub server_user_per_m: Option<f64>,
+    /// Server system CPU seconds per million messages.
+    pub server_sys_per_m: Option<f64>,
+    /// Server user + system CPU seconds per million messages.
+    pub server_cpu_per_m: Option<f64>,
+    /// Client CPU in the window.
+    pub client_cpu: Option<CpuTime>,
+    /// Client user + system CPU seconds per million messages.
+    pub client_cpu_per_m: Option<f64>,
+    /// Datagrams dropped by the kernel for the server (its socket's receive
+    /// queue if the server reports it, else the machine's UDP RcvbufErrors).
+    pub kernel_drops: Option<u64>,
+}
+
+/// UDP receive-buffer drops of the whole machine (`/proc/net/snmp`, Udp: RcvbufErrors).
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = s.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
+    values.get(i)?.parse().ok()
+}
+
+fn per_million(cpu: f64, messages: u64) -> Option<f64> {
+    (messages > 0).then(|| cpu / messages as f64 * 1e6)
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+/// Runs `spec` against `target` (started with `server`) and returns its figures.
+pub fn run_one(spec: &LoadSpec, target: Target, server: &ServerSpec) -> Result<Figures> {
+    let srv = servers::start(target, server)?;
+    let result = drive(spec, srv.as_ref());
+    srv.stop();
+    result
+}
+
+fn drive(spec: &LoadSpec, srv: &dyn Server) -> Result<Figures> {
+    let server_cpu = srv.cpu();
+    let client_cpu = CpuSource::ThreadsNamed(vec![client::THREAD_PREFIX.into()]);
+    let rcvbuf0 = udp_rcvbuf_errors();
+    let kdrops0 = srv.kernel_drops();
+    let dgrams0 = srv.datagrams_received();
+
+    let running = client::start(spec, srv.addr())?;
+    let (clock, sched) = (running.clock, running.schedule);
+    sleep_until(clock.instant(sched.measure_ns));
+    let s0 = server_cpu.sample();
+    let c0 = client_cpu.sample();
+    let w0 = srv.datagrams_received();
+    // Wait for the window's end, or for a message cap to end the run early.
+    let end = clock.instant(sched.end_ns);
+    while Instant::now() < end && !running.finished() {
+        std::thread::sleep(
+            Duration::from_millis(5).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+    let window = (clock
+        .now()
+        .min(sched.end_ns)
+        .saturating_sub(sched.measure_ns)) as f64
+        / 1e9;
+    let s1 = server_cpu.sample();
+    let c1 = client_cpu.sample();
+    let w1 = srv.datagrams_received();
+    let report: ClientReport = running.wait()?;
+
+    let one_way = spec.scenario.is_one_way();
+    // Let the server count what was still in flight.
+    let received_total = if one_way {
+        settle_count(srv, dgrams0, report.sent)
+    } else {
+        Some(report.received)
+    };
+
+    let messages = if one_way {
+        match (w0, w1) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => report.completed,
+        }
+    } else {
+        report.completed
+    };
+    let lost = if one_way {
+        received_total.map(|r| report.sent.saturating_sub(r))
+    } else {
+        Some(report.unanswered)
+    };
+    let server_cpu = s0.zip(s1).map(|(a, b)| b.since(&a));
+    let client_cpu = c0.zip(c1).map(|(a, b)| b.since(&a));
+    let kernel_drops = match (kdrops0, srv.kernel_drops()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ if spec.scenario.is_udp() => rcvbuf0
+            .zip(udp_rcvbuf_errors())
+            .map(|(a, b)| b.saturating_sub(a)),
+        _ => None,
+    };
+    let bad = report.errors + lost.unwrap_or(0) + report.io_errors;
+    Ok(Figures {
+        throughput: if window > 0.0 {
+            messages as f64 / window
+        } else {
+            0.0
+        },
+        messages,
+        latency: (!one_way).then(|| report.recorder.corrected()),
+        latency_uncorrected: (!one_way).then(|| report.recorder.uncorrected()),
+        sent: report.sent,
+        received: received_total,
+        errors: report.errors,
+        lost,
+        duplicates: report.duplicates,
+        reordered: report.reordered,
+        io_errors: report.io_errors,
+        error_rate: if report.sent > 0 {
+            bad as f64 / report.sent as f64
+        } else {
+            0.0
+        },
+        server_user_per_m: server_cpu.and_then(|c| per_million(c.user, messages)),
+        server_sys_per_m: server_cpu.and_then(|c| per_million(c.sys, messages)),
+        server_cpu_per_m: server_cpu.and_then(|c| per_million(c.total(), messages)),
+        server_cpu,
+        client_cpu_per_m: client_cpu.and_then(|c| per_million(c.total(), messages)),
+        client_cpu,
+        kernel_drops,
+    })
+}
+
+/// Waits (up to 1 s) until the server has counted `sent` datagrams since
+/// `base` or its count stops moving; returns the count since `base`.
+fn settle_count(srv: &dyn Server, base: Option<u64>, sent: u64) -> Option<u64> {
+    let read = || {
+        srv.datagrams_received()
+            .zip(base)
+            .map(|(n, z)| n.saturating_sub(z))
+    };
+    let mut last = read();
+    let mut stable = 0;
+    for _ in 0..50 {
+        if last.map_or(true, |n| n >= sent) || stable >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let now = read();
+        stable = if now == last { stable + 1 } else { 0 };
+        last = now;
+    }
+    last
+}

@@ -1,0 +1,185 @@
+//! The servers a run measures.
+//!
+//! Each target is started fresh for every run with the same CPUs and shard
+//! count and stopped after it, so runs do not inherit each other's state:
+//!
+//! * `ringport`: the engine in this process ([`ringport_engine::EngineHandle`]);
+//! * `tokio` / `tokio-mt`: what a competent tokio user writes (a
+//!   current-thread runtime pinned to the server CPU, or a multi-thread one);
+//! * `epoll`: a tight epoll loop with `recvmmsg`/`sendmmsg`, one pinned thread per shard;
+//! * `sockperf`: the real `sockperf server` binary, pinned with sched_setaffinity;
+//! * `ADDR:PORT`: an external server, started by someone else.
+
+mod epoll;
+mod external;
+mod ringport;
+mod tokio_srv;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::cpu::CpuSource;
+use crate::wire::Protocol;
+
+/// Which server to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The ringport engine, in process.
+    Ringport,
+    /// tokio, current-thread runtime pinned to the first server CPU.
+    Tokio,
+    /// tokio, multi-thread runtime with one worker per server shard.
+    TokioMt,
+    /// Hand-written epoll + recvmmsg/sendmmsg, one thread per shard.
+    Epoll,
+    /// The real `sockperf server` binary.
+    Sockperf,
+    /// A server at this address, not started by the harness.
+    External(SocketAddr),
+}
+
+impl Target {
+    /// The name used on the command line and in reports.
+    pub fn name(&self) -> String {
+        match self {
+            Target::Ringport => "ringport".into(),
+            Target::Tokio => "tokio".into(),
+            Target::TokioMt => "tokio-mt".into(),
+            Target::Epoll => "epoll".into(),
+            Target::Sockperf => "sockperf".into(),
+            Target::External(a) => a.to_string(),
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Target, String> {
+        Ok(match s {
+            "ringport" => Target::Ringport,
+            "tokio" => Target::Tokio,
+            "tokio-mt" => Target::TokioMt,
+            "epoll" => Target::Epoll,
+            "sockperf" => Target::Sockperf,
+            other => Target::External(other.parse().map_err(|_| {
+                format!(
+                    "`{other}` is not a target: use ringport, tokio, tokio-mt, epoll, sockperf or ADDR:PORT (e.g. 127.0.0.1:11111)"
+                )
+            })?),
+        })
+    }
+}
+
+/// How to run a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// Serve UDP (else TCP).
+    pub udp: bool,
+    /// The protocol to serve.
+    pub protocol: Protocol,
+    /// Worker threads (shards).
+    pub shards: usize,
+    /// CPUs to pin them to, in order (shard `i` on `cpus[i % len]`).
+    pub cpus: Vec<usize>,
+}
+
+/// A started server.
+pub trait Server: Send {
+    /// Where to send load.
+    fn addr(&self) -> SocketAddr;
+    /// Whose CPU time is the server's.
+    fn cpu(&self) -> CpuSource;
+    /// Datagrams the server has received so far, if it can tell.
+    fn datagrams_received(&self) -> Option<u64>;
+    /// Datagrams the server's kernel sockets dropped so far, if known.
+    fn kernel_drops(&self) -> Option<u64> {
+        None
+    }
+    /// Stops the server and waits for it.
+    fn stop(self: Box<Self>);
+}
+
+/// Starts `target` as `spec` says.
+pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
+    match target {
+        Target::Ringport => ringport::start(spec),
+        Target::Tokio => tokio_srv::start(spec, false),
+        Target::TokioMt => tokio_srv::start(spec, true),
+        Target::Epoll => epoll::start(spec),
+        Target::Sockperf => external::start_sockperf(spec),
+        Target::External(addr) => Ok(Box::new(external::External { addr })),
+    }
+}
+
+/// A datagram counter shared by a baseline's threads and the harness.
+pub(crate) type Count = Arc<AtomicU64>;
+
+/// Clears the CLIENT flag of a sockperf frame in place (a reply).
+#[inline]
+pub(crate) fn reflect(frame: &mut [u8]) {
+    frame[9] &= !(ringport_protocols::sockperf::Flags::CLIENT.bits() as u8);
+}
+
+/// Whether a sockperf frame asks for a reply.
+#[inline]
+pub(crate) fn wants_reply(frame: &[u8]) -> bool {
+    let flags = u16::from_be_bytes([frame[8], frame[9]]);
+    ringport_protocols::sockperf::Flags::from_bits(flags).wants_reply()
+}
+
+/// The total length field of a sockperf frame header.
+#[inline]
+pub(crate) fn frame_len(header: &[u8]) -> usize {
+    u32::from_be_bytes([header[10], header[11], header[12], header[13]]) as usize
+}
+
+/// Processes the whole sockperf frames at the start of `input`, appending
+/// replies to `out`. Returns the bytes consumed, or `None` for a broken stream.
+pub(crate) fn sockperf_stream(input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    use ringport_protocols::sockperf::{DEFAULT_MAX_FRAME, HEADER_LEN};
+    let mut off = 0;
+    while input.len() - off >= HEADER_LEN {
+        let len = frame_len(&input[off..]);
+        if !(HEADER_LEN..=DEFAULT_MAX_FRAME).contains(&len) {
+            return None;
+        }
+        if input.len() - off < len {
+            break;
+        }
+        let frame = &input[off..off + len];
+        if wants_reply(frame) {
+            let start = out.len();
+            out.extend_from_slice(frame);
+            reflect(&mut out[start..]);
+        }
+        off += len;
+    }
+    Some(off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode, ONE_WAY_FLAGS, REQUEST_FLAGS};
+
+    #[test]
+    fn stream_reflection_answers_requests_and_keeps_partial_frames() {
+        let mut input = Vec::new();
+        encode(&mut input, 1, REQUEST_FLAGS, 20);
+        encode(&mut input, 2, ONE_WAY_FLAGS, 16);
+        encode(&mut input, 3, REQUEST_FLAGS, 30);
+        let mut out = Vec::new();
+        assert_eq!(sockperf_stream(&input[..50], &mut out), Some(36));
+        assert_eq!(out.len(), 20);
+        assert!(crate::wire::verify(Protocol::Sockperf, &out, 1, 20));
+        let mut bad = vec![0u8; 14];
+        bad[13] = 3;
+        assert_eq!(sockperf_stream(&bad, &mut out), None);
+        assert_eq!("tokio-mt".parse::<Target>(), Ok(Target::TokioMt));
+        assert!("nope".parse::<Target>().is_err());
+    }
+}
