@@ -373,9 +373,10 @@ mod tests {
         let mut r = Recorder::new(1_000, 10_000);
         assert!(!r.record(500, 500, 2_000), "warm-up");
         assert!(!r.record(9_000, 9_000, 10_001), "drain");
-        assert!(r.record(2_000, 5_000, 6_000));
+        // Below 2048 ns the histogram is exact.
+        assert!(r.record(2_000, 2_500, 3_500));
         assert_eq!(r.corrected().count, 1);
-        assert_eq!(r.corrected().max, 4_000);
+        assert_eq!(r.corrected().max, 1_500);
         assert_eq!(r.uncorrected().max, 1_000);
     }
 
@@ -391,5 +392,49 @@ mod tests {
         assert!(!p.is_due(120));
         let mut fast = Pacer::new(0, 0);
         assert_eq!(fast.take(7), 7);
+    }
+}
+
+#[cfg(test)]
+mod coordinated_omission {
+    use super::*;
+
+    /// One connection, one request in flight, 1,000 requests per second for
+    /// 10 s, 50 us service time, and one 100 ms stall of the server at t = 5 s.
+    /// The client waits for each reply before sending the next request, so
+    /// the requests due during the stall go out late.
+    fn simulate() -> Recorder {
+        const MS: u64 = 1_000_000;
+        let (stall_from, stall_to) = (5_000 * MS, 5_100 * MS);
+        let mut pacer = Pacer::new(0, MS);
+        let mut rec = Recorder::new(0, u64::MAX);
+        let mut now = 0;
+        for _ in 0..10_000 {
+            now = now.max(pacer.next_due());
+            let intended = pacer.take(now);
+            let sent = now;
+            let start = if (stall_from..stall_to).contains(&sent) {
+                stall_to
+            } else {
+                sent
+            };
+            let done = start + 50_000;
+            assert!(rec.record(intended, sent, done));
+            now = done;
+        }
+        rec
+    }
+
+    #[test]
+    fn corrected_p999_shows_a_100ms_stall_and_uncorrected_hides_it() {
+        let rec = simulate();
+        let (c, u) = (rec.corrected(), rec.uncorrected());
+        assert_eq!((c.count, u.count), (10_000, 10_000));
+        // ~100 requests were due during the stall: the 10th worst waited ~90 ms.
+        assert!(c.p999 >= 85_000_000 && c.p999 <= 95_000_000, "{c:?}");
+        // Measured from the late sends, only one request saw the stall.
+        assert!(u.p999 < 100_000, "{u:?}");
+        assert!(u.max >= 100_000_000, "the stalled request itself: {u:?}");
+        assert!(u.p50 == c.p50 && u.p50 < 60_000);
     }
 }
