@@ -167,7 +167,12 @@ impl EngineHandle {
         registry: &Registry,
     ) -> Result<EngineHandle, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let probe = ring::probe().map_err(StartError::Ring)?;
+        // Probe on a thread of its own: tearing down a ring queues task work
+        // (TWA_SIGNAL) on the thread that created it, which would make the
+        // caller's next blocking call with a timeout fail with EINTR.
+        let probe = std::thread::scope(|s| s.spawn(ring::probe).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map_err(StartError::Ring)?;
         let mut notices = Vec::new();
 
         // One plugin instance per (protocol, shard): map protocols to indices.
