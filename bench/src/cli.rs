@@ -48,7 +48,8 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// Messages per second over all connections; 0 = closed loop / full speed
-    /// [default: tcp-rr 20000 (suite: half ringport's tcp-echo rate), others 0].
+    /// [default: tcp-rr: half of ringport's closed-loop rate with the same conns
+    /// and depth when ringport is a target, else 20000; others 0].
     #[arg(long)]
     pub rate: Option<u64>,
     /// Measured seconds per run.
@@ -214,15 +215,8 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
     let rounds = args.repeat.unwrap_or(1).max(1);
     let mut results = Vec::new();
     let mut passed = true;
-    let mut echo_rate: Option<f64> = None;
     for scenario in scenarios {
         let mut load = args.load(scenario);
-        if scenario == Scenario::TcpRr && args.rate.is_none() {
-            if let Some(r) = echo_rate {
-                // Half of ringport's closed-loop capacity (the tcp-rr point).
-                load.rate = ((r / 2.0) as u64).max(1000);
-            }
-        }
         load.validate().map_err(|e| anyhow!(e))?;
         let server = ServerSpec {
             udp: scenario.is_udp(),
@@ -230,6 +224,26 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
             shards: args.server_shards.max(1),
             cpus: args.server_cpus.as_slice().to_vec(),
         };
+        if scenario == Scenario::TcpRr && args.rate.is_none() && targets.contains(&Target::Ringport)
+        {
+            // tcp-rr runs at half of ringport's capacity for the same
+            // connections and depth, measured by a short closed-loop run.
+            let mut cal = load.clone();
+            cal.scenario = Scenario::TcpEcho;
+            cal.rate = 0;
+            cal.duration = Duration::from_secs(1);
+            cal.warmup = Duration::from_millis(300);
+            let f = run::run_one(&cal, Target::Ringport, &server)
+                .context("calibrating tcp-rr's rate against ringport")?;
+            load.rate = ((f.throughput / 2.0) as u64).max(1000);
+            progress(
+                args,
+                &format!(
+                    "tcp-rr: ringport does {:.0} msg/s closed loop with {} conns x depth {}; running at {}",
+                    f.throughput, load.conns, load.depth, load.rate
+                ),
+            );
+        }
         let mut res = ScenarioResult {
             scenario: scenario.as_str().to_owned(),
             load: load.clone(),
@@ -265,15 +279,6 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
             }
         }
         res.summarize();
-        if scenario == Scenario::TcpEcho {
-            echo_rate = res
-                .targets
-                .iter()
-                .find(|t| t.target == "ringport")
-                .or(res.targets.first())
-                .and_then(|t| t.summary.get("throughput"))
-                .map(|s| s.median);
-        }
         println!("{}", report::table(&res));
         results.push(res);
     }
