@@ -1,0 +1,305 @@
+//! The `ringport` binary itself: its help, its errors, and a clean stop on
+//! SIGTERM after serving the real `sockperf` client.
+//!
+//! The binary belongs to the `ringport-tools` package, so Cargo does not
+//! build it for these tests: run `cargo build -p ringport-tools` first
+//! (`.ci/run` does).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use ringport::engine::cpus::allowed_cpus;
+
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `target/<profile>/ringport`, next to this test's `deps/` directory.
+fn ringport_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("ringport");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build it first with `cargo build -p ringport-tools` \
+         (.ci/run does this before the tests)",
+        bin.display()
+    );
+    bin
+}
+
+/// Waits for `child` at most [`PROCESS_TIMEOUT`]; kills it and fails after.
+fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for ringport") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringport {what} did not exit within {PROCESS_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `ringport args...` to completion, bounded in time.
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(ringport_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ringport");
+    // Outputs here are a few KiB at most, far below a pipe's capacity.
+    wait_bounded(&mut child, &format!("{args:?}"));
+    child.wait_with_output().expect("collect ringport's output")
+}
+
+/// Every `--flag` in `text`.
+fn flags_in(text: &str) -> BTreeSet<String> {
+    let mut flags = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("--") {
+        let name: String = rest[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            .collect();
+        // A flag starts with a letter (not a Markdown table rule `|-----|`).
+        if name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            flags.insert(format!("--{name}"));
+        }
+        rest = &rest[at + 2 + name.len()..];
+    }
+    flags
+}
+
+#[test]
+fn help_and_readme_list_the_same_serve_flags() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let heading = "## `ringport serve` flags";
+    let start = readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("README.md has no `{heading}` section"));
+    let section = &readme[start + heading.len()..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let documented = flags_in(section);
+
+    let out = run(&["serve", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let mut offered = flags_in(&help);
+    offered.remove("--help");
+
+    let undocumented: Vec<_> = offered.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&offered).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "flags in `ringport serve --help` missing from README.md: {undocumented:?}; \
+         flags in README.md that `--help` does not offer: {unknown:?}"
+    );
+    assert!(documented.contains("--listen") && documented.contains("--batch-delay-us"));
+}
+
+#[test]
+fn bad_listener_exits_non_zero_naming_the_wrong_part() {
+    let cases = [
+        ("echo@sctp:127.0.0.1:9000", "unknown transport `sctp`"),
+        (
+            "echo@tcp:localhost:9000",
+            "`localhost` is not an IP address",
+        ),
+        ("echo@tcp:127.0.0.1:9000-80", "range `9000-80` is reversed"),
+        ("echo@tcp:::1:9000", "write `[::1]:9000`"),
+        ("echotcp:127.0.0.1:9000", "missing `@`"),
+        ("echo@tcp:127.0.0.1:99999", "`99999` is not a port number"),
+    ];
+    for (spec, names) in cases {
+        let out = run(&["serve", "--listen", spec]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "`--listen {spec}` was accepted");
+        assert!(stderr.contains(names), "`--listen {spec}`: {stderr}");
+        // And shows a spec that parses.
+        assert!(stderr.contains("e.g. `echo@tcp:"), "{stderr}");
+        assert!(out.stdout.is_empty(), "`--listen {spec}` printed a plan");
+    }
+}
+
+/// A `ringport serve` process with its stdout lines arriving on a channel.
+struct Serving {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    port: u16,
+}
+
+impl Serving {
+    /// The next stdout line, or `None` at end of output or after `timeout`.
+    fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Reads lines until one satisfies `pred`; fails after [`PROCESS_TIMEOUT`].
+    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next_line(left) {
+                Some(l) if pred(&l) => return l,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!(
+            "ringport never printed {what}; its output:\n{}",
+            self.seen.join("\n")
+        );
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ringport serve` with sockperf over UDP and TCP on one free port,
+/// one shard on the first CPU this process may use.
+fn serve_sockperf() -> Serving {
+    let cpu = allowed_cpus().unwrap()[0].to_string();
+    let mut rng = rand::thread_rng();
+    for _ in 0..20 {
+        let port: u16 = rng.gen_range(20000..32000);
+        let udp = format!("sockperf@udp:127.0.0.1:{port}");
+        let tcp = format!("sockperf@tcp:127.0.0.1:{port}");
+        let mut child = Command::new(ringport_bin())
+            .args(["serve", "--shards", "1", "--cpus", &cpu, "--listen", &udp])
+            .args(["--listen", &tcp, "--stats-interval", "0.2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ringport serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Serving {
+            child,
+            lines,
+            seen: Vec::new(),
+            port,
+        };
+        // The plan table's last row means every shard is serving.
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match s.next_line(left) {
+                Some(l) if l.contains(&tcp) => return s,
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let status = wait_bounded(&mut s.child, "that did not start");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(s.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        if stderr.contains("in use") {
+            continue;
+        }
+        panic!(
+            "ringport serve did not start ({status}):\n{}\n{stderr}",
+            s.seen.join("\n")
+        );
+    }
+    panic!("20 random ports were all in use");
+}
+
+/// `msgs N` in a stats or totals line.
+fn msgs_in(line: &str) -> Option<u64> {
+    let at = line.find("msgs ")? + 5;
+    line[at..].split(' ').next()?.parse().ok()
+}
+
+#[test]
+fn serves_sockperf_then_stops_on_sigterm_with_totals() {
+    let mut srv = serve_sockperf();
+    let port = srv.port.to_string();
+    let udp = common::sockperf(
+        &[
+            "under-load",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            "64",
+            "-t",
+            "1",
+            "--mps",
+            "10000",
+        ],
+        Duration::from_secs(1),
+    );
+    let tcp = common::sockperf(
+        &[
+            "ping-pong",
+            "--tcp",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            "64",
+            "-t",
+            "1",
+        ],
+        Duration::from_secs(1),
+    );
+    for run in [&udp, &tcp] {
+        assert_eq!(run.dropped, 0, "{}", run.output);
+        assert!(run.received > 0, "{}", run.output);
+    }
+    let expected = udp.sent + tcp.sent;
+    // The periodic stats line shows every message before the stop.
+    srv.wait_line(&format!("a stats line with msgs {expected}"), |l| {
+        l.starts_with("stats ") && msgs_in(l) == Some(expected)
+    });
+
+    // SAFETY: kill(2) with a pid of a child we spawned and have not reaped.
+    let rc = unsafe { libc::kill(srv.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = wait_bounded(&mut srv.child, "after SIGTERM");
+    let total = srv.wait_line("a `total:` line", |l| l.starts_with("total:"));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(srv.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    assert_eq!(msgs_in(&total), Some(expected), "{total}");
+    assert!(
+        total.contains("conns accepted 1 closed 1 drops 0 []"),
+        "{total}"
+    );
+    assert!(
+        srv.seen.iter().any(|l| l.starts_with("final shard 0 cpu ")),
+        "{}",
+        srv.seen.join("\n")
+    );
+}
