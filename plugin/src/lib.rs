@@ -352,6 +352,33 @@ pub trait Plugin {
     }
 }
 
+/// The shard that owns `key` among `shard_count` shards: a stable hash
+/// (64-bit FNV-1a with a 64-bit avalanche finaliser) of the key, reduced to a
+/// shard index. The same key maps to
+/// the same shard on every shard, in every process and every run, so shards
+/// agree on ownership without talking. Returns 0 when `shard_count` is 0.
+pub fn shard_for_key(key: &[u8], shard_count: usize) -> ShardId {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    if shard_count == 0 {
+        return 0;
+    }
+    let mut h = OFFSET;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    // FNV-1a leaves the high bits of similar short keys alike; the
+    // finaliser (the MurmurHash3 fmix64 steps) spreads every input bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    // Multiply-shift maps the hash onto 0..shard_count without a division.
+    ((u128::from(h) * shard_count as u128) >> 64) as ShardId
+}
+
 /// Makes one [`Plugin`] instance per shard. Registered by name.
 pub trait PluginFactory: Send + Sync {
     /// The name used in listener specs (`echo` in `echo@tcp:127.0.0.1:9000`).
@@ -361,4 +388,28 @@ pub trait PluginFactory: Send + Sync {
     fn supports(&self, transport: Transport) -> bool;
     /// A new instance for `shard` of `shard_count`.
     fn create(&self, shard: ShardId, shard_count: usize) -> Box<dyn Plugin>;
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::shard_for_key;
+
+    #[test]
+    fn keys_map_stably_and_spread() {
+        // Fixed values: the mapping must never change between releases.
+        assert_eq!(shard_for_key(b"", 4), 3);
+        assert_eq!(
+            shard_for_key(b"sensors/temp", 4),
+            shard_for_key(b"sensors/temp", 4)
+        );
+        assert_eq!(shard_for_key(b"anything", 1), 0);
+        assert_eq!(shard_for_key(b"anything", 0), 0);
+        let mut counts = [0usize; 4];
+        for i in 0..4000u32 {
+            counts[shard_for_key(format!("topic-{i}").as_bytes(), 4)] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "{counts:?}");
+        }
+    }
 }
