@@ -26,6 +26,30 @@ impl std::str::FromStr for UdpDropCounter {
     }
 }
 
+/// How a shard wakes another that is parked waiting for completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MeshWake {
+    /// IORING_OP_MSG_RING into the target's ring, posted with the sender's
+    /// next submit (no extra syscall); eventfd where the kernel lacks it.
+    #[default]
+    MsgRing,
+    /// A write(2) to the target's eventfd.
+    Eventfd,
+}
+
+impl std::str::FromStr for MeshWake {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "msg-ring" => Ok(MeshWake::MsgRing),
+            "eventfd" => Ok(MeshWake::Eventfd),
+            other => Err(format!(
+                "`{other}` is not a wake method: use `msg-ring` or `eventfd`"
+            )),
+        }
+    }
+}
+
 /// How a shard sizes its rings, buffers and queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -53,6 +77,11 @@ pub struct EngineConfig {
     pub udp_drop_counter: UdpDropCounter,
     /// SO_RCVBUF asked for on UDP sockets (capped by net.core.rmem_max).
     pub udp_rcvbuf: usize,
+    /// Messages each cross-shard ring holds (one ring per ordered pair of
+    /// shards: memory is shards² x capacity x 48 bytes).
+    pub mesh_capacity: usize,
+    /// How parked shards are woken for cross-shard messages.
+    pub mesh_wake: MeshWake,
     /// listen() backlog.
     pub backlog: i32,
     /// Streams per shard; more are refused at accept and counted.
@@ -73,6 +102,8 @@ impl Default for EngineConfig {
             batch_delay_us: 0,
             udp_drop_counter: UdpDropCounter::Poll,
             udp_rcvbuf: 4 << 20,
+            mesh_capacity: 1024,
+            mesh_wake: MeshWake::MsgRing,
             backlog: 4096,
             max_conns_per_shard: 65536,
         }
@@ -111,6 +142,9 @@ impl EngineConfig {
                 "ring_entries = {} must be between 8 and 32768",
                 self.ring_entries
             ));
+        }
+        if self.mesh_capacity == 0 {
+            return Err("mesh_capacity must be at least 1 (e.g. 1024)".to_owned());
         }
         if self.udp_send_slots == 0 {
             return Err("udp_send_slots must be at least 1".to_owned());

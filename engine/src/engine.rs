@@ -1,13 +1,14 @@
 //! Starting, observing and stopping the shards.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use ringport_plugin::{ListenerId, PluginFactory, Registry, Transport};
 
-use crate::config::{EngineConfig, UdpDropCounter};
+use crate::config::{EngineConfig, MeshWake, UdpDropCounter};
+use crate::mesh::Mesh;
 use crate::plan::{Mode, Plan};
 use crate::shard::{Shard, ShardInit, ShardShared, TcpListenerSock};
 use crate::stats::{Counters, ShardStats};
@@ -265,23 +266,39 @@ impl EngineHandle {
         let shard_count = plan.shards.len();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<Vec<String>, StartError>)>();
         let mut handles: Vec<ShardHandle> = Vec::with_capacity(shard_count);
-        for (sp, b) in plan.shards.iter().zip(bound) {
+        // Every shard's shared state exists before any shard starts, so that
+        // a shard can wake any other from its first turn.
+        let mut shareds: Vec<Arc<ShardShared>> = Vec::with_capacity(shard_count);
+        for sp in &plan.shards {
             // SAFETY: eventfd has no memory preconditions; the result is checked.
             let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
             if wake_fd < 0 {
                 let e = std::io::Error::last_os_error();
-                close_all(std::slice::from_ref(&b));
-                stop_and_join(&mut handles);
+                close_all(&bound);
+                for sh in &shareds {
+                    // SAFETY: eventfds created just above, used by no thread yet.
+                    unsafe { libc::close(sh.wake_fd) };
+                }
                 return Err(StartError::Shard {
                     shard: sp.shard,
                     message: format!("eventfd failed: {e}"),
                 });
             }
-            let shared = Arc::new(ShardShared {
+            shareds.push(Arc::new(ShardShared {
                 stats: Default::default(),
                 stop: Default::default(),
                 wake_fd,
-            });
+                ring_fd: AtomicI32::new(-1),
+            }));
+        }
+        let peers: Arc<[Arc<ShardShared>]> = shareds.into();
+        let mesh = Arc::new(Mesh::new(shard_count, config.mesh_capacity));
+        let msg_ring = probe.msg_ring && config.mesh_wake == MeshWake::MsgRing;
+        for (sp, b) in plan.shards.iter().zip(bound) {
+            let shared = peers[sp.shard].clone();
+            let wake_fd = shared.wake_fd;
+            let peers_for_shard = peers.clone();
+            let mesh_for_shard = mesh.clone();
             let shard = sp.shard;
             let cpu = sp.cpu;
             let cfg = config.clone();
@@ -305,6 +322,9 @@ impl EngineHandle {
                         udp: b.udp,
                         plugins,
                         shared: sh,
+                        peers: peers_for_shard,
+                        mesh: mesh_for_shard,
+                        msg_ring,
                     };
                     match Shard::new(init) {
                         Ok((s, notes)) => {

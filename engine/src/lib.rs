@@ -20,6 +20,7 @@ mod conn;
 pub mod cpus;
 mod engine;
 pub mod limits;
+pub mod mesh;
 mod ops;
 pub mod plan;
 mod shard;
@@ -28,6 +29,6 @@ pub mod stats;
 pub mod sys;
 mod udp;
 
-pub use config::{EngineConfig, UdpDropCounter};
+pub use config::{EngineConfig, MeshWake, UdpDropCounter};
 pub use engine::{EngineHandle, StartError, Stopper, FDS_PER_SHARD};
 pub use stats::{Counters, EngineDrop, ShardStats};

@@ -20,6 +20,10 @@ pub const OP_WAKE: u8 = 6;
 pub const OP_CANCEL: u8 = 7;
 /// A close of a stream's fd; posted only on failure (CQE_SKIP_SUCCESS).
 pub const OP_CLOSE: u8 = 8;
+/// A MSG_RING we sent to wake shard `index`; posted only on failure.
+pub const OP_MSG_RING: u8 = 9;
+/// The CQE another shard's MSG_RING posted into our ring to wake us.
+pub const OP_MESH_WAKE: u8 = 10;
 
 const GEN_MASK: u32 = 0x00ff_ffff;
 

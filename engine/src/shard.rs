@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use ringport_plugin::{
 
 use crate::config::{EngineConfig, UdpDropCounter};
 use crate::conn::Conns;
+use crate::mesh::{Envelope, Mesh};
 use crate::ops::{self, *};
 use crate::stats::{Counters, EngineDrop, SharedStats};
 use crate::sys::bufring::BufRing;
@@ -36,6 +37,9 @@ const BGID_TCP: u16 = 0;
 const BGID_UDP: u16 = 1;
 /// How often a shard that receives datagrams reads its sockets' kernel drop counters.
 const DROPS_POLL_EVERY: Duration = Duration::from_millis(100);
+/// Most messages taken from one inbound mesh ring per turn, so one busy
+/// sender cannot starve the shard's sockets.
+const MESH_DRAIN_LIMIT: usize = 1024;
 /// How long a stopping shard waits for the kernel to hand back in-flight operations.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
@@ -48,6 +52,8 @@ pub struct ShardShared {
     pub stop: AtomicBool,
     /// eventfd the shard keeps a read armed on.
     pub wake_fd: i32,
+    /// The shard's ring fd, for IORING_OP_MSG_RING wake-ups (-1 until set up).
+    pub ring_fd: AtomicI32,
 }
 
 impl ShardShared {
@@ -91,6 +97,12 @@ pub struct ShardInit {
     pub plugins: Vec<Box<dyn Plugin>>,
     /// Shared state.
     pub shared: Arc<ShardShared>,
+    /// Every shard's shared state, indexed by shard (for mesh wake-ups).
+    pub peers: Arc<[Arc<ShardShared>]>,
+    /// The engine's mesh.
+    pub mesh: Arc<Mesh>,
+    /// Wake parked shards with MSG_RING (else eventfd writes).
+    pub msg_ring: bool,
 }
 
 /// The shard's state other than plugins and receive buffers, which the
@@ -119,6 +131,11 @@ struct Core {
     drops_poll_at: Option<Instant>,
     /// `datagrams_in` at the last read of the drop counters.
     drops_polled_at_count: u64,
+    mesh: Arc<Mesh>,
+    peers: Arc<[Arc<ShardShared>]>,
+    /// Shards to wake at the end of this turn (each listed once).
+    wake_list: Vec<ShardId>,
+    msg_ring: bool,
 }
 
 /// A running shard.
@@ -131,6 +148,7 @@ pub struct Shard {
     plugins: Vec<Box<dyn Plugin>>,
     cqes: Vec<(u64, i32, u32)>,
     shared: Arc<ShardShared>,
+    mesh: Arc<Mesh>,
     min_timeout: bool,
 }
 
@@ -207,8 +225,16 @@ impl Shard {
             cq_overflow_seen: 0,
             drops_poll_at: None,
             drops_polled_at_count: 0,
+            mesh: init.mesh.clone(),
+            peers: init.peers,
+            wake_list: Vec::with_capacity(init.shard_count),
+            msg_ring: init.msg_ring,
             config: cfg.clone(),
         };
+        use std::os::fd::AsRawFd;
+        init.shared
+            .ring_fd
+            .store(core.ring.as_raw_fd(), Ordering::Release);
         let cq_cap = (cfg.ring_entries * 4) as usize;
         Ok((
             Shard {
@@ -218,6 +244,7 @@ impl Shard {
                 plugins: init.plugins,
                 cqes: Vec::with_capacity(cq_cap),
                 shared: init.shared,
+                mesh: init.mesh,
                 min_timeout: r.min_timeout,
             },
             notices,
@@ -237,9 +264,11 @@ impl Shard {
             self.reap();
             self.core.now = Instant::now();
             self.dispatch();
+            self.drain_mesh();
             self.fire_timers();
             self.poll_kernel_drops(false);
             self.flush();
+            self.core.send_wakes();
             self.core.counters.turns += 1;
             self.shared.stats.publish(&self.core.counters);
             if self.shared.stop.load(Ordering::Acquire) {
@@ -271,6 +300,17 @@ impl Shard {
 
     fn wait(&mut self) {
         self.core.counters.enters += 1;
+        let me = self.core.shard;
+        if !self.mesh.park(me) {
+            // Messages are waiting: submit, run completions, do not block.
+            self.core.enter_nowait();
+            return;
+        }
+        self.block();
+        self.mesh.unpark(me);
+    }
+
+    fn block(&mut self) {
         let timer = self.core.timers.peek().map(|Reverse((at, ..))| *at);
         let deadline = match (timer, self.core.drops_poll_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -327,7 +367,10 @@ impl Shard {
             let (ud, res, flags) = self.cqes[i];
             let (kind, generation, idx) = ops::unpack(ud);
             let more = cqueue::more(flags);
-            if !more {
+            // Skip-success operations post only failures and are not counted
+            // in flight; neither is a wake another shard posted into our ring.
+            let counted = !matches!(kind, OP_CLOSE | OP_MSG_RING | OP_MESH_WAKE);
+            if !more && counted {
                 self.core.inflight = self.core.inflight.saturating_sub(1);
             }
             match kind {
@@ -337,6 +380,12 @@ impl Shard {
                 OP_UDP_RECV => self.on_udp_recv(idx, res, flags, more),
                 OP_UDP_SEND => self.on_udp_send(idx, res),
                 OP_WAKE if !self.shared.stop.load(Ordering::Acquire) => self.core.arm_wake(),
+                // MSG_RING to `idx` failed (its CQ full, or the ring gone): fall back.
+                OP_MSG_RING => {
+                    if let Some(peer) = self.core.peers.get(idx as usize) {
+                        peer.wake();
+                    }
+                }
                 _ => {}
             }
         }
@@ -688,9 +737,28 @@ impl Shard {
         self.core.maybe_finalize(idx, generation);
     }
 
+    /// Hands every waiting cross-shard message to its plugin.
+    fn drain_mesh(&mut self) {
+        let me = self.core.shard;
+        let plugins = &mut self.plugins;
+        let core = &mut self.core;
+        let n = self
+            .mesh
+            .drain(me, MESH_DRAIN_LIMIT, |from, env: Envelope| {
+                if let Some(p) = plugins.get_mut(env.plugin as usize) {
+                    core.current_plugin = env.plugin;
+                    p.handle_message(core, from, env.msg);
+                }
+            });
+        self.core.counters.mesh_in += n as u64;
+    }
+
     fn fire_timers(&mut self) {
-        while let Some(Reverse((at, _, plugin, token))) = self.core.timers.peek().copied() {
-            if at > self.core.now {
+        // Timers set while firing wait for the next turn, even when due now,
+        // so a plugin re-arming a zero-delay timer cannot spin this loop.
+        let last_seq = self.core.timer_seq;
+        while let Some(Reverse((at, seq, plugin, token))) = self.core.timers.peek().copied() {
+            if at > self.core.now || seq > last_seq {
                 break;
             }
             self.core.timers.pop();
@@ -823,6 +891,70 @@ impl Core {
                     std::thread::yield_now();
                 }
                 Err(_) => std::thread::yield_now(),
+            }
+        }
+    }
+
+    /// Submits and runs pending completions without waiting for any.
+    fn enter_nowait(&mut self) {
+        let to_submit = self.ring.submission().len() as u32;
+        // SAFETY: a plain io_uring_enter with GETEVENTS and no argument; the
+        // submitted entries were pushed with their buffers kept alive (see `push`).
+        let _ = unsafe {
+            self.ring.submitter().enter::<libc::sigset_t>(
+                to_submit,
+                0,
+                io_uring::EnterFlags::GETEVENTS.bits(),
+                None,
+            )
+        };
+    }
+
+    /// Notes that `to` was parked when we queued for it: wake it this turn.
+    fn schedule_wake(&mut self, to: ShardId) {
+        if !self.wake_list.contains(&to) {
+            self.wake_list.push(to);
+        }
+    }
+
+    /// Wakes the shards noted this turn: MSG_RING into their ring (posted
+    /// with our next submit), or an eventfd write.
+    fn send_wakes(&mut self) {
+        while let Some(to) = self.wake_list.pop() {
+            self.counters.mesh_wakes += 1;
+            let peer = &self.peers[to];
+            let fd = peer.ring_fd.load(Ordering::Acquire);
+            if self.msg_ring && fd >= 0 {
+                let e = opcode::MsgRingData::new(Fd(fd), 0, ops::pack(OP_MESH_WAKE, 0, 0), None)
+                    .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS)
+                    .user_data(ops::pack(OP_MSG_RING, 0, to as u32));
+                self.push_uncounted(e);
+            } else {
+                peer.wake();
+            }
+        }
+    }
+
+    fn send_envelope(&mut self, to: ShardId, msg: MeshMessage) -> Result<(), MeshError> {
+        if to >= self.shard_count {
+            return Err(MeshError::NoSuchShard(msg));
+        }
+        let env = Envelope {
+            plugin: self.current_plugin,
+            msg,
+        };
+        match self.mesh.try_send(self.shard, to, env) {
+            Ok(wake) => {
+                self.counters.mesh_out += 1;
+                if wake {
+                    self.schedule_wake(to);
+                }
+                Ok(())
+            }
+            Err(env) => {
+                self.counters.mesh_full += 1;
+                Err(MeshError::Full(env.msg))
             }
         }
     }
@@ -1011,17 +1143,27 @@ impl Context for Core {
     }
 
     fn send_to_shard(&mut self, shard: ShardId, msg: MeshMessage) -> Result<(), MeshError> {
-        if shard >= self.shard_count {
-            return Err(MeshError::NoSuchShard(msg));
-        }
-        Err(MeshError::Unavailable(msg))
+        self.send_envelope(shard, msg)
     }
 
     fn broadcast(&mut self, msg: MeshMessage) -> Result<usize, MeshError> {
-        if self.shard_count == 1 {
-            return Ok(0);
+        let mut accepted = 0;
+        let mut refused = None;
+        let me = self.shard;
+        for to in (0..self.shard_count).filter(|&t| t != me) {
+            match self.send_envelope(to, msg.clone()) {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    // Counted (mesh_full and a MeshFull drop): never silent.
+                    self.counters.drop_plugin(DropReason::MeshFull);
+                    refused.get_or_insert(e);
+                }
+            }
         }
-        Err(MeshError::Unavailable(msg))
+        match refused {
+            Some(e) if accepted == 0 => Err(e),
+            _ => Ok(accepted),
+        }
     }
 
     fn set_timer(&mut self, after: Duration, token: u64) {

@@ -136,6 +136,14 @@ counters! {
     enters,
     /// Receives paused because a peer was not reading its replies.
     backpressure_pauses,
+    /// Messages queued to other shards.
+    mesh_out,
+    /// Messages taken from other shards.
+    mesh_in,
+    /// Messages refused because a mesh ring was full (handed back to the plugin).
+    mesh_full,
+    /// Wake-ups sent to parked shards.
+    mesh_wakes,
 }
 
 impl Counters {
@@ -178,7 +186,11 @@ impl Counters {
             conns_protocol_closed,
             turns,
             enters,
-            backpressure_pauses
+            backpressure_pauses,
+            mesh_out,
+            mesh_in,
+            mesh_full,
+            mesh_wakes
         );
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;

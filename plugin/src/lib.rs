@@ -290,11 +290,17 @@ pub trait Context {
         to: SocketAddr,
         parts: &[&[u8]],
     ) -> Result<(), WriteError>;
-    /// Queues a message for the plugin instance on `shard`.
+    /// Queues a message for this plugin's instance on `shard` (which may be
+    /// this shard). Messages from one shard to another arrive in the order
+    /// sent. [`MeshError::Full`] hands the message back: the ring to that
+    /// shard is full, and the plugin decides (retry later, or drop and count).
     fn send_to_shard(&mut self, shard: ShardId, msg: MeshMessage) -> Result<(), MeshError>;
-    /// Queues a message for every other shard; returns how many accepted it.
-    /// Shards whose ring was full are skipped and reported by the error of
-    /// the first failure only when none accepted it.
+    /// Queues a message for this plugin's instance on every *other* shard;
+    /// returns how many accepted it. Shards whose ring was full are skipped,
+    /// and each skip is counted as a [`DropReason::MeshFull`] drop by the
+    /// engine; the error of the first refusal is returned only when no shard
+    /// accepted. A plugin that must not lose a message to any shard uses
+    /// [`send_to_shard`](Self::send_to_shard) per shard and retries refusals.
     fn broadcast(&mut self, msg: MeshMessage) -> Result<usize, MeshError>;
     /// Calls [`Plugin::handle_timer`] with `token` once `after` has passed.
     fn set_timer(&mut self, after: Duration, token: u64);
