@@ -15,6 +15,7 @@
 //! Modules below `sys` are the only code that talks to the kernel.
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod config;
 mod conn;
 pub mod cpus;
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod mesh;
 mod ops;
 pub mod plan;
+pub mod policy;
 mod shard;
 pub mod spec;
 pub mod stats;
