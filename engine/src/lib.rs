@@ -21,6 +21,7 @@ mod conn;
 pub mod cpus;
 mod engine;
 pub mod limits;
+pub mod log;
 pub mod mesh;
 mod ops;
 pub mod plan;
