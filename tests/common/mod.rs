@@ -302,9 +302,15 @@ pub fn round_trip(s: &mut TcpStream, request: &[u8], expected: &[u8]) {
 ///
 /// If the server keeps it open longer than [`IO_TIMEOUT`].
 pub fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let deadline = Instant::now() + IO_TIMEOUT;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
+        assert!(
+            Instant::now() < deadline,
+            "the server kept the stream open for {IO_TIMEOUT:?} ({} bytes read)",
+            out.len()
+        );
         match s.read(&mut buf) {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
