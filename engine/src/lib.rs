@@ -24,6 +24,7 @@ pub mod limits;
 pub mod log;
 pub mod mesh;
 mod ops;
+pub mod operations;
 pub mod plan;
 pub mod policy;
 mod shard;
