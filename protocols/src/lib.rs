@@ -22,9 +22,11 @@
 //! |------------|------------|---------------------------------------------------|
 //! | `echo`     | tcp, udp   | sends every byte back ([`echo`])                  |
 //! | `sockperf` | tcp, udp   | answers `sockperf` ping-pong messages ([`sockperf`]) |
+//! | `relay`    | tcp, udp   | topic publish/subscribe across shards ([`relay`]) |
 #![warn(missing_docs)]
 
 pub mod echo;
+pub mod relay;
 pub mod sockperf;
 
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use ringport_plugin::{DropReason, Registry, RegistryError, WriteError};
 
 pub use echo::{Echo, EchoFactory};
+pub use relay::{Relay, RelayConfig, RelayFactory};
 pub use sockperf::{Sockperf, SockperfFactory};
 
 /// Settings shared by the built-in plugins.
@@ -39,6 +42,7 @@ pub use sockperf::{Sockperf, SockperfFactory};
 pub struct BuiltinSettings {
     /// The largest frame a framed protocol accepts, header included; a peer
     /// announcing more is disconnected (streams) or dropped (datagrams).
+    /// For `relay` it is the largest payload ([`RelayConfig::max_payload`]).
     pub max_frame: usize,
 }
 
@@ -51,7 +55,7 @@ impl Default for BuiltinSettings {
     }
 }
 
-/// A registry holding every built-in plugin (`echo`, `sockperf`).
+/// A registry holding every built-in plugin (`echo`, `relay`, `sockperf`).
 pub fn builtins(settings: &BuiltinSettings) -> Registry {
     let mut registry = Registry::new();
     match register_builtins(&mut registry, settings) {
@@ -69,6 +73,10 @@ pub fn register_builtins(
 ) -> Result<(), RegistryError> {
     registry.register(Arc::new(EchoFactory))?;
     registry.register(Arc::new(SockperfFactory::new(settings.max_frame)))?;
+    registry.register(Arc::new(RelayFactory::new(RelayConfig {
+        max_payload: settings.max_frame,
+        ..RelayConfig::default()
+    })))?;
     Ok(())
 }
 
@@ -95,7 +103,10 @@ mod tests {
     #[test]
     fn builtins_are_registered_by_name() {
         let registry = builtins(&BuiltinSettings::default());
-        assert_eq!(registry.names().collect::<Vec<_>>(), ["echo", "sockperf"]);
+        assert_eq!(
+            registry.names().collect::<Vec<_>>(),
+            ["echo", "relay", "sockperf"]
+        );
         let sockperf = registry.get("sockperf").unwrap();
         assert!(sockperf.supports(Transport::Udp));
     }

@@ -1,0 +1,993 @@
+//! The relay plugin: frames in, fan-out to this shard's subscribers and to
+//! the other shards.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ringport_plugin::{
+    Bytes, CloseReason, ConnId, Context, DatagramInfo, DropReason, MeshError, MeshMessage, Plugin,
+    PluginFactory, ShardId, Transport, WriteError,
+};
+
+use super::table::Subscriptions;
+use super::wire::{self, FrameType, Framing, Packet, Repr, DEFAULT_MAX_PAYLOAD};
+use crate::output_error;
+
+/// [`MeshMessage::tag`] of a message carrying an encoded `PUBLISH` frame.
+pub const MESH_TAG_PUBLISH: u64 = 1;
+
+/// The timer token the plugin uses for its retry timer.
+pub const RETRY_TIMER: u64 = 1;
+
+/// Settings of the relay; see `docs/protocols/relay.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Largest payload of a `PUBLISH` or `PING`.
+    pub max_payload: usize,
+    /// Topics one connection may hold; one more closes it (`refused`).
+    pub max_subscriptions: usize,
+    /// Close a subscriber whose outbound queue is full instead of dropping
+    /// messages to it and sending `LAGGED`.
+    pub disconnect_slow: bool,
+    /// Cap, in bytes of encoded frames, of the queue of messages waiting for
+    /// a full mesh ring to one other shard. Past it, messages for that shard
+    /// are dropped (`mesh_full`).
+    pub mesh_retry_bytes: usize,
+    /// How often retry queues and owed `LAGGED` frames are retried while
+    /// there are any.
+    pub retry_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    /// 64 KiB payloads, 256 topics per connection, `LAGGED` rather than
+    /// disconnect, 1 MiB retry queue per shard, retried every millisecond.
+    fn default() -> Self {
+        RelayConfig {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_subscriptions: 256,
+            disconnect_slow: false,
+            mesh_retry_bytes: 1 << 20,
+            retry_interval: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Makes [`Relay`] instances; serves TCP (all frames) and UDP (`PUBLISH`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayFactory {
+    config: RelayConfig,
+}
+
+impl RelayFactory {
+    /// The name used in listener specs.
+    pub const NAME: &'static str = "relay";
+
+    /// A factory whose instances use `config`.
+    pub fn new(config: RelayConfig) -> Self {
+        RelayFactory { config }
+    }
+
+    /// The settings instances get.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+}
+
+impl PluginFactory for RelayFactory {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn supports(&self, transport: Transport) -> bool {
+        matches!(transport, Transport::Tcp | Transport::Udp)
+    }
+
+    fn create(&self, shard: ShardId, shard_count: usize) -> Box<dyn Plugin> {
+        Box::new(Relay::new(self.config, shard, shard_count))
+    }
+}
+
+/// Encoded `PUBLISH` frames waiting for a full ring to one shard.
+#[derive(Debug, Default)]
+struct RetryQueue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+/// One shard's relay.
+///
+/// Inputs: `PUBLISH`es from streams and datagrams, published frames from the
+/// other shards ([`Plugin::handle_message`]), its retry timer. Before
+/// handling any of them it first retries what is owed: messages for shards
+/// whose ring was full, and `LAGGED` frames to subscribers that had no room.
+///
+/// Counted through the context: one message per `PUBLISH` handled on this
+/// shard and one per `MESSAGE` queued to a subscriber; `queue_full` per
+/// message a subscriber missed; `mesh_full` per message a shard missed
+/// because its retry queue was full too.
+#[derive(Debug)]
+pub struct Relay {
+    config: RelayConfig,
+    shard: ShardId,
+    shard_count: usize,
+    table: Subscriptions,
+    retry: Vec<RetryQueue>,
+    /// Frames in all retry queues.
+    retry_pending: usize,
+    /// Subscribers owed a `LAGGED` frame (and maybe some that no longer are).
+    lagging: Vec<ConnId>,
+    /// Slow subscribers to close at the end of a delivery (`disconnect_slow`).
+    slow: Vec<ConnId>,
+    timer_armed: bool,
+}
+
+impl Relay {
+    /// The instance for `shard` of `shard_count`.
+    pub fn new(config: RelayConfig, shard: ShardId, shard_count: usize) -> Self {
+        Relay {
+            config,
+            shard,
+            shard_count,
+            table: Subscriptions::new(),
+            retry: (0..shard_count).map(|_| RetryQueue::default()).collect(),
+            retry_pending: 0,
+            lagging: Vec::new(),
+            slow: Vec::new(),
+            timer_armed: false,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// This shard's subscriptions.
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.table
+    }
+
+    /// Messages waiting for the full ring to `shard`.
+    pub fn retry_queued(&self, shard: ShardId) -> usize {
+        self.retry.get(shard).map_or(0, |q| q.frames.len())
+    }
+
+    /// Retries what is owed, if anything.
+    fn poll_owed(&mut self, ctx: &mut dyn Context) {
+        if self.retry_pending > 0 {
+            self.poll_retries(ctx);
+        }
+        if !self.lagging.is_empty() {
+            self.poll_lagging(ctx);
+        }
+    }
+
+    /// Sends queued frames to each shard, in order, until its ring is full.
+    fn poll_retries(&mut self, ctx: &mut dyn Context) {
+        for (target, q) in self.retry.iter_mut().enumerate() {
+            while let Some(payload) = q.frames.pop_front() {
+                let len = payload.len();
+                let msg = MeshMessage {
+                    tag: MESH_TAG_PUBLISH,
+                    payload,
+                };
+                match ctx.send_to_shard(target, msg) {
+                    Ok(()) => {}
+                    Err(MeshError::Full(msg)) => {
+                        q.frames.push_front(msg.payload);
+                        break;
+                    }
+                    Err(_) => ctx.record_drop(DropReason::Unsupported),
+                }
+                q.bytes -= len;
+                self.retry_pending -= 1;
+            }
+        }
+    }
+
+    /// Sends owed `LAGGED` frames; keeps the subscribers still without room.
+    fn poll_lagging(&mut self, ctx: &mut dyn Context) {
+        let table = &mut self.table;
+        self.lagging.retain(|&conn| {
+            let Some(sub) = table.subscriber_mut(conn) else {
+                return false;
+            };
+            if sub.lagged > 0 && !try_lagged(ctx, conn, &mut sub.lagged) {
+                return true;
+            }
+            sub.listed = false;
+            false
+        });
+    }
+
+    /// Keeps one retry timer armed while something is owed.
+    fn arm_timer(&mut self, ctx: &mut dyn Context) {
+        if !self.timer_armed && (self.retry_pending > 0 || !self.lagging.is_empty()) {
+            ctx.set_timer(self.config.retry_interval, RETRY_TIMER);
+            self.timer_armed = true;
+        }
+    }
+
+    /// A `PUBLISH` received on this shard: `frame` is its encoding.
+    fn publish(&mut self, ctx: &mut dyn Context, frame: &[u8], topic: &[u8], payload: &[u8]) {
+        ctx.record_messages(1);
+        self.deliver(ctx, topic, payload);
+        if self.shard_count > 1 {
+            // One allocation shared by every target shard.
+            let shared = Bytes::copy_from_slice(frame);
+            let here = self.shard;
+            for target in (0..self.shard_count).filter(|&s| s != here) {
+                self.send_mesh(ctx, target, shared.clone());
+            }
+        }
+        self.arm_timer(ctx);
+    }
+
+    /// Sends a frame to `target`, or queues it behind earlier ones.
+    fn send_mesh(&mut self, ctx: &mut dyn Context, target: ShardId, payload: Bytes) {
+        let q = &mut self.retry[target];
+        let payload = if q.frames.is_empty() {
+            let msg = MeshMessage {
+                tag: MESH_TAG_PUBLISH,
+                payload,
+            };
+            match ctx.send_to_shard(target, msg) {
+                Ok(()) => return,
+                Err(MeshError::Full(msg)) => msg.payload,
+                Err(MeshError::NoSuchShard(_) | MeshError::Unavailable(_)) => {
+                    ctx.record_drop(DropReason::Unsupported);
+                    return;
+                }
+            }
+        } else {
+            payload
+        };
+        if q.bytes + payload.len() > self.config.mesh_retry_bytes {
+            ctx.record_drop(DropReason::MeshFull);
+            return;
+        }
+        q.bytes += payload.len();
+        q.frames.push_back(payload);
+        self.retry_pending += 1;
+    }
+
+    /// Queues one `MESSAGE` to every subscriber of `topic` on this shard.
+    fn deliver(&mut self, ctx: &mut dyn Context, topic: &[u8], payload: &[u8]) {
+        let header = wire::header(FrameType::Message, topic.len(), payload.len());
+        let disconnect = self.config.disconnect_slow;
+        let lagging = &mut self.lagging;
+        let slow = &mut self.slow;
+        let mut queued = 0;
+        self.table.for_each_subscriber(topic, |conn, sub| {
+            let fits = (sub.lagged == 0 || try_lagged(ctx, conn, &mut sub.lagged))
+                && match ctx.write_parts(conn, &[&header, topic, payload]) {
+                    Ok(()) => true,
+                    Err(WriteError::QueueFull) => false,
+                    Err(e) => {
+                        // Not a slow peer: a stream the engine no longer has.
+                        ctx.record_drop(output_error(e));
+                        return;
+                    }
+                };
+            if fits {
+                queued += 1;
+                return;
+            }
+            ctx.record_drop(DropReason::QueueFull);
+            sub.dropped += 1;
+            if disconnect {
+                slow.push(conn);
+            } else {
+                sub.lagged += 1;
+                if !sub.listed {
+                    sub.listed = true;
+                    lagging.push(conn);
+                }
+            }
+        });
+        if queued > 0 {
+            ctx.record_messages(queued);
+        }
+        for conn in self.slow.drain(..) {
+            self.table.remove_conn(conn);
+            ctx.close(conn);
+        }
+    }
+
+    /// Applies one client frame of a stream. `Ok(false)`: the frame could
+    /// not be handled now (backpressure) and must be presented again.
+    fn handle_frame(
+        &mut self,
+        ctx: &mut dyn Context,
+        conn: ConnId,
+        frame: &[u8],
+    ) -> Result<bool, DropReason> {
+        let repr = Repr::parse(&Packet::new_unchecked(frame), self.config.max_payload)
+            .map_err(wire::Error::drop_reason)?;
+        match repr {
+            Repr::Subscribe { topic } => {
+                self.table
+                    .subscribe(conn, topic, self.config.max_subscriptions)
+                    .map_err(|_| DropReason::Refused)?;
+            }
+            Repr::Unsubscribe { topic } => {
+                self.table.unsubscribe(conn, topic);
+            }
+            Repr::Publish { topic, payload } => self.publish(ctx, frame, topic, payload),
+            Repr::Ping { payload } => {
+                let header = wire::header(FrameType::Pong, 0, payload.len());
+                match ctx.write_parts(conn, &[&header, payload]) {
+                    Ok(()) => {}
+                    Err(WriteError::QueueFull) => return Ok(false),
+                    Err(e) => return Err(output_error(e)),
+                }
+            }
+            Repr::Message { .. } | Repr::Lagged { .. } | Repr::Pong { .. } => {
+                return Err(DropReason::Malformed)
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Queues a `LAGGED` frame for `*lagged` missed messages and resets the
+/// count; false when the subscriber still has no room.
+fn try_lagged(ctx: &mut dyn Context, conn: ConnId, lagged: &mut u64) -> bool {
+    match ctx.write(conn, &wire::lagged_frame(*lagged)) {
+        Ok(()) => {
+            *lagged = 0;
+            true
+        }
+        Err(WriteError::QueueFull) => false,
+        // The stream is gone; nobody is owed anything.
+        Err(_) => {
+            *lagged = 0;
+            true
+        }
+    }
+}
+
+impl Plugin for Relay {
+    /// Handles every complete frame of `data`; returns the bytes they cover.
+    /// A `PING` whose `PONG` does not fit stops the loop there (the engine
+    /// presents the rest again); an invalid frame closes the stream.
+    fn handle_data(
+        &mut self,
+        ctx: &mut dyn Context,
+        conn: ConnId,
+        data: &[u8],
+    ) -> Result<usize, DropReason> {
+        self.poll_owed(ctx);
+        let mut consumed = 0;
+        loop {
+            let rest = &data[consumed..];
+            let len = match wire::next_frame(rest, self.config.max_payload) {
+                Framing::Frame(ty, _) if !ty.from_client() => return Err(DropReason::Malformed),
+                Framing::Frame(_, len) => len,
+                Framing::Incomplete => return Ok(consumed),
+                Framing::Invalid(e) => return Err(e.drop_reason()),
+            };
+            if !self.handle_frame(ctx, conn, &rest[..len])? {
+                return Ok(consumed);
+            }
+            consumed += len;
+        }
+    }
+
+    fn handle_close(&mut self, _ctx: &mut dyn Context, conn: ConnId, _reason: CloseReason) {
+        self.table.remove_conn(conn);
+    }
+
+    /// A datagram must be exactly one `PUBLISH` frame.
+    fn handle_datagram(
+        &mut self,
+        ctx: &mut dyn Context,
+        _from: &DatagramInfo,
+        data: &[u8],
+    ) -> Result<(), DropReason> {
+        self.poll_owed(ctx);
+        match wire::parse_datagram(data, self.config.max_payload) {
+            Ok(Repr::Publish { topic, payload }) => {
+                self.publish(ctx, data, topic, payload);
+                Ok(())
+            }
+            Ok(_) => Err(DropReason::Malformed),
+            Err(e) => Err(e.drop_reason()),
+        }
+    }
+
+    /// A `PUBLISH` received by another shard: delivered here, forwarded nowhere.
+    fn handle_message(&mut self, ctx: &mut dyn Context, _from: ShardId, msg: MeshMessage) {
+        self.poll_owed(ctx);
+        let parsed = wire::parse_datagram(&msg.payload, self.config.max_payload);
+        match (msg.tag, parsed) {
+            (MESH_TAG_PUBLISH, Ok(Repr::Publish { topic, payload })) => {
+                self.deliver(ctx, topic, payload);
+            }
+            _ => ctx.record_drop(DropReason::Malformed),
+        }
+        self.arm_timer(ctx);
+    }
+
+    fn handle_timer(&mut self, ctx: &mut dyn Context, _now: Instant, token: u64) {
+        if token == RETRY_TIMER {
+            self.timer_armed = false;
+        }
+        self.poll_owed(ctx);
+        self.arm_timer(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use ringport_plugin::testing::RecordingContext;
+    use ringport_plugin::{ListenerId, SocketId};
+
+    use super::*;
+    use crate::relay::wire::lagged_frame;
+    use crate::testutil::StreamFeeder;
+
+    const PUB: ConnId = ConnId::from_raw(1);
+    const SUB_A: ConnId = ConnId::from_raw(2);
+    const SUB_B: ConnId = ConnId::from_raw(3);
+
+    fn sub(topic: &[u8]) -> Vec<u8> {
+        Repr::Subscribe { topic }.to_vec()
+    }
+
+    fn publish(topic: &[u8], payload: &[u8]) -> Vec<u8> {
+        Repr::Publish { topic, payload }.to_vec()
+    }
+
+    fn message(topic: &[u8], payload: &[u8]) -> Vec<u8> {
+        Repr::Message { topic, payload }.to_vec()
+    }
+
+    fn from() -> DatagramInfo {
+        DatagramInfo {
+            socket: SocketId(0),
+            listener: ListenerId(1),
+            peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            local: SocketAddr::from(([127, 0, 0, 1], 7400)),
+        }
+    }
+
+    /// A plugin and its context for `shard` of `count`.
+    fn shard(shard: ShardId, count: usize, config: RelayConfig) -> (Relay, RecordingContext) {
+        (
+            Relay::new(config, shard, count),
+            RecordingContext::new().with_shard(shard, count),
+        )
+    }
+
+    fn feed(relay: &mut Relay, ctx: &mut RecordingContext, conn: ConnId, bytes: &[u8]) {
+        assert_eq!(relay.handle_data(ctx, conn, bytes), Ok(bytes.len()));
+    }
+
+    /// Delivers every message `from_ctx` queued for `to`, as the mesh would.
+    fn carry(
+        from_ctx: &mut RecordingContext,
+        from: ShardId,
+        to: (&mut Relay, &mut RecordingContext),
+        shard: ShardId,
+    ) {
+        let sends: Vec<_> = from_ctx
+            .mesh_sends()
+            .iter()
+            .filter(|s| s.to == shard)
+            .cloned()
+            .collect();
+        for s in sends {
+            to.0.handle_message(to.1, from, s.msg);
+        }
+    }
+
+    /// A context whose writes to `slow` streams fail with a full queue.
+    struct SlowStreams<'a> {
+        inner: &'a mut RecordingContext,
+        slow: Vec<ConnId>,
+    }
+
+    impl Context for SlowStreams<'_> {
+        fn shard(&self) -> ShardId {
+            self.inner.shard()
+        }
+        fn shard_count(&self) -> usize {
+            self.inner.shard_count()
+        }
+        fn now(&self) -> Instant {
+            self.inner.now()
+        }
+        fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError> {
+            self.write_parts(conn, &[data])
+        }
+        fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
+            if self.slow.contains(&conn) {
+                return Err(WriteError::QueueFull);
+            }
+            self.inner.write_parts(conn, parts)
+        }
+        fn close(&mut self, conn: ConnId) {
+            self.inner.close(conn);
+        }
+        fn send_datagram(
+            &mut self,
+            via: SocketId,
+            to: SocketAddr,
+            parts: &[&[u8]],
+        ) -> Result<(), WriteError> {
+            self.inner.send_datagram(via, to, parts)
+        }
+        fn send_to_shard(&mut self, shard: ShardId, msg: MeshMessage) -> Result<(), MeshError> {
+            self.inner.send_to_shard(shard, msg)
+        }
+        fn broadcast(&mut self, msg: MeshMessage) -> Result<usize, MeshError> {
+            self.inner.broadcast(msg)
+        }
+        fn set_timer(&mut self, after: Duration, token: u64) {
+            self.inner.set_timer(after, token);
+        }
+        fn record_messages(&mut self, n: u64) {
+            self.inner.record_messages(n);
+        }
+        fn record_drop(&mut self, reason: DropReason) {
+            self.inner.record_drop(reason);
+        }
+    }
+
+    #[test]
+    fn subscribers_get_messages_of_their_topics_only() {
+        let (mut relay, mut ctx) = shard(0, 1, RelayConfig::default());
+        feed(&mut relay, &mut ctx, SUB_A, &sub(b"t/1"));
+        feed(
+            &mut relay,
+            &mut ctx,
+            SUB_B,
+            &[sub(b"t/1"), sub(b"t/2")].concat(),
+        );
+        let stream = [
+            publish(b"t/1", b"21.5"),
+            publish(b"t/2", b""),
+            publish(b"t/3", b"x"),
+        ]
+        .concat();
+        feed(&mut relay, &mut ctx, PUB, &stream);
+        assert_eq!(
+            ctx.written(SUB_A),
+            [0x81, 3, 0, 0, 0, 4, b't', b'/', b'1', b'2', b'1', b'.', b'5']
+        );
+        assert_eq!(
+            ctx.written(SUB_B),
+            [message(b"t/1", b"21.5"), message(b"t/2", b"")].concat()
+        );
+        assert_eq!(ctx.written(PUB), b"");
+        // 3 publishes handled, 3 messages queued.
+        assert_eq!(ctx.messages(), 6);
+        // One header + topic + payload write per delivery.
+        assert_eq!(ctx.write_calls(), 3);
+        assert_eq!(ctx.total_drops(), 0);
+        assert!(ctx.mesh_sends().is_empty() && ctx.timers().is_empty());
+    }
+
+    /// Subscribe, publish to itself, ping; the exact answer bytes.
+    fn script() -> (Vec<u8>, Vec<u8>) {
+        let stream = [
+            sub(b"news"),
+            publish(b"news", b"hello"),
+            Repr::Ping { payload: b"p1" }.to_vec(),
+            Repr::Unsubscribe { topic: b"news" }.to_vec(),
+            publish(b"news", b"unheard"),
+            Repr::Ping { payload: b"" }.to_vec(),
+        ]
+        .concat();
+        let expected = [
+            &[0x81, 4, 0, 0, 0, 5][..],
+            b"newshello",
+            &[0x83, 0, 0, 0, 0, 2, b'p', b'1'],
+            &[0x83, 0, 0, 0, 0, 0],
+        ]
+        .concat();
+        (stream, expected)
+    }
+
+    #[test]
+    fn split_at_every_byte_boundary() {
+        let (stream, expected) = script();
+        for split in 0..=stream.len() {
+            let mut feeder = StreamFeeder::new(Relay::new(RelayConfig::default(), 0, 1), PUB);
+            feeder.feed(&stream[..split]).unwrap();
+            feeder.feed(&stream[split..]).unwrap();
+            assert_eq!(feeder.ctx.written(PUB), expected, "split at {split}");
+            assert_eq!(feeder.ctx.messages(), 3, "split at {split}");
+            assert_eq!(feeder.pending(), 0, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn split_at_every_pair_of_boundaries() {
+        let (stream, expected) = script();
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let mut feeder = StreamFeeder::new(Relay::new(RelayConfig::default(), 0, 1), PUB);
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    feeder.feed(part).unwrap();
+                }
+                assert_eq!(feeder.ctx.written(PUB), expected, "splits at {a}, {b}");
+                assert_eq!(feeder.pending(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_publish_reaches_every_shard_exactly_once() {
+        let config = RelayConfig::default();
+        let (mut s0, mut c0) = shard(0, 3, config);
+        let (mut s1, mut c1) = shard(1, 3, config);
+        let (mut s2, mut c2) = shard(2, 3, config);
+        feed(&mut s0, &mut c0, SUB_A, &sub(b"t"));
+        feed(&mut s1, &mut c1, SUB_A, &sub(b"t"));
+        feed(&mut s1, &mut c1, SUB_B, &sub(b"other"));
+        // Shard 2 has no subscriber: it still gets the frame and drops it quietly.
+        feed(
+            &mut s0,
+            &mut c0,
+            PUB,
+            &[publish(b"t", b"1"), publish(b"t", b"2")].concat(),
+        );
+        let targets: Vec<ShardId> = c0.mesh_sends().iter().map(|s| s.to).collect();
+        assert_eq!(targets, [1, 2, 1, 2]);
+        for s in c0.mesh_sends() {
+            assert_eq!(s.msg.tag, MESH_TAG_PUBLISH);
+        }
+        // One shared allocation per publish for all target shards.
+        let sends = c0.mesh_sends();
+        assert_eq!(sends[0].msg.payload.as_ptr(), sends[1].msg.payload.as_ptr());
+        assert_eq!(sends[0].msg.payload, publish(b"t", b"1"));
+        carry(&mut c0, 0, (&mut s1, &mut c1), 1);
+        carry(&mut c0, 0, (&mut s2, &mut c2), 2);
+        let both = [message(b"t", b"1"), message(b"t", b"2")].concat();
+        assert_eq!(c0.written(SUB_A), both);
+        assert_eq!(c1.written(SUB_A), both);
+        assert_eq!(c1.written(SUB_B), b"");
+        // Receivers forward nothing and count only their deliveries.
+        assert!(c1.mesh_sends().is_empty() && c2.mesh_sends().is_empty());
+        assert_eq!((c0.messages(), c1.messages(), c2.messages()), (4, 2, 0));
+        assert_eq!(c0.total_drops() + c1.total_drops() + c2.total_drops(), 0);
+    }
+
+    #[test]
+    fn udp_publish_is_delivered_and_forwarded() {
+        let (mut s0, mut c0) = shard(0, 2, RelayConfig::default());
+        feed(&mut s0, &mut c0, SUB_A, &sub(b"dev/7"));
+        let dgram = publish(b"dev/7", b"\x00\x01");
+        assert_eq!(s0.handle_datagram(&mut c0, &from(), &dgram), Ok(()));
+        assert_eq!(c0.written(SUB_A), message(b"dev/7", b"\x00\x01"));
+        assert_eq!(c0.mesh_sends().len(), 1);
+        assert_eq!(c0.mesh_sends()[0].msg.payload, dgram);
+        assert!(c0.datagrams().is_empty());
+        assert_eq!(c0.messages(), 2);
+    }
+
+    #[test]
+    fn bad_datagrams_are_dropped_with_their_reason() {
+        let (mut relay, mut ctx) = shard(
+            0,
+            2,
+            RelayConfig {
+                max_payload: 4,
+                ..RelayConfig::default()
+            },
+        );
+        let good = publish(b"t", b"abcd");
+        let mut longer = good.clone();
+        longer.push(0);
+        let cases: [(&[u8], DropReason); 7] = [
+            (&good[..5], DropReason::Malformed),
+            (&good[..good.len() - 1], DropReason::Malformed),
+            (&longer, DropReason::Malformed),
+            (&publish(b"t", b"abcde"), DropReason::FrameTooLong),
+            (&[0x03, 0, 0, 0, 0, 0], DropReason::FrameTooShort),
+            (&sub(b"t"), DropReason::Malformed),
+            (&[0x99, 0, 0, 0, 0, 0], DropReason::Malformed),
+        ];
+        for (data, reason) in cases {
+            assert_eq!(
+                relay.handle_datagram(&mut ctx, &from(), data),
+                Err(reason),
+                "{data:?}"
+            );
+        }
+        assert!(ctx.mesh_sends().is_empty());
+        assert_eq!(ctx.messages(), 0);
+        assert_eq!(relay.handle_datagram(&mut ctx, &from(), &good), Ok(()));
+    }
+
+    #[test]
+    fn bad_frames_close_the_stream_after_the_good_ones() {
+        let cases: [(Vec<u8>, DropReason); 5] = [
+            (vec![0x07, 0, 0, 0, 0, 0], DropReason::Malformed),
+            (message(b"t", b"x"), DropReason::Malformed),
+            (lagged_frame(1).to_vec(), DropReason::Malformed),
+            (vec![0x01, 0, 0, 0, 0, 0], DropReason::FrameTooShort),
+            (vec![0x03, 1, 0, 1, 0, 1], DropReason::FrameTooLong),
+        ];
+        for (bad, reason) in cases {
+            let (mut relay, mut ctx) = shard(0, 1, RelayConfig::default());
+            feed(&mut relay, &mut ctx, SUB_A, &sub(b"t"));
+            let stream = [publish(b"t", b"before"), bad.clone()].concat();
+            assert_eq!(
+                relay.handle_data(&mut ctx, PUB, &stream),
+                Err(reason),
+                "{bad:?}"
+            );
+            assert_eq!(ctx.written(SUB_A), message(b"t", b"before"));
+        }
+    }
+
+    #[test]
+    fn oversized_payload_is_refused_on_the_header_alone() {
+        let (mut relay, mut ctx) = shard(
+            0,
+            1,
+            RelayConfig {
+                max_payload: 10,
+                ..RelayConfig::default()
+            },
+        );
+        let big = publish(b"t", &[0; 11]);
+        assert_eq!(relay.handle_data(&mut ctx, PUB, &big[..5]), Ok(0));
+        assert_eq!(
+            relay.handle_data(&mut ctx, PUB, &big[..6]),
+            Err(DropReason::FrameTooLong)
+        );
+        let max = publish(b"t", &[0; 10]);
+        assert_eq!(relay.handle_data(&mut ctx, PUB, &max), Ok(max.len()));
+    }
+
+    #[test]
+    fn subscription_limit_closes_the_stream() {
+        let (mut relay, mut ctx) = shard(
+            0,
+            1,
+            RelayConfig {
+                max_subscriptions: 2,
+                ..RelayConfig::default()
+            },
+        );
+        let ok = [sub(b"a"), sub(b"b"), sub(b"a")].concat();
+        feed(&mut relay, &mut ctx, SUB_A, &ok);
+        assert_eq!(
+            relay.handle_data(&mut ctx, SUB_A, &sub(b"c")),
+            Err(DropReason::Refused)
+        );
+    }
+
+    #[test]
+    fn closing_a_subscriber_forgets_it() {
+        let (mut relay, mut ctx) = shard(0, 1, RelayConfig::default());
+        feed(
+            &mut relay,
+            &mut ctx,
+            SUB_A,
+            &[sub(b"a"), sub(b"b")].concat(),
+        );
+        feed(&mut relay, &mut ctx, SUB_B, &sub(b"a"));
+        relay.handle_close(&mut ctx, SUB_A, CloseReason::PeerReset);
+        assert_eq!(relay.subscriptions().topic_count(), 1);
+        assert_eq!(relay.subscriptions().conn_count(), 1);
+        ctx.clear();
+        feed(
+            &mut relay,
+            &mut ctx,
+            PUB,
+            &[publish(b"a", b"1"), publish(b"b", b"2")].concat(),
+        );
+        assert_eq!(ctx.written(SUB_A), b"");
+        assert_eq!(ctx.written(SUB_B), message(b"a", b"1"));
+        assert_eq!(ctx.total_drops(), 0);
+    }
+
+    #[test]
+    fn slow_subscriber_misses_messages_then_gets_lagged() {
+        let (mut relay, mut rec) = shard(0, 1, RelayConfig::default());
+        feed(&mut relay, &mut rec, SUB_A, &sub(b"t"));
+        feed(&mut relay, &mut rec, SUB_B, &sub(b"t"));
+        let mut ctx = SlowStreams {
+            inner: &mut rec,
+            slow: vec![SUB_A],
+        };
+        for i in 0..3u8 {
+            let frame = publish(b"t", &[i]);
+            assert_eq!(relay.handle_data(&mut ctx, PUB, &frame), Ok(frame.len()));
+        }
+        // Other subscribers are unaffected.
+        let all: Vec<u8> = (0..3u8).flat_map(|i| message(b"t", &[i])).collect();
+        assert_eq!(ctx.inner.written(SUB_B), all);
+        assert_eq!(ctx.inner.written(SUB_A), b"");
+        assert_eq!(ctx.inner.drops(DropReason::QueueFull), 3);
+        assert_eq!(relay.subscriptions().subscriber(SUB_A).unwrap().lagged, 3);
+        // One retry timer, not one per drop.
+        assert_eq!(ctx.inner.timers().len(), 1);
+        assert_eq!(ctx.inner.timers()[0].token, RETRY_TIMER);
+        // Still no room when the timer fires: it is armed again.
+        relay.handle_timer(&mut ctx, Instant::now(), RETRY_TIMER);
+        assert_eq!(ctx.inner.timers().len(), 2);
+        // Room again: the timer sends what is owed, then deliveries resume.
+        ctx.slow.clear();
+        relay.handle_timer(&mut ctx, Instant::now(), RETRY_TIMER);
+        assert_eq!(ctx.inner.written(SUB_A), lagged_frame(3));
+        assert_eq!(ctx.inner.timers().len(), 2);
+        feed(&mut relay, ctx.inner, PUB, &publish(b"t", b"next"));
+        assert_eq!(
+            ctx.inner.written(SUB_A),
+            [&lagged_frame(3)[..], &message(b"t", b"next")].concat()
+        );
+        let state = relay.subscriptions().subscriber(SUB_A).unwrap();
+        assert_eq!((state.lagged, state.dropped), (0, 3));
+    }
+
+    #[test]
+    fn lagged_goes_before_the_next_message_that_fits() {
+        let (mut relay, mut rec) = shard(0, 1, RelayConfig::default());
+        feed(&mut relay, &mut rec, SUB_A, &sub(b"t"));
+        rec.fail_writes(Some(WriteError::QueueFull));
+        feed(
+            &mut relay,
+            &mut rec,
+            PUB,
+            &[publish(b"t", b"1"), publish(b"t", b"2")].concat(),
+        );
+        rec.fail_writes(None);
+        feed(&mut relay, &mut rec, PUB, &publish(b"t", b"3"));
+        assert_eq!(
+            rec.written(SUB_A),
+            [&lagged_frame(2)[..], &message(b"t", b"3")].concat()
+        );
+        // The owed list is cleaned up on the next call; nothing is sent twice.
+        relay.handle_timer(&mut rec, Instant::now(), RETRY_TIMER);
+        assert_eq!(rec.written(SUB_A).len(), 14 + 8);
+        // Every message is accounted for: 1 delivered, 2 reported lagged.
+        assert_eq!(rec.drops(DropReason::QueueFull), 2);
+    }
+
+    #[test]
+    fn slow_subscriber_is_closed_when_configured() {
+        let (mut relay, mut rec) = shard(
+            0,
+            1,
+            RelayConfig {
+                disconnect_slow: true,
+                ..RelayConfig::default()
+            },
+        );
+        feed(&mut relay, &mut rec, SUB_A, &sub(b"t"));
+        feed(&mut relay, &mut rec, SUB_B, &sub(b"t"));
+        let mut ctx = SlowStreams {
+            inner: &mut rec,
+            slow: vec![SUB_A],
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                relay.handle_data(&mut ctx, PUB, &publish(b"t", b"x")),
+                Ok(7 + 1)
+            );
+        }
+        assert_eq!(rec.closed(), [SUB_A]);
+        assert_eq!(rec.drops(DropReason::QueueFull), 1);
+        assert_eq!(
+            rec.written(SUB_B),
+            [message(b"t", b"x"), message(b"t", b"x")].concat()
+        );
+        assert_eq!(relay.subscriptions().subscribers(b"t"), [SUB_B]);
+        assert!(rec.timers().is_empty());
+    }
+
+    #[test]
+    fn full_ring_queues_in_order_and_retries() {
+        let (mut relay, mut ctx) = shard(1, 3, RelayConfig::default());
+        ctx.set_mesh_full(true);
+        feed(&mut relay, &mut ctx, PUB, &publish(b"t", b"1"));
+        assert_eq!((relay.retry_queued(0), relay.retry_queued(2)), (1, 1));
+        assert_eq!(ctx.total_drops(), 0);
+        assert_eq!(ctx.timers().len(), 1);
+        // Ring free again: the next publish goes out behind the queued one.
+        ctx.set_mesh_full(false);
+        feed(&mut relay, &mut ctx, PUB, &publish(b"t", b"2"));
+        let sent: Vec<(ShardId, Bytes)> = ctx
+            .mesh_sends()
+            .iter()
+            .map(|s| (s.to, s.msg.payload.clone()))
+            .collect();
+        let (one, two) = (publish(b"t", b"1"), publish(b"t", b"2"));
+        assert_eq!(
+            sent,
+            [
+                (0, Bytes::from(one.clone())),
+                (2, Bytes::from(one)),
+                (0, Bytes::from(two.clone())),
+                (2, Bytes::from(two)),
+            ]
+        );
+        assert_eq!((relay.retry_queued(0), relay.retry_queued(2)), (0, 0));
+    }
+
+    #[test]
+    fn retry_queue_is_bounded_and_drops_are_counted() {
+        let frame = publish(b"t", b"12345");
+        let (mut relay, mut ctx) = shard(
+            0,
+            2,
+            RelayConfig {
+                mesh_retry_bytes: 2 * frame.len(),
+                ..RelayConfig::default()
+            },
+        );
+        ctx.set_mesh_full(true);
+        for _ in 0..5 {
+            feed(&mut relay, &mut ctx, PUB, &frame);
+        }
+        assert_eq!(relay.retry_queued(1), 2);
+        assert_eq!(ctx.drops(DropReason::MeshFull), 3);
+        ctx.set_mesh_full(false);
+        relay.handle_timer(&mut ctx, Instant::now(), RETRY_TIMER);
+        assert_eq!(ctx.mesh_sends().len(), 2);
+        assert_eq!(relay.retry_queued(1), 0);
+        // Nothing owed: the timer is not armed again.
+        assert_eq!(ctx.timers().len(), 1);
+    }
+
+    #[test]
+    fn foreign_mesh_messages_are_counted_and_ignored() {
+        let (mut relay, mut ctx) = shard(1, 2, RelayConfig::default());
+        feed(&mut relay, &mut ctx, SUB_A, &sub(b"t"));
+        for msg in [
+            MeshMessage {
+                tag: 99,
+                payload: Bytes::from(publish(b"t", b"x")),
+            },
+            MeshMessage {
+                tag: MESH_TAG_PUBLISH,
+                payload: Bytes::from_static(b"\x03\x01"),
+            },
+            MeshMessage {
+                tag: MESH_TAG_PUBLISH,
+                payload: Bytes::from(sub(b"t")),
+            },
+        ] {
+            relay.handle_message(&mut ctx, 0, msg);
+        }
+        assert_eq!(ctx.drops(DropReason::Malformed), 3);
+        assert_eq!(ctx.written(SUB_A), b"");
+    }
+
+    #[test]
+    fn ping_waits_when_the_queue_is_full() {
+        let (mut relay, mut ctx) = shard(0, 1, RelayConfig::default());
+        let ping = Repr::Ping { payload: b"x" }.to_vec();
+        let stream = [sub(b"t"), ping.clone()].concat();
+        ctx.fail_writes(Some(WriteError::QueueFull));
+        assert_eq!(
+            relay.handle_data(&mut ctx, SUB_A, &stream),
+            Ok(stream.len() - ping.len())
+        );
+        ctx.fail_writes(None);
+        assert_eq!(relay.handle_data(&mut ctx, SUB_A, &ping), Ok(ping.len()));
+        assert_eq!(ctx.written(SUB_A), Repr::Pong { payload: b"x" }.to_vec());
+    }
+
+    #[test]
+    fn factory_settings() {
+        let factory = RelayFactory::default();
+        assert_eq!(factory.name(), "relay");
+        assert!(factory.supports(Transport::Tcp) && factory.supports(Transport::Udp));
+        assert_eq!(factory.config().max_payload, 65536);
+        assert_eq!(factory.config().max_subscriptions, 256);
+        assert!(!factory.config().disconnect_slow);
+        let mut plugin = factory.create(0, 1);
+        let mut ctx = RecordingContext::new();
+        let frame = sub(b"t");
+        assert_eq!(plugin.handle_data(&mut ctx, SUB_A, &frame), Ok(frame.len()));
+    }
+}
