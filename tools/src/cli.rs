@@ -21,6 +21,12 @@ pub struct Cli {
 pub enum Command {
     /// Serve the listeners (the default).
     Serve(ServeArgs),
+    /// A client of the `relay` protocol (publish, subscribe), for scripts and tests.
+    Relay {
+        /// `pub` or `sub`.
+        #[command(subcommand)]
+        command: crate::relay::RelayCommand,
+    },
 }
 
 /// Default listeners when no --listen is given: echo and sockperf, TCP and

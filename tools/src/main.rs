@@ -4,6 +4,7 @@
 //! loopback with one shard per CPU; `ringport serve --help` lists the flags.
 
 mod cli;
+mod relay;
 mod signals;
 
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ fn main() {
         .unwrap_or(Command::Serve(ServeArgs::default_serve()))
     {
         Command::Serve(args) => serve(args),
+        Command::Relay { command } => relay::run(command),
     };
     if let Err(e) = result {
         eprintln!("ringport: error: {e:#}");
