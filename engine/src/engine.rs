@@ -1,14 +1,17 @@
 //! Starting, observing and stopping the shards.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use ringport_plugin::{ListenerId, PluginFactory, Registry, Transport};
 
 use crate::config::{EngineConfig, MeshWake, UdpDropCounter};
+use crate::guard::{GuardInit, OpsShared};
+use crate::listener_stats::ListenerCounters;
 use crate::mesh::Mesh;
+use crate::operations::Operations;
 use crate::plan::{Mode, Plan};
 use crate::shard::{Shard, ShardInit, ShardShared, TcpListenerSock};
 use crate::stats::{Counters, ShardStats};
@@ -89,6 +92,7 @@ pub struct EngineHandle {
     shards: Vec<ShardHandle>,
     notices: Vec<String>,
     probe: ProbeReport,
+    ops: Arc<OpsShared>,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -104,6 +108,7 @@ impl std::fmt::Debug for EngineHandle {
 #[derive(Clone)]
 pub struct Stopper {
     shared: Vec<Arc<ShardShared>>,
+    ops: Arc<OpsShared>,
 }
 
 impl std::fmt::Debug for Stopper {
@@ -115,6 +120,16 @@ impl std::fmt::Debug for Stopper {
 }
 
 impl Stopper {
+    /// Starts a graceful drain: every shard stops accepting, closes its UDP
+    /// sockets and lets open streams go on; returns at once. Follow with
+    /// [`Stopper::stop`] once the streams are done or the drain timed out.
+    pub fn drain(&self) {
+        self.ops.draining.store(true, Ordering::Release);
+        for s in &self.shared {
+            s.wake();
+        }
+    }
+
     /// Asks every shard to stop; returns at once.
     pub fn stop(&self) {
         for s in &self.shared {
@@ -167,7 +182,34 @@ impl EngineHandle {
         config: EngineConfig,
         registry: &Registry,
     ) -> Result<EngineHandle, StartError> {
+        EngineHandle::start_with(plan, config, registry, Operations::default())
+    }
+
+    /// [`EngineHandle::start`] with the operator's allowlists, limits,
+    /// timeouts and handshake log.
+    pub fn start_with(
+        plan: &Plan,
+        config: EngineConfig,
+        registry: &Registry,
+        operations: Operations,
+    ) -> Result<EngineHandle, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let admission = operations
+            .admission(plan)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let listener_open: Vec<Arc<AtomicU32>> = plan
+            .listeners
+            .iter()
+            .map(|_| Arc::new(AtomicU32::new(0)))
+            .collect();
+        let ops_shared = Arc::new(OpsShared {
+            listeners: plan
+                .shards
+                .iter()
+                .map(|_| plan.listeners.iter().map(|_| Default::default()).collect())
+                .collect(),
+            draining: Default::default(),
+        });
         // Probe on a thread of its own: tearing down a ring queues task work
         // (TWA_SIGNAL) on the thread that created it, which would make the
         // caller's next blocking call with a timeout fail with EINTR.
@@ -305,6 +347,17 @@ impl EngineHandle {
             let facts = factories.clone();
             let sh = shared.clone();
             let tx = ready_tx.clone();
+            let guard = GuardInit {
+                listeners: admission
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (a.clone(), operations.listener(i).limits))
+                    .collect(),
+                listener_open: listener_open.clone(),
+                log: operations.log.as_ref().map(|l| l[sp.shard].clone()),
+                udp_source_window: operations.udp_source_window,
+                shared: ops_shared.clone(),
+            };
             let spawn = std::thread::Builder::new()
                 .name(format!("ringport-shard-{shard}"))
                 .spawn(move || {
@@ -325,6 +378,7 @@ impl EngineHandle {
                         peers: peers_for_shard,
                         mesh: mesh_for_shard,
                         msg_ring,
+                        guard,
                     };
                     match Shard::new(init) {
                         Ok((s, notes)) => {
@@ -371,6 +425,7 @@ impl EngineHandle {
             shards: handles,
             notices,
             probe,
+            ops: ops_shared,
         };
         if let Some(e) = failure {
             handle.stop_and_join();
@@ -410,8 +465,29 @@ impl EngineHandle {
     /// A handle that can stop the engine from another thread.
     pub fn stopper(&self) -> Stopper {
         Stopper {
+            ops: self.ops.clone(),
             shared: self.shards.iter().map(|s| s.shared.clone()).collect(),
         }
+    }
+
+    /// Every listener's counters summed over shards, in plan order (as
+    /// published at the shards' last turns).
+    pub fn listener_stats(&self) -> Vec<ListenerCounters> {
+        let n = self.ops.listeners.first().map_or(0, Vec::len);
+        (0..n)
+            .map(|l| {
+                let mut c = ListenerCounters::default();
+                for shard in &self.ops.listeners {
+                    c.add(&shard[l].snapshot());
+                }
+                c
+            })
+            .collect()
+    }
+
+    /// Whether a drain was started ([`Stopper::drain`]).
+    pub fn draining(&self) -> bool {
+        self.ops.draining.load(Ordering::Acquire)
     }
 
     /// Stops every shard, waits for them, and returns their final counters.

@@ -24,6 +24,7 @@ use ringport_plugin::{
 
 use crate::config::{EngineConfig, UdpDropCounter};
 use crate::conn::Conns;
+use crate::guard::{Guard, GuardInit};
 use crate::mesh::{Envelope, Mesh};
 use crate::ops::{self, *};
 use crate::stats::{Counters, EngineDrop, SharedStats};
@@ -103,6 +104,8 @@ pub struct ShardInit {
     pub mesh: Arc<Mesh>,
     /// Wake parked shards with MSG_RING (else eventfd writes).
     pub msg_ring: bool,
+    /// Allowlists, limits, timeouts, handshake log.
+    pub guard: GuardInit,
 }
 
 /// The shard's state other than plugins and receive buffers, which the
@@ -150,6 +153,11 @@ pub struct Shard {
     shared: Arc<ShardShared>,
     mesh: Arc<Mesh>,
     min_timeout: bool,
+    guard: Guard,
+    /// Streams whose deadline passed this turn (kept for its capacity).
+    expired: Vec<(u32, u32)>,
+    /// The drain has closed this shard's listeners.
+    drained: bool,
 }
 
 impl std::fmt::Debug for Shard {
@@ -246,6 +254,9 @@ impl Shard {
                 shared: init.shared,
                 mesh: init.mesh,
                 min_timeout: r.min_timeout,
+                guard: Guard::new(init.shard, init.guard),
+                expired: Vec::new(),
+                drained: false,
             },
             notices,
         ))
@@ -266,11 +277,14 @@ impl Shard {
             self.dispatch();
             self.drain_mesh();
             self.fire_timers();
+            self.expire_streams();
+            self.start_drain();
             self.poll_kernel_drops(false);
             self.flush();
             self.core.send_wakes();
             self.core.counters.turns += 1;
             self.shared.stats.publish(&self.core.counters);
+            self.guard.publish();
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }
@@ -278,6 +292,7 @@ impl Shard {
         }
         self.shutdown();
         self.shared.stats.publish(&self.core.counters);
+        self.guard.publish();
         self.core.counters.clone()
     }
 
@@ -311,7 +326,11 @@ impl Shard {
     }
 
     fn block(&mut self) {
-        let timer = self.core.timers.peek().map(|Reverse((at, ..))| *at);
+        let plugin_timer = self.core.timers.peek().map(|Reverse((at, ..))| *at);
+        let timer = match (plugin_timer, self.guard.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let deadline = match (timer, self.core.drops_poll_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -397,7 +416,7 @@ impl Shard {
         } else if res != -libc::ECANCELED {
             self.core.counters.drop_engine(EngineDrop::AcceptFailed, 1);
         }
-        if !more && !self.core.stopping && res != -libc::ECANCELED {
+        if !more && !self.core.stopping && !self.guard.draining() && res != -libc::ECANCELED {
             self.core.arm_accept(idx);
         }
     }
@@ -415,6 +434,13 @@ impl Shard {
         };
         socket::set_nodelay(fd);
         let peer = addr::peer_of(fd).unwrap_or_else(|| SocketAddr::new(local.ip(), 0));
+        // Allowlist and limits before any plugin code.
+        let Some(admitted) = self.guard.admit(listener.0, peer, local, self.core.now) else {
+            // SAFETY: nothing was submitted for this fd; we still own it.
+            unsafe { libc::close(fd) };
+            self.core.conns.remove(cidx);
+            return;
+        };
         let id = Conns::id(cidx, generation);
         let info = StreamInfo {
             conn: id,
@@ -431,8 +457,12 @@ impl Shard {
                     c.accepted = true;
                 }
                 self.core.arm_recv(cidx, generation, self.tcp_bufs.bgid());
+                let now = self.core.now;
+                self.guard
+                    .opened(cidx, generation, listener.0, peer, local, admitted, now);
             }
             Verdict::Reject => {
+                self.guard.rejected(listener.0, peer);
                 self.core.counters.conns_rejected += 1;
                 // SAFETY: nothing was submitted for this fd; we still own it.
                 unsafe { libc::close(fd) };
@@ -459,6 +489,7 @@ impl Shard {
                 self.tcp_bufs.recycle(b);
             }
         } else if res == 0 {
+            self.guard.half_closed(idx, generation, self.core.now);
             conn.read_closed = true;
             if conn.close_after_flush.is_none() {
                 conn.close_after_flush = Some(CloseReason::PeerClosed);
@@ -504,6 +535,7 @@ impl Shard {
     /// Hands bytes to the plugin, keeping what it does not consume.
     fn deliver(&mut self, idx: u32, generation: u32, bid: u16, len: usize) {
         self.core.counters.bytes_in += len as u64;
+        self.guard.bytes_in(idx, len, self.core.now);
         let bytes = self.tcp_bufs.filled(bid, len);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
@@ -602,6 +634,7 @@ impl Shard {
             return;
         }
         self.core.counters.bytes_out += res as u64;
+        self.guard.bytes_out(idx, res as usize, self.core.now);
         conn.tx_off += res as usize;
         if conn.tx_off >= conn.tx_inflight.len() {
             conn.tx_inflight.clear();
@@ -676,6 +709,16 @@ impl Shard {
             return;
         };
         let payload = msg.payload_data();
+        // The allowlist before any plugin code.
+        if !self.guard.datagram(
+            sock.listener.0,
+            peer,
+            sock.local.port(),
+            payload.len(),
+            self.core.now,
+        ) {
+            return;
+        }
         let info = DatagramInfo {
             socket: SocketId(idx),
             listener: sock.listener,
@@ -730,6 +773,7 @@ impl Shard {
             self.core.cancel(ops::pack(OP_RECV, generation, idx));
         }
         if accepted {
+            self.guard.closed(idx, generation, reason, self.core.now);
             self.core.current_plugin = plugin;
             let id = Conns::id(idx, generation);
             self.plugins[plugin as usize].handle_close(&mut self.core, id, reason);
@@ -1182,5 +1226,53 @@ impl Context for Core {
 
     fn record_drop(&mut self, reason: DropReason) {
         self.counters.drop_plugin(reason);
+    }
+}
+
+/// Timeouts and the drain.
+impl Shard {
+    /// Closes the streams whose first-bytes, idle or half-closed deadline
+    /// has passed (the plugin hears `Error(ETIMEDOUT)`).
+    fn expire_streams(&mut self) {
+        if self
+            .guard
+            .next_deadline()
+            .map_or(true, |at| at > self.core.now)
+        {
+            return;
+        }
+        let mut expired = std::mem::take(&mut self.expired);
+        self.guard.poll_expired(self.core.now, &mut expired);
+        for &(idx, generation) in &expired {
+            self.teardown(idx, generation, CloseReason::Error(libc::ETIMEDOUT));
+        }
+        expired.clear();
+        self.expired = expired;
+    }
+
+    /// Once a drain starts: stop accepting and close the UDP sockets; open
+    /// streams go on until they finish or the engine is stopped.
+    fn start_drain(&mut self) {
+        if self.drained || !self.guard.draining() {
+            return;
+        }
+        self.drained = true;
+        for i in 0..self.core.listeners.len() {
+            let fd = self.core.listeners[i].fd;
+            self.core.cancel(ops::pack(OP_ACCEPT, 0, i as u32));
+            // SAFETY: the listener fd is owned by this shard; the in-flight
+            // accept holds its own reference to the socket until cancelled,
+            // and -1 keeps `shutdown` from closing the number again.
+            unsafe { libc::close(fd) };
+            self.core.listeners[i].fd = -1;
+        }
+        for i in 0..self.core.udp.len() {
+            let fd = self.core.udp[i].fd;
+            self.core.cancel(ops::pack(OP_UDP_RECV, 0, i as u32));
+            // SAFETY: as above, for the UDP sockets; their msghdrs stay in
+            // place until the cancelled receives complete.
+            unsafe { libc::close(fd) };
+            self.core.udp[i].fd = -1;
+        }
     }
 }

@@ -1,0 +1,576 @@
+//! A shard's operations state: admission checks, per-connection deadlines,
+//! the handshake log and per-listener counters.
+//!
+//! The shard calls in at a handful of points (accept, open, bytes in and
+//! out, peer FIN, close, datagram, once per turn) and acts on the answers;
+//! this module does no I/O itself. Per message it costs an indexed store or
+//! two: connection deadlines are kept lazily in one heap entry per
+//! connection, re-checked only when that entry comes due.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringport_plugin::CloseReason;
+
+use crate::alerts::{Gate, LogGate, SourceWindows};
+use crate::listener_stats::{ListenerCounters, SharedListenerStats, TimeoutKind};
+use crate::log::{CloseCause, Event, LogRecord, LogSink};
+use crate::operations::Limits;
+use crate::policy::{Admission, AdmissionConfig, Decision};
+
+/// Denial lines per source and minute before the rest are only counted.
+const DENY_LOG_PER_MINUTE: u64 = 10;
+/// Sources the per-shard log gate and UDP source window track.
+const MAX_TRACKED_SOURCES: usize = 65536;
+
+/// What the engine shares with every shard about operations.
+#[derive(Debug)]
+pub struct OpsShared {
+    /// Per shard, per listener: published counters.
+    pub listeners: Vec<Vec<SharedListenerStats>>,
+    /// Set when the server drains: stop accepting, close UDP sockets.
+    pub draining: AtomicBool,
+}
+
+/// Everything a shard needs for its guard.
+#[derive(Debug)]
+pub struct GuardInit {
+    /// Per listener: admission and limits.
+    pub listeners: Vec<(AdmissionConfig, Limits)>,
+    /// Per listener: open connections over all shards.
+    pub listener_open: Vec<Arc<AtomicU32>>,
+    /// This shard's log queue.
+    pub log: Option<LogSink>,
+    /// UDP sources are logged again after this long.
+    pub udp_source_window: Duration,
+    /// Shared state.
+    pub shared: Arc<OpsShared>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    generation: u32,
+    live: bool,
+    listener: u16,
+    peer: SocketAddr,
+    local_port: u16,
+    verdict: Decision,
+    opened: Instant,
+    last_active: Instant,
+    first_byte: bool,
+    half_closed_at: Option<Instant>,
+    bytes_in: u64,
+    bytes_out: u64,
+    cause: Option<CloseCause>,
+}
+
+/// One listener on this shard.
+#[derive(Debug)]
+struct Listener {
+    admission: Admission,
+    limits: Limits,
+    counters: ListenerCounters,
+}
+
+/// The per-shard operations state (see the module docs).
+#[derive(Debug)]
+pub struct Guard {
+    shard: u16,
+    listeners: Vec<Listener>,
+    conns: Vec<Meta>,
+    deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    log: Option<LogSink>,
+    deny_gate: LogGate,
+    udp_sources: SourceWindows,
+    shared: Arc<OpsShared>,
+    dirty: bool,
+}
+
+impl Guard {
+    /// The guard of shard `shard`.
+    pub fn new(shard: usize, init: GuardInit) -> Guard {
+        let listeners = init
+            .listeners
+            .into_iter()
+            .zip(init.listener_open)
+            .map(|((adm, limits), open)| Listener {
+                admission: Admission::new(adm, open),
+                limits,
+                counters: ListenerCounters::default(),
+            })
+            .collect();
+        Guard {
+            shard: shard as u16,
+            listeners,
+            conns: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            log: init.log,
+            deny_gate: LogGate::new(
+                DENY_LOG_PER_MINUTE,
+                Duration::from_secs(60),
+                MAX_TRACKED_SOURCES,
+            ),
+            udp_sources: SourceWindows::new(init.udp_source_window, MAX_TRACKED_SOURCES),
+            shared: init.shared,
+            dirty: false,
+        }
+    }
+
+    /// Whether the server is draining.
+    #[inline]
+    pub fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+
+    fn record(&self, event: Event, at: Instant, listener: u16, peer: SocketAddr) -> LogRecord {
+        LogRecord::new(event, at, listener, self.shard, peer)
+    }
+
+    fn count_verdict(&mut self, listener: u16, d: Decision) {
+        let c = &mut self.listeners[listener as usize].counters;
+        match d {
+            Decision::Allow => {}
+            Decision::Deny(r) => c.denied[r as usize] += 1,
+            Decision::WouldDeny(r) => c.would_deny[r as usize] += 1,
+        }
+        self.dirty = true;
+    }
+
+    /// Logs a denial, at most [`DENY_LOG_PER_MINUTE`] per source.
+    fn log_denial(
+        &mut self,
+        listener: u16,
+        peer: SocketAddr,
+        local_port: u16,
+        d: Decision,
+        now: Instant,
+    ) {
+        if self.log.is_none() {
+            return;
+        }
+        if let Gate::Log { suppressed } = self.deny_gate.check(peer.ip(), now) {
+            let mut r = self.record(Event::Deny, now, listener, peer);
+            r.local_port = local_port;
+            r.verdict = d;
+            r.suppressed = suppressed;
+            if let Some(log) = &self.log {
+                log.try_log(r);
+            }
+        }
+    }
+
+    /// The admission checks for a connection just accepted on `listener`.
+    /// `None`: refused (counted and logged); close it. `Some`: pass the
+    /// decision to [`Guard::opened`] or [`Guard::rejected`].
+    pub fn admit(
+        &mut self,
+        listener: u16,
+        peer: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Option<Decision> {
+        let d = self.listeners[listener as usize]
+            .admission
+            .admit_stream(peer.ip(), now);
+        self.count_verdict(listener, d);
+        if !d.admits() {
+            self.log_denial(listener, peer, local.port(), d, now);
+            return None;
+        }
+        Some(d)
+    }
+
+    /// The plugin rejected a connection [`Guard::admit`] let through.
+    pub fn rejected(&mut self, listener: u16, peer: SocketAddr) {
+        self.listeners[listener as usize]
+            .admission
+            .release(peer.ip());
+    }
+
+    /// The plugin accepted connection (`idx`, `generation`): log it and arm
+    /// its first-bytes deadline.
+    #[allow(clippy::too_many_arguments)]
+    pub fn opened(
+        &mut self,
+        idx: u32,
+        generation: u32,
+        listener: u16,
+        peer: SocketAddr,
+        local: SocketAddr,
+        d: Decision,
+        now: Instant,
+    ) {
+        let i = idx as usize;
+        if self.conns.len() <= i {
+            self.conns.resize(
+                i + 1,
+                Meta {
+                    generation: 0,
+                    live: false,
+                    listener: 0,
+                    peer,
+                    local_port: 0,
+                    verdict: Decision::Allow,
+                    opened: now,
+                    last_active: now,
+                    first_byte: false,
+                    half_closed_at: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    cause: None,
+                },
+            );
+        }
+        self.conns[i] = Meta {
+            generation,
+            live: true,
+            listener,
+            peer,
+            local_port: local.port(),
+            verdict: d,
+            opened: now,
+            last_active: now,
+            first_byte: false,
+            half_closed_at: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            cause: None,
+        };
+        let l = &mut self.listeners[listener as usize];
+        l.counters.conns_accepted += 1;
+        self.dirty = true;
+        if let Some(at) = self.deadline_of(i) {
+            self.deadlines.push(Reverse((at, idx, generation)));
+        }
+        if let Some(log) = &self.log {
+            let mut r = LogRecord::new(Event::Open, now, listener, self.shard, peer);
+            r.local_port = local.port();
+            r.verdict = d;
+            log.try_log(r);
+        }
+    }
+
+    #[inline]
+    fn meta(&mut self, idx: u32) -> Option<&mut Meta> {
+        self.conns.get_mut(idx as usize).filter(|m| m.live)
+    }
+
+    /// `n` bytes arrived on connection `idx`.
+    #[inline]
+    pub fn bytes_in(&mut self, idx: u32, n: usize, now: Instant) {
+        if let Some(m) = self.meta(idx) {
+            m.bytes_in += n as u64;
+            m.first_byte = true;
+            m.last_active = now;
+            let l = m.listener as usize;
+            self.listeners[l].counters.bytes_in += n as u64;
+            self.dirty = true;
+        }
+    }
+
+    /// The kernel took `n` bytes of connection `idx`.
+    #[inline]
+    pub fn bytes_out(&mut self, idx: u32, n: usize, now: Instant) {
+        if let Some(m) = self.meta(idx) {
+            m.bytes_out += n as u64;
+            m.last_active = now;
+            let l = m.listener as usize;
+            self.listeners[l].counters.bytes_out += n as u64;
+            self.dirty = true;
+        }
+    }
+
+    /// The peer of connection `idx` shut its sending side.
+    pub fn half_closed(&mut self, idx: u32, generation: u32, now: Instant) {
+        let Some(m) = self.meta(idx) else { return };
+        if m.generation != generation || m.half_closed_at.is_some() {
+            return;
+        }
+        m.half_closed_at = Some(now);
+        // The half-closed deadline may come before the entry in the heap.
+        if let Some(at) = self.deadline_of(idx as usize) {
+            self.deadlines.push(Reverse((at, idx, generation)));
+        }
+    }
+
+    /// Connection (`idx`, `generation`) closed for `reason`: log it with
+    /// its totals and free its admission slot.
+    pub fn closed(&mut self, idx: u32, generation: u32, reason: CloseReason, now: Instant) {
+        let draining = self.draining();
+        let Some(m) = self.meta(idx) else { return };
+        if m.generation != generation {
+            return;
+        }
+        m.live = false;
+        let m = *m;
+        let cause = m.cause.unwrap_or(match reason {
+            CloseReason::Shutdown if draining => CloseCause::DrainTimeout,
+            r => CloseCause::Plugin(r),
+        });
+        let l = &mut self.listeners[m.listener as usize];
+        l.counters.conns_closed += 1;
+        l.admission.release(m.peer.ip());
+        self.dirty = true;
+        if let Some(log) = &self.log {
+            let mut r = LogRecord::new(Event::Close, now, m.listener, self.shard, m.peer);
+            r.local_port = m.local_port;
+            r.verdict = m.verdict;
+            r.duration = now.saturating_duration_since(m.opened);
+            r.bytes_in = m.bytes_in;
+            r.bytes_out = m.bytes_out;
+            r.close = Some(cause);
+            log.try_log(r);
+        }
+    }
+
+    /// When connection `i` is due, and for what.
+    fn due(&self, i: usize) -> Option<(Instant, TimeoutKind)> {
+        let m = &self.conns[i];
+        let lim = &self.listeners[m.listener as usize].limits;
+        let mut best: Option<(Instant, TimeoutKind)> = None;
+        let mut consider = |at: Option<Instant>, kind| {
+            if let Some(at) = at {
+                if best.map_or(true, |(b, _)| at < b) {
+                    best = Some((at, kind));
+                }
+            }
+        };
+        if !m.first_byte {
+            consider(
+                lim.first_bytes_timeout.map(|t| m.opened + t),
+                TimeoutKind::FirstBytes,
+            );
+        }
+        consider(
+            lim.idle_timeout.map(|t| m.last_active + t),
+            TimeoutKind::Idle,
+        );
+        if let Some(h) = m.half_closed_at {
+            consider(
+                lim.half_closed_timeout.map(|t| h + t),
+                TimeoutKind::HalfClosed,
+            );
+        }
+        best
+    }
+
+    fn deadline_of(&self, i: usize) -> Option<Instant> {
+        self.due(i).map(|(at, _)| at)
+    }
+
+    /// The earliest connection deadline, for the shard's wait.
+    #[inline]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    /// Pushes every connection whose deadline has passed at `now` into
+    /// `out` (and counts it); entries that moved on are re-armed.
+    pub fn poll_expired(&mut self, now: Instant, out: &mut Vec<(u32, u32)>) {
+        while let Some(&Reverse((at, idx, generation))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let i = idx as usize;
+            match self.conns.get(i) {
+                Some(m) if m.live && m.generation == generation && m.cause.is_none() => {}
+                _ => continue,
+            }
+            match self.due(i) {
+                Some((due, kind)) if due <= now => {
+                    let m = &mut self.conns[i];
+                    m.cause = Some(match kind {
+                        TimeoutKind::FirstBytes => CloseCause::FirstBytesTimeout,
+                        TimeoutKind::Idle => CloseCause::IdleTimeout,
+                        TimeoutKind::HalfClosed => CloseCause::HalfClosedTimeout,
+                    });
+                    let l = m.listener as usize;
+                    self.listeners[l].counters.timeouts[kind as usize] += 1;
+                    self.dirty = true;
+                    out.push((idx, generation));
+                }
+                // Still active: one entry per connection, at its new deadline.
+                Some((due, _)) if due != at => self.deadlines.push(Reverse((due, idx, generation))),
+                _ => {}
+            }
+        }
+    }
+
+    /// The checks for a datagram of `len` bytes from `peer` on `listener`;
+    /// `false`: drop it (counted, logged).
+    #[inline]
+    pub fn datagram(
+        &mut self,
+        listener: u16,
+        peer: SocketAddr,
+        local_port: u16,
+        len: usize,
+        now: Instant,
+    ) -> bool {
+        let d = self.listeners[listener as usize]
+            .admission
+            .check_source(peer.ip());
+        if d != Decision::Allow {
+            self.count_verdict(listener, d);
+            if !d.admits() {
+                self.log_denial(listener, peer, local_port, d, now);
+                return false;
+            }
+        }
+        let c = &mut self.listeners[listener as usize].counters;
+        c.datagrams_in += 1;
+        c.bytes_in += len as u64;
+        self.dirty = true;
+        if self.log.is_some() && self.udp_sources.hit(peer.ip(), now) == Some(1) {
+            self.listeners[listener as usize].counters.udp_new_sources += 1;
+            let mut r = self.record(Event::UdpSource, now, listener, peer);
+            r.local_port = local_port;
+            r.verdict = d;
+            if let Some(log) = &self.log {
+                log.try_log(r);
+            }
+        }
+        true
+    }
+
+    /// Publishes the listener counters if they changed.
+    #[inline]
+    pub fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let shared = &self.shared.listeners[self.shard as usize];
+        for (s, l) in shared.iter().zip(&self.listeners) {
+            s.publish(&l.counters);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{LogFormat, LogWriter};
+    use crate::policy::{Allowlist, DenyReason};
+
+    fn guard(limits: Limits, dry_run: bool, log: Option<LogSink>) -> Guard {
+        let adm = AdmissionConfig {
+            allow: Allowlist::new(vec![Allowlist::parse_cidr("127.0.0.1").unwrap()]),
+            dry_run,
+            max_conns: 0,
+            max_conns_per_source: 0,
+            conn_rate: None,
+        };
+        Guard::new(
+            0,
+            GuardInit {
+                listeners: vec![(adm, limits)],
+                listener_open: vec![Arc::new(AtomicU32::new(0))],
+                log,
+                udp_source_window: Duration::from_secs(60),
+                shared: Arc::new(OpsShared {
+                    listeners: vec![vec![SharedListenerStats::default()]],
+                    draining: AtomicBool::new(false),
+                }),
+            },
+        )
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn deadlines_first_bytes_idle_and_half_closed_on_a_synthetic_clock() {
+        let limits = Limits {
+            first_bytes_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(300)),
+            half_closed_timeout: Some(Duration::from_secs(30)),
+            ..Limits::default()
+        };
+        let mut g = guard(limits, false, None);
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let local = addr("127.0.0.1:9000");
+        for idx in 0..3 {
+            let peer = addr("127.0.0.1:5000");
+            let d = g.admit(0, peer, local, t0).unwrap();
+            g.opened(idx, 7, 0, peer, local, d, t0);
+        }
+        // 1 talks at 5 s, 2 talks at 5 s and FINs at 100 s.
+        g.bytes_in(1, 10, s(5));
+        g.bytes_in(2, 10, s(5));
+        assert_eq!(g.next_deadline(), Some(s(10)));
+        let mut out = Vec::new();
+        g.poll_expired(s(9), &mut out);
+        assert!(out.is_empty());
+        g.poll_expired(s(10), &mut out);
+        assert_eq!(
+            out,
+            [(0, 7)],
+            "silent connection 0 at the first-bytes deadline"
+        );
+        // 1 and 2 were re-armed at their idle deadline, 305 s.
+        assert_eq!(g.next_deadline(), Some(s(305)));
+        g.half_closed(2, 7, s(100));
+        assert_eq!(g.next_deadline(), Some(s(130)));
+        out.clear();
+        g.poll_expired(s(130), &mut out);
+        assert_eq!(out, [(2, 7)]);
+        out.clear();
+        g.bytes_out(1, 10, s(200));
+        g.poll_expired(s(305), &mut out);
+        assert!(out.is_empty(), "1 sent at 200 s");
+        g.poll_expired(s(500), &mut out);
+        assert_eq!(out, [(1, 7)]);
+        for (idx, _) in [(0, 7), (2, 7), (1, 7)] {
+            g.closed(idx, 7, CloseReason::Error(110), s(500));
+        }
+        let c = g.listeners[0].counters;
+        assert_eq!(c.timeouts, [1, 1, 1]);
+        assert_eq!(
+            (c.conns_accepted, c.conns_closed, c.bytes_in, c.bytes_out),
+            (3, 3, 20, 10)
+        );
+        assert_eq!(g.listeners[0].admission.listener_open(), 0);
+        assert_eq!(g.next_deadline(), None, "nothing left to wake up for");
+    }
+
+    #[test]
+    fn denials_are_counted_and_logged_and_dry_run_lets_through() {
+        let w = LogWriter::spawn(
+            1,
+            64,
+            vec!["l".into()],
+            LogFormat::Json,
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
+        let mut g = guard(Limits::default(), false, Some(w.sink(0)));
+        let now = Instant::now();
+        let local = addr("127.0.0.1:9000");
+        assert_eq!(g.admit(0, addr("127.0.0.2:1"), local, now), None);
+        assert!(!g.datagram(0, addr("127.0.0.2:1"), 9000, 5, now));
+        assert!(g.datagram(0, addr("127.0.0.1:1"), 9000, 5, now));
+        assert!(
+            g.datagram(0, addr("127.0.0.1:2"), 9000, 5, now),
+            "same source ip"
+        );
+        let c = g.listeners[0].counters;
+        assert_eq!(c.denied[DenyReason::NotAllowed as usize], 2);
+        assert_eq!((c.datagrams_in, c.bytes_in, c.udp_new_sources), (2, 10, 1));
+        let mut audit = guard(Limits::default(), true, None);
+        assert_eq!(
+            audit.admit(0, addr("127.0.0.2:1"), local, now),
+            Some(Decision::WouldDeny(DenyReason::NotAllowed))
+        );
+        assert!(audit.datagram(0, addr("127.0.0.2:1"), 9000, 5, now));
+        assert_eq!(audit.listeners[0].counters.would_deny[0], 2);
+        w.finish().unwrap();
+    }
+}
