@@ -92,12 +92,12 @@ pub struct Operations {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum OperationsError {
     /// A listener's allowlist is missing or wrong.
-    #[error("listener `{listener}`: {source}")]
+    #[error("listener `{listener}`: {reason}")]
     Allowlist {
         /// The listener spec.
         listener: String,
         /// What is wrong.
-        source: AllowlistError,
+        reason: AllowlistError,
     },
     /// The log has a queue count other than the shard count.
     #[error("the handshake log has {queues} queues for {shards} shards")]
@@ -131,10 +131,10 @@ impl Operations {
             .map(|(i, spec)| {
                 let l = self.listener(i);
                 let allow =
-                    Allowlist::for_listener(spec.addr, l.allow.as_deref()).map_err(|source| {
+                    Allowlist::for_listener(spec.addr, l.allow.as_deref()).map_err(|reason| {
                         OperationsError::Allowlist {
                             listener: spec.to_string(),
-                            source,
+                            reason,
                         }
                     })?;
                 Ok(AdmissionConfig {

@@ -1,10 +1,14 @@
 //! Command-line flags.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 use ringport_engine::cpus::CpuList;
+use ringport_engine::log::LogFormat;
 use ringport_engine::plan::Mode;
 use ringport_engine::spec::ListenerSpec;
-use ringport_engine::{EngineConfig, UdpDropCounter};
+use ringport_engine::UdpDropCounter;
 
 /// ringport: a thread-per-core io_uring engine for machine-to-machine traffic
 /// on internal ports. With no subcommand it runs `serve` with its defaults.
@@ -20,12 +24,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the listeners (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// A client of the `relay` protocol (publish, subscribe), for scripts and tests.
     Relay {
         /// `pub` or `sub`.
         #[command(subcommand)]
         command: crate::relay::RelayCommand,
+    },
+    /// Validate a config file and print the plan it gives, without binding anything.
+    CheckConfig {
+        /// The TOML file (see ringport.example.toml).
+        file: PathBuf,
     },
 }
 
@@ -46,9 +55,15 @@ pub fn default_listeners() -> Vec<ListenerSpec> {
         .collect()
 }
 
-/// Flags of `ringport serve`.
-#[derive(Debug, Args)]
+/// Flags of `ringport serve`. Every flag has a key of the same name (with
+/// `_` for `-`) in the config file; a flag given wins over the file.
+#[derive(Debug, Default, Args)]
 pub struct ServeArgs {
+    /// A TOML config file with any of these settings (see
+    /// ringport.example.toml); flags given as well override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// A listener, PROTOCOL@TRANSPORT:ADDR:PORTS (repeatable), e.g.
     /// `sockperf@udp:127.0.0.1:11111-11114` or `echo@tcp:[::1]:9000`.
     /// Default: echo on 127.0.0.1:7000-7063 and sockperf on
@@ -67,9 +82,9 @@ pub struct ServeArgs {
     pub cpus: Option<CpuList>,
 
     /// `range`: each shard owns a contiguous slice of every listener's ports;
-    /// `reuseport`: every shard binds every port with SO_REUSEPORT.
-    #[arg(long, default_value = "range", value_name = "MODE")]
-    pub mode: Mode,
+    /// `reuseport`: every shard binds every port with SO_REUSEPORT. [default: range]
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<Mode>,
 
     /// In range mode, allow listeners with fewer ports than shards (some
     /// shards then serve none of its ports) instead of refusing the plan.
@@ -81,80 +96,136 @@ pub struct ServeArgs {
     pub stats_interval: Option<f64>,
 
     /// Once a completion is ready, wait up to N microseconds for more before
-    /// running the loop turn (batching; 0 never adds latency). Kernel 6.12+.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub batch_delay_us: u32,
+    /// running the loop turn (batching; 0 never adds latency). Kernel 6.12+. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub batch_delay_us: Option<u32>,
 
-    /// Largest frame (header included) a framed protocol accepts.
-    #[arg(long, default_value_t = 65536, value_name = "BYTES")]
-    pub max_frame: usize,
+    /// Largest frame (header included) a framed protocol accepts. [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame: Option<usize>,
 
-    /// Submission queue entries per shard ring.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub ring_entries: u32,
+    /// Submission queue entries per shard ring. [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub ring_entries: Option<u32>,
 
-    /// Bytes per TCP receive buffer.
-    #[arg(long, default_value_t = 16384, value_name = "BYTES")]
-    pub tcp_buf_size: u32,
+    /// Bytes per TCP receive buffer. [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    pub tcp_buf_size: Option<u32>,
 
-    /// TCP receive buffers per shard (power of two).
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub tcp_bufs: u16,
+    /// TCP receive buffers per shard (power of two). [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub tcp_bufs: Option<u16>,
 
-    /// Largest UDP datagram received whole; larger ones are counted as truncated.
-    #[arg(long, default_value_t = 2048, value_name = "BYTES")]
-    pub udp_max_datagram: u32,
+    /// Largest UDP datagram received whole; larger ones are dropped and
+    /// counted as truncated. [default: 2048]
+    #[arg(long, value_name = "BYTES")]
+    pub udp_max_datagram: Option<u32>,
 
-    /// UDP receive buffers per shard (power of two).
-    #[arg(long, default_value_t = 2048, value_name = "N")]
-    pub udp_bufs: u16,
+    /// UDP receive buffers per shard (power of two). [default: 2048]
+    #[arg(long, value_name = "N")]
+    pub udp_bufs: Option<u16>,
 
-    /// Datagram sends in flight per shard.
-    #[arg(long, default_value_t = 2048, value_name = "N")]
-    pub udp_send_slots: usize,
+    /// Datagram sends in flight per shard. [default: 2048]
+    #[arg(long, value_name = "N")]
+    pub udp_send_slots: Option<usize>,
 
     /// How kernel UDP receive-queue drops are read: `poll` (SO_MEMINFO every
     /// 100 ms while datagrams arrive) or `cmsg` (SO_RXQ_OVFL on every datagram;
-    /// costs more CPU and reports drops only with the next datagram).
-    #[arg(long, default_value = "poll", value_name = "poll|cmsg")]
-    pub udp_drop_counter: UdpDropCounter,
+    /// costs more CPU and reports drops only with the next datagram). [default: poll]
+    #[arg(long, value_name = "poll|cmsg")]
+    pub udp_drop_counter: Option<UdpDropCounter>,
 
-    /// SO_RCVBUF asked for on UDP sockets (the kernel caps it at net.core.rmem_max).
-    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
-    pub udp_rcvbuf: usize,
+    /// SO_RCVBUF asked for on UDP sockets (the kernel caps it at
+    /// net.core.rmem_max). [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    pub udp_rcvbuf: Option<usize>,
 
-    /// Cap of queued outbound bytes per stream.
-    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
-    pub max_outbound: usize,
+    /// Cap of queued outbound bytes per stream; a peer that does not read
+    /// stops being read from. [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbound: Option<usize>,
+
+    /// A trusted source CIDR or address for every listener (repeatable), e.g.
+    /// `10.0.0.0/8`. Default: loopback for listeners bound to loopback; a
+    /// listener bound to another address needs an explicit list
+    /// (`--allow 0.0.0.0/0 --allow ::/0` for everyone).
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
+
+    /// Audit mode: serve sources outside the allowlists, but count and log
+    /// them as `would_deny`.
+    #[arg(long)]
+    pub allow_dry_run: bool,
+
+    /// Open connections per listener over all shards (0: no limit). [default: 65536]
+    #[arg(long, value_name = "N")]
+    pub max_conns: Option<u32>,
+
+    /// Open connections per source address and shard (0: no limit). [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_conns_per_source: Option<u32>,
+
+    /// New connections per second per source address and shard (0: no
+    /// limit). [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub conn_rate: Option<u32>,
+
+    /// How many new connections a source may open at once before
+    /// --conn-rate applies. [default: 2000]
+    #[arg(long, value_name = "N")]
+    pub conn_burst: Option<u32>,
+
+    /// Close a connection that sends nothing for SECS after it opens (0: never). [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub first_bytes_timeout: Option<f64>,
+
+    /// Close a connection with no bytes either way for SECS (0: never). [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<f64>,
+
+    /// Close a connection SECS after its peer shut its sending side if it
+    /// has not finished by then (0: never). [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub half_closed_timeout: Option<f64>,
+
+    /// Write the handshake log (one line per connection open and close, per
+    /// denial, per new UDP source, plus alerts) to FILE, or `-` for stderr.
+    /// Default: no handshake log.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<String>,
+
+    /// Handshake log format: `json` (one object per line) or `text`. [default: json]
+    #[arg(long, value_name = "json|text")]
+    pub log_format: Option<LogFormat>,
+
+    /// Serve GET /metrics (Prometheus text) and GET /status (JSON) on this
+    /// address, e.g. `127.0.0.1:9900`. Default: off.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin: Option<SocketAddr>,
+
+    /// Sources the admin endpoint answers (repeatable CIDR). Default: loopback only.
+    #[arg(long, value_name = "CIDR")]
+    pub admin_allow: Vec<String>,
+
+    /// On SIGTERM or SIGINT, let open connections finish for up to SECS
+    /// before closing them; a second SIGINT stops at once. [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<f64>,
+
+    /// Alert when a listener's rate exceeds its baseline this many times
+    /// over (0: no alerts). [default: 5]
+    #[arg(long, value_name = "X")]
+    pub alert_factor: Option<f64>,
+
+    /// ... for this long. [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub alert_sustain: Option<f64>,
 }
 
 impl ServeArgs {
     /// `serve` with every default, for `ringport` with no subcommand.
     pub fn default_serve() -> ServeArgs {
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            args: ServeArgs,
-        }
-        Wrapper::parse_from(["ringport"]).args
-    }
-
-    /// The engine tunables from the flags.
-    pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
-            ring_entries: self.ring_entries,
-            tcp_buf_size: self.tcp_buf_size,
-            tcp_bufs: self.tcp_bufs,
-            udp_max_datagram: self.udp_max_datagram,
-            udp_bufs: self.udp_bufs,
-            udp_send_slots: self.udp_send_slots,
-            max_outbound: self.max_outbound,
-            pause_outbound: (256 << 10).min(self.max_outbound),
-            batch_delay_us: self.batch_delay_us,
-            udp_drop_counter: self.udp_drop_counter,
-            udp_rcvbuf: self.udp_rcvbuf,
-            ..EngineConfig::default()
-        }
+        ServeArgs::default()
     }
 }
 
@@ -172,7 +243,7 @@ mod tests {
     fn defaults_and_flags_parse() {
         let d = ServeArgs::default_serve();
         assert!(d.listen.is_empty());
-        assert_eq!(d.mode, Mode::Range);
+        assert_eq!(d.mode, None);
         assert_eq!(default_listeners().len(), 4);
         let cli = Cli::try_parse_from([
             "ringport",
@@ -195,7 +266,7 @@ mod tests {
         assert_eq!(a.listen.len(), 2);
         assert_eq!(a.shards, Some(4));
         assert_eq!(a.cpus.unwrap().as_slice(), &[0, 1]);
-        assert_eq!(a.mode, Mode::Reuseport);
+        assert_eq!(a.mode, Some(Mode::Reuseport));
     }
 
     #[test]

@@ -1,0 +1,542 @@
+//! The config file (`--config FILE`, `ringport check-config FILE`) and how
+//! it merges with the flags into the [`Settings`] a server runs with.
+//!
+//! Every `serve` flag has a top-level key of the same name with `_` for `-`;
+//! `[[listener]]` tables add listeners with settings of their own. A flag
+//! given on the command line wins over the file, the file over the default.
+//! Unknown keys are errors that name the key and its line.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use ipnet::IpNet;
+use ringport_engine::alerts::AlertConfig;
+use ringport_engine::cpus::CpuList;
+use ringport_engine::log::LogFormat;
+use ringport_engine::operations::{self, Limits, ListenerOps, Operations};
+use ringport_engine::plan::Mode;
+use ringport_engine::policy::{Allowlist, RateLimit};
+use ringport_engine::spec::ListenerSpec;
+use ringport_engine::{EngineConfig, UdpDropCounter};
+use serde::{Deserialize, Deserializer};
+
+use crate::cli::{default_listeners, ServeArgs};
+
+/// A value parsed from a TOML string with its type's `FromStr`, so that a
+/// bad value is reported at its line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed<T>(pub T);
+
+impl<'de, T> Deserialize<'de> for Parsed<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Parsed).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A CIDR as the allowlists take it (a bare address is a single host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub IpNet);
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Allowlist::parse_cidr(s)
+            .map(Cidr)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Settings a `[[listener]]` table may override.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTable {
+    /// PROTOCOL@TRANSPORT:ADDR:PORTS.
+    pub spec: Parsed<ListenerSpec>,
+    /// Trusted sources of this listener (replaces the top-level `allow`).
+    pub allow: Option<Vec<Parsed<Cidr>>>,
+    /// See `--max-conns`.
+    pub max_conns: Option<u32>,
+    /// See `--max-conns-per-source`.
+    pub max_conns_per_source: Option<u32>,
+    /// See `--conn-rate`.
+    pub conn_rate: Option<u32>,
+    /// See `--conn-burst`.
+    pub conn_burst: Option<u32>,
+    /// See `--first-bytes-timeout`.
+    pub first_bytes_timeout: Option<f64>,
+    /// See `--idle-timeout`.
+    pub idle_timeout: Option<f64>,
+    /// See `--half-closed-timeout`.
+    pub half_closed_timeout: Option<f64>,
+}
+
+/// The config file: every `serve` flag, plus `[[listener]]` tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct FileConfig {
+    pub listen: Option<Vec<Parsed<ListenerSpec>>>,
+    pub listener: Option<Vec<ListenerTable>>,
+    pub shards: Option<usize>,
+    pub cpus: Option<Parsed<CpuList>>,
+    pub mode: Option<Parsed<Mode>>,
+    pub allow_idle_shards: Option<bool>,
+    pub stats_interval: Option<f64>,
+    pub batch_delay_us: Option<u32>,
+    pub max_frame: Option<usize>,
+    pub ring_entries: Option<u32>,
+    pub tcp_buf_size: Option<u32>,
+    pub tcp_bufs: Option<u16>,
+    pub udp_max_datagram: Option<u32>,
+    pub udp_bufs: Option<u16>,
+    pub udp_send_slots: Option<usize>,
+    pub udp_drop_counter: Option<Parsed<UdpDropCounter>>,
+    pub udp_rcvbuf: Option<usize>,
+    pub max_outbound: Option<usize>,
+    pub allow: Option<Vec<Parsed<Cidr>>>,
+    pub allow_dry_run: Option<bool>,
+    pub max_conns: Option<u32>,
+    pub max_conns_per_source: Option<u32>,
+    pub conn_rate: Option<u32>,
+    pub conn_burst: Option<u32>,
+    pub first_bytes_timeout: Option<f64>,
+    pub idle_timeout: Option<f64>,
+    pub half_closed_timeout: Option<f64>,
+    pub log: Option<String>,
+    pub log_format: Option<Parsed<LogFormat>>,
+    pub admin: Option<Parsed<SocketAddr>>,
+    pub admin_allow: Option<Vec<Parsed<Cidr>>>,
+    pub drain_timeout: Option<f64>,
+    pub alert_factor: Option<f64>,
+    pub alert_sustain: Option<f64>,
+}
+
+impl FileConfig {
+    /// Parses TOML text; errors name the key or value and its line.
+    pub fn parse(text: &str) -> Result<FileConfig> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        FileConfig::parse(&text).with_context(|| format!("config file {}", path.display()))
+    }
+}
+
+/// Where the handshake log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard error.
+    Stderr,
+    /// A file, appended to.
+    File(String),
+}
+
+/// Everything a server runs with, flags and file merged.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listeners, in plan order.
+    pub listeners: Vec<ListenerSpec>,
+    /// Shards (None: one per CPU).
+    pub shards: Option<usize>,
+    /// CPUs (None: every allowed CPU).
+    pub cpus: Option<CpuList>,
+    /// Range or reuseport.
+    pub mode: Mode,
+    /// Let listeners have fewer ports than shards.
+    pub allow_idle_shards: bool,
+    /// Stats line interval.
+    pub stats_interval: Option<Duration>,
+    /// Largest frame for framed protocols.
+    pub max_frame: usize,
+    /// Engine tunables.
+    pub engine: EngineConfig,
+    /// Per-listener policy (no log queues yet).
+    pub operations: Operations,
+    /// The handshake log.
+    pub log: Option<LogTarget>,
+    /// Its format.
+    pub log_format: LogFormat,
+    /// The admin endpoint.
+    pub admin: Option<SocketAddr>,
+    /// Who may use it.
+    pub admin_allow: Allowlist,
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+    /// Deviation alerts (None: off).
+    pub alerts: Option<AlertConfig>,
+}
+
+fn secs(name: &str, v: f64) -> Result<Option<Duration>> {
+    if !v.is_finite() || v < 0.0 {
+        bail!("{name} = {v} must be a number of seconds, 0 or more");
+    }
+    Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
+}
+
+fn cidrs(
+    flags: &[String],
+    file: Option<&Vec<Parsed<Cidr>>>,
+    what: &str,
+) -> Result<Option<Vec<IpNet>>> {
+    if !flags.is_empty() {
+        return flags
+            .iter()
+            .map(|s| Allowlist::parse_cidr(s).with_context(|| format!("--{what}")))
+            .collect::<Result<Vec<_>>>()
+            .map(Some);
+    }
+    Ok(file.map(|v| v.iter().map(|c| c.0 .0).collect()))
+}
+
+/// Global limits with a listener table's overrides on top.
+#[derive(Debug, Clone, Copy, Default)]
+struct LimitInputs {
+    max_conns: Option<u32>,
+    max_conns_per_source: Option<u32>,
+    conn_rate: Option<u32>,
+    conn_burst: Option<u32>,
+    first_bytes_timeout: Option<f64>,
+    idle_timeout: Option<f64>,
+    half_closed_timeout: Option<f64>,
+}
+
+impl LimitInputs {
+    fn over(self, base: LimitInputs) -> LimitInputs {
+        LimitInputs {
+            max_conns: self.max_conns.or(base.max_conns),
+            max_conns_per_source: self.max_conns_per_source.or(base.max_conns_per_source),
+            conn_rate: self.conn_rate.or(base.conn_rate),
+            conn_burst: self.conn_burst.or(base.conn_burst),
+            first_bytes_timeout: self.first_bytes_timeout.or(base.first_bytes_timeout),
+            idle_timeout: self.idle_timeout.or(base.idle_timeout),
+            half_closed_timeout: self.half_closed_timeout.or(base.half_closed_timeout),
+        }
+    }
+
+    fn resolve(self) -> Result<Limits> {
+        let d = Limits::default();
+        let timeout = |name: &str, v: Option<f64>, default: Option<Duration>| match v {
+            Some(v) => secs(name, v),
+            None => Ok(default),
+        };
+        let rate = self.conn_rate.unwrap_or(operations::DEFAULT_CONN_RATE);
+        let burst = self.conn_burst.unwrap_or(operations::DEFAULT_CONN_BURST);
+        if rate > 0 && burst == 0 {
+            bail!("conn_burst = 0 with conn_rate = {rate} would refuse every connection; use at least 1");
+        }
+        Ok(Limits {
+            max_conns: self.max_conns.unwrap_or(d.max_conns),
+            max_conns_per_source: self.max_conns_per_source.unwrap_or(d.max_conns_per_source),
+            conn_rate: (rate > 0).then_some(RateLimit {
+                per_sec: rate,
+                burst,
+            }),
+            first_bytes_timeout: timeout(
+                "first_bytes_timeout",
+                self.first_bytes_timeout,
+                d.first_bytes_timeout,
+            )?,
+            idle_timeout: timeout("idle_timeout", self.idle_timeout, d.idle_timeout)?,
+            half_closed_timeout: timeout(
+                "half_closed_timeout",
+                self.half_closed_timeout,
+                d.half_closed_timeout,
+            )?,
+        })
+    }
+}
+
+impl Settings {
+    /// Merges `args` over `file` (if any) over the defaults.
+    pub fn resolve(args: &ServeArgs, file: Option<FileConfig>) -> Result<Settings> {
+        let f = file.unwrap_or_default();
+        let d = EngineConfig::default();
+        macro_rules! pick {
+            ($name:ident, $default:expr) => {
+                args.$name.or(f.$name).unwrap_or($default)
+            };
+        }
+        let global = LimitInputs {
+            max_conns: args.max_conns.or(f.max_conns),
+            max_conns_per_source: args.max_conns_per_source.or(f.max_conns_per_source),
+            conn_rate: args.conn_rate.or(f.conn_rate),
+            conn_burst: args.conn_burst.or(f.conn_burst),
+            first_bytes_timeout: args.first_bytes_timeout.or(f.first_bytes_timeout),
+            idle_timeout: args.idle_timeout.or(f.idle_timeout),
+            half_closed_timeout: args.half_closed_timeout.or(f.half_closed_timeout),
+        };
+        let global_allow = cidrs(&args.allow, f.allow.as_ref(), "allow")?;
+        let (listeners, ops) = if !args.listen.is_empty() {
+            let ops = args.listen.iter().map(|_| {
+                Ok(ListenerOps {
+                    allow: global_allow.clone(),
+                    limits: global.resolve()?,
+                })
+            });
+            (args.listen.clone(), ops.collect::<Result<Vec<_>>>()?)
+        } else {
+            let mut specs = Vec::new();
+            let mut ops = Vec::new();
+            for s in f.listen.iter().flatten() {
+                specs.push(s.0.clone());
+                ops.push(ListenerOps {
+                    allow: global_allow.clone(),
+                    limits: global.resolve()?,
+                });
+            }
+            for t in f.listener.iter().flatten() {
+                let own = LimitInputs {
+                    max_conns: t.max_conns,
+                    max_conns_per_source: t.max_conns_per_source,
+                    conn_rate: t.conn_rate,
+                    conn_burst: t.conn_burst,
+                    first_bytes_timeout: t.first_bytes_timeout,
+                    idle_timeout: t.idle_timeout,
+                    half_closed_timeout: t.half_closed_timeout,
+                };
+                specs.push(t.spec.0.clone());
+                ops.push(ListenerOps {
+                    allow: match &t.allow {
+                        Some(v) => Some(v.iter().map(|c| c.0 .0).collect()),
+                        None => global_allow.clone(),
+                    },
+                    limits: own
+                        .over(global)
+                        .resolve()
+                        .with_context(|| format!("listener `{}`", t.spec.0))?,
+                });
+            }
+            if specs.is_empty() {
+                specs = default_listeners();
+                ops = specs
+                    .iter()
+                    .map(|_| {
+                        Ok(ListenerOps {
+                            allow: global_allow.clone(),
+                            limits: global.resolve()?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+            }
+            (specs, ops)
+        };
+        let max_outbound = pick!(max_outbound, d.max_outbound);
+        let engine = EngineConfig {
+            ring_entries: pick!(ring_entries, d.ring_entries),
+            tcp_buf_size: pick!(tcp_buf_size, d.tcp_buf_size),
+            tcp_bufs: pick!(tcp_bufs, d.tcp_bufs),
+            udp_max_datagram: pick!(udp_max_datagram, d.udp_max_datagram),
+            udp_bufs: pick!(udp_bufs, d.udp_bufs),
+            udp_send_slots: pick!(udp_send_slots, d.udp_send_slots),
+            max_outbound,
+            pause_outbound: d.pause_outbound.min(max_outbound),
+            batch_delay_us: pick!(batch_delay_us, d.batch_delay_us),
+            udp_drop_counter: args
+                .udp_drop_counter
+                .or(f.udp_drop_counter.map(|p| p.0))
+                .unwrap_or(d.udp_drop_counter),
+            udp_rcvbuf: pick!(udp_rcvbuf, d.udp_rcvbuf),
+            ..d
+        };
+        engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let log = match args.log.clone().or(f.log) {
+            None => None,
+            Some(s) if s == "-" || s.is_empty() => Some(LogTarget::Stderr),
+            Some(s) => Some(LogTarget::File(s)),
+        };
+        let admin_allow = match cidrs(&args.admin_allow, f.admin_allow.as_ref(), "admin-allow")? {
+            Some(nets) if !nets.is_empty() => Allowlist::new(nets),
+            _ => Allowlist::loopback(),
+        };
+        let admin = args.admin.or(f.admin.map(|p| p.0));
+        if let Some(a) = admin {
+            if !a.ip().is_loopback() && admin_allow == Allowlist::loopback() {
+                bail!(
+                    "--admin {a} is not a loopback address: name who may read it with \
+                     --admin-allow CIDR (the admin port answers loopback only by default)"
+                );
+            }
+        }
+        let factor = pick!(alert_factor, AlertConfig::default().factor);
+        if !factor.is_finite() || factor < 0.0 {
+            bail!("alert_factor = {factor} must be 0 (off) or more");
+        }
+        let sustain = secs("alert_sustain", pick!(alert_sustain, 30.0))?.unwrap_or_default();
+        Ok(Settings {
+            listeners,
+            shards: args.shards.or(f.shards),
+            cpus: args.cpus.clone().or(f.cpus.map(|p| p.0)),
+            mode: args.mode.or(f.mode.map(|p| p.0)).unwrap_or(Mode::Range),
+            allow_idle_shards: args.allow_idle_shards || f.allow_idle_shards.unwrap_or(false),
+            stats_interval: match args.stats_interval.or(f.stats_interval) {
+                Some(v) => secs("stats_interval", v)?,
+                None => None,
+            },
+            max_frame: pick!(max_frame, 65536),
+            engine,
+            operations: Operations {
+                listeners: ops,
+                dry_run: args.allow_dry_run || f.allow_dry_run.unwrap_or(false),
+                log: None,
+                udp_source_window: Duration::from_secs(60),
+            },
+            log,
+            log_format: args
+                .log_format
+                .or(f.log_format.map(|p| p.0))
+                .unwrap_or_default(),
+            admin,
+            admin_allow,
+            drain_timeout: secs("drain_timeout", pick!(drain_timeout, 30.0))?.unwrap_or_default(),
+            alerts: (factor > 0.0).then_some(AlertConfig {
+                factor,
+                sustain,
+                ..AlertConfig::default()
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        let mut all = vec!["ringport", "serve"];
+        all.extend_from_slice(flags);
+        match crate::cli::Cli::try_parse_from(all).unwrap().command {
+            Some(crate::cli::Command::Serve(a)) => *a,
+            _ => panic!("serve"),
+        }
+    }
+
+    #[test]
+    fn the_example_file_round_trips() {
+        let text = include_str!("../../ringport.example.toml");
+        let s = Settings::resolve(&args(&[]), Some(FileConfig::parse(text).unwrap())).unwrap();
+        let listeners: Vec<String> = s.listeners.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            listeners,
+            [
+                "echo@tcp:127.0.0.1:7000-7063",
+                "sockperf@udp:127.0.0.1:11111-11114",
+                "echo@tcp:127.0.0.1:9000-9001",
+            ]
+        );
+        assert_eq!((s.shards, s.mode), (Some(2), Mode::Range));
+        assert_eq!(s.cpus.unwrap().as_slice(), &[0, 1]);
+        assert_eq!(s.stats_interval, Some(Duration::from_secs(10)));
+        assert_eq!(s.engine, EngineConfig::default());
+        assert_eq!(s.max_frame, 65536);
+        let ops = &s.operations;
+        assert!(!ops.dry_run);
+        assert_eq!(
+            ops.listeners[0].allow,
+            Some(vec!["127.0.0.1/32".parse().unwrap()])
+        );
+        assert_eq!(ops.listeners[0].limits, Limits::default());
+        assert_eq!(
+            ops.listeners[2].allow,
+            Some(vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "::1/128".parse().unwrap()
+            ])
+        );
+        let third = ops.listeners[2].limits;
+        assert_eq!(
+            (third.max_conns, third.max_conns_per_source, third.conn_rate),
+            (
+                100,
+                10,
+                Some(RateLimit {
+                    per_sec: 5,
+                    burst: 10
+                })
+            )
+        );
+        assert_eq!(third.first_bytes_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(third.idle_timeout, None);
+        assert_eq!(third.half_closed_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.log, Some(LogTarget::Stderr));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.admin, Some("127.0.0.1:9900".parse().unwrap()));
+        assert_eq!(s.admin_allow, Allowlist::loopback());
+        assert_eq!(s.drain_timeout, Duration::from_secs(30));
+        let alerts = s.alerts.unwrap();
+        assert_eq!(
+            (alerts.factor, alerts.sustain),
+            (5.0, Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig::parse(
+            "shards = 4\nidle_timeout = 60\nlisten = [\"echo@tcp:127.0.0.1:9000\"]\nallow_dry_run = true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(
+            &args(&[
+                "--shards",
+                "1",
+                "--idle-timeout",
+                "0",
+                "--listen",
+                "echo@udp:127.0.0.1:9001",
+            ]),
+            Some(file),
+        )
+        .unwrap();
+        assert_eq!(s.shards, Some(1));
+        assert_eq!(s.listeners[0].to_string(), "echo@udp:127.0.0.1:9001");
+        assert_eq!(s.operations.listeners[0].limits.idle_timeout, None);
+        assert!(
+            s.operations.dry_run,
+            "a flag not given leaves the file's value"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let e = FileConfig::parse("shards = 2\n\nidle_timout = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("unknown field `idle_timout`"), "{e}");
+        let e = FileConfig::parse(
+            "[[listener]]\nspec = \"echo@tcp:127.0.0.1:9000\"\nallow = [\"10.0.0.0/33\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("`10.0.0.0/33` is not a CIDR"), "{e}");
+        let e =
+            FileConfig::parse("[[listener]]\nspec = \"echo@tcp:127.0.0.1:9000\"\nmax_con = 3\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("unknown field `max_con`"),
+            "{e}"
+        );
+        let e = Settings::resolve(&args(&["--allow", "10.0.0.0/33"]), None).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "--allow: `10.0.0.0/33` is not a CIDR or an IP address (e.g. `10.0.0.0/8`, \
+             `192.168.1.7`, `fd00::/8`)"
+        );
+        let e = Settings::resolve(&args(&["--admin", "0.0.0.0:9900"]), None).unwrap_err();
+        assert!(e.to_string().contains("--admin-allow"), "{e}");
+    }
+}

@@ -1,0 +1,361 @@
+//! `GET /metrics`: the counters in Prometheus text format (version 0.0.4).
+
+use std::fmt::Write as _;
+
+use ringport_engine::alerts::Metric;
+use ringport_engine::listener_stats::{ListenerCounters, TimeoutKind};
+use ringport_engine::policy::DenyReason;
+use ringport_engine::stats::ShardStats;
+use ringport_engine::EngineDrop;
+use ringport_plugin::DropReason;
+
+/// One listener as the metrics show it.
+#[derive(Debug, Clone)]
+pub struct ListenerView {
+    /// Its spec, the `listener` label.
+    pub name: String,
+    /// Its counters summed over shards.
+    pub counters: ListenerCounters,
+    /// Which alerts fire, by [`Metric`] discriminant.
+    pub alerts: [bool; Metric::COUNT],
+}
+
+/// What the metrics are rendered from.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+    /// Per listener.
+    pub listeners: Vec<ListenerView>,
+    /// Handshake-log records dropped because a queue was full.
+    pub log_dropped: u64,
+    /// Seconds since start.
+    pub uptime_secs: f64,
+    /// Whether the server is draining.
+    pub draining: bool,
+}
+
+/// Escapes a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", label(val));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {v}");
+    }
+}
+
+/// Renders `s` as Prometheus text.
+pub fn render(s: &Snapshot) -> String {
+    let mut o = Out(String::with_capacity(8192));
+    let shard_ids: Vec<String> = s.shards.iter().map(|x| x.shard.to_string()).collect();
+    type Get = fn(&ringport_engine::Counters) -> u64;
+    let per_shard: [(&str, &str, &str, Get); 12] = [
+        (
+            "ringport_messages_total",
+            "counter",
+            "Application messages the plugins handled.",
+            |c| c.msgs,
+        ),
+        (
+            "ringport_datagrams_received_total",
+            "counter",
+            "Datagrams received.",
+            |c| c.datagrams_in,
+        ),
+        (
+            "ringport_datagrams_sent_total",
+            "counter",
+            "Datagrams sent.",
+            |c| c.datagrams_out,
+        ),
+        (
+            "ringport_connections_accepted_total",
+            "counter",
+            "Streams accepted by a plugin.",
+            |c| c.conns_accepted,
+        ),
+        (
+            "ringport_connections_rejected_total",
+            "counter",
+            "Streams rejected by a plugin at open.",
+            |c| c.conns_rejected,
+        ),
+        (
+            "ringport_connections_closed_total",
+            "counter",
+            "Streams closed.",
+            |c| c.conns_closed,
+        ),
+        ("ringport_connections_open", "gauge", "Streams open.", |c| {
+            c.conns_open()
+        }),
+        (
+            "ringport_backpressure_pauses_total",
+            "counter",
+            "Receives paused because a peer did not read its replies.",
+            |c| c.backpressure_pauses,
+        ),
+        (
+            "ringport_buffer_ring_exhausted_total",
+            "counter",
+            "Receives that found the provided buffer ring empty (re-armed, no bytes lost).",
+            |c| c.engine_drops[EngineDrop::BufferRingEmpty as usize],
+        ),
+        (
+            "ringport_loop_turns_total",
+            "counter",
+            "Shard loop turns.",
+            |c| c.turns,
+        ),
+        (
+            "ringport_mesh_sent_total",
+            "counter",
+            "Cross-shard messages sent.",
+            |c| c.mesh_out,
+        ),
+        (
+            "ringport_mesh_full_total",
+            "counter",
+            "Cross-shard sends refused by a full ring.",
+            |c| c.mesh_full,
+        ),
+    ];
+    for (name, kind, help, get) in per_shard {
+        o.family(name, kind, help);
+        for (st, id) in s.shards.iter().zip(&shard_ids) {
+            o.sample(name, &[("shard", id)], get(&st.counters));
+        }
+    }
+    o.family(
+        "ringport_bytes_total",
+        "counter",
+        "Bytes received and sent.",
+    );
+    for (st, id) in s.shards.iter().zip(&shard_ids) {
+        o.sample(
+            "ringport_bytes_total",
+            &[("shard", id), ("direction", "in")],
+            st.counters.bytes_in,
+        );
+        o.sample(
+            "ringport_bytes_total",
+            &[("shard", id), ("direction", "out")],
+            st.counters.bytes_out,
+        );
+    }
+    o.family(
+        "ringport_drops_total",
+        "counter",
+        "Drops by who decided (plugin or engine) and reason.",
+    );
+    for (st, id) in s.shards.iter().zip(&shard_ids) {
+        for r in DropReason::ALL {
+            o.sample(
+                "ringport_drops_total",
+                &[("shard", id), ("by", "plugin"), ("reason", r.as_str())],
+                st.counters.drops[r.index()],
+            );
+        }
+        for r in EngineDrop::ALL {
+            o.sample(
+                "ringport_drops_total",
+                &[("shard", id), ("by", "engine"), ("reason", r.as_str())],
+                st.counters.engine_drops[r as usize],
+            );
+        }
+    }
+
+    let names: Vec<&str> = s.listeners.iter().map(|l| l.name.as_str()).collect();
+    type LGet = fn(&ListenerCounters) -> u64;
+    let per_listener: [(&str, &str, &str, LGet); 4] = [
+        (
+            "ringport_listener_connections_total",
+            "counter",
+            "Connections admitted per listener.",
+            |c| c.conns_accepted,
+        ),
+        (
+            "ringport_listener_connections_open",
+            "gauge",
+            "Admitted connections open per listener.",
+            |c| c.conns_open(),
+        ),
+        (
+            "ringport_listener_datagrams_total",
+            "counter",
+            "Datagrams admitted per listener.",
+            |c| c.datagrams_in,
+        ),
+        (
+            "ringport_listener_udp_new_sources_total",
+            "counter",
+            "UDP sources first seen within the window per listener.",
+            |c| c.udp_new_sources,
+        ),
+    ];
+    for (name, kind, help, get) in per_listener {
+        o.family(name, kind, help);
+        for (l, n) in s.listeners.iter().zip(&names) {
+            o.sample(name, &[("listener", n)], get(&l.counters));
+        }
+    }
+    o.family(
+        "ringport_listener_bytes_total",
+        "counter",
+        "Bytes per listener and direction.",
+    );
+    for (l, n) in s.listeners.iter().zip(&names) {
+        o.sample(
+            "ringport_listener_bytes_total",
+            &[("listener", n), ("direction", "in")],
+            l.counters.bytes_in,
+        );
+        o.sample(
+            "ringport_listener_bytes_total",
+            &[("listener", n), ("direction", "out")],
+            l.counters.bytes_out,
+        );
+    }
+    o.family("ringport_listener_denials_total", "counter", "Connections and datagrams refused (mode=deny) or, in audit mode, served but outside the policy (mode=would_deny), by reason.");
+    for (l, n) in s.listeners.iter().zip(&names) {
+        for r in DenyReason::ALL {
+            o.sample(
+                "ringport_listener_denials_total",
+                &[("listener", n), ("mode", "deny"), ("reason", r.as_str())],
+                l.counters.denied[r as usize],
+            );
+            o.sample(
+                "ringport_listener_denials_total",
+                &[
+                    ("listener", n),
+                    ("mode", "would_deny"),
+                    ("reason", r.as_str()),
+                ],
+                l.counters.would_deny[r as usize],
+            );
+        }
+    }
+    o.family(
+        "ringport_listener_timeouts_total",
+        "counter",
+        "Connections closed on a timer, by kind.",
+    );
+    for (l, n) in s.listeners.iter().zip(&names) {
+        for k in TimeoutKind::ALL {
+            o.sample(
+                "ringport_listener_timeouts_total",
+                &[("listener", n), ("kind", k.as_str())],
+                l.counters.timeouts[k as usize],
+            );
+        }
+    }
+    o.family(
+        "ringport_alert",
+        "gauge",
+        "1 while a listener's rate deviates from its baseline.",
+    );
+    for (l, n) in s.listeners.iter().zip(&names) {
+        for m in Metric::ALL {
+            o.sample(
+                "ringport_alert",
+                &[("listener", n), ("metric", m.as_str())],
+                u8::from(l.alerts[m as usize]),
+            );
+        }
+    }
+    o.family(
+        "ringport_log_dropped_total",
+        "counter",
+        "Handshake-log records dropped because a shard's queue was full.",
+    );
+    o.sample("ringport_log_dropped_total", &[], s.log_dropped);
+    o.family(
+        "ringport_draining",
+        "gauge",
+        "1 while the server drains before stopping.",
+    );
+    o.sample("ringport_draining", &[], u8::from(s.draining));
+    o.family(
+        "ringport_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+    );
+    o.sample(
+        "ringport_uptime_seconds",
+        &[],
+        format!("{:.3}", s.uptime_secs),
+    );
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringport_engine::Counters;
+
+    #[test]
+    fn samples_and_labels() {
+        let mut c = Counters {
+            msgs: 3,
+            bytes_in: 10,
+            ..Counters::default()
+        };
+        c.drop_engine(EngineDrop::BufferRingEmpty, 2);
+        let mut lc = ListenerCounters {
+            conns_accepted: 4,
+            conns_closed: 1,
+            ..ListenerCounters::default()
+        };
+        lc.denied[DenyReason::NotAllowed as usize] = 5;
+        let text = render(&Snapshot {
+            shards: vec![ShardStats {
+                shard: 0,
+                cpu: 1,
+                counters: c,
+            }],
+            listeners: vec![ListenerView {
+                name: "echo@tcp:[::1]:9000".into(),
+                counters: lc,
+                alerts: [false, false, true, false],
+            }],
+            log_dropped: 0,
+            uptime_secs: 1.5,
+            draining: false,
+        });
+        for line in [
+            "ringport_messages_total{shard=\"0\"} 3",
+            "ringport_bytes_total{shard=\"0\",direction=\"in\"} 10",
+            "ringport_buffer_ring_exhausted_total{shard=\"0\"} 2",
+            "ringport_drops_total{shard=\"0\",by=\"engine\",reason=\"buffer_ring_empty\"} 2",
+            "ringport_listener_connections_open{listener=\"echo@tcp:[::1]:9000\"} 3",
+            "ringport_listener_denials_total{listener=\"echo@tcp:[::1]:9000\",mode=\"deny\",reason=\"not_allowed\"} 5",
+            "ringport_alert{listener=\"echo@tcp:[::1]:9000\",metric=\"denial_rate\"} 1",
+            "ringport_uptime_seconds 1.500",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        }
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,474 @@
+//! `ringport serve` and `ringport check-config`: settings to plan, engine,
+//! handshake log, admin endpoint, alerts, stats lines and the graceful drain.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use ringport_engine::alerts::{ListenerAlerts, Metric, RateTotals};
+use ringport_engine::cpus::{self, CpuList};
+use ringport_engine::log::{EventLine, LogWriter, Value, DEFAULT_QUEUE_LEN};
+use ringport_engine::plan::{Plan, PlanRequest};
+use ringport_engine::stats::ShardStats;
+use ringport_engine::{Counters, EngineHandle};
+
+use crate::admin::{AdminServer, Handler};
+use crate::cli::ServeArgs;
+use crate::config::{FileConfig, LogTarget, Settings};
+use crate::metrics::{self, ListenerView, Snapshot};
+use crate::signals;
+
+/// How often alert baselines are sampled and the drain checks for open streams.
+const TICK: Duration = Duration::from_secs(1);
+/// How often a draining server looks whether every stream has finished.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Builds the plan: shards default to one per CPU in `cpus` (itself
+/// defaulting to every CPU this process may run on).
+fn build_plan(s: &Settings) -> Result<Plan> {
+    let allowed = cpus::allowed_cpus().context("reading this process's CPU affinity")?;
+    let cpu_list = match &s.cpus {
+        Some(list) => {
+            cpus::check_available(list, &allowed)?;
+            list.clone()
+        }
+        None => CpuList::new(allowed.clone())?,
+    };
+    let shards = s.shards.unwrap_or(cpu_list.len());
+    Ok(Plan::build(PlanRequest {
+        listeners: s.listeners.clone(),
+        shards,
+        cpus: cpu_list.into_vec(),
+        mode: s.mode,
+        allow_idle_shards: s.allow_idle_shards,
+    })?)
+}
+
+/// Settings from the flags and the `--config` file.
+fn settings(args: &ServeArgs) -> Result<Settings> {
+    let file = args.config.as_deref().map(FileConfig::load).transpose()?;
+    Settings::resolve(args, file)
+}
+
+/// Lines describing each listener's policy, for check-config and start-up.
+fn policy_lines(plan: &Plan, s: &Settings) -> Result<Vec<String>> {
+    let adm = s.operations.admission(plan)?;
+    let mut lines = Vec::new();
+    for (i, (spec, a)) in plan.listeners.iter().zip(&adm).enumerate() {
+        let l = s.operations.listener(i).limits;
+        let nets: Vec<String> = a.allow.nets().iter().map(ToString::to_string).collect();
+        let secs =
+            |d: Option<Duration>| d.map_or("off".to_owned(), |d| format!("{}s", d.as_secs_f64()));
+        let rate = l.conn_rate.map_or("off".to_owned(), |r| {
+            format!("{}/s burst {}", r.per_sec, r.burst)
+        });
+        lines.push(format!(
+            "{spec}: allow {}{}; max_conns {} per_source {} rate {rate}; first_bytes {} idle {} half_closed {}",
+            nets.join(","),
+            if s.operations.dry_run { " (dry run)" } else { "" },
+            l.max_conns,
+            l.max_conns_per_source,
+            secs(l.first_bytes_timeout),
+            secs(l.idle_timeout),
+            secs(l.half_closed_timeout),
+        ));
+        if a.allow.is_open() {
+            lines.push(format!("warning: {spec} accepts every source address"));
+        }
+    }
+    Ok(lines)
+}
+
+/// `ringport check-config FILE`.
+pub fn check_config(path: &Path) -> Result<()> {
+    let file = FileConfig::load(path)?;
+    let s = Settings::resolve(&ServeArgs::default(), Some(file))?;
+    let plan = build_plan(&s)?;
+    let policy = policy_lines(&plan, &s)?;
+    println!(
+        "{}: OK, mode {}, {} shard(s)",
+        path.display(),
+        plan.mode,
+        plan.shards.len()
+    );
+    print!("{}", plan.table());
+    for l in policy {
+        println!("{l}");
+    }
+    let log = match &s.log {
+        None => "off".to_owned(),
+        Some(LogTarget::Stderr) => "stderr".to_owned(),
+        Some(LogTarget::File(f)) => f.clone(),
+    };
+    println!(
+        "log {log} ({:?}), admin {}, drain timeout {}s",
+        s.log_format,
+        s.admin.map_or("off".to_owned(), |a| a.to_string()),
+        s.drain_timeout.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What the admin endpoint reads.
+struct Shared {
+    engine: Arc<EngineHandle>,
+    plan: Plan,
+    names: Vec<String>,
+    alerts: Mutex<Vec<[bool; Metric::COUNT]>>,
+    log: Option<Arc<LogWriter>>,
+    started: Instant,
+}
+
+impl Shared {
+    fn snapshot(&self) -> Snapshot {
+        let alerts = self.alerts.lock().map(|a| a.clone()).unwrap_or_default();
+        Snapshot {
+            shards: self.engine.stats(),
+            listeners: self
+                .engine
+                .listener_stats()
+                .into_iter()
+                .zip(&self.names)
+                .enumerate()
+                .map(|(i, (counters, name))| ListenerView {
+                    name: name.clone(),
+                    counters,
+                    alerts: alerts.get(i).copied().unwrap_or_default(),
+                })
+                .collect(),
+            log_dropped: self.log.as_ref().map_or(0, |l| l.dropped()),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            draining: self.engine.draining(),
+        }
+    }
+
+    fn status(&self) -> String {
+        let snap = self.snapshot();
+        let shards: Vec<serde_json::Value> = self
+            .plan
+            .shards
+            .iter()
+            .zip(&snap.shards)
+            .map(|(p, st)| {
+                serde_json::json!({
+                    "shard": p.shard,
+                    "cpu": p.cpu,
+                    "ports": p.bindings.iter().map(|b| serde_json::json!({
+                        "listener": self.names[b.listener.0 as usize],
+                        "ports": b.ports.to_string(),
+                    })).collect::<Vec<_>>(),
+                    "conns_open": st.counters.conns_open(),
+                    "msgs": st.counters.msgs,
+                })
+            })
+            .collect();
+        let listeners: Vec<serde_json::Value> = snap
+            .listeners
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "listener": l.name,
+                    "conns_open": l.counters.conns_open(),
+                    "conns_accepted": l.counters.conns_accepted,
+                    "denied": l.counters.denied_total(),
+                    "alerts": Metric::ALL.iter().filter(|m| l.alerts[**m as usize]).map(|m| m.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": self.plan.mode.as_str(),
+            "uptime_s": snap.uptime_secs,
+            "draining": snap.draining,
+            "shards": shards,
+            "listeners": listeners,
+        })
+        .to_string()
+    }
+}
+
+fn log_event(
+    log: &Option<Arc<LogWriter>>,
+    event: &'static str,
+    fields: Vec<(&'static str, Value)>,
+) {
+    if let Some(l) = log {
+        l.event(EventLine { event, fields });
+    }
+}
+
+/// `ringport serve`.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let s = settings(&args)?;
+    let plan = build_plan(&s)?;
+    let policy = policy_lines(&plan, &s)?;
+    let registry = ringport_protocols::builtins(&ringport_protocols::BuiltinSettings {
+        max_frame: s.max_frame,
+    });
+    let names: Vec<String> = plan.listeners.iter().map(ToString::to_string).collect();
+
+    // Block SIGINT/SIGTERM before any thread exists, so that they all
+    // inherit the mask and only the signal thread ever sees the signals.
+    let signals = signals::Signals::block()?;
+    let log = match &s.log {
+        None => None,
+        Some(target) => {
+            let out: Box<dyn Write + Send> = match target {
+                LogTarget::Stderr => Box::new(std::io::stderr()),
+                LogTarget::File(f) => Box::new(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(f)
+                        .with_context(|| format!("opening the log file {f}"))?,
+                ),
+            };
+            let w = LogWriter::spawn(
+                plan.shards.len(),
+                DEFAULT_QUEUE_LEN,
+                names.clone(),
+                s.log_format,
+                out,
+            )
+            .context("starting the log writer")?;
+            Some(Arc::new(w))
+        }
+    };
+    let mut operations = s.operations.clone();
+    operations.log = log
+        .as_ref()
+        .map(|w| (0..plan.shards.len()).map(|i| w.sink(i)).collect());
+    let engine = Arc::new(EngineHandle::start_with(
+        &plan,
+        s.engine.clone(),
+        &registry,
+        operations,
+    )?);
+    for n in engine.notices() {
+        eprintln!("ringport: note: {n}");
+    }
+    for l in policy.iter().filter(|l| l.starts_with("warning:")) {
+        eprintln!("ringport: {l}");
+    }
+    println!(
+        "ringport {} serving {} shard(s), mode {}, kernel {}",
+        env!("CARGO_PKG_VERSION"),
+        engine.shard_count(),
+        plan.mode,
+        engine.probe().kernel
+    );
+    print!("{}", plan.table());
+    let idle = plan.idle_shards();
+    if !idle.is_empty() {
+        println!("idle shards (no ports): {idle:?}");
+    }
+    let started = Instant::now();
+    let shared = Arc::new(Shared {
+        engine: engine.clone(),
+        plan: plan.clone(),
+        names: names.clone(),
+        alerts: Mutex::new(vec![[false; Metric::COUNT]; names.len()]),
+        log: log.clone(),
+        started,
+    });
+    let admin = match s.admin {
+        Some(addr) => {
+            let sh = shared.clone();
+            let handler: Arc<Handler> = Arc::new(move |path: &str| match path {
+                "/metrics" => Some((
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics::render(&sh.snapshot()),
+                )),
+                "/status" => Some(("application/json", sh.status())),
+                _ => None,
+            });
+            let a = AdminServer::start(addr, s.admin_allow.clone(), handler)?;
+            println!("admin endpoint on http://{}/metrics and /status", a.addr());
+            Some(a)
+        }
+        None => None,
+    };
+    let _ = std::io::stdout().flush();
+
+    let stopper = engine.stopper();
+    let sig = signals.spawn_waiter(|_| {});
+    let mut alerts: Vec<ListenerAlerts> = match s.alerts {
+        Some(cfg) => names.iter().map(|_| ListenerAlerts::new(cfg)).collect(),
+        None => Vec::new(),
+    };
+    let mut next_stats = s.stats_interval.map(|i| started + i);
+    let mut last = engine.stats();
+    let mut events = Vec::new();
+    // Serve until the first signal.
+    let first = loop {
+        match sig.recv_timeout(TICK) {
+            Ok(signal) => break Some(signal),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        if !alerts.is_empty() {
+            let stats = engine.listener_stats();
+            let mut firing = Vec::with_capacity(alerts.len());
+            for (i, (a, c)) in alerts.iter_mut().zip(&stats).enumerate() {
+                let totals = RateTotals {
+                    conns: c.conns_accepted + c.denied_total(),
+                    datagrams: c.datagrams_in,
+                    denials: c.denied_total(),
+                    bytes: c.bytes_in + c.bytes_out,
+                };
+                events.clear();
+                a.handle_sample(now, totals, &mut events);
+                for e in &events {
+                    let what = if e.firing { "fired" } else { "cleared" };
+                    eprintln!(
+                        "ringport: alert {what}: {} {} {:.1}/s (baseline {:.1}/s)",
+                        names[i], e.metric, e.rate, e.baseline
+                    );
+                    log_event(
+                        &log,
+                        "alert",
+                        vec![
+                            ("listener", Value::Str(names[i].clone())),
+                            ("metric", Value::Str(e.metric.as_str().into())),
+                            ("firing", Value::Bool(e.firing)),
+                            ("rate", Value::Float(e.rate)),
+                            ("baseline", Value::Float(e.baseline)),
+                        ],
+                    );
+                }
+                firing.push(Metric::ALL.map(|m| a.firing(m)));
+            }
+            if let Ok(mut g) = shared.alerts.lock() {
+                *g = firing;
+            }
+        }
+        if let (Some(at), Some(every)) = (next_stats, s.stats_interval) {
+            if now >= at {
+                let cur = engine.stats();
+                print_interval(&last, &cur, every);
+                last = cur;
+                next_stats = Some(at + every);
+            }
+        }
+    };
+
+    // Drain: stop accepting, close UDP sockets, let streams finish.
+    if let Some(signal) = first {
+        let open = open_streams(&engine.stats());
+        eprintln!(
+            "ringport: {signal} received, draining {open} open connection(s) for up to {:.0}s (SIGINT again stops at once)",
+            s.drain_timeout.as_secs_f64()
+        );
+        log_event(
+            &log,
+            "drain_start",
+            vec![
+                ("signal", Value::Str(signal.into())),
+                ("conns_open", Value::Uint(open)),
+                (
+                    "drain_timeout_s",
+                    Value::Float(s.drain_timeout.as_secs_f64()),
+                ),
+            ],
+        );
+        stopper.drain();
+        let deadline = Instant::now() + s.drain_timeout;
+        loop {
+            let open = open_streams(&engine.stats());
+            if open == 0 {
+                eprintln!("ringport: every connection finished, stopping");
+                break;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("ringport: drain timeout, closing {open} connection(s)");
+                break;
+            }
+            match sig.recv_timeout(DRAIN_POLL) {
+                Ok(again) => {
+                    eprintln!("ringport: {again} received again, stopping now");
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+    stopper.stop();
+    drop(admin);
+    drop(shared);
+    let engine =
+        Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("the engine is still in use"))?;
+    let listener_totals = engine.listener_stats();
+    let finals = engine.join();
+    let total = print_totals(&finals, started.elapsed());
+    let denied: u64 = listener_totals.iter().map(|c| c.denied_total()).sum();
+    log_event(
+        &log,
+        "summary",
+        vec![
+            ("uptime_s", Value::Float(started.elapsed().as_secs_f64())),
+            ("msgs", Value::Uint(total.msgs)),
+            ("bytes_in", Value::Uint(total.bytes_in)),
+            ("bytes_out", Value::Uint(total.bytes_out)),
+            ("conns_accepted", Value::Uint(total.conns_accepted)),
+            ("conns_closed", Value::Uint(total.conns_closed)),
+            ("denied", Value::Uint(denied)),
+            ("drops", Value::Uint(total.drops_total())),
+        ],
+    );
+    if let Some(log) = log {
+        match Arc::try_unwrap(log) {
+            Ok(w) => w.finish().context("writing the log")?,
+            Err(w) => w.flush(),
+        }
+    }
+    Ok(())
+}
+
+fn open_streams(stats: &[ShardStats]) -> u64 {
+    stats.iter().map(|s| s.counters.conns_open()).sum()
+}
+
+fn print_interval(prev: &[ShardStats], now: &[ShardStats], over: Duration) {
+    let secs = over.as_secs_f64().max(1e-9);
+    for (p, n) in prev.iter().zip(now) {
+        let d = |a: u64, b: u64| b.saturating_sub(a);
+        let (pc, nc) = (&p.counters, &n.counters);
+        println!(
+            "stats {} msgs/s {:.0} in {:.0} B/s out {:.0} B/s",
+            n,
+            d(pc.msgs, nc.msgs) as f64 / secs,
+            d(pc.bytes_in, nc.bytes_in) as f64 / secs,
+            d(pc.bytes_out, nc.bytes_out) as f64 / secs,
+        );
+    }
+}
+
+fn print_totals(finals: &[ShardStats], elapsed: Duration) -> Counters {
+    let mut total = Counters::default();
+    for s in finals {
+        println!("final {s}");
+        total.add(&s.counters);
+    }
+    let drops: Vec<String> = total
+        .drop_list()
+        .into_iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    println!(
+        "total: msgs {} bytes_in {} bytes_out {} conns accepted {} closed {} drops {} [{}] uptime {:.1}s",
+        total.msgs,
+        total.bytes_in,
+        total.bytes_out,
+        total.conns_accepted,
+        total.conns_closed,
+        total.drops_total(),
+        drops.join(" "),
+        elapsed.as_secs_f64()
+    );
+    total
+}
