@@ -115,7 +115,8 @@ pub fn unavailable_hint(err: &io::Error) -> String {
     match disabled {
         Some(2) => hint.push_str(
             "kernel.io_uring_disabled is 2: io_uring is switched off for every process; \
-             set it to 0 (`sysctl -w kernel.io_uring_disabled=0`) or use --backend epoll. ",
+             set it to 0 (`sysctl -w kernel.io_uring_disabled=0`); ringport has no \
+             io_uring-free backend yet. ",
         ),
         Some(1) => hint.push_str(
             "kernel.io_uring_disabled is 1: only root (CAP_SYS_ADMIN) and members of \
