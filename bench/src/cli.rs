@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context as _, Result};
 use clap::Parser;
 use ringport_engine::cpus::CpuList;
 
-use crate::config::{LoadSpec, Scenario};
+use crate::config::{IngestSend, LoadSpec, Scenario};
 use crate::report::{self, Machine, Report, ScenarioResult, TargetResult};
 use crate::run::{self, Figures};
 use crate::servers::{ServerSpec, Target};
@@ -79,6 +79,10 @@ pub struct Args {
     /// Write every figure, the configuration and the machine here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw the report as SVG here: latency spectrum per target, throughput
+    /// and CPU per message as bars, one row per scenario.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
     /// Exit non-zero when (errors + loss) / sent exceeds this in any run.
     /// Loss at full-speed udp-ingest measures capacity and is not counted.
     #[arg(long, default_value_t = 0.0)]
@@ -89,6 +93,19 @@ pub struct Args {
     /// Milliseconds after which an unanswered datagram is given up.
     #[arg(long, default_value_t = 200)]
     pub reply_timeout_ms: u64,
+    /// Open loop: microseconds a due request may wait for a wake-up the client
+    /// has anyway (a reply) before a timer of its own wakes it. Latency is still
+    /// measured from the intended send time, so this slack counts against the
+    /// measured latency; it buys fewer client wake-ups (less client CPU).
+    #[arg(long, default_value_t = crate::config::DEFAULT_PACE_SLACK_US)]
+    pub pace_slack_us: u64,
+    /// How full-speed udp-ingest sends: `gso` (io_uring sends of --batch
+    /// datagrams cut by the kernel), `sendmmsg`, or `uring` (one send per datagram).
+    #[arg(long, value_enum, default_value = "gso")]
+    pub ingest_send: IngestSend,
+    /// Datagrams per send at full-speed udp-ingest (1..=64).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
     /// No per-run progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -140,6 +157,9 @@ impl Args {
             cpus: self.cpus.as_slice().to_vec(),
             messages: self.messages,
             reply_timeout: Duration::from_millis(self.reply_timeout_ms),
+            pace_slack: Duration::from_micros(self.pace_slack_us),
+            ingest_send: self.ingest_send,
+            batch: self.batch,
         }
     }
 }
@@ -233,7 +253,8 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
             cal.rate = 0;
             cal.duration = Duration::from_secs(1);
             cal.warmup = Duration::from_millis(300);
-            let f = run::run_one(&cal, Target::Ringport, &server)
+            let label = (!args.quiet).then_some("tcp-rr: calibrating");
+            let f = run::run_one(&cal, Target::Ringport, &server, label)
                 .context("calibrating tcp-rr's rate against ringport")?;
             load.rate = ((f.throughput / 2.0) as u64).max(1000);
             progress(
@@ -261,7 +282,8 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
         };
         for round in 0..rounds {
             for (ti, t) in targets.iter().enumerate() {
-                let f = run::run_one(&load, *t, &server)
+                let label = format!("{scenario} {} {}/{rounds}", t.name(), round + 1);
+                let f = run::run_one(&load, *t, &server, (!args.quiet).then_some(&label))
                     .with_context(|| format!("{scenario} against {}", t.name()))?;
                 progress(
                     args,
@@ -292,6 +314,10 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        crate::plot::write_svg(path, &report)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
 }

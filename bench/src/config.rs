@@ -75,11 +75,41 @@ impl Scenario {
     }
 }
 
+/// How full-speed `udp-ingest` hands datagrams to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngestSend {
+    /// io_uring sends of `--batch` datagrams each, cut into datagrams by the
+    /// kernel (UDP generic segmentation offload, `UDP_SEGMENT` on the socket).
+    Gso,
+    /// `sendmmsg` of `--batch` datagrams per call, rotating over the sockets.
+    Sendmmsg,
+    /// One io_uring send per datagram, `--depth` in flight per socket.
+    Uring,
+}
+
+impl IngestSend {
+    /// The command-line name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestSend::Gso => "gso",
+            IngestSend::Sendmmsg => "sendmmsg",
+            IngestSend::Uring => "uring",
+        }
+    }
+}
+
 impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
+
+/// Default `--pace-slack-us`.
+pub const DEFAULT_PACE_SLACK_US: u64 = 50;
+
+/// Most datagrams per send operation (the kernel's limit of GSO segments per send).
+pub const MAX_BATCH: usize = 64;
 
 /// The load of one run, as the load generator sees it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -109,6 +139,17 @@ pub struct LoadSpec {
     /// A datagram unanswered after this long is given up (its slot reused).
     #[serde(serialize_with = "secs")]
     pub reply_timeout: Duration,
+    /// Open loop: how long after a send's intended time the client may wait
+    /// for a reply's wake-up to send it, instead of a timer of its own. Sends
+    /// are never early, so latency stays measured from the intended time; the
+    /// slack only lets one wake-up send many requests.
+    #[serde(serialize_with = "secs")]
+    pub pace_slack: Duration,
+    /// How full-speed udp-ingest sends.
+    pub ingest_send: IngestSend,
+    /// Datagrams per send operation at full-speed udp-ingest (GSO segments or
+    /// sendmmsg messages).
+    pub batch: usize,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -130,6 +171,9 @@ impl LoadSpec {
             cpus: vec![0],
             messages: None,
             reply_timeout: Duration::from_millis(200),
+            pace_slack: Duration::from_micros(DEFAULT_PACE_SLACK_US),
+            ingest_send: IngestSend::Gso,
+            batch: 32,
         }
     }
 
@@ -144,6 +188,15 @@ impl LoadSpec {
         }
         if self.conns == 0 || self.depth == 0 {
             return Err("--conns and --depth must be at least 1".into());
+        }
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(format!("--batch must be between 1 and {MAX_BATCH}"));
+        }
+        if self.ingest_send == IngestSend::Gso && self.batch * self.size > 65_000 {
+            return Err(format!(
+                "--batch {} x --size {} is over 65000 bytes, the largest GSO send",
+                self.batch, self.size
+            ));
         }
         if self.cpus.is_empty() {
             return Err("--cpus must name at least one CPU".into());

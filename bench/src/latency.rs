@@ -55,6 +55,27 @@ impl Percentiles {
     }
 }
 
+/// The latency spectrum of `h`: `[nines, latency in µs]` points, where a
+/// quantile `q` is plotted at `nines = -log10(1 - q)` (90% at 1, 99.9% at 3),
+/// every 0.1 up to what the sample count supports (at most 5 nines), then
+/// the maximum.
+pub fn spectrum(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let top = (h.len() as f64).log10().clamp(0.0, 5.0);
+    let mut out: Vec<[f64; 2]> = (0..)
+        .map(|i| i as f64 / 10.0)
+        .take_while(|x| *x <= top)
+        .map(|x| {
+            let q = 1.0 - 10f64.powf(-x);
+            [x, h.value_at_quantile(q) as f64 / 1e3]
+        })
+        .collect();
+    out.push([top.max(0.1), h.max() as f64 / 1e3]);
+    out
+}
+
 /// Round-trip latencies of the messages completed inside the measurement window.
 ///
 /// Call [`Recorder::record`] once per reply. A message counts when it was
@@ -172,6 +193,20 @@ impl Pacer {
         self.next_ns += self.interval_ns;
         t
     }
+}
+
+/// How long an open-loop client may sleep at `now_ns` when its next send is
+/// due at `next_due_ns` (`u64::MAX`: nothing is due), with `slack_ns` of
+/// tolerated lateness, never longer than `max_ns` nor shorter than 1 µs.
+///
+/// Any completion wakes the client earlier, and every wake-up sends all that
+/// is due; so with a slack, due requests mostly ride on reply wake-ups and
+/// the timer fires only when no reply came within the slack.
+pub fn sleep_for(now_ns: u64, next_due_ns: u64, slack_ns: u64, max_ns: u64) -> u64 {
+    next_due_ns
+        .saturating_add(slack_ns)
+        .saturating_sub(now_ns)
+        .clamp(1_000, max_ns.max(1_000))
 }
 
 /// What a reply turned out to be.
@@ -392,6 +427,31 @@ mod tests {
         assert!(!p.is_due(120));
         let mut fast = Pacer::new(0, 0);
         assert_eq!(fast.take(7), 7);
+    }
+
+    #[test]
+    fn spectrum_runs_from_the_median_to_the_maximum() {
+        let mut h = new_histogram();
+        // Below 2048 ns the histogram is exact.
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        let s = spectrum(&h);
+        // 0, 0.1, ..., 3.0 nines, then the maximum.
+        assert_eq!(s.len(), 32);
+        assert_eq!(s[0][0], 0.0);
+        assert_eq!(s[10], [1.0, 0.9]);
+        assert_eq!(s[20], [2.0, 0.99]);
+        assert_eq!(s[31], [3.0, 1.0]);
+        assert!(spectrum(&new_histogram()).is_empty());
+    }
+
+    #[test]
+    fn sleep_waits_for_the_slack_past_the_next_due_time() {
+        assert_eq!(sleep_for(100_000, 130_000, 50_000, 10_000_000), 80_000);
+        // Overdue: the shortest sleep, the loop sends it first anyway.
+        assert_eq!(sleep_for(100_000, 20_000, 0, 10_000_000), 1_000);
+        assert_eq!(sleep_for(0, u64::MAX, 50_000, 10_000_000), 10_000_000);
     }
 }
 

@@ -14,6 +14,8 @@
 //!   external `ADDR:PORT`.
 //! * [`run`] runs one scenario against one target and turns counts into
 //!   figures; [`report`] aggregates rounds, prints the table and writes JSON.
+//! * [`plot`] draws the report as SVG (`--svg`), [`progress`] shows a
+//!   once-a-second progress line on a terminal.
 //! * [`cpu`] reads per-thread and per-process CPU time from `/proc`.
 #![warn(missing_docs)]
 
@@ -22,6 +24,8 @@ pub mod client;
 pub mod config;
 pub mod cpu;
 pub mod latency;
+pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod servers;

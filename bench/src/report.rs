@@ -30,6 +30,11 @@ pub const FIGURES: &[FigureDef] = &[
         get: |f| Some(f.throughput),
     },
     FigureDef {
+        key: "offered",
+        label: "offered (msg/s)",
+        get: |f| Some(f.offered),
+    },
+    FigureDef {
         key: "p50_us",
         label: "latency p50 (us)",
         get: |f| f.latency.map(|l| us(l.p50)),
@@ -105,9 +110,19 @@ pub const FIGURES: &[FigureDef] = &[
         get: |f| f.server_cpu_per_m,
     },
     FigureDef {
+        key: "server_busy_pct",
+        label: "server CPU busy (%)",
+        get: |f| f.server_busy_pct,
+    },
+    FigureDef {
         key: "client_cpu_s_per_m",
         label: "client CPU s/M msgs",
         get: |f| f.client_cpu_per_m,
+    },
+    FigureDef {
+        key: "client_busy_pct",
+        label: "client CPU busy (%)",
+        get: |f| f.client_busy_pct,
     },
     FigureDef {
         key: "kernel_drops",

@@ -8,6 +8,7 @@ use crate::client::{self, ClientReport};
 use crate::config::LoadSpec;
 use crate::cpu::{CpuSource, CpuTime};
 use crate::latency::Percentiles;
+use crate::progress::Progress;
 use crate::servers::{self, Server, ServerSpec, Target};
 
 /// Everything one run measured.
@@ -16,10 +17,15 @@ pub struct Figures {
     /// Messages per second completed in the window (replies; for ingest, datagrams
     /// the server received, or the client sent when the server cannot tell).
     pub throughput: f64,
+    /// Messages per second the client meant to send in the window (the offered
+    /// load); above `throughput` at full-speed ingest when the server cannot keep up.
+    pub offered: f64,
     /// Messages completed in the window.
     pub messages: u64,
     /// Round-trip latency from the intended send time (ns).
     pub latency: Option<Percentiles>,
+    /// Corrected latency spectrum: `[nines, µs]` points (see [`crate::latency::spectrum`]).
+    pub spectrum: Vec<[f64; 2]>,
     /// Round-trip latency from the actual send time (ns).
     pub latency_uncorrected: Option<Percentiles>,
     /// Messages sent, whole run (warm-up and window).
@@ -46,8 +52,12 @@ pub struct Figures {
     pub server_sys_per_m: Option<f64>,
     /// Server user + system CPU seconds per million messages.
     pub server_cpu_per_m: Option<f64>,
+    /// Server CPU time over the window's length, in % of one CPU.
+    pub server_busy_pct: Option<f64>,
     /// Client CPU in the window.
     pub client_cpu: Option<CpuTime>,
+    /// Client CPU time over the window's length, in % of one CPU.
+    pub client_busy_pct: Option<f64>,
     /// Client user + system CPU seconds per million messages.
     pub client_cpu_per_m: Option<f64>,
     /// Datagrams dropped by the kernel for the server (its socket's receive
@@ -69,6 +79,10 @@ fn per_million(cpu: f64, messages: u64) -> Option<f64> {
     (messages > 0).then(|| cpu / messages as f64 * 1e6)
 }
 
+fn busy(cpu: f64, window: f64) -> Option<f64> {
+    (window > 0.0).then(|| cpu / window * 100.0)
+}
+
 fn sleep_until(at: Instant) {
     let now = Instant::now();
     if at > now {
@@ -77,14 +91,22 @@ fn sleep_until(at: Instant) {
 }
 
 /// Runs `spec` against `target` (started with `server`) and returns its figures.
-pub fn run_one(spec: &LoadSpec, target: Target, server: &ServerSpec) -> Result<Figures> {
+///
+/// `progress` labels the once-a-second progress line on stderr (shown only on
+/// a terminal); `None` shows none.
+pub fn run_one(
+    spec: &LoadSpec,
+    target: Target,
+    server: &ServerSpec,
+    progress: Option<&str>,
+) -> Result<Figures> {
     let srv = servers::start(target, server)?;
-    let result = drive(spec, srv.as_ref());
+    let result = drive(spec, srv.as_ref(), progress);
     srv.stop();
     result
 }
 
-fn drive(spec: &LoadSpec, srv: &dyn Server) -> Result<Figures> {
+fn drive(spec: &LoadSpec, srv: &dyn Server, progress: Option<&str>) -> Result<Figures> {
     let server_cpu = srv.cpu();
     let client_cpu = CpuSource::ThreadsNamed(vec![client::THREAD_PREFIX.into()]);
     let rcvbuf0 = udp_rcvbuf_errors();
@@ -93,13 +115,36 @@ fn drive(spec: &LoadSpec, srv: &dyn Server) -> Result<Figures> {
 
     let running = client::start(spec, srv.addr())?;
     let (clock, sched) = (running.clock, running.schedule);
-    sleep_until(clock.instant(sched.measure_ns));
+    let mut bar = progress.and_then(|label| {
+        Progress::start(
+            label,
+            Duration::from_nanos(sched.end_ns - sched.start_ns),
+            false,
+        )
+    });
+    let tick = |bar: &mut Option<Progress>| {
+        if let Some(b) = bar {
+            b.update(
+                Duration::from_nanos(clock.now().saturating_sub(sched.start_ns)),
+                running.sent_so_far(),
+            );
+        }
+    };
+    while Instant::now() < clock.instant(sched.measure_ns) {
+        tick(&mut bar);
+        sleep_until(
+            clock
+                .instant(sched.measure_ns)
+                .min(Instant::now() + Duration::from_millis(20)),
+        );
+    }
     let s0 = server_cpu.sample();
     let c0 = client_cpu.sample();
     let w0 = srv.datagrams_received();
     // Wait for the window's end, or for a message cap to end the run early.
     let end = clock.instant(sched.end_ns);
     while Instant::now() < end && !running.finished() {
+        tick(&mut bar);
         std::thread::sleep(
             Duration::from_millis(5).min(end.saturating_duration_since(Instant::now())),
         );
@@ -112,6 +157,9 @@ fn drive(spec: &LoadSpec, srv: &dyn Server) -> Result<Figures> {
     let s1 = server_cpu.sample();
     let c1 = client_cpu.sample();
     let w1 = srv.datagrams_received();
+    if let Some(b) = bar {
+        b.finish();
+    }
     let report: ClientReport = running.wait()?;
 
     let one_way = spec.scenario.is_one_way();
@@ -151,9 +199,19 @@ fn drive(spec: &LoadSpec, srv: &dyn Server) -> Result<Figures> {
         } else {
             0.0
         },
+        offered: if window > 0.0 {
+            report.offered as f64 / window
+        } else {
+            0.0
+        },
         messages,
         latency: (!one_way).then(|| report.recorder.corrected()),
         latency_uncorrected: (!one_way).then(|| report.recorder.uncorrected()),
+        spectrum: if one_way {
+            Vec::new()
+        } else {
+            crate::latency::spectrum(report.recorder.corrected_histogram())
+        },
         sent: report.sent,
         received: received_total,
         errors: report.errors,
@@ -169,8 +227,13 @@ fn drive(spec: &LoadSpec, srv: &dyn Server) -> Result<Figures> {
         server_user_per_m: server_cpu.and_then(|c| per_million(c.user, messages)),
         server_sys_per_m: server_cpu.and_then(|c| per_million(c.sys, messages)),
         server_cpu_per_m: server_cpu.and_then(|c| per_million(c.total(), messages)),
+        server_busy_pct: server_cpu.and_then(|c| busy(c.total(), window)),
         server_cpu,
-        client_cpu_per_m: client_cpu.and_then(|c| per_million(c.total(), messages)),
+        client_busy_pct: client_cpu.and_then(|c| busy(c.total(), window)),
+        // At full-speed ingest the client's work is per datagram sent, and the
+        // server may take far fewer than were sent.
+        client_cpu_per_m: client_cpu
+            .and_then(|c| per_million(c.total(), if one_way { report.offered } else { messages })),
         client_cpu,
         kernel_drops,
     })

@@ -12,6 +12,7 @@
 //! measurement windows and the open-loop schedules line up across threads.
 
 mod driver;
+mod ingest;
 mod tcp;
 mod udp;
 
@@ -78,6 +79,8 @@ pub struct ClientReport {
     pub recorder: Recorder,
     /// Messages completed inside the window (replies, or sends for one-way traffic).
     pub completed: u64,
+    /// Messages meant to be sent inside the window (the offered load).
+    pub offered: u64,
     /// Messages sent, whole run.
     pub sent: u64,
     /// Distinct replies received, whole run.
@@ -102,6 +105,7 @@ impl ClientReport {
         ClientReport {
             recorder: Recorder::new(schedule.measure_ns, schedule.end_ns),
             completed: 0,
+            offered: 0,
             sent: 0,
             received: 0,
             errors: 0,
@@ -116,6 +120,7 @@ impl ClientReport {
     fn merge(&mut self, o: &ClientReport) {
         self.recorder.merge(&o.recorder);
         self.completed += o.completed;
+        self.offered += o.offered;
         self.sent += o.sent;
         self.received += o.received;
         self.errors += o.errors;
@@ -138,6 +143,8 @@ struct ThreadLoad {
     caps: Vec<u64>,
     /// Interval of each connection's pacer (0: closed loop / full speed).
     interval_ns: u64,
+    /// Where the thread publishes its sent count for the progress line.
+    live: Arc<AtomicU64>,
 }
 
 /// A client run in progress; [`Running::wait`] returns the merged report.
@@ -149,9 +156,15 @@ pub struct Running {
     /// The clock the schedule is on.
     pub clock: Clock,
     done: Arc<AtomicU64>,
+    live: Vec<Arc<AtomicU64>>,
 }
 
 impl Running {
+    /// Messages sent so far by all threads (updated every loop turn).
+    pub fn sent_so_far(&self) -> u64 {
+        self.live.iter().map(|l| l.load(Ordering::Relaxed)).sum()
+    }
+
     /// Whether every thread has finished (a message cap reached, or the end).
     pub fn finished(&self) -> bool {
         self.done.load(Ordering::Acquire) as usize == self.threads.len()
@@ -186,7 +199,8 @@ pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
     let failed = Arc::new(AtomicU64::new(0));
     let per_conn_interval = crate::latency::Pacer::interval_for(spec.rate, spec.conns);
     let mut threads = Vec::with_capacity(nthreads);
-    for t in 0..nthreads {
+    let live: Vec<Arc<AtomicU64>> = (0..nthreads).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    for (t, live) in live.iter().enumerate() {
         let conns = (t..spec.conns).step_by(nthreads).count();
         let caps = (t..spec.conns)
             .step_by(nthreads)
@@ -201,6 +215,7 @@ pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
             conns,
             caps,
             interval_ns: per_conn_interval,
+            live: live.clone(),
         };
         let cpu = spec.cpus[t];
         let (ready, go, start_at, done, failed) = (
@@ -215,7 +230,9 @@ pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
             .spawn(move || {
                 let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                 let setup = if pinned {
-                    if load.spec.scenario.is_udp() {
+                    if load.spec.scenario.is_one_way() && load.spec.rate == 0 {
+                        ingest::IngestThread::new(&load).map(Worker::Ingest)
+                    } else if load.spec.scenario.is_udp() {
                         udp::UdpThread::new(&load).map(Worker::Udp)
                     } else {
                         tcp::TcpThread::new(&load).map(Worker::Tcp)
@@ -242,6 +259,7 @@ pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
                     match w {
                         Worker::Tcp(mut w) => w.run(&clock, &schedule),
                         Worker::Udp(mut w) => w.run(&clock, &schedule),
+                        Worker::Ingest(mut w) => w.run(&clock, &schedule),
                     }
                 });
                 done.fetch_add(1, Ordering::AcqRel);
@@ -264,10 +282,12 @@ pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
         schedule,
         clock,
         done,
+        live,
     })
 }
 
 enum Worker {
     Tcp(tcp::TcpThread),
     Udp(udp::UdpThread),
+    Ingest(ingest::IngestThread),
 }

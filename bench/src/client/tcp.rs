@@ -10,7 +10,7 @@ use io_uring::{opcode, types};
 
 use super::driver::{Driver, KIND_MASK, KIND_RECV, KIND_SEND};
 use super::{ClientReport, Clock, Schedule, ThreadLoad};
-use crate::latency::Pacer;
+use crate::latency::{sleep_for, Pacer};
 use crate::wire::{self, Protocol, REQUEST_FLAGS};
 
 /// How long after the end replies still in flight are waited for.
@@ -39,12 +39,15 @@ struct Conn {
 pub struct TcpThread {
     // Declared first: dropped (ring closed) before the send buffers in `conns`.
     driver: Driver,
+    /// Sent so far, for the progress line.
+    live: std::sync::Arc<std::sync::atomic::AtomicU64>,
     conns: Vec<Conn>,
     protocol: Protocol,
     size: usize,
     depth: usize,
     closed_loop: bool,
     interval_ns: u64,
+    slack_ns: u64,
 }
 
 impl TcpThread {
@@ -74,12 +77,14 @@ impl TcpThread {
         let driver = Driver::new(1024, bufs, 16 * 1024)?;
         Ok(TcpThread {
             driver,
+            live: load.live.clone(),
             conns,
             protocol: spec.protocol,
             size: spec.size,
             depth: spec.depth,
             closed_loop: spec.rate == 0,
             interval_ns: load.interval_ns,
+            slack_ns: spec.pace_slack.as_nanos() as u64,
         })
     }
 
@@ -101,6 +106,8 @@ impl TcpThread {
         let drain_end = schedule.end_ns + DRAIN.as_nanos() as u64;
         loop {
             let now = clock.now();
+            self.live
+                .store(report.sent, std::sync::atomic::Ordering::Relaxed);
             let open = now < schedule.end_ns;
             let mut next_due = u64::MAX;
             let mut busy = false;
@@ -122,6 +129,9 @@ impl TcpThread {
                         c.next_seq += 1;
                         c.inflight.push_back((intended, now));
                         report.sent += 1;
+                        if intended >= schedule.measure_ns && intended < schedule.end_ns {
+                            report.offered += 1;
+                        }
                     }
                     if !self.closed_loop && c.next_seq < c.cap {
                         next_due = next_due.min(c.pacer.next_due());
@@ -152,8 +162,8 @@ impl TcpThread {
             if now > drain_end {
                 break;
             }
-            let wait = if open && !self.closed_loop && next_due != u64::MAX {
-                next_due.saturating_sub(now).clamp(1_000, 10_000_000)
+            let wait = if open && !self.closed_loop {
+                sleep_for(now, next_due, self.slack_ns, 10_000_000)
             } else {
                 10_000_000
             };

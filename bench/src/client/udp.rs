@@ -9,7 +9,7 @@ use io_uring::{opcode, types};
 
 use super::driver::{Driver, KIND_MASK, KIND_RECV, KIND_SEND};
 use super::{ClientReport, Clock, Schedule, ThreadLoad};
-use crate::latency::{Pacer, ReplyKind, SeqWindow};
+use crate::latency::{sleep_for, Pacer, ReplyKind, SeqWindow};
 use crate::wire::{self, Protocol, ONE_WAY_FLAGS, REQUEST_FLAGS};
 
 /// Socket buffer size asked for (capped by net.core.[rw]mem_max).
@@ -30,6 +30,8 @@ struct Sock {
 pub struct UdpThread {
     // Declared first: the ring is closed before the send buffers are freed.
     driver: Driver,
+    /// Sent so far, for the progress line.
+    live: std::sync::Arc<std::sync::atomic::AtomicU64>,
     socks: Vec<Sock>,
     /// Send buffers, one datagram each; `free` lists the idle ones.
     slots: Vec<Box<[u8]>>,
@@ -43,9 +45,10 @@ pub struct UdpThread {
     closed_loop: bool,
     interval_ns: u64,
     timeout_ns: u64,
+    slack_ns: u64,
 }
 
-fn udp_socket(target: std::net::SocketAddr) -> Result<UdpSocket> {
+pub(super) fn udp_socket(target: std::net::SocketAddr) -> Result<UdpSocket> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(target),
         socket2::Type::DGRAM,
@@ -89,6 +92,7 @@ impl UdpThread {
         let driver = Driver::new(2048, bufs, buf_size)?;
         Ok(UdpThread {
             driver,
+            live: load.live.clone(),
             socks,
             slot_owner: vec![0; nslots],
             free: (0..nslots as u32).rev().collect(),
@@ -100,6 +104,11 @@ impl UdpThread {
             closed_loop: spec.rate == 0,
             interval_ns: load.interval_ns,
             timeout_ns: spec.reply_timeout.as_nanos() as u64,
+            slack_ns: if spec.rate == 0 {
+                0
+            } else {
+                spec.pace_slack.as_nanos() as u64
+            },
         })
     }
 
@@ -127,6 +136,10 @@ impl UdpThread {
         let mut in_window_sent = 0u64;
         loop {
             let now = clock.now();
+            self.live.store(
+                self.socks.iter().map(|s| s.window.sent()).sum(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let open = now < schedule.end_ns;
             let mut next_due = u64::MAX;
             if open {
@@ -151,8 +164,8 @@ impl UdpThread {
             if now > drain_end {
                 break;
             }
-            let wait = if open && next_due != u64::MAX {
-                next_due.saturating_sub(now).clamp(1_000, 5_000_000)
+            let wait = if open {
+                sleep_for(now, next_due, self.slack_ns, EXPIRE_EVERY_NS)
             } else {
                 EXPIRE_EVERY_NS
             };
@@ -173,6 +186,7 @@ impl UdpThread {
         if self.one_way {
             report.completed = in_window_sent;
         }
+        report.offered = in_window_sent;
         Ok(report)
     }
 
@@ -219,7 +233,7 @@ impl UdpThread {
             wire::encode_into(buf, seq, flags);
             self.slot_owner[slot as usize] = i as u32;
             s.sending += 1;
-            if self.one_way && intended >= schedule.measure_ns && intended < schedule.end_ns {
+            if intended >= schedule.measure_ns && intended < schedule.end_ns {
                 *in_window_sent += 1;
             }
             let sqe = opcode::Send::new(
