@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use ringport::engine::cpus;
+use ringport::engine::operations::Operations;
 use ringport::engine::plan::{Mode, Plan, PlanRequest};
 use ringport::engine::spec::ListenerSpec;
 use ringport::engine::{Counters, EngineConfig, EngineHandle, ShardStats, StartError};
@@ -69,6 +70,7 @@ pub struct ServerBuilder {
     mode: Mode,
     config: EngineConfig,
     registry: Option<Registry>,
+    operations: Operations,
 }
 
 /// Starts describing a server with one shard, range mode, default config and
@@ -81,6 +83,7 @@ pub fn server() -> ServerBuilder {
         mode: Mode::Range,
         config: EngineConfig::default(),
         registry: None,
+        operations: Operations::default(),
     }
 }
 
@@ -112,6 +115,12 @@ impl ServerBuilder {
     /// Engine tunables.
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Allowlists, limits, timeouts, handshake log (default: the defaults).
+    pub fn operations(mut self, operations: Operations) -> Self {
+        self.operations = operations;
         self
     }
 
@@ -161,7 +170,12 @@ impl ServerBuilder {
                 allow_idle_shards: false,
             })
             .expect("a valid plan");
-            match EngineHandle::start(&plan, self.config.clone(), &registry) {
+            match EngineHandle::start_with(
+                &plan,
+                self.config.clone(),
+                &registry,
+                self.operations.clone(),
+            ) {
                 Ok(handle) => {
                     return Server {
                         handle: Some(handle),
