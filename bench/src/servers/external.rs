@@ -65,17 +65,34 @@ pub(super) fn start_sockperf(spec: &ServerSpec) -> Result<Box<dyn Server>> {
         ));
     }
     let port = free_port(spec.udp)?;
+    // `sockperf server -i ADDR -p PORT` watches its one socket with blocking
+    // recvfrom() ("using recvfrom() to block on socket(s)"): over TCP it then
+    // serves one connection at a time and stops accepting, so with many
+    // connections the others' connects time out in the small listen backlog
+    // and requests sit unanswered. Its epoll mode (`-F epoll`) serves every
+    // connection, but sockperf takes `-F` only with a feed file (`-f`).
+    let feed = std::env::temp_dir().join(format!(
+        "ringport-bench-sockperf-{}-{port}.feed",
+        std::process::id()
+    ));
+    let proto = if spec.udp { 'U' } else { 'T' };
+    std::fs::write(&feed, format!("{proto}:127.0.0.1:{port}\n"))
+        .with_context(|| format!("writing sockperf's feed file {}", feed.display()))?;
     let mut cmd = Command::new(SOCKPERF);
-    cmd.args(["server", "-i", "127.0.0.1", "-p", &port.to_string()]);
-    if !spec.udp {
-        cmd.arg("--tcp");
-    }
-    let mut child = cmd
+    cmd.arg("server").arg("-f").arg(&feed).args(["-F", "epoll"]);
+    let spawned = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting `sockperf server` (is sockperf installed? apt-get install sockperf)")?;
+        .context("starting `sockperf server` (is sockperf installed? apt-get install sockperf)");
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&feed);
+            return Err(e);
+        }
+    };
     let cpus: Vec<usize> = spec.cpus.iter().copied().take(spec.shards.max(1)).collect();
     pin_process(child.id(), &cpus);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -83,6 +100,7 @@ pub(super) fn start_sockperf(spec: &ServerSpec) -> Result<Box<dyn Server>> {
     let deadline = started + Duration::from_secs(3);
     loop {
         if let Some(status) = child.try_wait()? {
+            let _ = std::fs::remove_file(&feed);
             return Err(anyhow!("`sockperf server` exited at start with {status}"));
         }
         let up = if spec.udp {
@@ -92,11 +110,13 @@ pub(super) fn start_sockperf(spec: &ServerSpec) -> Result<Box<dyn Server>> {
             std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
         };
         if up {
+            let _ = std::fs::remove_file(&feed);
             break;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_file(&feed);
             return Err(anyhow!(
                 "`sockperf server` did not listen on {addr} within 3 s"
             ));
