@@ -1,0 +1,388 @@
+//! The operations surface of the `ringport` binary: `/metrics` passes
+//! `promtool check metrics` and counts exactly the traffic sent; SIGTERM
+//! drains (new connections refused, open ones finish, exit 0) and a second
+//! SIGINT stops at once.
+//!
+//! Needs the binary (`cargo build -p ringport-tools`) and `promtool` (Debian
+//! package `prometheus`), as `.ci/run` provides.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use ringport::engine::cpus::allowed_cpus;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn ringport_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join("ringport");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build it first with `cargo build -p ringport-tools`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `ringport serve` with echo over TCP and UDP on `port` and the
+/// admin endpoint on `admin`.
+struct Served {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    port: u16,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if pred(&l) => return l,
+            Ok(_) => {}
+            Err(_) => panic!("ringport never printed {what}"),
+        }
+    }
+}
+
+/// Starts the server on random free ports (retrying when one is taken).
+fn serve(extra: &[&str]) -> Served {
+    let cpu = allowed_cpus().unwrap()[0].to_string();
+    let mut rng = rand::thread_rng();
+    for _ in 0..20 {
+        let port: u16 = rng.gen_range(20000..30000);
+        let admin = SocketAddr::new(LOOPBACK, port + 1);
+        let log =
+            std::env::temp_dir().join(format!("ringport-ops-{}-{port}.log", std::process::id()));
+        let (tcp, udp) = (
+            format!("echo@tcp:127.0.0.1:{port}"),
+            format!("echo@udp:127.0.0.1:{port}"),
+        );
+        let admin_s = admin.to_string();
+        let log_s = log.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "serve",
+            "--shards",
+            "1",
+            "--cpus",
+            &cpu,
+            "--listen",
+            &tcp,
+            "--listen",
+            &udp,
+            "--allow",
+            "127.0.0.1/32",
+            "--admin",
+            &admin_s,
+            "--log",
+            &log_s,
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(ringport_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ringport");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(l) = stdout.recv_timeout(Duration::from_millis(50)) {
+                if l.starts_with("admin endpoint on") {
+                    return Served {
+                        child,
+                        stdout,
+                        stderr,
+                        port,
+                        admin,
+                        log,
+                    };
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let err: Vec<String> = stderr.try_iter().collect();
+                assert!(
+                    err.iter().any(|l| l.contains("in use")),
+                    "ringport exited with {status}: {err:?}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "ringport did not start");
+        }
+    }
+    panic!("no free ports found");
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the sample `name{labels}` in `metrics`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn echo(port: u16, payload: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(SocketAddr::new(LOOPBACK, port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(payload).unwrap();
+    let mut got = vec![0; payload.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, payload);
+    s
+}
+
+#[test]
+fn metrics_pass_promtool_and_count_the_traffic_sent() {
+    let srv = serve(&[]);
+    let (tcp_l, udp_l) = (
+        format!("echo@tcp:127.0.0.1:{}", srv.port),
+        format!("echo@udp:127.0.0.1:{}", srv.port),
+    );
+    for _ in 0..3 {
+        drop(echo(srv.port, &[1u8; 100]));
+    }
+    let to = SocketAddr::new(LOOPBACK, srv.port);
+    let trusted = UdpSocket::bind((LOOPBACK, 0)).unwrap();
+    trusted.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..5 {
+        trusted.send_to(&[2u8; 10], to).unwrap();
+        assert_eq!(trusted.recv_from(&mut buf).unwrap().0, 10);
+    }
+    let untrusted = UdpSocket::bind(("127.0.0.2", 0)).unwrap();
+    for _ in 0..2 {
+        untrusted.send_to(&[3u8; 10], to).unwrap();
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    let m = loop {
+        let m = http_get(srv.admin, "/metrics");
+        let closed = sample(
+            &m,
+            &format!("ringport_listener_connections_open{{listener=\"{tcp_l}\"}}"),
+        );
+        let denied = sample(&m, &format!("ringport_listener_denials_total{{listener=\"{udp_l}\",mode=\"deny\",reason=\"not_allowed\"}}"));
+        if closed == Some(0.0) && denied == Some(2.0) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "metrics never settled:\n{m}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let expect = [
+        (
+            format!("ringport_listener_connections_total{{listener=\"{tcp_l}\"}}"),
+            3.0,
+        ),
+        (
+            format!("ringport_listener_bytes_total{{listener=\"{tcp_l}\",direction=\"in\"}}"),
+            300.0,
+        ),
+        (
+            format!("ringport_listener_bytes_total{{listener=\"{tcp_l}\",direction=\"out\"}}"),
+            300.0,
+        ),
+        (
+            format!("ringport_listener_datagrams_total{{listener=\"{udp_l}\"}}"),
+            5.0,
+        ),
+        (
+            format!("ringport_listener_bytes_total{{listener=\"{udp_l}\",direction=\"in\"}}"),
+            50.0,
+        ),
+        (
+            "ringport_bytes_total{shard=\"0\",direction=\"in\"}".to_owned(),
+            350.0,
+        ),
+        (
+            "ringport_bytes_total{shard=\"0\",direction=\"out\"}".to_owned(),
+            350.0,
+        ),
+        (
+            "ringport_datagrams_received_total{shard=\"0\"}".to_owned(),
+            5.0,
+        ),
+        (
+            "ringport_connections_accepted_total{shard=\"0\"}".to_owned(),
+            3.0,
+        ),
+        (
+            "ringport_connections_closed_total{shard=\"0\"}".to_owned(),
+            3.0,
+        ),
+        ("ringport_log_dropped_total".to_owned(), 0.0),
+    ];
+    for (series, value) in &expect {
+        assert_eq!(sample(&m, series), Some(*value), "{series} in\n{m}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`, installed by .ci/run) is needed");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(m.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_str(&http_get(srv.admin, "/status")).unwrap();
+    assert_eq!(status["mode"], "range");
+    assert_eq!(status["shards"].as_array().unwrap().len(), 1);
+    assert_eq!(status["listeners"][0]["conns_accepted"], 3);
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ringport did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: kill has no memory preconditions; the pid is our live child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+#[test]
+fn sigterm_drains_open_connections_refuses_new_ones_and_exits_0() {
+    let mut srv = serve(&["--drain-timeout", "15"]);
+    let mut open = echo(srv.port, b"before");
+    signal(&srv.child, libc::SIGTERM);
+    wait_line(&srv.stderr, "the drain notice", |l| {
+        l.contains("draining 1 open connection")
+    });
+    // New connections are refused once the shard has closed its listener.
+    let deadline = Instant::now() + TIMEOUT;
+    while TcpStream::connect(SocketAddr::new(LOOPBACK, srv.port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting while draining");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The open connection is still served, and its close ends the drain.
+    open.write_all(b"during").unwrap();
+    let mut got = [0u8; 6];
+    open.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"during");
+    drop(open);
+    let status = wait_exit(&mut srv.child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    // Connections the probe above made before the listener closed were
+    // served too: every one accepted was closed.
+    let total = wait_line(&srv.stdout, "the totals", |l| l.starts_with("total: "));
+    let count = |key: &str| -> u64 {
+        let at = total.find(key).unwrap() + key.len();
+        total[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("accepted "), count("closed "), "{total}");
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    let events: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let n = |e: &str| events.iter().filter(|x| *x == e).count() as u64;
+    assert_eq!(
+        (events[0].as_str(), events.last().unwrap().as_str()),
+        ("open", "summary"),
+        "{log}"
+    );
+    assert_eq!(
+        (n("drain_start"), n("open"), n("close")),
+        (1, count("accepted "), count("accepted ")),
+        "{log}"
+    );
+}
+
+#[test]
+fn drain_timeout_closes_what_is_left_and_a_second_sigint_stops_at_once() {
+    let mut srv = serve(&["--drain-timeout", "0.5"]);
+    let _held = echo(srv.port, b"x");
+    signal(&srv.child, libc::SIGTERM);
+    let status = wait_exit(&mut srv.child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert!(log.contains(r#""close_reason":"drain_timeout""#), "{log}");
+
+    let mut srv = serve(&["--drain-timeout", "600"]);
+    let _held = echo(srv.port, b"x");
+    signal(&srv.child, libc::SIGINT);
+    wait_line(&srv.stderr, "the drain notice", |l| l.contains("draining"));
+    signal(&srv.child, libc::SIGINT);
+    let status = wait_exit(&mut srv.child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    wait_line(&srv.stderr, "the second signal", |l| {
+        l.contains("received again, stopping now")
+    });
+}
