@@ -65,6 +65,48 @@ fn faulty_tcp() -> SocketAddr {
     addr
 }
 
+/// A TCP sockperf reflector (one connection) that stalls once, for `stall`,
+/// before answering request number `at`.
+fn stalling_tcp(at: u64, stall: std::time::Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        s.set_nodelay(true).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16384];
+        let mut seen = 0u64;
+        loop {
+            let n = match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let mut out = Vec::new();
+            let mut off = 0;
+            while buf.len() - off >= 14 {
+                let len = u32::from_be_bytes(buf[off + 10..off + 14].try_into().unwrap()) as usize;
+                if buf.len() - off < len {
+                    break;
+                }
+                seen += 1;
+                if seen == at {
+                    thread::sleep(stall);
+                }
+                let mut frame = buf[off..off + len].to_vec();
+                reflect(&mut frame);
+                out.extend_from_slice(&frame);
+                off += len;
+            }
+            buf.drain(..off);
+            if s.write_all(&out).is_err() {
+                return;
+            }
+        }
+    });
+    addr
+}
+
 /// A UDP sockperf reflector that drops every 1000th datagram. Stops when `stop` is set.
 fn faulty_udp(stop: Arc<AtomicBool>) -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -255,4 +297,37 @@ fn json_report_parses_and_holds_every_figure_of_the_table() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_100ms_stall_shows_in_the_corrected_p999_and_not_in_the_uncorrected_one() {
+    // 2,000 requests at 2,000 per second on one connection, one at a time;
+    // the server stalls 100 ms before answering the 1,000th. About 200
+    // requests fall due during the stall and go out late, after it.
+    let addr = stalling_tcp(1000, std::time::Duration::from_millis(100)).to_string();
+    let a = args(&[
+        "--scenario",
+        "tcp-rr",
+        "--target",
+        &addr,
+        "--rate",
+        "2000",
+        "--conns",
+        "1",
+        "--depth",
+        "1",
+        "--messages",
+        "2000",
+    ]);
+    let report = cli::run(&a, vec![]).unwrap();
+    let f = &report.scenarios[0].targets[0].runs[0];
+    assert_eq!((f.sent, f.errors, f.lost), (2000, 0, Some(0)));
+    let (c, u) = (f.latency.unwrap(), f.latency_uncorrected.unwrap());
+    assert_eq!((c.count, u.count), (2000, 2000));
+    // From the intended send times, the 3rd worst of 2,000 waited ~99 ms.
+    assert!(c.p999 >= 90_000_000, "corrected {c:?}");
+    // From the actual sends, one request saw the stall; the p99.9 did not.
+    assert!(u.max >= 100_000_000, "uncorrected {u:?}");
+    assert!(u.p999 < 50_000_000, "uncorrected {u:?}");
+    assert!(report.passed);
 }
