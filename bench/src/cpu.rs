@@ -109,6 +109,51 @@ impl CpuSource {
     }
 }
 
+/// Idle and total time of some CPUs, in clock ticks, from `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTicks {
+    /// Ticks idle (idle + iowait).
+    pub idle: u64,
+    /// All ticks.
+    pub total: u64,
+}
+
+impl CpuTicks {
+    /// Percent of the time between `earlier` and `self` the CPUs were idle.
+    pub fn idle_pct_since(&self, earlier: &CpuTicks) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let idle = self.idle.checked_sub(earlier.idle)?;
+        (total > 0).then(|| idle as f64 / total as f64 * 100.0)
+    }
+}
+
+/// Parses the `cpuN` lines of `/proc/stat` text for the CPUs in `cpus`.
+pub fn parse_proc_stat(text: &str, cpus: &[usize]) -> Option<CpuTicks> {
+    let mut t = CpuTicks::default();
+    let mut found = 0;
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let Some(n) = f.next().and_then(|h| h.strip_prefix("cpu")) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        if !cpus.contains(&n) {
+            continue;
+        }
+        let v: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal (guest time is in user).
+        t.idle += v.get(3)? + v.get(4)?;
+        t.total += v.iter().take(8).sum::<u64>();
+        found += 1;
+    }
+    (found == cpus.len()).then_some(t)
+}
+
+/// The idle and total ticks of `cpus` now (`None` if one is not in `/proc/stat`).
+pub fn cpu_ticks(cpus: &[usize]) -> Option<CpuTicks> {
+    parse_proc_stat(&fs::read_to_string("/proc/stat").ok()?, cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +163,30 @@ mod tests {
         let line = "1234 (a b) c)) S 1 2 3 4 5 6 7 8 9 10 250 37 0 0 20 0 1 0";
         assert_eq!(parse_stat(line), Some((250, 37)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn proc_stat_idle_of_chosen_cpus() {
+        let text =
+            "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 10 0 5 80 5 0 0 0 0 0\ncpu1 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(
+            parse_proc_stat(text, &[0]),
+            Some(CpuTicks {
+                idle: 85,
+                total: 100
+            })
+        );
+        assert_eq!(parse_proc_stat(text, &[0, 1]).map(|t| t.idle), Some(94));
+        assert_eq!(parse_proc_stat(text, &[2]), None);
+        let a = CpuTicks {
+            idle: 10,
+            total: 100,
+        };
+        let b = CpuTicks {
+            idle: 40,
+            total: 200,
+        };
+        assert_eq!(b.idle_pct_since(&a), Some(30.0));
     }
 
     #[test]

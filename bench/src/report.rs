@@ -115,6 +115,11 @@ pub const FIGURES: &[FigureDef] = &[
         get: |f| f.server_busy_pct,
     },
     FigureDef {
+        key: "server_cpus_idle_pct",
+        label: "server CPUs idle (%)",
+        get: |f| f.server_cpus_idle_pct,
+    },
+    FigureDef {
         key: "client_cpu_s_per_m",
         label: "client CPU s/M msgs",
         get: |f| f.client_cpu_per_m,

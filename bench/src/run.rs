@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::client::{self, ClientReport};
 use crate::config::LoadSpec;
-use crate::cpu::{CpuSource, CpuTime};
+use crate::cpu::{cpu_ticks, CpuSource, CpuTime};
 use crate::latency::Percentiles;
 use crate::progress::Progress;
 use crate::servers::{self, Server, ServerSpec, Target};
@@ -54,6 +54,11 @@ pub struct Figures {
     pub server_cpu_per_m: Option<f64>,
     /// Server CPU time over the window's length, in % of one CPU.
     pub server_busy_pct: Option<f64>,
+    /// How idle the server's CPUs were in the window (% of their time, from
+    /// `/proc/stat`): what the server threads, interrupts and softirqs, and
+    /// every other process on those CPUs left over. Near 0 with the server
+    /// threads below 100% busy means something else took the CPU.
+    pub server_cpus_idle_pct: Option<f64>,
     /// Client CPU in the window.
     pub client_cpu: Option<CpuTime>,
     /// Client CPU time over the window's length, in % of one CPU.
@@ -101,12 +106,27 @@ pub fn run_one(
     progress: Option<&str>,
 ) -> Result<Figures> {
     let srv = servers::start(target, server)?;
-    let result = drive(spec, srv.as_ref(), progress);
+    // The server's CPUs are known when the harness started it.
+    let cpus = match target {
+        Target::External(_) => Vec::new(),
+        _ => server
+            .cpus
+            .iter()
+            .copied()
+            .take(server.shards.max(1))
+            .collect(),
+    };
+    let result = drive(spec, srv.as_ref(), &cpus, progress);
     srv.stop();
     result
 }
 
-fn drive(spec: &LoadSpec, srv: &dyn Server, progress: Option<&str>) -> Result<Figures> {
+fn drive(
+    spec: &LoadSpec,
+    srv: &dyn Server,
+    server_cpus: &[usize],
+    progress: Option<&str>,
+) -> Result<Figures> {
     let server_cpu = srv.cpu();
     let client_cpu = CpuSource::ThreadsNamed(vec![client::THREAD_PREFIX.into()]);
     let rcvbuf0 = udp_rcvbuf_errors();
@@ -139,6 +159,7 @@ fn drive(spec: &LoadSpec, srv: &dyn Server, progress: Option<&str>) -> Result<Fi
         );
     }
     let s0 = server_cpu.sample();
+    let t0 = cpu_ticks(server_cpus);
     let c0 = client_cpu.sample();
     let w0 = srv.datagrams_received();
     // Wait for the window's end, or for a message cap to end the run early.
@@ -155,6 +176,7 @@ fn drive(spec: &LoadSpec, srv: &dyn Server, progress: Option<&str>) -> Result<Fi
         .saturating_sub(sched.measure_ns)) as f64
         / 1e9;
     let s1 = server_cpu.sample();
+    let t1 = cpu_ticks(server_cpus);
     let c1 = client_cpu.sample();
     let w1 = srv.datagrams_received();
     if let Some(b) = bar {
@@ -229,6 +251,7 @@ fn drive(spec: &LoadSpec, srv: &dyn Server, progress: Option<&str>) -> Result<Fi
         server_cpu_per_m: server_cpu.and_then(|c| per_million(c.total(), messages)),
         server_busy_pct: server_cpu.and_then(|c| busy(c.total(), window)),
         server_cpu,
+        server_cpus_idle_pct: t0.zip(t1).and_then(|(a, b)| b.idle_pct_since(&a)),
         client_busy_pct: client_cpu.and_then(|c| busy(c.total(), window)),
         // At full-speed ingest the client's work is per datagram sent, and the
         // server may take far fewer than were sent.
