@@ -252,10 +252,11 @@ fn a_dropped_datagram_in_a_thousand_is_ten_lost_and_fails_the_run() {
 }
 
 #[test]
-fn json_report_parses_and_holds_every_figure_of_the_table() {
+fn json_report_parses_and_holds_every_figure_of_the_table_and_svg_is_drawn() {
     let dir = std::env::temp_dir().join(format!("ringport-bench-json-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("report.json");
+    let svg = dir.join("report.svg");
     let a = args(&[
         "--scenario",
         "udp-echo",
@@ -269,6 +270,8 @@ fn json_report_parses_and_holds_every_figure_of_the_table() {
         "1",
         "--json",
         path.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
     ]);
     let report = cli::run(&a, vec!["ringport-bench".into()]).unwrap();
     assert!(report.passed);
@@ -296,6 +299,11 @@ fn json_report_parses_and_holds_every_figure_of_the_table() {
             assert!(close, "{} of {}: {median} vs {value}", def.key, t.target);
         }
     }
+    // The plots: one spectrum per scenario, every target named.
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg"));
+    assert!(svg.contains("udp-echo: latency by percentile"));
+    assert!(svg.contains("epoll client") && svg.contains("tokio server"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
