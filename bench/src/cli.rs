@@ -206,6 +206,22 @@ fn fmt_run(f: &Figures) -> String {
     )
 }
 
+/// Other work above this share of the client's or server's CPUs (%) makes a
+/// run's figures suspect.
+pub const CONTENTION_PCT: f64 = 10.0;
+
+/// A warning when other work took a noticeable share of the CPUs of the run.
+pub fn contention_warning(f: &Figures) -> Option<String> {
+    let s = f.server_cpus_other_pct.unwrap_or(0.0);
+    let c = f.client_cpus_other_pct.unwrap_or(0.0);
+    (s > CONTENTION_PCT || c > CONTENTION_PCT).then(|| {
+        format!(
+            "other work took {s:.0}% of the server CPUs and {c:.0}% of the client CPUs; \
+             figures of this run are not the harness's and the server's alone"
+        )
+    })
+}
+
 /// Whether a run stays within `max` (see `--max-error-rate`).
 pub fn within_error_budget(load: &LoadSpec, f: &Figures, max: f64) -> bool {
     let rate = if load.scenario.is_one_way() && load.rate == 0 {
@@ -294,6 +310,9 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
                         fmt_run(&f)
                     ),
                 );
+                if let Some(w) = contention_warning(&f) {
+                    eprintln!("{scenario} {} round {}: warning: {w}", t.name(), round + 1);
+                }
                 if !within_error_budget(&load, &f, args.max_error_rate) {
                     passed = false;
                 }

@@ -120,6 +120,11 @@ pub const FIGURES: &[FigureDef] = &[
         get: |f| f.server_cpus_idle_pct,
     },
     FigureDef {
+        key: "server_cpus_other_pct",
+        label: "server CPUs other (%)",
+        get: |f| f.server_cpus_other_pct,
+    },
+    FigureDef {
         key: "client_cpu_s_per_m",
         label: "client CPU s/M msgs",
         get: |f| f.client_cpu_per_m,
@@ -128,6 +133,11 @@ pub const FIGURES: &[FigureDef] = &[
         key: "client_busy_pct",
         label: "client CPU busy (%)",
         get: |f| f.client_busy_pct,
+    },
+    FigureDef {
+        key: "client_cpus_other_pct",
+        label: "client CPUs other (%)",
+        get: |f| f.client_cpus_other_pct,
     },
     FigureDef {
         key: "kernel_drops",

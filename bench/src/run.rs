@@ -59,10 +59,16 @@ pub struct Figures {
     /// every other process on those CPUs left over. Near 0 with the server
     /// threads below 100% busy means something else took the CPU.
     pub server_cpus_idle_pct: Option<f64>,
+    /// What else ran on the server's CPUs in the window, in % of their time:
+    /// `100 - idle - server busy` (other processes, or kernel threads such as
+    /// ksoftirqd). A figure taken with much of this is not the server's alone.
+    pub server_cpus_other_pct: Option<f64>,
     /// Client CPU in the window.
     pub client_cpu: Option<CpuTime>,
     /// Client CPU time over the window's length, in % of one CPU.
     pub client_busy_pct: Option<f64>,
+    /// What else ran on the client's CPUs in the window, in % of their time.
+    pub client_cpus_other_pct: Option<f64>,
     /// Client user + system CPU seconds per million messages.
     pub client_cpu_per_m: Option<f64>,
     /// Datagrams dropped by the kernel for the server (its socket's receive
@@ -86,6 +92,13 @@ fn per_million(cpu: f64, messages: u64) -> Option<f64> {
 
 fn busy(cpu: f64, window: f64) -> Option<f64> {
     (window > 0.0).then(|| cpu / window * 100.0)
+}
+
+/// The share of `ncpus` CPUs (in % of their time) that was neither idle nor
+/// spent by the measured threads (`busy`, in % of one CPU).
+fn other(idle: Option<f64>, busy: Option<f64>, ncpus: usize) -> Option<f64> {
+    let (idle, busy) = (idle?, busy?);
+    (ncpus > 0).then(|| (100.0 - idle - busy / ncpus as f64).max(0.0))
 }
 
 fn sleep_until(at: Instant) {
@@ -160,6 +173,7 @@ fn drive(
     }
     let s0 = server_cpu.sample();
     let t0 = cpu_ticks(server_cpus);
+    let k0 = cpu_ticks(&spec.cpus);
     let c0 = client_cpu.sample();
     let w0 = srv.datagrams_received();
     // Wait for the window's end, or for a message cap to end the run early.
@@ -177,6 +191,7 @@ fn drive(
         / 1e9;
     let s1 = server_cpu.sample();
     let t1 = cpu_ticks(server_cpus);
+    let k1 = cpu_ticks(&spec.cpus);
     let c1 = client_cpu.sample();
     let w1 = srv.datagrams_received();
     if let Some(b) = bar {
@@ -214,6 +229,10 @@ fn drive(
             .map(|(a, b)| b.saturating_sub(a)),
         _ => None,
     };
+    let server_idle = t0.zip(t1).and_then(|(a, b)| b.idle_pct_since(&a));
+    let client_idle = k0.zip(k1).and_then(|(a, b)| b.idle_pct_since(&a));
+    let server_busy = server_cpu.and_then(|c| busy(c.total(), window));
+    let client_busy = client_cpu.and_then(|c| busy(c.total(), window));
     let bad = report.errors + lost.unwrap_or(0) + report.io_errors;
     Ok(Figures {
         throughput: if window > 0.0 {
@@ -249,10 +268,12 @@ fn drive(
         server_user_per_m: server_cpu.and_then(|c| per_million(c.user, messages)),
         server_sys_per_m: server_cpu.and_then(|c| per_million(c.sys, messages)),
         server_cpu_per_m: server_cpu.and_then(|c| per_million(c.total(), messages)),
-        server_busy_pct: server_cpu.and_then(|c| busy(c.total(), window)),
+        server_busy_pct: server_busy,
         server_cpu,
-        server_cpus_idle_pct: t0.zip(t1).and_then(|(a, b)| b.idle_pct_since(&a)),
-        client_busy_pct: client_cpu.and_then(|c| busy(c.total(), window)),
+        server_cpus_idle_pct: server_idle,
+        server_cpus_other_pct: other(server_idle, server_busy, server_cpus.len()),
+        client_busy_pct: client_busy,
+        client_cpus_other_pct: other(client_idle, client_busy, spec.cpus.len()),
         // At full-speed ingest the client's work is per datagram sent, and the
         // server may take far fewer than were sent.
         client_cpu_per_m: client_cpu
