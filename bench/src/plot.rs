@@ -153,15 +153,15 @@ where
     let mut bars = Vec::new();
     for (i, t) in s.targets.iter().enumerate() {
         let get = |k: &str| t.summary.get(k).map(|st| st.median).unwrap_or(0.0);
-        names.push(format!("{} offered", t.target));
+        names.push(format!("{} sent", t.target));
         bars.push((i, get("offered"), true));
-        names.push(format!("{} received", t.target));
+        names.push(format!("{} got", t.target));
         bars.push((i, get("throughput"), false));
     }
     let ymax = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("{}: offered vs received by the server", s.scenario),
+            format!("{}: sent (pale) vs got by the server", s.scenario),
             ("sans-serif", 16),
         )
         .margin(10)
