@@ -93,6 +93,7 @@ pub struct EngineHandle {
     notices: Vec<String>,
     probe: ProbeReport,
     ops: Arc<OpsShared>,
+    mesh: Arc<Mesh>,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -334,13 +335,12 @@ impl EngineHandle {
             }));
         }
         let peers: Arc<[Arc<ShardShared>]> = shareds.into();
-        let mesh = Arc::new(Mesh::new(shard_count, config.mesh_capacity));
+        let (mesh, ports) = Mesh::new(shard_count, config.mesh_capacity);
         let msg_ring = probe.msg_ring && config.mesh_wake == MeshWake::MsgRing;
-        for (sp, b) in plan.shards.iter().zip(bound) {
+        for ((sp, b), (outbox, inbox)) in plan.shards.iter().zip(bound).zip(ports) {
             let shared = peers[sp.shard].clone();
             let wake_fd = shared.wake_fd;
             let peers_for_shard = peers.clone();
-            let mesh_for_shard = mesh.clone();
             let shard = sp.shard;
             let cpu = sp.cpu;
             let cfg = config.clone();
@@ -376,7 +376,8 @@ impl EngineHandle {
                         plugins,
                         shared: sh,
                         peers: peers_for_shard,
-                        mesh: mesh_for_shard,
+                        outbox,
+                        inbox,
                         msg_ring,
                         guard,
                     };
@@ -426,6 +427,7 @@ impl EngineHandle {
             notices,
             probe,
             ops: ops_shared,
+            mesh,
         };
         if let Some(e) = failure {
             handle.stop_and_join();
@@ -460,6 +462,11 @@ impl EngineHandle {
                 counters: s.shared.stats.snapshot(),
             })
             .collect()
+    }
+
+    /// Cross-shard messages waiting for `shard`, as of its last turn.
+    pub fn mesh_depth(&self, shard: usize) -> usize {
+        self.mesh.depth(shard)
     }
 
     /// A handle that can stop the engine from another thread.

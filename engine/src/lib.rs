@@ -31,6 +31,7 @@ pub mod plan;
 pub mod policy;
 mod shard;
 pub mod spec;
+pub mod spsc;
 pub mod stats;
 pub mod sys;
 mod udp;

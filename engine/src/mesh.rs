@@ -4,29 +4,37 @@
 //!
 //! # Rings
 //!
-//! Ring `(from, to)` has exactly one producer (shard `from`) and one consumer
-//! (shard `to`), so per-pair order is FIFO. Messages carry
+//! Ring `(from, to)` has exactly one producer (shard `from`, through its
+//! [`Outbox`]) and one consumer (shard `to`, through its [`Inbox`]), so
+//! per-pair order is FIFO. The rings are [`crate::spsc`] rings: with one
+//! producer and one consumer by construction, a multi-producer queue's
+//! compare-and-swap and slot stamps are pure cost. Messages carry
 //! [`bytes::Bytes`] payloads: a broadcast clones a reference, not the bytes.
-//! A full ring hands the message back to the sender ([`Mesh::try_send`]); the
-//! mesh never drops.
+//! A full ring hands the message back to the sender; the mesh never drops.
 //!
 //! # Wake-ups
 //!
-//! A shard about to block in `submit_and_wait` *parks*: it sets its `parked`
-//! flag, then (after a full fence) looks at its inbound rings once more and
-//! unparks at once if any holds a message. A sender pushes its message, then
-//! (after a full fence) reads the target's flag; only if it is set does the
-//! sender take it (swap to false, so one wake per park) and wake the target,
-//! by IORING_OP_MSG_RING into the target's ring or, failing that, a write to
-//! the target's eventfd. The two fences make this the classic store-buffer
+//! A shard about to block in `submit_and_wait` *parks* ([`Inbox::park`]): it
+//! sets its `parked` flag, then (after a full fence) looks at its inbound
+//! rings once more and unparks at once if any holds a message. A sender
+//! pushes its messages during its turn and, once per turn (before it
+//! submits), issues one full fence and reads the flag of every shard it sent
+//! to ([`Outbox::wakes_due`]); only for a set flag does the sender take it
+//! (swap to false, so one wake per park) and wake the target, by
+//! IORING_OP_MSG_RING into the target's ring or, failing that, a write to the
+//! target's eventfd. The two fences make this the classic store-buffer
 //! pattern: either the shard sees the message before sleeping or the sender
-//! sees the flag, so no wake-up is lost, and a busy shard (not parked) costs
-//! its senders no syscall at all.
+//! sees the flag, so no wake-up is lost. A busy shard (not parked) costs its
+//! senders no syscall, and the fence is paid once per turn, not per message:
+//! a full fence after each push stalls the sender on the cache line the
+//! receiver is reading.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use crossbeam_queue::ArrayQueue;
 use ringport_plugin::{MeshMessage, ShardId};
+
+use crate::spsc::{self, Consumer, Producer};
 
 /// A message in flight between two shards.
 #[derive(Debug)]
@@ -37,34 +45,70 @@ pub struct Envelope {
     pub msg: MeshMessage,
 }
 
-/// A parked flag on its own cache line, so that senders polling one shard's
-/// flag do not bounce the line holding another's.
+/// A per-shard flag on its own cache lines, so that senders polling one
+/// shard's flag do not bounce the line holding another's.
 #[repr(align(128))]
 #[derive(Debug, Default)]
-struct Parked(AtomicBool);
+struct Parked {
+    parked: AtomicBool,
+    /// Messages waiting for the shard, as last published by it (for metrics).
+    depth: AtomicUsize,
+}
 
-/// The N x N mesh of one engine.
+/// What the shards of one engine share about the mesh.
 #[derive(Debug)]
 pub struct Mesh {
     shards: usize,
-    rings: Box<[ArrayQueue<Envelope>]>,
-    parked: Box<[Parked]>,
+    flags: Box<[Parked]>,
 }
 
 impl Mesh {
-    /// A mesh for `shards` shards with rings of `capacity` messages each.
+    /// Builds the mesh for `shards` shards with rings of at least `capacity`
+    /// messages, and returns each shard's ends: `ports[i]` belongs to shard i.
     ///
     /// # Panics
     ///
     /// If `capacity` is 0.
-    pub fn new(shards: usize, capacity: usize) -> Mesh {
-        Mesh {
+    pub fn new(shards: usize, capacity: usize) -> (Arc<Mesh>, Vec<(Outbox, Inbox)>) {
+        let mesh = Arc::new(Mesh {
             shards,
-            rings: (0..shards * shards)
-                .map(|_| ArrayQueue::new(capacity))
-                .collect(),
-            parked: (0..shards).map(|_| Parked::default()).collect(),
+            flags: (0..shards).map(|_| Parked::default()).collect(),
+        });
+        // rings[from][to]
+        let mut producers: Vec<Vec<Option<Producer<Envelope>>>> = Vec::with_capacity(shards);
+        let mut consumers: Vec<Vec<Option<Consumer<Envelope>>>> = (0..shards)
+            .map(|_| (0..shards).map(|_| None).collect())
+            .collect();
+        for from in 0..shards {
+            let mut row = Vec::with_capacity(shards);
+            for (to, inbound) in consumers.iter_mut().enumerate() {
+                let (p, c) = spsc::ring(capacity);
+                row.push(Some(p));
+                inbound[from] = Some(c);
+                let _ = to;
+            }
+            producers.push(row);
         }
+        let ports = producers
+            .into_iter()
+            .zip(consumers)
+            .enumerate()
+            .map(|(me, (out, inn))| {
+                (
+                    Outbox {
+                        me,
+                        mesh: mesh.clone(),
+                        rings: out.into_iter().map(|p| p.expect("built above")).collect(),
+                    },
+                    Inbox {
+                        me,
+                        mesh: mesh.clone(),
+                        rings: inn.into_iter().map(|c| c.expect("built above")).collect(),
+                    },
+                )
+            })
+            .collect();
+        (mesh, ports)
     }
 
     /// Number of shards.
@@ -72,79 +116,123 @@ impl Mesh {
         self.shards
     }
 
-    #[inline]
-    fn ring(&self, from: ShardId, to: ShardId) -> &ArrayQueue<Envelope> {
-        &self.rings[from * self.shards + to]
+    /// Messages waiting for `shard` as of its last turn.
+    pub fn depth(&self, shard: ShardId) -> usize {
+        self.flags
+            .get(shard)
+            .map_or(0, |f| f.depth.load(Ordering::Relaxed))
+    }
+}
+
+/// A shard's sending ends, one ring per target shard.
+#[derive(Debug)]
+pub struct Outbox {
+    me: ShardId,
+    mesh: Arc<Mesh>,
+    rings: Vec<Producer<Envelope>>,
+}
+
+impl Outbox {
+    /// The shard this outbox belongs to.
+    pub fn shard(&self) -> ShardId {
+        self.me
     }
 
-    /// Queues `env` from shard `from` to shard `to`. Only shard `from` may call
-    /// this for that pair. `Ok(true)` means the target was parked and the
-    /// caller must now wake it; `Err` hands the message back (ring full).
+    /// Queues `env` for shard `to`. `Err` hands it back (ring full, or no
+    /// such shard). The message becomes visible with
+    /// [`wakes_due`](Self::wakes_due), which the shard calls for `to` once
+    /// per turn before it next blocks.
     #[inline]
-    pub fn try_send(&self, from: ShardId, to: ShardId, env: Envelope) -> Result<bool, Envelope> {
-        self.ring(from, to).push(env)?;
-        fence(Ordering::SeqCst);
-        let flag = &self.parked[to].0;
-        Ok(flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::AcqRel))
+    pub fn try_send(&mut self, to: ShardId, env: Envelope) -> Result<(), Envelope> {
+        match self.rings.get_mut(to) {
+            Some(ring) => ring.try_push(env),
+            None => Err(env),
+        }
     }
 
-    /// Pops up to `limit` messages from each inbound ring of `to` (FIFO per
-    /// sender) and passes them to `f`. Returns how many were popped. Only
-    /// shard `to` may call this.
-    #[inline]
-    pub fn drain(&self, to: ShardId, limit: usize, mut f: impl FnMut(ShardId, Envelope)) -> usize {
-        let mut n = 0;
-        for from in 0..self.shards {
-            let ring = self.ring(from, to);
-            for _ in 0..limit {
-                match ring.pop() {
-                    Some(env) => {
-                        f(from, env);
-                        n += 1;
-                    }
-                    None => break,
-                }
+    /// After pushing to `targets` (each listed once): publishes the pushes
+    /// (one tail store per ring), then calls `wake` for the targets that are
+    /// parked: one full fence, then each target's flag is taken (so only one
+    /// sender wakes a parked shard).
+    pub fn wakes_due(&self, targets: &[ShardId], mut wake: impl FnMut(ShardId)) {
+        if targets.is_empty() {
+            return;
+        }
+        for &to in targets {
+            if let Some(ring) = self.rings.get(to) {
+                ring.publish();
             }
+        }
+        fence(Ordering::SeqCst);
+        for &to in targets {
+            let flag = &self.mesh.flags[to].parked;
+            if flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::AcqRel) {
+                wake(to);
+            }
+        }
+    }
+}
+
+/// A shard's receiving ends, one ring per sending shard.
+#[derive(Debug)]
+pub struct Inbox {
+    me: ShardId,
+    mesh: Arc<Mesh>,
+    rings: Vec<Consumer<Envelope>>,
+}
+
+impl Inbox {
+    /// Takes up to `limit` messages from each inbound ring (FIFO per sender)
+    /// and passes them to `f` with the sending shard. Returns how many.
+    #[inline]
+    pub fn drain(&mut self, limit: usize, mut f: impl FnMut(ShardId, Envelope)) -> usize {
+        let mut n = 0;
+        for (from, ring) in self.rings.iter_mut().enumerate() {
+            n += ring.drain(limit, |env| f(from, env));
         }
         n
     }
 
-    /// Whether any inbound ring of `to` holds a message.
+    /// Whether any inbound ring holds a message.
     #[inline]
-    pub fn has_inbound(&self, to: ShardId) -> bool {
-        (0..self.shards).any(|from| !self.ring(from, to).is_empty())
+    pub fn has_pending(&self) -> bool {
+        self.rings.iter().any(Consumer::has_pending)
     }
 
-    /// Messages waiting for `to`, over all its inbound rings.
-    pub fn depth(&self, to: ShardId) -> usize {
-        (0..self.shards).map(|from| self.ring(from, to).len()).sum()
+    /// Publishes how many messages wait (for metrics).
+    pub fn publish_depth(&self) {
+        let depth = self.rings.iter().map(Consumer::len).sum();
+        self.mesh.flags[self.me]
+            .depth
+            .store(depth, Ordering::Relaxed);
     }
 
-    /// Marks `me` parked unless a message is already waiting. Returns whether
-    /// the shard may block; if not, the flag is left clear.
+    /// Marks this shard parked unless a message is already waiting. Returns
+    /// whether the shard may block; if not, the flag is left clear.
     #[inline]
-    pub fn park(&self, me: ShardId) -> bool {
-        let flag = &self.parked[me].0;
+    pub fn park(&self) -> bool {
+        let flag = &self.mesh.flags[self.me].parked;
         flag.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if self.has_inbound(me) {
+        if self.has_pending() {
             flag.store(false, Ordering::Relaxed);
             return false;
         }
         true
     }
 
-    /// Clears `me`'s parked flag after the shard woke up.
+    /// Clears the parked flag after the shard woke up.
     #[inline]
-    pub fn unpark(&self, me: ShardId) {
-        self.parked[me].0.store(false, Ordering::Relaxed);
+    pub fn unpark(&self) {
+        self.mesh.flags[self.me]
+            .parked
+            .store(false, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU64;
-    use std::sync::Arc;
 
     use bytes::Bytes;
 
@@ -161,55 +249,65 @@ mod tests {
     }
 
     #[test]
-    fn per_pair_fifo_and_full_hands_back() {
-        let mesh = Mesh::new(2, 4);
+    fn per_pair_fifo_full_hands_back_and_one_wake_per_park() {
+        let (mesh, mut ports) = Mesh::new(2, 4);
+        let (mut in1, (mut out0, _)) = {
+            let p1 = ports.pop().unwrap();
+            (p1.1, ports.pop().unwrap())
+        };
         for t in 0..4 {
-            assert_eq!(mesh.try_send(0, 1, env(t)).ok(), Some(false));
+            assert!(out0.try_send(1, env(t)).is_ok());
         }
-        let back = mesh.try_send(0, 1, env(99)).unwrap_err();
-        assert_eq!(back.msg.tag, 99);
+        out0.wakes_due(&[1], |_| panic!("shard 1 is not parked"));
+        assert_eq!(out0.try_send(1, env(99)).unwrap_err().msg.tag, 99);
+        assert_eq!(
+            out0.try_send(7, env(98)).unwrap_err().msg.tag,
+            98,
+            "no such shard"
+        );
+        in1.publish_depth();
         assert_eq!(mesh.depth(1), 4);
         let mut seen = Vec::new();
-        assert_eq!(mesh.drain(1, 3, |from, e| seen.push((from, e.msg.tag))), 3);
+        assert_eq!(in1.drain(3, |from, e| seen.push((from, e.msg.tag))), 3);
         assert_eq!(seen, vec![(0, 0), (0, 1), (0, 2)]);
-        assert!(mesh.has_inbound(1));
-        assert!(!mesh.park(1), "a waiting message forbids parking");
-        mesh.drain(1, 10, |_, e| seen.push((0, e.msg.tag)));
+        assert!(!in1.park(), "a waiting message forbids parking");
+        in1.drain(10, |_, e| seen.push((0, e.msg.tag)));
         assert_eq!(seen.last(), Some(&(0, 3)));
-        assert!(mesh.park(1));
-        assert_eq!(mesh.try_send(0, 1, env(5)).ok(), Some(true), "parked: wake");
-        assert_eq!(
-            mesh.try_send(0, 1, env(6)).ok(),
-            Some(false),
-            "one wake per park"
-        );
+        assert!(in1.park());
+        let mut woken = Vec::new();
+        assert!(out0.try_send(1, env(5)).is_ok());
+        out0.wakes_due(&[1], |t| woken.push(t));
+        assert_eq!(woken, vec![1], "parked: wake");
+        assert!(out0.try_send(1, env(6)).is_ok());
+        out0.wakes_due(&[1], |t| woken.push(t));
+        assert_eq!(woken, vec![1], "one wake per park");
     }
 
     /// The flag protocol under real threads: a consumer that parks (here a
-    /// spin on an atomic "sleeping" word instead of a kernel wait) must always
-    /// be woken for the last message, over many rounds.
+    /// spin on a "woken" counter instead of a kernel wait) must always be
+    /// woken for the last message, over many rounds.
     #[test]
     fn no_lost_wakeup_under_races() {
-        let mesh = Arc::new(Mesh::new(2, 8));
+        let (_mesh, mut ports) = Mesh::new(2, 8);
+        let (_, mut inbox) = ports.pop().unwrap();
+        let (mut outbox, _) = ports.pop().unwrap();
         let wakes = Arc::new(AtomicU64::new(0));
         const ROUNDS: u64 = 20_000;
         let consumer = {
-            let mesh = mesh.clone();
             let wakes = wakes.clone();
             std::thread::spawn(move || {
                 let mut got = 0u64;
                 let mut seen_wakes = 0u64;
                 while got < ROUNDS {
                     let mut next = got;
-                    got += mesh.drain(1, 8, |_, e| {
+                    got += inbox.drain(8, |_, e| {
                         assert_eq!(e.msg.tag, next);
                         next += 1;
                     }) as u64;
                     if got == ROUNDS {
                         break;
                     }
-                    if mesh.park(1) {
-                        // "Sleep" until a sender says it woke us.
+                    if inbox.park() {
                         let deadline =
                             std::time::Instant::now() + std::time::Duration::from_secs(10);
                         while wakes.load(Ordering::Acquire) == seen_wakes {
@@ -220,7 +318,7 @@ mod tests {
                             std::hint::spin_loop();
                         }
                         seen_wakes = wakes.load(Ordering::Acquire);
-                        mesh.unpark(1);
+                        inbox.unpark();
                     }
                 }
                 got
@@ -229,12 +327,13 @@ mod tests {
         for t in 0..ROUNDS {
             let mut e = env(t);
             loop {
-                match mesh.try_send(0, 1, e) {
-                    Ok(true) => {
-                        wakes.fetch_add(1, Ordering::Release);
+                match outbox.try_send(1, e) {
+                    Ok(()) => {
+                        outbox.wakes_due(&[1], |_| {
+                            wakes.fetch_add(1, Ordering::Release);
+                        });
                         break;
                     }
-                    Ok(false) => break,
                     Err(back) => {
                         e = back;
                         std::thread::yield_now();

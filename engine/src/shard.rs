@@ -25,7 +25,7 @@ use ringport_plugin::{
 use crate::config::{EngineConfig, UdpDropCounter};
 use crate::conn::Conns;
 use crate::guard::{Guard, GuardInit};
-use crate::mesh::{Envelope, Mesh};
+use crate::mesh::{Envelope, Inbox, Outbox};
 use crate::ops::{self, *};
 use crate::stats::{Counters, EngineDrop, SharedStats};
 use crate::sys::bufring::BufRing;
@@ -100,8 +100,10 @@ pub struct ShardInit {
     pub shared: Arc<ShardShared>,
     /// Every shard's shared state, indexed by shard (for mesh wake-ups).
     pub peers: Arc<[Arc<ShardShared>]>,
-    /// The engine's mesh.
-    pub mesh: Arc<Mesh>,
+    /// This shard's sending ends of the mesh.
+    pub outbox: Outbox,
+    /// This shard's receiving ends of the mesh.
+    pub inbox: Inbox,
     /// Wake parked shards with MSG_RING (else eventfd writes).
     pub msg_ring: bool,
     /// Allowlists, limits, timeouts, handshake log.
@@ -134,9 +136,13 @@ struct Core {
     drops_poll_at: Option<Instant>,
     /// `datagrams_in` at the last read of the drop counters.
     drops_polled_at_count: u64,
-    mesh: Arc<Mesh>,
+    outbox: Outbox,
     peers: Arc<[Arc<ShardShared>]>,
-    /// Shards to wake at the end of this turn (each listed once).
+    /// Shards we queued messages for this turn (each listed once) ...
+    targets: Vec<ShardId>,
+    /// ... flagged here by shard index.
+    sent_to: Vec<bool>,
+    /// Parked shards among them, to wake at the end of this turn.
     wake_list: Vec<ShardId>,
     msg_ring: bool,
 }
@@ -151,7 +157,7 @@ pub struct Shard {
     plugins: Vec<Box<dyn Plugin>>,
     cqes: Vec<(u64, i32, u32)>,
     shared: Arc<ShardShared>,
-    mesh: Arc<Mesh>,
+    inbox: Inbox,
     min_timeout: bool,
     guard: Guard,
     /// Streams whose deadline passed this turn (kept for its capacity).
@@ -233,8 +239,10 @@ impl Shard {
             cq_overflow_seen: 0,
             drops_poll_at: None,
             drops_polled_at_count: 0,
-            mesh: init.mesh.clone(),
+            outbox: init.outbox,
             peers: init.peers,
+            targets: Vec::with_capacity(init.shard_count),
+            sent_to: vec![false; init.shard_count],
             wake_list: Vec::with_capacity(init.shard_count),
             msg_ring: init.msg_ring,
             config: cfg.clone(),
@@ -252,7 +260,7 @@ impl Shard {
                 plugins: init.plugins,
                 cqes: Vec::with_capacity(cq_cap),
                 shared: init.shared,
-                mesh: init.mesh,
+                inbox: init.inbox,
                 min_timeout: r.min_timeout,
                 guard: Guard::new(init.shard, init.guard),
                 expired: Vec::new(),
@@ -315,14 +323,13 @@ impl Shard {
 
     fn wait(&mut self) {
         self.core.counters.enters += 1;
-        let me = self.core.shard;
-        if !self.mesh.park(me) {
+        if !self.inbox.park() {
             // Messages are waiting: submit, run completions, do not block.
             self.core.enter_nowait();
             return;
         }
         self.block();
-        self.mesh.unpark(me);
+        self.inbox.unpark();
     }
 
     fn block(&mut self) {
@@ -783,18 +790,18 @@ impl Shard {
 
     /// Hands every waiting cross-shard message to its plugin.
     fn drain_mesh(&mut self) {
-        let me = self.core.shard;
         let plugins = &mut self.plugins;
         let core = &mut self.core;
-        let n = self
-            .mesh
-            .drain(me, MESH_DRAIN_LIMIT, |from, env: Envelope| {
-                if let Some(p) = plugins.get_mut(env.plugin as usize) {
-                    core.current_plugin = env.plugin;
-                    p.handle_message(core, from, env.msg);
-                }
-            });
-        self.core.counters.mesh_in += n as u64;
+        let n = self.inbox.drain(MESH_DRAIN_LIMIT, |from, env: Envelope| {
+            if let Some(p) = plugins.get_mut(env.plugin as usize) {
+                core.current_plugin = env.plugin;
+                p.handle_message(core, from, env.msg);
+            }
+        });
+        if n > 0 {
+            self.core.counters.mesh_in += n as u64;
+            self.inbox.publish_depth();
+        }
     }
 
     fn fire_timers(&mut self) {
@@ -954,16 +961,28 @@ impl Core {
         };
     }
 
-    /// Notes that `to` was parked when we queued for it: wake it this turn.
-    fn schedule_wake(&mut self, to: ShardId) {
-        if !self.wake_list.contains(&to) {
-            self.wake_list.push(to);
+    /// Notes that we queued for `to` this turn.
+    fn note_target(&mut self, to: ShardId) {
+        if !self.sent_to[to] {
+            self.sent_to[to] = true;
+            self.targets.push(to);
         }
     }
 
-    /// Wakes the shards noted this turn: MSG_RING into their ring (posted
-    /// with our next submit), or an eventfd write.
+    /// Wakes the parked shards among those we queued for this turn:
+    /// MSG_RING into their ring (posted with our next submit), or an eventfd
+    /// write.
     fn send_wakes(&mut self) {
+        if self.targets.is_empty() {
+            return;
+        }
+        let wake_list = &mut self.wake_list;
+        self.outbox
+            .wakes_due(&self.targets, |to| wake_list.push(to));
+        for &t in &self.targets {
+            self.sent_to[t] = false;
+        }
+        self.targets.clear();
         while let Some(to) = self.wake_list.pop() {
             self.counters.mesh_wakes += 1;
             let peer = &self.peers[to];
@@ -988,12 +1007,10 @@ impl Core {
             plugin: self.current_plugin,
             msg,
         };
-        match self.mesh.try_send(self.shard, to, env) {
-            Ok(wake) => {
+        match self.outbox.try_send(to, env) {
+            Ok(()) => {
                 self.counters.mesh_out += 1;
-                if wake {
-                    self.schedule_wake(to);
-                }
+                self.note_target(to);
                 Ok(())
             }
             Err(env) => {
