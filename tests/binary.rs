@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::ringport_bin;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -18,23 +20,6 @@ use rand::Rng;
 use ringport::engine::cpus::allowed_cpus;
 
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// `target/<profile>/ringport`, next to this test's `deps/` directory.
-fn ringport_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable lives in target/<profile>/deps");
-    let bin = profile_dir.join("ringport");
-    assert!(
-        bin.is_file(),
-        "{} does not exist: build it first with `cargo build -p ringport-tools` \
-         (.ci/run does this before the tests)",
-        bin.display()
-    );
-    bin
-}
 
 /// Waits for `child` at most [`PROCESS_TIMEOUT`]; kills it and fails after.
 fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {

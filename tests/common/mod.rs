@@ -793,3 +793,22 @@ pub fn sockperf(args: &[&str], run_for: Duration) -> SockperfRun {
         output,
     }
 }
+
+/// `target/<profile>/ringport`, next to the test executable's `deps/`
+/// directory. Fails with the fix when it has not been built.
+#[allow(dead_code)]
+pub fn ringport_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("ringport");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build it first with `cargo build -p ringport-tools` \
+         (.ci/run does this before the tests)",
+        bin.display()
+    );
+    bin
+}
