@@ -35,13 +35,21 @@ fn relay_pub_and_sub_commands_round_trip() {
         .args(["--topic", "plant/7", "first", "second"])
         .output()
         .expect("relay pub over TCP");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(&bin)
         .args(["relay", "pub", "--udp", "--addr", &udp_addrs[0].to_string()])
         .args(["--topic", "plant/7", "third"])
         .output()
         .expect("relay pub over UDP");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(st) = sub.try_wait().expect("wait") {
@@ -54,9 +62,17 @@ fn relay_pub_and_sub_commands_round_trip() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stdout = String::new();
-    sub.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    sub.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     let mut stderr = String::new();
-    sub.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    sub.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout, "plant/7 first\nplant/7 second\nplant/7 third\n");
     srv.shutdown();
