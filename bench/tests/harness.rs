@@ -339,3 +339,34 @@ fn a_100ms_stall_shows_in_the_corrected_p999_and_not_in_the_uncorrected_one() {
     assert!(u.p999 < 50_000_000, "uncorrected {u:?}");
     assert!(report.passed);
 }
+
+#[test]
+fn full_speed_ingest_sends_exactly_the_cap_in_every_send_mode_and_the_server_counts_each() {
+    // 750 per socket is not a multiple of the batch (32): the last send of
+    // each socket is short. 3,000 datagrams fit in the server's receive buffer
+    // even if its thread is held up.
+    for mode in ["gso", "sendmmsg", "uring"] {
+        let a = args(&[
+            "--scenario",
+            "udp-ingest",
+            "--target",
+            "epoll",
+            "--server-cpus",
+            "1",
+            "--ingest-send",
+            mode,
+            "--messages",
+            "3000",
+            "--conns",
+            "4",
+            "--depth",
+            "2",
+        ]);
+        let report = cli::run(&a, vec![]).unwrap();
+        let f = &report.scenarios[0].targets[0].runs[0];
+        assert_eq!(f.sent, 3000, "{mode}");
+        assert_eq!(f.received, Some(3000), "{mode}");
+        assert_eq!((f.lost, f.io_errors), (Some(0), 0), "{mode}");
+        assert!(report.passed, "{mode}");
+    }
+}
