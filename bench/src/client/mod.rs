@@ -8,6 +8,15 @@
 //! due on every connection, submits them all with one `io_uring_enter` that
 //! also waits for completions, and handles the completions in a batch.
 //!
+//! Full-speed udp-ingest has its own loop (`ingest`): each send carries a
+//! batch of datagrams (UDP GSO or `sendmmsg`), as one datagram per send
+//! cannot load a server core from one client core.
+//!
+//! Open-loop sends are due at exact intended times and never go out early;
+//! a wake-up sends every request already due, and the ring's wait timeout
+//! is the pacing timer, allowed `--pace-slack-us` of lateness so that due
+//! requests mostly ride on the wake-ups replies cause anyway.
+//!
 //! Time is one monotonic [`Clock`] shared by all threads, so the warm-up and
 //! measurement windows and the open-loop schedules line up across threads.
 
