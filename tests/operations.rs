@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{connect, read_until_closed, round_trip, server, tcp, udp, IO_TIMEOUT};
+use ringport::engine::alerts::DenialAlertConfig;
 use ringport::engine::listener_stats::{ListenerCounters, TimeoutKind};
 use ringport::engine::log::{LogFormat, LogWriter};
 use ringport::engine::operations::{Limits, ListenerOps, Operations};
@@ -190,6 +191,67 @@ fn dry_run_serves_both_and_logs_the_would_be_denial() {
     assert_eq!(udp_new[0]["verdict"], "would_deny");
     assert_eq!(of("open", "127.0.0.1:")[0]["verdict"], "allow");
     assert_eq!(lines.iter().filter(|l| l["event"] == "deny").count(), 0);
+}
+
+#[test]
+fn a_source_denied_over_the_limit_raises_an_alert_that_clears_once_it_stops() {
+    let (w, out) = log_writer(1, vec!["tcp".to_owned(), "udp".to_owned()]);
+    let window = Duration::from_millis(300);
+    let mut listener_ops = only_trusted();
+    listener_ops.limits.source_denial_alert = Some(DenialAlertConfig { limit: 2, window });
+    let mut ops = operations(2, listener_ops, false);
+    ops.log = Some(vec![w.sink(0)]);
+    let srv = server()
+        .listen(tcp("echo", 1))
+        .listen(udp("echo", 1))
+        .operations(ops)
+        .start();
+    // Denials on the UDP listener only: one connection on the TCP listener
+    // counts there.
+    let mut s = connect_from(UNTRUSTED, srv.addr(0));
+    assert_eq!(read_until_closed(&mut s), b"");
+    let u = udp_from(UNTRUSTED, IO_TIMEOUT);
+    for _ in 0..2 {
+        u.send_to(b"x", srv.addr(1)).unwrap();
+    }
+    srv.wait_stats("two UDP denials", |_| listener(&srv, 1).denied[0] == 2);
+    assert_eq!(
+        (
+            listener(&srv, 0).sources_alerting,
+            listener(&srv, 1).sources_alerting
+        ),
+        (0, 0)
+    );
+    u.send_to(b"x", srv.addr(1)).unwrap();
+    srv.wait_stats("the alert", |_| listener(&srv, 1).sources_alerting == 1);
+    // Nothing more is sent: the window that fired ends, the next one passes
+    // quietly and the shard, woken by the window's end, clears the alert.
+    srv.wait_stats("the alert cleared", |_| {
+        listener(&srv, 1).sources_alerting == 0
+    });
+    assert_eq!(listener(&srv, 0).sources_alerting, 0);
+    srv.shutdown();
+    w.finish().unwrap();
+    let alerts: Vec<(String, bool, u64, String)> = out
+        .json_lines()
+        .iter()
+        .filter(|l| l["event"] == "alert")
+        .map(|l| {
+            (
+                l["listener"].as_str().unwrap().to_owned(),
+                l["firing"].as_bool().unwrap(),
+                l["denials"].as_u64().unwrap(),
+                l["source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            ("udp".to_owned(), true, 3, "127.0.0.2".to_owned()),
+            ("udp".to_owned(), false, 0, "127.0.0.2".to_owned()),
+        ]
+    );
 }
 
 #[test]

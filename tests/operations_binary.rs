@@ -182,7 +182,8 @@ fn echo(port: u16, payload: &[u8]) -> TcpStream {
 
 #[test]
 fn metrics_pass_promtool_and_count_the_traffic_sent() {
-    let srv = serve(&[]);
+    // Two denials of one source raise its alert at this limit.
+    let srv = serve(&["--alert-source-denials", "1"]);
     let (tcp_l, udp_l) = (
         format!("echo@tcp:127.0.0.1:{}", srv.port),
         format!("echo@udp:127.0.0.1:{}", srv.port),
@@ -258,6 +259,18 @@ fn metrics_pass_promtool_and_count_the_traffic_sent() {
             3.0,
         ),
         ("ringport_log_dropped_total".to_owned(), 0.0),
+        (
+            format!("ringport_alert{{listener=\"{udp_l}\",metric=\"source_denials\"}}"),
+            1.0,
+        ),
+        (
+            format!("ringport_alert{{listener=\"{tcp_l}\",metric=\"source_denials\"}}"),
+            0.0,
+        ),
+        (
+            format!("ringport_listener_sources_alerting{{listener=\"{udp_l}\"}}"),
+            1.0,
+        ),
     ];
     for (series, value) in &expect {
         assert_eq!(sample(&m, series), Some(*value), "{series} in\n{m}");
@@ -286,6 +299,38 @@ fn metrics_pass_promtool_and_count_the_traffic_sent() {
     assert_eq!(status["mode"], "range");
     assert_eq!(status["shards"].as_array().unwrap().len(), 1);
     assert_eq!(status["listeners"][0]["conns_accepted"], 3);
+    assert_eq!(
+        status["listeners"][1]["alerts"],
+        serde_json::json!(["source_denials"])
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    let alert = loop {
+        let log = std::fs::read_to_string(&srv.log).unwrap_or_default();
+        if let Some(l) = log.lines().find(|l| l.contains(r#""event":"alert""#)) {
+            break serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert line in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        (
+            &alert["listener"],
+            &alert["metric"],
+            &alert["firing"],
+            &alert["source"],
+            &alert["denials"]
+        ),
+        (
+            &serde_json::json!(udp_l),
+            &serde_json::json!("source_denials"),
+            &serde_json::json!(true),
+            &serde_json::json!("127.0.0.2"),
+            &serde_json::json!(2)
+        )
+    );
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {

@@ -9,13 +9,17 @@
 //! baseline is frozen, so a flood does not become the new normal.
 //!
 //! [`SourceWindows`] counts events per source address in fixed windows. It
-//! backs two things: [`SourceWindows::over`] (a source denied more than N
-//! times in a window is worth an alert) and [`LogGate`] (at most N log lines
-//! per source per window, so a flood cannot flood the log).
+//! backs [`LogGate`] (at most N log lines per source per window, so a flood
+//! cannot flood the log).
+//!
+//! [`DenialAlarm`] watches the denials of one listener per source: a source
+//! denied more than `limit` times in a window fires an alert, which clears
+//! once a whole window passes with the source at or under the limit.
 //!
 //! Time is always an argument; nothing here reads a clock.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -262,6 +266,200 @@ impl SourceWindows {
     }
 }
 
+/// When a source's denials on one listener raise an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenialAlertConfig {
+    /// A source denied more than this many times in one window fires.
+    pub limit: u64,
+    /// The window length.
+    pub window: Duration,
+}
+
+/// Default [`DenialAlertConfig::limit`].
+pub const DEFAULT_DENIAL_ALERT_LIMIT: u64 = 100;
+/// Default [`DenialAlertConfig::window`].
+pub const DEFAULT_DENIAL_ALERT_WINDOW: Duration = Duration::from_secs(60);
+
+impl Default for DenialAlertConfig {
+    fn default() -> Self {
+        DenialAlertConfig {
+            limit: DEFAULT_DENIAL_ALERT_LIMIT,
+            window: DEFAULT_DENIAL_ALERT_WINDOW,
+        }
+    }
+}
+
+/// A source's denial alert fired or cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceAlert {
+    /// The source address.
+    pub source: IpAddr,
+    /// `true`: fired; `false`: cleared.
+    pub firing: bool,
+    /// Denials in the current window (fired), or in the window whose end
+    /// cleared the alert (cleared).
+    pub denials: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SourceState {
+    start: Instant,
+    count: u64,
+    firing: bool,
+}
+
+/// Per-source denial counts of one listener, with an alert per source.
+///
+/// Each source has fixed windows of [`DenialAlertConfig::window`], the first
+/// starting at its first denial. The alert fires on the denial that takes
+/// the source past `limit` in a window, and clears at the end of the first
+/// later window in which the source was denied `limit` times or fewer: a
+/// single burst clears two windows after it started, a sustained flood keeps
+/// it firing.
+///
+/// Calling order: [`DenialAlarm::handle_denial`] for each denial;
+/// [`DenialAlarm::poll_cleared`] once [`DenialAlarm::next_due`] has passed.
+/// At most `max_sources` sources are tracked; when full, sources neither
+/// firing nor within a window are forgotten, and if none is, a new source is
+/// not counted.
+#[derive(Debug, Clone)]
+pub struct DenialAlarm {
+    config: DenialAlertConfig,
+    max_sources: usize,
+    sources: HashMap<IpAddr, SourceState>,
+    /// Window ends of firing sources (entries for windows that moved on are skipped).
+    due: BinaryHeap<Reverse<(Instant, IpAddr)>>,
+    firing: usize,
+}
+
+impl DenialAlarm {
+    /// Nothing counted yet; at most `max_sources` sources tracked.
+    pub fn new(config: DenialAlertConfig, max_sources: usize) -> DenialAlarm {
+        DenialAlarm {
+            config,
+            max_sources: max_sources.max(1),
+            sources: HashMap::new(),
+            due: BinaryHeap::new(),
+            firing: 0,
+        }
+    }
+
+    /// Counts one denial of `ip` at `now` and pushes the alerts that fired or
+    /// cleared into `events`.
+    pub fn handle_denial(&mut self, ip: IpAddr, now: Instant, events: &mut Vec<SourceAlert>) {
+        let window = self.config.window;
+        if !self.sources.contains_key(&ip) && self.sources.len() >= self.max_sources {
+            self.sources
+                .retain(|_, s| s.firing || now.saturating_duration_since(s.start) < window);
+            if self.sources.len() >= self.max_sources {
+                return;
+            }
+        }
+        self.roll(ip, now, events);
+        let s = self.sources.entry(ip).or_insert(SourceState {
+            start: now,
+            count: 0,
+            firing: false,
+        });
+        if !s.firing && now.saturating_duration_since(s.start) >= window {
+            *s = SourceState {
+                start: now,
+                count: 0,
+                firing: false,
+            };
+        }
+        s.count += 1;
+        if !s.firing && s.count > self.config.limit {
+            s.firing = true;
+            self.firing += 1;
+            self.due.push(Reverse((s.start + window, ip)));
+            events.push(SourceAlert {
+                source: ip,
+                firing: true,
+                denials: s.count,
+            });
+        }
+        self.prune();
+    }
+
+    /// Whether `at` is the end of `ip`'s current window while it fires.
+    fn is_current(&self, at: Instant, ip: IpAddr) -> bool {
+        self.sources
+            .get(&ip)
+            .is_some_and(|s| s.firing && s.start + self.config.window == at)
+    }
+
+    /// Drops stale entries from the top of `due`, so that
+    /// [`DenialAlarm::next_due`] is exact.
+    fn prune(&mut self) {
+        while let Some(&Reverse((at, ip))) = self.due.peek() {
+            if self.is_current(at, ip) {
+                break;
+            }
+            self.due.pop();
+        }
+    }
+
+    /// Moves a firing source's windows up to `now`: a window over the limit
+    /// starts the next one; one at or under it clears the alert.
+    fn roll(&mut self, ip: IpAddr, now: Instant, events: &mut Vec<SourceAlert>) {
+        let window = self.config.window;
+        let Some(s) = self.sources.get_mut(&ip).filter(|s| s.firing) else {
+            return;
+        };
+        let mut moved = false;
+        while now.saturating_duration_since(s.start) >= window {
+            if s.count > self.config.limit {
+                s.start += window;
+                s.count = 0;
+                moved = true;
+                continue;
+            }
+            events.push(SourceAlert {
+                source: ip,
+                firing: false,
+                denials: s.count,
+            });
+            self.sources.remove(&ip);
+            self.firing -= 1;
+            return;
+        }
+        if moved {
+            self.due.push(Reverse((s.start + window, ip)));
+        }
+    }
+
+    /// When the next firing source's window ends, if any fires.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Rolls every firing source whose window ended by `now`, pushing the
+    /// alerts that cleared into `events`.
+    pub fn poll_cleared(&mut self, now: Instant, events: &mut Vec<SourceAlert>) {
+        while let Some(&Reverse((at, ip))) = self.due.peek() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            if self.is_current(at, ip) {
+                self.roll(ip, now, events);
+            }
+        }
+        self.prune();
+    }
+
+    /// Sources whose alert is firing.
+    pub fn firing(&self) -> usize {
+        self.firing
+    }
+
+    /// The settings.
+    pub fn config(&self) -> DenialAlertConfig {
+        self.config
+    }
+}
+
 /// What [`LogGate::check`] says about one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
@@ -406,6 +604,99 @@ mod tests {
             .map(|(s, e)| (*s, e.metric))
             .collect();
         assert_eq!(fired, vec![(8, Metric::ConnRate), (8, Metric::BytesRate)]);
+    }
+
+    #[test]
+    fn a_source_denied_over_the_limit_fires_and_clears_after_a_quiet_window() {
+        let t0 = Instant::now();
+        let s = |ms: u64| t0 + Duration::from_millis(ms);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let cfg = DenialAlertConfig {
+            limit: 3,
+            window: Duration::from_secs(10),
+        };
+        let mut alarm = DenialAlarm::new(cfg, 16);
+        let mut ev = Vec::new();
+        // Three denials in the first window are not over the limit.
+        for ms in [0, 1000, 2000] {
+            alarm.handle_denial(a, s(ms), &mut ev);
+        }
+        assert_eq!((ev.len(), alarm.firing(), alarm.next_due()), (0, 0, None));
+        // The fourth fires, once; a fifth in the same window does not again.
+        alarm.handle_denial(a, s(3000), &mut ev);
+        alarm.handle_denial(a, s(4000), &mut ev);
+        alarm.handle_denial(b, s(4000), &mut ev);
+        assert_eq!(
+            ev,
+            [SourceAlert {
+                source: a,
+                firing: true,
+                denials: 4
+            }]
+        );
+        assert_eq!((alarm.firing(), alarm.next_due()), (1, Some(s(10_000))));
+        ev.clear();
+        // The window that fired was over the limit: the next one starts.
+        alarm.poll_cleared(s(9_999), &mut ev);
+        alarm.poll_cleared(s(10_000), &mut ev);
+        assert_eq!((ev.len(), alarm.next_due()), (0, Some(s(20_000))));
+        // Two denials in that window: at its end the alert clears.
+        alarm.handle_denial(a, s(12_000), &mut ev);
+        alarm.handle_denial(a, s(13_000), &mut ev);
+        alarm.poll_cleared(s(20_000), &mut ev);
+        assert_eq!(
+            ev,
+            [SourceAlert {
+                source: a,
+                firing: false,
+                denials: 2
+            }]
+        );
+        assert_eq!((alarm.firing(), alarm.next_due()), (0, None));
+        // Afterwards the source starts from zero.
+        ev.clear();
+        for ms in [21_000, 22_000, 23_000] {
+            alarm.handle_denial(a, s(ms), &mut ev);
+        }
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn a_sustained_flood_keeps_firing_and_a_late_denial_clears_first() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let cfg = DenialAlertConfig {
+            limit: 0,
+            window: Duration::from_secs(10),
+        };
+        let mut alarm = DenialAlarm::new(cfg, 16);
+        let mut ev = Vec::new();
+        // Limit 0: the first denial fires. One denial per 5 s keeps it firing.
+        for secs in (0..40).step_by(5) {
+            alarm.handle_denial(a, s(secs), &mut ev);
+            alarm.poll_cleared(s(secs), &mut ev);
+        }
+        assert_eq!(ev.len(), 1);
+        assert_eq!((alarm.firing(), alarm.next_due()), (1, Some(s(40))));
+        // No poll for a while: the next denial, 20 s later, finds the window
+        // [40, 50) quiet, clears, and (limit 0) fires again.
+        ev.clear();
+        alarm.handle_denial(a, s(55), &mut ev);
+        let got: Vec<(bool, u64)> = ev.iter().map(|e| (e.firing, e.denials)).collect();
+        assert_eq!(got, [(false, 0), (true, 1)]);
+        assert_eq!((alarm.firing(), alarm.next_due()), (1, Some(s(65))));
+        // A full table forgets quiet sources, never a firing one.
+        let mut small = DenialAlarm::new(DenialAlertConfig { limit: 0, ..cfg }, 1);
+        small.handle_denial(a, s(0), &mut ev);
+        ev.clear();
+        small.handle_denial("127.0.0.9".parse().unwrap(), s(100), &mut ev);
+        assert!(
+            ev.is_empty(),
+            "not tracked while the firing source holds the slot"
+        );
+        assert_eq!(small.firing(), 1);
     }
 
     #[test]

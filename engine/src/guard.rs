@@ -9,14 +9,14 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringport_plugin::CloseReason;
 
-use crate::alerts::{Gate, LogGate, SourceWindows};
+use crate::alerts::{DenialAlarm, Gate, LogGate, SourceAlert, SourceWindows};
 use crate::listener_stats::{ListenerCounters, SharedListenerStats, TimeoutKind};
 use crate::log::{CloseCause, Event, LogRecord, LogSink};
 use crate::operations::Limits;
@@ -74,6 +74,8 @@ struct Listener {
     admission: Admission,
     limits: Limits,
     counters: ListenerCounters,
+    /// Denials per source, for the source-denial alert.
+    alarm: Option<DenialAlarm>,
 }
 
 /// The per-shard operations state (see the module docs).
@@ -86,6 +88,9 @@ pub struct Guard {
     log: Option<LogSink>,
     deny_gate: LogGate,
     udp_sources: SourceWindows,
+    /// The earliest window end of a firing source-denial alert.
+    alarm_next: Option<Instant>,
+    alarm_events: Vec<SourceAlert>,
     shared: Arc<OpsShared>,
     dirty: bool,
 }
@@ -99,6 +104,9 @@ impl Guard {
             .zip(init.listener_open)
             .map(|((adm, limits), open)| Listener {
                 admission: Admission::new(adm, open),
+                alarm: limits
+                    .source_denial_alert
+                    .map(|c| DenialAlarm::new(c, MAX_TRACKED_SOURCES)),
                 limits,
                 counters: ListenerCounters::default(),
             })
@@ -115,6 +123,8 @@ impl Guard {
                 MAX_TRACKED_SOURCES,
             ),
             udp_sources: SourceWindows::new(init.udp_source_window, MAX_TRACKED_SOURCES),
+            alarm_next: None,
+            alarm_events: Vec::new(),
             shared: init.shared,
             dirty: false,
         }
@@ -130,13 +140,50 @@ impl Guard {
         LogRecord::new(event, at, listener, self.shard, peer)
     }
 
-    fn count_verdict(&mut self, listener: u16, d: Decision) {
-        let c = &mut self.listeners[listener as usize].counters;
+    fn count_verdict(&mut self, listener: u16, ip: IpAddr, d: Decision, now: Instant) {
+        let l = &mut self.listeners[listener as usize];
         match d {
             Decision::Allow => {}
-            Decision::Deny(r) => c.denied[r as usize] += 1,
-            Decision::WouldDeny(r) => c.would_deny[r as usize] += 1,
+            Decision::Deny(r) => {
+                l.counters.denied[r as usize] += 1;
+                if let Some(alarm) = &mut l.alarm {
+                    alarm.handle_denial(ip, now, &mut self.alarm_events);
+                    if !self.alarm_events.is_empty() {
+                        self.on_source_alerts(listener, now);
+                    }
+                }
+            }
+            Decision::WouldDeny(r) => l.counters.would_deny[r as usize] += 1,
         }
+        self.dirty = true;
+    }
+
+    /// Logs the source-denial alerts of `listener` in `alarm_events`,
+    /// publishes how many fire and re-computes the next window end.
+    fn on_source_alerts(&mut self, listener: u16, now: Instant) {
+        let l = &mut self.listeners[listener as usize];
+        let Some(alarm) = &l.alarm else { return };
+        l.counters.sources_alerting = alarm.firing() as u64;
+        let window = alarm.config().window;
+        for e in self.alarm_events.drain(..) {
+            if let Some(log) = &self.log {
+                let mut r = LogRecord::new(
+                    Event::SourceAlert { firing: e.firing },
+                    now,
+                    listener,
+                    self.shard,
+                    SocketAddr::new(e.source, 0),
+                );
+                r.count = e.denials;
+                r.duration = window;
+                log.try_log(r);
+            }
+        }
+        self.alarm_next = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.alarm.as_ref()?.next_due())
+            .min();
         self.dirty = true;
     }
 
@@ -176,7 +223,7 @@ impl Guard {
         let d = self.listeners[listener as usize]
             .admission
             .admit_stream(peer.ip(), now);
-        self.count_verdict(listener, d);
+        self.count_verdict(listener, peer.ip(), d, now);
         if !d.admits() {
             self.log_denial(listener, peer, local.port(), d, now);
             return None;
@@ -362,15 +409,29 @@ impl Guard {
         self.due(i).map(|(at, _)| at)
     }
 
-    /// The earliest connection deadline, for the shard's wait.
+    /// The earliest connection deadline or end of a firing source-denial
+    /// alert's window, for the shard's wait.
     #[inline]
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, ..))| *at)
+        let conn = self.deadlines.peek().map(|Reverse((at, ..))| *at);
+        match (conn, self.alarm_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Pushes every connection whose deadline has passed at `now` into
-    /// `out` (and counts it); entries that moved on are re-armed.
+    /// `out` (and counts it); entries that moved on are re-armed. Also
+    /// clears the source-denial alerts whose window ended quietly.
     pub fn poll_expired(&mut self, now: Instant, out: &mut Vec<(u32, u32)>) {
+        if self.alarm_next.is_some_and(|at| at <= now) {
+            for i in 0..self.listeners.len() {
+                if let Some(alarm) = &mut self.listeners[i].alarm {
+                    alarm.poll_cleared(now, &mut self.alarm_events);
+                    self.on_source_alerts(i as u16, now);
+                }
+            }
+        }
         while let Some(&Reverse((at, idx, generation))) = self.deadlines.peek() {
             if at > now {
                 break;
@@ -416,7 +477,7 @@ impl Guard {
             .admission
             .check_source(peer.ip());
         if d != Decision::Allow {
-            self.count_verdict(listener, d);
+            self.count_verdict(listener, peer.ip(), d, now);
             if !d.admits() {
                 self.log_denial(listener, peer, local_port, d, now);
                 return false;
@@ -455,6 +516,7 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::DenialAlertConfig;
     use crate::log::{LogFormat, LogWriter};
     use crate::policy::{Allowlist, DenyReason};
 
@@ -572,5 +634,86 @@ mod tests {
         assert!(audit.datagram(0, addr("127.0.0.2:1"), 9000, 5, now));
         assert_eq!(audit.listeners[0].counters.would_deny[0], 2);
         w.finish().unwrap();
+    }
+
+    /// Collects what the log writer writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_source_denied_too_often_raises_an_alert_that_clears_on_a_synthetic_clock() {
+        let out = Captured::default();
+        let w = LogWriter::spawn(
+            1,
+            64,
+            vec!["l".into()],
+            LogFormat::Json,
+            Box::new(out.clone()),
+        )
+        .unwrap();
+        let limits = Limits {
+            first_bytes_timeout: None,
+            idle_timeout: None,
+            half_closed_timeout: None,
+            source_denial_alert: Some(DenialAlertConfig {
+                limit: 2,
+                window: Duration::from_secs(10),
+            }),
+            ..Limits::default()
+        };
+        let mut g = guard(limits, false, Some(w.sink(0)));
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let local = addr("127.0.0.1:9000");
+        let untrusted = addr("127.0.0.2:1");
+        // Two denials (a connection and a datagram) are within the limit.
+        assert_eq!(g.admit(0, untrusted, local, s(0)), None);
+        assert!(!g.datagram(0, untrusted, 9000, 5, s(1)));
+        assert_eq!(g.listeners[0].counters.sources_alerting, 0);
+        assert_eq!(g.next_deadline(), None);
+        // The third fires; the trusted source is not counted.
+        assert!(g.datagram(0, addr("127.0.0.1:1"), 9000, 5, s(2)));
+        assert!(!g.datagram(0, untrusted, 9000, 5, s(2)));
+        assert_eq!(g.listeners[0].counters.sources_alerting, 1);
+        assert_eq!(g.next_deadline(), Some(s(10)), "the window's end");
+        // That window was over the limit; the next one is quiet and clears it.
+        let mut expired = Vec::new();
+        g.poll_expired(s(10), &mut expired);
+        assert_eq!(g.listeners[0].counters.sources_alerting, 1);
+        assert_eq!(g.next_deadline(), Some(s(20)));
+        g.poll_expired(s(20), &mut expired);
+        assert!(expired.is_empty());
+        assert_eq!(g.listeners[0].counters.sources_alerting, 0);
+        assert_eq!(g.next_deadline(), None);
+        g.publish();
+        assert_eq!(
+            g.shared.listeners[0][0].snapshot().sources_alerting,
+            0,
+            "published"
+        );
+        w.finish().unwrap();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let alerts: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(r#""event":"alert""#))
+            .map(|l| l[l.find(r#""listener""#).unwrap()..].to_owned())
+            .collect();
+        assert_eq!(
+            alerts,
+            [
+                r#""listener":"l","shard":0,"metric":"source_denials","firing":true,"source":"127.0.0.2","denials":3,"window_s":10.000000}"#,
+                r#""listener":"l","shard":0,"metric":"source_denials","firing":false,"source":"127.0.0.2","denials":0,"window_s":10.000000}"#,
+            ]
+        );
     }
 }

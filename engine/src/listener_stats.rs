@@ -56,6 +56,9 @@ pub struct ListenerCounters {
     pub bytes_out: u64,
     /// UDP sources seen for the first time within the window.
     pub udp_new_sources: u64,
+    /// Sources whose denial alert is firing now (a gauge; summed over
+    /// shards, a source alerting on two shards counts twice).
+    pub sources_alerting: u64,
     /// Connections and datagrams refused, by reason.
     pub denied: [u64; DenyReason::COUNT],
     /// Connections and datagrams served in audit mode that would have been refused.
@@ -83,6 +86,7 @@ impl ListenerCounters {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.udp_new_sources += o.udp_new_sources;
+        self.sources_alerting += o.sources_alerting;
         for (a, b) in self.denied.iter_mut().zip(o.denied) {
             *a += b;
         }
@@ -95,7 +99,9 @@ impl ListenerCounters {
     }
 }
 
-const CELLS: usize = 6 + 2 * DenyReason::COUNT + TimeoutKind::COUNT;
+/// Cells of the scalar fields, before the per-reason arrays.
+const SCALARS: usize = 7;
+const CELLS: usize = SCALARS + 2 * DenyReason::COUNT + TimeoutKind::COUNT;
 
 /// The published copy of one listener's counters on one shard.
 #[derive(Debug)]
@@ -113,16 +119,17 @@ impl Default for SharedListenerStats {
 
 fn flatten(c: &ListenerCounters) -> [u64; CELLS] {
     let mut v = [0; CELLS];
-    v[..6].copy_from_slice(&[
+    v[..SCALARS].copy_from_slice(&[
         c.conns_accepted,
         c.conns_closed,
         c.datagrams_in,
         c.bytes_in,
         c.bytes_out,
         c.udp_new_sources,
+        c.sources_alerting,
     ]);
-    let d = 6 + DenyReason::COUNT;
-    v[6..d].copy_from_slice(&c.denied);
+    let d = SCALARS + DenyReason::COUNT;
+    v[SCALARS..d].copy_from_slice(&c.denied);
     v[d..d + DenyReason::COUNT].copy_from_slice(&c.would_deny);
     v[d + DenyReason::COUNT..].copy_from_slice(&c.timeouts);
     v
@@ -139,7 +146,7 @@ impl SharedListenerStats {
     /// The last published values.
     pub fn snapshot(&self) -> ListenerCounters {
         let v: [u64; CELLS] = std::array::from_fn(|i| self.cells[i].load(Ordering::Relaxed));
-        let d = 6 + DenyReason::COUNT;
+        let d = SCALARS + DenyReason::COUNT;
         let mut c = ListenerCounters {
             conns_accepted: v[0],
             conns_closed: v[1],
@@ -147,9 +154,10 @@ impl SharedListenerStats {
             bytes_in: v[3],
             bytes_out: v[4],
             udp_new_sources: v[5],
+            sources_alerting: v[6],
             ..ListenerCounters::default()
         };
-        c.denied.copy_from_slice(&v[6..d]);
+        c.denied.copy_from_slice(&v[SCALARS..d]);
         c.would_deny.copy_from_slice(&v[d..d + DenyReason::COUNT]);
         c.timeouts.copy_from_slice(&v[d + DenyReason::COUNT..]);
         c
@@ -169,6 +177,7 @@ mod tests {
             bytes_in: 4,
             bytes_out: 5,
             udp_new_sources: 6,
+            sources_alerting: 1,
             ..ListenerCounters::default()
         };
         c.denied = [7, 8, 9, 10];

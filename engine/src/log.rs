@@ -40,6 +40,13 @@ pub enum Event {
     Deny,
     /// A UDP source not seen within the window sent a datagram.
     UdpSource,
+    /// A source's denial alert fired (`true`) or cleared (`false`); the
+    /// record's peer is the source (port 0), `count` its denials in the
+    /// window and `duration` the window.
+    SourceAlert {
+        /// Fired or cleared.
+        firing: bool,
+    },
 }
 
 impl Event {
@@ -50,6 +57,7 @@ impl Event {
             Event::Close => "close",
             Event::Deny => "deny",
             Event::UdpSource => "udp_source",
+            Event::SourceAlert { .. } => "alert",
         }
     }
 }
@@ -117,6 +125,8 @@ pub struct LogRecord {
     pub close: Option<CloseCause>,
     /// Lines about denials held back by the per-source gate before this one.
     pub suppressed: u64,
+    /// Denials in the window (alert lines).
+    pub count: u64,
 }
 
 impl LogRecord {
@@ -135,6 +145,7 @@ impl LogRecord {
             bytes_out: 0,
             close: None,
             suppressed: 0,
+            count: 0,
         }
     }
 }
@@ -438,6 +449,15 @@ impl Formatter {
         let mut f = Fields::start(out, self.format, self.wall(r.at), r.event.as_str());
         f.str("listener", listener);
         f.uint("shard", u64::from(r.shard));
+        if let Event::SourceAlert { firing } = r.event {
+            f.str("metric", "source_denials");
+            f.display("firing", &firing);
+            f.display("source", &r.peer.ip());
+            f.uint("denials", r.count);
+            f.float("window_s", r.duration.as_secs_f64());
+            f.end();
+            return;
+        }
         f.display("peer", &r.peer);
         f.uint("local_port", u64::from(r.local_port));
         if r.event != Event::Close {
@@ -677,6 +697,16 @@ mod tests {
         f(LogFormat::Json).record(&mut out, &deny);
         f(LogFormat::Json).record(&mut out, &close);
         f(LogFormat::Text).record(&mut out, &deny);
+        let mut alert = LogRecord::new(
+            Event::SourceAlert { firing: true },
+            t0,
+            0,
+            1,
+            SocketAddr::new(peer().ip(), 0),
+        );
+        alert.count = 101;
+        alert.duration = Duration::from_secs(60);
+        f(LogFormat::Json).record(&mut out, &alert);
         f(LogFormat::Json).event_line(
             &mut out,
             UNIX_EPOCH,
@@ -697,6 +727,8 @@ mod tests {
                 r#"{"time":"1970-01-02T00:00:01.500Z","event":"close","listener":"echo@tcp:127.0.0.1:9000","shard":0,"peer":"127.0.0.2:40000","local_port":9000,"duration_s":1.250000,"bytes_in":10,"bytes_out":20,"close_reason":"idle_timeout"}"#,
                 "\n",
                 "1970-01-02T00:00:00.000Z deny listener=echo@tcp:127.0.0.1:9000 shard=1 peer=127.0.0.2:40000 local_port=9000 verdict=deny reason=not_allowed suppressed=4\n",
+                r#"{"time":"1970-01-02T00:00:00.000Z","event":"alert","listener":"echo@tcp:127.0.0.1:9000","shard":1,"metric":"source_denials","firing":true,"source":"127.0.0.2","denials":101,"window_s":60.000000}"#,
+                "\n",
                 r#"{"time":"1970-01-01T00:00:00.000Z","event":"alert","listener":"a \"b\"","firing":true,"rate":2.500000}"#,
                 "\n",
             )

@@ -11,11 +11,13 @@ use std::time::Duration;
 use ipnet::IpNet;
 use thiserror::Error;
 
+use crate::alerts::DenialAlertConfig;
 use crate::log::LogSink;
 use crate::plan::Plan;
 use crate::policy::{AdmissionConfig, Allowlist, AllowlistError, RateLimit};
 
-/// Limits and timeouts of one listener. The defaults are on.
+/// Limits, timeouts and the source-denial alert of one listener. The
+/// defaults are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Open connections on the listener over all shards (0: no limit).
@@ -31,6 +33,9 @@ pub struct Limits {
     /// A connection whose peer has shut its sending side and that has not
     /// finished this long after is closed.
     pub half_closed_timeout: Option<Duration>,
+    /// A source denied more than `limit` times in a window raises an
+    /// `alert` (None: never). Counted per shard, like the per-source limits.
+    pub source_denial_alert: Option<DenialAlertConfig>,
 }
 
 /// Default cap of open connections per listener.
@@ -60,6 +65,7 @@ impl Default for Limits {
             first_bytes_timeout: Some(DEFAULT_FIRST_BYTES_TIMEOUT),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             half_closed_timeout: Some(DEFAULT_HALF_CLOSED_TIMEOUT),
+            source_denial_alert: Some(DenialAlertConfig::default()),
         }
     }
 }

@@ -220,6 +220,16 @@ pub struct ServeArgs {
     /// ... for this long. [default: 30]
     #[arg(long, value_name = "SECS")]
     pub alert_sustain: Option<f64>,
+
+    /// Alert when one source is denied more than N times within
+    /// --alert-source-window on a listener (0: no such alerts). [default: 100]
+    #[arg(long, value_name = "N")]
+    pub alert_source_denials: Option<u64>,
+
+    /// The window of --alert-source-denials; the alert clears after a whole
+    /// window with the source at or under the limit. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub alert_source_window: Option<f64>,
 }
 
 impl ServeArgs {

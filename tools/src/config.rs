@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use ipnet::IpNet;
-use ringport_engine::alerts::AlertConfig;
+use ringport_engine::alerts::{AlertConfig, DenialAlertConfig};
 use ringport_engine::cpus::CpuList;
 use ringport_engine::log::LogFormat;
 use ringport_engine::operations::{self, Limits, ListenerOps, Operations};
@@ -76,6 +76,10 @@ pub struct ListenerTable {
     pub idle_timeout: Option<f64>,
     /// See `--half-closed-timeout`.
     pub half_closed_timeout: Option<f64>,
+    /// See `--alert-source-denials`.
+    pub alert_source_denials: Option<u64>,
+    /// See `--alert-source-window`.
+    pub alert_source_window: Option<f64>,
 }
 
 /// The config file: every `serve` flag, plus `[[listener]]` tables.
@@ -117,6 +121,8 @@ pub struct FileConfig {
     pub drain_timeout: Option<f64>,
     pub alert_factor: Option<f64>,
     pub alert_sustain: Option<f64>,
+    pub alert_source_denials: Option<u64>,
+    pub alert_source_window: Option<f64>,
 }
 
 impl FileConfig {
@@ -209,6 +215,8 @@ struct LimitInputs {
     first_bytes_timeout: Option<f64>,
     idle_timeout: Option<f64>,
     half_closed_timeout: Option<f64>,
+    alert_source_denials: Option<u64>,
+    alert_source_window: Option<f64>,
 }
 
 impl LimitInputs {
@@ -221,6 +229,8 @@ impl LimitInputs {
             first_bytes_timeout: self.first_bytes_timeout.or(base.first_bytes_timeout),
             idle_timeout: self.idle_timeout.or(base.idle_timeout),
             half_closed_timeout: self.half_closed_timeout.or(base.half_closed_timeout),
+            alert_source_denials: self.alert_source_denials.or(base.alert_source_denials),
+            alert_source_window: self.alert_source_window.or(base.alert_source_window),
         }
     }
 
@@ -235,6 +245,20 @@ impl LimitInputs {
         if rate > 0 && burst == 0 {
             bail!("conn_burst = 0 with conn_rate = {rate} would refuse every connection; use at least 1");
         }
+        let alert_default = DenialAlertConfig::default();
+        let denials = self.alert_source_denials.unwrap_or(alert_default.limit);
+        let window = match self.alert_source_window {
+            Some(v) => secs("alert_source_window", v)?,
+            None => Some(alert_default.window),
+        };
+        let source_denial_alert = match (denials, window) {
+            (0, _) => None,
+            (limit, Some(window)) => Some(DenialAlertConfig { limit, window }),
+            (limit, None) => bail!(
+                "alert_source_window = 0 with alert_source_denials = {limit}: give the window \
+                 in seconds, or alert_source_denials = 0 for no source alerts"
+            ),
+        };
         Ok(Limits {
             max_conns: self.max_conns.unwrap_or(d.max_conns),
             max_conns_per_source: self.max_conns_per_source.unwrap_or(d.max_conns_per_source),
@@ -253,6 +277,7 @@ impl LimitInputs {
                 self.half_closed_timeout,
                 d.half_closed_timeout,
             )?,
+            source_denial_alert,
         })
     }
 }
@@ -275,6 +300,8 @@ impl Settings {
             first_bytes_timeout: args.first_bytes_timeout.or(f.first_bytes_timeout),
             idle_timeout: args.idle_timeout.or(f.idle_timeout),
             half_closed_timeout: args.half_closed_timeout.or(f.half_closed_timeout),
+            alert_source_denials: args.alert_source_denials.or(f.alert_source_denials),
+            alert_source_window: args.alert_source_window.or(f.alert_source_window),
         };
         let global_allow = cidrs(&args.allow, f.allow.as_ref(), "allow")?;
         let (listeners, ops) = if !args.listen.is_empty() {
@@ -304,6 +331,8 @@ impl Settings {
                     first_bytes_timeout: t.first_bytes_timeout,
                     idle_timeout: t.idle_timeout,
                     half_closed_timeout: t.half_closed_timeout,
+                    alert_source_denials: t.alert_source_denials,
+                    alert_source_window: t.alert_source_window,
                 };
                 specs.push(t.spec.0.clone());
                 ops.push(ListenerOps {
@@ -469,6 +498,13 @@ mod tests {
         assert_eq!(third.first_bytes_timeout, Some(Duration::from_secs(2)));
         assert_eq!(third.idle_timeout, None);
         assert_eq!(third.half_closed_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(
+            third.source_denial_alert,
+            Some(DenialAlertConfig {
+                limit: 20,
+                window: Duration::from_secs(60)
+            })
+        );
         assert_eq!(s.log, Some(LogTarget::Stderr));
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.admin, Some("127.0.0.1:9900".parse().unwrap()));
@@ -505,6 +541,26 @@ mod tests {
         assert!(
             s.operations.dry_run,
             "a flag not given leaves the file's value"
+        );
+        let file = FileConfig::parse(
+            "alert_source_window = 5\n[[listener]]\nspec = \"echo@udp:127.0.0.1:9001\"\nalert_source_denials = 7\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&args(&[]), Some(file)).unwrap();
+        assert_eq!(
+            s.operations.listeners[0].limits.source_denial_alert,
+            Some(DenialAlertConfig {
+                limit: 7,
+                window: Duration::from_secs(5)
+            })
+        );
+        let off = Settings::resolve(&args(&["--alert-source-denials", "0"]), None).unwrap();
+        assert_eq!(off.operations.listeners[0].limits.source_denial_alert, None);
+        let e = Settings::resolve(&args(&["--alert-source-window", "0"]), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "alert_source_window = 0 with alert_source_denials = 100: give the window in \
+             seconds, or alert_source_denials = 0 for no source alerts"
         );
     }
 

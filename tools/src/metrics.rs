@@ -9,6 +9,9 @@ use ringport_engine::stats::ShardStats;
 use ringport_engine::EngineDrop;
 use ringport_plugin::DropReason;
 
+/// The `metric` label of the source-denial alert.
+pub const SOURCE_DENIALS: &str = "source_denials";
+
 /// One listener as the metrics show it.
 #[derive(Debug, Clone)]
 pub struct ListenerView {
@@ -274,7 +277,7 @@ pub fn render(s: &Snapshot) -> String {
     o.family(
         "ringport_alert",
         "gauge",
-        "1 while a listener's rate deviates from its baseline.",
+        "1 while a listener's rate deviates from its baseline, or (metric source_denials) while a source is denied more often than its limit.",
     );
     for (l, n) in s.listeners.iter().zip(&names) {
         for m in Metric::ALL {
@@ -284,6 +287,23 @@ pub fn render(s: &Snapshot) -> String {
                 u8::from(l.alerts[m as usize]),
             );
         }
+        o.sample(
+            "ringport_alert",
+            &[("listener", n), ("metric", SOURCE_DENIALS)],
+            u8::from(l.counters.sources_alerting > 0),
+        );
+    }
+    o.family(
+        "ringport_listener_sources_alerting",
+        "gauge",
+        "Sources whose denials on the listener are over the alert limit (per shard, summed).",
+    );
+    for (l, n) in s.listeners.iter().zip(&names) {
+        o.sample(
+            "ringport_listener_sources_alerting",
+            &[("listener", n)],
+            l.counters.sources_alerting,
+        );
     }
     o.family(
         "ringport_log_dropped_total",
@@ -326,6 +346,7 @@ mod tests {
         let mut lc = ListenerCounters {
             conns_accepted: 4,
             conns_closed: 1,
+            sources_alerting: 2,
             ..ListenerCounters::default()
         };
         lc.denied[DenyReason::NotAllowed as usize] = 5;
@@ -352,6 +373,9 @@ mod tests {
             "ringport_listener_connections_open{listener=\"echo@tcp:[::1]:9000\"} 3",
             "ringport_listener_denials_total{listener=\"echo@tcp:[::1]:9000\",mode=\"deny\",reason=\"not_allowed\"} 5",
             "ringport_alert{listener=\"echo@tcp:[::1]:9000\",metric=\"denial_rate\"} 1",
+            "ringport_alert{listener=\"echo@tcp:[::1]:9000\",metric=\"conn_rate\"} 0",
+            "ringport_alert{listener=\"echo@tcp:[::1]:9000\",metric=\"source_denials\"} 1",
+            "ringport_listener_sources_alerting{listener=\"echo@tcp:[::1]:9000\"} 2",
             "ringport_uptime_seconds 1.500",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");

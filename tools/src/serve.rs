@@ -65,8 +65,11 @@ fn policy_lines(plan: &Plan, s: &Settings) -> Result<Vec<String>> {
         let rate = l.conn_rate.map_or("off".to_owned(), |r| {
             format!("{}/s burst {}", r.per_sec, r.burst)
         });
+        let source_alert = l.source_denial_alert.map_or("off".to_owned(), |a| {
+            format!("over {} denials in {}s", a.limit, a.window.as_secs_f64())
+        });
         lines.push(format!(
-            "{spec}: allow {}{}; max_conns {} per_source {} rate {rate}; first_bytes {} idle {} half_closed {}",
+            "{spec}: allow {}{}; max_conns {} per_source {} rate {rate}; first_bytes {} idle {} half_closed {}; source alert {source_alert}",
             nets.join(","),
             if s.operations.dry_run { " (dry run)" } else { "" },
             l.max_conns,
@@ -174,7 +177,12 @@ impl Shared {
                     "conns_open": l.counters.conns_open(),
                     "conns_accepted": l.counters.conns_accepted,
                     "denied": l.counters.denied_total(),
-                    "alerts": Metric::ALL.iter().filter(|m| l.alerts[**m as usize]).map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "alerts": Metric::ALL
+                        .iter()
+                        .filter(|m| l.alerts[**m as usize])
+                        .map(|m| m.as_str())
+                        .chain((l.counters.sources_alerting > 0).then_some(metrics::SOURCE_DENIALS))
+                        .collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -302,6 +310,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut next_stats = s.stats_interval.map(|i| started + i);
     let mut last = engine.stats();
     let mut events = Vec::new();
+    let mut sources_alerting = vec![0u64; names.len()];
     // Serve until the first signal.
     let first = loop {
         match sig.recv_timeout(TICK) {
@@ -310,6 +319,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         let now = Instant::now();
+        for (i, c) in engine.listener_stats().iter().enumerate() {
+            let (was, is) = (sources_alerting[i], c.sources_alerting);
+            if (was == 0) != (is == 0) {
+                // The shards log each source; this is the listener's summary.
+                let what = if is > 0 { "fired" } else { "cleared" };
+                eprintln!(
+                    "ringport: alert {what}: {} {}: {is} source(s) over the denial limit",
+                    names[i],
+                    metrics::SOURCE_DENIALS
+                );
+            }
+            sources_alerting[i] = is;
+        }
         if !alerts.is_empty() {
             let stats = engine.listener_stats();
             let mut firing = Vec::with_capacity(alerts.len());
