@@ -255,6 +255,44 @@ fn a_source_denied_over_the_limit_raises_an_alert_that_clears_once_it_stops() {
 }
 
 #[test]
+fn a_udp_listener_drops_datagrams_over_its_max_before_the_plugin_and_counts_them() {
+    let mut ops = only_trusted();
+    ops.limits.max_datagram = Some(100);
+    let config = EngineConfig {
+        udp_max_datagram: 1000,
+        ..EngineConfig::default()
+    };
+    let srv = server()
+        .listen(udp("echo", 1))
+        .config(config)
+        .operations(operations(1, ops, false))
+        .start();
+    let u = udp_from(TRUSTED, Duration::from_millis(200));
+    let mut buf = [0u8; 2048];
+    // 101 bytes: over the listener's max; 1001: over what the engine
+    // receives whole. Neither is answered; the datagrams around them are.
+    for (len, answered) in [(100, true), (101, false), (1001, false), (7, true)] {
+        u.send_to(&vec![b'x'; len], srv.addr(0)).unwrap();
+        match u.recv_from(&mut buf) {
+            Ok((n, _)) => assert_eq!((n, answered), (len, true)),
+            Err(_) => assert!(!answered, "{len} bytes were not echoed"),
+        }
+    }
+    // Counters are published at the end of the shard's turn, maybe after
+    // the reply went out.
+    srv.wait_stats("the last datagram counted", |s| {
+        common::total(s).datagrams_in == 2 && listener(&srv, 0).datagrams_in == 2
+    });
+    let l = listener(&srv, 0);
+    assert_eq!(
+        (l.drops, l.datagrams_in, l.bytes_in),
+        ([1, 1], 2, 107),
+        "by reason: too large, truncated"
+    );
+    assert_eq!(srv.totals().datagrams_in, 2, "the plugin saw only those");
+}
+
+#[test]
 fn per_source_connection_cap_is_exact() {
     let ops = ListenerOps {
         allow: None,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ringport_plugin::CloseReason;
 
 use crate::alerts::{DenialAlarm, Gate, LogGate, SourceAlert, SourceWindows};
-use crate::listener_stats::{ListenerCounters, SharedListenerStats, TimeoutKind};
+use crate::listener_stats::{ListenerCounters, ListenerDrop, SharedListenerStats, TimeoutKind};
 use crate::log::{CloseCause, Event, LogRecord, LogSink};
 use crate::operations::Limits;
 use crate::policy::{Admission, AdmissionConfig, Decision};
@@ -462,8 +462,9 @@ impl Guard {
         }
     }
 
-    /// The checks for a datagram of `len` bytes from `peer` on `listener`;
-    /// `false`: drop it (counted, logged).
+    /// The checks for a datagram of `len` bytes from `peer` on `listener`:
+    /// the allowlist, then the listener's `max_datagram`. `false`: drop it
+    /// (counted; denials also logged).
     #[inline]
     pub fn datagram(
         &mut self,
@@ -483,7 +484,13 @@ impl Guard {
                 return false;
             }
         }
-        let c = &mut self.listeners[listener as usize].counters;
+        let l = &mut self.listeners[listener as usize];
+        if l.limits.max_datagram.is_some_and(|max| len > max as usize) {
+            l.counters.drops[ListenerDrop::DatagramTooLarge as usize] += 1;
+            self.dirty = true;
+            return false;
+        }
+        let c = &mut l.counters;
         c.datagrams_in += 1;
         c.bytes_in += len as u64;
         self.dirty = true;
@@ -497,6 +504,13 @@ impl Guard {
             }
         }
         true
+    }
+
+    /// The engine dropped a datagram of `listener` for `reason`.
+    #[inline]
+    pub fn dropped(&mut self, listener: u16, reason: ListenerDrop) {
+        self.listeners[listener as usize].counters.drops[reason as usize] += 1;
+        self.dirty = true;
     }
 
     /// Publishes the listener counters if they changed.
@@ -634,6 +648,28 @@ mod tests {
         assert!(audit.datagram(0, addr("127.0.0.2:1"), 9000, 5, now));
         assert_eq!(audit.listeners[0].counters.would_deny[0], 2);
         w.finish().unwrap();
+    }
+
+    #[test]
+    fn datagrams_over_the_listener_max_are_dropped_and_counted_after_the_allowlist() {
+        let limits = Limits {
+            max_datagram: Some(100),
+            ..Limits::default()
+        };
+        let mut g = guard(limits, false, None);
+        let now = Instant::now();
+        let trusted = addr("127.0.0.1:1");
+        assert!(g.datagram(0, trusted, 9000, 100, now), "exactly the max");
+        assert!(!g.datagram(0, trusted, 9000, 101, now));
+        assert!(
+            !g.datagram(0, addr("127.0.0.2:1"), 9000, 101, now),
+            "a denial first"
+        );
+        g.dropped(0, ListenerDrop::DatagramTruncated);
+        let c = g.listeners[0].counters;
+        assert_eq!(c.drops, [1, 1]);
+        assert_eq!(c.denied[DenyReason::NotAllowed as usize], 1);
+        assert_eq!((c.datagrams_in, c.bytes_in), (1, 100));
     }
 
     /// Collects what the log writer writes.

@@ -41,6 +41,35 @@ impl TimeoutKind {
     }
 }
 
+/// Why a listener dropped a datagram it admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ListenerDrop {
+    /// Longer than the listener's `max_datagram`.
+    DatagramTooLarge = 0,
+    /// Longer than the engine receives whole (`udp_max_datagram`): cut by
+    /// the kernel, so dropped before the source is known.
+    DatagramTruncated = 1,
+}
+
+impl ListenerDrop {
+    /// Number of reasons.
+    pub const COUNT: usize = 2;
+    /// Every reason, in discriminant order.
+    pub const ALL: [ListenerDrop; ListenerDrop::COUNT] = [
+        ListenerDrop::DatagramTooLarge,
+        ListenerDrop::DatagramTruncated,
+    ];
+
+    /// The snake-case name used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerDrop::DatagramTooLarge => "datagram_too_large",
+            ListenerDrop::DatagramTruncated => "datagram_truncated",
+        }
+    }
+}
+
 /// One listener's counters on one shard (or summed over shards).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListenerCounters {
@@ -65,6 +94,8 @@ pub struct ListenerCounters {
     pub would_deny: [u64; DenyReason::COUNT],
     /// Connections closed on a timer, by [`TimeoutKind`].
     pub timeouts: [u64; TimeoutKind::COUNT],
+    /// Datagrams dropped by the engine, by [`ListenerDrop`].
+    pub drops: [u64; ListenerDrop::COUNT],
 }
 
 impl ListenerCounters {
@@ -96,12 +127,19 @@ impl ListenerCounters {
         for (a, b) in self.timeouts.iter_mut().zip(o.timeouts) {
             *a += b;
         }
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
     }
 }
 
 /// Cells of the scalar fields, before the per-reason arrays.
 const SCALARS: usize = 7;
-const CELLS: usize = SCALARS + 2 * DenyReason::COUNT + TimeoutKind::COUNT;
+const CELLS: usize = SCALARS + 2 * DenyReason::COUNT + TimeoutKind::COUNT + ListenerDrop::COUNT;
+/// Where the timeouts start in the cells.
+const TIMEOUTS: usize = SCALARS + 2 * DenyReason::COUNT;
+/// Where the drops start in the cells.
+const DROPS: usize = TIMEOUTS + TimeoutKind::COUNT;
 
 /// The published copy of one listener's counters on one shard.
 #[derive(Debug)]
@@ -131,7 +169,8 @@ fn flatten(c: &ListenerCounters) -> [u64; CELLS] {
     let d = SCALARS + DenyReason::COUNT;
     v[SCALARS..d].copy_from_slice(&c.denied);
     v[d..d + DenyReason::COUNT].copy_from_slice(&c.would_deny);
-    v[d + DenyReason::COUNT..].copy_from_slice(&c.timeouts);
+    v[TIMEOUTS..DROPS].copy_from_slice(&c.timeouts);
+    v[DROPS..].copy_from_slice(&c.drops);
     v
 }
 
@@ -159,7 +198,8 @@ impl SharedListenerStats {
         };
         c.denied.copy_from_slice(&v[SCALARS..d]);
         c.would_deny.copy_from_slice(&v[d..d + DenyReason::COUNT]);
-        c.timeouts.copy_from_slice(&v[d + DenyReason::COUNT..]);
+        c.timeouts.copy_from_slice(&v[TIMEOUTS..DROPS]);
+        c.drops.copy_from_slice(&v[DROPS..]);
         c
     }
 }
@@ -183,6 +223,7 @@ mod tests {
         c.denied = [7, 8, 9, 10];
         c.would_deny = [11, 12, 13, 14];
         c.timeouts = [15, 16, 17];
+        c.drops = [18, 19];
         let s = SharedListenerStats::default();
         s.publish(&c);
         assert_eq!(s.snapshot(), c);
@@ -190,6 +231,7 @@ mod tests {
         sum.add(&c);
         assert_eq!(sum.denied, [14, 16, 18, 20]);
         assert_eq!(sum.timeouts, [30, 32, 34]);
+        assert_eq!(sum.drops, [36, 38]);
         assert_eq!((sum.denied_total(), sum.conns_open()), (68, 0));
     }
 }

@@ -36,6 +36,10 @@ pub struct Limits {
     /// A source denied more than `limit` times in a window raises an
     /// `alert` (None: never). Counted per shard, like the per-source limits.
     pub source_denial_alert: Option<DenialAlertConfig>,
+    /// UDP: datagrams longer than this are dropped before any plugin code
+    /// and counted (None: as long as the engine receives whole,
+    /// `EngineConfig::udp_max_datagram`).
+    pub max_datagram: Option<u32>,
 }
 
 /// Default cap of open connections per listener.
@@ -66,6 +70,7 @@ impl Default for Limits {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             half_closed_timeout: Some(DEFAULT_HALF_CLOSED_TIMEOUT),
             source_denial_alert: Some(DenialAlertConfig::default()),
+            max_datagram: None,
         }
     }
 }

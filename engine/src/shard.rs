@@ -25,6 +25,7 @@ use ringport_plugin::{
 use crate::config::{EngineConfig, UdpDropCounter};
 use crate::conn::Conns;
 use crate::guard::{Guard, GuardInit};
+use crate::listener_stats::ListenerDrop;
 use crate::mesh::{Envelope, Inbox, Outbox};
 use crate::ops::{self, *};
 use crate::stats::{Counters, EngineDrop, SharedStats};
@@ -709,6 +710,8 @@ impl Shard {
             self.core
                 .counters
                 .drop_engine(EngineDrop::DatagramTruncated, 1);
+            self.guard
+                .dropped(sock.listener.0, ListenerDrop::DatagramTruncated);
             return;
         }
         let Some(peer) = addr::from_raw(msg.name_data()) else {

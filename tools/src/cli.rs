@@ -121,6 +121,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES")]
     pub udp_max_datagram: Option<u32>,
 
+    /// Largest datagram a UDP listener takes; longer ones are dropped before
+    /// any plugin code and counted per listener (at most
+    /// --udp-max-datagram). Default: --udp-max-datagram.
+    #[arg(long, value_name = "BYTES")]
+    pub max_datagram: Option<u32>,
+
     /// UDP receive buffers per shard (power of two). [default: 2048]
     #[arg(long, value_name = "N")]
     pub udp_bufs: Option<u16>,

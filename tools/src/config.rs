@@ -80,6 +80,8 @@ pub struct ListenerTable {
     pub alert_source_denials: Option<u64>,
     /// See `--alert-source-window`.
     pub alert_source_window: Option<f64>,
+    /// See `--max-datagram`.
+    pub max_datagram: Option<u32>,
 }
 
 /// The config file: every `serve` flag, plus `[[listener]]` tables.
@@ -100,6 +102,7 @@ pub struct FileConfig {
     pub tcp_buf_size: Option<u32>,
     pub tcp_bufs: Option<u16>,
     pub udp_max_datagram: Option<u32>,
+    pub max_datagram: Option<u32>,
     pub udp_bufs: Option<u16>,
     pub udp_send_slots: Option<usize>,
     pub udp_drop_counter: Option<Parsed<UdpDropCounter>>,
@@ -217,6 +220,7 @@ struct LimitInputs {
     half_closed_timeout: Option<f64>,
     alert_source_denials: Option<u64>,
     alert_source_window: Option<f64>,
+    max_datagram: Option<u32>,
 }
 
 impl LimitInputs {
@@ -231,10 +235,13 @@ impl LimitInputs {
             half_closed_timeout: self.half_closed_timeout.or(base.half_closed_timeout),
             alert_source_denials: self.alert_source_denials.or(base.alert_source_denials),
             alert_source_window: self.alert_source_window.or(base.alert_source_window),
+            max_datagram: self.max_datagram.or(base.max_datagram),
         }
     }
 
-    fn resolve(self) -> Result<Limits> {
+    /// The limits; `udp_max_datagram` is the engine's, which a listener's
+    /// `max_datagram` may not exceed.
+    fn resolve(self, udp_max_datagram: u32) -> Result<Limits> {
         let d = Limits::default();
         let timeout = |name: &str, v: Option<f64>, default: Option<Duration>| match v {
             Some(v) => secs(name, v),
@@ -244,6 +251,12 @@ impl LimitInputs {
         let burst = self.conn_burst.unwrap_or(operations::DEFAULT_CONN_BURST);
         if rate > 0 && burst == 0 {
             bail!("conn_burst = 0 with conn_rate = {rate} would refuse every connection; use at least 1");
+        }
+        if let Some(max) = self.max_datagram.filter(|&m| m > udp_max_datagram) {
+            bail!(
+                "max_datagram = {max} is above udp_max_datagram = {udp_max_datagram}: longer \
+                 datagrams are cut before the listener sees them; raise udp_max_datagram too"
+            );
         }
         let alert_default = DenialAlertConfig::default();
         let denials = self.alert_source_denials.unwrap_or(alert_default.limit);
@@ -278,6 +291,7 @@ impl LimitInputs {
                 d.half_closed_timeout,
             )?,
             source_denial_alert,
+            max_datagram: self.max_datagram,
         })
     }
 }
@@ -302,13 +316,15 @@ impl Settings {
             half_closed_timeout: args.half_closed_timeout.or(f.half_closed_timeout),
             alert_source_denials: args.alert_source_denials.or(f.alert_source_denials),
             alert_source_window: args.alert_source_window.or(f.alert_source_window),
+            max_datagram: args.max_datagram.or(f.max_datagram),
         };
+        let udp_max_datagram = pick!(udp_max_datagram, d.udp_max_datagram);
         let global_allow = cidrs(&args.allow, f.allow.as_ref(), "allow")?;
         let (listeners, ops) = if !args.listen.is_empty() {
             let ops = args.listen.iter().map(|_| {
                 Ok(ListenerOps {
                     allow: global_allow.clone(),
-                    limits: global.resolve()?,
+                    limits: global.resolve(udp_max_datagram)?,
                 })
             });
             (args.listen.clone(), ops.collect::<Result<Vec<_>>>()?)
@@ -319,7 +335,7 @@ impl Settings {
                 specs.push(s.0.clone());
                 ops.push(ListenerOps {
                     allow: global_allow.clone(),
-                    limits: global.resolve()?,
+                    limits: global.resolve(udp_max_datagram)?,
                 });
             }
             for t in f.listener.iter().flatten() {
@@ -333,6 +349,7 @@ impl Settings {
                     half_closed_timeout: t.half_closed_timeout,
                     alert_source_denials: t.alert_source_denials,
                     alert_source_window: t.alert_source_window,
+                    max_datagram: t.max_datagram,
                 };
                 specs.push(t.spec.0.clone());
                 ops.push(ListenerOps {
@@ -342,7 +359,7 @@ impl Settings {
                     },
                     limits: own
                         .over(global)
-                        .resolve()
+                        .resolve(udp_max_datagram)
                         .with_context(|| format!("listener `{}`", t.spec.0))?,
                 });
             }
@@ -353,7 +370,7 @@ impl Settings {
                     .map(|_| {
                         Ok(ListenerOps {
                             allow: global_allow.clone(),
-                            limits: global.resolve()?,
+                            limits: global.resolve(udp_max_datagram)?,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -365,7 +382,7 @@ impl Settings {
             ring_entries: pick!(ring_entries, d.ring_entries),
             tcp_buf_size: pick!(tcp_buf_size, d.tcp_buf_size),
             tcp_bufs: pick!(tcp_bufs, d.tcp_bufs),
-            udp_max_datagram: pick!(udp_max_datagram, d.udp_max_datagram),
+            udp_max_datagram,
             udp_bufs: pick!(udp_bufs, d.udp_bufs),
             udp_send_slots: pick!(udp_send_slots, d.udp_send_slots),
             max_outbound,
@@ -475,7 +492,13 @@ mod tests {
             ops.listeners[0].allow,
             Some(vec!["127.0.0.1/32".parse().unwrap()])
         );
-        assert_eq!(ops.listeners[0].limits, Limits::default());
+        assert_eq!(
+            ops.listeners[0].limits,
+            Limits {
+                max_datagram: Some(2048),
+                ..Limits::default()
+            }
+        );
         assert_eq!(
             ops.listeners[2].allow,
             Some(vec![
@@ -554,6 +577,31 @@ mod tests {
                 window: Duration::from_secs(5)
             })
         );
+        let file = FileConfig::parse(
+            "max_datagram = 512\nlisten = [\"echo@udp:127.0.0.1:9000\"]\n[[listener]]\nspec = \"echo@udp:127.0.0.1:9001\"\nmax_datagram = 64\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&args(&[]), Some(file)).unwrap();
+        let max: Vec<Option<u32>> = s
+            .operations
+            .listeners
+            .iter()
+            .map(|l| l.limits.max_datagram)
+            .collect();
+        assert_eq!(max, [Some(512), Some(64)]);
+        let s = Settings::resolve(&args(&["--max-datagram", "1400"]), None).unwrap();
+        assert_eq!(s.operations.listeners[0].limits.max_datagram, Some(1400));
+        let e = Settings::resolve(&args(&["--max-datagram", "4000"]), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "max_datagram = 4000 is above udp_max_datagram = 2048: longer datagrams are cut \
+             before the listener sees them; raise udp_max_datagram too"
+        );
+        assert!(Settings::resolve(
+            &args(&["--max-datagram", "4000", "--udp-max-datagram", "4000"]),
+            None
+        )
+        .is_ok());
         let off = Settings::resolve(&args(&["--alert-source-denials", "0"]), None).unwrap();
         assert_eq!(off.operations.listeners[0].limits.source_denial_alert, None);
         let e = Settings::resolve(&args(&["--alert-source-window", "0"]), None).unwrap_err();

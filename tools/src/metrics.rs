@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use ringport_engine::alerts::Metric;
-use ringport_engine::listener_stats::{ListenerCounters, TimeoutKind};
+use ringport_engine::listener_stats::{ListenerCounters, ListenerDrop, TimeoutKind};
 use ringport_engine::policy::DenyReason;
 use ringport_engine::stats::ShardStats;
 use ringport_engine::EngineDrop;
@@ -275,6 +275,20 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
     o.family(
+        "ringport_listener_drops_total",
+        "counter",
+        "Datagrams the engine dropped per listener, by reason.",
+    );
+    for (l, n) in s.listeners.iter().zip(&names) {
+        for r in ListenerDrop::ALL {
+            o.sample(
+                "ringport_listener_drops_total",
+                &[("listener", n), ("reason", r.as_str())],
+                l.counters.drops[r as usize],
+            );
+        }
+    }
+    o.family(
         "ringport_alert",
         "gauge",
         "1 while a listener's rate deviates from its baseline, or (metric source_denials) while a source is denied more often than its limit.",
@@ -350,6 +364,7 @@ mod tests {
             ..ListenerCounters::default()
         };
         lc.denied[DenyReason::NotAllowed as usize] = 5;
+        lc.drops[ListenerDrop::DatagramTooLarge as usize] = 6;
         let text = render(&Snapshot {
             shards: vec![ShardStats {
                 shard: 0,
@@ -376,6 +391,8 @@ mod tests {
             "ringport_alert{listener=\"echo@tcp:[::1]:9000\",metric=\"conn_rate\"} 0",
             "ringport_alert{listener=\"echo@tcp:[::1]:9000\",metric=\"source_denials\"} 1",
             "ringport_listener_sources_alerting{listener=\"echo@tcp:[::1]:9000\"} 2",
+            "ringport_listener_drops_total{listener=\"echo@tcp:[::1]:9000\",reason=\"datagram_too_large\"} 6",
+            "ringport_listener_drops_total{listener=\"echo@tcp:[::1]:9000\",reason=\"datagram_truncated\"} 0",
             "ringport_uptime_seconds 1.500",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");

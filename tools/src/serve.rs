@@ -14,6 +14,7 @@ use ringport_engine::log::{EventLine, LogWriter, Value, DEFAULT_QUEUE_LEN};
 use ringport_engine::plan::{Plan, PlanRequest};
 use ringport_engine::stats::ShardStats;
 use ringport_engine::{Counters, EngineHandle};
+use ringport_plugin::Transport;
 
 use crate::admin::{AdminServer, Handler};
 use crate::cli::ServeArgs;
@@ -68,8 +69,13 @@ fn policy_lines(plan: &Plan, s: &Settings) -> Result<Vec<String>> {
         let source_alert = l.source_denial_alert.map_or("off".to_owned(), |a| {
             format!("over {} denials in {}s", a.limit, a.window.as_secs_f64())
         });
+        let max_datagram = match (spec.transport, l.max_datagram) {
+            (Transport::Udp, Some(max)) => format!("; max_datagram {max}"),
+            (Transport::Udp, None) => format!("; max_datagram {}", s.engine.udp_max_datagram),
+            (Transport::Tcp, _) => String::new(),
+        };
         lines.push(format!(
-            "{spec}: allow {}{}; max_conns {} per_source {} rate {rate}; first_bytes {} idle {} half_closed {}; source alert {source_alert}",
+            "{spec}: allow {}{}; max_conns {} per_source {} rate {rate}; first_bytes {} idle {} half_closed {}; source alert {source_alert}{max_datagram}",
             nets.join(","),
             if s.operations.dry_run { " (dry run)" } else { "" },
             l.max_conns,
