@@ -216,8 +216,9 @@ pub fn contention_warning(f: &Figures) -> Option<String> {
     let c = f.client_cpus_other_pct.unwrap_or(0.0);
     (s > CONTENTION_PCT || c > CONTENTION_PCT).then(|| {
         format!(
-            "other work took {s:.0}% of the server CPUs and {c:.0}% of the client CPUs; \
-             figures of this run are not the harness's and the server's alone"
+            "other work (other processes, or kernel threads such as ksoftirqd) took \
+             {s:.0}% of the server CPUs and {c:.0}% of the client CPUs; figures of this \
+             run are not the harness's and the server's alone"
         )
     })
 }
