@@ -278,10 +278,10 @@ fn a_udp_listener_drops_datagrams_over_its_max_before_the_plugin_and_counts_them
             Err(_) => assert!(!answered, "{len} bytes were not echoed"),
         }
     }
-    // Counters are published at the end of the shard's turn, maybe after
-    // the reply went out.
-    srv.wait_stats("the last datagram counted", |s| {
-        common::total(s).datagrams_in == 2 && listener(&srv, 0).datagrams_in == 2
+    // Counters are published at the end of the shard's turn, and replies
+    // counted when their send completes: maybe after the client has them.
+    srv.wait_stats("the last reply counted", |s| {
+        common::total(s).datagrams_out == 2 && listener(&srv, 0).datagrams_out == 2
     });
     let l = listener(&srv, 0);
     assert_eq!(
@@ -289,6 +289,7 @@ fn a_udp_listener_drops_datagrams_over_its_max_before_the_plugin_and_counts_them
         ([1, 1], 2, 107),
         "by reason: too large, truncated"
     );
+    assert_eq!((l.datagrams_out, l.bytes_out), (2, 107), "the replies");
     assert_eq!(srv.totals().datagrams_in, 2, "the plugin saw only those");
 }
 

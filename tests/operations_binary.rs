@@ -211,7 +211,12 @@ fn metrics_pass_promtool_and_count_the_traffic_sent() {
             &format!("ringport_listener_connections_open{{listener=\"{tcp_l}\"}}"),
         );
         let denied = sample(&m, &format!("ringport_listener_denials_total{{listener=\"{udp_l}\",mode=\"deny\",reason=\"not_allowed\"}}"));
-        if closed == Some(0.0) && denied == Some(2.0) {
+        // Replies are counted when their send completes, maybe a turn later.
+        let sent = sample(
+            &m,
+            &format!("ringport_listener_datagrams_sent_total{{listener=\"{udp_l}\"}}"),
+        );
+        if closed == Some(0.0) && denied == Some(2.0) && sent == Some(5.0) {
             break m;
         }
         assert!(Instant::now() < deadline, "metrics never settled:\n{m}");
@@ -238,6 +243,22 @@ fn metrics_pass_promtool_and_count_the_traffic_sent() {
             format!("ringport_listener_bytes_total{{listener=\"{udp_l}\",direction=\"in\"}}"),
             50.0,
         ),
+        (
+            format!("ringport_listener_bytes_total{{listener=\"{udp_l}\",direction=\"out\"}}"),
+            50.0,
+        ),
+        (
+            format!("ringport_listener_datagrams_sent_total{{listener=\"{tcp_l}\"}}"),
+            0.0,
+        ),
+        (
+            format!(
+                "ringport_listener_drops_total{{listener=\"{udp_l}\",reason=\"datagram_too_large\"}}"
+            ),
+            0.0,
+        ),
+        ("ringport_mesh_queue_depth{shard=\"0\"}".to_owned(), 0.0),
+        ("ringport_mesh_sent_total{shard=\"0\"}".to_owned(), 0.0),
         (
             "ringport_bytes_total{shard=\"0\",direction=\"in\"}".to_owned(),
             350.0,

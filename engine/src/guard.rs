@@ -506,6 +506,16 @@ impl Guard {
         true
     }
 
+    /// The kernel sent a datagram of `n` bytes from a socket of `listener`.
+    #[inline]
+    pub fn datagram_sent(&mut self, listener: u16, n: usize) {
+        if let Some(l) = self.listeners.get_mut(listener as usize) {
+            l.counters.datagrams_out += 1;
+            l.counters.bytes_out += n as u64;
+            self.dirty = true;
+        }
+    }
+
     /// The engine dropped a datagram of `listener` for `reason`.
     #[inline]
     pub fn dropped(&mut self, listener: u16, reason: ListenerDrop) {

@@ -79,9 +79,11 @@ pub struct ListenerCounters {
     pub conns_closed: u64,
     /// Datagrams admitted.
     pub datagrams_in: u64,
+    /// Datagrams sent (replies), as the kernel completed them.
+    pub datagrams_out: u64,
     /// Bytes received on admitted connections and datagrams.
     pub bytes_in: u64,
-    /// Bytes sent on the listener's connections.
+    /// Bytes sent on the listener's connections and UDP sockets.
     pub bytes_out: u64,
     /// UDP sources seen for the first time within the window.
     pub udp_new_sources: u64,
@@ -114,6 +116,7 @@ impl ListenerCounters {
         self.conns_accepted += o.conns_accepted;
         self.conns_closed += o.conns_closed;
         self.datagrams_in += o.datagrams_in;
+        self.datagrams_out += o.datagrams_out;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.udp_new_sources += o.udp_new_sources;
@@ -134,7 +137,7 @@ impl ListenerCounters {
 }
 
 /// Cells of the scalar fields, before the per-reason arrays.
-const SCALARS: usize = 7;
+const SCALARS: usize = 8;
 const CELLS: usize = SCALARS + 2 * DenyReason::COUNT + TimeoutKind::COUNT + ListenerDrop::COUNT;
 /// Where the timeouts start in the cells.
 const TIMEOUTS: usize = SCALARS + 2 * DenyReason::COUNT;
@@ -165,6 +168,7 @@ fn flatten(c: &ListenerCounters) -> [u64; CELLS] {
         c.bytes_out,
         c.udp_new_sources,
         c.sources_alerting,
+        c.datagrams_out,
     ]);
     let d = SCALARS + DenyReason::COUNT;
     v[SCALARS..d].copy_from_slice(&c.denied);
@@ -194,6 +198,7 @@ impl SharedListenerStats {
             bytes_out: v[4],
             udp_new_sources: v[5],
             sources_alerting: v[6],
+            datagrams_out: v[7],
             ..ListenerCounters::default()
         };
         c.denied.copy_from_slice(&v[SCALARS..d]);
@@ -218,6 +223,7 @@ mod tests {
             bytes_out: 5,
             udp_new_sources: 6,
             sources_alerting: 1,
+            datagrams_out: 2,
             ..ListenerCounters::default()
         };
         c.denied = [7, 8, 9, 10];

@@ -12,7 +12,8 @@ pub const OP_RECV: u8 = 2;
 pub const OP_SEND: u8 = 3;
 /// Multishot recvmsg on a UDP socket; index = socket slot.
 pub const OP_UDP_RECV: u8 = 4;
-/// Sendmsg of one datagram; index = send slot.
+/// Sendmsg of one datagram; index = send slot, generation = the listener
+/// of the sending socket (listener ids are 16 bits, within the 24).
 pub const OP_UDP_SEND: u8 = 5;
 /// Read on the shard's wake-up eventfd.
 pub const OP_WAKE: u8 = 6;

@@ -405,7 +405,7 @@ impl Shard {
                 OP_RECV => self.on_recv(idx, generation, res, flags, more),
                 OP_SEND => self.on_send(idx, generation, res),
                 OP_UDP_RECV => self.on_udp_recv(idx, res, flags, more),
-                OP_UDP_SEND => self.on_udp_send(idx, res),
+                OP_UDP_SEND => self.on_udp_send(idx, generation, res),
                 OP_WAKE if !self.shared.stop.load(Ordering::Acquire) => self.core.arm_wake(),
                 // MSG_RING to `idx` failed (its CQ full, or the ring gone): fall back.
                 OP_MSG_RING => {
@@ -754,11 +754,13 @@ impl Shard {
         }
     }
 
-    fn on_udp_send(&mut self, slot: u32, res: i32) {
+    /// A datagram send completed; `listener` is the one whose socket sent it.
+    fn on_udp_send(&mut self, slot: u32, listener: u32, res: i32) {
         self.core.sends.release(slot);
         if res >= 0 {
             self.core.counters.datagrams_out += 1;
             self.core.counters.bytes_out += res as u64;
+            self.guard.datagram_sent(listener as u16, res as usize);
         } else {
             self.core.counters.drop_engine(EngineDrop::UdpSendError, 1);
         }
@@ -1187,7 +1189,7 @@ impl Context for Core {
         to: SocketAddr,
         parts: &[&[u8]],
     ) -> Result<(), WriteError> {
-        let Some(fd) = self.udp.get(via.0 as usize).map(|s| s.fd) else {
+        let Some((fd, listener)) = self.udp.get(via.0 as usize).map(|s| (s.fd, s.listener)) else {
             return Err(WriteError::UnknownTarget);
         };
         let (slot, hdr) = match self.sends.fill(&to, parts) {
@@ -1201,7 +1203,7 @@ impl Context for Core {
         };
         let e = opcode::SendMsg::new(Fd(fd), hdr)
             .build()
-            .user_data(ops::pack(OP_UDP_SEND, 0, slot));
+            .user_data(ops::pack(OP_UDP_SEND, u32::from(listener.0), slot));
         self.push(e);
         Ok(())
     }

@@ -28,6 +28,8 @@ pub struct ListenerView {
 pub struct Snapshot {
     /// Per shard.
     pub shards: Vec<ShardStats>,
+    /// Per shard: cross-shard messages waiting for it, as of its last turn.
+    pub mesh_depth: Vec<usize>,
     /// Per listener.
     pub listeners: Vec<ListenerView>,
     /// Handshake-log records dropped because a queue was full.
@@ -74,7 +76,7 @@ pub fn render(s: &Snapshot) -> String {
     let mut o = Out(String::with_capacity(8192));
     let shard_ids: Vec<String> = s.shards.iter().map(|x| x.shard.to_string()).collect();
     type Get = fn(&ringport_engine::Counters) -> u64;
-    let per_shard: [(&str, &str, &str, Get); 12] = [
+    let per_shard: [(&str, &str, &str, Get); 14] = [
         (
             "ringport_messages_total",
             "counter",
@@ -144,12 +146,32 @@ pub fn render(s: &Snapshot) -> String {
             "Cross-shard sends refused by a full ring.",
             |c| c.mesh_full,
         ),
+        (
+            "ringport_mesh_received_total",
+            "counter",
+            "Cross-shard messages taken from other shards.",
+            |c| c.mesh_in,
+        ),
+        (
+            "ringport_mesh_wakes_total",
+            "counter",
+            "Wake-ups sent to parked shards.",
+            |c| c.mesh_wakes,
+        ),
     ];
     for (name, kind, help, get) in per_shard {
         o.family(name, kind, help);
         for (st, id) in s.shards.iter().zip(&shard_ids) {
             o.sample(name, &[("shard", id)], get(&st.counters));
         }
+    }
+    o.family(
+        "ringport_mesh_queue_depth",
+        "gauge",
+        "Cross-shard messages waiting for the shard, as of its last turn.",
+    );
+    for (depth, id) in s.mesh_depth.iter().zip(&shard_ids) {
+        o.sample("ringport_mesh_queue_depth", &[("shard", id)], depth);
     }
     o.family(
         "ringport_bytes_total",
@@ -192,7 +214,7 @@ pub fn render(s: &Snapshot) -> String {
 
     let names: Vec<&str> = s.listeners.iter().map(|l| l.name.as_str()).collect();
     type LGet = fn(&ListenerCounters) -> u64;
-    let per_listener: [(&str, &str, &str, LGet); 4] = [
+    let per_listener: [(&str, &str, &str, LGet); 5] = [
         (
             "ringport_listener_connections_total",
             "counter",
@@ -210,6 +232,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Datagrams admitted per listener.",
             |c| c.datagrams_in,
+        ),
+        (
+            "ringport_listener_datagrams_sent_total",
+            "counter",
+            "Datagrams sent (replies) per listener.",
+            |c| c.datagrams_out,
         ),
         (
             "ringport_listener_udp_new_sources_total",
@@ -354,6 +382,8 @@ mod tests {
         let mut c = Counters {
             msgs: 3,
             bytes_in: 10,
+            mesh_in: 4,
+            mesh_wakes: 1,
             ..Counters::default()
         };
         c.drop_engine(EngineDrop::BufferRingEmpty, 2);
@@ -371,6 +401,7 @@ mod tests {
                 cpu: 1,
                 counters: c,
             }],
+            mesh_depth: vec![9],
             listeners: vec![ListenerView {
                 name: "echo@tcp:[::1]:9000".into(),
                 counters: lc,
@@ -394,6 +425,10 @@ mod tests {
             "ringport_listener_drops_total{listener=\"echo@tcp:[::1]:9000\",reason=\"datagram_too_large\"} 6",
             "ringport_listener_drops_total{listener=\"echo@tcp:[::1]:9000\",reason=\"datagram_truncated\"} 0",
             "ringport_uptime_seconds 1.500",
+            "ringport_mesh_queue_depth{shard=\"0\"} 9",
+            "ringport_mesh_received_total{shard=\"0\"} 4",
+            "ringport_mesh_wakes_total{shard=\"0\"} 1",
+            "ringport_listener_datagrams_sent_total{listener=\"echo@tcp:[::1]:9000\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }

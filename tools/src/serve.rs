@@ -134,8 +134,12 @@ struct Shared {
 impl Shared {
     fn snapshot(&self) -> Snapshot {
         let alerts = self.alerts.lock().map(|a| a.clone()).unwrap_or_default();
+        let shards = self.engine.stats();
         Snapshot {
-            shards: self.engine.stats(),
+            mesh_depth: (0..shards.len())
+                .map(|i| self.engine.mesh_depth(i))
+                .collect(),
+            shards,
             listeners: self
                 .engine
                 .listener_stats()
