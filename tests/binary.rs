@@ -9,7 +9,7 @@ mod common;
 
 use common::ringport_bin;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -94,6 +94,46 @@ fn help_and_readme_list_the_same_serve_flags() {
          flags in README.md that `--help` does not offer: {unknown:?}"
     );
     assert!(documented.contains("--listen") && documented.contains("--batch-delay-us"));
+}
+
+/// `--flag` → the `[default: X]` of its `--help` entry, if any.
+fn help_defaults(help: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut flag: Option<String> = None;
+    for line in help.lines() {
+        let t = line.trim_start();
+        if t.starts_with("--") {
+            flag = t.split_whitespace().next().map(str::to_owned);
+        }
+        if let (Some(f), Some(at)) = (&flag, line.find("[default: ")) {
+            let rest = &line[at + 10..];
+            out.insert(f.clone(), rest[..rest.find(']').unwrap()].to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn readme_defaults_match_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let out = run(&["serve", "--help"]);
+    let help = help_defaults(&String::from_utf8(out.stdout).unwrap());
+    let mut checked = 0;
+    for line in readme.lines().filter(|l| l.starts_with("| `--")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let flag = cells[1].trim_matches('`').split(' ').next().unwrap();
+        let Some(default) = help.get(flag) else {
+            continue;
+        };
+        assert_eq!(cells[2], format!("`{default}`"), "README default of {flag}");
+        checked += 1;
+    }
+    assert_eq!(
+        checked,
+        help.len(),
+        "every [default] in --help is in README.md"
+    );
 }
 
 #[test]

@@ -540,6 +540,62 @@ mod tests {
         );
     }
 
+    /// The keys a config table accepts, from serde's unknown-field error.
+    fn accepted_keys(table: &str) -> std::collections::BTreeSet<String> {
+        let e = FileConfig::parse(&format!("{table}no_such_key = 1\n"))
+            .unwrap_err()
+            .to_string();
+        let list = e
+            .split_once("expected one of ")
+            .unwrap_or_else(|| panic!("no key list in: {e}"))
+            .1;
+        let list = list.lines().next().unwrap();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn flags_config_keys_and_the_example_agree() {
+        use clap::CommandFactory;
+        use std::collections::BTreeSet;
+        let cli = crate::cli::Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let flags: BTreeSet<String> = serve
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !matches!(*l, "help" | "config"))
+            .map(|l| l.replace('-', "_"))
+            .collect();
+        // Every flag is a top-level key, and there is nothing else but tables.
+        let mut top = accepted_keys("");
+        assert!(top.remove("listener"));
+        assert_eq!(top, flags);
+        // A listener table takes its spec and some of the flags.
+        let mut per_listener = accepted_keys("[[listener]]\nspec = \"echo@tcp:127.0.0.1:9000\"\n");
+        assert!(per_listener.remove("spec"));
+        let not_flags: Vec<&String> = per_listener.difference(&flags).collect();
+        assert!(not_flags.is_empty(), "{not_flags:?}");
+        // The example sets every top-level key, and names every listener key
+        // in its table (set, or in a comment).
+        let text = include_str!("../../ringport.example.toml");
+        let example: toml::Table = toml::from_str(text).unwrap();
+        let mut set: BTreeSet<String> = example.keys().cloned().collect();
+        assert!(set.remove("listener"));
+        assert_eq!(set, flags, "top-level keys of ringport.example.toml");
+        let table = &text[text.rfind("\n[[listener]]").unwrap()..];
+        let missing: Vec<&String> = per_listener
+            .iter()
+            .filter(|k| !table.contains(k.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in the example's [[listener]]: {missing:?}"
+        );
+    }
+
     #[test]
     fn flags_override_the_file() {
         let file = FileConfig::parse(
