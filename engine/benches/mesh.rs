@@ -37,6 +37,7 @@ fn cpus() -> (usize, usize) {
 fn envelope(tag: u64, payload: &Bytes) -> Envelope {
     Envelope {
         plugin: 0,
+        sent: Instant::now(),
         msg: MeshMessage {
             tag,
             payload: payload.clone(),

@@ -332,6 +332,7 @@ impl EngineHandle {
                 stop: Default::default(),
                 wake_fd,
                 ring_fd: AtomicI32::new(-1),
+                latency: Default::default(),
             }));
         }
         let peers: Arc<[Arc<ShardShared>]> = shareds.into();
@@ -461,6 +462,15 @@ impl EngineHandle {
                 cpu: s.cpu,
                 counters: s.shared.stats.snapshot(),
             })
+            .collect()
+    }
+
+    /// Every shard's latency histograms (plugin-reported, and the engine's
+    /// `mesh_handoff`), as published at its last turn; index = shard.
+    pub fn latencies(&self) -> Vec<Vec<(&'static str, crate::latency::Histogram)>> {
+        self.shards
+            .iter()
+            .map(|s| s.shared.latency.snapshot())
             .collect()
     }
 

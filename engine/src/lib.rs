@@ -21,6 +21,7 @@ mod conn;
 pub mod cpus;
 mod engine;
 pub mod guard;
+pub mod latency;
 pub mod limits;
 pub mod listener_stats;
 pub mod log;

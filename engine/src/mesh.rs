@@ -41,6 +41,8 @@ use crate::spsc::{self, Consumer, Producer};
 pub struct Envelope {
     /// Plugin index on the target shard (the sender's own plugin).
     pub plugin: u16,
+    /// When the sending shard's turn began (for the mesh latency histogram).
+    pub sent: std::time::Instant,
     /// The message.
     pub msg: MeshMessage,
 }
@@ -241,6 +243,7 @@ mod tests {
     fn env(tag: u64) -> Envelope {
         Envelope {
             plugin: 0,
+            sent: std::time::Instant::now(),
             msg: MeshMessage {
                 tag,
                 payload: Bytes::new(),

@@ -25,6 +25,7 @@ use ringport_plugin::{
 use crate::config::{EngineConfig, UdpDropCounter};
 use crate::conn::Conns;
 use crate::guard::{Guard, GuardInit};
+use crate::latency::{LocalLatencies, SharedLatencies};
 use crate::listener_stats::ListenerDrop;
 use crate::mesh::{Envelope, Inbox, Outbox};
 use crate::ops::{self, *};
@@ -42,6 +43,9 @@ const DROPS_POLL_EVERY: Duration = Duration::from_millis(100);
 /// Most messages taken from one inbound mesh ring per turn, so one busy
 /// sender cannot starve the shard's sockets.
 const MESH_DRAIN_LIMIT: usize = 1024;
+/// The engine's own latency histogram: from the sending shard's turn to
+/// the receiving shard taking the message.
+pub const MESH_LATENCY: &str = "mesh_handoff";
 /// How long a stopping shard waits for the kernel to hand back in-flight operations.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
@@ -56,6 +60,8 @@ pub struct ShardShared {
     pub wake_fd: i32,
     /// The shard's ring fd, for IORING_OP_MSG_RING wake-ups (-1 until set up).
     pub ring_fd: AtomicI32,
+    /// Published latency histograms.
+    pub latency: SharedLatencies,
 }
 
 impl ShardShared {
@@ -139,6 +145,7 @@ struct Core {
     drops_polled_at_count: u64,
     outbox: Outbox,
     peers: Arc<[Arc<ShardShared>]>,
+    latency: LocalLatencies,
     /// Shards we queued messages for this turn (each listed once) ...
     targets: Vec<ShardId>,
     /// ... flagged here by shard index.
@@ -241,6 +248,7 @@ impl Shard {
             drops_poll_at: None,
             drops_polled_at_count: 0,
             outbox: init.outbox,
+            latency: LocalLatencies::default(),
             peers: init.peers,
             targets: Vec::with_capacity(init.shard_count),
             sent_to: vec![false; init.shard_count],
@@ -293,6 +301,7 @@ impl Shard {
             self.core.send_wakes();
             self.core.counters.turns += 1;
             self.shared.stats.publish(&self.core.counters);
+            self.core.latency.publish(&self.shared.latency);
             self.guard.publish();
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
@@ -797,7 +806,12 @@ impl Shard {
     fn drain_mesh(&mut self) {
         let plugins = &mut self.plugins;
         let core = &mut self.core;
+        let mut received = None;
         let n = self.inbox.drain(MESH_DRAIN_LIMIT, |from, env: Envelope| {
+            // One clock read per batch: the time the first message was taken.
+            let at = *received.get_or_insert_with(Instant::now);
+            core.latency
+                .record(MESH_LATENCY, at.saturating_duration_since(env.sent));
             if let Some(p) = plugins.get_mut(env.plugin as usize) {
                 core.current_plugin = env.plugin;
                 p.handle_message(core, from, env.msg);
@@ -1010,6 +1024,7 @@ impl Core {
         }
         let env = Envelope {
             plugin: self.current_plugin,
+            sent: self.now,
             msg,
         };
         match self.outbox.try_send(to, env) {
@@ -1248,6 +1263,10 @@ impl Context for Core {
 
     fn record_drop(&mut self, reason: DropReason) {
         self.counters.drop_plugin(reason);
+    }
+
+    fn record_latency(&mut self, name: &'static str, latency: Duration) {
+        self.latency.record(name, latency);
     }
 }
 

@@ -105,6 +105,10 @@ impl Plugin for Sender {
                 ctx.send_to_shard(to, msg).expect("an empty ring accepts");
                 self.shared.lock().unwrap().accepted[self.shard] += 1;
             }
+            (Some("lat"), Some(us), None) => {
+                let us: u64 = us.parse().map_err(|_| DropReason::Malformed)?;
+                ctx.record_latency("test_rtt", Duration::from_micros(us));
+            }
             (Some("flood"), Some(t), Some(n)) => {
                 let to: ShardId = t.parse().map_err(|_| DropReason::Malformed)?;
                 let n: u64 = n.parse().map_err(|_| DropReason::Malformed)?;
@@ -265,6 +269,22 @@ fn million_messages_across_four_shards_exactly_once_in_order() {
     h.wait_until("all deliveries", |s| {
         s.received.iter().flatten().sum::<u64>() == 4 * PER_SHARD
     });
+    // Every handoff lands in the engine's mesh latency histogram (published
+    // at the end of each receiving turn).
+    let timed = || -> u64 {
+        h.engine
+            .latencies()
+            .iter()
+            .flatten()
+            .filter(|(name, _)| *name == "mesh_handoff")
+            .map(|(_, hist)| hist.count)
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while timed() < 4 * PER_SHARD && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(timed(), 4 * PER_SHARD);
     let finals = h.engine.shutdown();
     let s = h.shared.lock().unwrap();
     assert_eq!(s.violations, 0, "out of order or duplicated");
@@ -326,4 +346,37 @@ fn parked_shard_wakes_for_one_message_via_msg_ring() {
 #[test]
 fn parked_shard_wakes_for_one_message_via_eventfd() {
     parked_shard_wakes(MeshWake::Eventfd, 4);
+}
+
+#[test]
+fn plugin_latencies_land_in_the_shard_histogram() {
+    let h = Harness::start(2, cpus(), EngineConfig::default(), 5);
+    for us in [3, 4, 100, 3_000_000] {
+        h.command(1, &format!("lat {us}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let hist = loop {
+        let lat = h.engine.latencies();
+        if let Some((_, hist)) = lat[1].iter().find(|(n, _)| *n == "test_rtt") {
+            if hist.count == 4 {
+                break *hist;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "latencies not published: {lat:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut expected = [0u64; ringport_engine::latency::BUCKETS];
+    expected[2] = 2; // 3 and 4 us: the 4 us bucket
+    expected[7] = 1; // 100 us: the 128 us bucket
+    expected[ringport_engine::latency::BUCKETS - 1] = 1; // 3 s: overflow
+    assert_eq!(hist.buckets, expected);
+    assert_eq!(hist.sum_ns, 3_000_107_000);
+    assert!(
+        h.engine.latencies()[0].is_empty(),
+        "shard 0 recorded nothing"
+    );
+    h.engine.shutdown();
 }

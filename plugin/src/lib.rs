@@ -308,6 +308,13 @@ pub trait Context {
     fn record_messages(&mut self, n: u64);
     /// Counts a drop the plugin decided on without closing anything.
     fn record_drop(&mut self, reason: DropReason);
+    /// Counts one latency sample into the shard's histogram called `name`
+    /// (shown in `/metrics` as `ringport_latency_seconds{name=...}`). Names
+    /// are few and static (a shard keeps at most 8); the plugin measures with
+    /// times the engine gave it ([`now`](Self::now), `handle_timer`'s `now`).
+    fn record_latency(&mut self, name: &'static str, latency: Duration) {
+        let _ = (name, latency);
+    }
 }
 
 /// One protocol instance on one shard. See the crate docs for the calling order.

@@ -80,6 +80,7 @@ pub struct RecordingContext {
     write_error: Option<WriteError>,
     max_datagram: usize,
     mesh_full: bool,
+    latencies: Vec<(&'static str, Duration)>,
 }
 
 impl Default for RecordingContext {
@@ -89,6 +90,11 @@ impl Default for RecordingContext {
 }
 
 impl RecordingContext {
+    /// Latency samples recorded with `record_latency`, in order.
+    pub fn latencies(&self) -> &[(&'static str, Duration)] {
+        &self.latencies
+    }
+
     /// A context for shard 0 of 1, with `now` set to the current time.
     pub fn new() -> Self {
         RecordingContext {
@@ -106,6 +112,7 @@ impl RecordingContext {
             write_error: None,
             max_datagram: usize::MAX,
             mesh_full: false,
+            latencies: Vec::new(),
         }
     }
 
@@ -328,6 +335,10 @@ impl Context for RecordingContext {
 
     fn record_drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;
+    }
+
+    fn record_latency(&mut self, name: &'static str, latency: Duration) {
+        self.latencies.push((name, latency));
     }
 }
 

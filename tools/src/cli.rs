@@ -8,7 +8,7 @@ use ringport_engine::cpus::CpuList;
 use ringport_engine::log::LogFormat;
 use ringport_engine::plan::Mode;
 use ringport_engine::spec::ListenerSpec;
-use ringport_engine::UdpDropCounter;
+use ringport_engine::{MeshWake, UdpDropCounter};
 
 /// ringport: a thread-per-core io_uring engine for machine-to-machine traffic
 /// on internal ports. With no subcommand it runs `serve` with its defaults.
@@ -150,6 +150,17 @@ pub struct ServeArgs {
     /// stops being read from. [default: 4194304]
     #[arg(long, value_name = "BYTES")]
     pub max_outbound: Option<usize>,
+
+    /// Messages each cross-shard ring holds (one ring per ordered pair of
+    /// shards); a full ring is reported to the sending plugin. [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub mesh_capacity: Option<usize>,
+
+    /// How a shard wakes another that is parked: `msg-ring`
+    /// (IORING_OP_MSG_RING, posted with the sender's next submit) or `eventfd`.
+    /// [default: msg-ring]
+    #[arg(long, value_name = "msg-ring|eventfd")]
+    pub mesh_wake: Option<MeshWake>,
 
     /// A trusted source CIDR or address for every listener (repeatable), e.g.
     /// `10.0.0.0/8`. Default: loopback for listeners bound to loopback; a

@@ -20,7 +20,7 @@ use ringport_engine::operations::{self, Limits, ListenerOps, Operations};
 use ringport_engine::plan::Mode;
 use ringport_engine::policy::{Allowlist, RateLimit};
 use ringport_engine::spec::ListenerSpec;
-use ringport_engine::{EngineConfig, UdpDropCounter};
+use ringport_engine::{EngineConfig, MeshWake, UdpDropCounter};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::{default_listeners, ServeArgs};
@@ -108,6 +108,8 @@ pub struct FileConfig {
     pub udp_drop_counter: Option<Parsed<UdpDropCounter>>,
     pub udp_rcvbuf: Option<usize>,
     pub max_outbound: Option<usize>,
+    pub mesh_capacity: Option<usize>,
+    pub mesh_wake: Option<Parsed<MeshWake>>,
     pub allow: Option<Vec<Parsed<Cidr>>>,
     pub allow_dry_run: Option<bool>,
     pub max_conns: Option<u32>,
@@ -393,6 +395,11 @@ impl Settings {
                 .or(f.udp_drop_counter.map(|p| p.0))
                 .unwrap_or(d.udp_drop_counter),
             udp_rcvbuf: pick!(udp_rcvbuf, d.udp_rcvbuf),
+            mesh_capacity: pick!(mesh_capacity, d.mesh_capacity),
+            mesh_wake: args
+                .mesh_wake
+                .or(f.mesh_wake.map(|p| p.0))
+                .unwrap_or(d.mesh_wake),
             ..d
         };
         engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use ringport_engine::alerts::Metric;
+use ringport_engine::latency::{Histogram, BOUNDS_US};
 use ringport_engine::listener_stats::{ListenerCounters, ListenerDrop, TimeoutKind};
 use ringport_engine::policy::DenyReason;
 use ringport_engine::stats::ShardStats;
@@ -38,6 +39,9 @@ pub struct Snapshot {
     pub uptime_secs: f64,
     /// Whether the server is draining.
     pub draining: bool,
+    /// Per shard: latency histograms by name (plugin-reported, and the
+    /// engine's `mesh_handoff`).
+    pub latencies: Vec<Vec<(&'static str, Histogram)>>,
 }
 
 /// Escapes a label value.
@@ -369,7 +373,51 @@ pub fn render(s: &Snapshot) -> String {
         &[],
         format!("{:.3}", s.uptime_secs),
     );
+    render_latencies(&mut o, s);
     o.0
+}
+
+/// `ringport_latency_seconds`: one Prometheus histogram per shard and name,
+/// cumulative buckets at 1 µs x 2^k.
+fn render_latencies(o: &mut Out, s: &Snapshot) {
+    if s.latencies.iter().all(Vec::is_empty) {
+        return;
+    }
+    o.family(
+        "ringport_latency_seconds",
+        "histogram",
+        "Latencies reported by plugins (and the engine's mesh_handoff), per shard.",
+    );
+    for (shard, hists) in s.latencies.iter().enumerate() {
+        let shard = shard.to_string();
+        for (name, h) in hists {
+            let mut cumulative = 0;
+            for (i, bound) in BOUNDS_US.iter().enumerate() {
+                cumulative += h.buckets[i];
+                let le = format!("{}", *bound as f64 / 1e6);
+                o.sample(
+                    "ringport_latency_seconds_bucket",
+                    &[("shard", &shard), ("name", name), ("le", &le)],
+                    cumulative,
+                );
+            }
+            o.sample(
+                "ringport_latency_seconds_bucket",
+                &[("shard", &shard), ("name", name), ("le", "+Inf")],
+                h.count,
+            );
+            o.sample(
+                "ringport_latency_seconds_sum",
+                &[("shard", &shard), ("name", name)],
+                format!("{:.9}", h.sum_ns as f64 / 1e9),
+            );
+            o.sample(
+                "ringport_latency_seconds_count",
+                &[("shard", &shard), ("name", name)],
+                h.count,
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +458,13 @@ mod tests {
             log_dropped: 0,
             uptime_secs: 1.5,
             draining: false,
+            latencies: vec![vec![("rtt", {
+                let mut h = Histogram::default();
+                h.record(std::time::Duration::from_micros(3));
+                h.record(std::time::Duration::from_micros(4));
+                h.record(std::time::Duration::from_secs(2));
+                h
+            })]],
         });
         for line in [
             "ringport_messages_total{shard=\"0\"} 3",
@@ -429,9 +484,44 @@ mod tests {
             "ringport_mesh_received_total{shard=\"0\"} 4",
             "ringport_mesh_wakes_total{shard=\"0\"} 1",
             "ringport_listener_datagrams_sent_total{listener=\"echo@tcp:[::1]:9000\"} 0",
+            "# TYPE ringport_latency_seconds histogram",
+            "ringport_latency_seconds_bucket{shard=\"0\",name=\"rtt\",le=\"0.000002\"} 0",
+            "ringport_latency_seconds_bucket{shard=\"0\",name=\"rtt\",le=\"0.000004\"} 2",
+            "ringport_latency_seconds_bucket{shard=\"0\",name=\"rtt\",le=\"1.048576\"} 2",
+            "ringport_latency_seconds_bucket{shard=\"0\",name=\"rtt\",le=\"+Inf\"} 3",
+            "ringport_latency_seconds_sum{shard=\"0\",name=\"rtt\"} 2.000007000",
+            "ringport_latency_seconds_count{shard=\"0\",name=\"rtt\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        promtool_accepts(&text);
+    }
+
+    /// Runs `promtool check metrics` (Debian package `prometheus`, installed
+    /// by .ci/run) on the rendered text, histogram included.
+    fn promtool_accepts(text: &str) {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool is needed (Debian package `prometheus`; .ci/run installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

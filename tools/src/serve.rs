@@ -155,6 +155,7 @@ impl Shared {
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped()),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             draining: self.engine.draining(),
+            latencies: self.engine.latencies(),
         }
     }
 
