@@ -75,6 +75,19 @@ macro_rules! counters {
             pub engine_drops: [u64; EngineDrop::COUNT],
         }
 
+        impl Counters {
+            /// Adds `other` into `self` (for totals over shards).
+            pub fn add(&mut self, other: &Counters) {
+                $(self.$name += other.$name;)*
+                for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+                    *a += b;
+                }
+                for (a, b) in self.engine_drops.iter_mut().zip(other.engine_drops.iter()) {
+                    *a += b;
+                }
+            }
+        }
+
         /// The published copy of a shard's counters.
         #[derive(Debug, Default)]
         pub struct SharedStats {
@@ -169,37 +182,6 @@ impl Counters {
         self.drops.iter().sum::<u64>() + self.engine_drops.iter().sum::<u64>()
     }
 
-    /// Adds `other` into `self` (for totals over shards).
-    pub fn add(&mut self, other: &Counters) {
-        macro_rules! add {
-            ($($f:ident),*) => { $(self.$f += other.$f;)* };
-        }
-        add!(
-            msgs,
-            bytes_in,
-            bytes_out,
-            datagrams_in,
-            datagrams_out,
-            conns_accepted,
-            conns_rejected,
-            conns_closed,
-            conns_protocol_closed,
-            turns,
-            enters,
-            backpressure_pauses,
-            mesh_out,
-            mesh_in,
-            mesh_full,
-            mesh_wakes
-        );
-        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
-            *a += b;
-        }
-        for (a, b) in self.engine_drops.iter_mut().zip(other.engine_drops.iter()) {
-            *a += b;
-        }
-    }
-
     /// The non-zero drops as `reason=count` pairs.
     pub fn drop_list(&self) -> Vec<(&'static str, u64)> {
         let mut v = Vec::new();
@@ -275,6 +257,9 @@ mod tests {
         shared.publish(&c);
         let snap = shared.snapshot();
         assert_eq!(snap, c);
+        let mut twice = c.clone();
+        twice.add(&c);
+        assert_eq!((twice.msgs, twice.drops_total(), twice.conns_open()), (10, 6, 4));
         assert_eq!(snap.conns_open(), 2);
         assert_eq!(snap.drops_total(), 3);
         let s = ShardStats {
