@@ -25,6 +25,8 @@ pub const OP_CLOSE: u8 = 8;
 pub const OP_MSG_RING: u8 = 9;
 /// The CQE another shard's MSG_RING posted into our ring to wake us.
 pub const OP_MESH_WAKE: u8 = 10;
+/// The shard's deadline timer (IORING_OP_TIMEOUT); index = arming sequence.
+pub const OP_TIMER: u8 = 11;
 
 const GEN_MASK: u32 = 0x00ff_ffff;
 

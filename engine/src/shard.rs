@@ -139,6 +139,12 @@ struct Core {
     wake_buf: Box<u64>,
     wake_fd: i32,
     cq_overflow_seen: u32,
+    /// The earliest deadline an IORING_OP_TIMEOUT is armed for, and that
+    /// arming's sequence number (in its user_data).
+    timer_armed: Option<(Instant, u32)>,
+    timer_arms: u32,
+    /// The armed timeout's duration; the kernel reads it when the SQE is submitted.
+    timer_ts: Box<Timespec>,
     /// When the kernel drop counters are next due to be read (None: not owed).
     drops_poll_at: Option<Instant>,
     /// `datagrams_in` at the last read of the drop counters.
@@ -245,6 +251,9 @@ impl Shard {
             wake_buf: Box::new(0),
             wake_fd: init.shared.wake_fd,
             cq_overflow_seen: 0,
+            timer_armed: None,
+            timer_arms: 0,
+            timer_ts: Box::new(Timespec::new()),
             drops_poll_at: None,
             drops_polled_at_count: 0,
             outbox: init.outbox,
@@ -352,38 +361,25 @@ impl Shard {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        if let Some(at) = deadline {
+            self.core.arm_timer(at);
+        }
         let delay = if self.min_timeout {
             self.core.config.batch_delay_us
         } else {
             0
         };
-        let res = match (timeout, delay) {
-            (None, 0) => self.core.ring.submit_and_wait(1),
-            (t, d) => {
-                let ts = t.map(Timespec::from);
-                let mut args = SubmitArgs::new();
-                if d > 0 {
-                    args = args.min_wait_usec(d);
-                }
-                match &ts {
-                    Some(ts) => {
-                        let args = args.timespec(ts);
-                        // Wait for a full batch; min_wait makes the kernel return
-                        // with what it has once the delay has passed.
-                        let want = if d > 0 {
-                            self.cqes.capacity().min(64)
-                        } else {
-                            1
-                        };
-                        self.core.ring.submitter().submit_with_args(want, &args)
-                    }
-                    None => {
-                        let want = self.cqes.capacity().min(64);
-                        self.core.ring.submitter().submit_with_args(want, &args)
-                    }
-                }
-            }
+        // Deadlines are served by the timeout operation armed above, not by a
+        // timeout on the wait itself: that would program (and cancel) a
+        // hardware timer on every wait, which on a VM exits to the hypervisor.
+        let res = if delay == 0 {
+            self.core.ring.submit_and_wait(1)
+        } else {
+            // Wait for a full batch; min_wait makes the kernel return with
+            // what it has once the delay has passed.
+            let args = SubmitArgs::new().min_wait_usec(delay);
+            let want = self.cqes.capacity().min(64);
+            self.core.ring.submitter().submit_with_args(want, &args)
         };
         if let Err(e) = res {
             match e.raw_os_error() {
@@ -416,6 +412,13 @@ impl Shard {
                 OP_UDP_RECV => self.on_udp_recv(idx, res, flags, more),
                 OP_UDP_SEND => self.on_udp_send(idx, generation, res),
                 OP_WAKE if !self.shared.stop.load(Ordering::Acquire) => self.core.arm_wake(),
+                // The deadline timer fired (or was cancelled): the turn checks
+                // every deadline; the next wait arms the next one.
+                OP_TIMER => {
+                    if self.core.timer_armed.is_some_and(|(_, seq)| seq == idx) {
+                        self.core.timer_armed = None;
+                    }
+                }
                 // MSG_RING to `idx` failed (its CQ full, or the ring gone): fall back.
                 OP_MSG_RING => {
                     if let Some(peer) = self.core.peers.get(idx as usize) {
@@ -978,6 +981,23 @@ impl Core {
                 None,
             )
         };
+    }
+
+    /// Makes sure a timeout operation will wake the shard by `at`: arms one
+    /// unless an earlier (or equal) one is already pending. A later pending
+    /// one, left armed, fires harmlessly.
+    fn arm_timer(&mut self, at: Instant) {
+        if self.timer_armed.is_some_and(|(armed, _)| armed <= at) {
+            return;
+        }
+        self.timer_arms = self.timer_arms.wrapping_add(1);
+        let seq = self.timer_arms;
+        *self.timer_ts = Timespec::from(at.saturating_duration_since(Instant::now()));
+        let e = opcode::Timeout::new(&*self.timer_ts)
+            .build()
+            .user_data(ops::pack(OP_TIMER, 0, seq));
+        self.push(e);
+        self.timer_armed = Some((at, seq));
     }
 
     /// Notes that we queued for `to` this turn.
