@@ -414,10 +414,8 @@ impl Shard {
                 OP_WAKE if !self.shared.stop.load(Ordering::Acquire) => self.core.arm_wake(),
                 // The deadline timer fired (or was cancelled): the turn checks
                 // every deadline; the next wait arms the next one.
-                OP_TIMER => {
-                    if self.core.timer_armed.is_some_and(|(_, seq)| seq == idx) {
-                        self.core.timer_armed = None;
-                    }
+                OP_TIMER if self.core.timer_armed.is_some_and(|(_, seq)| seq == idx) => {
+                    self.core.timer_armed = None;
                 }
                 // MSG_RING to `idx` failed (its CQ full, or the ring gone): fall back.
                 OP_MSG_RING => {
