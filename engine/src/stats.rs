@@ -259,7 +259,10 @@ mod tests {
         assert_eq!(snap, c);
         let mut twice = c.clone();
         twice.add(&c);
-        assert_eq!((twice.msgs, twice.drops_total(), twice.conns_open()), (10, 6, 4));
+        assert_eq!(
+            (twice.msgs, twice.drops_total(), twice.conns_open()),
+            (10, 6, 4)
+        );
         assert_eq!(snap.conns_open(), 2);
         assert_eq!(snap.drops_total(), 3);
         let s = ShardStats {
