@@ -1,0 +1,143 @@
+//! Datagrams: receiving into plugins, send completions and the kernel's
+//! receive-queue drop counter.
+
+use super::*;
+
+impl Shard {
+    pub(super) fn on_udp_recv(&mut self, idx: u32, res: i32, flags: u32, more: bool) {
+        let bid = cqueue::buffer_select(flags);
+        let Some(sock) = self.core.udp.get_mut(idx as usize) else {
+            if let Some(b) = bid {
+                self.udp_bufs.recycle(b);
+            }
+            return;
+        };
+        if !more {
+            sock.armed = false;
+        }
+        if res >= 0 {
+            if let Some(b) = bid {
+                self.datagram(idx, b, res as usize);
+                self.udp_bufs.recycle(b);
+            }
+        } else if res == -libc::ENOBUFS {
+            self.core
+                .counters
+                .drop_engine(EngineDrop::BufferRingEmpty, 1);
+        }
+        let stopping = self.core.stopping;
+        if !more && !stopping && res != -libc::ECANCELED {
+            self.core.arm_udp(idx, self.udp_bufs.bgid());
+        }
+    }
+
+    pub(super) fn datagram(&mut self, idx: u32, bid: u16, len: usize) {
+        let buf = self.udp_bufs.filled(bid, len);
+        let sock = &mut self.core.udp[idx as usize];
+        let Ok(msg) = io_uring::types::RecvMsgOut::parse(buf, &sock.msghdr) else {
+            self.core.counters.drop_engine(EngineDrop::BadSource, 1);
+            return;
+        };
+        // With `UdpDropCounter::Cmsg` every datagram carries the counter.
+        if let Some(v) = udp::rxq_ovfl(msg.control_data()) {
+            let delta = v.wrapping_sub(sock.rxq_ovfl);
+            sock.rxq_ovfl = v;
+            if delta > 0 {
+                self.core
+                    .counters
+                    .drop_engine(EngineDrop::KernelRxQueue, delta as u64);
+            }
+        }
+        if msg.is_payload_truncated() {
+            self.core
+                .counters
+                .drop_engine(EngineDrop::DatagramTruncated, 1);
+            self.guard
+                .dropped(sock.listener.0, ListenerDrop::DatagramTruncated);
+            return;
+        }
+        let Some(peer) = addr::from_raw(msg.name_data()) else {
+            self.core.counters.drop_engine(EngineDrop::BadSource, 1);
+            return;
+        };
+        let payload = msg.payload_data();
+        // The allowlist before any plugin code.
+        if !self.guard.datagram(
+            sock.listener.0,
+            peer,
+            sock.local.port(),
+            payload.len(),
+            self.core.now,
+        ) {
+            return;
+        }
+        let info = DatagramInfo {
+            socket: SocketId(idx),
+            listener: sock.listener,
+            peer,
+            local: sock.local,
+        };
+        let plugin = sock.plugin;
+        self.core.counters.datagrams_in += 1;
+        self.core.counters.bytes_in += payload.len() as u64;
+        self.core.current_plugin = plugin;
+        let slots_full = EngineDrop::UdpSendSlotsFull as usize;
+        let before = self.core.counters.engine_drops[slots_full];
+        if let Err(r) =
+            self.plugins[plugin as usize].handle_datagram(&mut self.core, &info, payload)
+        {
+            // A reply refused for want of a send slot is already counted as
+            // `udp_send_slots_full`; the plugin passing that refusal on is the
+            // same drop, not a second one.
+            let engine_counted = self.core.counters.engine_drops[slots_full] > before;
+            if !(r == DropReason::QueueFull && engine_counted) {
+                self.core.counters.drop_plugin(r);
+            }
+        }
+    }
+
+    /// A datagram send completed; `listener` is the one whose socket sent it.
+    pub(super) fn on_udp_send(&mut self, slot: u32, listener: u32, res: i32) {
+        self.core.sends.release(slot);
+        if res >= 0 {
+            self.core.counters.datagrams_out += 1;
+            self.core.counters.bytes_out += res as u64;
+            self.guard.datagram_sent(listener as u16, res as usize);
+        } else {
+            self.core.counters.drop_engine(EngineDrop::UdpSendError, 1);
+        }
+    }
+
+    /// Reads the kernel's receive-queue drop counter (`sk_drops`) of every UDP
+    /// socket with SO_MEMINFO, at most every [`DROPS_POLL_EVERY`] while
+    /// datagrams flow, once more after they stop, and never while idle.
+    pub(super) fn poll_kernel_drops(&mut self, force: bool) {
+        if self.core.config.udp_drop_counter != UdpDropCounter::Poll || self.core.udp.is_empty() {
+            return;
+        }
+        let seen = self.core.counters.datagrams_in;
+        if !force {
+            match self.core.drops_poll_at {
+                None if seen != self.core.drops_polled_at_count => {
+                    self.core.drops_poll_at = Some(self.core.now + DROPS_POLL_EVERY);
+                    return;
+                }
+                Some(at) if self.core.now >= at => {}
+                _ => return,
+            }
+        }
+        self.core.drops_poll_at = None;
+        self.core.drops_polled_at_count = seen;
+        for sock in &mut self.core.udp {
+            if let Some(v) = socket::sk_drops(sock.fd) {
+                let delta = v.wrapping_sub(sock.rxq_ovfl);
+                sock.rxq_ovfl = v;
+                if delta > 0 {
+                    self.core
+                        .counters
+                        .drop_engine(EngineDrop::KernelRxQueue, delta as u64);
+                }
+            }
+        }
+    }
+}

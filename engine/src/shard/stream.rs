@@ -1,0 +1,359 @@
+//! Streams: accepting, receiving into plugins, sending, closing, timeouts
+//! and the drain.
+
+use super::*;
+
+impl Shard {
+    pub(super) fn on_accept(&mut self, idx: u32, res: i32, more: bool) {
+        if res >= 0 {
+            self.accept_stream(idx, res);
+        } else if res != -libc::ECANCELED {
+            self.core.counters.drop_engine(EngineDrop::AcceptFailed, 1);
+        }
+        if !more && !self.core.stopping && !self.guard.draining() && res != -libc::ECANCELED {
+            self.core.arm_accept(idx);
+        }
+    }
+
+    pub(super) fn accept_stream(&mut self, lidx: u32, fd: i32) {
+        let (listener, plugin, local) = {
+            let l = &self.core.listeners[lidx as usize];
+            (l.listener, l.plugin, l.local)
+        };
+        let Some((cidx, generation)) = self.core.conns.insert(fd, plugin, listener.0) else {
+            self.core.counters.drop_engine(EngineDrop::AcceptFailed, 1);
+            // SAFETY: fd was just accepted and is owned by nobody else.
+            unsafe { libc::close(fd) };
+            return;
+        };
+        socket::set_nodelay(fd);
+        let peer = addr::peer_of(fd).unwrap_or_else(|| SocketAddr::new(local.ip(), 0));
+        // Allowlist and limits before any plugin code.
+        let Some(admitted) = self.guard.admit(listener.0, peer, local, self.core.now) else {
+            // SAFETY: nothing was submitted for this fd; we still own it.
+            unsafe { libc::close(fd) };
+            self.core.conns.remove(cidx);
+            return;
+        };
+        let id = Conns::id(cidx, generation);
+        let info = StreamInfo {
+            conn: id,
+            listener,
+            peer,
+            local,
+        };
+        self.core.current_plugin = plugin;
+        let verdict = self.plugins[plugin as usize].handle_open(&mut self.core, &info);
+        match verdict {
+            Verdict::Accept => {
+                self.core.counters.conns_accepted += 1;
+                if let Some(c) = self.core.conns.get_mut(cidx, generation) {
+                    c.accepted = true;
+                }
+                self.core.arm_recv(cidx, generation, self.tcp_bufs.bgid());
+                let now = self.core.now;
+                self.guard
+                    .opened(cidx, generation, listener.0, peer, local, admitted, now);
+            }
+            Verdict::Reject => {
+                self.guard.rejected(listener.0, peer);
+                self.core.counters.conns_rejected += 1;
+                // SAFETY: nothing was submitted for this fd; we still own it.
+                unsafe { libc::close(fd) };
+                self.core.conns.remove(cidx);
+            }
+        }
+    }
+
+    pub(super) fn on_recv(&mut self, idx: u32, generation: u32, res: i32, flags: u32, more: bool) {
+        let bid = cqueue::buffer_select(flags);
+        let bgid = self.tcp_bufs.bgid();
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            if let Some(b) = bid {
+                self.tcp_bufs.recycle(b);
+            }
+            return;
+        };
+        if !more {
+            conn.recv_armed = false;
+        }
+        if res > 0 {
+            if let Some(b) = bid {
+                self.deliver(idx, generation, b, res as usize);
+                self.tcp_bufs.recycle(b);
+            }
+        } else if res == 0 {
+            self.guard.half_closed(idx, generation, self.core.now);
+            conn.read_closed = true;
+            if conn.close_after_flush.is_none() {
+                conn.close_after_flush = Some(CloseReason::PeerClosed);
+            }
+            self.core.mark_dirty(idx);
+        } else if res == -libc::ENOBUFS {
+            self.core
+                .counters
+                .drop_engine(EngineDrop::BufferRingEmpty, 1);
+        } else if res == -libc::ECANCELED {
+            // We cancelled it: backpressure pause or teardown.
+        } else {
+            let reason = if res == -libc::ECONNRESET || res == -libc::EPIPE {
+                CloseReason::PeerReset
+            } else {
+                CloseReason::Error(-res)
+            };
+            self.teardown(idx, generation, reason);
+        }
+        self.after_io(idx, generation, bgid);
+    }
+
+    /// Re-arms or finalises a stream after one of its completions.
+    pub(super) fn after_io(&mut self, idx: u32, generation: u32, bgid: u16) {
+        let stopping = self.core.stopping;
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
+        if conn.closing {
+            self.core.maybe_finalize(idx, generation);
+            return;
+        }
+        if !conn.recv_armed
+            && !conn.paused
+            && !conn.read_closed
+            && !stopping
+            && conn.close_after_flush.is_none()
+        {
+            self.core.arm_recv(idx, generation, bgid);
+        }
+    }
+
+    /// Hands bytes to the plugin, keeping what it does not consume.
+    pub(super) fn deliver(&mut self, idx: u32, generation: u32, bid: u16, len: usize) {
+        self.core.counters.bytes_in += len as u64;
+        self.guard.bytes_in(idx, len, self.core.now);
+        let bytes = self.tcp_bufs.filled(bid, len);
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
+        if conn.closing || conn.close_after_flush.is_some() {
+            return;
+        }
+        let plugin = conn.plugin;
+        let id = Conns::id(idx, generation);
+        self.core.current_plugin = plugin;
+        let result = if conn.rx_pending.is_empty() {
+            let r = self.plugins[plugin as usize].handle_data(&mut self.core, id, bytes);
+            if let Ok(n) = r {
+                if n < bytes.len() {
+                    if let Some(conn) = self.core.conns.get_mut(idx, generation) {
+                        conn.rx_pending.extend_from_slice(&bytes[n..]);
+                    }
+                }
+            }
+            r.map(|_| ())
+        } else {
+            conn.rx_pending.extend_from_slice(bytes);
+            self.run_pending(idx, generation)
+        };
+        self.after_deliver(idx, generation, result);
+    }
+
+    /// Presents the kept bytes of a stream to its plugin again.
+    pub(super) fn run_pending(&mut self, idx: u32, generation: u32) -> Result<(), DropReason> {
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return Ok(());
+        };
+        let plugin = conn.plugin;
+        let mut data = std::mem::take(&mut conn.rx_pending);
+        let id = Conns::id(idx, generation);
+        self.core.current_plugin = plugin;
+        let r = self.plugins[plugin as usize].handle_data(&mut self.core, id, &data);
+        if let Ok(n) = r {
+            data.drain(..n.min(data.len()));
+        }
+        if let Some(conn) = self.core.conns.get_mut(idx, generation) {
+            conn.rx_pending = data;
+        }
+        r.map(|_| ())
+    }
+
+    pub(super) fn after_deliver(
+        &mut self,
+        idx: u32,
+        generation: u32,
+        result: Result<(), DropReason>,
+    ) {
+        // A plugin that keeps more unconsumed bytes than a stream may queue
+        // outbound is not going to make progress: close rather than grow.
+        let result = match (result, self.core.conns.get_mut(idx, generation)) {
+            (Ok(()), Some(c)) if c.rx_pending.len() > self.core.config.max_outbound => {
+                Err(DropReason::QueueFull)
+            }
+            (r, _) => r,
+        };
+        match result {
+            Err(reason) => {
+                self.core.counters.drop_plugin(reason);
+                self.core.counters.conns_protocol_closed += 1;
+                self.teardown(idx, generation, CloseReason::Protocol(reason));
+            }
+            Ok(()) => {
+                let pause_at = self.core.config.pause_outbound;
+                let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+                    return;
+                };
+                if !conn.paused && conn.tx_len() >= pause_at {
+                    conn.paused = true;
+                    self.core.counters.backpressure_pauses += 1;
+                    if conn.recv_armed {
+                        self.core.cancel(ops::pack(OP_RECV, generation, idx));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_send(&mut self, idx: u32, generation: u32, res: i32) {
+        let bgid = self.tcp_bufs.bgid();
+        let resume_below = self.core.config.pause_outbound / 2;
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
+        conn.send_inflight = false;
+        if conn.closing {
+            self.core.maybe_finalize(idx, generation);
+            return;
+        }
+        if res < 0 {
+            let reason = if res == -libc::EPIPE || res == -libc::ECONNRESET {
+                CloseReason::PeerReset
+            } else {
+                CloseReason::Error(-res)
+            };
+            self.teardown(idx, generation, reason);
+            return;
+        }
+        self.core.counters.bytes_out += res as u64;
+        self.guard.bytes_out(idx, res as usize, self.core.now);
+        conn.tx_off += res as usize;
+        if conn.tx_off >= conn.tx_inflight.len() {
+            conn.tx_inflight.clear();
+            conn.tx_off = 0;
+        }
+        self.core.mark_dirty(idx);
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
+        if conn.paused && conn.tx_len() <= resume_below {
+            conn.paused = false;
+            if !conn.rx_pending.is_empty() {
+                let r = self.run_pending(idx, generation);
+                self.after_deliver(idx, generation, r);
+            }
+            self.after_io(idx, generation, bgid);
+        }
+    }
+
+    /// Starts closing a stream: tells the plugin, cancels its receive, and
+    /// frees the slot once no operation of it is in flight.
+    pub(super) fn teardown(&mut self, idx: u32, generation: u32, reason: CloseReason) {
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        conn.closing = true;
+        conn.tx_pending.clear();
+        let accepted = conn.accepted;
+        let plugin = conn.plugin;
+        let recv_armed = conn.recv_armed;
+        self.core.counters.conns_closed += 1;
+        if recv_armed {
+            self.core.cancel(ops::pack(OP_RECV, generation, idx));
+        }
+        if accepted {
+            self.guard.closed(idx, generation, reason, self.core.now);
+            self.core.current_plugin = plugin;
+            let id = Conns::id(idx, generation);
+            self.plugins[plugin as usize].handle_close(&mut self.core, id, reason);
+        }
+        self.core.maybe_finalize(idx, generation);
+    }
+
+    /// Turns queued stream bytes into sends and carries out deferred closes.
+    pub(super) fn flush(&mut self) {
+        let mut i = 0;
+        while i < self.core.dirty.len() {
+            let idx = self.core.dirty[i];
+            i += 1;
+            let Some((conn, generation)) = self.core.conns.at_mut(idx) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.closing {
+                continue;
+            }
+            if !conn.send_inflight && conn.tx_off < conn.tx_inflight.len() {
+                // A short send: the rest of the in-flight buffer goes first.
+                self.core.submit_send(idx, generation);
+            } else if !conn.send_inflight && !conn.tx_pending.is_empty() {
+                std::mem::swap(&mut conn.tx_pending, &mut conn.tx_inflight);
+                conn.tx_off = 0;
+                self.core.submit_send(idx, generation);
+            } else if !conn.send_inflight && conn.tx_len() == 0 {
+                if let Some(reason) = conn.close_after_flush {
+                    self.teardown(idx, generation, reason);
+                }
+            }
+        }
+        self.core.dirty.clear();
+    }
+}
+
+/// Timeouts and the drain.
+impl Shard {
+    /// Closes the streams whose first-bytes, idle or half-closed deadline
+    /// has passed (the plugin hears `Error(ETIMEDOUT)`).
+    pub(super) fn expire_streams(&mut self) {
+        if self
+            .guard
+            .next_deadline()
+            .map_or(true, |at| at > self.core.now)
+        {
+            return;
+        }
+        let mut expired = std::mem::take(&mut self.expired);
+        self.guard.poll_expired(self.core.now, &mut expired);
+        for &(idx, generation) in &expired {
+            self.teardown(idx, generation, CloseReason::Error(libc::ETIMEDOUT));
+        }
+        expired.clear();
+        self.expired = expired;
+    }
+
+    /// Once a drain starts: stop accepting and close the UDP sockets; open
+    /// streams go on until they finish or the engine is stopped.
+    pub(super) fn start_drain(&mut self) {
+        if self.drained || !self.guard.draining() {
+            return;
+        }
+        self.drained = true;
+        for i in 0..self.core.listeners.len() {
+            let fd = self.core.listeners[i].fd;
+            self.core.cancel(ops::pack(OP_ACCEPT, 0, i as u32));
+            // SAFETY: the listener fd is owned by this shard; the in-flight
+            // accept holds its own reference to the socket until cancelled,
+            // and -1 keeps `shutdown` from closing the number again.
+            unsafe { libc::close(fd) };
+            self.core.listeners[i].fd = -1;
+        }
+        for i in 0..self.core.udp.len() {
+            let fd = self.core.udp[i].fd;
+            self.core.cancel(ops::pack(OP_UDP_RECV, 0, i as u32));
+            // SAFETY: as above, for the UDP sockets; their msghdrs stay in
+            // place until the cancelled receives complete.
+            unsafe { libc::close(fd) };
+            self.core.udp[i].fd = -1;
+        }
+    }
+}
