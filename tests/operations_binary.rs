@@ -6,6 +6,9 @@
 //! Needs the binary (`cargo build -p ringport-tools`) and `promtool` (Debian
 //! package `prometheus`), as `.ci/run` provides.
 
+mod common;
+
+use common::ringport_bin;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -18,21 +21,6 @@ use ringport::engine::cpus::allowed_cpus;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn ringport_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .join("ringport");
-    assert!(
-        bin.is_file(),
-        "{} does not exist: build it first with `cargo build -p ringport-tools`",
-        bin.display()
-    );
-    bin
-}
 
 /// A running `ringport serve` with echo over TCP and UDP on `port` and the
 /// admin endpoint on `admin`.
