@@ -233,19 +233,7 @@ impl Context for Core {
     }
 
     fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError> {
-        let max = self.config.max_outbound;
-        let Some((c, idx, _)) = self.conn_for(conn) else {
-            return Err(WriteError::UnknownTarget);
-        };
-        if c.closing {
-            return Err(WriteError::UnknownTarget);
-        }
-        if c.tx_len() + data.len() > max {
-            return Err(WriteError::QueueFull);
-        }
-        c.tx_pending.extend_from_slice(data);
-        self.mark_dirty(idx);
-        Ok(())
+        self.write_parts(conn, &[data])
     }
 
     fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
