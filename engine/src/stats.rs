@@ -14,31 +14,27 @@ use ringport_plugin::DropReason;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum EngineDrop {
-    /// A multishot receive ended with ENOBUFS: the buffer ring was empty. The
-    /// receive is re-armed; no bytes are lost (they wait in the socket).
-    BufferRingEmpty = 0,
     /// A datagram was larger than the receive buffer and was cut (MSG_TRUNC).
-    DatagramTruncated = 1,
+    DatagramTruncated = 0,
     /// No free UDP send slot: the reply was not sent.
-    UdpSendSlotsFull = 2,
+    UdpSendSlotsFull = 1,
     /// The kernel dropped datagrams from a full socket receive queue (SO_RXQ_OVFL).
-    KernelRxQueue = 3,
+    KernelRxQueue = 2,
     /// A UDP send failed in the kernel.
-    UdpSendError = 4,
+    UdpSendError = 3,
     /// A connection could not be accepted (fd limit, table full, accept error).
-    AcceptFailed = 5,
+    AcceptFailed = 4,
     /// Completions lost to CQ overflow (only without IORING_FEAT_NODROP).
-    CqOverflow = 6,
+    CqOverflow = 5,
     /// A datagram whose source address could not be read.
-    BadSource = 7,
+    BadSource = 6,
 }
 
 impl EngineDrop {
     /// Number of engine drop reasons.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 7;
     /// All reasons in discriminant order.
     pub const ALL: [EngineDrop; EngineDrop::COUNT] = [
-        EngineDrop::BufferRingEmpty,
         EngineDrop::DatagramTruncated,
         EngineDrop::UdpSendSlotsFull,
         EngineDrop::KernelRxQueue,
@@ -51,7 +47,6 @@ impl EngineDrop {
     /// Snake-case name for stats lines and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            EngineDrop::BufferRingEmpty => "buffer_ring_empty",
             EngineDrop::DatagramTruncated => "datagram_truncated",
             EngineDrop::UdpSendSlotsFull => "udp_send_slots_full",
             EngineDrop::KernelRxQueue => "kernel_rx_queue",
@@ -149,6 +144,11 @@ counters! {
     enters,
     /// Receives paused because a peer was not reading its replies.
     backpressure_pauses,
+    /// Multishot receives that ended with ENOBUFS because the provided buffer
+    /// ring was empty. Not a drop: the bytes wait in the socket and the
+    /// receive is re-armed once the ring is refilled (which also grows the
+    /// ring's hot set).
+    buffer_ring_empty,
     /// Messages queued to other shards.
     mesh_out,
     /// Messages taken from other shards.
@@ -253,7 +253,8 @@ mod tests {
             ..Counters::default()
         };
         c.drop_plugin(DropReason::FrameTooLong);
-        c.drop_engine(EngineDrop::BufferRingEmpty, 2);
+        c.drop_engine(EngineDrop::KernelRxQueue, 2);
+        c.buffer_ring_empty = 3;
         shared.publish(&c);
         let snap = shared.snapshot();
         assert_eq!(snap, c);
@@ -273,7 +274,7 @@ mod tests {
         .to_string();
         assert_eq!(
             s,
-            "shard 1 cpu 0: msgs 5 bytes_in 0 bytes_out 0 dgrams_in 0 dgrams_out 0 conns_open 2 accepted 3 closed 1 drops frame_too_long=1 buffer_ring_empty=2"
+            "shard 1 cpu 0: msgs 5 bytes_in 0 bytes_out 0 dgrams_in 0 dgrams_out 0 conns_open 2 accepted 3 closed 1 drops frame_too_long=1 kernel_rx_queue=2"
         );
     }
 }

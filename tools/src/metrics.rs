@@ -130,7 +130,7 @@ pub fn render(s: &Snapshot) -> String {
             "ringport_buffer_ring_exhausted_total",
             "counter",
             "Receives that found the provided buffer ring empty (re-armed, no bytes lost).",
-            |c| c.engine_drops[EngineDrop::BufferRingEmpty as usize],
+            |c| c.buffer_ring_empty,
         ),
         (
             "ringport_loop_turns_total",
@@ -434,7 +434,8 @@ mod tests {
             mesh_wakes: 1,
             ..Counters::default()
         };
-        c.drop_engine(EngineDrop::BufferRingEmpty, 2);
+        c.drop_engine(EngineDrop::KernelRxQueue, 2);
+        c.buffer_ring_empty = 3;
         let mut lc = ListenerCounters {
             conns_accepted: 4,
             conns_closed: 1,
@@ -469,8 +470,8 @@ mod tests {
         for line in [
             "ringport_messages_total{shard=\"0\"} 3",
             "ringport_bytes_total{shard=\"0\",direction=\"in\"} 10",
-            "ringport_buffer_ring_exhausted_total{shard=\"0\"} 2",
-            "ringport_drops_total{shard=\"0\",by=\"engine\",reason=\"buffer_ring_empty\"} 2",
+            "ringport_buffer_ring_exhausted_total{shard=\"0\"} 3",
+            "ringport_drops_total{shard=\"0\",by=\"engine\",reason=\"kernel_rx_queue\"} 2",
             "ringport_listener_connections_open{listener=\"echo@tcp:[::1]:9000\"} 3",
             "ringport_listener_denials_total{listener=\"echo@tcp:[::1]:9000\",mode=\"deny\",reason=\"not_allowed\"} 5",
             "ringport_alert{listener=\"echo@tcp:[::1]:9000\",metric=\"denial_rate\"} 1",

@@ -21,9 +21,8 @@ impl Shard {
                 self.udp_bufs.recycle(b);
             }
         } else if res == -libc::ENOBUFS {
-            self.core
-                .counters
-                .drop_engine(EngineDrop::BufferRingEmpty, 1);
+            self.core.counters.buffer_ring_empty += 1;
+            self.udp_bufs.ran_dry();
         }
         let stopping = self.core.stopping;
         if !more && !stopping && res != -libc::ECANCELED {

@@ -37,6 +37,11 @@ use crate::ops::{self, *};
 use crate::stats::{Counters, EngineDrop, SharedStats};
 use crate::sys::bufring::BufRing;
 use crate::sys::{addr, socket};
+
+/// The overall bound of a `--batch-delay-us` wait: long enough never to matter
+/// (deadlines have their own timeout operation), there only to make the kernel
+/// treat the batch delay as "wait at most this long once something is ready".
+static IDLE_WAIT: Timespec = Timespec::new().sec(3600);
 use crate::udp::{self, SendPool, UdpSock};
 
 mod context;
@@ -231,10 +236,10 @@ impl Shard {
                      --{what}-bufs buffers could not be had)"
             ),
         };
-        let tcp_bufs = BufRing::new(&ring.submitter(), BGID_TCP, cfg.tcp_bufs, cfg.tcp_buf_size)
+        let tcp_bufs = BufRing::adaptive(&ring.submitter(), BGID_TCP, cfg.tcp_bufs, cfg.tcp_buf_size)
             .map_err(|e| bufring_err("tcp", e))?;
         let udp_size = (cfg.udp_max_datagram as usize + udp::RECV_HEADROOM) as u32;
-        let udp_bufs = BufRing::new(&ring.submitter(), BGID_UDP, cfg.udp_bufs, udp_size)
+        let udp_bufs = BufRing::adaptive(&ring.submitter(), BGID_UDP, cfg.udp_bufs, udp_size)
             .map_err(|e| bufring_err("udp", e))?;
         let udp = init
             .udp
@@ -324,6 +329,8 @@ impl Shard {
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }
+            self.tcp_bufs.refill();
+            self.udp_bufs.refill();
             self.wait();
         }
         self.shutdown();
@@ -385,8 +392,14 @@ impl Shard {
             self.core.ring.submit_and_wait(1)
         } else {
             // Wait for a full batch; min_wait makes the kernel return with
-            // what it has once the delay has passed.
-            let args = SubmitArgs::new().min_wait_usec(delay);
+            // what it has once the delay has passed. The (far) overall timeout
+            // matters: without one the kernel ends every wait when the delay
+            // passes, completions or not, so an idle shard would wake every
+            // `delay` us. With one, a delay that passes with nothing to show
+            // turns into a plain wait for the first completion.
+            let args = SubmitArgs::new()
+                .timespec(&IDLE_WAIT)
+                .min_wait_usec(delay);
             let want = self.cqes.capacity().min(64);
             self.core.ring.submitter().submit_with_args(want, &args)
         };

@@ -90,9 +90,8 @@ impl Shard {
             }
             self.core.mark_dirty(idx);
         } else if res == -libc::ENOBUFS {
-            self.core
-                .counters
-                .drop_engine(EngineDrop::BufferRingEmpty, 1);
+            self.core.counters.buffer_ring_empty += 1;
+            self.tcp_bufs.ran_dry();
         } else if res == -libc::ECANCELED {
             // We cancelled it: backpressure pause or teardown.
         } else {
