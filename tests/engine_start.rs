@@ -31,3 +31,32 @@ fn start_does_not_interrupt_the_calling_thread() {
         drop(srv);
     }
 }
+
+/// `--batch-delay-us` waits with the kernel's `min_wait`; a shard with nothing
+/// to do must still sleep until something arrives instead of waking once per
+/// delay (which, without an overall timeout on the wait, the kernel does).
+#[test]
+fn an_idle_shard_with_a_batch_delay_does_not_wake() {
+    let config = ringport::engine::EngineConfig {
+        batch_delay_us: 100,
+        ..Default::default()
+    };
+    let srv = server()
+        .config(config)
+        .listen(udp("echo", 1))
+        .listen(common::tcp("echo", 1))
+        .start();
+    // One datagram through, so the shard has run turns and armed everything.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(b"ping", srv.addr(0)).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(common::retry_eintr(|| sock.recv(&mut buf)).unwrap(), 4);
+    // The drop poll runs 100 ms after the last datagram; let it pass.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = srv.totals().turns;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = srv.totals().turns;
+    // 500 ms at one wake per 100 us would be ~5,000 turns.
+    assert_eq!(after - before, 0, "an idle shard ran {} turns", after - before);
+}
