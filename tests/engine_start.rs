@@ -58,5 +58,10 @@ fn an_idle_shard_with_a_batch_delay_does_not_wake() {
     std::thread::sleep(Duration::from_millis(500));
     let after = srv.totals().turns;
     // 500 ms at one wake per 100 us would be ~5,000 turns.
-    assert_eq!(after - before, 0, "an idle shard ran {} turns", after - before);
+    assert_eq!(
+        after - before,
+        0,
+        "an idle shard ran {} turns",
+        after - before
+    );
 }

@@ -236,8 +236,9 @@ impl Shard {
                      --{what}-bufs buffers could not be had)"
             ),
         };
-        let tcp_bufs = BufRing::adaptive(&ring.submitter(), BGID_TCP, cfg.tcp_bufs, cfg.tcp_buf_size)
-            .map_err(|e| bufring_err("tcp", e))?;
+        let tcp_bufs =
+            BufRing::adaptive(&ring.submitter(), BGID_TCP, cfg.tcp_bufs, cfg.tcp_buf_size)
+                .map_err(|e| bufring_err("tcp", e))?;
         let udp_size = (cfg.udp_max_datagram as usize + udp::RECV_HEADROOM) as u32;
         let udp_bufs = BufRing::adaptive(&ring.submitter(), BGID_UDP, cfg.udp_bufs, udp_size)
             .map_err(|e| bufring_err("udp", e))?;
@@ -397,9 +398,7 @@ impl Shard {
             // passes, completions or not, so an idle shard would wake every
             // `delay` us. With one, a delay that passes with nothing to show
             // turns into a plain wait for the first completion.
-            let args = SubmitArgs::new()
-                .timespec(&IDLE_WAIT)
-                .min_wait_usec(delay);
+            let args = SubmitArgs::new().timespec(&IDLE_WAIT).min_wait_usec(delay);
             let want = self.cqes.capacity().min(64);
             self.core.ring.submitter().submit_with_args(want, &args)
         };

@@ -316,7 +316,11 @@ mod tests {
                 // SAFETY: slot < count lies inside the entry mapping.
                 unsafe {
                     std::ptr::read_unaligned(
-                        r.entries.ptr.as_ptr().add(slot * ENTRY_SIZE + 12).cast::<u16>(),
+                        r.entries
+                            .ptr
+                            .as_ptr()
+                            .add(slot * ENTRY_SIZE + 12)
+                            .cast::<u16>(),
                     )
                 }
             })
