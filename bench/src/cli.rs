@@ -8,9 +8,10 @@ use clap::Parser;
 use ringport_engine::cpus::CpuList;
 
 use crate::config::{IngestSend, LoadSpec, Scenario};
+use crate::fanout::RelaySpec;
 use crate::report::{self, Machine, Report, ScenarioResult, TargetResult};
 use crate::run::{self, Figures};
-use crate::servers::{ServerSpec, Target};
+use crate::servers::{relay_support_error, ServerSpec, Target};
 use crate::wire::Protocol;
 
 /// Protocol names on the command line.
@@ -29,7 +30,8 @@ pub enum ProtocolArg {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ringport-bench", version)]
 pub struct Args {
-    /// Scenario to run (default: every scenario, as the suite).
+    /// Scenario to run (default: the suite's four; relay-fanout runs only
+    /// when named).
     #[arg(long, value_enum)]
     pub scenario: Option<Scenario>,
     /// Run the standard suite (what no arguments does); other flags still apply.
@@ -44,12 +46,14 @@ pub struct Args {
     /// Requests in flight per connection [default: per scenario: 4, 1, 4, 16].
     #[arg(long)]
     pub depth: Option<usize>,
-    /// Message size in bytes, sockperf header included.
+    /// Message size in bytes, sockperf header included (relay-fanout: the
+    /// PUBLISH payload, at least 32).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// Messages per second over all connections; 0 = closed loop / full speed
     /// [default: tcp-rr: half of ringport's closed-loop rate with the same conns
-    /// and depth when ringport is a target, else 20000; others 0].
+    /// and depth when ringport is a target, else 20000; relay-fanout: 10000
+    /// publishes/s over all publishers; others 0].
     #[arg(long)]
     pub rate: Option<u64>,
     /// Measured seconds per run.
@@ -87,7 +91,8 @@ pub struct Args {
     /// Loss at full-speed udp-ingest measures capacity and is not counted.
     #[arg(long, default_value_t = 0.0)]
     pub max_error_rate: f64,
-    /// Stop after this many messages per run (exact, repeatable counts).
+    /// Stop after this many messages per run (exact, repeatable counts;
+    /// relay-fanout: publishes over all publishers).
     #[arg(long)]
     pub messages: Option<u64>,
     /// Milliseconds after which an unanswered datagram is given up.
@@ -109,6 +114,24 @@ pub struct Args {
     /// No per-run progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// relay-fanout: subscriber connections (TCP), spread over the server's ports.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// relay-fanout: publishers, spread over the server's ports [default: one
+    /// per port (--server-shards, or --ports of an external target), at most 4].
+    #[arg(long)]
+    pub publishers: Option<usize>,
+    /// relay-fanout: topics; subscriber j subscribes to topic j % K, a
+    /// publisher's message n goes to topic n % K.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
+    /// relay-fanout: publish over UDP (one datagram per PUBLISH) instead of TCP.
+    #[arg(long)]
+    pub publish_udp: bool,
+    /// relay-fanout against ADDR:PORT: the server serves this many consecutive
+    /// ports from PORT (TCP, and UDP for --publish-udp), e.g. one per shard.
+    #[arg(long, default_value_t = 1)]
+    pub ports: usize,
 }
 
 impl Args {
@@ -141,14 +164,38 @@ impl Args {
         }
     }
 
-    fn load(&self, scenario: Scenario) -> LoadSpec {
-        LoadSpec {
+    /// The relay-fanout settings (`None` for the other scenarios).
+    fn relay(&self, scenario: Scenario) -> Result<Option<RelaySpec>> {
+        if scenario != Scenario::RelayFanout {
+            return Ok(None);
+        }
+        if self.conns.is_some() || self.depth.is_some() {
+            return Err(anyhow!(
+                "relay-fanout takes --subscribers and --publishers, not --conns or --depth"
+            ));
+        }
+        let ports = self.server_shards.max(self.ports).max(1);
+        Ok(Some(RelaySpec {
+            subscribers: self.subscribers,
+            publishers: self.publishers.unwrap_or(ports.min(4)),
+            topics: self.topics,
+            publish_udp: self.publish_udp,
+        }))
+    }
+
+    fn load(&self, scenario: Scenario) -> Result<LoadSpec> {
+        let relay = self.relay(scenario)?;
+        let conns = match &relay {
+            Some(r) => r.subscribers + r.publishers,
+            None => self.conns.unwrap_or(scenario.default_conns()),
+        };
+        Ok(LoadSpec {
             scenario,
             protocol: match self.protocol {
                 ProtocolArg::Sockperf => Protocol::Sockperf,
                 ProtocolArg::Echo => Protocol::Echo,
             },
-            conns: self.conns.unwrap_or(scenario.default_conns()),
+            conns,
             depth: self.depth.unwrap_or(scenario.default_depth()),
             size: self.size,
             rate: self.rate.unwrap_or(scenario.default_rate()),
@@ -160,7 +207,8 @@ impl Args {
             pace_slack: Duration::from_micros(self.pace_slack_us),
             ingest_send: self.ingest_send,
             batch: self.batch,
-        }
+            relay,
+        })
     }
 }
 
@@ -184,6 +232,28 @@ fn progress(args: &Args, line: &str) {
 }
 
 fn fmt_run(f: &Figures) -> String {
+    let Some(r) = &f.relay else {
+        return fmt_plain_run(f);
+    };
+    let lat = f
+        .latency
+        .map(|l| format!(", p50 {:.1} us, p99 {:.1} us", us(l.p50), us(l.p99)))
+        .unwrap_or_default();
+    let cpu = f
+        .server_cpu_per_m
+        .map(|c| format!(", server {c:.2} s/M deliveries"))
+        .unwrap_or_default();
+    format!(
+        "{:.0} deliveries/s ({:.0} publishes/s){lat}{cpu}, delivered {}/{}, errors {}, lost {} (lagged {})",
+        f.throughput, r.publish_rate, r.delivered, r.expected, f.errors, r.lost, r.lagged
+    )
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+fn fmt_plain_run(f: &Figures) -> String {
     let lat = f
         .latency
         .map(|l| {
@@ -249,17 +319,24 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
         Some(s) => vec![s],
         None => Scenario::ALL.to_vec(),
     };
+    if scenarios.contains(&Scenario::RelayFanout) {
+        if let Some(e) = relay_support_error(&targets) {
+            return Err(anyhow!(e));
+        }
+    }
     let rounds = args.repeat.unwrap_or(1).max(1);
     let mut results = Vec::new();
     let mut passed = true;
     for scenario in scenarios {
-        let mut load = args.load(scenario);
+        let mut load = args.load(scenario)?;
         load.validate().map_err(|e| anyhow!(e))?;
         let server = ServerSpec {
             udp: scenario.is_udp(),
             protocol: load.protocol,
             shards: args.server_shards.max(1),
             cpus: args.server_cpus.as_slice().to_vec(),
+            relay: scenario == Scenario::RelayFanout,
+            external_ports: args.ports.max(1),
         };
         if scenario == Scenario::TcpRr && args.rate.is_none() && targets.contains(&Target::Ringport)
         {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::fanout::RelaySpec;
 use crate::wire::Protocol;
 
 /// A benchmark scenario.
@@ -16,10 +17,14 @@ pub enum Scenario {
     UdpEcho,
     /// One-way datagrams from many source ports; loss from the server's own count.
     UdpIngest,
+    /// Relay publish/subscribe: publishers at a fixed rate, every message
+    /// delivered to every subscriber of its topic; delivery latency and loss.
+    /// Not part of the suite.
+    RelayFanout,
 }
 
 impl Scenario {
-    /// Every scenario, in suite order.
+    /// The scenarios of the standard suite, in order (not relay-fanout).
     pub const ALL: [Scenario; 4] = [
         Scenario::TcpEcho,
         Scenario::TcpRr,
@@ -34,6 +39,7 @@ impl Scenario {
             Scenario::TcpRr => "tcp-rr",
             Scenario::UdpEcho => "udp-echo",
             Scenario::UdpIngest => "udp-ingest",
+            Scenario::RelayFanout => "relay-fanout",
         }
     }
 
@@ -53,6 +59,7 @@ impl Scenario {
             Scenario::TcpEcho | Scenario::TcpRr => 64,
             Scenario::UdpEcho => 16,
             Scenario::UdpIngest => 64,
+            Scenario::RelayFanout => 100,
         }
     }
 
@@ -63,6 +70,7 @@ impl Scenario {
             Scenario::TcpRr => 1,
             Scenario::UdpEcho => 4,
             Scenario::UdpIngest => 16,
+            Scenario::RelayFanout => 1,
         }
     }
 
@@ -70,6 +78,7 @@ impl Scenario {
     pub fn default_rate(self) -> u64 {
         match self {
             Scenario::TcpRr => 20_000,
+            Scenario::RelayFanout => 10_000,
             _ => 0,
         }
     }
@@ -122,7 +131,7 @@ pub struct LoadSpec {
     pub conns: usize,
     /// Requests in flight per connection at most (UDP ingest: sends in flight per socket).
     pub depth: usize,
-    /// Message size in bytes, header included.
+    /// Message size in bytes, header included (relay-fanout: the `PUBLISH` payload).
     pub size: usize,
     /// Messages per second over all connections; 0 for closed loop / full speed.
     pub rate: u64,
@@ -150,6 +159,9 @@ pub struct LoadSpec {
     /// Datagrams per send operation at full-speed udp-ingest (GSO segments or
     /// sendmmsg messages).
     pub batch: usize,
+    /// The relay-fanout load (`None` for the other scenarios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelaySpec>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -174,11 +186,15 @@ impl LoadSpec {
             pace_slack: Duration::from_micros(DEFAULT_PACE_SLACK_US),
             ingest_send: IngestSend::Gso,
             batch: 32,
+            relay: None,
         }
     }
 
     /// Checks the values the generator cannot work with.
     pub fn validate(&self) -> Result<(), String> {
+        if self.scenario == Scenario::RelayFanout {
+            return self.validate_relay();
+        }
         if self.size < crate::wire::MIN_SIZE || self.size > 65_000 {
             return Err(format!(
                 "--size {} must be between {} and 65000",
@@ -205,6 +221,27 @@ impl LoadSpec {
             return Err(
                 "udp-ingest needs --protocol sockperf (echo would answer every datagram)".into(),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_relay(&self) -> Result<(), String> {
+        let Some(relay) = &self.relay else {
+            return Err("relay-fanout needs its relay settings".into());
+        };
+        relay.validate()?;
+        let min = crate::fanout::payload::MIN_PAYLOAD;
+        if self.size < min || self.size > 65_000 {
+            return Err(format!(
+                "relay-fanout: --size {} (the PUBLISH payload) must be between {min} and 65000",
+                self.size
+            ));
+        }
+        if self.rate == 0 {
+            return Err("relay-fanout publishes open loop: --rate must be at least 1".into());
+        }
+        if self.cpus.is_empty() {
+            return Err("--cpus must name at least one CPU".into());
         }
         Ok(())
     }

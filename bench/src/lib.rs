@@ -7,6 +7,8 @@
 //! * [`latency`] holds the pure bookkeeping: latency histograms with and
 //!   without coordinated-omission correction, the open-loop pacer, and the
 //!   per-socket sequence window that counts loss, duplicates and reordering.
+//! * [`fanout`] holds the pure parts of relay-fanout: the publish payload,
+//!   the subscriber's frame checks and per-publisher sequence tracking.
 //! * [`client`] is the load generator: pinned io_uring threads driving many
 //!   connections each.
 //! * [`servers`] starts the targets: the in-process ringport engine, the
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod cpu;
+pub mod fanout;
 pub mod latency;
 pub mod plot;
 pub mod progress;

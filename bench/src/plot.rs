@@ -60,6 +60,16 @@ pub fn write_svg(path: &Path, report: &Report) -> Result<()> {
     Ok(())
 }
 
+/// What throughput and CPU are counted in: deliveries for relay-fanout
+/// (one publish is delivered to many subscribers), else messages.
+fn unit(s: &ScenarioResult) -> &'static str {
+    if s.load.relay.is_some() {
+        "deliveries"
+    } else {
+        "messages"
+    }
+}
+
 fn nines_label(x: &f64) -> String {
     let q = 100.0 * (1.0 - 10f64.powf(-x));
     match x.round() as i64 {
@@ -287,7 +297,7 @@ where
         .disable_x_mesh()
         .x_labels(n)
         .x_label_formatter(&fmt)
-        .y_desc("messages per second")
+        .y_desc(format!("{} per second", unit(s)))
         .y_label_formatter(&|v| format!("{:.0}k", v / 1e3))
         .draw()
         .map_err(err)?;
@@ -334,8 +344,9 @@ where
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
-                "{}: CPU s/M msgs, server user (dark) + sys; client (pale)",
-                s.scenario
+                "{}: CPU s/M {}, server user (dark) + sys; client (pale)",
+                s.scenario,
+                unit(s)
             ),
             ("sans-serif", 16),
         )
@@ -351,7 +362,7 @@ where
         .x_labels(n)
         .x_label_formatter(&fmt)
         .x_label_style(("sans-serif", 11))
-        .y_desc("CPU seconds / million messages")
+        .y_desc(format!("CPU seconds / million {}", unit(s)))
         .draw()
         .map_err(err)?;
     for (j, (ti, lower, upper)) in bars.iter().enumerate() {

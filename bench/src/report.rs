@@ -35,6 +35,26 @@ pub const FIGURES: &[FigureDef] = &[
         get: |f| Some(f.offered),
     },
     FigureDef {
+        key: "publish_rate",
+        label: "publishes (msg/s)",
+        get: |f| f.relay.map(|r| r.publish_rate),
+    },
+    FigureDef {
+        key: "published",
+        label: "published",
+        get: |f| f.relay.map(|r| r.published as f64),
+    },
+    FigureDef {
+        key: "deliveries_expected",
+        label: "deliveries expected",
+        get: |f| f.relay.map(|r| r.expected as f64),
+    },
+    FigureDef {
+        key: "deliveries_received",
+        label: "deliveries received",
+        get: |f| f.relay.map(|r| r.delivered as f64),
+    },
+    FigureDef {
         key: "p50_us",
         label: "latency p50 (us)",
         get: |f| f.latency.map(|l| us(l.p50)),
@@ -78,6 +98,16 @@ pub const FIGURES: &[FigureDef] = &[
         key: "lost",
         label: "lost",
         get: |f| f.lost.map(|v| v as f64),
+    },
+    FigureDef {
+        key: "lagged",
+        label: "lagged (LAGGED counts)",
+        get: |f| f.relay.map(|r| r.lagged as f64),
+    },
+    FigureDef {
+        key: "server_drops",
+        label: "server drops",
+        get: |f| f.relay.and_then(|r| r.server_drops).map(|v| v as f64),
     },
     FigureDef {
         key: "duplicates",
@@ -309,9 +339,20 @@ fn human(v: f64) -> String {
     }
 }
 
-/// The human table of one scenario.
-pub fn table(s: &ScenarioResult) -> String {
-    let l = &s.load;
+/// What the load of `l` is, for the table's heading.
+fn shape(l: &LoadSpec) -> String {
+    if let Some(r) = &l.relay {
+        return format!(
+            "{} subscribers, {} {} publishers, {} topic(s), {} B payloads, {} publishes/s \
+             (throughput and CPU: per delivery)",
+            r.subscribers,
+            r.publishers,
+            if r.publish_udp { "UDP" } else { "TCP" },
+            r.topics,
+            l.size,
+            human(l.rate as f64)
+        );
+    }
     let mode = if l.rate == 0 {
         if l.scenario.is_one_way() {
             "full speed".to_owned()
@@ -321,13 +362,19 @@ pub fn table(s: &ScenarioResult) -> String {
     } else {
         format!("open loop at {} msg/s", human(l.rate as f64))
     };
+    format!(
+        "{} conns x depth {}, {} B, {mode}",
+        l.conns, l.depth, l.size
+    )
+}
+
+/// The human table of one scenario.
+pub fn table(s: &ScenarioResult) -> String {
+    let l = &s.load;
     let mut out = format!(
-        "== {}: {} conns x depth {}, {} B, {}, {:.1} s (+{:.1} s warm-up), {} round(s); client CPUs {:?}, server {} shard(s) on CPUs {:?}\n",
+        "== {}: {}, {:.1} s (+{:.1} s warm-up), {} round(s); client CPUs {:?}, server {} shard(s) on CPUs {:?}\n",
         s.scenario,
-        l.conns,
-        l.depth,
-        l.size,
-        mode,
+        shape(l),
         l.duration.as_secs_f64(),
         l.warmup.as_secs_f64(),
         s.rounds,

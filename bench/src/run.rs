@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::client::{self, ClientReport};
 use crate::config::LoadSpec;
 use crate::cpu::{cpu_ticks, CpuSource, CpuTime};
+use crate::fanout::FanoutFigures;
 use crate::latency::Percentiles;
 use crate::progress::Progress;
 use crate::servers::{self, Server, ServerSpec, Target};
@@ -74,6 +75,13 @@ pub struct Figures {
     /// Datagrams dropped by the kernel for the server (its socket's receive
     /// queue if the server reports it, else the machine's UDP RcvbufErrors).
     pub kernel_drops: Option<u64>,
+    /// relay-fanout: publishes, deliveries expected and received, `LAGGED`.
+    /// There `throughput` and `offered` are deliveries per second, `sent` is
+    /// publishes, `received` distinct deliveries, `lost` expected minus
+    /// received, the error rate is over expected deliveries, and CPU is per
+    /// million deliveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<FanoutFigures>,
 }
 
 /// UDP receive-buffer drops of the whole machine (`/proc/net/snmp`, Udp: RcvbufErrors).
@@ -145,8 +153,9 @@ fn drive(
     let rcvbuf0 = udp_rcvbuf_errors();
     let kdrops0 = srv.kernel_drops();
     let dgrams0 = srv.datagrams_received();
+    let drops0 = srv.plugin_drops();
 
-    let running = client::start(spec, srv.addr())?;
+    let running = client::start(spec, &srv.addrs())?;
     let (clock, sched) = (running.clock, running.schedule);
     let mut bar = progress.and_then(|label| {
         Progress::start(
@@ -198,6 +207,14 @@ fn drive(
         b.finish();
     }
     let report: ClientReport = running.wait()?;
+    let fanout = spec.relay.as_ref().map(|r| {
+        let counts = report.fanout.clone().unwrap_or_default();
+        let mut f = FanoutFigures::new(r, &counts, window);
+        f.server_drops = drops0
+            .zip(srv.plugin_drops())
+            .map(|(a, b)| b.saturating_sub(a));
+        (f, r.expected(&counts.offered))
+    });
 
     let one_way = spec.scenario.is_one_way();
     // Let the server count what was still in flight.
@@ -215,7 +232,9 @@ fn drive(
     } else {
         report.completed
     };
-    let lost = if one_way {
+    let lost = if let Some((f, _)) = &fanout {
+        Some(f.lost)
+    } else if one_way {
         received_total.map(|r| report.sent.saturating_sub(r))
     } else {
         Some(report.unanswered)
@@ -234,6 +253,9 @@ fn drive(
     let server_busy = server_cpu.and_then(|c| busy(c.total(), window));
     let client_busy = client_cpu.and_then(|c| busy(c.total(), window));
     let bad = report.errors + lost.unwrap_or(0) + report.io_errors;
+    // relay-fanout: what was owed is deliveries, not publishes.
+    let owed = fanout.as_ref().map_or(report.sent, |(f, _)| f.expected);
+    let offered = fanout.as_ref().map_or(report.offered, |(_, o)| *o);
     Ok(Figures {
         throughput: if window > 0.0 {
             messages as f64 / window
@@ -241,7 +263,7 @@ fn drive(
             0.0
         },
         offered: if window > 0.0 {
-            report.offered as f64 / window
+            offered as f64 / window
         } else {
             0.0
         },
@@ -260,8 +282,8 @@ fn drive(
         duplicates: report.duplicates,
         reordered: report.reordered,
         io_errors: report.io_errors,
-        error_rate: if report.sent > 0 {
-            bad as f64 / report.sent as f64
+        error_rate: if owed > 0 {
+            bad as f64 / owed as f64
         } else {
             0.0
         },
@@ -280,6 +302,7 @@ fn drive(
             .and_then(|c| per_million(c.total(), if one_way { report.offered } else { messages })),
         client_cpu,
         kernel_drops,
+        relay: fanout.map(|(f, _)| f),
     })
 }
 

@@ -8,6 +8,9 @@
 //! due on every connection, submits them all with one `io_uring_enter` that
 //! also waits for completions, and handles the completions in a batch.
 //!
+//! relay-fanout has its own thread (`relay`): subscribers and publishers of
+//! one thread share its ring, see that module.
+//!
 //! Full-speed udp-ingest has its own loop (`ingest`): each send carries a
 //! batch of datagrams (UDP GSO or `sendmmsg`), as one datagram per send
 //! cannot load a server core from one client core.
@@ -22,6 +25,8 @@
 
 mod driver;
 mod ingest;
+mod relay;
+mod relay_pub;
 mod tcp;
 mod udp;
 
@@ -33,6 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _, Result};
 
 use crate::config::LoadSpec;
+use crate::fanout::FanoutCounts;
 use crate::latency::Recorder;
 
 /// Thread-name prefix of the load generator's threads (for CPU accounting).
@@ -107,6 +113,8 @@ pub struct ClientReport {
     pub unanswered: u64,
     /// Socket-level failures: refused or reset connections, failed sends.
     pub io_errors: u64,
+    /// relay-fanout's own counts (publishes per topic, deliveries, `LAGGED`).
+    pub fanout: Option<FanoutCounts>,
 }
 
 impl ClientReport {
@@ -123,6 +131,7 @@ impl ClientReport {
             timed_out: 0,
             unanswered: 0,
             io_errors: 0,
+            fanout: None,
         }
     }
 
@@ -138,6 +147,11 @@ impl ClientReport {
         self.timed_out += o.timed_out;
         self.unanswered += o.unanswered;
         self.io_errors += o.io_errors;
+        match (&mut self.fanout, &o.fanout) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.fanout = Some(b.clone()),
+            _ => {}
+        }
     }
 }
 
@@ -146,6 +160,13 @@ impl ClientReport {
 struct ThreadLoad {
     spec: LoadSpec,
     target: SocketAddr,
+    /// Every address of the server (relay-fanout spreads over them).
+    addrs: Vec<SocketAddr>,
+    /// This thread's index among `threads`.
+    thread: usize,
+    threads: usize,
+    /// What relay-fanout's threads share.
+    relay: Option<Arc<relay::Shared>>,
     /// Number of connections of this thread.
     conns: usize,
     /// Message cap per connection of this thread (`u64::MAX`: none).
@@ -195,11 +216,22 @@ impl Running {
     }
 }
 
-/// Starts the client threads against `target`: they connect, then all start
-/// at once. Returns when every thread has connected and the schedule is fixed.
-pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
+/// Starts the client threads against `addrs` (the server's addresses; all
+/// but relay-fanout use the first): they connect, then all start at once.
+/// Returns when every thread has connected (relay-fanout: and every
+/// subscription is active) and the schedule is fixed.
+pub fn start(spec: &LoadSpec, addrs: &[SocketAddr]) -> Result<Running> {
     spec.validate().map_err(|e| anyhow!(e))?;
-    let nthreads = spec.cpus.len().min(spec.conns);
+    let target = *addrs.first().ok_or_else(|| anyhow!("no server address"))?;
+    let all_conns = match &spec.relay {
+        Some(r) => r.subscribers + r.publishers,
+        None => spec.conns,
+    };
+    let nthreads = spec.cpus.len().min(all_conns);
+    let shared = spec
+        .relay
+        .as_ref()
+        .map(|r| Arc::new(relay::Shared::new(r.topics, nthreads)));
     let clock = Clock::new();
     let ready = Arc::new(Barrier::new(nthreads + 1));
     let go = Arc::new(Barrier::new(nthreads + 1));
@@ -221,6 +253,10 @@ pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
         let load = ThreadLoad {
             spec: spec.clone(),
             target,
+            addrs: addrs.to_vec(),
+            thread: t,
+            threads: nthreads,
+            relay: shared.clone(),
             conns,
             caps,
             interval_ns: per_conn_interval,
@@ -239,7 +275,9 @@ pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
             .spawn(move || {
                 let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                 let setup = if pinned {
-                    if load.spec.scenario.is_one_way() && load.spec.rate == 0 {
+                    if load.relay.is_some() {
+                        relay::RelayThread::new(&load).map(Worker::Relay)
+                    } else if load.spec.scenario.is_one_way() && load.spec.rate == 0 {
                         ingest::IngestThread::new(&load).map(Worker::Ingest)
                     } else if load.spec.scenario.is_udp() {
                         udp::UdpThread::new(&load).map(Worker::Udp)
@@ -269,6 +307,7 @@ pub fn start(spec: &LoadSpec, target: SocketAddr) -> Result<Running> {
                         Worker::Tcp(mut w) => w.run(&clock, &schedule),
                         Worker::Udp(mut w) => w.run(&clock, &schedule),
                         Worker::Ingest(mut w) => w.run(&clock, &schedule),
+                        Worker::Relay(mut w) => w.run(&clock, &schedule),
                     }
                 });
                 done.fetch_add(1, Ordering::AcqRel);
@@ -299,4 +338,5 @@ enum Worker {
     Tcp(tcp::TcpThread),
     Udp(udp::UdpThread),
     Ingest(ingest::IngestThread),
+    Relay(relay::RelayThread),
 }

@@ -10,14 +10,23 @@ use anyhow::{anyhow, Context as _, Result};
 use super::{Server, ServerSpec};
 use crate::cpu::CpuSource;
 
-/// A server someone else runs.
+/// A server someone else runs, on `ports` consecutive ports from `addr`'s.
 pub(super) struct External {
     pub(super) addr: SocketAddr,
+    pub(super) ports: usize,
 }
 
 impl Server for External {
     fn addr(&self) -> SocketAddr {
         self.addr
+    }
+    fn addrs(&self) -> Vec<SocketAddr> {
+        (0..self.ports)
+            .map_while(|i| {
+                let port = u16::try_from(usize::from(self.addr.port()) + i).ok()?;
+                Some(SocketAddr::new(self.addr.ip(), port))
+            })
+            .collect()
     }
     fn cpu(&self) -> CpuSource {
         CpuSource::None

@@ -54,6 +54,31 @@ impl Target {
             Target::External(a) => a.to_string(),
         }
     }
+
+    /// Whether the target speaks the relay protocol (relay-fanout): the
+    /// ringport engine, and an external server (whose protocol the harness
+    /// takes on trust).
+    pub fn speaks_relay(&self) -> bool {
+        matches!(self, Target::Ringport | Target::External(_))
+    }
+}
+
+/// The error for running relay-fanout against targets that do not speak
+/// relay, naming them and the ones that do (`None`: every target does).
+pub fn relay_support_error(targets: &[Target]) -> Option<String> {
+    let refused: Vec<String> = targets
+        .iter()
+        .filter(|t| !t.speaks_relay())
+        .map(Target::name)
+        .collect();
+    (!refused.is_empty()).then(|| {
+        format!(
+            "scenario relay-fanout needs a server that speaks the relay protocol; {} {} not \
+             (relay-fanout runs against: ringport, or ADDR:PORT of an external relay server)",
+            refused.join(", "),
+            if refused.len() == 1 { "does" } else { "do" }
+        )
+    })
 }
 
 impl FromStr for Target {
@@ -85,12 +110,24 @@ pub struct ServerSpec {
     pub shards: usize,
     /// CPUs to pin them to, in order (shard `i` on `cpus[i % len]`).
     pub cpus: Vec<usize>,
+    /// Serve the relay protocol over TCP and UDP on one port per shard
+    /// (range mode) instead of `protocol`; only ringport can.
+    pub relay: bool,
+    /// An external target serves this many consecutive ports from its
+    /// address's (relay-fanout spreads its connections over them).
+    pub external_ports: usize,
 }
 
 /// A started server.
 pub trait Server: Send {
     /// Where to send load.
     fn addr(&self) -> SocketAddr;
+    /// Every address serving the load, one per shard when the server cuts
+    /// its ports by shard (relay), else just [`Server::addr`]. For relay, the
+    /// same ports serve TCP and UDP.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        vec![self.addr()]
+    }
     /// Whose CPU time is the server's.
     fn cpu(&self) -> CpuSource;
     /// Datagrams the server has received so far, if it can tell.
@@ -99,19 +136,31 @@ pub trait Server: Send {
     fn kernel_drops(&self) -> Option<u64> {
         None
     }
+    /// Messages the server's protocol code dropped so far (every reason), if known.
+    fn plugin_drops(&self) -> Option<u64> {
+        None
+    }
     /// Stops the server and waits for it.
     fn stop(self: Box<Self>);
 }
 
 /// Starts `target` as `spec` says.
 pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
+    if spec.relay {
+        if let Some(e) = relay_support_error(&[target]) {
+            return Err(anyhow::anyhow!(e));
+        }
+    }
     match target {
         Target::Ringport => ringport::start(spec),
         Target::Tokio => tokio_srv::start(spec, false),
         Target::TokioMt => tokio_srv::start(spec, true),
         Target::Epoll => epoll::start(spec),
         Target::Sockperf => external::start_sockperf(spec),
-        Target::External(addr) => Ok(Box::new(external::External { addr })),
+        Target::External(addr) => Ok(Box::new(external::External {
+            addr,
+            ports: spec.external_ports.max(1),
+        })),
     }
 }
 
@@ -181,5 +230,17 @@ mod tests {
         assert_eq!(sockperf_stream(&bad, &mut out), None);
         assert_eq!("tokio-mt".parse::<Target>(), Ok(Target::TokioMt));
         assert!("nope".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn relay_fanout_names_the_targets_that_cannot_run_it() {
+        let ext: Target = "127.0.0.1:7400".parse().unwrap();
+        assert_eq!(relay_support_error(&[Target::Ringport, ext]), None);
+        let e = relay_support_error(&[Target::Ringport, Target::Tokio, Target::Epoll]).unwrap();
+        assert!(
+            e.contains("relay-fanout") && e.contains("tokio, epoll do not"),
+            "{e}"
+        );
+        assert!(e.contains("ringport, or ADDR:PORT"), "{e}");
     }
 }
