@@ -16,6 +16,12 @@ use crate::output_error;
 /// [`MeshMessage::tag`] of a message carrying an encoded `PUBLISH` frame.
 pub const MESH_TAG_PUBLISH: u64 = 1;
 
+/// [`MeshMessage::tag`] of a notice that messages for a topic were lost on
+/// the way to this shard (`mesh_full` on the publishing shard): an encoded
+/// `PUBLISH` frame of that topic whose payload is the count, a big-endian
+/// `u64`. Subscribers of the topic on the receiving shard get it as `LAGGED`.
+pub const MESH_TAG_MISSED: u64 = 2;
+
 /// The timer token the plugin uses for its retry timer.
 pub const RETRY_TIMER: u64 = 1;
 
@@ -87,11 +93,26 @@ impl PluginFactory for RelayFactory {
     }
 }
 
-/// Encoded `PUBLISH` frames waiting for a full ring to one shard.
+/// Encoded `PUBLISH` frames waiting for a full ring to one shard, and per
+/// topic the frames that did not fit in the queue either (sent as
+/// [`MESH_TAG_MISSED`] notices once the queue has drained).
 #[derive(Debug, Default)]
 struct RetryQueue {
     frames: VecDeque<Bytes>,
     bytes: usize,
+    missed: Vec<(Bytes, u64)>,
+}
+
+impl RetryQueue {
+    /// Counts one lost frame of `topic`; true if the topic is new to the list.
+    fn miss(&mut self, topic: &[u8]) -> bool {
+        if let Some((_, n)) = self.missed.iter_mut().find(|(t, _)| &t[..] == topic) {
+            *n += 1;
+            return false;
+        }
+        self.missed.push((Bytes::copy_from_slice(topic), 1));
+        true
+    }
 }
 
 /// One shard's relay.
@@ -104,7 +125,8 @@ struct RetryQueue {
 /// Counted through the context: one message per `PUBLISH` handled on this
 /// shard and one per `MESSAGE` queued to a subscriber; `queue_full` per
 /// message a subscriber missed; `mesh_full` per message a shard missed
-/// because its retry queue was full too.
+/// because its retry queue was full too (that shard's subscribers of the
+/// topic are told with a [`MESH_TAG_MISSED`] notice, then `LAGGED`).
 #[derive(Debug)]
 pub struct Relay {
     config: RelayConfig,
@@ -162,7 +184,8 @@ impl Relay {
         }
     }
 
-    /// Sends queued frames to each shard, in order, until its ring is full.
+    /// Sends queued frames to each shard, in order, until its ring is full;
+    /// then the notices of frames that were lost.
     fn poll_retries(&mut self, ctx: &mut dyn Context) {
         for (target, q) in self.retry.iter_mut().enumerate() {
             while let Some(payload) = q.frames.pop_front() {
@@ -182,7 +205,42 @@ impl Relay {
                 q.bytes -= len;
                 self.retry_pending -= 1;
             }
+            if !q.frames.is_empty() {
+                continue;
+            }
+            while let Some((topic, n)) = q.missed.last() {
+                let mut notice = Vec::with_capacity(wire::HEADER_LEN + topic.len() + 8);
+                notice.extend_from_slice(&wire::header(FrameType::Publish, topic.len(), 8));
+                notice.extend_from_slice(topic);
+                notice.extend_from_slice(&n.to_be_bytes());
+                let msg = MeshMessage {
+                    tag: MESH_TAG_MISSED,
+                    payload: Bytes::from(notice),
+                };
+                match ctx.send_to_shard(target, msg) {
+                    Ok(()) => {}
+                    Err(MeshError::Full(_)) => break,
+                    Err(_) => ctx.record_drop(DropReason::Unsupported),
+                }
+                q.missed.pop();
+                self.retry_pending -= 1;
+            }
         }
+    }
+
+    /// A shard lost `count` messages of `topic` on their way here: each
+    /// subscriber of it on this shard is owed that many in a `LAGGED` frame.
+    fn missed(&mut self, ctx: &mut dyn Context, topic: &[u8], count: u64) {
+        let lagging = &mut self.lagging;
+        self.table.for_each_subscriber(topic, |conn, sub| {
+            sub.lagged += count;
+            sub.dropped += count;
+            if !sub.listed {
+                sub.listed = true;
+                lagging.push(conn);
+            }
+        });
+        self.poll_lagging(ctx);
     }
 
     /// Sends owed `LAGGED` frames; keeps the subscribers still without room.
@@ -244,6 +302,15 @@ impl Relay {
         };
         if q.bytes + payload.len() > self.config.mesh_retry_bytes {
             ctx.record_drop(DropReason::MeshFull);
+            // The subscribers over there learn of it through a notice. The
+            // frame is a PUBLISH this shard encoded, so it parses.
+            if let Ok(Repr::Publish { topic, .. }) =
+                wire::parse_datagram(&payload, self.config.max_payload)
+            {
+                if q.miss(topic) {
+                    self.retry_pending += 1;
+                }
+            }
             return;
         }
         q.bytes += payload.len();
@@ -403,6 +470,11 @@ impl Plugin for Relay {
         match (msg.tag, parsed) {
             (MESH_TAG_PUBLISH, Ok(Repr::Publish { topic, payload })) => {
                 self.deliver(ctx, topic, payload);
+            }
+            (MESH_TAG_MISSED, Ok(Repr::Publish { topic, payload })) if payload.len() == 8 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(payload);
+                self.missed(ctx, topic, u64::from_be_bytes(n));
             }
             _ => ctx.record_drop(DropReason::Malformed),
         }
@@ -932,10 +1004,58 @@ mod tests {
         assert_eq!(ctx.drops(DropReason::MeshFull), 3);
         ctx.set_mesh_full(false);
         relay.handle_timer(&mut ctx, Instant::now(), RETRY_TIMER);
-        assert_eq!(ctx.mesh_sends().len(), 2);
+        // The two queued frames, then one notice of the three lost ones.
+        let sent = ctx.mesh_sends();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(
+            (sent[2].to, sent[2].msg.tag, &sent[2].msg.payload[..]),
+            (1, MESH_TAG_MISSED, &publish(b"t", &3u64.to_be_bytes())[..])
+        );
         assert_eq!(relay.retry_queued(1), 0);
         // Nothing owed: the timer is not armed again.
         assert_eq!(ctx.timers().len(), 1);
+    }
+
+    #[test]
+    fn lost_frames_reach_the_other_shards_subscribers_as_lagged() {
+        let frame = publish(b"t", b"x");
+        let config = RelayConfig {
+            mesh_retry_bytes: frame.len(),
+            ..RelayConfig::default()
+        };
+        let (mut a, mut actx) = shard(0, 2, config);
+        let (mut b, mut bctx) = shard(1, 2, config);
+        feed(&mut b, &mut bctx, SUB_A, &sub(b"t"));
+        feed(&mut b, &mut bctx, SUB_B, &sub(b"u"));
+        // Two topics lost on the way: 1 frame queued, 4 lost (3 of t, 1 of u).
+        actx.set_mesh_full(true);
+        for f in [&frame, &frame, &publish(b"u", b"y"), &frame, &frame] {
+            feed(&mut a, &mut actx, PUB, f);
+        }
+        assert_eq!(actx.drops(DropReason::MeshFull), 4);
+        actx.set_mesh_full(false);
+        a.handle_timer(&mut actx, Instant::now(), RETRY_TIMER);
+        for s in actx.mesh_sends().to_vec() {
+            b.handle_message(&mut bctx, 0, s.msg);
+        }
+        // SUB_A: the one frame that got through, then LAGGED 3; SUB_B: LAGGED 1.
+        assert_eq!(
+            bctx.written(SUB_A),
+            [message(b"t", b"x"), lagged_frame(3).to_vec()].concat()
+        );
+        assert_eq!(bctx.written(SUB_B), lagged_frame(1));
+        let sub_a = b.subscriptions().subscriber(SUB_A).unwrap();
+        assert_eq!((sub_a.lagged, sub_a.dropped), (0, 3));
+        // A notice with a payload that is not a count is malformed.
+        b.handle_message(
+            &mut bctx,
+            0,
+            MeshMessage {
+                tag: MESH_TAG_MISSED,
+                payload: Bytes::from(publish(b"t", b"1234567")),
+            },
+        );
+        assert_eq!(bctx.drops(DropReason::Malformed), 1);
     }
 
     #[test]
