@@ -22,6 +22,18 @@ fn bufring_recycle(c: &mut Criterion) {
             bid = (bid + 1) & 1023;
         })
     });
+    // An adaptive ring's turn: 16 buffers come back, then the hot set is
+    // topped up and resized.
+    let mut hot = BufRing::adaptive(&ring.submitter(), 1, 1024, 2048).expect("buffer ring");
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("adaptive_turn_of_16", |b| {
+        b.iter(|| {
+            for i in 0..16u16 {
+                hot.recycle(black_box(i));
+            }
+            hot.refill();
+        })
+    });
     g.finish();
     drop(ring);
 }
