@@ -483,3 +483,69 @@ fn malformed_frames_close_their_stream_and_bad_datagrams_are_counted() {
     sock.send_to(&good, udp_addr(&srv, 2)).unwrap();
     assert_eq!(sub.messages(1), [(b"t".to_vec(), 1, 0)]);
 }
+
+/// A burst that overflows the mesh ring and the retry queue to another shard:
+/// the lost messages are counted (`mesh_full`) on the publishing shard, and
+/// the subscribers over there are told, as `LAGGED`, exactly how many.
+#[test]
+fn messages_lost_between_shards_reach_the_subscribers_as_lagged() {
+    const COUNT: u32 = 600;
+    let frame_len = publish_frame("burst", &stamp(0, 0, 8)).len();
+    let mut registry = ringport::plugin::Registry::new();
+    registry
+        .register(std::sync::Arc::new(ringport::protocols::RelayFactory::new(
+            ringport::protocols::RelayConfig {
+                // Room for two frames waiting for a full ring.
+                mesh_retry_bytes: 2 * frame_len,
+                ..Default::default()
+            },
+        )))
+        .unwrap();
+    let srv = server()
+        .shards(2)
+        .cpus(two_cpus())
+        .config(EngineConfig {
+            mesh_capacity: 4,
+            ..EngineConfig::default()
+        })
+        .registry(registry)
+        .listen(tcp("relay", 2))
+        .start();
+    let mut far = Client::subscriber(tcp_addr(&srv, 1), &["burst"]);
+    let mut near = Client::subscriber(tcp_addr(&srv, 0), &["burst"]);
+    // All the frames in one write: shard 0 handles hundreds of them in one
+    // turn, far more than 4 ring slots and 2 queued frames to shard 1.
+    let burst: Vec<u8> = (0..COUNT)
+        .flat_map(|seq| publish_frame("burst", &stamp(0, seq, 8)))
+        .collect();
+    let mut publisher = Client::new(connect(tcp_addr(&srv, 0)));
+    publisher.publish_and_sync(&burst);
+
+    // The subscriber on the publishing shard gets everything, in order.
+    let got = near.messages(COUNT as usize);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, m)| *m == (b"burst".to_vec(), 0, i as u32)));
+
+    // The one across the mesh: messages in order plus LAGGED counts that add
+    // up to exactly what was published.
+    let (mut received, mut lagged, mut last) = (0u64, 0u64, None);
+    while received + lagged < u64::from(COUNT) {
+        match far.next() {
+            Frame::Message { payload, .. } => {
+                let (_, seq) = stamp_of(&payload);
+                assert!(last < Some(seq), "{seq} after {last:?}");
+                last = Some(seq);
+                received += 1;
+            }
+            Frame::Lagged(n) => lagged += n,
+            Frame::Pong => panic!("no ping was sent"),
+        }
+    }
+    assert_eq!(received + lagged, u64::from(COUNT));
+    assert!(lagged > 0, "the burst never overflowed the mesh");
+    far.ping();
+    let totals = srv.totals();
+    assert_eq!(totals.drops[DropReason::MeshFull.index()], lagged);
+}
