@@ -15,9 +15,11 @@
 //! loop turn consumes and keeps the other buffers on a LIFO stack, so the same
 //! few buffers are reused while the load allows. A turn that drains the hot set
 //! (or ends with ENOBUFS, see [`BufRing::ran_dry`]) doubles it at once; it
-//! shrinks back only after a window of quieter turns. `sockperf under-load` at
-//! 150k datagrams/s: -13% server CPU per message with default flags, -20% with
-//! `--batch-delay-us 100` (BENCHMARKS.md).
+//! shrinks back only after a window of quieter turns. It matters when other
+//! work competes for the caches: with a compiler running, `sockperf
+//! under-load` at 150k datagrams/s cost 13% (default flags) and 20%
+//! (`--batch-delay-us 100`) less server CPU per message with 64 buffers than
+//! with 2,048; on a quiet machine the two are the same (BENCHMARKS.md).
 
 use std::io;
 use std::ptr::NonNull;
