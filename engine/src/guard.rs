@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ringport_plugin::CloseReason;
 
 use crate::alerts::{DenialAlarm, Gate, LogGate, SourceAlert, SourceWindows};
+use crate::clock::TurnClock;
 use crate::listener_stats::{ListenerCounters, ListenerDrop, SharedListenerStats, TimeoutKind};
 use crate::log::{CloseCause, Event, LogRecord, LogSink};
 use crate::operations::Limits;
@@ -472,12 +473,13 @@ impl Guard {
         peer: SocketAddr,
         local_port: u16,
         len: usize,
-        now: Instant,
+        clock: &TurnClock,
     ) -> bool {
         let d = self.listeners[listener as usize]
             .admission
             .check_source(peer.ip());
         if d != Decision::Allow {
+            let now = clock.now();
             self.count_verdict(listener, peer.ip(), d, now);
             if !d.admits() {
                 self.log_denial(listener, peer, local_port, d, now);
@@ -494,9 +496,9 @@ impl Guard {
         c.datagrams_in += 1;
         c.bytes_in += len as u64;
         self.dirty = true;
-        if self.log.is_some() && self.udp_sources.hit(peer.ip(), now) == Some(1) {
+        if self.log.is_some() && self.udp_sources.hit(peer.ip(), clock.now()) == Some(1) {
             self.listeners[listener as usize].counters.udp_new_sources += 1;
-            let mut r = self.record(Event::UdpSource, now, listener, peer);
+            let mut r = self.record(Event::UdpSource, clock.now(), listener, peer);
             r.local_port = local_port;
             r.verdict = d;
             if let Some(log) = &self.log {
@@ -641,10 +643,10 @@ mod tests {
         let now = Instant::now();
         let local = addr("127.0.0.1:9000");
         assert_eq!(g.admit(0, addr("127.0.0.2:1"), local, now), None);
-        assert!(!g.datagram(0, addr("127.0.0.2:1"), 9000, 5, now));
-        assert!(g.datagram(0, addr("127.0.0.1:1"), 9000, 5, now));
+        assert!(!g.datagram(0, addr("127.0.0.2:1"), 9000, 5, &TurnClock::at(now)));
+        assert!(g.datagram(0, addr("127.0.0.1:1"), 9000, 5, &TurnClock::at(now)));
         assert!(
-            g.datagram(0, addr("127.0.0.1:2"), 9000, 5, now),
+            g.datagram(0, addr("127.0.0.1:2"), 9000, 5, &TurnClock::at(now)),
             "same source ip"
         );
         let c = g.listeners[0].counters;
@@ -655,7 +657,7 @@ mod tests {
             audit.admit(0, addr("127.0.0.2:1"), local, now),
             Some(Decision::WouldDeny(DenyReason::NotAllowed))
         );
-        assert!(audit.datagram(0, addr("127.0.0.2:1"), 9000, 5, now));
+        assert!(audit.datagram(0, addr("127.0.0.2:1"), 9000, 5, &TurnClock::at(now)));
         assert_eq!(audit.listeners[0].counters.would_deny[0], 2);
         w.finish().unwrap();
     }
@@ -669,10 +671,13 @@ mod tests {
         let mut g = guard(limits, false, None);
         let now = Instant::now();
         let trusted = addr("127.0.0.1:1");
-        assert!(g.datagram(0, trusted, 9000, 100, now), "exactly the max");
-        assert!(!g.datagram(0, trusted, 9000, 101, now));
         assert!(
-            !g.datagram(0, addr("127.0.0.2:1"), 9000, 101, now),
+            g.datagram(0, trusted, 9000, 100, &TurnClock::at(now)),
+            "exactly the max"
+        );
+        assert!(!g.datagram(0, trusted, 9000, 101, &TurnClock::at(now)));
+        assert!(
+            !g.datagram(0, addr("127.0.0.2:1"), 9000, 101, &TurnClock::at(now)),
             "a denial first"
         );
         g.dropped(0, ListenerDrop::DatagramTruncated);
@@ -724,12 +729,12 @@ mod tests {
         let untrusted = addr("127.0.0.2:1");
         // Two denials (a connection and a datagram) are within the limit.
         assert_eq!(g.admit(0, untrusted, local, s(0)), None);
-        assert!(!g.datagram(0, untrusted, 9000, 5, s(1)));
+        assert!(!g.datagram(0, untrusted, 9000, 5, &TurnClock::at(s(1))));
         assert_eq!(g.listeners[0].counters.sources_alerting, 0);
         assert_eq!(g.next_deadline(), None);
         // The third fires; the trusted source is not counted.
-        assert!(g.datagram(0, addr("127.0.0.1:1"), 9000, 5, s(2)));
-        assert!(!g.datagram(0, untrusted, 9000, 5, s(2)));
+        assert!(g.datagram(0, addr("127.0.0.1:1"), 9000, 5, &TurnClock::at(s(2))));
+        assert!(!g.datagram(0, untrusted, 9000, 5, &TurnClock::at(s(2))));
         assert_eq!(g.listeners[0].counters.sources_alerting, 1);
         assert_eq!(g.next_deadline(), Some(s(10)), "the window's end");
         // That window was over the limit; the next one is quiet and clears it.

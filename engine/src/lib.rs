@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod clock;
 pub mod config;
 mod conn;
 pub mod cpus;

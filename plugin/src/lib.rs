@@ -269,7 +269,8 @@ pub trait Context {
     fn shard(&self) -> ShardId;
     /// How many shards the engine runs.
     fn shard_count(&self) -> usize;
-    /// The time the engine read at the start of this loop turn.
+    /// The time of this loop turn: the same for every call in the turn (the
+    /// engine reads the clock once per turn, when first asked).
     fn now(&self) -> Instant;
     /// Queues bytes on a stream. They are copied; the call never blocks.
     ///

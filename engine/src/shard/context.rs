@@ -4,6 +4,12 @@
 use super::*;
 
 impl Core {
+    /// This turn's time (read from the OS on first use in the turn).
+    #[inline]
+    pub(super) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// Pushes an SQE, submitting first if the queue is full.
     pub(super) fn push(&mut self, entry: squeue::Entry) {
         self.inflight += 1;
@@ -103,7 +109,7 @@ impl Core {
         }
         let env = Envelope {
             plugin: self.current_plugin,
-            sent: self.now,
+            sent: self.clock.now(),
             msg,
         };
         match self.outbox.try_send(to, env) {
@@ -229,7 +235,7 @@ impl Context for Core {
     }
 
     fn now(&self) -> Instant {
-        self.now
+        self.clock.now()
     }
 
     fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError> {
@@ -317,7 +323,7 @@ impl Context for Core {
     fn set_timer(&mut self, after: Duration, token: u64) {
         self.timer_seq += 1;
         self.timers.push(Reverse((
-            self.now + after,
+            self.clock.now() + after,
             self.timer_seq,
             self.current_plugin,
             token,

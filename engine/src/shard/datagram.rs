@@ -38,7 +38,8 @@ impl Shard {
             return;
         };
         // With `UdpDropCounter::Cmsg` every datagram carries the counter.
-        if let Some(v) = udp::rxq_ovfl(msg.control_data()) {
+        let cmsg = self.core.config.udp_drop_counter == UdpDropCounter::Cmsg;
+        if let Some(v) = cmsg.then(|| udp::rxq_ovfl(msg.control_data())).flatten() {
             let delta = v.wrapping_sub(sock.rxq_ovfl);
             sock.rxq_ovfl = v;
             if delta > 0 {
@@ -66,7 +67,7 @@ impl Shard {
             peer,
             sock.local.port(),
             payload.len(),
-            self.core.now,
+            &self.core.clock,
         ) {
             return;
         }
@@ -118,10 +119,14 @@ impl Shard {
         if !force {
             match self.core.drops_poll_at {
                 None if seen != self.core.drops_polled_at_count => {
-                    self.core.drops_poll_at = Some(self.core.now + DROPS_POLL_EVERY);
+                    self.core.drops_poll_at = Some(self.core.now() + DROPS_POLL_EVERY);
                     return;
                 }
-                Some(at) if self.core.now >= at => {}
+                // While the deadline timer covers `at`, its completion says
+                // when to look; reading the clock every turn would cost more
+                // than the poll.
+                Some(at) if self.core.timer_armed.is_some_and(|(armed, _)| armed <= at) => return,
+                Some(at) if self.core.now() >= at => {}
                 _ => return,
             }
         }

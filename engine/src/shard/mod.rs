@@ -27,6 +27,7 @@ use ringport_plugin::{
     Plugin, ShardId, SocketId, StreamInfo, Verdict, WriteError,
 };
 
+use crate::clock::TurnClock;
 use crate::config::{EngineConfig, UdpDropCounter};
 use crate::conn::Conns;
 use crate::guard::{Guard, GuardInit};
@@ -137,7 +138,7 @@ struct Core {
     ring: IoUring,
     shard: ShardId,
     shard_count: usize,
-    now: Instant,
+    clock: TurnClock,
     config: EngineConfig,
     conns: Conns,
     dirty: Vec<u32>,
@@ -251,7 +252,7 @@ impl Shard {
             ring,
             shard: init.shard,
             shard_count: init.shard_count,
-            now: Instant::now(),
+            clock: TurnClock::new(),
             conns: Conns::new(cfg.max_conns_per_shard),
             dirty: Vec::with_capacity(1024),
             listeners: init.tcp,
@@ -314,7 +315,7 @@ impl Shard {
         self.core.arm_wake();
         loop {
             self.reap();
-            self.core.now = Instant::now();
+            self.core.clock.next_turn();
             self.dispatch();
             self.drain_mesh();
             self.fire_timers();
@@ -475,12 +476,12 @@ impl Shard {
         // so a plugin re-arming a zero-delay timer cannot spin this loop.
         let last_seq = self.core.timer_seq;
         while let Some(Reverse((at, seq, plugin, token))) = self.core.timers.peek().copied() {
-            if at > self.core.now || seq > last_seq {
+            if seq > last_seq || at > self.core.now() {
                 break;
             }
             self.core.timers.pop();
             self.core.current_plugin = plugin;
-            let now = self.core.now;
+            let now = self.core.now();
             self.plugins[plugin as usize].handle_timer(&mut self.core, now, token);
         }
     }
