@@ -11,6 +11,13 @@ pub const KIND_RECV: u64 = 1 << 56;
 pub const KIND_SEND: u64 = 2 << 56;
 /// Mask of the kind byte.
 pub const KIND_MASK: u64 = 0xff << 56;
+/// The driver's own periodic tick; never shown to callers.
+const KIND_TICK: u64 = 0xfe << 56;
+
+/// Waits at least this long are served by a periodic tick armed once, not by
+/// a timeout on each wait: a timeout per wait programs (and cancels) a timer
+/// every time, which on a VM exits to the hypervisor.
+pub const TICK_NS: u64 = 5_000_000;
 
 /// A completion copied out of the CQ.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +35,9 @@ pub struct Driver {
     pub ring: IoUring,
     pub bufs: BufRing,
     pub completions: Vec<Completion>,
+    /// The tick's period, read by the kernel while the tick is armed.
+    tick: Box<types::Timespec>,
+    tick_armed: bool,
 }
 
 impl Driver {
@@ -43,6 +53,8 @@ impl Driver {
             ring: r.ring,
             bufs,
             completions: Vec::with_capacity(entries as usize * 4),
+            tick: Box::new(types::Timespec::new().nsec(TICK_NS as u32)),
+            tick_armed: false,
         })
     }
 
@@ -71,17 +83,39 @@ impl Driver {
 
     /// Publishes spare receive buffers, submits what is queued and waits for
     /// at least one completion or `timeout_ns`, then copies every completion
-    /// into `self.completions`.
+    /// into `self.completions`. Waits of [`TICK_NS`] or more may end up to
+    /// one tick late or early: they are woken by the driver's periodic tick
+    /// instead of a timer of their own.
     pub fn submit_and_wait(&mut self, timeout_ns: u64) {
         let ts = types::Timespec::new()
             .sec(timeout_ns / 1_000_000_000)
             .nsec((timeout_ns % 1_000_000_000) as u32);
-        let args = types::SubmitArgs::new().timespec(&ts);
         self.bufs.refill();
         // ETIME (timeout), EINTR and EBUSY are all "look again".
-        let _ = self.ring.submitter().submit_with_args(1, &args);
+        if timeout_ns >= TICK_NS {
+            // A long wait only needs waking now and then: the tick does it.
+            if !self.tick_armed {
+                let sqe = io_uring::opcode::Timeout::new(&*self.tick)
+                    .flags(types::TimeoutFlags::MULTISHOT)
+                    .build()
+                    .user_data(KIND_TICK);
+                // SAFETY: the timespec is boxed in `self` and outlives the ring's
+                // use of it (the ring is dropped first, see the field order).
+                unsafe { self.push(&sqe) };
+                self.tick_armed = true;
+            }
+            let _ = self.ring.submitter().submit_and_wait(1);
+        } else {
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+        }
         self.completions.clear();
         for c in self.ring.completion() {
+            if c.user_data() == KIND_TICK {
+                // A multishot timeout stops when the CQ overflows: re-arm then.
+                self.tick_armed &= cqueue::more(c.flags());
+                continue;
+            }
             if c.result() == -libc::ENOBUFS {
                 // The hot set was too small; the receive is re-armed by its owner.
                 self.bufs.ran_dry();
