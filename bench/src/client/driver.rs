@@ -83,9 +83,10 @@ impl Driver {
 
     /// Publishes spare receive buffers, submits what is queued and waits for
     /// at least one completion or `timeout_ns`, then copies every completion
-    /// into `self.completions`. Waits of [`TICK_NS`] or more may end up to
-    /// one tick late or early: they are woken by the driver's periodic tick
-    /// instead of a timer of their own.
+    /// into `self.completions`. Waits of [`TICK_NS`] or more are woken by the
+    /// driver's periodic tick instead of a timer of their own, so they may end
+    /// early (the first tick comes at most [`TICK_NS`] after the start), never
+    /// late; callers loop and wait again.
     pub fn submit_and_wait(&mut self, timeout_ns: u64) {
         let ts = types::Timespec::new()
             .sec(timeout_ns / 1_000_000_000)
