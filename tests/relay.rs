@@ -138,6 +138,31 @@ impl Client {
         }
     }
 
+    /// Reads messages of `topic` (in increasing sequence order) and `LAGGED`
+    /// frames until they account for `count` messages; returns (received,
+    /// lagged).
+    fn until_accounted(&mut self, topic: &[u8], count: u64) -> (u64, u64) {
+        let (mut received, mut lagged, mut last) = (0u64, 0u64, None);
+        while received + lagged < count {
+            match self.next() {
+                Frame::Message { topic: t, payload } => {
+                    assert_eq!(t, topic);
+                    let (_, seq) = stamp_of(&payload);
+                    assert!(last < Some(seq), "{seq} after {last:?}");
+                    last = Some(seq);
+                    received += 1;
+                }
+                Frame::Lagged(n) => {
+                    assert!(n > 0);
+                    lagged += n;
+                }
+                Frame::Pong => panic!("no ping was sent"),
+            }
+        }
+        assert_eq!(received + lagged, count);
+        (received, lagged)
+    }
+
     /// The next `count` frames, which must all be messages; returns them as
     /// (topic, publisher, sequence).
     fn messages(&mut self, count: usize) -> Vec<(Vec<u8>, u32, u32)> {
@@ -352,24 +377,7 @@ fn a_subscriber_that_stops_reading_gets_lagged_and_the_others_do_not() {
 
     // Now the slow subscriber reads: some messages in order, and `LAGGED`
     // frames for the rest, until every message is accounted for.
-    let (mut received, mut lagged, mut last) = (0u64, 0u64, None);
-    while received + lagged < u64::from(count) {
-        match slow.next() {
-            Frame::Message { topic, payload } => {
-                assert_eq!(topic, b"feed");
-                let (_, seq) = stamp_of(&payload);
-                assert!(last < Some(seq), "{seq} after {last:?}");
-                last = Some(seq);
-                received += 1;
-            }
-            Frame::Lagged(n) => {
-                assert!(n > 0);
-                lagged += n;
-            }
-            Frame::Pong => panic!("no ping was sent"),
-        }
-    }
-    assert_eq!(received + lagged, u64::from(count));
+    let (received, lagged) = slow.until_accounted(b"feed", u64::from(count));
     assert!(lagged > 0, "the slow subscriber never lagged");
     slow.ping();
 
@@ -530,20 +538,7 @@ fn messages_lost_between_shards_reach_the_subscribers_as_lagged() {
 
     // The one across the mesh: messages in order plus LAGGED counts that add
     // up to exactly what was published.
-    let (mut received, mut lagged, mut last) = (0u64, 0u64, None);
-    while received + lagged < u64::from(COUNT) {
-        match far.next() {
-            Frame::Message { payload, .. } => {
-                let (_, seq) = stamp_of(&payload);
-                assert!(last < Some(seq), "{seq} after {last:?}");
-                last = Some(seq);
-                received += 1;
-            }
-            Frame::Lagged(n) => lagged += n,
-            Frame::Pong => panic!("no ping was sent"),
-        }
-    }
-    assert_eq!(received + lagged, u64::from(COUNT));
+    let (_, lagged) = far.until_accounted(b"burst", u64::from(COUNT));
     assert!(lagged > 0, "the burst never overflowed the mesh");
     far.ping();
     let totals = srv.totals();
