@@ -253,27 +253,7 @@ impl Guard {
         now: Instant,
     ) {
         let i = idx as usize;
-        if self.conns.len() <= i {
-            self.conns.resize(
-                i + 1,
-                Meta {
-                    generation: 0,
-                    live: false,
-                    listener: 0,
-                    peer,
-                    local_port: 0,
-                    verdict: Decision::Allow,
-                    opened: now,
-                    last_active: now,
-                    first_byte: false,
-                    half_closed_at: None,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    cause: None,
-                },
-            );
-        }
-        self.conns[i] = Meta {
+        let meta = Meta {
             generation,
             live: true,
             listener,
@@ -288,6 +268,16 @@ impl Guard {
             bytes_out: 0,
             cause: None,
         };
+        if self.conns.len() <= i {
+            // Slots below `i` stay vacant until their own connections open.
+            let vacant = Meta {
+                generation: 0,
+                live: false,
+                ..meta
+            };
+            self.conns.resize(i + 1, vacant);
+        }
+        self.conns[i] = meta;
         let l = &mut self.listeners[listener as usize];
         l.counters.conns_accepted += 1;
         self.dirty = true;

@@ -61,6 +61,14 @@ impl UdpSock {
             rxq_ovfl: 0,
         }
     }
+
+    /// Takes the kernel's cumulative drop count (SO_RXQ_OVFL or SO_MEMINFO)
+    /// and returns how many datagrams it dropped since the last reading.
+    pub fn kernel_drops_since_last(&mut self, total: u32) -> u64 {
+        let delta = total.wrapping_sub(self.rxq_ovfl);
+        self.rxq_ovfl = total;
+        u64::from(delta)
+    }
 }
 
 /// Reads the SO_RXQ_OVFL counter from a control block, if present.

@@ -40,12 +40,11 @@ impl Shard {
         // With `UdpDropCounter::Cmsg` every datagram carries the counter.
         let cmsg = self.core.config.udp_drop_counter == UdpDropCounter::Cmsg;
         if let Some(v) = cmsg.then(|| udp::rxq_ovfl(msg.control_data())).flatten() {
-            let delta = v.wrapping_sub(sock.rxq_ovfl);
-            sock.rxq_ovfl = v;
+            let delta = sock.kernel_drops_since_last(v);
             if delta > 0 {
                 self.core
                     .counters
-                    .drop_engine(EngineDrop::KernelRxQueue, delta as u64);
+                    .drop_engine(EngineDrop::KernelRxQueue, delta);
             }
         }
         if msg.is_payload_truncated() {
@@ -134,12 +133,11 @@ impl Shard {
         self.core.drops_polled_at_count = seen;
         for sock in &mut self.core.udp {
             if let Some(v) = socket::sk_drops(sock.fd) {
-                let delta = v.wrapping_sub(sock.rxq_ovfl);
-                sock.rxq_ovfl = v;
+                let delta = sock.kernel_drops_since_last(v);
                 if delta > 0 {
                     self.core
                         .counters
-                        .drop_engine(EngineDrop::KernelRxQueue, delta as u64);
+                        .drop_engine(EngineDrop::KernelRxQueue, delta);
                 }
             }
         }
