@@ -35,6 +35,18 @@ struct Conn {
     dead: bool,
 }
 
+impl Conn {
+    /// The connection failed: counted once, its requests in flight unanswered.
+    fn fail(&mut self, report: &mut ClientReport) {
+        if !self.dead {
+            self.dead = true;
+            report.io_errors += 1;
+            report.unanswered += self.inflight.len() as u64;
+            self.inflight.clear();
+        }
+    }
+}
+
 /// One client thread's TCP connections and ring.
 pub struct TcpThread {
     // Declared first: dropped (ring closed) before the send buffers in `conns`.
@@ -190,13 +202,7 @@ impl TcpThread {
                         continue;
                     }
                     if cqe.result <= 0 {
-                        let c = &mut self.conns[idx];
-                        if !c.dead {
-                            c.dead = true;
-                            report.io_errors += 1;
-                            report.unanswered += c.inflight.len() as u64;
-                            c.inflight.clear();
-                        }
+                        self.conns[idx].fail(report);
                         continue;
                     }
                     if let Some(bid) = Driver::buffer(cqe.flags) {
@@ -220,12 +226,7 @@ impl TcpThread {
                     let c = &mut self.conns[idx];
                     if cqe.result < 0 {
                         c.send_busy = false;
-                        if !c.dead {
-                            c.dead = true;
-                            report.io_errors += 1;
-                            report.unanswered += c.inflight.len() as u64;
-                            c.inflight.clear();
-                        }
+                        c.fail(report);
                         continue;
                     }
                     c.send_off += cqe.result as usize;
