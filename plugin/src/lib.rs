@@ -278,7 +278,12 @@ pub trait Context {
     /// cap because the peer is not reading. A plugin should then stop and
     /// return how much it consumed: the engine keeps the rest, stops reading
     /// the stream, and presents the kept bytes again once the peer has caught up.
-    fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError>;
+    ///
+    /// The same as [`write_parts`](Self::write_parts) with one part, which is
+    /// what it does unless an implementation overrides it.
+    fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError> {
+        self.write_parts(conn, &[data])
+    }
     /// Queues `parts` (concatenated) on a stream, all or nothing: on error no
     /// byte of any part was queued, so a reply is never cut in half.
     fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError>;

@@ -238,10 +238,6 @@ impl Context for Core {
         self.clock.now()
     }
 
-    fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError> {
-        self.write_parts(conn, &[data])
-    }
-
     fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
         let max = self.config.max_outbound;
         let Some((c, idx, _)) = self.conn_for(conn) else {

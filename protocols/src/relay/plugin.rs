@@ -572,9 +572,6 @@ mod tests {
         fn now(&self) -> Instant {
             self.inner.now()
         }
-        fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError> {
-            self.write_parts(conn, &[data])
-        }
         fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
             if self.slow.contains(&conn) {
                 return Err(WriteError::QueueFull);
