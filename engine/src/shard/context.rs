@@ -4,12 +4,6 @@
 use super::*;
 
 impl Core {
-    /// This turn's time (read from the OS on first use in the turn).
-    #[inline]
-    pub(super) fn now(&self) -> Instant {
-        self.clock.now()
-    }
-
     /// Pushes an SQE, submitting first if the queue is full.
     pub(super) fn push(&mut self, entry: squeue::Entry) {
         self.inflight += 1;

@@ -118,14 +118,14 @@ impl Shard {
         if !force {
             match self.core.drops_poll_at {
                 None if seen != self.core.drops_polled_at_count => {
-                    self.core.drops_poll_at = Some(self.core.now() + DROPS_POLL_EVERY);
+                    self.core.drops_poll_at = Some(self.core.clock.now() + DROPS_POLL_EVERY);
                     return;
                 }
                 // While the deadline timer covers `at`, its completion says
                 // when to look; reading the clock every turn would cost more
                 // than the poll.
                 Some(at) if self.core.timer_armed.is_some_and(|(armed, _)| armed <= at) => return,
-                Some(at) if self.core.now() >= at => {}
+                Some(at) if self.core.clock.now() >= at => {}
                 _ => return,
             }
         }

@@ -476,12 +476,12 @@ impl Shard {
         // so a plugin re-arming a zero-delay timer cannot spin this loop.
         let last_seq = self.core.timer_seq;
         while let Some(Reverse((at, seq, plugin, token))) = self.core.timers.peek().copied() {
-            if seq > last_seq || at > self.core.now() {
+            if seq > last_seq || at > self.core.clock.now() {
                 break;
             }
             self.core.timers.pop();
             self.core.current_plugin = plugin;
-            let now = self.core.now();
+            let now = self.core.clock.now();
             self.plugins[plugin as usize].handle_timer(&mut self.core, now, token);
         }
     }

@@ -29,7 +29,10 @@ impl Shard {
         socket::set_nodelay(fd);
         let peer = addr::peer_of(fd).unwrap_or_else(|| SocketAddr::new(local.ip(), 0));
         // Allowlist and limits before any plugin code.
-        let Some(admitted) = self.guard.admit(listener.0, peer, local, self.core.now()) else {
+        let Some(admitted) = self
+            .guard
+            .admit(listener.0, peer, local, self.core.clock.now())
+        else {
             // SAFETY: nothing was submitted for this fd; we still own it.
             unsafe { libc::close(fd) };
             self.core.conns.remove(cidx);
@@ -51,7 +54,7 @@ impl Shard {
                     c.accepted = true;
                 }
                 self.core.arm_recv(cidx, generation, self.tcp_bufs.bgid());
-                let now = self.core.now();
+                let now = self.core.clock.now();
                 self.guard
                     .opened(cidx, generation, listener.0, peer, local, admitted, now);
             }
@@ -129,7 +132,7 @@ impl Shard {
     /// Hands bytes to the plugin, keeping what it does not consume.
     pub(super) fn deliver(&mut self, idx: u32, generation: u32, bid: u16, len: usize) {
         self.core.counters.bytes_in += len as u64;
-        self.guard.bytes_in(idx, len, self.core.now());
+        self.guard.bytes_in(idx, len, self.core.clock.now());
         let bytes = self.tcp_bufs.filled(bid, len);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
@@ -273,7 +276,8 @@ impl Shard {
             self.core.cancel(ops::pack(OP_RECV, generation, idx));
         }
         if accepted {
-            self.guard.closed(idx, generation, reason, self.core.now());
+            self.guard
+                .closed(idx, generation, reason, self.core.clock.now());
             self.core.current_plugin = plugin;
             let id = Conns::id(idx, generation);
             self.plugins[plugin as usize].handle_close(&mut self.core, id, reason);
@@ -319,12 +323,12 @@ impl Shard {
         if self
             .guard
             .next_deadline()
-            .map_or(true, |at| at > self.core.now())
+            .map_or(true, |at| at > self.core.clock.now())
         {
             return;
         }
         let mut expired = std::mem::take(&mut self.expired);
-        self.guard.poll_expired(self.core.now(), &mut expired);
+        self.guard.poll_expired(self.core.clock.now(), &mut expired);
         for &(idx, generation) in &expired {
             self.teardown(idx, generation, CloseReason::Error(libc::ETIMEDOUT));
         }
