@@ -213,6 +213,12 @@ impl Inbox {
     /// whether the shard may block; if not, the flag is left clear.
     #[inline]
     pub fn park(&self) -> bool {
+        if self.mesh.shards == 1 {
+            // No other shard can send, so none reads the flag; only our own
+            // sends to ourselves (published earlier this turn) can be waiting,
+            // and seeing those needs no fence.
+            return !self.has_pending();
+        }
         let flag = &self.mesh.flags[self.me].parked;
         flag.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -226,6 +232,9 @@ impl Inbox {
     /// Clears the parked flag after the shard woke up.
     #[inline]
     pub fn unpark(&self) {
+        if self.mesh.shards == 1 {
+            return;
+        }
         self.mesh.flags[self.me]
             .parked
             .store(false, Ordering::Relaxed);
@@ -284,6 +293,23 @@ mod tests {
         assert!(out0.try_send(1, env(6)).is_ok());
         out0.wakes_due(&[1], |t| woken.push(t));
         assert_eq!(woken, vec![1], "one wake per park");
+    }
+
+    #[test]
+    fn a_lone_shard_parks_without_the_flag_but_not_over_its_own_messages() {
+        let (mesh, mut ports) = Mesh::new(1, 4);
+        let (mut out, mut inbox) = ports.pop().unwrap();
+        assert!(inbox.park(), "nothing waits: block");
+        assert!(!mesh.flags[0].parked.load(Ordering::Relaxed));
+        assert!(out.try_send(0, env(7)).is_ok());
+        out.wakes_due(&[0], |_| panic!("a lone shard is never woken by flag"));
+        assert!(!inbox.park(), "its own message forbids blocking");
+        inbox.unpark();
+        let mut seen = Vec::new();
+        assert_eq!(inbox.drain(8, |from, e| seen.push((from, e.msg.tag))), 1);
+        assert_eq!(seen, vec![(0, 7)]);
+        assert!(inbox.park());
+        assert!(!mesh.flags[0].parked.load(Ordering::Relaxed));
     }
 
     /// The flag protocol under real threads: a consumer that parks (here a
