@@ -452,7 +452,7 @@ impl EngineHandle {
         self.shards.len()
     }
 
-    /// A snapshot of every shard's counters (as published at their last turn).
+    /// A snapshot of every shard's counters (live: each shard counts into shared cells).
     pub fn stats(&self) -> Vec<ShardStats> {
         self.shards
             .iter()

@@ -18,7 +18,7 @@ use ringport_plugin::CloseReason;
 
 use crate::alerts::{DenialAlarm, Gate, LogGate, SourceAlert, SourceWindows};
 use crate::clock::TurnClock;
-use crate::listener_stats::{ListenerCounters, ListenerDrop, SharedListenerStats, TimeoutKind};
+use crate::listener_stats::{ListenerDrop, SharedListenerStats, TimeoutKind};
 use crate::log::{CloseCause, Event, LogRecord, LogSink};
 use crate::operations::Limits;
 use crate::policy::{Admission, AdmissionConfig, Decision};
@@ -31,8 +31,8 @@ const MAX_TRACKED_SOURCES: usize = 65536;
 /// What the engine shares with every shard about operations.
 #[derive(Debug)]
 pub struct OpsShared {
-    /// Per shard, per listener: published counters.
-    pub listeners: Vec<Vec<SharedListenerStats>>,
+    /// Per shard, per listener: live counters (the shard counts into them).
+    pub listeners: Vec<Vec<Arc<SharedListenerStats>>>,
     /// Set when the server drains: stop accepting, close UDP sockets.
     pub draining: AtomicBool,
 }
@@ -74,7 +74,7 @@ struct Meta {
 struct Listener {
     admission: Admission,
     limits: Limits,
-    counters: ListenerCounters,
+    counters: Arc<SharedListenerStats>,
     /// Denials per source, for the source-denial alert.
     alarm: Option<DenialAlarm>,
 }
@@ -93,23 +93,24 @@ pub struct Guard {
     alarm_next: Option<Instant>,
     alarm_events: Vec<SourceAlert>,
     shared: Arc<OpsShared>,
-    dirty: bool,
 }
 
 impl Guard {
     /// The guard of shard `shard`.
     pub fn new(shard: usize, init: GuardInit) -> Guard {
+        let cells = &init.shared.listeners[shard];
         let listeners = init
             .listeners
             .into_iter()
             .zip(init.listener_open)
-            .map(|((adm, limits), open)| Listener {
+            .zip(cells)
+            .map(|(((adm, limits), open), cells)| Listener {
                 admission: Admission::new(adm, open),
                 alarm: limits
                     .source_denial_alert
                     .map(|c| DenialAlarm::new(c, MAX_TRACKED_SOURCES)),
                 limits,
-                counters: ListenerCounters::default(),
+                counters: cells.clone(),
             })
             .collect();
         Guard {
@@ -127,7 +128,6 @@ impl Guard {
             alarm_next: None,
             alarm_events: Vec::new(),
             shared: init.shared,
-            dirty: false,
         }
     }
 
@@ -146,7 +146,7 @@ impl Guard {
         match d {
             Decision::Allow => {}
             Decision::Deny(r) => {
-                l.counters.denied[r as usize] += 1;
+                l.counters.denied[r as usize].add(1);
                 if let Some(alarm) = &mut l.alarm {
                     alarm.handle_denial(ip, now, &mut self.alarm_events);
                     if !self.alarm_events.is_empty() {
@@ -154,9 +154,8 @@ impl Guard {
                     }
                 }
             }
-            Decision::WouldDeny(r) => l.counters.would_deny[r as usize] += 1,
+            Decision::WouldDeny(r) => l.counters.would_deny[r as usize].add(1),
         }
-        self.dirty = true;
     }
 
     /// Logs the source-denial alerts of `listener` in `alarm_events`,
@@ -164,7 +163,7 @@ impl Guard {
     fn on_source_alerts(&mut self, listener: u16, now: Instant) {
         let l = &mut self.listeners[listener as usize];
         let Some(alarm) = &l.alarm else { return };
-        l.counters.sources_alerting = alarm.firing() as u64;
+        l.counters.sources_alerting.set(alarm.firing() as u64);
         let window = alarm.config().window;
         for e in self.alarm_events.drain(..) {
             if let Some(log) = &self.log {
@@ -185,7 +184,6 @@ impl Guard {
             .iter()
             .filter_map(|l| l.alarm.as_ref()?.next_due())
             .min();
-        self.dirty = true;
     }
 
     /// Logs a denial, at most [`DENY_LOG_PER_MINUTE`] per source.
@@ -279,8 +277,7 @@ impl Guard {
         }
         self.conns[i] = meta;
         let l = &mut self.listeners[listener as usize];
-        l.counters.conns_accepted += 1;
-        self.dirty = true;
+        l.counters.conns_accepted.add(1);
         if let Some(at) = self.deadline_of(i) {
             self.deadlines.push(Reverse((at, idx, generation)));
         }
@@ -305,8 +302,7 @@ impl Guard {
             m.first_byte = true;
             m.last_active = now;
             let l = m.listener as usize;
-            self.listeners[l].counters.bytes_in += n as u64;
-            self.dirty = true;
+            self.listeners[l].counters.bytes_in.add(n as u64);
         }
     }
 
@@ -317,8 +313,7 @@ impl Guard {
             m.bytes_out += n as u64;
             m.last_active = now;
             let l = m.listener as usize;
-            self.listeners[l].counters.bytes_out += n as u64;
-            self.dirty = true;
+            self.listeners[l].counters.bytes_out.add(n as u64);
         }
     }
 
@@ -350,9 +345,8 @@ impl Guard {
             r => CloseCause::Plugin(r),
         });
         let l = &mut self.listeners[m.listener as usize];
-        l.counters.conns_closed += 1;
+        l.counters.conns_closed.add(1);
         l.admission.release(m.peer.ip());
-        self.dirty = true;
         if let Some(log) = &self.log {
             let mut r = LogRecord::new(Event::Close, now, m.listener, self.shard, m.peer);
             r.local_port = m.local_port;
@@ -442,8 +436,7 @@ impl Guard {
                         TimeoutKind::HalfClosed => CloseCause::HalfClosedTimeout,
                     });
                     let l = m.listener as usize;
-                    self.listeners[l].counters.timeouts[kind as usize] += 1;
-                    self.dirty = true;
+                    self.listeners[l].counters.timeouts[kind as usize].add(1);
                     out.push((idx, generation));
                 }
                 // Still active: one entry per connection, at its new deadline.
@@ -478,16 +471,16 @@ impl Guard {
         }
         let l = &mut self.listeners[listener as usize];
         if l.limits.max_datagram.is_some_and(|max| len > max as usize) {
-            l.counters.drops[ListenerDrop::DatagramTooLarge as usize] += 1;
-            self.dirty = true;
+            l.counters.drops[ListenerDrop::DatagramTooLarge as usize].add(1);
             return false;
         }
-        let c = &mut l.counters;
-        c.datagrams_in += 1;
-        c.bytes_in += len as u64;
-        self.dirty = true;
+        l.counters.datagrams_in.add(1);
+        l.counters.bytes_in.add(len as u64);
         if self.log.is_some() && self.udp_sources.hit(peer.ip(), clock.now()) == Some(1) {
-            self.listeners[listener as usize].counters.udp_new_sources += 1;
+            self.listeners[listener as usize]
+                .counters
+                .udp_new_sources
+                .add(1);
             let mut r = self.record(Event::UdpSource, clock.now(), listener, peer);
             r.local_port = local_port;
             r.verdict = d;
@@ -502,30 +495,15 @@ impl Guard {
     #[inline]
     pub fn datagram_sent(&mut self, listener: u16, n: usize) {
         if let Some(l) = self.listeners.get_mut(listener as usize) {
-            l.counters.datagrams_out += 1;
-            l.counters.bytes_out += n as u64;
-            self.dirty = true;
+            l.counters.datagrams_out.add(1);
+            l.counters.bytes_out.add(n as u64);
         }
     }
 
     /// The engine dropped a datagram of `listener` for `reason`.
     #[inline]
     pub fn dropped(&mut self, listener: u16, reason: ListenerDrop) {
-        self.listeners[listener as usize].counters.drops[reason as usize] += 1;
-        self.dirty = true;
-    }
-
-    /// Publishes the listener counters if they changed.
-    #[inline]
-    pub fn publish(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        self.dirty = false;
-        let shared = &self.shared.listeners[self.shard as usize];
-        for (s, l) in shared.iter().zip(&self.listeners) {
-            s.publish(&l.counters);
-        }
+        self.listeners[listener as usize].counters.drops[reason as usize].add(1);
     }
 }
 
@@ -552,7 +530,7 @@ mod tests {
                 log,
                 udp_source_window: Duration::from_secs(60),
                 shared: Arc::new(OpsShared {
-                    listeners: vec![vec![SharedListenerStats::default()]],
+                    listeners: vec![vec![Default::default()]],
                     draining: AtomicBool::new(false),
                 }),
             },
@@ -609,7 +587,7 @@ mod tests {
         for (idx, _) in [(0, 7), (2, 7), (1, 7)] {
             g.closed(idx, 7, CloseReason::Error(110), s(500));
         }
-        let c = g.listeners[0].counters;
+        let c = g.listeners[0].counters.snapshot();
         assert_eq!(c.timeouts, [1, 1, 1]);
         assert_eq!(
             (c.conns_accepted, c.conns_closed, c.bytes_in, c.bytes_out),
@@ -639,7 +617,7 @@ mod tests {
             g.datagram(0, addr("127.0.0.1:2"), 9000, 5, &TurnClock::at(now)),
             "same source ip"
         );
-        let c = g.listeners[0].counters;
+        let c = g.listeners[0].counters.snapshot();
         assert_eq!(c.denied[DenyReason::NotAllowed as usize], 2);
         assert_eq!((c.datagrams_in, c.bytes_in, c.udp_new_sources), (2, 10, 1));
         let mut audit = guard(Limits::default(), true, None);
@@ -648,7 +626,7 @@ mod tests {
             Some(Decision::WouldDeny(DenyReason::NotAllowed))
         );
         assert!(audit.datagram(0, addr("127.0.0.2:1"), 9000, 5, &TurnClock::at(now)));
-        assert_eq!(audit.listeners[0].counters.would_deny[0], 2);
+        assert_eq!(audit.listeners[0].counters.would_deny[0].get(), 2);
         w.finish().unwrap();
     }
 
@@ -671,7 +649,7 @@ mod tests {
             "a denial first"
         );
         g.dropped(0, ListenerDrop::DatagramTruncated);
-        let c = g.listeners[0].counters;
+        let c = g.listeners[0].counters.snapshot();
         assert_eq!(c.drops, [1, 1]);
         assert_eq!(c.denied[DenyReason::NotAllowed as usize], 1);
         assert_eq!((c.datagrams_in, c.bytes_in), (1, 100));
@@ -720,23 +698,22 @@ mod tests {
         // Two denials (a connection and a datagram) are within the limit.
         assert_eq!(g.admit(0, untrusted, local, s(0)), None);
         assert!(!g.datagram(0, untrusted, 9000, 5, &TurnClock::at(s(1))));
-        assert_eq!(g.listeners[0].counters.sources_alerting, 0);
+        assert_eq!(g.listeners[0].counters.sources_alerting.get(), 0);
         assert_eq!(g.next_deadline(), None);
         // The third fires; the trusted source is not counted.
         assert!(g.datagram(0, addr("127.0.0.1:1"), 9000, 5, &TurnClock::at(s(2))));
         assert!(!g.datagram(0, untrusted, 9000, 5, &TurnClock::at(s(2))));
-        assert_eq!(g.listeners[0].counters.sources_alerting, 1);
+        assert_eq!(g.listeners[0].counters.sources_alerting.get(), 1);
         assert_eq!(g.next_deadline(), Some(s(10)), "the window's end");
         // That window was over the limit; the next one is quiet and clears it.
         let mut expired = Vec::new();
         g.poll_expired(s(10), &mut expired);
-        assert_eq!(g.listeners[0].counters.sources_alerting, 1);
+        assert_eq!(g.listeners[0].counters.sources_alerting.get(), 1);
         assert_eq!(g.next_deadline(), Some(s(20)));
         g.poll_expired(s(20), &mut expired);
         assert!(expired.is_empty());
-        assert_eq!(g.listeners[0].counters.sources_alerting, 0);
+        assert_eq!(g.listeners[0].counters.sources_alerting.get(), 0);
         assert_eq!(g.next_deadline(), None);
-        g.publish();
         assert_eq!(
             g.shared.listeners[0][0].snapshot().sources_alerting,
             0,

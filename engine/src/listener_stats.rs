@@ -1,11 +1,11 @@
 //! Per-listener counters: what the admission checks, timeouts and traffic
 //! of one listener amount to on one shard.
 //!
-//! Like [`Counters`](crate::Counters), a shard counts into plain integers
-//! ([`ListenerCounters`]) and publishes them with relaxed stores
-//! ([`SharedListenerStats::publish`]), only in turns where they changed.
+//! Like its [`SharedStats`](crate::SharedStats), a shard counts straight into
+//! its [`SharedListenerStats`] (cells only it writes); readers take a
+//! [`ListenerCounters`] snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::stats::Counter;
 
 use crate::policy::DenyReason;
 
@@ -136,76 +136,55 @@ impl ListenerCounters {
     }
 }
 
-/// Cells of the scalar fields, before the per-reason arrays.
-const SCALARS: usize = 8;
-const CELLS: usize = SCALARS + 2 * DenyReason::COUNT + TimeoutKind::COUNT + ListenerDrop::COUNT;
-/// Where the timeouts start in the cells.
-const TIMEOUTS: usize = SCALARS + 2 * DenyReason::COUNT;
-/// Where the drops start in the cells.
-const DROPS: usize = TIMEOUTS + TimeoutKind::COUNT;
-
-/// The published copy of one listener's counters on one shard.
-#[derive(Debug)]
+/// One listener's live counters on one shard: the shard counts into them,
+/// anyone reads them. Aligned so that no other shard's data shares their
+/// cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct SharedListenerStats {
-    cells: [AtomicU64; CELLS],
-}
-
-impl Default for SharedListenerStats {
-    fn default() -> Self {
-        SharedListenerStats {
-            cells: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-}
-
-fn flatten(c: &ListenerCounters) -> [u64; CELLS] {
-    let mut v = [0; CELLS];
-    v[..SCALARS].copy_from_slice(&[
-        c.conns_accepted,
-        c.conns_closed,
-        c.datagrams_in,
-        c.bytes_in,
-        c.bytes_out,
-        c.udp_new_sources,
-        c.sources_alerting,
-        c.datagrams_out,
-    ]);
-    let d = SCALARS + DenyReason::COUNT;
-    v[SCALARS..d].copy_from_slice(&c.denied);
-    v[d..d + DenyReason::COUNT].copy_from_slice(&c.would_deny);
-    v[TIMEOUTS..DROPS].copy_from_slice(&c.timeouts);
-    v[DROPS..].copy_from_slice(&c.drops);
-    v
+    /// See [`ListenerCounters::conns_accepted`].
+    pub conns_accepted: Counter,
+    /// See [`ListenerCounters::conns_closed`].
+    pub conns_closed: Counter,
+    /// See [`ListenerCounters::datagrams_in`].
+    pub datagrams_in: Counter,
+    /// See [`ListenerCounters::datagrams_out`].
+    pub datagrams_out: Counter,
+    /// See [`ListenerCounters::bytes_in`].
+    pub bytes_in: Counter,
+    /// See [`ListenerCounters::bytes_out`].
+    pub bytes_out: Counter,
+    /// See [`ListenerCounters::udp_new_sources`].
+    pub udp_new_sources: Counter,
+    /// See [`ListenerCounters::sources_alerting`] (a gauge).
+    pub sources_alerting: Counter,
+    /// See [`ListenerCounters::denied`].
+    pub denied: [Counter; DenyReason::COUNT],
+    /// See [`ListenerCounters::would_deny`].
+    pub would_deny: [Counter; DenyReason::COUNT],
+    /// See [`ListenerCounters::timeouts`].
+    pub timeouts: [Counter; TimeoutKind::COUNT],
+    /// See [`ListenerCounters::drops`].
+    pub drops: [Counter; ListenerDrop::COUNT],
 }
 
 impl SharedListenerStats {
-    /// Publishes `c`. Only the owning shard calls this.
-    pub fn publish(&self, c: &ListenerCounters) {
-        for (a, v) in self.cells.iter().zip(flatten(c)) {
-            a.store(v, Ordering::Relaxed);
-        }
-    }
-
-    /// The last published values.
+    /// The values now.
     pub fn snapshot(&self) -> ListenerCounters {
-        let v: [u64; CELLS] = std::array::from_fn(|i| self.cells[i].load(Ordering::Relaxed));
-        let d = SCALARS + DenyReason::COUNT;
-        let mut c = ListenerCounters {
-            conns_accepted: v[0],
-            conns_closed: v[1],
-            datagrams_in: v[2],
-            bytes_in: v[3],
-            bytes_out: v[4],
-            udp_new_sources: v[5],
-            sources_alerting: v[6],
-            datagrams_out: v[7],
-            ..ListenerCounters::default()
-        };
-        c.denied.copy_from_slice(&v[SCALARS..d]);
-        c.would_deny.copy_from_slice(&v[d..d + DenyReason::COUNT]);
-        c.timeouts.copy_from_slice(&v[TIMEOUTS..DROPS]);
-        c.drops.copy_from_slice(&v[DROPS..]);
-        c
+        ListenerCounters {
+            conns_accepted: self.conns_accepted.get(),
+            conns_closed: self.conns_closed.get(),
+            datagrams_in: self.datagrams_in.get(),
+            datagrams_out: self.datagrams_out.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            udp_new_sources: self.udp_new_sources.get(),
+            sources_alerting: self.sources_alerting.get(),
+            denied: self.denied.each_ref().map(Counter::get),
+            would_deny: self.would_deny.each_ref().map(Counter::get),
+            timeouts: self.timeouts.each_ref().map(Counter::get),
+            drops: self.drops.each_ref().map(Counter::get),
+        }
     }
 }
 
@@ -214,8 +193,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn publish_snapshot_round_trip_and_sums() {
-        let mut c = ListenerCounters {
+    fn counts_snapshot_and_sums() {
+        let s = SharedListenerStats::default();
+        for (cell, v) in [
+            (&s.conns_accepted, 1),
+            (&s.conns_closed, 2),
+            (&s.datagrams_in, 3),
+            (&s.bytes_in, 4),
+            (&s.bytes_out, 5),
+            (&s.udp_new_sources, 6),
+            (&s.datagrams_out, 2),
+        ] {
+            cell.add(v);
+        }
+        s.sources_alerting.set(3);
+        s.sources_alerting.set(1);
+        for (i, v) in [7, 8, 9, 10].into_iter().enumerate() {
+            s.denied[i].add(v);
+            s.would_deny[i].add(v + 4);
+        }
+        for (i, v) in [15, 16, 17].into_iter().enumerate() {
+            s.timeouts[i].add(v);
+        }
+        s.drops[0].add(18);
+        s.drops[1].add(19);
+        let c = ListenerCounters {
             conns_accepted: 1,
             conns_closed: 2,
             datagrams_in: 3,
@@ -224,14 +226,11 @@ mod tests {
             udp_new_sources: 6,
             sources_alerting: 1,
             datagrams_out: 2,
-            ..ListenerCounters::default()
+            denied: [7, 8, 9, 10],
+            would_deny: [11, 12, 13, 14],
+            timeouts: [15, 16, 17],
+            drops: [18, 19],
         };
-        c.denied = [7, 8, 9, 10];
-        c.would_deny = [11, 12, 13, 14];
-        c.timeouts = [15, 16, 17];
-        c.drops = [18, 19];
-        let s = SharedListenerStats::default();
-        s.publish(&c);
         assert_eq!(s.snapshot(), c);
         let mut sum = c;
         sum.add(&c);

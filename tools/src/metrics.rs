@@ -434,7 +434,7 @@ mod tests {
             mesh_wakes: 1,
             ..Counters::default()
         };
-        c.drop_engine(EngineDrop::KernelRxQueue, 2);
+        c.engine_drops[EngineDrop::KernelRxQueue as usize] = 2;
         c.buffer_ring_empty = 3;
         let mut lc = ListenerCounters {
             conns_accepted: 4,

@@ -82,7 +82,7 @@ impl Core {
         }
         self.targets.clear();
         while let Some(to) = self.wake_list.pop() {
-            self.counters.mesh_wakes += 1;
+            self.counters.mesh_wakes.add(1);
             let peer = &self.peers[to];
             let fd = peer.ring_fd.load(Ordering::Acquire);
             if self.msg_ring && fd >= 0 {
@@ -108,12 +108,12 @@ impl Core {
         };
         match self.outbox.try_send(to, env) {
             Ok(()) => {
-                self.counters.mesh_out += 1;
+                self.counters.mesh_out.add(1);
                 self.note_target(to);
                 Ok(())
             }
             Err(env) => {
-                self.counters.mesh_full += 1;
+                self.counters.mesh_full.add(1);
                 Err(MeshError::Full(env.msg))
             }
         }
@@ -321,7 +321,7 @@ impl Context for Core {
     }
 
     fn record_messages(&mut self, n: u64) {
-        self.counters.msgs += n;
+        self.counters.msgs.add(n);
     }
 
     fn record_drop(&mut self, reason: DropReason) {

@@ -21,7 +21,7 @@ impl Shard {
                 self.udp_bufs.recycle(b);
             }
         } else if res == -libc::ENOBUFS {
-            self.core.counters.buffer_ring_empty += 1;
+            self.core.counters.buffer_ring_empty.add(1);
             self.udp_bufs.ran_dry();
         }
         let stopping = self.core.stopping;
@@ -77,18 +77,18 @@ impl Shard {
             local: sock.local,
         };
         let plugin = sock.plugin;
-        self.core.counters.datagrams_in += 1;
-        self.core.counters.bytes_in += payload.len() as u64;
+        self.core.counters.datagrams_in.add(1);
+        self.core.counters.bytes_in.add(payload.len() as u64);
         self.core.current_plugin = plugin;
         let slots_full = EngineDrop::UdpSendSlotsFull as usize;
-        let before = self.core.counters.engine_drops[slots_full];
+        let before = self.core.counters.engine_drops[slots_full].get();
         if let Err(r) =
             self.plugins[plugin as usize].handle_datagram(&mut self.core, &info, payload)
         {
             // A reply refused for want of a send slot is already counted as
             // `udp_send_slots_full`; the plugin passing that refusal on is the
             // same drop, not a second one.
-            let engine_counted = self.core.counters.engine_drops[slots_full] > before;
+            let engine_counted = self.core.counters.engine_drops[slots_full].get() > before;
             if !(r == DropReason::QueueFull && engine_counted) {
                 self.core.counters.drop_plugin(r);
             }
@@ -99,8 +99,8 @@ impl Shard {
     pub(super) fn on_udp_send(&mut self, slot: u32, listener: u32, res: i32) {
         self.core.sends.release(slot);
         if res >= 0 {
-            self.core.counters.datagrams_out += 1;
-            self.core.counters.bytes_out += res as u64;
+            self.core.counters.datagrams_out.add(1);
+            self.core.counters.bytes_out.add(res as u64);
             self.guard.datagram_sent(listener as u16, res as usize);
         } else {
             self.core.counters.drop_engine(EngineDrop::UdpSendError, 1);
@@ -114,7 +114,7 @@ impl Shard {
         if self.core.config.udp_drop_counter != UdpDropCounter::Poll || self.core.udp.is_empty() {
             return;
         }
-        let seen = self.core.counters.datagrams_in;
+        let seen = self.core.counters.datagrams_in.get();
         if !force {
             match self.core.drops_poll_at {
                 None if seen != self.core.drops_polled_at_count => {

@@ -2,7 +2,7 @@
 //!
 //! One turn of the loop: reap every completion into a batch, dispatch it
 //! (accepts, stream bytes, datagrams, send completions) to the plugins, fire
-//! due timers, flush queued stream bytes as sends, publish counters, then one
+//! due timers, flush queued stream bytes as sends, publish listener counters and latency histograms, then one
 //! `submit_and_wait` that both submits the turn's SQEs and parks until the
 //! next completion (or timer). The steady state allocates nothing: the batch,
 //! dirty list and per-stream buffers keep their capacity.
@@ -67,8 +67,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// What the engine shares with a running shard.
 #[derive(Debug)]
 pub struct ShardShared {
-    /// Published counters.
-    pub stats: SharedStats,
+    /// The shard's counters, live (the shard counts into them directly).
+    pub stats: Arc<SharedStats>,
     /// Set to ask the shard to stop; followed by a write to `wake_fd`.
     pub stop: AtomicBool,
     /// eventfd the shard keeps a read armed on.
@@ -148,7 +148,8 @@ struct Core {
     timers: BinaryHeap<Reverse<(Instant, u64, u16, u64)>>,
     timer_seq: u64,
     current_plugin: u16,
-    counters: Counters,
+    /// The same cells as `ShardShared::stats`: counted into in place.
+    counters: Arc<SharedStats>,
     inflight: usize,
     stopping: bool,
     wake_buf: Box<u64>,
@@ -261,7 +262,7 @@ impl Shard {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             current_plugin: 0,
-            counters: Counters::default(),
+            counters: init.shared.stats.clone(),
             inflight: 0,
             stopping: false,
             wake_buf: Box::new(0),
@@ -324,10 +325,8 @@ impl Shard {
             self.poll_kernel_drops(false);
             self.flush();
             self.core.send_wakes();
-            self.core.counters.turns += 1;
-            self.shared.stats.publish(&self.core.counters);
+            self.core.counters.turns.add(1);
             self.core.latency.publish(&self.shared.latency);
-            self.guard.publish();
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }
@@ -336,9 +335,7 @@ impl Shard {
             self.wait();
         }
         self.shutdown();
-        self.shared.stats.publish(&self.core.counters);
-        self.guard.publish();
-        self.core.counters.clone()
+        self.core.counters.snapshot()
     }
 
     fn reap(&mut self) {
@@ -359,7 +356,7 @@ impl Shard {
     }
 
     fn wait(&mut self) {
-        self.core.counters.enters += 1;
+        self.core.counters.enters.add(1);
         if !self.inbox.park() {
             // Messages are waiting: submit, run completions, do not block.
             self.core.enter_nowait();
@@ -466,7 +463,7 @@ impl Shard {
             }
         });
         if n > 0 {
-            self.core.counters.mesh_in += n as u64;
+            self.core.counters.mesh_in.add(n as u64);
             self.inbox.publish_depth();
         }
     }

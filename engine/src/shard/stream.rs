@@ -49,7 +49,7 @@ impl Shard {
         let verdict = self.plugins[plugin as usize].handle_open(&mut self.core, &info);
         match verdict {
             Verdict::Accept => {
-                self.core.counters.conns_accepted += 1;
+                self.core.counters.conns_accepted.add(1);
                 if let Some(c) = self.core.conns.get_mut(cidx, generation) {
                     c.accepted = true;
                 }
@@ -60,7 +60,7 @@ impl Shard {
             }
             Verdict::Reject => {
                 self.guard.rejected(listener.0, peer);
-                self.core.counters.conns_rejected += 1;
+                self.core.counters.conns_rejected.add(1);
                 // SAFETY: nothing was submitted for this fd; we still own it.
                 unsafe { libc::close(fd) };
                 self.core.conns.remove(cidx);
@@ -94,7 +94,7 @@ impl Shard {
             }
             self.core.mark_dirty(idx);
         } else if res == -libc::ENOBUFS {
-            self.core.counters.buffer_ring_empty += 1;
+            self.core.counters.buffer_ring_empty.add(1);
             self.tcp_bufs.ran_dry();
         } else if res == -libc::ECANCELED {
             // We cancelled it: backpressure pause or teardown.
@@ -131,7 +131,7 @@ impl Shard {
 
     /// Hands bytes to the plugin, keeping what it does not consume.
     pub(super) fn deliver(&mut self, idx: u32, generation: u32, bid: u16, len: usize) {
-        self.core.counters.bytes_in += len as u64;
+        self.core.counters.bytes_in.add(len as u64);
         self.guard.bytes_in(idx, len, self.core.clock.now());
         let bytes = self.tcp_bufs.filled(bid, len);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
@@ -196,7 +196,7 @@ impl Shard {
         match result {
             Err(reason) => {
                 self.core.counters.drop_plugin(reason);
-                self.core.counters.conns_protocol_closed += 1;
+                self.core.counters.conns_protocol_closed.add(1);
                 self.teardown(idx, generation, CloseReason::Protocol(reason));
             }
             Ok(()) => {
@@ -206,7 +206,7 @@ impl Shard {
                 };
                 if !conn.paused && conn.tx_len() >= pause_at {
                     conn.paused = true;
-                    self.core.counters.backpressure_pauses += 1;
+                    self.core.counters.backpressure_pauses.add(1);
                     if conn.recv_armed {
                         self.core.cancel(ops::pack(OP_RECV, generation, idx));
                     }
@@ -235,7 +235,7 @@ impl Shard {
             self.teardown(idx, generation, reason);
             return;
         }
-        self.core.counters.bytes_out += res as u64;
+        self.core.counters.bytes_out.add(res as u64);
         self.guard
             .bytes_out(idx, res as usize, self.core.clock.now());
         conn.tx_off += res as usize;
@@ -271,7 +271,7 @@ impl Shard {
         let accepted = conn.accepted;
         let plugin = conn.plugin;
         let recv_armed = conn.recv_armed;
-        self.core.counters.conns_closed += 1;
+        self.core.counters.conns_closed.add(1);
         if recv_armed {
             self.core.cancel(ops::pack(OP_RECV, generation, idx));
         }
