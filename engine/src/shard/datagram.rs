@@ -33,13 +33,13 @@ impl Shard {
     pub(super) fn datagram(&mut self, idx: u32, bid: u16, len: usize) {
         let buf = self.udp_bufs.filled(bid, len);
         let sock = &mut self.core.udp[idx as usize];
-        let Ok(msg) = io_uring::types::RecvMsgOut::parse(buf, &sock.msghdr) else {
+        let Some(msg) = udp::Received::parse(buf) else {
             self.core.counters.drop_engine(EngineDrop::BadSource, 1);
             return;
         };
         // With `UdpDropCounter::Cmsg` every datagram carries the counter.
         let cmsg = self.core.config.udp_drop_counter == UdpDropCounter::Cmsg;
-        if let Some(v) = cmsg.then(|| udp::rxq_ovfl(msg.control_data())).flatten() {
+        if let Some(v) = cmsg.then(|| udp::rxq_ovfl(msg.control)).flatten() {
             let delta = sock.kernel_drops_since_last(v);
             if delta > 0 {
                 self.core
@@ -47,7 +47,7 @@ impl Shard {
                     .drop_engine(EngineDrop::KernelRxQueue, delta);
             }
         }
-        if msg.is_payload_truncated() {
+        if msg.truncated {
             self.core
                 .counters
                 .drop_engine(EngineDrop::DatagramTruncated, 1);
@@ -55,11 +55,11 @@ impl Shard {
                 .dropped(sock.listener.0, ListenerDrop::DatagramTruncated);
             return;
         }
-        let Some(peer) = addr::from_raw(msg.name_data()) else {
+        let Some(peer) = addr::from_raw(msg.name) else {
             self.core.counters.drop_engine(EngineDrop::BadSource, 1);
             return;
         };
-        let payload = msg.payload_data();
+        let payload = msg.payload;
         // The allowlist before any plugin code.
         if !self.guard.datagram(
             sock.listener.0,
