@@ -88,6 +88,8 @@ pub struct LocalLatencies {
     names: Vec<&'static str>,
     hists: [Histogram; MAX_NAMES],
     dirty: [bool; MAX_NAMES],
+    /// Some histogram (or `dropped_names`) changed since the last publish.
+    any_dirty: bool,
     /// Samples refused because [`MAX_NAMES`] names were already in use.
     pub dropped_names: u64,
 }
@@ -104,15 +106,25 @@ impl LocalLatencies {
             }
             None => {
                 self.dropped_names += 1;
+                self.any_dirty = true;
                 return;
             }
         };
         self.hists[i].record(latency);
         self.dirty[i] = true;
+        self.any_dirty = true;
     }
 
-    /// Publishes the histograms that changed since the last call.
+    /// Publishes the histograms that changed since the last call (most turns
+    /// record nothing: one flag test).
+    #[inline]
     pub fn publish(&mut self, to: &SharedLatencies) {
+        if std::mem::take(&mut self.any_dirty) {
+            self.publish_dirty(to);
+        }
+    }
+
+    fn publish_dirty(&mut self, to: &SharedLatencies) {
         for i in 0..self.names.len() {
             if !self.dirty[i] {
                 continue;

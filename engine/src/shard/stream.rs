@@ -286,7 +286,14 @@ impl Shard {
     }
 
     /// Turns queued stream bytes into sends and carries out deferred closes.
+    #[inline]
     pub(super) fn flush(&mut self) {
+        if !self.core.dirty.is_empty() {
+            self.flush_dirty();
+        }
+    }
+
+    fn flush_dirty(&mut self) {
         let mut i = 0;
         while i < self.core.dirty.len() {
             let idx = self.core.dirty[i];

@@ -200,7 +200,8 @@ impl BufRing {
     /// [`recycle`](Self::recycle) that returns it. Out-of-range values are clamped,
     /// so a corrupt completion cannot make this read outside the mapping.
     pub fn filled(&self, bid: u16, len: usize) -> &[u8] {
-        let bid = (bid % self.count) as usize;
+        // count is a power of two (checked in `build`): a mask, not a division.
+        let bid = (bid & (self.count - 1)) as usize;
         let len = len.min(self.size as usize);
         // SAFETY: bid < count and len <= size, so the range lies inside the
         // buffer mapping; the kernel finished writing it before posting the CQE.
@@ -236,7 +237,7 @@ impl BufRing {
     /// hot set are published (it is the most recently used buffer, so the
     /// best one to fill next), onto the spare stack otherwise.
     pub fn recycle(&mut self, bid: u16) {
-        let bid = bid % self.count;
+        let bid = bid & (self.count - 1);
         self.lent = self.lent.saturating_sub(1);
         self.turn_used = self.turn_used.saturating_add(1);
         if self.lent < self.target {
