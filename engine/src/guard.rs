@@ -294,27 +294,35 @@ impl Guard {
         self.conns.get_mut(idx as usize).filter(|m| m.live)
     }
 
-    /// `n` bytes arrived on connection `idx`.
+    /// `n` bytes arrived on connection `idx`. The clock is read only if the
+    /// listener has an idle timeout (nothing else looks at `last_active`).
     #[inline]
-    pub fn bytes_in(&mut self, idx: u32, n: usize, now: Instant) {
-        if let Some(m) = self.meta(idx) {
-            m.bytes_in += n as u64;
-            m.first_byte = true;
-            m.last_active = now;
-            let l = m.listener as usize;
-            self.listeners[l].counters.bytes_in.add(n as u64);
+    pub fn bytes_in(&mut self, idx: u32, n: usize, clock: &TurnClock) {
+        let Some(m) = self.conns.get_mut(idx as usize).filter(|m| m.live) else {
+            return;
+        };
+        m.bytes_in += n as u64;
+        m.first_byte = true;
+        let l = &self.listeners[m.listener as usize];
+        if l.limits.idle_timeout.is_some() {
+            m.last_active = clock.now();
         }
+        l.counters.bytes_in.add(n as u64);
     }
 
-    /// The kernel took `n` bytes of connection `idx`.
+    /// The kernel took `n` bytes of connection `idx` (the clock as for
+    /// [`bytes_in`](Self::bytes_in)).
     #[inline]
-    pub fn bytes_out(&mut self, idx: u32, n: usize, now: Instant) {
-        if let Some(m) = self.meta(idx) {
-            m.bytes_out += n as u64;
-            m.last_active = now;
-            let l = m.listener as usize;
-            self.listeners[l].counters.bytes_out.add(n as u64);
+    pub fn bytes_out(&mut self, idx: u32, n: usize, clock: &TurnClock) {
+        let Some(m) = self.conns.get_mut(idx as usize).filter(|m| m.live) else {
+            return;
+        };
+        m.bytes_out += n as u64;
+        let l = &self.listeners[m.listener as usize];
+        if l.limits.idle_timeout.is_some() {
+            m.last_active = clock.now();
         }
+        l.counters.bytes_out.add(n as u64);
     }
 
     /// The peer of connection `idx` shut its sending side.
@@ -559,8 +567,8 @@ mod tests {
             g.opened(idx, 7, 0, peer, local, d, t0);
         }
         // 1 talks at 5 s, 2 talks at 5 s and FINs at 100 s.
-        g.bytes_in(1, 10, s(5));
-        g.bytes_in(2, 10, s(5));
+        g.bytes_in(1, 10, &TurnClock::at(s(5)));
+        g.bytes_in(2, 10, &TurnClock::at(s(5)));
         assert_eq!(g.next_deadline(), Some(s(10)));
         let mut out = Vec::new();
         g.poll_expired(s(9), &mut out);
@@ -579,7 +587,7 @@ mod tests {
         g.poll_expired(s(130), &mut out);
         assert_eq!(out, [(2, 7)]);
         out.clear();
-        g.bytes_out(1, 10, s(200));
+        g.bytes_out(1, 10, &TurnClock::at(s(200)));
         g.poll_expired(s(305), &mut out);
         assert!(out.is_empty(), "1 sent at 200 s");
         g.poll_expired(s(500), &mut out);

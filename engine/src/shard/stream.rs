@@ -132,7 +132,7 @@ impl Shard {
     /// Hands bytes to the plugin, keeping what it does not consume.
     pub(super) fn deliver(&mut self, idx: u32, generation: u32, bid: u16, len: usize) {
         self.core.counters.bytes_in.add(len as u64);
-        self.guard.bytes_in(idx, len, self.core.clock.now());
+        self.guard.bytes_in(idx, len, &self.core.clock);
         let bytes = self.tcp_bufs.filled(bid, len);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
@@ -237,7 +237,7 @@ impl Shard {
         }
         self.core.counters.bytes_out.add(res as u64);
         self.guard
-            .bytes_out(idx, res as usize, self.core.clock.now());
+            .bytes_out(idx, res as usize, &self.core.clock);
         conn.tx_off += res as usize;
         if conn.tx_off >= conn.tx_inflight.len() {
             conn.tx_inflight.clear();
