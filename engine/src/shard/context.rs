@@ -30,16 +30,7 @@ impl Core {
     /// Submits and runs pending completions without waiting for any.
     pub(super) fn enter_nowait(&mut self) {
         let to_submit = self.ring.submission().len() as u32;
-        // SAFETY: a plain io_uring_enter with GETEVENTS and no argument; the
-        // submitted entries were pushed with their buffers kept alive (see `push`).
-        let _ = unsafe {
-            self.ring.submitter().enter::<libc::sigset_t>(
-                to_submit,
-                0,
-                io_uring::EnterFlags::GETEVENTS.bits(),
-                None,
-            )
-        };
+        let _ = self.enter.submit_and_wait(to_submit, 0);
     }
 
     /// Makes sure a timeout operation will wake the shard by `at`: arms one

@@ -136,6 +136,7 @@ pub struct ShardInit {
 /// plugins see as their [`Context`].
 struct Core {
     ring: IoUring,
+    enter: crate::sys::ring::Enter,
     shard: ShardId,
     shard_count: usize,
     clock: TurnClock,
@@ -227,9 +228,10 @@ impl Shard {
                 init.shard
             ));
         }
-        // No registered ring fd: the io-uring crate keeps that index per
-        // `Submitter` value, and ours are made afresh for every call.
         let ring = r.ring;
+        // The loop's io_uring_enter calls go through the registered ring fd
+        // (this is the submitting thread).
+        let enter = crate::sys::ring::Enter::new(&ring);
         let bufring_err = |what: &str, e: io::Error| crate::StartError::Shard {
             shard: init.shard,
             message: format!(
@@ -251,6 +253,7 @@ impl Shard {
             .collect();
         let core = Core {
             ring,
+            enter,
             shard: init.shard,
             shard_count: init.shard_count,
             clock: TurnClock::new(),
@@ -388,7 +391,11 @@ impl Shard {
         // timeout on the wait itself: that would program (and cancel) a
         // hardware timer on every wait, which on a VM exits to the hypervisor.
         let res = if delay == 0 {
-            self.core.ring.submit_and_wait(1)
+            let to_submit = self.core.ring.submission().len() as u32;
+            self.core
+                .enter
+                .submit_and_wait(to_submit, 1)
+                .map(|n| n as usize)
         } else {
             // Wait for a full batch; min_wait makes the kernel return with
             // what it has once the delay has passed. The (far) overall timeout
@@ -521,5 +528,7 @@ impl Shard {
         }
         self.core.listeners.clear();
         self.core.udp.clear();
+        // Closing the ring's fd (when the shard is dropped) now ends the ring.
+        self.core.enter.unregister();
     }
 }

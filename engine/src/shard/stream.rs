@@ -236,8 +236,7 @@ impl Shard {
             return;
         }
         self.core.counters.bytes_out.add(res as u64);
-        self.guard
-            .bytes_out(idx, res as usize, &self.core.clock);
+        self.guard.bytes_out(idx, res as usize, &self.core.clock);
         conn.tx_off += res as usize;
         if conn.tx_off >= conn.tx_inflight.len() {
             conn.tx_inflight.clear();

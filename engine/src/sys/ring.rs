@@ -219,6 +219,117 @@ pub fn setup(entries: u32, cq_entries: u32) -> Result<Ring, RingError> {
     }
 }
 
+/// `io_uring_enter` for one ring, through its registered ring fd when the
+/// kernel allows (IORING_REGISTER_RING_FDS, 5.18): the kernel then skips the
+/// file lookup (an atomic reference count taken and dropped on every call in
+/// a multi-threaded process) and this skips the io-uring crate's general
+/// checks. A registration belongs to the registering thread, so [`Enter::new`]
+/// must run on the thread that submits (the shard's, as SINGLE_ISSUER wants
+/// anyway); it ends when that thread exits.
+#[derive(Debug, Clone, Copy)]
+pub struct Enter {
+    /// What io_uring_enter takes: the registered slot, or the ring fd.
+    fd: i32,
+    flags: u32,
+    /// The ring's own fd.
+    ring_fd: i32,
+}
+
+/// IORING_REGISTER_RING_FDS (include/uapi/linux/io_uring.h).
+const REGISTER_RING_FDS: u32 = 20;
+/// IORING_UNREGISTER_RING_FDS.
+const UNREGISTER_RING_FDS: u32 = 21;
+/// IORING_ENTER_REGISTERED_RING.
+const ENTER_REGISTERED_RING: u32 = 1 << 4;
+/// IORING_ENTER_GETEVENTS.
+const ENTER_GETEVENTS: u32 = 1;
+
+impl Enter {
+    /// Registers `ring`'s fd for this thread, or falls back to the plain fd.
+    pub fn new(ring: &IoUring) -> Enter {
+        use std::os::fd::AsRawFd;
+        let fd = ring.as_raw_fd();
+        // struct io_uring_rsrc_update { u32 offset; u32 resv; u64 data; }:
+        // offset u32::MAX lets the kernel pick the slot and write it back.
+        let mut update: [u64; 2] = [u64::from(u32::MAX), fd as u64];
+        // SAFETY: io_uring_register with a pointer to one live, writable
+        // io_uring_rsrc_update and a count of 1.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                fd,
+                REGISTER_RING_FDS,
+                update.as_mut_ptr(),
+                1u32,
+            )
+        };
+        if r == 1 {
+            let offset = (update[0] & u64::from(u32::MAX)) as i32;
+            Enter {
+                fd: offset,
+                flags: ENTER_REGISTERED_RING,
+                ring_fd: fd,
+            }
+        } else {
+            Enter {
+                fd,
+                flags: 0,
+                ring_fd: fd,
+            }
+        }
+    }
+
+    /// Drops the registration, so that closing the ring's fd tears the ring
+    /// down at once (as without one) instead of at thread exit.
+    pub fn unregister(&mut self) {
+        if self.flags == 0 {
+            return;
+        }
+        let mut update: [u64; 2] = [self.fd as u32 as u64, 0];
+        // SAFETY: as in `new`, on the ring's own fd, for the slot `new` was given.
+        unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                self.ring_fd,
+                UNREGISTER_RING_FDS,
+                update.as_mut_ptr(),
+                1u32,
+            );
+        }
+        self.flags = 0;
+        self.fd = self.ring_fd;
+    }
+
+    /// Whether the registered fd is in use.
+    pub fn registered(&self) -> bool {
+        self.flags != 0
+    }
+
+    /// Submits `to_submit` entries and, if `wait` > 0, waits for that many
+    /// completions (GETEVENTS is always set, so deferred completions run).
+    #[inline]
+    pub fn submit_and_wait(&self, to_submit: u32, wait: u32) -> io::Result<u32> {
+        // SAFETY: io_uring_enter with no argument pointer; the submitted
+        // entries' buffers are kept alive by their owners until completion.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.fd,
+                to_submit,
+                wait,
+                ENTER_GETEVENTS | self.flags,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as u32)
+        }
+    }
+}
+
 /// Operations every shard needs, with the kernel version that brought them.
 const REQUIRED: &[(u8, &str)] = &[
     (
@@ -311,6 +422,41 @@ mod tests {
         );
         let h = unavailable_hint(&io::Error::from_raw_os_error(libc::ENOSYS));
         assert!(h.contains("ENOSYS"), "{h}");
+    }
+
+    #[test]
+    fn enter_through_the_registered_ring_fd() {
+        let mut r = setup(8, 16).expect("ring").ring;
+        let enter = Enter::new(&r);
+        assert!(enter.registered(), "IORING_REGISTER_RING_FDS is in 5.18");
+        for ud in [1u64, 2] {
+            let nop = opcode::Nop::new().build().user_data(ud);
+            // SAFETY: a NOP references no memory.
+            unsafe { r.submission().push(&nop).expect("room") };
+        }
+        let to_submit = r.submission().len() as u32;
+        assert_eq!(enter.submit_and_wait(to_submit, 2).expect("enter"), 2);
+        let got: Vec<u64> = r.completion().map(|c| c.user_data()).collect();
+        assert_eq!(got, [1, 2]);
+        // Nothing to submit, nothing to wait for: returns at once.
+        assert_eq!(enter.submit_and_wait(0, 0).expect("enter"), 0);
+        // The fallback (plain fd) works the same.
+        let mut plain = enter;
+        plain.unregister();
+        assert!(!plain.registered());
+        assert!(
+            enter.submit_and_wait(0, 0).is_err(),
+            "the slot is gone after unregister"
+        );
+        assert_eq!(plain.fd, std::os::fd::AsRawFd::as_raw_fd(&r));
+        let nop = opcode::Nop::new().build().user_data(3);
+        // SAFETY: as above.
+        unsafe { r.submission().push(&nop).expect("room") };
+        assert_eq!(plain.submit_and_wait(1, 1).expect("enter"), 1);
+        assert_eq!(
+            r.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
+            [3]
+        );
     }
 
     #[test]
