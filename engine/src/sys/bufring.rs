@@ -253,7 +253,19 @@ impl BufRing {
 
     /// Ends a loop turn of an adaptive ring: resizes the hot set from what the
     /// turn consumed and publishes spare buffers up to it.
+    #[inline]
     pub fn refill(&mut self) {
+        // A ring at its floor that this turn did not touch has nothing to
+        // grow, shrink or publish (a shard's TCP ring while it serves UDP,
+        // say); skipping it also leaves its shrink window alone, which only
+        // matters above the floor.
+        if self.turn_used == 0 && self.target == self.floor && self.lent >= self.target {
+            return;
+        }
+        self.refill_turn();
+    }
+
+    fn refill_turn(&mut self) {
         let used = std::mem::take(&mut self.turn_used);
         // A turn that used half the hot set could have emptied it: grow now.
         if used > self.target / 2 {
