@@ -1,7 +1,7 @@
 //! Per-listener counters: what the admission checks, timeouts and traffic
 //! of one listener amount to on one shard.
 //!
-//! Like its [`SharedStats`](crate::SharedStats), a shard counts straight into
+//! Like its [`SharedStats`](crate::stats::SharedStats), a shard counts straight into
 //! its [`SharedListenerStats`] (cells only it writes); readers take a
 //! [`ListenerCounters`] snapshot.
 
