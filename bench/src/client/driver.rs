@@ -38,6 +38,18 @@ pub struct Driver {
     /// The tick's period, read by the kernel while the tick is armed.
     tick: Box<types::Timespec>,
     tick_armed: bool,
+    /// Plain waits go through the ring's registered fd (as in the engine's
+    /// shards); the driver is made on the thread that uses it.
+    enter: ring::Enter,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Without the registration, closing the ring's fd (the `ring` field,
+        // dropped next) ends the ring and its operations before the buffer
+        // mapping goes.
+        self.enter.unregister();
+    }
 }
 
 impl Driver {
@@ -49,7 +61,9 @@ impl Driver {
         // recently used (cached) memory, as in the engine's shards.
         let bufs = BufRing::adaptive(&r.ring.submitter(), 0, count, size)
             .map_err(|e| anyhow!("registering the client's buffer ring: {e}"))?;
+        let enter = ring::Enter::new(&r.ring);
         Ok(Driver {
+            enter,
             ring: r.ring,
             bufs,
             completions: Vec::with_capacity(entries as usize * 4),
@@ -105,7 +119,8 @@ impl Driver {
                 unsafe { self.push(&sqe) };
                 self.tick_armed = true;
             }
-            let _ = self.ring.submitter().submit_and_wait(1);
+            let to_submit = self.ring.submission().len() as u32;
+            let _ = self.enter.submit_and_wait(to_submit, 1);
         } else {
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
