@@ -13,6 +13,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ringport_plugin::DropReason;
+
 /// One figure of a shard's [`SharedStats`]: written by that shard only,
 /// readable by anyone at any time.
 #[derive(Debug, Default)]
@@ -41,8 +43,6 @@ impl Counter {
         self.0.load(Ordering::Relaxed)
     }
 }
-
-use ringport_plugin::DropReason;
 
 /// Drops the engine itself decides on (as opposed to a plugin's [`DropReason`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
