@@ -17,16 +17,25 @@ use ringport_plugin::DropReason;
 
 /// One figure of a shard's [`SharedStats`]: written by that shard only,
 /// readable by anyone at any time.
+///
+/// Debug builds (the test suite) check the single writer: the first thread
+/// to write a cell owns it, and a write from any other thread panics.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub struct Counter {
+    value: AtomicU64,
+    #[cfg(debug_assertions)]
+    writer: std::sync::atomic::AtomicUsize,
+}
 
 impl Counter {
     /// Adds `n`. A relaxed load and store, not a locked add: correct because
-    /// only the owning shard writes (the method is crate-private for that).
+    /// only the owning shard writes (the method is crate-private for that,
+    /// and debug builds check it).
     #[inline]
     pub(crate) fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
+        self.check_writer();
+        self.value.store(
+            self.value.load(Ordering::Relaxed).wrapping_add(n),
             Ordering::Relaxed,
         );
     }
@@ -34,13 +43,30 @@ impl Counter {
     /// Sets a gauge (owning shard only).
     #[inline]
     pub(crate) fn set(&self, v: u64) {
-        self.0.store(v, Ordering::Relaxed);
+        self.check_writer();
+        self.value.store(v, Ordering::Relaxed);
     }
 
     /// The current value.
     #[inline]
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.value.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn check_writer(&self) {
+        #[cfg(debug_assertions)]
+        {
+            thread_local!(static TOKEN: u8 = const { 0 });
+            // The address of a thread-local names the thread, and is never 0.
+            let me = TOKEN.with(|t| t as *const u8 as usize);
+            if let Err(owner) =
+                self.writer
+                    .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                assert_eq!(owner, me, "a second thread wrote a shard's counter");
+            }
+        }
     }
 }
 
@@ -271,6 +297,18 @@ impl fmt::Display for ShardStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(debug_assertions)]
+    fn a_second_writer_thread_is_caught() {
+        let c = std::sync::Arc::new(Counter::default());
+        c.add(1);
+        let other = c.clone();
+        let r = std::thread::spawn(move || other.add(1)).join();
+        assert!(r.is_err(), "the second thread's write panics");
+        c.add(1);
+        assert_eq!(c.get(), 2);
+    }
 
     #[test]
     fn counts_snapshot_and_display() {
