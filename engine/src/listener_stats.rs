@@ -5,8 +5,6 @@
 //! its [`SharedListenerStats`] (cells only it writes); readers take a
 //! [`ListenerCounters`] snapshot.
 
-use crate::stats::Counter;
-
 use crate::policy::DenyReason;
 
 /// Why the engine closed a connection on a timer.
@@ -70,34 +68,43 @@ impl ListenerDrop {
     }
 }
 
-/// One listener's counters on one shard (or summed over shards).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ListenerCounters {
-    /// Connections admitted.
-    pub conns_accepted: u64,
-    /// Admitted connections closed.
-    pub conns_closed: u64,
-    /// Datagrams admitted.
-    pub datagrams_in: u64,
-    /// Datagrams sent (replies), as the kernel completed them.
-    pub datagrams_out: u64,
-    /// Bytes received on admitted connections and datagrams.
-    pub bytes_in: u64,
-    /// Bytes sent on the listener's connections and UDP sockets.
-    pub bytes_out: u64,
-    /// UDP sources seen for the first time within the window.
-    pub udp_new_sources: u64,
-    /// Sources whose denial alert is firing now (a gauge; summed over
-    /// shards, a source alerting on two shards counts twice).
-    pub sources_alerting: u64,
-    /// Connections and datagrams refused, by reason.
-    pub denied: [u64; DenyReason::COUNT],
-    /// Connections and datagrams served in audit mode that would have been refused.
-    pub would_deny: [u64; DenyReason::COUNT],
-    /// Connections closed on a timer, by [`TimeoutKind`].
-    pub timeouts: [u64; TimeoutKind::COUNT],
-    /// Datagrams dropped by the engine, by [`ListenerDrop`].
-    pub drops: [u64; ListenerDrop::COUNT],
+crate::stats::live_counters! {
+    /// One listener's counters on one shard (or summed over shards).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ListenerCounters;
+    /// One listener's live counters on one shard: the shard counts into them,
+    /// anyone reads them. Aligned so that no other shard's data shares their
+    /// cache lines.
+    pub struct SharedListenerStats;
+    scalars {
+        /// Connections admitted.
+        conns_accepted,
+        /// Admitted connections closed.
+        conns_closed,
+        /// Datagrams admitted.
+        datagrams_in,
+        /// Datagrams sent (replies), as the kernel completed them.
+        datagrams_out,
+        /// Bytes received on admitted connections and datagrams.
+        bytes_in,
+        /// Bytes sent on the listener's connections and UDP sockets.
+        bytes_out,
+        /// UDP sources seen for the first time within the window.
+        udp_new_sources,
+        /// Sources whose denial alert is firing now (a gauge; summed over
+        /// shards, a source alerting on two shards counts twice).
+        sources_alerting,
+    }
+    arrays {
+        /// Connections and datagrams refused, by reason.
+        denied: DenyReason::COUNT,
+        /// Connections and datagrams served in audit mode that would have been refused.
+        would_deny: DenyReason::COUNT,
+        /// Connections closed on a timer, by [`TimeoutKind`].
+        timeouts: TimeoutKind::COUNT,
+        /// Datagrams dropped by the engine, by [`ListenerDrop`].
+        drops: ListenerDrop::COUNT,
+    }
 }
 
 impl ListenerCounters {
@@ -109,82 +116,6 @@ impl ListenerCounters {
     /// Every denial.
     pub fn denied_total(&self) -> u64 {
         self.denied.iter().sum()
-    }
-
-    /// Adds `o` into `self`.
-    pub fn add(&mut self, o: &ListenerCounters) {
-        self.conns_accepted += o.conns_accepted;
-        self.conns_closed += o.conns_closed;
-        self.datagrams_in += o.datagrams_in;
-        self.datagrams_out += o.datagrams_out;
-        self.bytes_in += o.bytes_in;
-        self.bytes_out += o.bytes_out;
-        self.udp_new_sources += o.udp_new_sources;
-        self.sources_alerting += o.sources_alerting;
-        for (a, b) in self.denied.iter_mut().zip(o.denied) {
-            *a += b;
-        }
-        for (a, b) in self.would_deny.iter_mut().zip(o.would_deny) {
-            *a += b;
-        }
-        for (a, b) in self.timeouts.iter_mut().zip(o.timeouts) {
-            *a += b;
-        }
-        for (a, b) in self.drops.iter_mut().zip(o.drops) {
-            *a += b;
-        }
-    }
-}
-
-/// One listener's live counters on one shard: the shard counts into them,
-/// anyone reads them. Aligned so that no other shard's data shares their
-/// cache lines.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct SharedListenerStats {
-    /// See [`ListenerCounters::conns_accepted`].
-    pub conns_accepted: Counter,
-    /// See [`ListenerCounters::conns_closed`].
-    pub conns_closed: Counter,
-    /// See [`ListenerCounters::datagrams_in`].
-    pub datagrams_in: Counter,
-    /// See [`ListenerCounters::datagrams_out`].
-    pub datagrams_out: Counter,
-    /// See [`ListenerCounters::bytes_in`].
-    pub bytes_in: Counter,
-    /// See [`ListenerCounters::bytes_out`].
-    pub bytes_out: Counter,
-    /// See [`ListenerCounters::udp_new_sources`].
-    pub udp_new_sources: Counter,
-    /// See [`ListenerCounters::sources_alerting`] (a gauge).
-    pub sources_alerting: Counter,
-    /// See [`ListenerCounters::denied`].
-    pub denied: [Counter; DenyReason::COUNT],
-    /// See [`ListenerCounters::would_deny`].
-    pub would_deny: [Counter; DenyReason::COUNT],
-    /// See [`ListenerCounters::timeouts`].
-    pub timeouts: [Counter; TimeoutKind::COUNT],
-    /// See [`ListenerCounters::drops`].
-    pub drops: [Counter; ListenerDrop::COUNT],
-}
-
-impl SharedListenerStats {
-    /// The values now.
-    pub fn snapshot(&self) -> ListenerCounters {
-        ListenerCounters {
-            conns_accepted: self.conns_accepted.get(),
-            conns_closed: self.conns_closed.get(),
-            datagrams_in: self.datagrams_in.get(),
-            datagrams_out: self.datagrams_out.get(),
-            bytes_in: self.bytes_in.get(),
-            bytes_out: self.bytes_out.get(),
-            udp_new_sources: self.udp_new_sources.get(),
-            sources_alerting: self.sources_alerting.get(),
-            denied: self.denied.each_ref().map(Counter::get),
-            would_deny: self.would_deny.each_ref().map(Counter::get),
-            timeouts: self.timeouts.each_ref().map(Counter::get),
-            drops: self.drops.each_ref().map(Counter::get),
-        }
     }
 }
 

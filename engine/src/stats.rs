@@ -118,61 +118,64 @@ impl EngineDrop {
     }
 }
 
-macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// A shard's counters as plain integers (hot-path side).
-        #[derive(Debug, Clone, Default, PartialEq, Eq)]
-        pub struct Counters {
+/// Declares a pair of counter structs from one list of fields: `$plain`, the
+/// figures as plain integers (snapshots and sums over shards, with `add`), and
+/// `$shared`, the same figures as [`Counter`] cells a shard counts into (with
+/// `snapshot`). Fields are scalars or arrays indexed by a reason.
+macro_rules! live_counters {
+    (
+        $(#[$pmeta:meta])* pub struct $plain:ident;
+        $(#[$smeta:meta])* pub struct $shared:ident;
+        scalars { $($(#[$doc:meta])* $name:ident,)* }
+        arrays { $($(#[$adoc:meta])* $arr:ident: $len:expr,)* }
+    ) => {
+        $(#[$pmeta])*
+        pub struct $plain {
             $($(#[$doc])* pub $name: u64,)*
-            /// Plugin drops, indexed by [`DropReason::index`].
-            pub drops: [u64; DropReason::COUNT],
-            /// Engine drops, indexed by `EngineDrop as usize`.
-            pub engine_drops: [u64; EngineDrop::COUNT],
+            $($(#[$adoc])* pub $arr: [u64; $len],)*
         }
 
-        impl Counters {
-            /// Adds `other` into `self` (for totals over shards).
-            pub fn add(&mut self, other: &Counters) {
+        impl $plain {
+            /// Adds `other` into `self` (totals over shards).
+            pub fn add(&mut self, other: &$plain) {
                 $(self.$name += other.$name;)*
-                for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
-                    *a += b;
-                }
-                for (a, b) in self.engine_drops.iter_mut().zip(other.engine_drops.iter()) {
-                    *a += b;
-                }
+                $(
+                    for (a, b) in self.$arr.iter_mut().zip(other.$arr.iter()) {
+                        *a += b;
+                    }
+                )*
             }
         }
 
-        /// A shard's live counters (see the module docs). Aligned so that no
-        /// other shard's data shares their cache lines.
+        $(#[$smeta])*
         #[derive(Debug, Default)]
         #[repr(align(128))]
-        pub struct SharedStats {
-            $($(#[$doc])* pub $name: Counter,)*
-            /// Plugin drops, indexed by [`DropReason::index`].
-            pub drops: [Counter; DropReason::COUNT],
-            /// Engine drops, indexed by `EngineDrop as usize`.
-            pub engine_drops: [Counter; EngineDrop::COUNT],
+        pub struct $shared {
+            $($(#[$doc])* pub $name: $crate::stats::Counter,)*
+            $($(#[$adoc])* pub $arr: [$crate::stats::Counter; $len],)*
         }
 
-        impl SharedStats {
+        impl $shared {
             /// The values now.
-            pub fn snapshot(&self) -> Counters {
-                let mut c = Counters::default();
-                $(c.$name = self.$name.get();)*
-                for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
-                    *v = a.get();
+            pub fn snapshot(&self) -> $plain {
+                $plain {
+                    $($name: self.$name.get(),)*
+                    $($arr: self.$arr.each_ref().map($crate::stats::Counter::get),)*
                 }
-                for (v, a) in c.engine_drops.iter_mut().zip(self.engine_drops.iter()) {
-                    *v = a.get();
-                }
-                c
             }
         }
     };
 }
+pub(crate) use live_counters;
 
-counters! {
+live_counters! {
+    /// A shard's counters as plain integers (snapshots, totals).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Counters;
+    /// A shard's live counters (see the module docs). Aligned so that no
+    /// other shard's data shares their cache lines.
+    pub struct SharedStats;
+    scalars {
     /// Application messages the plugins reported handling.
     msgs,
     /// Bytes received (streams and datagrams).
@@ -210,6 +213,13 @@ counters! {
     mesh_full,
     /// Wake-ups sent to parked shards.
     mesh_wakes,
+    }
+    arrays {
+    /// Plugin drops, indexed by [`DropReason::index`].
+    drops: DropReason::COUNT,
+    /// Engine drops, indexed by `EngineDrop as usize`.
+    engine_drops: EngineDrop::COUNT,
+    }
 }
 
 impl Counters {
