@@ -119,8 +119,7 @@ impl Driver {
                 unsafe { self.push(&sqe) };
                 self.tick_armed = true;
             }
-            let to_submit = self.ring.submission().len() as u32;
-            let _ = self.enter.submit_and_wait(to_submit, 1);
+            let _ = self.enter.submit_and_wait(&mut self.ring, 1);
         } else {
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);

@@ -29,8 +29,7 @@ impl Core {
 
     /// Submits and runs pending completions without waiting for any.
     pub(super) fn enter_nowait(&mut self) {
-        let to_submit = self.ring.submission().len() as u32;
-        let _ = self.enter.submit_and_wait(to_submit, 0);
+        let _ = self.enter.submit_and_wait(&mut self.ring, 0);
     }
 
     /// Makes sure a timeout operation will wake the shard by `at`: arms one

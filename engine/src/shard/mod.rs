@@ -391,10 +391,9 @@ impl Shard {
         // timeout on the wait itself: that would program (and cancel) a
         // hardware timer on every wait, which on a VM exits to the hypervisor.
         let res = if delay == 0 {
-            let to_submit = self.core.ring.submission().len() as u32;
             self.core
                 .enter
-                .submit_and_wait(to_submit, 1)
+                .submit_and_wait(&mut self.core.ring, 1)
                 .map(|n| n as usize)
         } else {
             // Wait for a full batch; min_wait makes the kernel return with

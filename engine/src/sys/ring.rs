@@ -305,10 +305,13 @@ impl Enter {
         self.flags != 0
     }
 
-    /// Submits `to_submit` entries and, if `wait` > 0, waits for that many
-    /// completions (GETEVENTS is always set, so deferred completions run).
+    /// Submits every entry queued in `ring` (the ring this was made for)
+    /// and, if `wait` > 0, waits for that many completions (GETEVENTS is
+    /// always set, so deferred completions run). Returns how many entries the
+    /// kernel took.
     #[inline]
-    pub fn submit_and_wait(&self, to_submit: u32, wait: u32) -> io::Result<u32> {
+    pub fn submit_and_wait(&self, ring: &mut IoUring, wait: u32) -> io::Result<u32> {
+        let to_submit = ring.submission().len() as u32;
         // SAFETY: io_uring_enter with no argument pointer; the submitted
         // entries' buffers are kept alive by their owners until completion.
         let r = unsafe {
@@ -434,25 +437,24 @@ mod tests {
             // SAFETY: a NOP references no memory.
             unsafe { r.submission().push(&nop).expect("room") };
         }
-        let to_submit = r.submission().len() as u32;
-        assert_eq!(enter.submit_and_wait(to_submit, 2).expect("enter"), 2);
+        assert_eq!(enter.submit_and_wait(&mut r, 2).expect("enter"), 2);
         let got: Vec<u64> = r.completion().map(|c| c.user_data()).collect();
         assert_eq!(got, [1, 2]);
         // Nothing to submit, nothing to wait for: returns at once.
-        assert_eq!(enter.submit_and_wait(0, 0).expect("enter"), 0);
+        assert_eq!(enter.submit_and_wait(&mut r, 0).expect("enter"), 0);
         // The fallback (plain fd) works the same.
         let mut plain = enter;
         plain.unregister();
         assert!(!plain.registered());
         assert!(
-            enter.submit_and_wait(0, 0).is_err(),
+            enter.submit_and_wait(&mut r, 0).is_err(),
             "the slot is gone after unregister"
         );
         assert_eq!(plain.fd, std::os::fd::AsRawFd::as_raw_fd(&r));
         let nop = opcode::Nop::new().build().user_data(3);
         // SAFETY: as above.
         unsafe { r.submission().push(&nop).expect("room") };
-        assert_eq!(plain.submit_and_wait(1, 1).expect("enter"), 1);
+        assert_eq!(plain.submit_and_wait(&mut r, 1).expect("enter"), 1);
         assert_eq!(
             r.completion().map(|c| c.user_data()).collect::<Vec<_>>(),
             [3]
