@@ -705,32 +705,51 @@ pub struct SockperfRun {
     pub output: String,
 }
 
-/// The installed `sockperf` client.
+/// An outside program a test needs, found on `PATH`.
+///
+/// When it is missing, a test run by hand prints one line, `skipped: install
+/// the Debian package PACKAGE`, and gets `None` (the caller returns early).
+/// Under CI (`CI=true`), where `.ci/run` installs the package, a missing
+/// program fails the test instead.
 ///
 /// # Panics
 ///
-/// If it is not on `PATH`, saying how to install it.
-pub fn sockperf_path() -> std::path::PathBuf {
+/// Under CI, when the program is missing.
+#[allow(dead_code)]
+pub fn outside_program(program: &str, package: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("sockperf"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!(
-                "the `sockperf` client is not installed: install the Debian package \
-                 (`apt-get install sockperf`); `.ci/run` installs it when missing"
-            )
-        })
+                "`{program}` is not installed under CI: .ci/run installs the Debian \
+                 package {package}; install it (`apt-get install {package}`)"
+            );
+        }
+        eprintln!("skipped: install the Debian package {package} (`{program}` is not on PATH)");
+    }
+    found
+}
+
+/// The installed `sockperf` client, or `None` (with the skip line printed)
+/// outside CI; see [`outside_program`].
+#[allow(dead_code)]
+pub fn sockperf_path() -> Option<std::path::PathBuf> {
+    outside_program("sockperf", "sockperf")
 }
 
 /// Runs the `sockperf` client with `args` (which must point it at loopback)
-/// and parses its summary.
+/// and parses its summary; `None` when sockperf is not installed and this is
+/// not CI (see [`outside_program`]).
 ///
 /// # Panics
 ///
 /// If it does not finish within `run_for` plus 30 s (it is killed), exits
 /// with a failure, or prints no summary.
-pub fn sockperf(args: &[&str], run_for: Duration) -> SockperfRun {
+pub fn sockperf(args: &[&str], run_for: Duration) -> Option<SockperfRun> {
+    let program = sockperf_path()?;
     assert!(
         args.windows(2)
             .any(|w| w[0] == "-i" && w[1].starts_with("127.")),
@@ -742,7 +761,7 @@ pub fn sockperf(args: &[&str], run_for: Duration) -> SockperfRun {
         rand::thread_rng().gen::<u64>()
     ));
     let log = std::fs::File::create(&log_path).expect("create the sockperf log");
-    let mut child = std::process::Command::new(sockperf_path())
+    let mut child = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -784,31 +803,19 @@ pub fn sockperf(args: &[&str], run_for: Duration) -> SockperfRun {
             })
             .unwrap_or_else(|| panic!("no `{name}` in sockperf's output:\n{output}"))
     };
-    SockperfRun {
+    Some(SockperfRun {
         sent: field("[Total Run]", "SentMessages"),
         received: field("[Total Run]", "ReceivedMessages"),
         dropped: field("# dropped messages", "# dropped messages"),
         duplicated: field("# dropped messages", "# duplicated messages"),
         out_of_order: field("# dropped messages", "# out-of-order messages"),
         output,
-    }
+    })
 }
 
-/// `target/<profile>/ringport`, next to the test executable's `deps/`
-/// directory. Fails with the fix when it has not been built.
+/// The `ringport` binary of the root package, which Cargo builds before it
+/// builds these tests.
 #[allow(dead_code)]
 pub fn ringport_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable lives in target/<profile>/deps");
-    let bin = profile_dir.join("ringport");
-    assert!(
-        bin.is_file(),
-        "{} does not exist: build it first with `cargo build -p ringport-tools` \
-         (.ci/run does this before the tests)",
-        bin.display()
-    );
-    bin
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_ringport"))
 }

@@ -15,7 +15,7 @@ rounds=${1:-5} mps=${2:-150000} secs=${3:-3}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cost=${SOCKPERF_COST:-$here/../shared/tools/sockperf-cost.sh}
 bin=$here/target/release/ringport
-[[ -x $bin ]] || { echo "build first: cargo build --release -p ringport-tools" >&2; exit 1; }
+[[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 out=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

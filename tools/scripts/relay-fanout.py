@@ -38,7 +38,7 @@ args = ap.parse_args()
 here = os.path.dirname(os.path.abspath(__file__))
 binary = os.path.join(here, "..", "..", "target", "release", "ringport")
 if not os.path.exists(binary):
-    sys.exit("build first: cargo build --release -p ringport-tools")
+    sys.exit("build first: cargo build --release")
 
 topic = b"plant/1/temp"
 first, last = args.port, args.port + args.shards - 1

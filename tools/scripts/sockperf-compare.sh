@@ -14,7 +14,7 @@ rounds=${1:-5} mps=${2:-150000} secs=${3:-3}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cost=${SOCKPERF_COST:-$here/../shared/tools/sockperf-cost.sh}
 bin=$here/target/release/ringport
-[[ -x $bin ]] || { echo "build first: cargo build --release -p ringport-tools" >&2; exit 1; }
+[[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v sockperf >/dev/null || { echo "install sockperf (apt-get install sockperf)" >&2; exit 1; }
 [[ -f $cost ]] || { echo "missing $cost" >&2; exit 1; }
 out=$(mktemp -d)

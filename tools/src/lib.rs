@@ -1,7 +1,11 @@
-//! `ringport`: serve internal ports with the thread-per-core io_uring engine.
+//! The `ringport` command line: serve internal ports with the thread-per-core
+//! io_uring engine, check a config file, talk `relay`.
 //!
-//! `ringport` alone (or `cargo run --release`) serves the default listeners on
-//! loopback with one shard per CPU; `ringport serve --help` lists the flags.
+//! The binary itself is the root package's `src/main.rs`, which calls
+//! [`main`]; it lives there so that `cargo test --workspace` builds it before
+//! the tests in `tests/` that run it. `ringport` alone (or `cargo run
+//! --release`) serves the default listeners on loopback with one shard per
+//! CPU; `ringport serve --help` lists the flags.
 
 mod admin;
 mod cli;
@@ -15,7 +19,8 @@ use clap::Parser;
 
 use cli::{Cli, Command, ServeArgs};
 
-fn main() {
+/// Parses the command line and runs it; exits 1 with the error on failure.
+pub fn main() {
     let cli = Cli::parse();
     let result = match cli
         .command
