@@ -285,28 +285,7 @@ fn metrics_pass_promtool_and_count_the_traffic_sent() {
     for (series, value) in &expect {
         assert_eq!(sample(&m, series), Some(*value), "{series} in\n{m}");
     }
-    if let Some(promtool) = common::outside_program("promtool", "prometheus") {
-        let mut promtool = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start promtool");
-        promtool
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(m.as_bytes())
-            .unwrap();
-        let out = promtool.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ringport_tools::testing::promtool_check(&m);
     let status: serde_json::Value = serde_json::from_str(&http_get(srv.admin, "/status")).unwrap();
     assert_eq!(status["mode"], "range");
     assert_eq!(status["shards"].as_array().unwrap().len(), 1);

@@ -705,33 +705,7 @@ pub struct SockperfRun {
     pub output: String,
 }
 
-/// An outside program a test needs, found on `PATH`.
-///
-/// When it is missing, a test run by hand prints one line, `skipped: install
-/// the Debian package PACKAGE`, and gets `None` (the caller returns early).
-/// Under CI (`CI=true`), where `.ci/run` installs the package, a missing
-/// program fails the test instead.
-///
-/// # Panics
-///
-/// Under CI, when the program is missing.
-#[allow(dead_code)]
-pub fn outside_program(program: &str, package: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "`{program}` is not installed under CI: .ci/run installs the Debian \
-                 package {package}; install it (`apt-get install {package}`)"
-            );
-        }
-        eprintln!("skipped: install the Debian package {package} (`{program}` is not on PATH)");
-    }
-    found
-}
+pub use ringport_tools::testing::outside_program;
 
 /// The installed `sockperf` client, or `None` (with the skip line printed)
 /// outside CI; see [`outside_program`].

@@ -14,6 +14,7 @@ mod metrics;
 mod relay;
 mod serve;
 mod signals;
+pub mod testing;
 
 use clap::Parser;
 

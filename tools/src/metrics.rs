@@ -496,33 +496,6 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        promtool_accepts(&text);
-    }
-
-    /// Runs `promtool check metrics` (Debian package `prometheus`, installed
-    /// by .ci/run) on the rendered text, histogram included.
-    fn promtool_accepts(text: &str) {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool is needed (Debian package `prometheus`; .ci/run installs it)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::testing::promtool_check(&text);
     }
 }
