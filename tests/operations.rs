@@ -53,6 +53,7 @@ fn only_trusted() -> ListenerOps {
     ListenerOps {
         allow: Some(vec![Allowlist::parse_cidr("127.0.0.1/32").unwrap()]),
         limits: Limits::default(),
+        tls: None,
     }
 }
 
@@ -296,6 +297,7 @@ fn a_udp_listener_drops_datagrams_over_its_max_before_the_plugin_and_counts_them
 #[test]
 fn per_source_connection_cap_is_exact() {
     let ops = ListenerOps {
+        tls: None,
         allow: None,
         limits: Limits {
             max_conns_per_source: 3,
@@ -330,6 +332,7 @@ fn per_source_connection_cap_is_exact() {
 #[test]
 fn connection_rate_limit_is_exact() {
     let ops = ListenerOps {
+        tls: None,
         allow: None,
         limits: Limits {
             conn_rate: Some(RateLimit {
@@ -372,6 +375,7 @@ fn connection_rate_limit_is_exact() {
 #[test]
 fn slowloris_meets_the_first_bytes_deadline_and_a_quiet_peer_the_idle_timeout() {
     let ops = ListenerOps {
+        tls: None,
         allow: None,
         limits: Limits {
             first_bytes_timeout: Some(Duration::from_millis(300)),

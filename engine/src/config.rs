@@ -86,6 +86,9 @@ pub struct EngineConfig {
     pub backlog: i32,
     /// Streams per shard; more are refused at accept and counted.
     pub max_conns_per_shard: usize,
+    /// TLS handshakes in progress per shard, over all `tls` listeners; more
+    /// connections are refused at accept and counted (0: no limit).
+    pub tls_max_handshakes: usize,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +109,7 @@ impl Default for EngineConfig {
             mesh_wake: MeshWake::MsgRing,
             backlog: 4096,
             max_conns_per_shard: 65536,
+            tls_max_handshakes: 1024,
         }
     }
 }

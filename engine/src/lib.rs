@@ -36,6 +36,7 @@ pub mod spec;
 pub mod spsc;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 mod udp;
 
 pub use config::{EngineConfig, MeshWake, UdpDropCounter};

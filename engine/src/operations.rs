@@ -6,6 +6,7 @@
 //! [`AdmissionConfig`] per listener, refusing a non-loopback listener that
 //! has no allowlist.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -15,6 +16,7 @@ use crate::alerts::DenialAlertConfig;
 use crate::log::LogSink;
 use crate::plan::Plan;
 use crate::policy::{AdmissionConfig, Allowlist, AllowlistError, RateLimit};
+use crate::tls::ListenerTls;
 
 /// Limits, timeouts and the source-denial alert of one listener. The
 /// defaults are on.
@@ -76,12 +78,15 @@ impl Default for Limits {
 }
 
 /// One listener's settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ListenerOps {
     /// Trusted sources; `None`: the default of [`Allowlist::for_listener`].
     pub allow: Option<Vec<IpNet>>,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// A `tls` listener's certificates and client identities (required for
+    /// one, refused for any other).
+    pub tls: Option<Arc<ListenerTls>>,
 }
 
 /// Operator settings for every listener of a plan.
@@ -118,6 +123,24 @@ pub enum OperationsError {
         /// Shards in the plan.
         shards: usize,
     },
+    /// A `tls` listener without certificates.
+    #[error(
+        "listener `{listener}` is a `tls` listener but has no certificate: give --tls-cert \
+         and --tls-key (or `tls_cert` and `tls_key` in its [[listener]] table)"
+    )]
+    TlsWithoutCertificate {
+        /// The listener spec.
+        listener: String,
+    },
+    /// TLS settings on a listener that is not `tls`.
+    #[error(
+        "listener `{listener}` has TLS settings but is not a `tls` listener: write its \
+         transport as `tls` (e.g. `echo@tls:127.0.0.1:9000`)"
+    )]
+    TlsOnPlainListener {
+        /// The listener spec.
+        listener: String,
+    },
 }
 
 impl Operations {
@@ -141,6 +164,19 @@ impl Operations {
             .enumerate()
             .map(|(i, spec)| {
                 let l = self.listener(i);
+                match (spec.tls, l.tls.is_some()) {
+                    (true, false) => {
+                        return Err(OperationsError::TlsWithoutCertificate {
+                            listener: spec.to_string(),
+                        })
+                    }
+                    (false, true) => {
+                        return Err(OperationsError::TlsOnPlainListener {
+                            listener: spec.to_string(),
+                        })
+                    }
+                    _ => {}
+                }
                 let allow =
                     Allowlist::for_listener(spec.addr, l.allow.as_deref()).map_err(|reason| {
                         OperationsError::Allowlist {
@@ -194,6 +230,7 @@ mod tests {
                         max_conns: 7,
                         ..Limits::default()
                     },
+                    tls: None,
                 },
             ],
             dry_run: true,

@@ -3,7 +3,9 @@
 //! A listener names the protocol plugin that serves it, the transport, one IP
 //! address and an inclusive port range, for example
 //! `sockperf@udp:127.0.0.1:11111-11114`, `echo@tcp:127.0.0.1:9000` or, with
-//! an IPv6 address in brackets, `echo@tcp:[::1]:9000-9003`.
+//! an IPv6 address in brackets, `echo@tcp:[::1]:9000-9003`. The transport
+//! `tls` is TCP with TLS: `echo@tls:127.0.0.1:9000-9063` (the plugin sees
+//! plaintext and is asked whether it serves `tcp`).
 //!
 //! Parsing checks the syntax only. Whether a protocol of that name is
 //! registered, and whether it serves the transport, is the registry's call.
@@ -165,8 +167,10 @@ fn parse_port(s: &str) -> Result<u16, PortRangeError> {
 pub struct ListenerSpec {
     /// The protocol plugin's registered name (`[a-z0-9_-]+`).
     pub protocol: String,
-    /// TCP or UDP.
+    /// TCP or UDP (TCP for `tls`).
     pub transport: Transport,
+    /// TCP with TLS: written `tls` in the spec.
+    pub tls: bool,
     /// The local address to bind.
     pub addr: IpAddr,
     /// The local ports to bind, one socket per port.
@@ -206,9 +210,9 @@ pub enum SpecError {
         /// The protocol name as written.
         protocol: String,
     },
-    /// A transport other than `tcp` or `udp`.
+    /// A transport other than `tcp`, `tls` or `udp`.
     #[error(
-        "bad listener spec `{spec}`: unknown transport `{transport}`, use `tcp` or `udp`; \
+        "bad listener spec `{spec}`: unknown transport `{transport}`, use `tcp`, `tls` or `udp`; \
          e.g. `{EXAMPLE}`"
     )]
     UnknownTransport {
@@ -329,12 +333,13 @@ impl FromStr for ListenerSpec {
         let (transport, rest) = match rest.split_once(':') {
             Some(parts) => parts,
             // `echo@tcp` or `echo@tcpx`: a bad transport is the more useful message.
-            None if rest != "tcp" && rest != "udp" => (rest, ""),
+            None if !["tcp", "tls", "udp"].contains(&rest) => (rest, ""),
             None => return Err(SpecError::MissingAddress { spec: spec() }),
         };
-        let transport = match transport {
-            "tcp" => Transport::Tcp,
-            "udp" => Transport::Udp,
+        let (transport, tls) = match transport {
+            "tcp" => (Transport::Tcp, false),
+            "tls" => (Transport::Tcp, true),
+            "udp" => (Transport::Udp, false),
             other => {
                 return Err(SpecError::UnknownTransport {
                     spec: spec(),
@@ -358,6 +363,7 @@ impl FromStr for ListenerSpec {
         Ok(ListenerSpec {
             protocol: protocol.to_owned(),
             transport,
+            tls,
             addr,
             ports,
         })
@@ -445,7 +451,12 @@ fn split_addr_ports<'a>(spec: &str, rest: &'a str) -> Result<(IpAddr, &'a str), 
 impl fmt::Display for ListenerSpec {
     /// The canonical spec text; parsing it gives back the same spec.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}:", self.protocol, self.transport)?;
+        let transport = if self.tls {
+            "tls"
+        } else {
+            self.transport.as_str()
+        };
+        write!(f, "{}@{transport}:", self.protocol)?;
         match self.addr {
             IpAddr::V4(addr) => write!(f, "{addr}")?,
             IpAddr::V6(addr) => write!(f, "[{addr}]")?,
@@ -549,6 +560,7 @@ mod tests {
             Ok(ListenerSpec {
                 protocol: "sockperf".into(),
                 transport: Transport::Udp,
+                tls: false,
                 addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 ports: PortRange {
                     first: 11111,
@@ -561,8 +573,22 @@ mod tests {
             Ok(ListenerSpec {
                 protocol: "echo".into(),
                 transport: Transport::Tcp,
+                tls: false,
                 addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 ports: PortRange::single(9000),
+            })
+        );
+        assert_eq!(
+            parse("echo@tls:127.0.0.1:9000-9063"),
+            Ok(ListenerSpec {
+                protocol: "echo".into(),
+                transport: Transport::Tcp,
+                tls: true,
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                ports: PortRange {
+                    first: 9000,
+                    last: 9063
+                },
             })
         );
         assert_eq!(
@@ -570,6 +596,7 @@ mod tests {
             Ok(ListenerSpec {
                 protocol: "echo".into(),
                 transport: Transport::Tcp,
+                tls: false,
                 addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
                 ports: PortRange {
                     first: 9000,
@@ -590,6 +617,7 @@ mod tests {
         for s in [
             "sockperf@udp:127.0.0.1:11111-11114",
             "echo@tcp:127.0.0.1:9000",
+            "echo@tls:127.0.0.1:9000-9063",
             "echo@tcp:[::1]:9000-9003",
             "echo@udp:[::]:1-65535",
             "echo@tcp:[fe80::1:2]:80",
@@ -643,7 +671,7 @@ mod tests {
         assert_eq!(
             err("echo@sctp:127.0.0.1:9000"),
             "bad listener spec `echo@sctp:127.0.0.1:9000`: unknown transport `sctp`, \
-             use `tcp` or `udp`; e.g. `echo@tcp:127.0.0.1:9000-9063`"
+             use `tcp`, `tls` or `udp`; e.g. `echo@tcp:127.0.0.1:9000-9063`"
         );
         assert_eq!(
             parse("echo@TCP:127.0.0.1:9000"),

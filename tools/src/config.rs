@@ -327,6 +327,7 @@ impl Settings {
                 Ok(ListenerOps {
                     allow: global_allow.clone(),
                     limits: global.resolve(udp_max_datagram)?,
+                    tls: None,
                 })
             });
             (args.listen.clone(), ops.collect::<Result<Vec<_>>>()?)
@@ -338,6 +339,7 @@ impl Settings {
                 ops.push(ListenerOps {
                     allow: global_allow.clone(),
                     limits: global.resolve(udp_max_datagram)?,
+                    tls: None,
                 });
             }
             for t in f.listener.iter().flatten() {
@@ -363,6 +365,7 @@ impl Settings {
                         .over(global)
                         .resolve(udp_max_datagram)
                         .with_context(|| format!("listener `{}`", t.spec.0))?,
+                    tls: None,
                 });
             }
             if specs.is_empty() {
@@ -373,6 +376,7 @@ impl Settings {
                         Ok(ListenerOps {
                             allow: global_allow.clone(),
                             limits: global.resolve(udp_max_datagram)?,
+                            tls: None,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
