@@ -252,8 +252,13 @@ impl EngineHandle {
         // File descriptors: sockets + per-shard fixed, the rest for streams.
         let nofile = crate::limits::raise_nofile_limit()
             .map_err(|e| StartError::Limits(format!("cannot read RLIMIT_NOFILE: {e}")))?;
-        let budget = crate::limits::check_fd_budget(plan, nofile.soft, FDS_PER_SHARD, 64)
-            .map_err(|e| StartError::Limits(e.to_string()))?;
+        let budget = crate::limits::check_fd_budget(
+            plan,
+            nofile.soft,
+            FDS_PER_SHARD,
+            crate::limits::MIN_CONNECTION_FDS,
+        )
+        .map_err(|e| StartError::Limits(e.to_string()))?;
         let mut config = config;
         let per_shard = (budget.for_connections as usize / plan.shards.len().max(1)).max(1);
         if per_shard < config.max_conns_per_shard {
