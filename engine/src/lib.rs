@@ -31,6 +31,7 @@ pub mod operations;
 mod ops;
 pub mod plan;
 pub mod policy;
+pub mod preflight;
 mod shard;
 pub mod spec;
 pub mod spsc;
