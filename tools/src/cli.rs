@@ -37,6 +37,43 @@ pub enum Command {
         /// The TOML file (see ringport.example.toml).
         file: PathBuf,
     },
+    /// Check this machine for what ringport needs, against the plan `serve`
+    /// would run with the same flags; exits 1 when a check fails.
+    #[command(long_about = DOCTOR_ABOUT)]
+    Doctor(Box<DoctorArgs>),
+}
+
+/// `ringport doctor --help`.
+const DOCTOR_ABOUT: &str = "\
+Check this machine for what ringport needs, each check ok, warn or fail, with the fix \
+when it is not ok:
+
+- the kernel version;
+- io_uring, probed for real on throw-away rings: io_uring_setup with the shards' flags \
+(SINGLE_ISSUER, DEFER_TASKRUN, COOP_TASKRUN), the operations shards need, provided buffer \
+rings, multishot receive, min-wait batching, MSG_RING and registered ring fds;
+- the seccomp mode and kernel.io_uring_disabled;
+- the locked-memory limit (where io_uring is charged to it) and the open-files soft and hard \
+limits, net.core.rmem_max against --udp-rcvbuf, and the CPUs this process may use against \
+--cpus, all against the plan `serve` would run with the same flags and --config file \
+(without any: the default listeners, one shard per allowed CPU);
+- last, the backend `auto` would pick: io_uring, or epoll with the reason.
+
+Exit status: 1 when a check fails (or the flags or the config file are invalid), 0 \
+otherwise, warnings included.";
+
+/// Flags of `ringport doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as a JSON array of objects with the keys `check`,
+    /// `status` (`ok`, `warn` or `fail`), `detail` and `fix` (null when ok).
+    #[arg(long)]
+    pub json: bool,
+
+    /// The plan to check against: every flag of `serve`.
+    #[command(flatten)]
+    #[command(next_help_heading = "The plan to check (the flags of `serve`)")]
+    pub serve: ServeArgs,
 }
 
 /// Default listeners when no --listen is given: echo and sockperf, TCP and

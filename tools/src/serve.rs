@@ -51,7 +51,7 @@ fn build_plan(s: &Settings) -> Result<Plan> {
 }
 
 /// Settings from the flags and the `--config` file.
-fn settings(args: &ServeArgs) -> Result<Settings> {
+pub(crate) fn settings(args: &ServeArgs) -> Result<Settings> {
     let file = args.config.as_deref().map(FileConfig::load).transpose()?;
     Settings::resolve(args, file)
 }
