@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod seccomp;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
