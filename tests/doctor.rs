@@ -233,8 +233,7 @@ fn pin_to(cmd: &mut Command, cpu: usize) {
 const ANYHOW_TAIL_EPERM: &str = ": Operation not permitted (os error 1)";
 
 const SECCOMP_FIX: &str = "run with a seccomp profile that allows io_uring_setup, \
-     io_uring_enter and io_uring_register, e.g. docker --security-opt seccomp=PROFILE.json \
-     with a profile that allows them";
+     io_uring_enter and io_uring_register, e.g. docker run --security-opt seccomp=PROFILE.json";
 
 #[test]
 fn every_check_is_ok_on_this_machine() {
@@ -499,7 +498,8 @@ fn cpus_the_process_may_not_use() {
 #[test]
 fn locked_memory_too_low_for_the_rings() {
     // Without CAP_IPC_LOCK, Linux charges io_uring rings to RLIMIT_MEMLOCK
-    // (before 5.12, and again since 6.13): a 4096-entry ring and the two
+    // (before 5.12, and again on recent kernels such as 6.18): a 4096-entry
+    // ring and the two
     // buffer rings of one shard, plus the start-up probe's ring, pin 147
     // pages (588 KiB).
     let cpu = allowed_cpus().unwrap()[0];
@@ -516,7 +516,7 @@ fn locked_memory_too_low_for_the_rings() {
         .detail
         .starts_with("soft limit 128 KiB; io_uring charges nothing to it here")
     {
-        // A kernel from 5.12 to 6.12 charges nothing, and a process that
+        // A kernel from 5.12 until the memory-region API charges nothing, and a process that
         // could not drop CAP_IPC_LOCK is not charged: nothing to force.
         assert_eq!((code, not_ok(&lines)), (0, vec![]), "{memlock:?}");
         // Straight to stderr, past the harness's capture.

@@ -7,6 +7,7 @@ use std::io::Write;
 use anyhow::Result;
 use ringport_engine::plan::{Plan, PlanRequest};
 use ringport_engine::preflight::{self, Check, Needs, Status};
+use serde::Serialize;
 
 use crate::cli::DoctorArgs;
 use crate::config::Settings;
@@ -75,20 +76,27 @@ fn text(checks: &[Check]) -> String {
     out
 }
 
+/// One check in the JSON output, its keys in this order.
+#[derive(Serialize)]
+struct JsonCheck<'a> {
+    check: &'a str,
+    status: &'a str,
+    detail: &'a str,
+    fix: Option<&'a str>,
+}
+
 /// A JSON array of `{check, status, detail, fix}`.
 fn json(checks: &[Check]) -> String {
-    let list: Vec<serde_json::Value> = checks
+    let list: Vec<JsonCheck<'_>> = checks
         .iter()
-        .map(|c| {
-            serde_json::json!({
-                "check": c.name,
-                "status": c.status.as_str(),
-                "detail": c.detail,
-                "fix": c.fix,
-            })
+        .map(|c| JsonCheck {
+            check: c.name,
+            status: c.status.as_str(),
+            detail: &c.detail,
+            fix: c.fix.as_deref(),
         })
         .collect();
-    let mut out = serde_json::to_string_pretty(&list).expect("JSON values always serialize");
+    let mut out = serde_json::to_string_pretty(&list).expect("strings always serialize");
     out.push('\n');
     out
 }
@@ -143,7 +151,14 @@ mod tests {
 
     #[test]
     fn json_is_an_array_of_objects() {
-        let v: serde_json::Value = serde_json::from_str(&json(&checks())).unwrap();
+        let text = json(&checks());
+        assert!(
+            text.starts_with(
+                "[\n  {\n    \"check\": \"kernel\",\n    \"status\": \"ok\",\n    \"detail\""
+            ),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,
             serde_json::json!([

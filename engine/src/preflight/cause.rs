@@ -9,8 +9,7 @@ use crate::sys::ring::{parse_release, MIN_KERNEL};
 pub(super) const UPGRADE: &str = "upgrade to Linux 6.1 or newer";
 /// The fix for a seccomp filter that blocks io_uring.
 pub(super) const SECCOMP_FIX: &str = "run with a seccomp profile that allows io_uring_setup, \
-     io_uring_enter and io_uring_register, e.g. docker --security-opt seccomp=PROFILE.json \
-     with a profile that allows them";
+     io_uring_enter and io_uring_register, e.g. docker run --security-opt seccomp=PROFILE.json";
 /// The fix for `kernel.io_uring_disabled` = 1 without the group.
 pub(super) const DISABLED_1_FIX: &str =
     "sysctl -w kernel.io_uring_disabled=0, or add the user to kernel.io_uring_group";

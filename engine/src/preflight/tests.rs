@@ -352,8 +352,7 @@ fn io_uring_disabled_1() {
 }
 
 const SECCOMP_FIX: &str = "run with a seccomp profile that allows io_uring_setup, \
-     io_uring_enter and io_uring_register, e.g. docker --security-opt seccomp=PROFILE.json \
-     with a profile that allows them";
+     io_uring_enter and io_uring_register, e.g. docker run --security-opt seccomp=PROFILE.json";
 
 #[test]
 fn a_seccomp_filter_that_blocks_io_uring() {
