@@ -119,37 +119,42 @@ fn probe_uring() -> UringFacts {
         Ok(r) => r,
         Err(e) => return UringFacts::setup_failed(ring_errno(&e)),
     };
-    let mut facts = UringFacts::setup_failed(0);
-    facts.setup = Outcome::Ok;
-    facts.refused_flags = r.dropped.iter().map(|f| f.name()).collect();
-    facts.min_wait = if r.min_timeout {
+    let min_wait = if r.min_timeout {
         Outcome::Ok
     } else {
         Outcome::Missing("IORING_FEAT_MIN_TIMEOUT is not among the ring's features".to_owned())
     };
+    let refused_flags = r.dropped.iter().map(|f| f.name()).collect();
     let mut ring = r.ring;
     let mut enter = Enter::new(&ring);
-    facts.registered_ring_fd = if enter.registered() {
+    let registered_ring_fd = if enter.registered() {
         Outcome::Ok
     } else {
         Outcome::Missing("IORING_REGISTER_RING_FDS registered nothing".to_owned())
     };
-    facts.opcodes = match ring::probe() {
+    let opcodes = match ring::probe() {
         Ok(_) => Outcome::Ok,
         Err(RingError::MissingOpcode { missing, .. }) => Outcome::Missing(missing),
         Err(e) => Outcome::Errno(ring_errno(&e)),
     };
     let (buffer_ring, multishot_recv, bufs) = probe_multishot_recv(&mut ring);
-    facts.buffer_ring = buffer_ring;
-    facts.multishot_recv = multishot_recv;
-    facts.msg_ring = probe_msg_ring(&mut ring);
+    let msg_ring = probe_msg_ring(&mut ring);
     // Without the registration, closing the fd tears the ring down now.
     enter.unregister();
     // The ring goes before the buffer ring it registered (as in a shard).
     drop(ring);
     drop(bufs);
-    facts.memlock_charged = memlock_charged();
-    facts
+    UringFacts {
+        setup: Outcome::Ok,
+        refused_flags,
+        opcodes,
+        buffer_ring,
+        multishot_recv,
+        min_wait,
+        msg_ring,
+        registered_ring_fd,
+        memlock_charged: memlock_charged(),
+    }
 }
 
 /// Waits up to [`PROBE_WAIT`] for one completion on `ring` (GETEVENTS, so
