@@ -123,6 +123,8 @@ pub struct FileConfig {
     pub log_format: Option<Parsed<LogFormat>>,
     pub admin: Option<Parsed<SocketAddr>>,
     pub admin_allow: Option<Vec<Parsed<Cidr>>>,
+    pub admin_tls_cert: Option<std::path::PathBuf>,
+    pub admin_tls_key: Option<std::path::PathBuf>,
     pub drain_timeout: Option<f64>,
     pub alert_factor: Option<f64>,
     pub alert_sustain: Option<f64>,
@@ -182,6 +184,8 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Who may use it.
     pub admin_allow: Allowlist,
+    /// Its TLS certificate chain and key files (None: plain HTTP).
+    pub admin_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// How long a drain may take.
     pub drain_timeout: Duration,
     /// Deviation alerts (None: off).
@@ -425,6 +429,27 @@ impl Settings {
                 );
             }
         }
+        let admin_tls = match (
+            args.admin_tls_cert.clone().or(f.admin_tls_cert),
+            args.admin_tls_key.clone().or(f.admin_tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => bail!(
+                "--admin-tls-cert (admin_tls_cert) is set without --admin-tls-key (admin_tls_key): \
+                 give the certificate's key too, or neither for plain HTTP"
+            ),
+            (None, Some(_)) => bail!(
+                "--admin-tls-key (admin_tls_key) is set without --admin-tls-cert (admin_tls_cert): \
+                 give the certificate chain too, or neither for plain HTTP"
+            ),
+        };
+        if admin_tls.is_some() && admin.is_none() {
+            bail!(
+                "--admin-tls-cert and --admin-tls-key are set but --admin is not: give the admin \
+                 endpoint's address (--admin ADDR:PORT), or drop the TLS files"
+            );
+        }
         let factor = pick!(alert_factor, AlertConfig::default().factor);
         if !factor.is_finite() || factor < 0.0 {
             bail!("alert_factor = {factor} must be 0 (off) or more");
@@ -455,6 +480,7 @@ impl Settings {
                 .unwrap_or_default(),
             admin,
             admin_allow,
+            admin_tls,
             drain_timeout: secs("drain_timeout", pick!(drain_timeout, 30.0))?.unwrap_or_default(),
             alerts: (factor > 0.0).then_some(AlertConfig {
                 factor,
@@ -709,5 +735,61 @@ mod tests {
         );
         let e = Settings::resolve(&args(&["--admin", "0.0.0.0:9900"]), None).unwrap_err();
         assert!(e.to_string().contains("--admin-allow"), "{e}");
+    }
+
+    #[test]
+    fn admin_tls_takes_both_files_and_an_admin_address() {
+        use std::path::PathBuf;
+        let text = include_str!("../../ringport.example.toml");
+        let s = Settings::resolve(&args(&[]), Some(FileConfig::parse(text).unwrap())).unwrap();
+        assert_eq!(
+            s.admin_tls,
+            Some((
+                PathBuf::from("/etc/ringport/admin.pem"),
+                PathBuf::from("/etc/ringport/admin-key.pem")
+            ))
+        );
+        assert_eq!(Settings::resolve(&args(&[]), None).unwrap().admin_tls, None);
+        // A flag wins over the file's key.
+        let file = FileConfig::parse(
+            "admin = \"127.0.0.1:9900\"\nadmin_tls_cert = \"f.pem\"\nadmin_tls_key = \"f-key.pem\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&args(&["--admin-tls-key", "k.pem"]), Some(file)).unwrap();
+        assert_eq!(
+            s.admin_tls,
+            Some((PathBuf::from("f.pem"), PathBuf::from("k.pem")))
+        );
+        let admin = ["--admin", "127.0.0.1:9900"];
+        let e = Settings::resolve(
+            &args(&[&admin[..], &["--admin-tls-cert", "c.pem"]].concat()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--admin-tls-cert (admin_tls_cert) is set without --admin-tls-key (admin_tls_key): \
+             give the certificate's key too, or neither for plain HTTP"
+        );
+        let e = Settings::resolve(
+            &args(&[&admin[..], &["--admin-tls-key", "k.pem"]].concat()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--admin-tls-key (admin_tls_key) is set without --admin-tls-cert (admin_tls_cert): \
+             give the certificate chain too, or neither for plain HTTP"
+        );
+        let e = Settings::resolve(
+            &args(&["--admin-tls-cert", "c.pem", "--admin-tls-key", "k.pem"]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--admin-tls-cert and --admin-tls-key are set but --admin is not: give the admin \
+             endpoint's address (--admin ADDR:PORT), or drop the TLS files"
+        );
     }
 }

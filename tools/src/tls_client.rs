@@ -1,6 +1,6 @@
 //! TLS for the command line's own connections, from PEM files: the rustls
 //! `ClientConfig` of `ringport relay --tls`, and the certificate and key
-//! readers it is built from.
+//! readers the admin endpoint shares with it.
 //!
 //! These are internal ports: the client trusts only the CA file it is given
 //! (`--tls-ca`), never the system's roots. Both TLS 1.3 and 1.2 are offered,
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
-use ringport_engine::tls::{read_certs, TlsError};
+use ringport_engine::tls::{read_certs, CertIdentity, TlsError};
 use rustls::crypto::CryptoProvider;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore};
@@ -46,14 +46,25 @@ fn flat(e: TlsError) -> anyhow::Error {
     anyhow!("{e}")
 }
 
-/// Reads a chain (leaf first) and its key, checked against each other; the
-/// flags name the files in errors (e.g. `("--tls-cert", "--tls-key")`).
+/// A certificate chain and its private key, checked against each other.
+#[derive(Debug)]
+pub struct ChainAndKey {
+    /// The chain and key as rustls signs with them.
+    pub key: Arc<CertifiedKey>,
+    /// What the first certificate of the chain says (names, validity).
+    pub leaf: CertIdentity,
+}
+
+/// Reads a chain (leaf first) and its key; the flags name the files in
+/// errors (e.g. `("--tls-cert", "--tls-key")`).
 pub fn read_chain_and_key(
     cert: &Path,
     key: &Path,
     flags: (&'static str, &'static str),
-) -> Result<Arc<CertifiedKey>> {
+) -> Result<ChainAndKey> {
     let chain = read_certs(flags.0, cert).map_err(flat)?;
+    let leaf = CertIdentity::from_der(&chain[0])
+        .map_err(|e| anyhow!("{} {}: {e}", flags.0, cert.display()))?;
     let der = read_key(flags.1, key)?;
     let certified = CertifiedKey::from_der(chain, der, &provider()).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => anyhow!(
@@ -70,7 +81,10 @@ pub fn read_chain_and_key(
             key.display()
         ),
     })?;
-    Ok(Arc::new(certified))
+    Ok(ChainAndKey {
+        key: Arc::new(certified),
+        leaf,
+    })
 }
 
 /// A client configuration trusting the CA certificates in `ca` only, and
@@ -94,7 +108,7 @@ pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let pair = read_chain_and_key(cert, key, ("--tls-cert", "--tls-key"))?;
-            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(pair)))
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(pair.key)))
         }
     };
     Ok(Arc::new(config))
@@ -266,5 +280,16 @@ mod tests {
             )),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_leaf_is_read() {
+        let dir = Dir::new("tls-client-leaf");
+        let (_, cert, key) = server(&dir.0, "a", "admin.test");
+        let pair =
+            read_chain_and_key(&cert, &key, ("--admin-tls-cert", "--admin-tls-key")).unwrap();
+        assert_eq!(pair.leaf.subject, "CN=admin.test");
+        assert_eq!(pair.leaf.dns, ["localhost"]);
+        assert_eq!(pair.key.cert.len(), 2, "leaf and CA");
     }
 }
