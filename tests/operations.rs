@@ -137,9 +137,15 @@ fn untrusted_source_is_refused_over_tcp_and_udp_and_counted() {
 
     let t = listener(&srv, 0);
     assert_eq!(t.denied, not_allowed_once());
-    assert_eq!((t.conns_accepted, t.would_deny), (1, [0; DenyReason::COUNT]));
+    assert_eq!(
+        (t.conns_accepted, t.would_deny),
+        (1, [0; DenyReason::COUNT])
+    );
     let u = listener(&srv, 1);
-    assert_eq!((u.denied, u.datagrams_in, u.bytes_in), (not_allowed_once(), 1, 4));
+    assert_eq!(
+        (u.denied, u.datagrams_in, u.bytes_in),
+        (not_allowed_once(), 1, 4)
+    );
     let totals = srv.totals();
     assert_eq!(
         totals.conns_accepted, 1,
