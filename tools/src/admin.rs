@@ -101,14 +101,13 @@ impl AdminServer {
         addr: SocketAddr,
         allow: Allowlist,
         handler: Arc<Handler>,
-        tls: Option<AdminTls>,
+        tls: Option<Arc<AdminTls>>,
     ) -> Result<AdminServer> {
         let listener = TcpListener::bind(addr)
             .with_context(|| format!("binding the admin endpoint {addr}"))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let tls = tls.map(Arc::new);
         let tls2 = tls.clone();
         let thread = std::thread::Builder::new()
             .name("ringport-admin".into())
@@ -154,8 +153,8 @@ impl AdminServer {
     /// Re-reads the TLS certificate and key (see [`AdminTls::reload`]):
     /// `Ok(Some(leaf))` when the new pair is in use, `Ok(None)` when this
     /// server has no TLS, an error (the old pair kept) when a file is bad.
-    // Not called yet outside the tests: `serve` calls it on SIGHUP, which
-    // comes with the listeners' certificate reload.
+    // Not called outside the tests yet: it belongs in `serve`'s SIGHUP
+    // handling, next to the listeners' certificate reload.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn reload_tls(&self) -> Result<Option<CertIdentity>> {
         self.tls.as_ref().map(|t| t.reload()).transpose()
@@ -437,7 +436,7 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             Allowlist::loopback(),
             status_handler(),
-            Some(tls),
+            Some(Arc::new(tls)),
         )
         .unwrap();
         let addr = srv.addr();
@@ -481,7 +480,7 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             Allowlist::loopback(),
             status_handler(),
-            Some(AdminTls::load(&cert, &key).unwrap()),
+            Some(Arc::new(AdminTls::load(&cert, &key).unwrap())),
         )
         .unwrap();
         let addr = srv.addr();

@@ -310,11 +310,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_frame: s.max_frame,
     });
     let names: Vec<String> = plan.listeners.iter().map(ToString::to_string).collect();
-    // The admin certificate is read before anything is bound: a bad file stops here.
-    let admin_tls = match &s.admin_tls {
-        Some((cert, key)) => Some(crate::admin::AdminTls::load(cert, key)?),
-        None => None,
-    };
 
     // Block SIGINT/SIGTERM before any thread exists, so that they all
     // inherit the mask and only the signal thread ever sees the signals.
@@ -394,7 +389,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "/status" => Some(("application/json", sh.status())),
                 _ => None,
             });
-            let a = AdminServer::start(addr, s.admin_allow.clone(), handler, admin_tls)?;
+            let a = AdminServer::start(addr, s.admin_allow.clone(), handler, s.admin_tls.clone())?;
             println!(
                 "admin endpoint on {}://{}/metrics and /status",
                 a.scheme(),
