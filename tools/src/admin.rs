@@ -153,9 +153,6 @@ impl AdminServer {
     /// Re-reads the TLS certificate and key (see [`AdminTls::reload`]):
     /// `Ok(Some(leaf))` when the new pair is in use, `Ok(None)` when this
     /// server has no TLS, an error (the old pair kept) when a file is bad.
-    // Not called outside the tests yet: it belongs in `serve`'s SIGHUP
-    // handling, next to the listeners' certificate reload.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn reload_tls(&self) -> Result<Option<CertIdentity>> {
         self.tls.as_ref().map(|t| t.reload()).transpose()
     }
