@@ -26,6 +26,63 @@ impl std::str::FromStr for UdpDropCounter {
     }
 }
 
+/// Which I/O backend the shards run on (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring when this machine allows it, else epoll (with a note saying
+    /// why and how to get io_uring back).
+    #[default]
+    Auto,
+    /// io_uring, or refuse to start with the reason.
+    IoUring,
+    /// epoll (readiness; for where io_uring is blocked).
+    Epoll,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "io-uring" | "io_uring" => Ok(BackendChoice::IoUring),
+            "epoll" => Ok(BackendChoice::Epoll),
+            other => Err(format!(
+                "`{other}` is not a backend: use `auto`, `io-uring` or `epoll`"
+            )),
+        }
+    }
+}
+
+impl BackendChoice {
+    /// The name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::IoUring => "io-uring",
+            BackendChoice::Epoll => "epoll",
+        }
+    }
+}
+
+/// The backend a running engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// io_uring.
+    IoUring,
+    /// epoll.
+    Epoll,
+}
+
+impl BackendKind {
+    /// The name `/metrics` and `/status` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::IoUring => "io-uring",
+            BackendKind::Epoll => "epoll",
+        }
+    }
+}
+
 /// How a shard wakes another that is parked waiting for completions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MeshWake {
@@ -89,6 +146,8 @@ pub struct EngineConfig {
     /// TLS handshakes in progress per shard, over all `tls` listeners; more
     /// connections are refused at accept and counted (0: no limit).
     pub tls_max_handshakes: usize,
+    /// The I/O backend.
+    pub backend: BackendChoice,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +169,7 @@ impl Default for EngineConfig {
             backlog: 4096,
             max_conns_per_shard: 65536,
             tls_max_handshakes: 1024,
+            backend: BackendChoice::Auto,
         }
     }
 }

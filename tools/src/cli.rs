@@ -9,7 +9,7 @@ use ringport_engine::log::LogFormat;
 use ringport_engine::plan::Mode;
 use ringport_engine::spec::ListenerSpec;
 use ringport_engine::tls::TlsVersion;
-use ringport_engine::{MeshWake, UdpDropCounter};
+use ringport_engine::{BackendChoice, MeshWake, UdpDropCounter};
 
 /// ringport: a thread-per-core io_uring engine for machine-to-machine traffic
 /// on internal ports. With no subcommand it runs `serve` with its defaults.
@@ -81,6 +81,12 @@ pub struct ServeArgs {
     /// process may run on.
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<CpuList>,
+
+    /// I/O backend: `auto` (io_uring when this machine allows it, else epoll
+    /// with a note saying why), `io-uring` (or refuse to start with the
+    /// reason), or `epoll`. [default: auto]
+    #[arg(long, value_name = "auto|io-uring|epoll")]
+    pub backend: Option<BackendChoice>,
 
     /// `range`: each shard owns a contiguous slice of every listener's ports;
     /// `reuseport`: every shard binds every port with SO_REUSEPORT. [default: range]

@@ -20,7 +20,7 @@ use ringport_engine::operations::{self, Limits, ListenerOps, Operations};
 use ringport_engine::plan::Mode;
 use ringport_engine::policy::{Allowlist, RateLimit};
 use ringport_engine::spec::ListenerSpec;
-use ringport_engine::{EngineConfig, MeshWake, UdpDropCounter};
+use ringport_engine::{BackendChoice, EngineConfig, MeshWake, UdpDropCounter};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::{default_listeners, ServeArgs};
@@ -129,6 +129,7 @@ pub struct FileConfig {
     pub listener: Option<Vec<ListenerTable>>,
     pub shards: Option<usize>,
     pub cpus: Option<Parsed<CpuList>>,
+    pub backend: Option<Parsed<BackendChoice>>,
     pub mode: Option<Parsed<Mode>>,
     pub allow_idle_shards: Option<bool>,
     pub stats_interval: Option<f64>,
@@ -482,6 +483,7 @@ impl Settings {
                 .or(f.mesh_wake.map(|p| p.0))
                 .unwrap_or(d.mesh_wake),
             tls_max_handshakes: pick!(tls_max_handshakes, d.tls_max_handshakes),
+            backend: args.backend.or(f.backend.map(|p| p.0)).unwrap_or(d.backend),
             ..d
         };
         engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -176,7 +176,11 @@ pub fn check_config(path: &Path) -> Result<()> {
         "log {log} ({:?}), admin {}, drain timeout {}s",
         s.log_format,
         s.admin.map_or("off".to_owned(), |a| {
-            let scheme = if s.admin_tls.is_some() { "https" } else { "http" };
+            let scheme = if s.admin_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             format!("{scheme}://{a}")
         }),
         s.drain_timeout.as_secs_f64()
@@ -224,6 +228,7 @@ impl Shared {
                 .collect(),
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped()),
             uptime_secs: self.started.elapsed().as_secs_f64(),
+            backend: self.engine.backend().as_str(),
             draining: self.engine.draining(),
             latencies: self.engine.latencies(),
         }
@@ -284,6 +289,7 @@ impl Shared {
             .collect();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "backend": self.engine.backend().as_str(),
             "mode": self.plan.mode.as_str(),
             "uptime_s": snap.uptime_secs,
             "draining": snap.draining,
@@ -358,11 +364,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         eprintln!("ringport: {l}");
     }
     println!(
-        "ringport {} serving {} shard(s), mode {}, kernel {}",
+        "ringport {} serving {} shard(s), mode {}, backend {}, kernel {}",
         env!("CARGO_PKG_VERSION"),
         engine.shard_count(),
         plan.mode,
-        engine.probe().kernel
+        engine.backend().as_str(),
+        engine.kernel()
     );
     print!("{}", plan.table());
     let idle = plan.idle_shards();
