@@ -15,8 +15,11 @@ mod common;
 #[path = "tls_binary/harness.rs"]
 mod harness;
 
-use std::path::Path;
-use std::process::Command;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::pki::{Ca, ClientSpec, Leaf, Pki};
 use common::ringport_bin;
@@ -750,5 +753,218 @@ fn check_config_shows_tls_listeners_and_names_what_is_wrong() {
         out.stderr,
         "ringport: error: listener `echo@tcp:127.0.0.1:9000` sets tls_cert but is not a `tls` \
          listener: write its transport as `tls` (e.g. `echo@tls:127.0.0.1:9000`)\n"
+    );
+}
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "ringport-{what}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process, killed when the guard goes.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The lines of the first ```sh block after the heading `heading` in the
+/// README.
+fn readme_block(readme: &str, heading: &str) -> Vec<String> {
+    let at = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no `{heading}` in README.md"));
+    let rest = &readme[at..];
+    let start = rest.find("\n```sh\n").expect("a ```sh block") + 7;
+    let end = start + rest[start..].find("\n```").expect("the block's end");
+    rest[start..end].lines().map(str::to_owned).collect()
+}
+
+/// The commands of a README block: continuation lines joined, comments
+/// dropped, split into words the way the shell does for these commands
+/// (single quotes only).
+fn commands(block: &[String]) -> Vec<Vec<String>> {
+    let mut joined = Vec::new();
+    let mut cur = String::new();
+    for l in block {
+        match l.trim_end().strip_suffix('\\') {
+            Some(part) => cur.push_str(part),
+            None => {
+                cur.push_str(l);
+                joined.push(std::mem::take(&mut cur));
+            }
+        }
+    }
+    joined
+        .iter()
+        .map(|line| {
+            let mut words = Vec::new();
+            let mut word: Option<String> = None;
+            let mut quoted = false;
+            for ch in line.chars() {
+                match ch {
+                    '\'' => {
+                        quoted = !quoted;
+                        word.get_or_insert_with(String::new);
+                    }
+                    c if c.is_whitespace() && !quoted => words.extend(word.take()),
+                    '#' if !quoted && word.is_none() => break,
+                    c => word.get_or_insert_with(String::new).push(c),
+                }
+            }
+            assert!(!quoted, "unbalanced quote in {line}");
+            words.extend(word);
+            words
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// `words` with the README's port 9443 replaced by `port`.
+fn on_port(words: &[String], port: u16) -> Vec<String> {
+    let out: Vec<String> = words
+        .iter()
+        .map(|w| w.replace("127.0.0.1:9443", &format!("127.0.0.1:{port}")))
+        .collect();
+    assert_ne!(out, words, "the README's command has no 127.0.0.1:9443");
+    out
+}
+
+/// Runs a README block's `ringport serve` command and its `openssl
+/// s_client` command from `dir` on a free port instead of 9443; checks that
+/// a line comes back. Returns the server, still running, and its stderr.
+fn run_readme_commands(
+    openssl: &Path,
+    dir: &Path,
+    readme: &str,
+    heading: &str,
+) -> (Guard, mpsc::Receiver<String>) {
+    let cmds = commands(&readme_block(readme, heading));
+    let [serve_cmd, client_cmd] = &cmds[..] else {
+        panic!("{heading}: expected a serve and a client command: {cmds:?}");
+    };
+    assert_eq!(serve_cmd[..2], ["ringport", "serve"]);
+    assert_eq!(client_cmd[..2], ["openssl", "s_client"]);
+    for _ in 0..20 {
+        let port = random_port();
+        let mut server = Guard(
+            Command::new(ringport_bin())
+                .args(&on_port(serve_cmd, port)[1..])
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start ringport"),
+        );
+        let stdout = lines_of(server.0.stdout.take().unwrap());
+        let stderr = lines_of(server.0.stderr.take().unwrap());
+        let deadline = Instant::now() + TIMEOUT;
+        let started = loop {
+            if let Ok(l) = stdout.recv_timeout(Duration::from_millis(20)) {
+                if l.starts_with("ringport ") && l.contains(" serving ") {
+                    break true;
+                }
+            }
+            if server.0.try_wait().unwrap().is_some() {
+                let err: Vec<String> = stderr.iter().collect();
+                assert!(
+                    err.iter().any(|l| l.contains("in use")),
+                    "{heading}: the README's serve command failed: {err:?}"
+                );
+                break false;
+            }
+            assert!(Instant::now() < deadline, "ringport did not start");
+        };
+        if !started {
+            continue;
+        }
+        let mut client = Guard(
+            Command::new(openssl)
+                .args(&on_port(client_cmd, port)[1..])
+                .current_dir(dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start openssl s_client"),
+        );
+        let echoed = lines_of(client.0.stdout.take().unwrap());
+        let mut stdin = client.0.stdin.take().unwrap();
+        writeln!(stdin, "reading 21.5").unwrap();
+        assert_eq!(
+            echoed.recv_timeout(TIMEOUT).as_deref(),
+            Ok("reading 21.5"),
+            "{heading}: no echo"
+        );
+        return (server, stderr);
+    }
+    panic!("no free port found");
+}
+
+#[test]
+fn the_readme_openssl_example_works_as_written() {
+    let Some(openssl) = openssl() else { return };
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let dir = TempDir::new("readme");
+    let script = readme_block(&readme, "### Certificates with openssl").join("\n");
+    let mut bash = Command::new("bash");
+    bash.args(["-euo", "pipefail", "-c", &script])
+        .current_dir(&dir.0);
+    let out = run(bash, b"");
+    assert!(
+        out.status.success(),
+        "the README's openssl commands failed:\n{}",
+        out.stderr
+    );
+    for f in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "sensor.pem",
+        "sensor-key.pem",
+    ] {
+        assert!(dir.0.join(f).is_file(), "the README's commands made no {f}");
+    }
+    run_readme_commands(&openssl, &dir.0, &readme, "### TLS");
+    // `--log -`: the handshake line on stderr says who the client was.
+    let (_server, stderr) = run_readme_commands(
+        &openssl,
+        &dir.0,
+        &readme,
+        "### Mutual TLS with an identity allowlist",
+    );
+    let line = wait_line(&stderr, "a tls_handshake line on stderr", |l| {
+        l.contains(r#""event":"tls_handshake""#)
+    });
+    assert_fields(
+        &serde_json::from_str(&line).unwrap(),
+        &[
+            ("result", Some("full")),
+            ("version", Some("TLSv1.3")),
+            ("client_subject", Some("CN=sensor-7")),
+            ("client_sans", Some("spiffe://prod.example/sensor/7")),
+            ("verdict", Some("allow")),
+        ],
     );
 }
