@@ -484,6 +484,8 @@ fn identity_model(dry_run: bool) {
                         ("verdict", Some("deny")),
                         ("reason", Some(result)),
                         ("alert_sent", Some(alert)),
+                        // Whose certificate it was, when one was presented.
+                        ("client_sans", *sans),
                     ],
                 );
             }
