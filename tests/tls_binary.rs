@@ -240,6 +240,57 @@ fn openssl_mutual_tls_with_and_without_a_client_certificate() {
     );
 }
 
+/// OpenSSL's interactive commands against the engine's record layer: `K`
+/// (a key update asking for one back, which the server sends), `k` (one not
+/// asking), `Q` (close_notify: a clean close), and over TLS 1.2 `R` (a
+/// renegotiation, refused with no_renegotiation).
+#[test]
+fn openssl_key_updates_close_notify_and_no_renegotiation() {
+    let Some(openssl) = openssl() else { return };
+    let pki = Pki::new();
+    let srv = serve(
+        &pki.dir,
+        &[
+            "--tls-cert",
+            pki.server.cert.to_str().unwrap(),
+            "--tls-key",
+            pki.server.key.to_str().unwrap(),
+            "--tls-min-version",
+            "1.2",
+        ],
+    );
+    let ca = ca_arg(&pki);
+    // -msg prints every TLS message, the server's KeyUpdate among them.
+    let mut c = SClient::interactive(&openssl, &pki.dir, srv.port, &["-CAfile", &ca, "-msg"]);
+    assert!(c.echo("before any key update"));
+    c.send("K");
+    // The server answers a KeyUpdate that asks for one with its own.
+    c.wait_stdout("the server's KeyUpdate", |l| {
+        l == "<<< TLS 1.3, Handshake [length 0005], KeyUpdate"
+    });
+    assert!(c.echo("after a key update both ways"));
+    c.send("k");
+    // s_client takes a command with whatever else it read at once: wait
+    // until the KeyUpdate is out before the next line goes in.
+    c.wait_stdout("the client's KeyUpdate", |l| {
+        l == ">>> TLS 1.3, Handshake [length 0005], KeyUpdate"
+    });
+    assert!(c.echo("after the client's key update"));
+    c.send("Q");
+    let (status, err) = c.exited();
+    assert!(status.success(), "{err}");
+    let close = &srv.wait_log("close", 1)[0];
+    assert_fields(close, &[("close_reason", Some("peer_closed"))]);
+
+    let mut c = SClient::interactive(&openssl, &pki.dir, srv.port, &["-CAfile", &ca, "-tls1_2"]);
+    assert!(c.echo("over TLS 1.2"));
+    c.send("R");
+    c.wait_stderr("the refusal", |l| l.contains("alert no renegotiation"));
+    let close = &srv.wait_log("close", 2)[1];
+    assert_fields(close, &[("close_reason", Some("tls_error"))]);
+    srv.expect_counts(&[("full", 2)], &[]);
+}
+
 #[test]
 fn python_ssl_client_served_and_a_refused_identity_gets_access_denied() {
     let Some(python) = python3() else { return };
@@ -321,6 +372,108 @@ fn python_ssl_client_served_and_a_refused_identity_gets_access_denied() {
         &[("full", 1), ("identity_not_allowed", 1)],
         &[("deny", "identity_not_allowed", 1)],
     );
+}
+
+/// Python's bulk client: `N` pseudo-random bytes in writes of 1 to 65536
+/// bytes, each read back before the next, over TLS 1.3 or over TLS 1.2 with
+/// ChaCha20-Poly1305. Prints `local_port`, `version`, `cipher` and `echoed
+/// N equal True|False`.
+const PY_BULK: &str = r#"
+import random, socket, ssl, sys
+port, ca, version, total = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+ctx = ssl.create_default_context(cafile=ca)
+if version == "1.2":
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-ECDSA-CHACHA20-POLY1305")
+raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+print("local_port", raw.getsockname()[1], flush=True)
+s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+print("version", s.version())
+print("cipher", s.cipher()[0])
+data = random.Random(7).randbytes(total)
+sizes = random.Random(8)
+got = bytearray()
+while len(got) < total:
+    chunk = data[len(got):len(got) + sizes.randint(1, 65536)]
+    s.sendall(chunk)
+    want = len(got) + len(chunk)
+    while len(got) < want:
+        b = s.recv(want - len(got))
+        if not b:
+            break
+        got.extend(b)
+    if len(got) < want:
+        break
+print("echoed", len(got), "equal", bytes(got) == data, flush=True)
+"#;
+
+#[test]
+fn python_bulk_echo_over_tls13_and_tls12_chacha20() {
+    let Some(python) = python3() else { return };
+    let pki = Pki::new();
+    let srv = serve(
+        &pki.dir,
+        &[
+            "--tls-cert",
+            pki.server.cert.to_str().unwrap(),
+            "--tls-key",
+            pki.server.key.to_str().unwrap(),
+            "--tls-min-version",
+            "1.2",
+        ],
+    );
+    const TOTAL: usize = 1 << 20;
+    let runs: Vec<_> = ["1.3", "1.2"]
+        .into_iter()
+        .map(|version| {
+            let mut cmd = Command::new(&python);
+            cmd.args(["-c", PY_BULK, &srv.port.to_string()])
+                .arg(&pki.ca.path)
+                .args([version, &TOTAL.to_string()]);
+            std::thread::spawn(move || run(cmd, b""))
+        })
+        .collect();
+    let expect = [
+        (
+            "TLSv1.3",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS13_AES_256_GCM_SHA384",
+        ),
+        (
+            "TLSv1.2",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+    ];
+    for (h, (version, python_cipher, logged)) in runs.into_iter().zip(expect) {
+        let out = h.join().unwrap();
+        let said: Vec<&str> = out.stdout.lines().collect();
+        assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+        assert_eq!(
+            said[1..],
+            [
+                format!("version {version}"),
+                format!("cipher {python_cipher}"),
+                format!("echoed {TOTAL} equal True"),
+            ],
+            "{}",
+            out.stderr
+        );
+        let port: u16 = said[0]
+            .strip_prefix("local_port ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_fields(
+            &srv.handshake_of(port),
+            &[
+                ("result", Some("full")),
+                ("version", Some(version)),
+                ("cipher", Some(logged)),
+            ],
+        );
+    }
+    srv.expect_counts(&[("full", 2)], &[]);
 }
 
 /// The identity model end to end: which client certificates an allowlist
@@ -603,6 +756,22 @@ fn sighup_rotates_the_certificate_and_a_bad_one_keeps_the_old() {
         ],
     );
     assert!(held.echo("after the reload"));
+    // /status and /metrics show the new certificate: 90 days left, not 365.
+    let tls = &srv.status()["tls"];
+    assert_eq!(tls["sha256"], new_sha.as_str(), "{tls}");
+    assert_eq!(tls["certificate"], "CN=ringport test server", "{tls}");
+    let left = tls["expires_in_s"].as_i64().unwrap();
+    assert!((90 * 86400 - 300..=90 * 86400).contains(&left), "{tls}");
+    let series = format!(
+        "ringport_tls_certificate_expiry_seconds{{listener=\"{}\"}} ",
+        srv.listener
+    );
+    let m = srv.metrics();
+    let gauge: i64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in\n{m}"));
+    assert!((90 * 86400 - 300..=90 * 86400).contains(&gauge), "{gauge}");
     assert_eq!(
         served_fingerprint(&openssl, srv.port, &pki.ca.path),
         new_sha

@@ -299,12 +299,13 @@ impl Served {
         }
     }
 
-    pub fn metrics(&self) -> String {
+    /// The body of `GET path` from the admin endpoint.
+    pub fn get(&self, path: &str) -> String {
         let mut s = TcpStream::connect(self.admin).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         write!(
             s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut text = String::new();
@@ -312,6 +313,17 @@ impl Served {
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
         body.to_owned()
+    }
+
+    /// `/metrics`.
+    pub fn metrics(&self) -> String {
+        self.get("/metrics")
+    }
+
+    /// This listener's `/status` entry.
+    pub fn status(&self) -> Value {
+        let status: Value = serde_json::from_str(&self.get("/status")).unwrap();
+        status["listeners"][0].clone()
     }
 
     /// This listener's samples of the metric `name`, by their other labels
@@ -389,13 +401,15 @@ pub fn assert_fields(line: &Value, expect: &[(&str, Option<&str>)]) {
     }
 }
 
-/// An `openssl s_client -quiet` session: lines written to it go to the
-/// server, what comes back is on its stdout.
+/// An `openssl s_client` session: lines written to it go to the server,
+/// what comes back is on its stdout.
 pub struct SClient {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
+    /// `-quiet`: stdout holds nothing but what the server sent.
+    quiet: bool,
 }
 
 impl Drop for SClient {
@@ -407,13 +421,24 @@ impl Drop for SClient {
 
 impl SClient {
     /// Connects to 127.0.0.1:`port` with `args` (`-CAfile`, `-cert`, ...)
-    /// from `dir`.
+    /// and `-quiet` from `dir`.
     pub fn start(openssl: &Path, dir: &Path, port: u16, args: &[&str]) -> SClient {
+        Self::spawn(openssl, dir, port, args, true)
+    }
+
+    /// Like [`SClient::start`] but without `-quiet`: stdout also has what
+    /// s_client reports, and lines starting with `K`, `k`, `R` or `Q` are
+    /// its commands (key update, renegotiation, close).
+    pub fn interactive(openssl: &Path, dir: &Path, port: u16, args: &[&str]) -> SClient {
+        Self::spawn(openssl, dir, port, args, false)
+    }
+
+    fn spawn(openssl: &Path, dir: &Path, port: u16, args: &[&str], quiet: bool) -> SClient {
         let mut child = Command::new(openssl)
             .current_dir(dir)
             .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
             .args(args)
-            .arg("-quiet")
+            .args(quiet.then_some("-quiet"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -424,15 +449,35 @@ impl SClient {
             stdout: lines_of(child.stdout.take().unwrap()),
             stderr: lines_of(child.stderr.take().unwrap()),
             child,
+            quiet,
         }
+    }
+
+    /// Writes `line` to s_client.
+    pub fn send(&mut self, line: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            // It may have exited already: a broken pipe says no more.
+            let _ = writeln!(stdin, "{line}").and_then(|_| stdin.flush());
+        }
+    }
+
+    /// Waits for a stdout line that `pred` accepts.
+    pub fn wait_stdout(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_line(&self.stdout, what, pred)
+    }
+
+    /// Waits for a stderr line that `pred` accepts.
+    pub fn wait_stderr(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_line(&self.stderr, what, pred)
     }
 
     /// Sends `line` and waits for it to come back: `false` when the client
     /// ended first (a refused handshake).
     pub fn echo(&mut self, line: &str) -> bool {
-        if let Some(stdin) = self.stdin.as_mut() {
-            // It may have exited already: a broken pipe says no more.
-            let _ = writeln!(stdin, "{line}").and_then(|_| stdin.flush());
+        self.send(line);
+        if !self.quiet {
+            self.wait_stdout(&format!("the echo of `{line}`"), |l| l == line);
+            return true;
         }
         match self.stdout.recv_timeout(TIMEOUT) {
             Ok(l) => {
