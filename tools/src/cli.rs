@@ -275,6 +275,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR")]
     pub admin_allow: Vec<String>,
 
+    /// Serve the admin endpoint over HTTPS with this certificate chain (PEM,
+    /// leaf first); needs --admin-tls-key. Default: plain HTTP.
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// The private key of --admin-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
+
     /// On SIGTERM or SIGINT, let open connections finish for up to SECS
     /// before closing them; a second SIGINT stops at once. [default: 30]
     #[arg(long, value_name = "SECS")]

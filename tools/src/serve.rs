@@ -175,7 +175,10 @@ pub fn check_config(path: &Path) -> Result<()> {
     println!(
         "log {log} ({:?}), admin {}, drain timeout {}s",
         s.log_format,
-        s.admin.map_or("off".to_owned(), |a| a.to_string()),
+        s.admin.map_or("off".to_owned(), |a| {
+            let scheme = if s.admin_tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{a}")
+        }),
         s.drain_timeout.as_secs_f64()
     );
     Ok(())
@@ -389,8 +392,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "/status" => Some(("application/json", sh.status())),
                 _ => None,
             });
-            let a = AdminServer::start(addr, s.admin_allow.clone(), handler)?;
-            println!("admin endpoint on http://{}/metrics and /status", a.addr());
+            let a = AdminServer::start(addr, s.admin_allow.clone(), handler, s.admin_tls.clone())?;
+            println!(
+                "admin endpoint on {}://{}/metrics and /status",
+                a.scheme(),
+                a.addr()
+            );
             Some(a)
         }
         None => None,
@@ -412,6 +419,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         match sig.recv_timeout(TICK) {
             Ok(signals::RELOAD) => {
                 reload_tls(&plan.listeners, &s, &log);
+                reload_admin_tls(admin.as_ref(), &log);
                 continue;
             }
             Ok(signal) => break Some(signal),
@@ -511,7 +519,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 break;
             }
             match sig.recv_timeout(DRAIN_POLL) {
-                Ok(signals::RELOAD) => reload_tls(&plan.listeners, &s, &log),
+                Ok(signals::RELOAD) => {
+                    reload_tls(&plan.listeners, &s, &log);
+                    reload_admin_tls(admin.as_ref(), &log);
+                }
                 Ok(again) => {
                     eprintln!("ringport: {again} received again, stopping now");
                     break;
@@ -604,6 +615,43 @@ fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>
                     ],
                 );
             }
+        }
+    }
+}
+
+/// SIGHUP for the admin endpoint's certificate, when it serves HTTPS.
+fn reload_admin_tls(admin: Option<&AdminServer>, log: &Option<Arc<LogWriter>>) {
+    let Some(admin) = admin else { return };
+    let listener = ("listener", Value::Str("admin".to_owned()));
+    match admin.reload_tls() {
+        Ok(None) => {}
+        Ok(Some(leaf)) => {
+            eprintln!(
+                "ringport: SIGHUP: admin endpoint: new connections use the certificate {}",
+                leaf.subject
+            );
+            log_event(
+                log,
+                "tls_reload",
+                vec![
+                    listener,
+                    ("ok", Value::Bool(true)),
+                    ("subject", Value::Str(leaf.subject.clone())),
+                    ("sha256", Value::Str(leaf.fingerprint_hex())),
+                ],
+            );
+        }
+        Err(e) => {
+            eprintln!("ringport: SIGHUP: admin endpoint: keeping the old certificate: {e:#}");
+            log_event(
+                log,
+                "tls_reload",
+                vec![
+                    listener,
+                    ("ok", Value::Bool(false)),
+                    ("error", Value::Str(format!("{e:#}"))),
+                ],
+            );
         }
     }
 }
