@@ -176,7 +176,11 @@ pub fn check_config(path: &Path) -> Result<()> {
         "log {log} ({:?}), admin {}, drain timeout {}s",
         s.log_format,
         s.admin.map_or("off".to_owned(), |a| {
-            let scheme = if s.admin_tls.is_some() { "https" } else { "http" };
+            let scheme = if s.admin_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             format!("{scheme}://{a}")
         }),
         s.drain_timeout.as_secs_f64()
