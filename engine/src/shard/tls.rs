@@ -370,7 +370,7 @@ impl<B: Backend> Shard<B> {
             cipher: "",
             sni: f.sni,
             alpn: None,
-            client_cert: None,
+            client_cert: f.client_cert,
             error: Some(f.error),
             alert_sent: f.alert_sent,
             alert_received: f.alert_received,
