@@ -54,6 +54,23 @@ impl std::str::FromStr for BackendChoice {
 }
 
 impl BackendChoice {
+    /// The environment variable a backend choice may come from (the
+    /// `ringport` binary's fallback when neither flag nor key sets it, and
+    /// the test suites' way to run on either backend).
+    pub const ENV: &'static str = "RINGPORT_BACKEND";
+
+    /// The choice in [`BackendChoice::ENV`], if set; an error names the
+    /// variable and the values it takes.
+    pub fn from_env() -> Result<Option<BackendChoice>, String> {
+        match std::env::var(Self::ENV) {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map(Some)
+                .map_err(|e: String| format!("{}={v}: {e}", Self::ENV)),
+            _ => Ok(None),
+        }
+    }
+
     /// The name used on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

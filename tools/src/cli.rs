@@ -84,7 +84,8 @@ pub struct ServeArgs {
 
     /// I/O backend: `auto` (io_uring when this machine allows it, else epoll
     /// with a note saying why), `io-uring` (or refuse to start with the
-    /// reason), or `epoll`. [default: auto]
+    /// reason), or `epoll`. Without the flag or key: $RINGPORT_BACKEND, then
+    /// auto. [default: auto]
     #[arg(long, value_name = "auto|io-uring|epoll")]
     pub backend: Option<BackendChoice>,
 
