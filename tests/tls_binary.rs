@@ -740,8 +740,9 @@ fn sighup_rotates_the_certificate_and_a_bad_one_keeps_the_old() {
         line,
         format!(
             "ringport: SIGHUP: {}: new handshakes use the certificate CN=ringport test server \
-             (expires {})",
+             (SHA-256 {}, expires {})",
             srv.listener,
+            file_fingerprint(&openssl, &next.cert),
             not_after(&openssl, &next.cert)
         )
     );
@@ -858,7 +859,7 @@ fn check_config_shows_tls_listeners_and_names_what_is_wrong() {
     };
     let cert_line = |cert: &Path| {
         format!(
-            "{listener}: TLS 1.3+; certificate CN=ringport test server (dns:localhost; 2 in \
+            "{listener}: TLS 1.3+; certificate CN=ringport test server (dns:localhost, ip:127.0.0.1; 2 in \
              chain; SHA-256 {}) expires {}; client certificates required (1 CA(s) in {}), \
              identities spiffe://prod.example/sensor/*, dns:gw.prod.example",
             file_fingerprint(&openssl, cert),

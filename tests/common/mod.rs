@@ -225,7 +225,7 @@ impl ServerBuilder {
                         handle: Some(handle),
                         plan,
                         ranges,
-                    }
+                    };
                 }
                 Err(StartError::Bind { source, .. })
                     if source.raw_os_error() == Some(libc::EADDRINUSE) =>

@@ -589,8 +589,9 @@ fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>
                     UNIX_EPOCH + Duration::from_secs(loaded.cert.not_after.max(0) as u64),
                 );
                 eprintln!(
-                    "ringport: SIGHUP: {spec}: new handshakes use the certificate {} (expires {expiry})",
-                    loaded.cert.subject
+                    "ringport: SIGHUP: {spec}: new handshakes use the certificate {} (SHA-256 {}, expires {expiry})",
+                    loaded.cert.subject,
+                    loaded.cert.fingerprint_hex()
                 );
                 for w in tls_lines(spec, &tls, SystemTime::now())
                     .iter()
