@@ -9,7 +9,7 @@ use ringport_engine::log::LogFormat;
 use ringport_engine::plan::Mode;
 use ringport_engine::spec::ListenerSpec;
 use ringport_engine::tls::TlsVersion;
-use ringport_engine::{MeshWake, UdpDropCounter};
+use ringport_engine::{BackendChoice, MeshWake, UdpDropCounter};
 
 /// ringport: a thread-per-core io_uring engine for machine-to-machine traffic
 /// on internal ports. With no subcommand it runs `serve` with its defaults.
@@ -118,6 +118,13 @@ pub struct ServeArgs {
     /// process may run on.
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<CpuList>,
+
+    /// I/O backend: `auto` (io_uring when this machine allows it, else epoll
+    /// with a note saying why), `io-uring` (or refuse to start with the
+    /// reason), or `epoll`. Without the flag or key: $RINGPORT_BACKEND, then
+    /// auto. [default: auto]
+    #[arg(long, value_name = "auto|io-uring|epoll")]
+    pub backend: Option<BackendChoice>,
 
     /// `range`: each shard owns a contiguous slice of every listener's ports;
     /// `reuseport`: every shard binds every port with SO_REUSEPORT. [default: range]
@@ -311,6 +318,15 @@ pub struct ServeArgs {
     /// Sources the admin endpoint answers (repeatable CIDR). Default: loopback only.
     #[arg(long, value_name = "CIDR")]
     pub admin_allow: Vec<String>,
+
+    /// Serve the admin endpoint over HTTPS with this certificate chain (PEM,
+    /// leaf first); needs --admin-tls-key. Default: plain HTTP.
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// The private key of --admin-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
 
     /// On SIGTERM or SIGINT, let open connections finish for up to SECS
     /// before closing them; a second SIGINT stops at once. [default: 30]

@@ -16,6 +16,7 @@ mod relay;
 mod serve;
 mod signals;
 pub mod testing;
+mod tls_client;
 mod tls_config;
 
 use clap::Parser;

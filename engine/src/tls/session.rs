@@ -80,6 +80,8 @@ pub struct HandshakeFailure {
     pub alert_received: Option<u8>,
     /// The server name the client asked for, when it got that far.
     pub sni: Option<String>,
+    /// The client certificate, when it was presented and refused.
+    pub client_cert: Option<CertIdentity>,
 }
 
 /// Where a handshake stands after a chunk of input.
@@ -185,6 +187,7 @@ impl Session {
             alert_sent: None,
             alert_received: None,
             sni: None,
+            client_cert: None,
         }))
     }
 
@@ -217,6 +220,7 @@ impl Session {
         let mut peer_closed = false;
         let mut sni = None;
         let mut cert_error = None;
+        let mut refused_cert = None;
         let State::Handshake(conn) = &mut self.state else {
             return Progress::Pending;
         };
@@ -268,6 +272,7 @@ impl Session {
             let capture = take_capture();
             sni = sni.or(capture.sni);
             cert_error = cert_error.or(capture.cert_error);
+            refused_cert = refused_cert.or(capture.refused_cert);
             match step {
                 Step::Again => continue,
                 Step::Blocked => return Progress::Pending,
@@ -275,6 +280,7 @@ impl Session {
                     let mut f = self.drain_failure(e, tx);
                     if let Progress::Failed(f) = &mut f {
                         f.sni = sni;
+                        f.client_cert = refused_cert;
                     }
                     return f;
                 }
@@ -332,6 +338,7 @@ impl Session {
             alert_sent,
             alert_received,
             sni: None,
+            client_cert: None,
         }))
     }
 

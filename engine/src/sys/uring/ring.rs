@@ -91,6 +91,15 @@ pub enum RingError {
     Other(#[source] io::Error),
 }
 
+impl RingError {
+    /// Whether `--backend auto` starts on epoll instead: io_uring refused
+    /// (seccomp, `kernel.io_uring_disabled`), missing (ENOSYS), short of
+    /// locked memory, or without an operation ringport needs.
+    pub fn falls_back(&self) -> bool {
+        !matches!(self, RingError::Other(_))
+    }
+}
+
 /// The running kernel's release string (`uname -r`).
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -115,8 +124,7 @@ pub fn unavailable_hint(err: &io::Error) -> String {
     match disabled {
         Some(2) => hint.push_str(
             "kernel.io_uring_disabled is 2: io_uring is switched off for every process; \
-             set it to 0 (`sysctl -w kernel.io_uring_disabled=0`); ringport has no \
-             io_uring-free backend yet. ",
+             set it to 0 (`sysctl -w kernel.io_uring_disabled=0`) to use it. ",
         ),
         Some(1) => hint.push_str(
             "kernel.io_uring_disabled is 1: only root (CAP_SYS_ADMIN) and members of \
