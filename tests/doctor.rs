@@ -1,14 +1,15 @@
 //! `ringport doctor` on this machine (every check ok), and in children whose
 //! seccomp filter, limits or CPUs make one check fail for real; in the same
-//! children `ringport serve` refuses to start with the error the check
-//! predicted.
+//! children `ringport serve` does what the check predicted: starts on epoll,
+//! or refuses to start with the error named.
 
 mod common;
 
-use std::io::{self, Write as _};
+use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{ringport_bin, seccomp};
@@ -36,10 +37,13 @@ const CHECKS: [&str; 15] = [
     "backend",
 ];
 
-/// `ringport args...`, to be adjusted before [`run`].
+/// `ringport args...`, to be adjusted before [`run`]. The backend is what
+/// the flags say (`auto` without one), whatever `RINGPORT_BACKEND` the suite
+/// runs with.
 fn ringport(args: &[&str]) -> Command {
     let mut cmd = Command::new(ringport_bin());
-    cmd.args(args)
+    cmd.env_remove("RINGPORT_BACKEND")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -49,6 +53,12 @@ fn ringport(args: &[&str]) -> Command {
 /// Runs `cmd` to completion, bounded in time.
 fn run(cmd: &mut Command) -> Output {
     let mut child = cmd.spawn().expect("start ringport");
+    wait_bounded(&mut child, cmd);
+    child.wait_with_output().expect("collect ringport's output")
+}
+
+/// Waits for `child` at most [`PROCESS_TIMEOUT`]; kills it and fails after.
+fn wait_bounded(child: &mut Child, cmd: &Command) {
     let deadline = Instant::now() + PROCESS_TIMEOUT;
     // Outputs here are a few KiB at most, far below a pipe's capacity.
     while child.try_wait().expect("wait for ringport").is_none() {
@@ -59,7 +69,6 @@ fn run(cmd: &mut Command) -> Output {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    child.wait_with_output().expect("collect ringport's output")
 }
 
 /// One object of `ringport doctor --json`.
@@ -274,7 +283,68 @@ fn every_check_is_ok_on_this_machine() {
 
 #[test]
 fn io_uring_blocked_by_seccomp_as_docker_does() {
+    let cause = "this process runs under a seccomp filter (mode 2) that refuses io_uring, as \
+                 container runtimes' default profiles do";
+    let refused = format!("io_uring_setup fails with EPERM (Operation not permitted): {cause}");
+
+    // With `--backend auto` (the default) the shards would run on epoll:
+    // the io_uring checks warn, and the backend line names the cause.
     let mut cmd = ringport(&["doctor", "--json"]);
+    seccomp::block_io_uring(&mut cmd);
+    let (code, lines) = doctor(&mut cmd);
+    assert_eq!(
+        not_ok(&lines),
+        [
+            ("io_uring_setup", "warn"),
+            ("io_uring_ops", "warn"),
+            ("buffer_rings", "warn"),
+            ("multishot_recv", "warn"),
+            ("min_wait", "warn"),
+            ("msg_ring", "warn"),
+            ("registered_ring_fd", "warn"),
+            ("seccomp", "warn"),
+            ("backend", "warn"),
+        ]
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        line(&lines, "io_uring_setup"),
+        &Line {
+            check: "io_uring_setup".into(),
+            status: "warn".into(),
+            detail: format!("fails with EPERM (Operation not permitted): {cause}"),
+            fix: Some(SECCOMP_FIX.into()),
+        }
+    );
+    assert_eq!(
+        line(&lines, "seccomp"),
+        &Line {
+            check: "seccomp".into(),
+            status: "warn".into(),
+            detail: "mode 2: a seccomp filter is installed and io_uring_setup fails with EPERM \
+                     (Operation not permitted): the filter blocks io_uring"
+                .into(),
+            fix: Some(SECCOMP_FIX.into()),
+        }
+    );
+    assert_eq!(
+        line(&lines, "backend"),
+        &Line {
+            check: "backend".into(),
+            status: "warn".into(),
+            detail: format!("auto would pick epoll: {refused}"),
+            fix: Some(SECCOMP_FIX.into()),
+        }
+    );
+    // No ring, no locked memory (the line is ok: not in the list above).
+    let memlock = &line(&lines, "memlock").detail;
+    assert!(
+        memlock.ends_with("; not needed: the epoll backend pins no io_uring memory"),
+        "{memlock}"
+    );
+
+    // With `--backend io-uring` they fail, and so does doctor.
+    let mut cmd = ringport(&["doctor", "--json", "--backend", "io-uring"]);
     seccomp::block_io_uring(&mut cmd);
     let (code, lines) = doctor(&mut cmd);
     assert_eq!(code, 1);
@@ -290,59 +360,30 @@ fn io_uring_blocked_by_seccomp_as_docker_does() {
             ("registered_ring_fd", "warn"),
             ("seccomp", "fail"),
             ("memlock", "warn"),
-            ("backend", "warn"),
+            ("backend", "fail"),
         ]
-    );
-    let cause = "this process runs under a seccomp filter (mode 2) that refuses io_uring, as \
-                 container runtimes' default profiles do";
-    assert_eq!(
-        line(&lines, "io_uring_setup"),
-        &Line {
-            check: "io_uring_setup".into(),
-            status: "fail".into(),
-            detail: format!("fails with EPERM (Operation not permitted): {cause}"),
-            fix: Some(SECCOMP_FIX.into()),
-        }
-    );
-    assert_eq!(
-        line(&lines, "seccomp"),
-        &Line {
-            check: "seccomp".into(),
-            status: "fail".into(),
-            detail: "mode 2: a seccomp filter is installed and io_uring_setup fails with EPERM \
-                     (Operation not permitted): the filter blocks io_uring"
-                .into(),
-            fix: Some(SECCOMP_FIX.into()),
-        }
     );
     assert_eq!(
         line(&lines, "backend"),
         &Line {
             check: "backend".into(),
-            status: "warn".into(),
-            detail: format!(
-                "auto would pick epoll: io_uring_setup fails with EPERM (Operation not \
-                 permitted): {cause}"
-            ),
-            fix: Some(SECCOMP_FIX.into()),
+            status: "fail".into(),
+            detail: format!("--backend io-uring, but io_uring fails here: {refused}"),
+            fix: Some(format!(
+                "{SECCOMP_FIX}; or run with --backend auto or epoll"
+            )),
         }
     );
-    let memlock = line(&lines, "memlock");
-    assert!(
-        memlock
-            .detail
-            .ends_with("whether io_uring charges it is not known (io_uring_setup failed)"),
-        "{memlock:?}"
-    );
 
-    // `serve` has no other backend yet: it stops with the error that names
-    // seccomp (with `--backend auto`, once the epoll backend exists, it
-    // will serve on epoll instead).
+    // The real server agrees. `serve --backend io-uring` stops with the
+    // error that names seccomp.
     let cpu = allowed_cpus().unwrap()[0].to_string();
     let listen = format!("echo@tcp:127.0.0.1:{}", free_port());
-    let mut cmd = ringport(&[
+    let serve = [
         "serve", "--listen", &listen, "--shards", "1", "--cpus", &cpu,
-    ]);
+    ];
+    let mut cmd = ringport(&serve);
+    cmd.args(["--backend", "io-uring"]);
     seccomp::block_io_uring(&mut cmd);
     let (code, stderr) = serve_fails(&mut cmd);
     assert_eq!(code, 1);
@@ -351,17 +392,63 @@ fn io_uring_blocked_by_seccomp_as_docker_does() {
         "0",
         "this test needs io_uring on"
     );
+    let engine_error = format!(
+        "io_uring is unavailable: io_uring_setup failed with Operation not permitted (os error \
+         1). kernel.io_uring_disabled is 0, so a seccomp profile is the likely cause (Docker's \
+         and Podman's default profiles block io_uring_setup; allow io_uring_setup, \
+         io_uring_enter and io_uring_register, or run with a custom profile). ringport needs \
+         Linux 6.1 or newer (this is {}).",
+        sysctl("kernel/osrelease")
+    );
     assert_eq!(
         stderr,
-        format!(
-            "ringport: error: io_uring is unavailable: io_uring_setup failed with Operation \
-             not permitted (os error 1). kernel.io_uring_disabled is 0, so a seccomp profile is \
-             the likely cause (Docker's and Podman's default profiles block io_uring_setup; \
-             allow io_uring_setup, io_uring_enter and io_uring_register, or run with a custom \
-             profile). ringport needs Linux 6.1 or newer (this is {}).{ANYHOW_TAIL_EPERM}\n",
-            sysctl("kernel/osrelease")
-        )
+        format!("ringport: error: {engine_error}{ANYHOW_TAIL_EPERM}\n")
     );
+
+    // `serve` (auto) serves on epoll, saying why, and stops cleanly.
+    let mut cmd = ringport(&serve);
+    seccomp::block_io_uring(&mut cmd);
+    let mut child = cmd.spawn().expect("start ringport serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let first = lines.recv_timeout(PROCESS_TIMEOUT);
+    // SAFETY: signals the child started above, which has not been reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    wait_bounded(&mut child, &cmd);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let first = first.unwrap_or_else(|_| panic!("serve printed nothing; stderr:\n{stderr}"));
+    assert!(
+        first.starts_with("ringport ")
+            && first.ends_with(&format!(
+                " serving 1 shard(s), mode range, backend epoll, kernel {}",
+                sysctl("kernel/osrelease")
+            )),
+        "{first}"
+    );
+    assert_eq!(
+        stderr.lines().next(),
+        Some(
+            format!(
+                "ringport: note: serving on the epoll backend: {engine_error} (--backend \
+                 io-uring makes this an error)"
+            )
+            .as_str()
+        ),
+        "{stderr}"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{stderr}");
 }
 
 #[test]

@@ -57,7 +57,12 @@ rings, multishot receive, min-wait batching, MSG_RING and registered ring fds;
 limits, net.core.rmem_max against --udp-rcvbuf, and the CPUs this process may use against \
 --cpus, all against the plan `serve` would run with the same flags and --config file \
 (without any: the default listeners, one shard per allowed CPU);
-- last, the backend `auto` would pick: io_uring, or epoll with the reason.
+- last, the backend the shards would run on: with --backend auto (the default) io_uring, or \
+epoll with the cause and how to get io_uring back.
+
+An io_uring check that finds io_uring unusable fails when the shards would run on io_uring \
+(--backend io-uring, or auto when the engine would not fall back) and warns when they would \
+run on epoll.
 
 Exit status: 1 when a check fails (or the flags or the config file are invalid), 0 \
 otherwise, warnings included.";

@@ -1,7 +1,8 @@
 //! Why io_uring is refused or lacking, from what the machine shows, and
 //! the backend `auto` picks from that.
 
-use super::{Backend, Facts, Outcome};
+use super::{Facts, Outcome};
+use crate::config::BackendKind;
 use crate::limits::UNLIMITED;
 use crate::sys::ring::{parse_release, MIN_KERNEL};
 
@@ -17,23 +18,43 @@ pub(super) const DISABLED_1_FIX: &str =
 pub(super) const DISABLED_2_FIX: &str =
     "sysctl -w kernel.io_uring_disabled=0 (and persist it in /etc/sysctl.d/)";
 
-/// The backend `--backend auto` picks on `facts`: io_uring when
-/// io_uring_setup works and every operation ringport needs probed OK
-/// (the opcodes, provided buffer rings, multishot receive, Linux 6.1);
-/// otherwise epoll, with one line naming the cause and how to get io_uring
-/// back. Optional features (min-wait batching, MSG_RING, registered ring fds)
-/// do not count: the io_uring backend runs without them.
+/// The backend `--backend auto` picks on `facts`, as the engine picks it at
+/// start: io_uring when its start-up probe passes (io_uring_setup, the
+/// opcodes shards need, Linux 6.1); epoll when io_uring is refused (EPERM or
+/// EACCES: a seccomp filter, `kernel.io_uring_disabled`), missing (ENOSYS),
+/// short of locked memory (ENOMEM) or without an operation ringport needs,
+/// with one line naming the cause and how to get io_uring back.
 ///
-/// Pure, and independent of the epoll backend itself (being added), so that
-/// `serve` and `doctor` agree on the choice.
-pub fn auto_backend(facts: &Facts) -> (Backend, Option<String>) {
-    match epoll_cause(facts) {
-        None => (Backend::IoUring, None),
-        Some(c) => (
-            Backend::Epoll,
+/// `(IoUring, Some(why))` means `auto` stays on io_uring although io_uring
+/// fails here, so `serve` will not start: an error other than those above
+/// (the engine does not fall back for it), or a provided buffer ring or a
+/// multishot receive that fails although the probe passed. Optional
+/// features (min-wait batching, MSG_RING, registered ring fds) do not count:
+/// shards run without them.
+///
+/// Pure: it reads only `facts`, so `serve` and `doctor` can agree on it.
+pub fn auto_backend(facts: &Facts) -> (BackendKind, Option<String>) {
+    match auto_choice(facts) {
+        Auto::IoUring => (BackendKind::IoUring, None),
+        Auto::Epoll(c) => (
+            BackendKind::Epoll,
             Some(format!("{}; to get io_uring back: {}", c.why, c.fix)),
         ),
+        Auto::Failing(c) => (
+            BackendKind::IoUring,
+            Some(format!("{}; fix: {}", c.why, c.fix)),
+        ),
     }
+}
+
+/// What `auto` does on some facts.
+pub(super) enum Auto {
+    /// io_uring, which works.
+    IoUring,
+    /// epoll, for this cause.
+    Epoll(Cause),
+    /// io_uring, which fails for this cause (serve stops).
+    Failing(Cause),
 }
 
 /// Why something is the way it is, and what to do about it.
@@ -185,7 +206,7 @@ pub(super) fn needed_features(facts: &Facts) -> [(&'static str, &Outcome, &'stat
     let u = &facts.uring;
     [
         (
-            "the opcode probe",
+            "probing the opcodes (IORING_REGISTER_PROBE)",
             &u.opcodes,
             "an operation ringport needs",
         ),
@@ -202,33 +223,43 @@ pub(super) fn needed_features(facts: &Facts) -> [(&'static str, &Outcome, &'stat
     ]
 }
 
-/// Why `auto` would not pick io_uring, if it would not.
-pub(super) fn epoll_cause(facts: &Facts) -> Option<Cause> {
-    match &facts.uring.setup {
+/// What `auto` does on `facts` (see [`auto_backend`]).
+pub(super) fn auto_choice(facts: &Facts) -> Auto {
+    let u = &facts.uring;
+    let or_epoll = |fix: String| format!("{fix}; or run with --backend epoll");
+    match &u.setup {
         Outcome::Ok => {}
         Outcome::Errno(e) => {
             let c = refusal(facts, *e);
-            return Some(Cause {
+            let c = Cause {
                 why: format!("io_uring_setup fails with {}: {}", errno_name(*e), c.why),
                 fix: c.fix,
-            });
+            };
+            return if is_refusal(*e) {
+                Auto::Epoll(c)
+            } else {
+                Auto::Failing(Cause {
+                    fix: or_epoll(c.fix),
+                    ..c
+                })
+            };
         }
         Outcome::Missing(what) => {
-            return Some(Cause {
+            return Auto::Epoll(Cause {
                 why: format!("io_uring_setup: {what}"),
                 fix: UPGRADE.to_owned(),
             })
         }
         Outcome::NotProbed => {
-            return Some(Cause {
+            return Auto::Failing(Cause {
                 why: "io_uring was not probed".to_owned(),
-                fix: "run `ringport doctor` to see why".to_owned(),
+                fix: "run `ringport doctor`".to_owned(),
             })
         }
     }
     if let Some(v) = parse_release(&facts.kernel) {
         if v < MIN_KERNEL {
-            return Some(Cause {
+            return Auto::Epoll(Cause {
                 why: format!(
                     "Linux {} is older than the {}.{} ringport's io_uring backend needs",
                     facts.kernel, MIN_KERNEL.0, MIN_KERNEL.1
@@ -237,31 +268,40 @@ pub(super) fn epoll_cause(facts: &Facts) -> Option<Cause> {
             });
         }
     }
-    for (what, outcome, lacks) in needed_features(facts) {
+    // The first is the engine's own start-up probe.
+    for (i, (what, outcome, lacks)) in needed_features(facts).into_iter().enumerate() {
+        let opcodes = i == 0;
         match outcome {
             Outcome::Ok => {}
-            Outcome::Errno(e) => {
-                let c = feature_cause(facts, *e, lacks);
-                return Some(Cause {
-                    why: format!("{what} fails with {}: {}", errno_name(*e), c.why),
-                    fix: c.fix,
-                });
-            }
-            Outcome::Missing(m) => {
-                return Some(Cause {
-                    why: format!("this kernel's io_uring lacks {lacks}: {m}"),
+            // The engine's probe names the missing opcodes: auto falls back.
+            Outcome::Missing(m) if opcodes => {
+                return Auto::Epoll(Cause {
+                    why: format!("this kernel's io_uring lacks {m}"),
                     fix: UPGRADE.to_owned(),
                 })
             }
+            Outcome::Missing(m) => {
+                return Auto::Failing(Cause {
+                    why: format!("this kernel's io_uring lacks {lacks}: {m}"),
+                    fix: or_epoll(UPGRADE.to_owned()),
+                })
+            }
+            Outcome::Errno(e) => {
+                let c = feature_cause(facts, *e, lacks);
+                return Auto::Failing(Cause {
+                    why: format!("{what} fails with {}: {}", errno_name(*e), c.why),
+                    fix: or_epoll(c.fix),
+                });
+            }
             Outcome::NotProbed => {
-                return Some(Cause {
+                return Auto::Failing(Cause {
                     why: format!("{what} was not probed"),
-                    fix: "run `ringport doctor` to see why".to_owned(),
+                    fix: "run `ringport doctor`".to_owned(),
                 })
             }
         }
     }
-    None
+    Auto::IoUring
 }
 
 /// The first io_uring refusal the probes saw: setup's, or a needed feature's.

@@ -1,27 +1,27 @@
 //! Judging the facts against the needs: pure functions, no I/O.
 
+use super::cause::Auto;
 use super::cause::{
-    bytes, disabled_refuses, epoll_cause, errno_name, feature_cause, first_refusal, is_refusal,
+    auto_choice, bytes, disabled_refuses, errno_name, feature_cause, first_refusal, is_refusal,
     needed_features, refusal, DISABLED_1_FIX, DISABLED_2_FIX, SECCOMP_FIX, UPGRADE,
 };
 use super::{Check, Facts, Needs, Outcome, Status};
-use crate::config::MeshWake;
+use crate::config::{BackendChoice, MeshWake};
 use crate::cpus::format_cpus;
 use crate::limits::UNLIMITED;
 use crate::sys::ring::{parse_release, MIN_KERNEL};
 
 /// Every check of `facts` against `needs`, in a fixed order; the last one,
-/// `backend`, is what `--backend auto` would pick ([`super::auto_backend`]).
+/// `backend`, is the backend the shards would run on ([`super::auto_backend`]
+/// for `--backend auto`).
 ///
-/// Checks of io_uring itself fail when it is unusable and
-/// [`Needs::io_uring_required`], and warn otherwise; a probe that could not
-/// run because an earlier one failed warns and points at it.
+/// Checks of io_uring itself fail when io_uring is unusable and the shards
+/// would run on it (`--backend io-uring`, or `auto` that does not fall back),
+/// and warn when they would run on epoll; a probe that could not run because
+/// an earlier one failed warns and points at it.
 pub fn judge(facts: &Facts, needs: &Needs) -> Vec<Check> {
-    let severe = if needs.io_uring_required {
-        Status::Fail
-    } else {
-        Status::Warn
-    };
+    let on_uring = on_io_uring(facts, needs);
+    let severe = if on_uring { Status::Fail } else { Status::Warn };
     vec![
         kernel(facts, severe),
         setup(facts, severe),
@@ -33,12 +33,21 @@ pub fn judge(facts: &Facts, needs: &Needs) -> Vec<Check> {
         registered_ring_fd(facts),
         seccomp(facts, severe),
         io_uring_disabled(facts, severe),
-        memlock(facts, needs),
+        memlock(facts, needs, on_uring),
         open_files(facts, needs),
         rmem_max(facts, needs),
         cpus(facts, needs),
-        backend(facts),
+        backend(facts, needs),
     ]
+}
+
+/// Whether the shards would run on io_uring.
+fn on_io_uring(facts: &Facts, needs: &Needs) -> bool {
+    match needs.backend {
+        BackendChoice::IoUring => true,
+        BackendChoice::Epoll => false,
+        BackendChoice::Auto => !matches!(auto_choice(facts), Auto::Epoll(_)),
+    }
 }
 
 fn ok(name: &'static str, detail: String) -> Check {
@@ -411,7 +420,7 @@ fn io_uring_disabled(facts: &Facts, severe: Status) -> Check {
     }
 }
 
-fn memlock(facts: &Facts, needs: &Needs) -> Check {
+fn memlock(facts: &Facts, needs: &Needs, on_uring: bool) -> Check {
     const NAME: &str = "memlock";
     let soft = facts.memlock.soft;
     let raise = |at_least: u64| {
@@ -422,6 +431,16 @@ fn memlock(facts: &Facts, needs: &Needs) -> Check {
             at_least.div_ceil(1024)
         )
     };
+    let setup_short = facts.uring.setup == Outcome::Errno(libc::ENOMEM);
+    if !on_uring && !setup_short {
+        return ok(
+            NAME,
+            format!(
+                "soft limit {}; not needed: the epoll backend pins no io_uring memory",
+                bytes(soft)
+            ),
+        );
+    }
     match facts.uring.memlock_charged {
         Some(false) => ok(
             NAME,
@@ -488,9 +507,9 @@ fn memlock(facts: &Facts, needs: &Needs) -> Check {
                 )
             }
         }
-        None if facts.uring.setup == Outcome::Errno(libc::ENOMEM) => not_ok(
+        None if setup_short => not_ok(
             NAME,
-            Status::Fail,
+            if on_uring { Status::Fail } else { Status::Warn },
             format!(
                 "io_uring_setup itself fails with ENOMEM: the RLIMIT_MEMLOCK soft limit {} is \
                  too small",
@@ -648,15 +667,48 @@ fn cpus(facts: &Facts, needs: &Needs) -> Check {
     )
 }
 
-fn backend(facts: &Facts) -> Check {
+fn backend(facts: &Facts, needs: &Needs) -> Check {
     const NAME: &str = "backend";
-    match epoll_cause(facts) {
-        None => ok(NAME, "auto would pick io_uring".to_owned()),
-        Some(c) => not_ok(
+    let auto = auto_choice(facts);
+    match (needs.backend, auto) {
+        (BackendChoice::Auto, Auto::IoUring) => ok(NAME, "auto would pick io_uring".to_owned()),
+        (BackendChoice::Auto, Auto::Epoll(c)) => not_ok(
             NAME,
             Status::Warn,
             format!("auto would pick epoll: {}", c.why),
             c.fix,
+        ),
+        (BackendChoice::Auto, Auto::Failing(c)) => not_ok(
+            NAME,
+            Status::Fail,
+            format!("auto would stay on io_uring, which fails here: {}", c.why),
+            c.fix,
+        ),
+        (BackendChoice::IoUring, Auto::IoUring) => {
+            ok(NAME, "io_uring, as --backend io-uring asks".to_owned())
+        }
+        (BackendChoice::IoUring, Auto::Epoll(c)) => not_ok(
+            NAME,
+            Status::Fail,
+            format!("--backend io-uring, but io_uring fails here: {}", c.why),
+            format!("{}; or run with --backend auto or epoll", c.fix),
+        ),
+        (BackendChoice::IoUring, Auto::Failing(c)) => not_ok(
+            NAME,
+            Status::Fail,
+            format!("--backend io-uring, but io_uring fails here: {}", c.why),
+            c.fix,
+        ),
+        (BackendChoice::Epoll, Auto::IoUring) => ok(
+            NAME,
+            "epoll, as --backend epoll asks (auto would pick io_uring)".to_owned(),
+        ),
+        (BackendChoice::Epoll, Auto::Epoll(c) | Auto::Failing(c)) => ok(
+            NAME,
+            format!(
+                "epoll, as --backend epoll asks (io_uring would not work: {})",
+                c.why
+            ),
         ),
     }
 }

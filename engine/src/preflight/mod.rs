@@ -12,7 +12,10 @@
 //! - [`judge`] is a pure function of the facts and the [`Needs`] of a plan:
 //!   one [`Check`] per concern, each ok, warn or fail, with the fix when it is
 //!   not ok. [`auto_backend`] is the same kind of function: which backend
-//!   `--backend auto` picks on these facts, and why.
+//!   `--backend auto` picks on these facts, and why; it follows the engine's
+//!   own start-up choice (io_uring when its probe passes; epoll when io_uring
+//!   is refused, missing, short of locked memory or without an operation
+//!   ringport needs).
 //!
 //! `ringport doctor` prints the checks; the engine's own start-up probe stays
 //! in [`crate::sys::ring`].
@@ -25,7 +28,7 @@ pub use cause::auto_backend;
 pub use gather::gather;
 pub use judge::judge;
 
-use crate::config::{EngineConfig, MeshWake};
+use crate::config::{BackendChoice, EngineConfig, MeshWake};
 use crate::cpus::CpuList;
 use crate::limits::Rlimit;
 use crate::plan::Plan;
@@ -175,12 +178,11 @@ pub struct Needs {
     pub batch_delay_us: u32,
     /// How parked shards are woken (MSG_RING matters only with `msg-ring`).
     pub mesh_wake: MeshWake,
-    /// Whether ringport can run only on io_uring here: then an io_uring check
-    /// that finds it unusable fails; otherwise it warns, since `auto` falls
-    /// back to epoll. True today: `ringport serve` has no other backend yet
-    /// (the epoll backend is being added; `--backend io-uring` will keep it
-    /// true and `--backend auto` make it false).
-    pub io_uring_required: bool,
+    /// The backend asked for (`--backend`): with `io-uring` an io_uring
+    /// check that finds it unusable fails; with `auto` it warns when `auto`
+    /// falls back to epoll (and fails when it does not); with `epoll` it
+    /// warns.
+    pub backend: BackendChoice,
 }
 
 impl Needs {
@@ -240,7 +242,7 @@ impl Needs {
             udp_bufs: config.udp_bufs,
             batch_delay_us: config.batch_delay_us,
             mesh_wake: config.mesh_wake,
-            io_uring_required: true,
+            backend: config.backend,
         }
     }
 
@@ -333,25 +335,6 @@ pub struct Check {
     pub detail: String,
     /// What to do about it; `None` when the status is ok.
     pub fix: Option<String>,
-}
-
-/// The I/O backends a shard can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// io_uring: the default and the fast one.
-    IoUring,
-    /// epoll with recvmmsg/sendmmsg, where io_uring is blocked (being added).
-    Epoll,
-}
-
-impl Backend {
-    /// `io_uring` or `epoll`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::IoUring => "io_uring",
-            Backend::Epoll => "epoll",
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Every check kind forced with made-up facts, with the exact verdicts.
 
 use super::*;
+use crate::config::BackendKind;
 use crate::plan::{Mode, PlanRequest};
 
 const NAMES: [&str; 15] = [
@@ -83,6 +84,14 @@ fn default_needs() -> Needs {
     )
 }
 
+/// [`default_needs`] with `--backend` set.
+fn needs_on(backend: BackendChoice) -> Needs {
+    Needs {
+        backend,
+        ..default_needs()
+    }
+}
+
 fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
     checks
         .iter()
@@ -123,7 +132,7 @@ fn the_default_plan_needs() {
     );
     assert_eq!(n.udp_listeners, 2);
     assert_eq!(n.udp_rcvbuf, 4 << 20);
-    assert!(n.io_uring_required);
+    assert_eq!(n.backend, BackendChoice::Auto);
     // 34 pages of ring, 4 and 8 of buffer rings per shard; 2 for the probe.
     assert_eq!(n.shard_locked_bytes(), 46 * 4096);
     assert_eq!(n.locked_bytes(), (2 * 46 + 2) * 4096);
@@ -174,7 +183,24 @@ fn a_healthy_machine_is_all_ok() {
         "net.core.rmem_max is 4194304: the 4194304 bytes --udp-rcvbuf asks fit"
     );
     assert_eq!(find(&checks, "backend").detail, "auto would pick io_uring");
-    assert_eq!(auto_backend(&healthy()), (Backend::IoUring, None));
+    assert_eq!(auto_backend(&healthy()), (BackendKind::IoUring, None));
+    // The backend asked for is named.
+    let checks = judge(&healthy(), &needs_on(BackendChoice::IoUring));
+    assert_eq!(not_ok(&checks), []);
+    assert_eq!(
+        find(&checks, "backend").detail,
+        "io_uring, as --backend io-uring asks"
+    );
+    let checks = judge(&healthy(), &needs_on(BackendChoice::Epoll));
+    assert_eq!(not_ok(&checks), []);
+    assert_eq!(
+        find(&checks, "backend").detail,
+        "epoll, as --backend epoll asks (auto would pick io_uring)"
+    );
+    assert_eq!(
+        find(&checks, "memlock").detail,
+        "soft limit 8 MiB; not needed: the epoll backend pins no io_uring memory"
+    );
 }
 
 #[test]
@@ -186,14 +212,26 @@ fn an_old_kernel() {
     );
     f.uring.min_wait = Outcome::Missing("IORING_FEAT_MIN_TIMEOUT is absent".to_owned());
     f.uring.msg_ring = Outcome::Errno(libc::EINVAL);
+    // auto falls back to epoll: the io_uring checks warn.
     let checks = judge(&f, &default_needs());
+    assert_eq!(
+        not_ok(&checks),
+        [
+            ("kernel", Status::Warn),
+            ("io_uring_ops", Status::Warn),
+            ("msg_ring", Status::Warn),
+            ("backend", Status::Warn),
+        ]
+    );
+    // Asked for io_uring, they fail.
+    let checks = judge(&f, &needs_on(BackendChoice::IoUring));
     assert_eq!(
         not_ok(&checks),
         [
             ("kernel", Status::Fail),
             ("io_uring_ops", Status::Fail),
             ("msg_ring", Status::Warn),
-            ("backend", Status::Warn),
+            ("backend", Status::Fail),
         ]
     );
     let kernel = find(&checks, "kernel");
@@ -222,7 +260,7 @@ fn an_old_kernel() {
     assert_eq!(
         auto_backend(&f),
         (
-            Backend::Epoll,
+            BackendKind::Epoll,
             Some(
                 "Linux 5.10.0-28-amd64 is older than the 6.1 ringport's io_uring backend needs; \
                  to get io_uring back: upgrade to Linux 6.1 or newer"
@@ -235,7 +273,7 @@ fn an_old_kernel() {
     f.kernel = "custom".to_owned();
     let checks = judge(&f, &default_needs());
     assert_eq!(not_ok(&checks), [("kernel", Status::Warn)]);
-    assert_eq!(auto_backend(&f).0, Backend::IoUring);
+    assert_eq!(auto_backend(&f).0, BackendKind::IoUring);
 }
 
 #[test]
@@ -243,19 +281,19 @@ fn io_uring_disabled_2() {
     let mut f = healthy();
     f.io_uring_disabled = Some(2);
     f.uring = UringFacts::setup_failed(libc::EPERM);
+    // auto falls back to epoll: warnings only, and locked memory is not needed.
     let checks = judge(&f, &default_needs());
     assert_eq!(
         not_ok(&checks),
         [
-            ("io_uring_setup", Status::Fail),
+            ("io_uring_setup", Status::Warn),
             ("io_uring_ops", Status::Warn),
             ("buffer_rings", Status::Warn),
             ("multishot_recv", Status::Warn),
             ("min_wait", Status::Warn),
             ("msg_ring", Status::Warn),
             ("registered_ring_fd", Status::Warn),
-            ("io_uring_disabled", Status::Fail),
-            ("memlock", Status::Warn),
+            ("io_uring_disabled", Status::Warn),
             ("backend", Status::Warn),
         ]
     );
@@ -277,13 +315,9 @@ fn io_uring_disabled_2() {
         assert_eq!(c.fix.as_deref(), Some("see io_uring_setup"), "{name}");
     }
     assert_eq!(
-        find(&checks, "memlock").detail,
-        "soft limit 8 MiB; whether io_uring charges it is not known (io_uring_setup failed)"
-    );
-    assert_eq!(
         auto_backend(&f),
         (
-            Backend::Epoll,
+            BackendKind::Epoll,
             Some(
                 "io_uring_setup fails with EPERM (Operation not permitted): \
                  kernel.io_uring_disabled is 2: io_uring is off for every process; to get \
@@ -292,6 +326,46 @@ fn io_uring_disabled_2() {
                     .to_owned()
             )
         )
+    );
+    // Asked for io_uring: it fails.
+    let checks = judge(&f, &needs_on(BackendChoice::IoUring));
+    assert_eq!(
+        not_ok(&checks),
+        [
+            ("io_uring_setup", Status::Fail),
+            ("io_uring_ops", Status::Warn),
+            ("buffer_rings", Status::Warn),
+            ("multishot_recv", Status::Warn),
+            ("min_wait", Status::Warn),
+            ("msg_ring", Status::Warn),
+            ("registered_ring_fd", Status::Warn),
+            ("io_uring_disabled", Status::Fail),
+            ("memlock", Status::Warn),
+            ("backend", Status::Fail),
+        ]
+    );
+    assert_eq!(
+        find(&checks, "memlock").detail,
+        "soft limit 8 MiB; whether io_uring charges it is not known (io_uring_setup failed)"
+    );
+    assert_eq!(
+        find(&checks, "backend").detail,
+        "--backend io-uring, but io_uring fails here: io_uring_setup fails with EPERM \
+         (Operation not permitted): kernel.io_uring_disabled is 2: io_uring is off for every \
+         process"
+    );
+    assert_eq!(
+        fix(&checks, "backend"),
+        format!("{off}; or run with --backend auto or epoll")
+    );
+    // With --backend epoll it only says what io_uring would do.
+    let checks = judge(&f, &needs_on(BackendChoice::Epoll));
+    assert_eq!(find(&checks, "backend").status, Status::Ok);
+    assert_eq!(
+        find(&checks, "backend").detail,
+        "epoll, as --backend epoll asks (io_uring would not work: io_uring_setup fails with \
+         EPERM (Operation not permitted): kernel.io_uring_disabled is 2: io_uring is off for \
+         every process)"
     );
     // The sysctl refuses for certain, so seccomp is not blamed even with a filter.
     f.seccomp = Some(2);
@@ -306,7 +380,7 @@ fn io_uring_disabled_1() {
     f.io_uring_disabled = Some(1);
     f.io_uring_group = Some(1234);
     f.uring = UringFacts::setup_failed(libc::EPERM);
-    let checks = judge(&f, &default_needs());
+    let checks = judge(&f, &needs_on(BackendChoice::IoUring));
     let c = find(&checks, "io_uring_disabled");
     assert_eq!(
         (c.status, c.detail.as_str(), c.fix.as_deref()),
@@ -359,19 +433,19 @@ fn a_seccomp_filter_that_blocks_io_uring() {
     let mut f = healthy();
     f.seccomp = Some(2);
     f.uring = UringFacts::setup_failed(libc::EPERM);
+    // auto serves on epoll: warnings.
     let checks = judge(&f, &default_needs());
     assert_eq!(
         not_ok(&checks),
         [
-            ("io_uring_setup", Status::Fail),
+            ("io_uring_setup", Status::Warn),
             ("io_uring_ops", Status::Warn),
             ("buffer_rings", Status::Warn),
             ("multishot_recv", Status::Warn),
             ("min_wait", Status::Warn),
             ("msg_ring", Status::Warn),
             ("registered_ring_fd", Status::Warn),
-            ("seccomp", Status::Fail),
-            ("memlock", Status::Warn),
+            ("seccomp", Status::Warn),
             ("backend", Status::Warn),
         ]
     );
@@ -399,44 +473,93 @@ fn a_seccomp_filter_that_blocks_io_uring() {
     assert_eq!(
         auto_backend(&f),
         (
-            Backend::Epoll,
+            BackendKind::Epoll,
             Some(format!("{reason}; to get io_uring back: {SECCOMP_FIX}"))
         )
     );
-    // Once auto may fall back, the io_uring checks warn instead of failing.
-    let mut needs = default_needs();
-    needs.io_uring_required = false;
-    let checks = judge(&f, &needs);
-    assert!(
-        checks.iter().all(|c| c.status != Status::Fail),
-        "{checks:#?}"
+    // Asked for io_uring, the same checks fail.
+    let checks = judge(&f, &needs_on(BackendChoice::IoUring));
+    assert_eq!(
+        not_ok(&checks),
+        [
+            ("io_uring_setup", Status::Fail),
+            ("io_uring_ops", Status::Warn),
+            ("buffer_rings", Status::Warn),
+            ("multishot_recv", Status::Warn),
+            ("min_wait", Status::Warn),
+            ("msg_ring", Status::Warn),
+            ("registered_ring_fd", Status::Warn),
+            ("seccomp", Status::Fail),
+            ("memlock", Status::Warn),
+            ("backend", Status::Fail),
+        ]
     );
-    assert_eq!(find(&checks, "seccomp").status, Status::Warn);
+    assert_eq!(
+        find(&checks, "backend").detail,
+        format!("--backend io-uring, but io_uring fails here: {reason}")
+    );
 }
 
 #[test]
 fn a_seccomp_filter_that_blocks_only_io_uring_register() {
     let mut f = healthy();
+    // What the probes find when only io_uring_register is refused.
     f.seccomp = Some(2);
+    f.uring.opcodes = Outcome::Errno(libc::EPERM);
     f.uring.buffer_ring = Outcome::Errno(libc::EPERM);
     f.uring.multishot_recv = Outcome::NotProbed;
     f.uring.registered_ring_fd =
         Outcome::Missing("IORING_REGISTER_RING_FDS registered nothing".to_owned());
+    // The engine's probe fails with an error it does not fall back for, so
+    // auto stays on io_uring and serve stops: failures.
     let checks = judge(&f, &default_needs());
     assert_eq!(
         not_ok(&checks),
         [
+            ("io_uring_ops", Status::Fail),
             ("buffer_rings", Status::Fail),
             ("multishot_recv", Status::Warn),
             ("registered_ring_fd", Status::Warn),
             ("seccomp", Status::Fail),
-            ("backend", Status::Warn),
+            ("backend", Status::Fail),
         ]
     );
     assert_eq!(
         find(&checks, "seccomp").detail,
-        "mode 2: a seccomp filter is installed and registering a provided buffer ring fails \
-         with EPERM (Operation not permitted): the filter blocks io_uring"
+        "mode 2: a seccomp filter is installed and probing the opcodes (IORING_REGISTER_PROBE) \
+         fails with EPERM (Operation not permitted): the filter blocks io_uring"
+    );
+    assert_eq!(
+        find(&checks, "io_uring_ops").detail,
+        "probing the opcodes fails with EPERM (Operation not permitted): this process runs \
+         under a seccomp filter (mode 2) that refuses io_uring, as container runtimes' default \
+         profiles do"
+    );
+    assert_eq!(
+        find(&checks, "buffer_rings").detail,
+        "registering a provided buffer ring fails with EPERM (Operation not permitted): this \
+         process runs under a seccomp filter (mode 2) that refuses io_uring, as container \
+         runtimes' default profiles do"
+    );
+    let why = "probing the opcodes (IORING_REGISTER_PROBE) fails with EPERM (Operation not \
+               permitted): this process runs under a seccomp filter (mode 2) that refuses \
+               io_uring, as container runtimes' default profiles do";
+    assert_eq!(
+        find(&checks, "backend").detail,
+        format!("auto would stay on io_uring, which fails here: {why}")
+    );
+    assert_eq!(
+        fix(&checks, "backend"),
+        format!("{SECCOMP_FIX}; or run with --backend epoll")
+    );
+    assert_eq!(
+        auto_backend(&f),
+        (
+            BackendKind::IoUring,
+            Some(format!(
+                "{why}; fix: {SECCOMP_FIX}; or run with --backend epoll"
+            ))
+        )
     );
     assert_eq!(
         find(&checks, "multishot_recv").detail,
@@ -476,14 +599,14 @@ fn a_kernel_without_io_uring() {
     assert_eq!(
         (c.status, c.detail.as_str(), c.fix.as_deref()),
         (
-            Status::Fail,
+            Status::Warn,
             "fails with ENOSYS (Function not implemented): the kernel was built without \
              io_uring (CONFIG_IO_URING)",
             Some("run a kernel with io_uring: Linux 6.1 or newer")
         )
     );
     assert_eq!(find(&checks, "seccomp").status, Status::Ok);
-    assert_eq!(auto_backend(&f).0, Backend::Epoll);
+    assert_eq!(auto_backend(&f).0, BackendKind::Epoll);
     // ENOSYS under a filter may be the filter.
     f.seccomp = Some(2);
     let checks = judge(&f, &default_needs());
@@ -496,6 +619,9 @@ fn a_kernel_without_io_uring() {
         fix(&checks, "io_uring_setup"),
         format!("{SECCOMP_FIX}; or run a kernel built with io_uring (Linux 6.1 or newer)")
     );
+    assert_eq!(find(&checks, "seccomp").status, Status::Warn);
+    let checks = judge(&f, &needs_on(BackendChoice::IoUring));
+    assert_eq!(find(&checks, "io_uring_setup").status, Status::Fail);
     assert_eq!(find(&checks, "seccomp").status, Status::Fail);
 }
 
@@ -504,21 +630,25 @@ fn too_little_locked_memory_for_io_uring_setup() {
     let mut f = healthy();
     f.memlock.soft = 4096;
     f.uring = UringFacts::setup_failed(libc::ENOMEM);
+    // auto falls back to epoll; the memlock line says how to get io_uring back.
     let checks = judge(&f, &default_needs());
     assert_eq!(
         not_ok(&checks),
         [
-            ("io_uring_setup", Status::Fail),
+            ("io_uring_setup", Status::Warn),
             ("io_uring_ops", Status::Warn),
             ("buffer_rings", Status::Warn),
             ("multishot_recv", Status::Warn),
             ("min_wait", Status::Warn),
             ("msg_ring", Status::Warn),
             ("registered_ring_fd", Status::Warn),
-            ("memlock", Status::Fail),
+            ("memlock", Status::Warn),
             ("backend", Status::Warn),
         ]
     );
+    let on_uring = judge(&f, &needs_on(BackendChoice::IoUring));
+    assert_eq!(find(&on_uring, "memlock").status, Status::Fail);
+    assert_eq!(find(&on_uring, "io_uring_setup").status, Status::Fail);
     assert_eq!(
         find(&checks, "memlock").detail,
         "io_uring_setup itself fails with ENOMEM: the RLIMIT_MEMLOCK soft limit 4 KiB is too \
@@ -544,10 +674,11 @@ fn each_needed_feature_missing() {
     // The opcodes.
     let mut f = healthy();
     f.uring.opcodes = Outcome::Missing("IORING_OP_RECV (multishot, 6.0)".to_owned());
+    // The engine's probe names them, and auto falls back to epoll.
     let checks = judge(&f, &default_needs());
     assert_eq!(
         not_ok(&checks),
-        [("io_uring_ops", Status::Fail), ("backend", Status::Warn)]
+        [("io_uring_ops", Status::Warn), ("backend", Status::Warn)]
     );
     assert_eq!(
         find(&checks, "io_uring_ops").detail,
@@ -555,22 +686,43 @@ fn each_needed_feature_missing() {
     );
     assert_eq!(fix(&checks, "io_uring_ops"), upgrade);
     assert_eq!(
-        auto_backend(&f).1.unwrap(),
-        "this kernel's io_uring lacks an operation ringport needs: IORING_OP_RECV (multishot, \
-         6.0); to get io_uring back: upgrade to Linux 6.1 or newer"
+        auto_backend(&f),
+        (
+            BackendKind::Epoll,
+            Some(
+                "this kernel's io_uring lacks IORING_OP_RECV (multishot, 6.0); to get io_uring \
+                 back: upgrade to Linux 6.1 or newer"
+                    .to_owned()
+            )
+        )
+    );
+    assert_eq!(
+        not_ok(&judge(&f, &needs_on(BackendChoice::IoUring))),
+        [("io_uring_ops", Status::Fail), ("backend", Status::Fail)]
     );
     // Provided buffer rings (5.19).
     let mut f = healthy();
     f.uring.buffer_ring = Outcome::Errno(libc::EINVAL);
     f.uring.multishot_recv = Outcome::NotProbed;
+    // The engine's probe passes, so auto stays on io_uring and shards fail.
     let checks = judge(&f, &default_needs());
     assert_eq!(
         not_ok(&checks),
         [
             ("buffer_rings", Status::Fail),
             ("multishot_recv", Status::Warn),
-            ("backend", Status::Warn),
+            ("backend", Status::Fail),
         ]
+    );
+    assert_eq!(
+        find(&checks, "backend").detail,
+        "auto would stay on io_uring, which fails here: registering a provided buffer ring \
+         fails with EINVAL (Invalid argument): this kernel's io_uring lacks provided buffer \
+         rings (IORING_REGISTER_PBUF_RING, Linux 5.19)"
+    );
+    assert_eq!(
+        fix(&checks, "backend"),
+        "upgrade to Linux 6.1 or newer; or run with --backend epoll"
     );
     assert_eq!(
         find(&checks, "buffer_rings").detail,
@@ -587,7 +739,7 @@ fn each_needed_feature_missing() {
     let checks = judge(&f, &default_needs());
     assert_eq!(
         not_ok(&checks),
-        [("multishot_recv", Status::Fail), ("backend", Status::Warn)]
+        [("multishot_recv", Status::Fail), ("backend", Status::Fail)]
     );
     assert_eq!(
         find(&checks, "multishot_recv").detail,
@@ -596,10 +748,16 @@ fn each_needed_feature_missing() {
     );
     f.uring.multishot_recv = Outcome::Errno(libc::EINVAL);
     assert_eq!(
-        auto_backend(&f).1.unwrap(),
-        "a multishot receive fails with EINVAL (Invalid argument): this kernel's io_uring lacks \
-         multishot receive with provided buffers (Linux 6.0); to get io_uring back: upgrade to \
-         Linux 6.1 or newer"
+        auto_backend(&f),
+        (
+            BackendKind::IoUring,
+            Some(
+                "a multishot receive fails with EINVAL (Invalid argument): this kernel's \
+                 io_uring lacks multishot receive with provided buffers (Linux 6.0); fix: \
+                 upgrade to Linux 6.1 or newer; or run with --backend epoll"
+                    .to_owned()
+            )
+        )
     );
     // Setup flags refused: runs, warns.
     let mut f = healthy();
@@ -611,7 +769,7 @@ fn each_needed_feature_missing() {
         "works, but the kernel refused IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_COOP_TASKRUN: \
          shards run without"
     );
-    assert_eq!(auto_backend(&f).0, Backend::IoUring);
+    assert_eq!(auto_backend(&f).0, BackendKind::IoUring);
 }
 
 #[test]
@@ -649,7 +807,7 @@ fn each_optional_feature_missing() {
         "Linux 5.18 or newer registers ring fds"
     );
     // None of them moves auto off io_uring.
-    assert_eq!(auto_backend(&f), (Backend::IoUring, None));
+    assert_eq!(auto_backend(&f), (BackendKind::IoUring, None));
     // MSG_RING does not matter with one shard or eventfd wake-ups.
     let mut one = Needs::new(
         &plan(&DEFAULT_LISTENERS, 1, vec![0]),
@@ -814,6 +972,12 @@ fn locked_memory_against_the_plan() {
     f.memlock.soft = 128 << 10;
     let checks = judge(&f, &needs);
     assert_eq!(not_ok(&checks), [("memlock", Status::Fail)]);
+    // On epoll no ring is pinned.
+    let on_epoll = Needs {
+        backend: BackendChoice::Epoll,
+        ..needs.clone()
+    };
+    assert_eq!(not_ok(&judge(&f, &on_epoll)), []);
     let c = find(&checks, "memlock");
     assert_eq!(
         c.detail,
@@ -874,13 +1038,34 @@ fn another_refusal_is_not_blamed_on_seccomp_or_the_sysctl() {
     );
     assert_eq!(find(&checks, "seccomp").status, Status::Ok);
     assert_eq!(find(&checks, "io_uring_disabled").status, Status::Ok);
-    // An errno nobody expects is named as such.
+    assert_eq!(auto_backend(&f).0, BackendKind::Epoll);
+    // An errno nobody expects is named as such, and auto does not fall
+    // back for it (nor does the engine): serve stops.
     f.uring = UringFacts::setup_failed(libc::EINVAL);
     f.seccomp = Some(2);
     let checks = judge(&f, &default_needs());
     assert_eq!(
+        not_ok(&checks),
+        [
+            ("io_uring_setup", Status::Fail),
+            ("io_uring_ops", Status::Warn),
+            ("buffer_rings", Status::Warn),
+            ("multishot_recv", Status::Warn),
+            ("min_wait", Status::Warn),
+            ("msg_ring", Status::Warn),
+            ("registered_ring_fd", Status::Warn),
+            ("memlock", Status::Warn),
+            ("backend", Status::Fail),
+        ]
+    );
+    assert_eq!(
         find(&checks, "io_uring_setup").detail,
         "fails with EINVAL (Invalid argument): ringport does not expect this error here"
+    );
+    assert_eq!(
+        fix(&checks, "backend"),
+        "check the kernel log (dmesg); ringport needs Linux 6.1 or newer with io_uring \
+         enabled; or run with --backend epoll"
     );
     assert_eq!(
         find(&checks, "seccomp").detail,
