@@ -1,9 +1,8 @@
 //! Judging the facts against the needs: pure functions, no I/O.
 
-use super::cause::Auto;
 use super::cause::{
     auto_choice, bytes, disabled_refuses, errno_name, feature_cause, first_refusal, is_refusal,
-    needed_features, refusal, DISABLED_1_FIX, DISABLED_2_FIX, SECCOMP_FIX, UPGRADE,
+    needed_features, refusal, Auto, DISABLED_1_FIX, DISABLED_2_FIX, SECCOMP_FIX, UPGRADE,
 };
 use super::{Check, Facts, Needs, Outcome, Status};
 use crate::config::{BackendChoice, MeshWake};
