@@ -157,9 +157,16 @@ pub trait Backend {
     /// The backend's name, as `/metrics` and `/status` show it.
     fn name(&self) -> &'static str;
 
-    /// Moves every event that is ready into `events` (without waiting).
-    /// Completions the kernel could not post are counted in `stats`.
-    fn reap(&mut self, bufs: &mut Self::Buffers, events: &mut Vec<Event>, stats: &SharedStats);
+    /// Takes in everything that is ready (without waiting) and returns how
+    /// many entries [`Backend::event`] may now be asked for. Completions the
+    /// kernel could not post are counted in `stats`.
+    fn reap(&mut self, bufs: &mut Self::Buffers, stats: &SharedStats) -> usize;
+
+    /// Entry `i` (below what the last [`Backend::reap`] returned) as an
+    /// event for the shard; `None` when the backend handled it itself (its
+    /// wake-up, its timer). Decoded one at a time, as the shard dispatches,
+    /// so that no batch of events is built and read back.
+    fn event(&mut self, i: usize, bufs: &mut Self::Buffers) -> Option<Event>;
 
     /// Submits what was asked this turn and blocks until an event is ready,
     /// or until `deadline`. `block: false` submits without waiting.

@@ -483,7 +483,13 @@ impl Settings {
                 .or(f.mesh_wake.map(|p| p.0))
                 .unwrap_or(d.mesh_wake),
             tls_max_handshakes: pick!(tls_max_handshakes, d.tls_max_handshakes),
-            backend: args.backend.or(f.backend.map(|p| p.0)).unwrap_or(d.backend),
+            backend: match args.backend.or(f.backend.map(|p| p.0)) {
+                Some(b) => b,
+                // A container image can pin its backend without a flag.
+                None => BackendChoice::from_env()
+                    .map_err(|e| anyhow::anyhow!(e))?
+                    .unwrap_or(d.backend),
+            },
             ..d
         };
         engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;

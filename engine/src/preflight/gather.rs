@@ -99,7 +99,7 @@ fn in_group(gid: u32) -> bool {
 
 fn ring_errno(e: &RingError) -> i32 {
     match e {
-        RingError::Unavailable { source, .. } | RingError::Memlock { source, .. } => {
+        RingError::Unavailable { errno: source, .. } | RingError::Memlock { errno: source, .. } => {
             source.raw_os_error().unwrap_or(libc::EIO)
         }
         RingError::Other(source) => source.raw_os_error().unwrap_or(libc::EIO),

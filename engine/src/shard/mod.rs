@@ -166,7 +166,8 @@ pub struct Shard<B: Backend> {
     core: Core<B>,
     bufs: B::Buffers,
     plugins: Vec<Box<dyn Plugin>>,
-    events: Vec<Event>,
+    /// Entries the last reap took in.
+    ready: usize,
     shared: Arc<ShardShared>,
     inbox: Inbox,
     guard: Guard,
@@ -227,7 +228,7 @@ impl<B: Backend> Shard<B> {
             core,
             bufs,
             plugins: init.plugins,
-            events: Vec::with_capacity((cfg.ring_entries * 4) as usize),
+            ready: 0,
             shared: init.shared,
             inbox: init.inbox,
             guard: Guard::new(init.shard, init.guard),
@@ -276,10 +277,7 @@ impl<B: Backend> Shard<B> {
 
     #[inline]
     fn reap(&mut self) {
-        self.events.clear();
-        self.core
-            .io
-            .reap(&mut self.bufs, &mut self.events, &self.core.counters);
+        self.ready = self.core.io.reap(&mut self.bufs, &self.core.counters);
     }
 
     fn wait(&mut self) {
@@ -303,8 +301,11 @@ impl<B: Backend> Shard<B> {
     }
 
     fn dispatch(&mut self) {
-        for i in 0..self.events.len() {
-            match self.events[i] {
+        for i in 0..self.ready {
+            let Some(event) = self.core.io.event(i, &mut self.bufs) else {
+                continue;
+            };
+            match event {
                 Event::Accept {
                     listener,
                     result,

@@ -6,7 +6,7 @@
 //! - `epoll`: the epoll backend, for where io_uring is not allowed;
 //! - `socket`: listening sockets; `addr`: socket addresses.
 //!
-//! Both backends implement [`crate::backend::Backend`]; the shard above
+//! Both backends implement the engine's `Backend` interface; the shard above
 //! them sees only neutral events and actions.
 
 pub mod addr;

@@ -4,11 +4,11 @@
 //! It gives the shard the same events as the io_uring backend, by doing the
 //! I/O itself when a socket is ready:
 //!
-//! - [`Backend::wait`] is the one place that blocks: `epoll_pwait2` (or
+//! - `Backend::wait` is the one place that blocks: `epoll_pwait2` (or
 //!   `epoll_wait` where that is refused) with the shard's next deadline as
 //!   its timeout; before it, the turn's queued datagrams go out with one
 //!   `sendmmsg` per socket.
-//! - [`Backend::reap`] turns readiness into events: `accept4` on a ready
+//! - `Backend::reap` turns readiness into events: `accept4` on a ready
 //!   listener (up to [`ACCEPT_BATCH`] a turn), one `recv` into a free buffer
 //!   per ready stream, one `recvmmsg` of up to [`RECV_BATCH`] datagrams per
 //!   ready UDP socket, and the events it had to make up (a cancelled receive,
@@ -82,8 +82,10 @@ pub struct Epoll {
     wake_fd: i32,
     ready: Vec<libc::epoll_event>,
     ready_len: usize,
-    /// Events made up since the last reap.
+    /// Events made up or found, in order; the first `delivered` were
+    /// handed out by the last reap.
     pending: Vec<Event>,
+    delivered: usize,
     streams: Vec<StreamIo>,
     listeners: Vec<(i32, bool)>,
     udp: Vec<UdpIo>,
@@ -205,6 +207,7 @@ impl Epoll {
             ready: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
             ready_len: 0,
             pending: Vec::with_capacity(256),
+            delivered: 0,
             streams: Vec::new(),
             listeners: Vec::new(),
             udp: (0..udp_sockets)
@@ -604,7 +607,9 @@ impl Backend for Epoll {
         "epoll"
     }
 
-    fn reap(&mut self, bufs: &mut EpollBuffers, events: &mut Vec<Event>, _stats: &SharedStats) {
+    fn reap(&mut self, bufs: &mut EpollBuffers, _stats: &SharedStats) -> usize {
+        // Events handed out by the last reap go; ones made up since stay.
+        self.pending.drain(..self.delivered);
         for i in 0..self.ready_len {
             let ev = self.ready[i];
             let (kind, generation, idx) = ops::unpack(ev.u64);
@@ -641,7 +646,13 @@ impl Backend for Epoll {
             }
         }
         self.ready_len = 0;
-        events.append(&mut self.pending);
+        self.delivered = self.pending.len();
+        self.delivered
+    }
+
+    #[inline]
+    fn event(&mut self, i: usize, _bufs: &mut EpollBuffers) -> Option<Event> {
+        self.pending.get(i).copied()
     }
 
     fn wait(&mut self, block: bool, deadline: Option<Instant>) {
@@ -650,7 +661,7 @@ impl Backend for Epoll {
             self.flush_udp(s);
         }
         self.udp_due.clear();
-        let timeout = if !block || !self.pending.is_empty() {
+        let timeout = if !block || self.pending.len() > self.delivered {
             Some(std::time::Duration::ZERO)
         } else {
             deadline.map(|at| at.saturating_duration_since(Instant::now()))
@@ -884,7 +895,7 @@ impl Backend for Epoll {
     }
 
     fn in_flight(&self) -> usize {
-        self.pending.len() + self.udp.iter().map(|u| u.out.len()).sum::<usize>()
+        self.pending.len() - self.delivered + self.udp.iter().map(|u| u.out.len()).sum::<usize>()
     }
 
     fn finish(&mut self) {}

@@ -236,7 +236,8 @@ impl Backend for Uring {
         "io-uring"
     }
 
-    fn reap(&mut self, bufs: &mut UringBuffers, events: &mut Vec<Event>, stats: &SharedStats) {
+    #[inline]
+    fn reap(&mut self, _bufs: &mut UringBuffers, stats: &SharedStats) -> usize {
         self.cqes.clear();
         let mut cq = self.ring.completion();
         let overflow = cq.overflow();
@@ -249,72 +250,70 @@ impl Backend for Uring {
             stats.drop_engine(EngineDrop::CqOverflow, lost as u64);
             self.cq_overflow_seen = overflow;
         }
-        for i in 0..self.cqes.len() {
-            let (ud, res, flags) = self.cqes[i];
-            let (kind, generation, idx) = ops::unpack(ud);
-            let more = cqueue::more(flags);
-            // Skip-success operations post only failures and are not counted
-            // in flight; neither is a wake another shard posted into our ring.
-            let counted = !matches!(kind, OP_CLOSE | OP_MSG_RING | OP_MESH_WAKE);
-            if !more && counted {
-                self.inflight = self.inflight.saturating_sub(1);
-            }
-            let recv = |res: i32, ring: &mut BufRing| match cqueue::buffer_select(flags) {
-                Some(buf) if res >= 0 => RecvResult::Data {
-                    buf,
-                    len: res as u32,
-                },
-                Some(buf) => {
-                    ring.recycle(buf);
-                    RecvResult::Error(-res)
+        self.cqes.len()
+    }
+
+    #[inline]
+    fn event(&mut self, i: usize, bufs: &mut UringBuffers) -> Option<Event> {
+        let (ud, res, flags) = self.cqes[i];
+        let (kind, generation, idx) = ops::unpack(ud);
+        let more = cqueue::more(flags);
+        // Skip-success operations post only failures and are not counted
+        // in flight; neither is a wake another shard posted into our ring.
+        let counted = !matches!(kind, OP_CLOSE | OP_MSG_RING | OP_MESH_WAKE);
+        if !more && counted {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
+        match kind {
+            OP_RECV => Some(Event::Recv {
+                conn: idx,
+                generation,
+                result: received(res, flags, &mut bufs.tcp),
+                more,
+            }),
+            OP_SEND => Some(Event::Sent {
+                conn: idx,
+                generation,
+                res,
+            }),
+            OP_UDP_RECV => Some(Event::Datagram {
+                socket: idx,
+                result: received(res, flags, &mut bufs.udp),
+                more,
+            }),
+            OP_UDP_SEND => Some(Event::DatagramSent {
+                slot: idx,
+                listener: generation as u16,
+                res,
+            }),
+            OP_ACCEPT => Some(Event::Accept {
+                listener: idx,
+                result: if res >= 0 { Ok(res) } else { Err(-res) },
+                more,
+            }),
+            // Re-armed at once; a shard told to stop breaks its loop first,
+            // and the shutdown cancels it.
+            OP_WAKE => {
+                if res != -libc::ECANCELED {
+                    self.arm_wake();
                 }
-                None if res == 0 => RecvResult::Eof,
-                None if res == -libc::ENOBUFS => RecvResult::NoBuffers,
-                None if res == -libc::ECANCELED => RecvResult::Cancelled,
-                None => RecvResult::Error(-res),
-            };
-            match kind {
-                OP_ACCEPT => events.push(Event::Accept {
-                    listener: idx,
-                    result: if res >= 0 { Ok(res) } else { Err(-res) },
-                    more,
-                }),
-                OP_RECV => events.push(Event::Recv {
-                    conn: idx,
-                    generation,
-                    result: recv(res, &mut bufs.tcp),
-                    more,
-                }),
-                OP_SEND => events.push(Event::Sent {
-                    conn: idx,
-                    generation,
-                    res,
-                }),
-                OP_UDP_RECV => events.push(Event::Datagram {
-                    socket: idx,
-                    result: recv(res, &mut bufs.udp),
-                    more,
-                }),
-                OP_UDP_SEND => events.push(Event::DatagramSent {
-                    slot: idx,
-                    listener: generation as u16,
-                    res,
-                }),
-                // Re-armed at once; a shard told to stop breaks its loop
-                // first, and the shutdown cancels it.
-                OP_WAKE if res != -libc::ECANCELED => self.arm_wake(),
-                // The deadline timer fired (or was cancelled): the turn checks
-                // every deadline; the next wait arms the next one.
-                OP_TIMER if self.timer_armed.is_some_and(|(_, seq)| seq == idx) => {
+                None
+            }
+            // The deadline timer fired (or was cancelled): the turn checks
+            // every deadline; the next wait arms the next one.
+            OP_TIMER => {
+                if self.timer_armed.is_some_and(|(_, seq)| seq == idx) {
                     self.timer_armed = None;
                 }
-                // MSG_RING to `idx` failed (its CQ full, or the ring gone).
-                OP_MSG_RING => events.push(Event::WakeFailed { shard: idx }),
-                _ => {}
+                None
             }
+            // MSG_RING to `idx` failed (its CQ full, or the ring gone).
+            OP_MSG_RING => Some(Event::WakeFailed { shard: idx }),
+            _ => None,
         }
     }
 
+    #[inline]
     fn wait(&mut self, block: bool, deadline: Option<Instant>) {
         if !block {
             let _ = self.enter.submit_and_wait(&mut self.ring, 0);
@@ -464,6 +463,27 @@ impl Backend for Uring {
     fn finish(&mut self) {
         // Closing the ring's fd (when the shard is dropped) now ends the ring.
         self.enter.unregister();
+    }
+}
+
+/// What a receive's completion says: bytes in a provided buffer, end of
+/// stream, no buffer, cancelled, or an error (a buffer it still names goes
+/// back to the ring).
+#[inline]
+fn received(res: i32, flags: u32, ring: &mut BufRing) -> RecvResult {
+    match cqueue::buffer_select(flags) {
+        Some(buf) if res >= 0 => RecvResult::Data {
+            buf,
+            len: res as u32,
+        },
+        Some(buf) => {
+            ring.recycle(buf);
+            RecvResult::Error(-res)
+        }
+        None if res == 0 => RecvResult::Eof,
+        None if res == -libc::ENOBUFS => RecvResult::NoBuffers,
+        None if res == -libc::ECANCELED => RecvResult::Cancelled,
+        None => RecvResult::Error(-res),
     }
 }
 

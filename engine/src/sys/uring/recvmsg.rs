@@ -2,7 +2,7 @@
 //! msghdr template that asks for it.
 //!
 //! `io_uring_recvmsg_out` (four u32: name length, control length, payload
-//! length, flags), then [`NAME_LEN`] bytes of address, [`CONTROL_LEN`] bytes
+//! length, flags), then `NAME_LEN` bytes of address, `CONTROL_LEN` bytes
 //! of control data, then the payload. The two areas have fixed sizes (ours,
 //! from the template), so the offsets are constants.
 

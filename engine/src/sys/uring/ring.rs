@@ -54,22 +54,23 @@ impl fmt::Debug for Ring {
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
     /// io_uring_setup itself was refused or is missing.
-    #[error("io_uring is unavailable: io_uring_setup failed with {source}. {hint}")]
+    #[error("io_uring is unavailable: io_uring_setup failed with {errno}. {hint}")]
     Unavailable {
-        /// The errno.
-        source: io::Error,
+        /// The errno (in the message, not a `source`: printing the error
+        /// and its chain would name it twice).
+        errno: io::Error,
         /// What to check, from what this machine shows.
         hint: String,
     },
     /// Setup failed for lack of locked memory.
     #[error(
-        "io_uring_setup failed with {source}: not enough locked memory for {entries} ring entries \
+        "io_uring_setup failed with {errno}: not enough locked memory for {entries} ring entries \
          (RLIMIT_MEMLOCK soft limit {memlock} bytes). Raise it (`ulimit -l unlimited` or \
          LimitMEMLOCK=infinity in the systemd unit) or lower --ring-entries"
     )]
     Memlock {
-        /// The errno.
-        source: io::Error,
+        /// The errno (in the message).
+        errno: io::Error,
         /// Entries asked for.
         entries: u32,
         /// The soft limit in bytes.
@@ -175,10 +176,10 @@ fn classify(err: io::Error, entries: u32) -> RingError {
     match err.raw_os_error() {
         Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EACCES) => {
             let hint = unavailable_hint(&err);
-            RingError::Unavailable { source: err, hint }
+            RingError::Unavailable { errno: err, hint }
         }
         Some(libc::ENOMEM) => RingError::Memlock {
-            source: err,
+            errno: err,
             entries,
             memlock: memlock_soft(),
         },
