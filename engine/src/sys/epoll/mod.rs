@@ -74,6 +74,8 @@ struct UdpIo {
     writable_wait: bool,
     /// Datagrams queued this turn: (slot, listener, msghdr).
     out: Vec<(u32, u16, *const libc::msghdr)>,
+    /// How many datagrams the next `recvmmsg` asks for.
+    batch: usize,
 }
 
 /// A shard's epoll instance and what it keeps for it.
@@ -217,6 +219,7 @@ impl Epoll {
                     registered: false,
                     writable_wait: false,
                     out: Vec::with_capacity(SEND_BATCH),
+                    batch: RECV_BATCH,
                 })
                 .collect(),
             udp_due: Vec::with_capacity(udp_sockets),
@@ -520,7 +523,11 @@ impl Epoll {
             return;
         }
         self.bufs_taken.clear();
-        while self.bufs_taken.len() < RECV_BATCH {
+        // As many buffers as the last call filled, doubled (at least 2, at
+        // most RECV_BATCH): setting a message up costs, and one datagram
+        // per wake-up is the common case below saturation.
+        let want = self.udp[socket as usize].batch;
+        while self.bufs_taken.len() < want {
             match bufs.udp.take() {
                 Some(b) => self.bufs_taken.push(b),
                 None => break,
@@ -568,6 +575,7 @@ impl Epoll {
             )
         };
         let got = if got < 0 { 0 } else { got as usize };
+        self.udp[socket as usize].batch = (got * 2).clamp(2, RECV_BATCH);
         for i in 0..n {
             let buf = self.bufs_taken[i];
             if i >= got {
