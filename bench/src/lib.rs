@@ -32,4 +32,5 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod servers;
+pub mod tls;
 pub mod wire;

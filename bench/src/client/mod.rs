@@ -24,6 +24,7 @@
 //! measurement windows and the open-loop schedules line up across threads.
 
 mod driver;
+mod exchange;
 mod ingest;
 mod relay;
 mod relay_pub;
