@@ -76,6 +76,8 @@ pub enum CpuSource {
     ThreadsNamed(Vec<String>),
     /// A whole other process.
     Process(u32),
+    /// The sum of these (a proxy and its backend); unreadable if one is.
+    Sum(Vec<CpuSource>),
     /// Nothing readable (a remote or unknown server).
     None,
 }
@@ -104,6 +106,13 @@ impl CpuSource {
                 found.then_some(total)
             }
             CpuSource::Process(pid) => read_stat(&format!("/proc/{pid}/stat")),
+            CpuSource::Sum(parts) => {
+                let mut total = CpuTime::default();
+                for p in parts {
+                    total.add(p.sample()?);
+                }
+                Some(total)
+            }
             CpuSource::None => None,
         }
     }

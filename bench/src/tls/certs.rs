@@ -61,10 +61,8 @@ impl TlsFiles {
         let ca = CertifiedIssuer::self_signed(ca, ca_key)?;
 
         let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut leaf = CertificateParams::new(vec![
-            super::SERVER_NAME.to_owned(),
-            "127.0.0.1".to_owned(),
-        ])?;
+        let mut leaf =
+            CertificateParams::new(vec![super::SERVER_NAME.to_owned(), "127.0.0.1".to_owned()])?;
         leaf.distinguished_name
             .push(DnType::CommonName, super::SERVER_NAME);
         let leaf = leaf.signed_by(&leaf_key, &ca)?;
