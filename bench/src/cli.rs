@@ -312,10 +312,17 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = Args::command().try_get_matches_from(argv)?;
+    let command = Args::command();
+    let flags: Vec<&str> = command
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .collect();
+    let matches = command.clone().try_get_matches_from(argv)?;
     let mut a = Args::from_arg_matches(&matches)?;
+    // The ids of the flags given (clap also lists the struct's own group).
     let given: Vec<String> = matches
         .ids()
+        .filter(|id| flags.contains(&id.as_str()))
         .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
         .map(|id| id.as_str().to_owned())
         .collect();
@@ -595,4 +602,90 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(argv: &[&str]) -> Plan {
+        let mut v = vec!["ringport-bench"];
+        v.extend_from_slice(argv);
+        parse_from(v).unwrap().plan().unwrap()
+    }
+
+    #[test]
+    fn output_options_alone_run_the_suite_and_never_change_what_runs() {
+        // Before: any argument at all, --json included, skipped the suite
+        // and ran --target's default (ringport) alone.
+        let suite = plan(&[]);
+        assert_eq!(
+            suite.targets,
+            [Target::Ringport, Target::Tokio, Target::Epoll]
+        );
+        assert_eq!(suite.rounds, 2);
+        let names: Vec<&str> = suite.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["tcp-echo", "tcp-rr", "udp-echo", "udp-ingest"]);
+        assert_eq!(suite.cases[0].load.duration, Duration::from_secs(2));
+        for out in [
+            &["--json", "r.json"][..],
+            &["--json=r.json"],
+            &["--svg", "r.svg"],
+            &["--quiet", "--json", "r.json", "--svg", "r.svg"],
+        ] {
+            assert_eq!(plan(out), suite, "{out:?}");
+        }
+        let one = plan(&["--scenario", "tcp-echo", "--duration", "5"]);
+        assert_eq!(one.targets, [Target::Ringport]);
+        assert_eq!(
+            plan(&[
+                "--scenario",
+                "tcp-echo",
+                "--duration",
+                "5",
+                "--json",
+                "r.json"
+            ]),
+            one
+        );
+        assert_eq!(plan(&["--suite", "--json", "r.json"]), suite);
+    }
+
+    #[test]
+    fn tls_scenarios_expand_into_one_case_per_size_and_handshake_kind() {
+        let p = plan(&[
+            "--scenario",
+            "tls-echo,tls-handshake",
+            "--compare",
+            "ringport,tokio-rustls,haproxy",
+        ]);
+        let names: Vec<&str> = p.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tls-echo 64 B",
+                "tls-echo 16384 B",
+                "tls-handshake full",
+                "tls-handshake resumed"
+            ]
+        );
+        let sizes: Vec<usize> = p.cases.iter().map(|c| c.load.size).collect();
+        assert_eq!(sizes, [64, 16384, 64, 64]);
+        assert!(p.cases.iter().all(|c| c.load.protocol == Protocol::Echo));
+        assert_eq!(p.cases[3].load.handshake, Some(HandshakeKind::Resumed));
+        assert_eq!(p.cases[0].load.handshake, None);
+        let p = plan(&[
+            "--scenario",
+            "tls-handshake",
+            "--handshakes",
+            "resumed",
+            "--size",
+            "100",
+        ]);
+        assert_eq!(p.cases.len(), 1);
+        assert_eq!(p.cases[0].name, "tls-handshake resumed");
+        assert_eq!(p.cases[0].load.size, 100);
+        let p = plan(&["--scenario", "tls-echo", "--size", "16384"]);
+        assert_eq!(p.cases[0].name, "tls-echo 16384 B");
+    }
 }

@@ -239,6 +239,11 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
     }
 }
 
+/// Whether the `haproxy` binary (the haproxy target) can be started here.
+pub fn haproxy_installed() -> bool {
+    haproxy::installed()
+}
+
 /// A datagram counter shared by a baseline's threads and the harness.
 pub(crate) type Count = Arc<AtomicU64>;
 
