@@ -1,8 +1,8 @@
 //! Deviation alerts and per-source gates, sans-IO.
 //!
 //! [`ListenerAlerts`] keeps an exponentially weighted moving average (EWMA)
-//! of four rates of one listener (new connections, datagrams, denials,
-//! bytes). It is fed the listener's cumulative counters at a regular
+//! of five rates of one listener (new connections, datagrams, denials,
+//! bytes, failed TLS handshakes). It is fed the listener's cumulative counters at a regular
 //! interval ([`ListenerAlerts::handle_sample`]); when a rate stays above its
 //! baseline × `factor` for `sustain`, the metric fires, and it clears when
 //! the rate comes back under. While a metric is above its threshold its
@@ -35,17 +35,20 @@ pub enum Metric {
     DenialRate = 2,
     /// Bytes in and out per second.
     BytesRate = 3,
+    /// Failed TLS handshakes per second.
+    HandshakeFailureRate = 4,
 }
 
 impl Metric {
     /// Number of metrics.
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
     /// Every metric, in discriminant order.
     pub const ALL: [Metric; Metric::COUNT] = [
         Metric::ConnRate,
         Metric::DatagramRate,
         Metric::DenialRate,
         Metric::BytesRate,
+        Metric::HandshakeFailureRate,
     ];
 
     /// The snake-case name used in logs and metrics.
@@ -55,6 +58,7 @@ impl Metric {
             Metric::DatagramRate => "datagram_rate",
             Metric::DenialRate => "denial_rate",
             Metric::BytesRate => "bytes_rate",
+            Metric::HandshakeFailureRate => "tls_handshake_failure_rate",
         }
     }
 }
@@ -104,11 +108,19 @@ pub struct RateTotals {
     pub denials: u64,
     /// Bytes received and sent.
     pub bytes: u64,
+    /// TLS handshakes that failed.
+    pub handshake_failures: u64,
 }
 
 impl RateTotals {
     fn values(&self) -> [u64; Metric::COUNT] {
-        [self.conns, self.datagrams, self.denials, self.bytes]
+        [
+            self.conns,
+            self.datagrams,
+            self.denials,
+            self.bytes,
+            self.handshake_failures,
+        ]
     }
 }
 

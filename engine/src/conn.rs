@@ -1,12 +1,17 @@
 //! The shard's connection table: a slab of reusable slots with generations.
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use ringport_plugin::{CloseReason, ConnId};
 
 use crate::ops;
+use crate::tls::session::Session;
 
 /// Receive buffers kept per slot across reuse are shrunk to this size, so one
 /// burst does not pin memory forever.
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+const UNSPECIFIED: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// One stream and its in-flight state.
 #[derive(Debug)]
@@ -17,8 +22,18 @@ pub struct Conn {
     pub plugin: u16,
     /// Which listener accepted it.
     pub listener: u16,
+    /// The remote address.
+    pub peer: SocketAddr,
+    /// The local address (one of the listener's ports).
+    pub local: SocketAddr,
     /// The plugin accepted it (so `handle_close` is owed).
     pub accepted: bool,
+    /// The guard opened it (so its close line is owed).
+    pub guarded: bool,
+    /// A plaintext stream's first bytes were checked for a TLS ClientHello.
+    pub first_checked: bool,
+    /// A `tls` listener's stream: its handshake, then its records.
+    pub tls: Option<Box<Session>>,
     /// A multishot receive is armed.
     pub recv_armed: bool,
     /// A send is in flight (`tx_inflight[tx_off..]` belongs to the kernel).
@@ -49,7 +64,12 @@ impl Conn {
             fd: -1,
             plugin: 0,
             listener: 0,
+            peer: UNSPECIFIED,
+            local: UNSPECIFIED,
             accepted: false,
+            guarded: false,
+            first_checked: false,
+            tls: None,
             recv_armed: false,
             send_inflight: false,
             read_closed: false,
@@ -72,6 +92,9 @@ impl Conn {
     fn reset(&mut self) {
         self.fd = -1;
         self.accepted = false;
+        self.guarded = false;
+        self.first_checked = false;
+        self.tls = None;
         self.recv_armed = false;
         self.send_inflight = false;
         self.read_closed = false;
@@ -150,6 +173,15 @@ impl Conns {
         slot.conn.listener = listener;
         self.live += 1;
         Some((idx, slot.generation))
+    }
+
+    /// The live connection at `idx` if its generation matches, to read.
+    #[inline]
+    pub fn get(&self, idx: u32, generation: u32) -> Option<&Conn> {
+        match self.slots.get(idx as usize) {
+            Some(s) if s.live && s.generation == generation => Some(&s.conn),
+            _ => None,
+        }
     }
 
     /// The live connection at `idx` if its generation matches.

@@ -359,6 +359,9 @@ impl EngineHandle {
                 udp_source_window: operations.udp_source_window,
                 shared: ops_shared.clone(),
             };
+            let tls: Vec<_> = (0..plan.listeners.len())
+                .map(|i| operations.listener(i).tls)
+                .collect();
             let spawn = std::thread::Builder::new()
                 .name(format!("ringport-shard-{shard}"))
                 .spawn(move || {
@@ -381,6 +384,7 @@ impl EngineHandle {
                         inbox,
                         msg_ring,
                         guard,
+                        tls,
                     };
                     match Shard::new(init) {
                         Ok((s, notes)) => {

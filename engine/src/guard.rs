@@ -21,12 +21,14 @@ use crate::clock::TurnClock;
 use crate::listener_stats::{ListenerDrop, SharedListenerStats, TimeoutKind};
 use crate::log::{CloseCause, Event, LogRecord, LogSink};
 use crate::operations::Limits;
-use crate::policy::{Admission, AdmissionConfig, Decision};
+use crate::policy::{Admission, AdmissionConfig, Decision, DenyReason};
 
 /// Denial lines per source and minute before the rest are only counted.
 const DENY_LOG_PER_MINUTE: u64 = 10;
 /// Sources the per-shard log gate and UDP source window track.
 const MAX_TRACKED_SOURCES: usize = 65536;
+/// A deadline that never comes in practice (a handshake without a timeout).
+const FAR: Duration = Duration::from_secs(100 * 365 * 86400);
 
 /// What the engine shares with every shard about operations.
 #[derive(Debug)]
@@ -61,6 +63,11 @@ struct Meta {
     local_port: u16,
     verdict: Decision,
     opened: Instant,
+    /// When the first-bytes deadline starts: the open, or for TLS the end
+    /// of the handshake.
+    plain_since: Instant,
+    /// A TLS handshake in progress must end by then.
+    handshake_until: Option<Instant>,
     last_active: Instant,
     first_byte: bool,
     half_closed_at: Option<Instant>,
@@ -259,6 +266,8 @@ impl Guard {
             local_port: local.port(),
             verdict: d,
             opened: now,
+            plain_since: now,
+            handshake_until: None,
             last_active: now,
             first_byte: false,
             half_closed_at: None,
@@ -338,6 +347,93 @@ impl Guard {
         }
     }
 
+    /// Connection (`idx`, `generation`) starts a TLS handshake that must
+    /// end within `timeout` (None: no limit); until then the first-bytes
+    /// deadline waits.
+    pub fn tls_handshaking(
+        &mut self,
+        idx: u32,
+        generation: u32,
+        timeout: Option<std::time::Duration>,
+        now: Instant,
+    ) {
+        let Some(m) = self.meta(idx) else { return };
+        if m.generation != generation {
+            return;
+        }
+        m.handshake_until = Some(timeout.map_or(now + FAR, |t| now + t));
+        if let Some(at) = self.deadline_of(idx as usize) {
+            self.deadlines.push(Reverse((at, idx, generation)));
+        }
+    }
+
+    /// The TLS handshake of (`idx`, `generation`) succeeded at `now`: the
+    /// first-bytes deadline starts, unless plaintext came with it.
+    pub fn tls_established(&mut self, idx: u32, generation: u32, plaintext: bool, now: Instant) {
+        let Some(m) = self.meta(idx) else { return };
+        if m.generation != generation {
+            return;
+        }
+        m.handshake_until = None;
+        m.plain_since = now;
+        m.first_byte = plaintext;
+        if let Some(at) = self.deadline_of(idx as usize) {
+            self.deadlines.push(Reverse((at, idx, generation)));
+        }
+    }
+
+    /// Sets why (`idx`, `generation`) will close, for its close line
+    /// (unless a timeout already set one).
+    pub fn set_cause(&mut self, idx: u32, generation: u32, cause: CloseCause) {
+        if let Some(m) = self.meta(idx) {
+            if m.generation == generation && m.cause.is_none() {
+                m.cause = Some(cause);
+            }
+        }
+    }
+
+    /// Refuses a connection already admitted by [`Guard::admit`] for
+    /// `reason` (a TLS limit, a client certificate): counted, logged and
+    /// alerted on like an address denial. A connection not yet
+    /// [`opened`](Self::opened) also gets its admission slot back.
+    pub fn deny(
+        &mut self,
+        listener: u16,
+        peer: SocketAddr,
+        local_port: u16,
+        reason: DenyReason,
+        opened: bool,
+        now: Instant,
+    ) {
+        let d = Decision::Deny(reason);
+        self.count_verdict(listener, peer.ip(), d, now);
+        self.log_denial(listener, peer, local_port, d, now);
+        if !opened {
+            self.rejected(listener, peer);
+        }
+    }
+
+    /// Audit mode: counts what [`Guard::deny`] would have refused.
+    pub fn would_deny(
+        &mut self,
+        listener: u16,
+        peer: SocketAddr,
+        reason: DenyReason,
+        now: Instant,
+    ) {
+        self.count_verdict(listener, peer.ip(), Decision::WouldDeny(reason), now);
+    }
+
+    /// Counts a TLS handshake's end on `listener` and logs its line.
+    pub fn tls_handshake(&mut self, listener: u16, mut record: LogRecord) {
+        let Some(t) = &record.tls else { return };
+        self.listeners[listener as usize].counters.tls_handshakes[t.result as usize].add(1);
+        record.shard = self.shard;
+        if let Some(log) = &self.log {
+            log.try_log(record);
+        }
+    }
+
     /// Connection (`idx`, `generation`) closed for `reason`: log it with
     /// its totals and free its admission slot.
     pub fn closed(&mut self, idx: u32, generation: u32, reason: CloseReason, now: Instant) {
@@ -379,9 +475,11 @@ impl Guard {
                 }
             }
         };
-        if !m.first_byte {
+        if m.handshake_until.is_some() {
+            consider(m.handshake_until, TimeoutKind::TlsHandshake);
+        } else if !m.first_byte {
             consider(
-                lim.first_bytes_timeout.map(|t| m.opened + t),
+                lim.first_bytes_timeout.map(|t| m.plain_since + t),
                 TimeoutKind::FirstBytes,
             );
         }
@@ -442,6 +540,7 @@ impl Guard {
                         TimeoutKind::FirstBytes => CloseCause::FirstBytesTimeout,
                         TimeoutKind::Idle => CloseCause::IdleTimeout,
                         TimeoutKind::HalfClosed => CloseCause::HalfClosedTimeout,
+                        TimeoutKind::TlsHandshake => CloseCause::TlsHandshakeTimeout,
                     });
                     let l = m.listener as usize;
                     self.listeners[l].counters.timeouts[kind as usize].add(1);
@@ -596,7 +695,7 @@ mod tests {
             g.closed(idx, 7, CloseReason::Error(110), s(500));
         }
         let c = g.listeners[0].counters.snapshot();
-        assert_eq!(c.timeouts, [1, 1, 1]);
+        assert_eq!(c.timeouts, [1, 1, 1, 0]);
         assert_eq!(
             (c.conns_accepted, c.conns_closed, c.bytes_in, c.bytes_out),
             (3, 3, 20, 10)

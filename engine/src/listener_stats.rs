@@ -6,6 +6,7 @@
 //! [`ListenerCounters`] snapshot.
 
 use crate::policy::DenyReason;
+use crate::tls::HandshakeResult;
 
 /// Why the engine closed a connection on a timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,16 +18,19 @@ pub enum TimeoutKind {
     Idle = 1,
     /// The peer's FIN came and the connection did not finish in time.
     HalfClosed = 2,
+    /// A TLS handshake did not finish within the handshake timeout.
+    TlsHandshake = 3,
 }
 
 impl TimeoutKind {
     /// Number of kinds.
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
     /// Every kind, in discriminant order.
     pub const ALL: [TimeoutKind; TimeoutKind::COUNT] = [
         TimeoutKind::FirstBytes,
         TimeoutKind::Idle,
         TimeoutKind::HalfClosed,
+        TimeoutKind::TlsHandshake,
     ];
 
     /// The snake-case name used in metrics.
@@ -35,6 +39,7 @@ impl TimeoutKind {
             TimeoutKind::FirstBytes => "first_bytes",
             TimeoutKind::Idle => "idle",
             TimeoutKind::HalfClosed => "half_closed",
+            TimeoutKind::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -104,6 +109,8 @@ crate::stats::live_counters! {
         timeouts: TimeoutKind::COUNT,
         /// Datagrams dropped by the engine, by [`ListenerDrop`].
         drops: ListenerDrop::COUNT,
+        /// TLS handshakes ended, by [`HandshakeResult`].
+        tls_handshakes: HandshakeResult::COUNT,
     }
 }
 
@@ -116,6 +123,15 @@ impl ListenerCounters {
     /// Every denial.
     pub fn denied_total(&self) -> u64 {
         self.denied.iter().sum()
+    }
+
+    /// TLS handshakes that failed, whatever the reason.
+    pub fn tls_handshakes_failed(&self) -> u64 {
+        HandshakeResult::ALL
+            .iter()
+            .filter(|r| !r.ok())
+            .map(|r| self.tls_handshakes[*r as usize])
+            .sum()
     }
 }
 
@@ -139,11 +155,14 @@ mod tests {
         }
         s.sources_alerting.set(3);
         s.sources_alerting.set(1);
-        for (i, v) in [7, 8, 9, 10].into_iter().enumerate() {
-            s.denied[i].add(v);
-            s.would_deny[i].add(v + 4);
+        for i in 0..DenyReason::COUNT {
+            s.denied[i].add(7 + i as u64);
+            s.would_deny[i].add(11 + i as u64);
         }
-        for (i, v) in [15, 16, 17].into_iter().enumerate() {
+        for i in 0..HandshakeResult::COUNT {
+            s.tls_handshakes[i].add(20 + i as u64);
+        }
+        for (i, v) in [15, 16, 17, 18].into_iter().enumerate() {
             s.timeouts[i].add(v);
         }
         s.drops[0].add(18);
@@ -157,17 +176,21 @@ mod tests {
             udp_new_sources: 6,
             sources_alerting: 1,
             datagrams_out: 2,
-            denied: [7, 8, 9, 10],
-            would_deny: [11, 12, 13, 14],
-            timeouts: [15, 16, 17],
+            denied: std::array::from_fn(|i| 7 + i as u64),
+            would_deny: std::array::from_fn(|i| 11 + i as u64),
+            timeouts: [15, 16, 17, 18],
             drops: [18, 19],
+            tls_handshakes: std::array::from_fn(|i| 20 + i as u64),
         };
         assert_eq!(s.snapshot(), c);
         let mut sum = c;
         sum.add(&c);
-        assert_eq!(sum.denied, [14, 16, 18, 20]);
-        assert_eq!(sum.timeouts, [30, 32, 34]);
+        assert_eq!(sum.denied, std::array::from_fn(|i| 14 + 2 * i as u64));
+        assert_eq!(sum.timeouts, [30, 32, 34, 36]);
         assert_eq!(sum.drops, [36, 38]);
-        assert_eq!((sum.denied_total(), sum.conns_open()), (68, 0));
+        // (7 + 17) * 11 / 2 = 132, twice.
+        assert_eq!((sum.denied_total(), sum.conns_open()), (264, 0));
+        // Failed: 22..=32 doubled = 2 * 297.
+        assert_eq!(sum.tls_handshakes_failed(), 594);
     }
 }

@@ -47,6 +47,9 @@ pub enum Event {
         /// Fired or cleared.
         firing: bool,
     },
+    /// A TLS handshake ended, well or not; the details are in the record's
+    /// `tls` and `duration` is how long it took.
+    TlsHandshake,
 }
 
 impl Event {
@@ -58,6 +61,7 @@ impl Event {
             Event::Deny => "deny",
             Event::UdpSource => "udp_source",
             Event::SourceAlert { .. } => "alert",
+            Event::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -76,6 +80,16 @@ pub enum CloseCause {
     HalfClosedTimeout,
     /// The drain timeout ran out while the connection was open.
     DrainTimeout,
+    /// The TLS handshake did not finish in time.
+    TlsHandshakeTimeout,
+    /// The TLS handshake failed (the `tls_handshake` line says why).
+    TlsHandshakeFailed,
+    /// The client's certificate identity was refused.
+    TlsIdentityDenied,
+    /// A TLS record was bad or the peer sent a fatal alert.
+    TlsError,
+    /// A TLS ClientHello arrived on a plaintext listener.
+    TlsOnPlainPort,
 }
 
 impl CloseCause {
@@ -94,12 +108,42 @@ impl CloseCause {
             CloseCause::IdleTimeout => "idle_timeout",
             CloseCause::HalfClosedTimeout => "half_closed_timeout",
             CloseCause::DrainTimeout => "drain_timeout",
+            CloseCause::TlsHandshakeTimeout => "tls_handshake_timeout",
+            CloseCause::TlsHandshakeFailed => "tls_handshake_failed",
+            CloseCause::TlsIdentityDenied => "tls_identity_denied",
+            CloseCause::TlsError => "tls_error",
+            CloseCause::TlsOnPlainPort => "tls_on_plain_port",
         }
     }
 }
 
-/// One line's worth of facts, fixed-size so that queueing it allocates nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a `tls_handshake` line says beyond the common fields. Boxed in its
+/// record: handshakes allocate anyway, and the common record stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsLog {
+    /// How it ended.
+    pub result: crate::tls::HandshakeResult,
+    /// `TLSv1.3` or `TLSv1.2` (empty when the handshake failed before).
+    pub version: &'static str,
+    /// The cipher suite's IANA name (empty when not agreed).
+    pub cipher: &'static str,
+    /// The server name the client asked for.
+    pub sni: Option<String>,
+    /// The ALPN protocol agreed on.
+    pub alpn: Option<String>,
+    /// The client certificate, when one was presented.
+    pub client_cert: Option<crate::tls::CertIdentity>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// The alert sent, when one was.
+    pub alert_sent: Option<u8>,
+    /// The alert received, when one was.
+    pub alert_received: Option<u8>,
+}
+
+/// One line's worth of facts: fixed-size for every event but
+/// `tls_handshake`, so that queueing it allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
     /// What happened.
     pub event: Event,
@@ -127,6 +171,8 @@ pub struct LogRecord {
     pub suppressed: u64,
     /// Denials in the window (alert lines).
     pub count: u64,
+    /// TLS handshake details (`tls_handshake` lines).
+    pub tls: Option<Box<TlsLog>>,
 }
 
 impl LogRecord {
@@ -146,6 +192,7 @@ impl LogRecord {
             close: None,
             suppressed: 0,
             count: 0,
+            tls: None,
         }
     }
 }
@@ -460,6 +507,11 @@ impl Formatter {
         }
         f.display("peer", &r.peer);
         f.uint("local_port", u64::from(r.local_port));
+        if let Some(t) = &r.tls {
+            tls_fields(&mut f, r, t);
+            f.end();
+            return;
+        }
         if r.event != Event::Close {
             f.str("verdict", r.verdict.as_str());
             if let Some(reason) = r.verdict.reason() {
@@ -493,6 +545,48 @@ impl Formatter {
             }
         }
         f.end();
+    }
+}
+
+/// The fields of a `tls_handshake` line after peer and local port.
+fn tls_fields(f: &mut Fields<'_>, r: &LogRecord, t: &TlsLog) {
+    f.str("result", t.result.as_str());
+    if !t.version.is_empty() {
+        f.str("version", t.version);
+    }
+    if !t.cipher.is_empty() {
+        f.str("cipher", t.cipher);
+    }
+    if let Some(sni) = &t.sni {
+        f.str("sni", sni);
+    }
+    if let Some(alpn) = &t.alpn {
+        f.str("alpn", alpn);
+    }
+    if let Some(c) = &t.client_cert {
+        f.str("client_subject", &c.subject);
+        f.str("client_sans", &c.sans().join(","));
+        f.str("client_sha256", &c.fingerprint_hex());
+        let mut expiry = String::with_capacity(24);
+        rfc3339(
+            &mut expiry,
+            UNIX_EPOCH + Duration::from_secs(c.not_after.max(0) as u64),
+        );
+        f.str("client_not_after", &expiry);
+    }
+    f.str("verdict", r.verdict.as_str());
+    if let Some(reason) = r.verdict.reason() {
+        f.str("reason", reason.as_str());
+    }
+    f.float("duration_s", r.duration.as_secs_f64());
+    if let Some(e) = &t.error {
+        f.str("error", e);
+    }
+    if let Some(a) = t.alert_sent {
+        f.str("alert_sent", crate::tls::alert_name(a));
+    }
+    if let Some(a) = t.alert_received {
+        f.str("alert_received", crate::tls::alert_name(a));
     }
 }
 

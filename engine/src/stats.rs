@@ -88,11 +88,14 @@ pub enum EngineDrop {
     CqOverflow = 5,
     /// A datagram whose source address could not be read.
     BadSource = 6,
+    /// A TLS ClientHello arrived on a plaintext TCP listener: answered with a
+    /// handshake_failure alert and closed before the plugin saw it.
+    TlsOnPlainPort = 7,
 }
 
 impl EngineDrop {
     /// Number of engine drop reasons.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// All reasons in discriminant order.
     pub const ALL: [EngineDrop; EngineDrop::COUNT] = [
         EngineDrop::DatagramTruncated,
@@ -102,6 +105,7 @@ impl EngineDrop {
         EngineDrop::AcceptFailed,
         EngineDrop::CqOverflow,
         EngineDrop::BadSource,
+        EngineDrop::TlsOnPlainPort,
     ];
 
     /// Snake-case name for stats lines and metrics.
@@ -114,6 +118,7 @@ impl EngineDrop {
             EngineDrop::AcceptFailed => "accept_failed",
             EngineDrop::CqOverflow => "cq_overflow",
             EngineDrop::BadSource => "bad_source",
+            EngineDrop::TlsOnPlainPort => "tls_on_plain_port",
         }
     }
 }

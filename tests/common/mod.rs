@@ -4,6 +4,8 @@
 //! Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -39,6 +41,8 @@ pub struct Listen {
     pub protocol: &'static str,
     /// TCP or UDP.
     pub transport: Transport,
+    /// TCP with TLS (its certificates go in the operations).
+    pub tls: bool,
     /// How many ports.
     pub ports: u16,
 }
@@ -48,6 +52,17 @@ pub fn tcp(protocol: &'static str, ports: u16) -> Listen {
     Listen {
         protocol,
         transport: Transport::Tcp,
+        tls: false,
+        ports,
+    }
+}
+
+/// `ports` ports of `protocol` over TLS.
+pub fn tls(protocol: &'static str, ports: u16) -> Listen {
+    Listen {
+        protocol,
+        transport: Transport::Tcp,
+        tls: true,
         ports,
     }
 }
@@ -57,6 +72,7 @@ pub fn udp(protocol: &'static str, ports: u16) -> Listen {
     Listen {
         protocol,
         transport: Transport::Udp,
+        tls: false,
         ports,
     }
 }
@@ -158,7 +174,8 @@ impl ServerBuilder {
             for l in &self.listeners {
                 let (first, last) = (next, next + l.ports - 1);
                 next += l.ports;
-                let text = format!("{}@{}:{}:{first}-{last}", l.protocol, l.transport, LOOPBACK);
+                let transport = if l.tls { "tls" } else { l.transport.as_str() };
+                let text = format!("{}@{transport}:{}:{first}-{last}", l.protocol, LOOPBACK);
                 specs.push(text.parse::<ListenerSpec>().expect("a valid listener spec"));
                 ranges.push(first..=last);
             }

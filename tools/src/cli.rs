@@ -8,6 +8,7 @@ use ringport_engine::cpus::CpuList;
 use ringport_engine::log::LogFormat;
 use ringport_engine::plan::Mode;
 use ringport_engine::spec::ListenerSpec;
+use ringport_engine::tls::TlsVersion;
 use ringport_engine::{MeshWake, UdpDropCounter};
 
 /// ringport: a thread-per-core io_uring engine for machine-to-machine traffic
@@ -204,6 +205,56 @@ pub struct ServeArgs {
     /// has not finished by then (0: never). [default: 30]
     #[arg(long, value_name = "SECS")]
     pub half_closed_timeout: Option<f64>,
+
+    /// PEM certificate chain (leaf first) of every `tls` listener, e.g.
+    /// `echo@tls:127.0.0.1:9000`. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): `tls` listeners then require a client
+    /// certificate chained to one of them (mutual TLS). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A client identity `tls` listeners allow (repeatable; needs
+    /// --tls-client-ca): a URI SAN such as `spiffe://prod.example/sensor/*`
+    /// (a trailing `*` matches by prefix) or `dns:NAME` (`dns:*.example`
+    /// for every name under it). Default: every certificate of the client CA.
+    #[arg(long, value_name = "PATTERN")]
+    pub tls_allow_identity: Vec<String>,
+
+    /// Lowest TLS version `tls` listeners accept: `1.3`, or `1.2` to allow
+    /// TLS 1.2 as well. [default: 1.3]
+    #[arg(long, value_name = "1.3|1.2")]
+    pub tls_min_version: Option<TlsVersion>,
+
+    /// An ALPN protocol `tls` listeners offer (repeatable, in order of
+    /// preference). Default: no ALPN.
+    #[arg(long, value_name = "NAME")]
+    pub tls_alpn: Vec<String>,
+
+    /// Close a TLS connection whose handshake has not finished SECS after it
+    /// opened (0: never). [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub tls_handshake_timeout: Option<f64>,
+
+    /// TLS handshakes in progress per source address and shard; more
+    /// connections are refused at accept (0: no limit). [default: 64]
+    #[arg(long, value_name = "N")]
+    pub tls_max_handshakes_per_source: Option<u32>,
+
+    /// TLS handshakes in progress per shard over all `tls` listeners; more
+    /// connections are refused at accept (0: no limit). [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub tls_max_handshakes: Option<usize>,
+
+    /// Turn off TLS session resumption (tickets): every handshake is a full one.
+    #[arg(long)]
+    pub tls_no_resumption: bool,
 
     /// Write the handshake log (one line per connection open and close, per
     /// denial, per new UDP source, plus alerts) to FILE, or `-` for stderr.

@@ -7,7 +7,7 @@
 //! Unknown keys are errors that name the key and its line.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ use ringport_engine::{EngineConfig, MeshWake, UdpDropCounter};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::{default_listeners, ServeArgs};
+use crate::tls_config::TlsInputs;
+use ringport_engine::tls::TlsVersion;
 
 /// A value parsed from a TOML string with its type's `FromStr`, so that a
 /// bad value is reported at its line.
@@ -82,6 +84,40 @@ pub struct ListenerTable {
     pub alert_source_window: Option<f64>,
     /// See `--max-datagram`.
     pub max_datagram: Option<u32>,
+    /// See `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// See `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// See `--tls-client-ca`.
+    pub tls_client_ca: Option<PathBuf>,
+    /// See `--tls-allow-identity` (replaces the top-level list).
+    pub tls_allow_identity: Option<Vec<String>>,
+    /// See `--tls-min-version`.
+    pub tls_min_version: Option<Parsed<TlsVersion>>,
+    /// See `--tls-alpn` (replaces the top-level list).
+    pub tls_alpn: Option<Vec<String>>,
+    /// See `--tls-handshake-timeout`.
+    pub tls_handshake_timeout: Option<f64>,
+    /// See `--tls-max-handshakes-per-source`.
+    pub tls_max_handshakes_per_source: Option<u32>,
+    /// See `--tls-no-resumption`.
+    pub tls_no_resumption: Option<bool>,
+}
+
+impl ListenerTable {
+    fn tls(&self) -> TlsInputs {
+        TlsInputs {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+            allow_identity: self.tls_allow_identity.clone(),
+            min_version: self.tls_min_version.as_ref().map(|p| p.0),
+            alpn: self.tls_alpn.clone(),
+            handshake_timeout: self.tls_handshake_timeout,
+            max_handshakes_per_source: self.tls_max_handshakes_per_source,
+            no_resumption: self.tls_no_resumption,
+        }
+    }
 }
 
 /// The config file: every `serve` flag, plus `[[listener]]` tables.
@@ -128,6 +164,16 @@ pub struct FileConfig {
     pub alert_sustain: Option<f64>,
     pub alert_source_denials: Option<u64>,
     pub alert_source_window: Option<f64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub tls_allow_identity: Option<Vec<String>>,
+    pub tls_min_version: Option<Parsed<TlsVersion>>,
+    pub tls_alpn: Option<Vec<String>>,
+    pub tls_handshake_timeout: Option<f64>,
+    pub tls_max_handshakes_per_source: Option<u32>,
+    pub tls_max_handshakes: Option<usize>,
+    pub tls_no_resumption: Option<bool>,
 }
 
 impl FileConfig {
@@ -322,12 +368,31 @@ impl Settings {
         };
         let udp_max_datagram = pick!(udp_max_datagram, d.udp_max_datagram);
         let global_allow = cidrs(&args.allow, f.allow.as_ref(), "allow")?;
+        let dry_run = args.allow_dry_run || f.allow_dry_run.unwrap_or(false);
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        let global_tls = TlsInputs {
+            cert: args.tls_cert.clone().or(f.tls_cert.clone()),
+            key: args.tls_key.clone().or(f.tls_key.clone()),
+            client_ca: args.tls_client_ca.clone().or(f.tls_client_ca.clone()),
+            allow_identity: list(&args.tls_allow_identity).or(f.tls_allow_identity.clone()),
+            min_version: args
+                .tls_min_version
+                .or(f.tls_min_version.as_ref().map(|p| p.0)),
+            alpn: list(&args.tls_alpn).or(f.tls_alpn.clone()),
+            handshake_timeout: args.tls_handshake_timeout.or(f.tls_handshake_timeout),
+            max_handshakes_per_source: args
+                .tls_max_handshakes_per_source
+                .or(f.tls_max_handshakes_per_source),
+            no_resumption: (args.tls_no_resumption || f.tls_no_resumption.unwrap_or(false))
+                .then_some(true),
+        };
+        let none = TlsInputs::default();
         let (listeners, ops) = if !args.listen.is_empty() {
-            let ops = args.listen.iter().map(|_| {
+            let ops = args.listen.iter().map(|spec| {
                 Ok(ListenerOps {
                     allow: global_allow.clone(),
                     limits: global.resolve(udp_max_datagram)?,
-                    tls: None,
+                    tls: global_tls.load(&none, spec, dry_run)?,
                 })
             });
             (args.listen.clone(), ops.collect::<Result<Vec<_>>>()?)
@@ -339,7 +404,7 @@ impl Settings {
                 ops.push(ListenerOps {
                     allow: global_allow.clone(),
                     limits: global.resolve(udp_max_datagram)?,
-                    tls: None,
+                    tls: global_tls.load(&none, &s.0, dry_run)?,
                 });
             }
             for t in f.listener.iter().flatten() {
@@ -365,7 +430,7 @@ impl Settings {
                         .over(global)
                         .resolve(udp_max_datagram)
                         .with_context(|| format!("listener `{}`", t.spec.0))?,
-                    tls: None,
+                    tls: global_tls.load(&t.tls(), &t.spec.0, dry_run)?,
                 });
             }
             if specs.is_empty() {
@@ -383,6 +448,14 @@ impl Settings {
             }
             (specs, ops)
         };
+        if let Some(key) = global_tls.first_given() {
+            if !listeners.iter().any(|l| l.tls) {
+                bail!(
+                    "{key} is set but no listener is a `tls` listener: write the transport of \
+                     the listeners to encrypt as `tls` (e.g. `echo@tls:127.0.0.1:9000`)"
+                );
+            }
+        }
         let max_outbound = pick!(max_outbound, d.max_outbound);
         let engine = EngineConfig {
             ring_entries: pick!(ring_entries, d.ring_entries),
@@ -404,6 +477,7 @@ impl Settings {
                 .mesh_wake
                 .or(f.mesh_wake.map(|p| p.0))
                 .unwrap_or(d.mesh_wake),
+            tls_max_handshakes: pick!(tls_max_handshakes, d.tls_max_handshakes),
             ..d
         };
         engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -444,7 +518,7 @@ impl Settings {
             engine,
             operations: Operations {
                 listeners: ops,
-                dry_run: args.allow_dry_run || f.allow_dry_run.unwrap_or(false),
+                dry_run,
                 log: None,
                 udp_source_window: Duration::from_secs(60),
             },
@@ -589,12 +663,21 @@ mod tests {
         assert!(per_listener.remove("spec"));
         let not_flags: Vec<&String> = per_listener.difference(&flags).collect();
         assert!(not_flags.is_empty(), "{not_flags:?}");
-        // The example sets every top-level key, and names every listener key
-        // in its table (set, or in a comment).
+        // The example names every top-level key (set, or for files it cannot
+        // ship, such as TLS certificates, in a `# key = ...` comment), and
+        // every listener key in its table (set, or in a comment).
         let text = include_str!("../../ringport.example.toml");
         let example: toml::Table = toml::from_str(text).unwrap();
         let mut set: BTreeSet<String> = example.keys().cloned().collect();
         assert!(set.remove("listener"));
+        let head = &text[..text.find("\n[[listener]]").unwrap()];
+        for line in head.lines() {
+            if let Some((key, _)) = line.strip_prefix("# ").and_then(|l| l.split_once(" = ")) {
+                if flags.contains(key) {
+                    set.insert(key.to_owned());
+                }
+            }
+        }
         assert_eq!(set, flags, "top-level keys of ringport.example.toml");
         let table = &text[text.rfind("\n[[listener]]").unwrap()..];
         let missing: Vec<&String> = per_listener

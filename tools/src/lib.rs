@@ -15,6 +15,7 @@ mod relay;
 mod serve;
 mod signals;
 pub mod testing;
+mod tls_config;
 
 use clap::Parser;
 

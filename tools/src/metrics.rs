@@ -7,6 +7,7 @@ use ringport_engine::latency::{Histogram, BOUNDS_US};
 use ringport_engine::listener_stats::{ListenerCounters, ListenerDrop, TimeoutKind};
 use ringport_engine::policy::DenyReason;
 use ringport_engine::stats::ShardStats;
+use ringport_engine::tls::HandshakeResult;
 use ringport_engine::EngineDrop;
 use ringport_plugin::DropReason;
 
@@ -22,6 +23,9 @@ pub struct ListenerView {
     pub counters: ListenerCounters,
     /// Which alerts fire, by [`Metric`] discriminant.
     pub alerts: [bool; Metric::COUNT],
+    /// A `tls` listener: seconds until its certificate expires (negative
+    /// once it has). None: not a `tls` listener.
+    pub tls_expires_in: Option<i64>,
 }
 
 /// What the metrics are rendered from.
@@ -292,6 +296,40 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+    let tls: Vec<(&ListenerView, &&str)> = s
+        .listeners
+        .iter()
+        .zip(&names)
+        .filter(|(l, _)| l.tls_expires_in.is_some())
+        .collect();
+    if !tls.is_empty() {
+        o.family(
+            "ringport_tls_handshakes_total",
+            "counter",
+            "TLS handshakes ended per listener, by result (full and resumed succeeded; the rest failed).",
+        );
+        for (l, n) in &tls {
+            for r in HandshakeResult::ALL {
+                o.sample(
+                    "ringport_tls_handshakes_total",
+                    &[("listener", n), ("result", r.as_str())],
+                    l.counters.tls_handshakes[r as usize],
+                );
+            }
+        }
+        o.family(
+            "ringport_tls_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until the certificate a TLS listener serves expires (negative once it has).",
+        );
+        for (l, n) in &tls {
+            o.sample(
+                "ringport_tls_certificate_expiry_seconds",
+                &[("listener", n)],
+                l.tls_expires_in.unwrap_or_default(),
+            );
+        }
+    }
     o.family(
         "ringport_listener_timeouts_total",
         "counter",
@@ -444,6 +482,9 @@ mod tests {
         };
         lc.denied[DenyReason::NotAllowed as usize] = 5;
         lc.drops[ListenerDrop::DatagramTooLarge as usize] = 6;
+        let mut tc = ListenerCounters::default();
+        tc.tls_handshakes[HandshakeResult::Resumed as usize] = 7;
+        tc.tls_handshakes[HandshakeResult::UnknownCa as usize] = 2;
         let text = render(&Snapshot {
             shards: vec![ShardStats {
                 shard: 0,
@@ -451,11 +492,20 @@ mod tests {
                 counters: c,
             }],
             mesh_depth: vec![9],
-            listeners: vec![ListenerView {
-                name: "echo@tcp:[::1]:9000".into(),
-                counters: lc,
-                alerts: [false, false, true, false],
-            }],
+            listeners: vec![
+                ListenerView {
+                    name: "echo@tcp:[::1]:9000".into(),
+                    counters: lc,
+                    alerts: [false, false, true, false, false],
+                    tls_expires_in: None,
+                },
+                ListenerView {
+                    name: "echo@tls:[::1]:9001".into(),
+                    counters: tc,
+                    alerts: [false; Metric::COUNT],
+                    tls_expires_in: Some(86400),
+                },
+            ],
             log_dropped: 0,
             uptime_secs: 1.5,
             draining: false,
@@ -479,6 +529,10 @@ mod tests {
             "ringport_alert{listener=\"echo@tcp:[::1]:9000\",metric=\"source_denials\"} 1",
             "ringport_listener_sources_alerting{listener=\"echo@tcp:[::1]:9000\"} 2",
             "ringport_listener_drops_total{listener=\"echo@tcp:[::1]:9000\",reason=\"datagram_too_large\"} 6",
+            "ringport_tls_handshakes_total{listener=\"echo@tls:[::1]:9001\",result=\"resumed\"} 7",
+            "ringport_tls_handshakes_total{listener=\"echo@tls:[::1]:9001\",result=\"unknown_ca\"} 2",
+            "ringport_tls_handshakes_total{listener=\"echo@tls:[::1]:9001\",result=\"full\"} 0",
+            "ringport_tls_certificate_expiry_seconds{listener=\"echo@tls:[::1]:9001\"} 86400",
             "ringport_listener_drops_total{listener=\"echo@tcp:[::1]:9000\",reason=\"datagram_truncated\"} 0",
             "ringport_uptime_seconds 1.500",
             "ringport_mesh_queue_depth{shard=\"0\"} 9",
@@ -496,6 +550,10 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert!(
+            !text.contains("ringport_tls_handshakes_total{listener=\"echo@tcp"),
+            "plaintext listeners have no TLS series"
+        );
         crate::testing::promtool_check(&text);
     }
 }

@@ -5,14 +5,16 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use ringport_engine::alerts::{ListenerAlerts, Metric, RateTotals};
 use ringport_engine::cpus::{self, CpuList};
 use ringport_engine::log::{EventLine, LogWriter, Value, DEFAULT_QUEUE_LEN};
 use ringport_engine::plan::{Plan, PlanRequest};
+use ringport_engine::spec::ListenerSpec;
 use ringport_engine::stats::ShardStats;
+use ringport_engine::tls::{HandshakeResult, ListenerTls};
 use ringport_engine::{Counters, EngineHandle};
 use ringport_plugin::Transport;
 
@@ -87,8 +89,66 @@ fn policy_lines(plan: &Plan, s: &Settings) -> Result<Vec<String>> {
         if a.allow.is_open() {
             lines.push(format!("warning: {spec} accepts every source address"));
         }
+        if let Some(tls) = &s.operations.listener(i).tls {
+            lines.extend(tls_lines(spec, tls, SystemTime::now()));
+        }
     }
     Ok(lines)
+}
+
+/// Warn this long before a certificate expires.
+const EXPIRY_WARNING_SECS: i64 = 30 * 86400;
+
+/// What a `tls` listener serves: versions, certificate, client checks; and
+/// a warning when the certificate expires within 30 days.
+fn tls_lines(spec: &ListenerSpec, tls: &ListenerTls, now: SystemTime) -> Vec<String> {
+    let loaded = tls.current();
+    let st = tls.settings();
+    let left = loaded.expires_in(now);
+    let mut expiry = String::new();
+    ringport_engine::log::rfc3339(
+        &mut expiry,
+        UNIX_EPOCH + Duration::from_secs(loaded.cert.not_after.max(0) as u64),
+    );
+    let clients = match &st.client_ca {
+        None => "no client certificates".to_owned(),
+        Some(ca) => format!(
+            "client certificates required ({} CA(s) in {}), identities {}",
+            loaded.client_cas,
+            ca.display(),
+            if st.allow_identities.is_empty() {
+                "any".to_owned()
+            } else {
+                st.allow_identities
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+    };
+    let mut lines = vec![format!(
+        "{spec}: TLS {}+; certificate {} ({}; {} in chain; SHA-256 {}) expires {expiry}; {clients}",
+        st.min_version,
+        loaded.cert.subject,
+        loaded.cert.sans().join(", "),
+        loaded.chain_len,
+        loaded.cert.fingerprint_hex(),
+    )];
+    if left < 0 {
+        lines.push(format!(
+            "warning: {spec}: the certificate {} expired {} day(s) ago ({expiry})",
+            st.cert_chain.display(),
+            -left / 86400
+        ));
+    } else if left < EXPIRY_WARNING_SECS {
+        lines.push(format!(
+            "warning: {spec}: the certificate {} expires in {} day(s) ({expiry}): renew it and send SIGHUP",
+            st.cert_chain.display(),
+            left / 86400
+        ));
+    }
+    lines
 }
 
 /// `ringport check-config FILE`.
@@ -129,6 +189,8 @@ struct Shared {
     alerts: Mutex<Vec<[bool; Metric::COUNT]>>,
     log: Option<Arc<LogWriter>>,
     started: Instant,
+    /// Per listener: its TLS, for `tls` listeners.
+    tls: Vec<Option<Arc<ListenerTls>>>,
 }
 
 impl Shared {
@@ -150,6 +212,11 @@ impl Shared {
                     name: name.clone(),
                     counters,
                     alerts: alerts.get(i).copied().unwrap_or_default(),
+                    tls_expires_in: self
+                        .tls
+                        .get(i)
+                        .and_then(Option::as_ref)
+                        .map(|t| t.current().expires_in(SystemTime::now())),
                 })
                 .collect(),
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped()),
@@ -182,9 +249,24 @@ impl Shared {
         let listeners: Vec<serde_json::Value> = snap
             .listeners
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
+                let tls = self.tls.get(i).and_then(Option::as_ref).map(|t| {
+                    let loaded = t.current();
+                    let ok = l.counters.tls_handshakes[HandshakeResult::Full as usize]
+                        + l.counters.tls_handshakes[HandshakeResult::Resumed as usize];
+                    serde_json::json!({
+                        "certificate": loaded.cert.subject,
+                        "sha256": loaded.cert.fingerprint_hex(),
+                        "expires_in_s": loaded.expires_in(SystemTime::now()),
+                        "mutual": t.mutual(),
+                        "handshakes_ok": ok,
+                        "handshakes_failed": l.counters.tls_handshakes_failed(),
+                    })
+                });
                 serde_json::json!({
                     "listener": l.name,
+                    "tls": tls,
                     "conns_open": l.counters.conns_open(),
                     "conns_accepted": l.counters.conns_accepted,
                     "denied": l.counters.denied_total(),
@@ -292,6 +374,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         alerts: Mutex::new(vec![[false; Metric::COUNT]; names.len()]),
         log: log.clone(),
         started,
+        tls: (0..plan.listeners.len())
+            .map(|i| s.operations.listener(i).tls)
+            .collect(),
     });
     let admin = match s.admin {
         Some(addr) => {
@@ -322,9 +407,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut last = engine.stats();
     let mut events = Vec::new();
     let mut sources_alerting = vec![0u64; names.len()];
-    // Serve until the first signal.
+    // Serve until the first signal that stops.
     let first = loop {
         match sig.recv_timeout(TICK) {
+            Ok(signals::RELOAD) => {
+                reload_tls(&plan.listeners, &s, &log);
+                continue;
+            }
             Ok(signal) => break Some(signal),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -352,6 +441,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     datagrams: c.datagrams_in,
                     denials: c.denied_total(),
                     bytes: c.bytes_in + c.bytes_out,
+                    handshake_failures: c.tls_handshakes_failed(),
                 };
                 events.clear();
                 a.handle_sample(now, totals, &mut events);
@@ -421,6 +511,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 break;
             }
             match sig.recv_timeout(DRAIN_POLL) {
+                Ok(signals::RELOAD) => reload_tls(&plan.listeners, &s, &log),
                 Ok(again) => {
                     eprintln!("ringport: {again} received again, stopping now");
                     break;
@@ -460,6 +551,61 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGHUP: every `tls` listener re-reads its certificate, key and client
+/// CA. New handshakes use a good new set at once; open connections keep
+/// theirs; a bad set is refused and the old one stays. Each listener's
+/// outcome is printed and logged (`tls_reload`).
+fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>) {
+    for (i, spec) in specs.iter().enumerate() {
+        let Some(tls) = s.operations.listener(i).tls else {
+            continue;
+        };
+        let listener = ("listener", Value::Str(spec.to_string()));
+        match tls.reload() {
+            Ok(loaded) => {
+                let mut expiry = String::new();
+                ringport_engine::log::rfc3339(
+                    &mut expiry,
+                    UNIX_EPOCH + Duration::from_secs(loaded.cert.not_after.max(0) as u64),
+                );
+                eprintln!(
+                    "ringport: SIGHUP: {spec}: new handshakes use the certificate {} (expires {expiry})",
+                    loaded.cert.subject
+                );
+                for w in tls_lines(spec, &tls, SystemTime::now())
+                    .iter()
+                    .filter(|l| l.starts_with("warning:"))
+                {
+                    eprintln!("ringport: {w}");
+                }
+                log_event(
+                    log,
+                    "tls_reload",
+                    vec![
+                        listener,
+                        ("ok", Value::Bool(true)),
+                        ("subject", Value::Str(loaded.cert.subject.clone())),
+                        ("sha256", Value::Str(loaded.cert.fingerprint_hex())),
+                        ("not_after", Value::Str(expiry)),
+                    ],
+                );
+            }
+            Err(e) => {
+                eprintln!("ringport: SIGHUP: {spec}: keeping the old certificate: {e}");
+                log_event(
+                    log,
+                    "tls_reload",
+                    vec![
+                        listener,
+                        ("ok", Value::Bool(false)),
+                        ("error", Value::Str(e.to_string())),
+                    ],
+                );
+            }
+        }
+    }
 }
 
 fn open_streams(stats: &[ShardStats]) -> u64 {

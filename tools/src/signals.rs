@@ -1,9 +1,13 @@
-//! SIGINT/SIGTERM handling without async-signal-safety worries: the signals
-//! are blocked in every thread and one thread takes them with `sigwait`.
+//! SIGINT/SIGTERM (stop) and SIGHUP (reload certificates) handling without
+//! async-signal-safety worries: the signals are blocked in every thread and
+//! one thread takes them with `sigwait`.
 
 use std::sync::mpsc;
 
 use anyhow::Result;
+
+/// The name of the signal that reloads certificates.
+pub const RELOAD: &str = "SIGHUP";
 
 /// The blocked signal set.
 pub struct Signals {
@@ -11,8 +15,8 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread
-    /// it spawns afterwards).
+    /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and so in
+    /// every thread it spawns afterwards).
     pub fn block() -> Result<Signals> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -22,6 +26,7 @@ impl Signals {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
         };
         if rc != 0 {
@@ -50,10 +55,10 @@ impl Signals {
                 if rc != 0 {
                     continue;
                 }
-                let name = if sig == libc::SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
+                let name = match sig {
+                    libc::SIGINT => "SIGINT",
+                    libc::SIGHUP => "SIGHUP",
+                    _ => "SIGTERM",
                 };
                 on_signal(name);
                 if tx.send(name).is_err() {

@@ -38,17 +38,38 @@ pub enum DenyReason {
     SourceFull = 2,
     /// The source opens connections faster than its rate limit.
     RateLimited = 3,
+    /// TLS: the source already has its maximum of handshakes in progress.
+    HandshakesPerSource = 4,
+    /// TLS: the shard already has its maximum of handshakes in progress.
+    HandshakesPerShard = 5,
+    /// Mutual TLS: no client certificate.
+    NoCertificate = 6,
+    /// Mutual TLS: the client certificate does not chain to the client CA.
+    UnknownCa = 7,
+    /// Mutual TLS: the client certificate is expired or not yet valid.
+    CertExpired = 8,
+    /// Mutual TLS: the client certificate is unusable for another reason.
+    BadCertificate = 9,
+    /// Mutual TLS: the certificate's identity is not in the listener's allowlist.
+    IdentityNotAllowed = 10,
 }
 
 impl DenyReason {
     /// Number of reasons; per-reason counters are arrays of this length.
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 11;
     /// Every reason, in discriminant order.
     pub const ALL: [DenyReason; DenyReason::COUNT] = [
         DenyReason::NotAllowed,
         DenyReason::ListenerFull,
         DenyReason::SourceFull,
         DenyReason::RateLimited,
+        DenyReason::HandshakesPerSource,
+        DenyReason::HandshakesPerShard,
+        DenyReason::NoCertificate,
+        DenyReason::UnknownCa,
+        DenyReason::CertExpired,
+        DenyReason::BadCertificate,
+        DenyReason::IdentityNotAllowed,
     ];
 
     /// The snake-case name used in logs and metrics.
@@ -58,6 +79,13 @@ impl DenyReason {
             DenyReason::ListenerFull => "listener_full",
             DenyReason::SourceFull => "source_full",
             DenyReason::RateLimited => "rate_limited",
+            DenyReason::HandshakesPerSource => "tls_handshakes_per_source",
+            DenyReason::HandshakesPerShard => "tls_handshakes_per_shard",
+            DenyReason::NoCertificate => "no_certificate",
+            DenyReason::UnknownCa => "unknown_ca",
+            DenyReason::CertExpired => "cert_expired",
+            DenyReason::BadCertificate => "bad_certificate",
+            DenyReason::IdentityNotAllowed => "identity_not_allowed",
         }
     }
 

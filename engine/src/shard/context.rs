@@ -234,8 +234,21 @@ impl Context for Core {
         if c.tx_len() + len > max {
             return Err(WriteError::QueueFull);
         }
-        for p in parts {
-            c.tx_pending.extend_from_slice(p);
+        match c.tls.as_deref_mut() {
+            // Framed into records in place; sealed when the queue is flushed.
+            Some(s) => {
+                if s.write(&mut c.tx_pending, parts).is_err() {
+                    c.close_after_flush
+                        .get_or_insert(CloseReason::Error(libc::EPROTO));
+                    self.mark_dirty(idx);
+                    return Err(WriteError::UnknownTarget);
+                }
+            }
+            None => {
+                for p in parts {
+                    c.tx_pending.extend_from_slice(p);
+                }
+            }
         }
         self.mark_dirty(idx);
         Ok(())

@@ -48,6 +48,7 @@ use crate::udp::{self, SendPool, UdpSock};
 mod context;
 mod datagram;
 mod stream;
+mod tls;
 
 /// Buffer group of the TCP receive ring.
 const BGID_TCP: u16 = 0;
@@ -130,6 +131,8 @@ pub struct ShardInit {
     pub msg_ring: bool,
     /// Allowlists, limits, timeouts, handshake log.
     pub guard: GuardInit,
+    /// Per listener (by id): its TLS, for `tls` listeners.
+    pub tls: Vec<Option<Arc<crate::tls::ListenerTls>>>,
 }
 
 /// The shard's state other than plugins and receive buffers, which the
@@ -195,6 +198,10 @@ pub struct Shard {
     expired: Vec<(u32, u32)>,
     /// The drain has closed this shard's listeners.
     drained: bool,
+    /// Per listener (by id): its TLS, for `tls` listeners.
+    tls: Vec<Option<Arc<crate::tls::ListenerTls>>>,
+    /// TLS handshakes in progress.
+    handshakes: tls::HandshakeCaps,
 }
 
 impl std::fmt::Debug for Shard {
@@ -303,6 +310,8 @@ impl Shard {
                 guard: Guard::new(init.shard, init.guard),
                 expired: Vec::new(),
                 drained: false,
+                tls: init.tls,
+                handshakes: Default::default(),
             },
             notices,
         ))

@@ -28,6 +28,10 @@ impl Shard {
         };
         socket::set_nodelay(fd);
         let peer = addr::peer_of(fd).unwrap_or_else(|| SocketAddr::new(local.ip(), 0));
+        if let Some(c) = self.core.conns.get_mut(cidx, generation) {
+            c.peer = peer;
+            c.local = local;
+        }
         // Allowlist and limits before any plugin code.
         let Some(admitted) = self
             .guard
@@ -38,6 +42,14 @@ impl Shard {
             self.core.conns.remove(cidx);
             return;
         };
+        if self
+            .tls
+            .get(listener.0 as usize)
+            .is_some_and(Option::is_some)
+        {
+            self.accept_tls(cidx, generation, fd, listener, admitted);
+            return;
+        }
         let id = Conns::id(cidx, generation);
         let info = StreamInfo {
             conn: id,
@@ -52,6 +64,7 @@ impl Shard {
                 self.core.counters.conns_accepted.add(1);
                 if let Some(c) = self.core.conns.get_mut(cidx, generation) {
                     c.accepted = true;
+                    c.guarded = true;
                 }
                 self.core.arm_recv(cidx, generation, self.tcp_bufs.bgid());
                 let now = self.core.clock.now();
@@ -86,13 +99,7 @@ impl Shard {
                 self.tcp_bufs.recycle(b);
             }
         } else if res == 0 {
-            self.guard
-                .half_closed(idx, generation, self.core.clock.now());
-            conn.read_closed = true;
-            if conn.close_after_flush.is_none() {
-                conn.close_after_flush = Some(CloseReason::PeerClosed);
-            }
-            self.core.mark_dirty(idx);
+            self.peer_finished(idx, generation);
         } else if res == -libc::ENOBUFS {
             self.core.counters.buffer_ring_empty.add(1);
             self.tcp_bufs.ran_dry();
@@ -129,15 +136,41 @@ impl Shard {
         }
     }
 
-    /// Hands bytes to the plugin, keeping what it does not consume.
+    /// Hands received bytes to the plugin (through TLS on a `tls`
+    /// listener), keeping what it does not consume.
     pub(super) fn deliver(&mut self, idx: u32, generation: u32, bid: u16, len: usize) {
         self.core.counters.bytes_in.add(len as u64);
         self.guard.bytes_in(idx, len, &self.core.clock);
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
+        if conn.tls.is_some() {
+            self.deliver_tls(idx, generation, bid, len);
+            return;
+        }
+        if !conn.first_checked && self.client_hello_on_plain_port(idx, generation, bid, len) {
+            return;
+        }
+        self.deliver_plain(idx, generation, bid, len, false);
+    }
+
+    /// Hands the first `len` bytes of buffer `bid` to the plugin, after
+    /// what it kept from before; `pending_grew`: bytes were added to what it
+    /// kept (TLS: a record that began in an earlier buffer), so it runs even
+    /// when `len` is 0.
+    pub(super) fn deliver_plain(
+        &mut self,
+        idx: u32,
+        generation: u32,
+        bid: u16,
+        len: usize,
+        pending_grew: bool,
+    ) {
         let bytes = self.tcp_bufs.filled(bid, len);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
         };
-        if conn.closing || conn.close_after_flush.is_some() {
+        if conn.closing || conn.close_after_flush.is_some() || (len == 0 && !pending_grew) {
             return;
         }
         let plugin = conn.plugin;
@@ -265,18 +298,27 @@ impl Shard {
         if conn.closing {
             return;
         }
+        if conn.tls.as_ref().is_some_and(|s| s.handshaking()) {
+            self.tls_aborted(idx, generation, reason);
+        }
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
         conn.closing = true;
         conn.tx_pending.clear();
         let accepted = conn.accepted;
+        let guarded = conn.guarded;
         let plugin = conn.plugin;
         let recv_armed = conn.recv_armed;
-        self.core.counters.conns_closed.add(1);
         if recv_armed {
             self.core.cancel(ops::pack(OP_RECV, generation, idx));
         }
-        if accepted {
+        if guarded {
             self.guard
                 .closed(idx, generation, reason, self.core.clock.now());
+        }
+        if accepted {
+            self.core.counters.conns_closed.add(1);
             self.core.current_plugin = plugin;
             let id = Conns::id(idx, generation);
             self.plugins[plugin as usize].handle_close(&mut self.core, id, reason);
@@ -303,6 +345,23 @@ impl Shard {
             conn.dirty = false;
             if conn.closing {
                 continue;
+            }
+            if let Some(s) = conn.tls.as_deref_mut() {
+                // A graceful close says so in TLS too; then every record
+                // written is sealed before the kernel gets the queue.
+                if matches!(
+                    conn.close_after_flush,
+                    Some(CloseReason::PeerClosed | CloseReason::Local)
+                ) && s.established()
+                {
+                    s.close_notify(&mut conn.tx_pending);
+                }
+                if s.seal_open_record(&mut conn.tx_pending).is_err() {
+                    self.guard
+                        .set_cause(idx, generation, crate::log::CloseCause::TlsError);
+                    self.teardown(idx, generation, CloseReason::Error(libc::EPROTO));
+                    continue;
+                }
             }
             if !conn.send_inflight && conn.tx_off < conn.tx_inflight.len() {
                 // A short send: the rest of the in-flight buffer goes first.

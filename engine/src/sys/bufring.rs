@@ -210,6 +210,23 @@ impl BufRing {
         }
     }
 
+    /// [`filled`](Self::filled), writable: the buffer is ours (not published
+    /// to the kernel) from its completion until [`recycle`](Self::recycle),
+    /// so its bytes may be changed in place (TLS records are decrypted there).
+    pub fn filled_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        let bid = (bid & (self.count - 1)) as usize;
+        let len = len.min(self.size as usize);
+        // SAFETY: as in `filled`; the kernel does not touch a buffer it has
+        // handed back until it is recycled, and `&mut self` makes this the
+        // only view of it.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.buffers.ptr.as_ptr().add(bid * self.size as usize),
+                len,
+            )
+        }
+    }
+
     fn push(&mut self, bid: u16) {
         let slot = (self.tail & (self.count - 1)) as usize;
         let addr = self.buffers.ptr.as_ptr() as u64 + bid as u64 * self.size as u64;

@@ -50,6 +50,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 pub use identity::{CertIdentity, IdentityAllowlist, IdentityPattern, IdentityPatternError};
 
+/// The engine's latency histogram of TLS handshakes, accept to established
+/// (`ringport_latency_seconds{name="tls_handshake"}`).
+pub const HANDSHAKE_LATENCY: &str = "tls_handshake";
 /// Default time a client has to finish its handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap of handshakes in progress per source address and shard.
@@ -58,6 +61,159 @@ pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: u32 = 64;
 /// (a ClientHello is a few hundred bytes, a client certificate chain a few
 /// KiB): what one connection can make the shard hold during a handshake.
 pub const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+
+/// How a TLS handshake ended, as counted per listener
+/// (`ringport_tls_handshakes_total{result}`) and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HandshakeResult {
+    /// A full handshake succeeded.
+    Full = 0,
+    /// A resumed handshake succeeded.
+    Resumed = 1,
+    /// The first bytes were not a TLS handshake record (plaintext sent to a TLS port).
+    NotTls = 2,
+    /// The client sent more handshake bytes than [`MAX_HANDSHAKE_BYTES`].
+    TooLarge = 3,
+    /// The client closed (or reset) the connection before the handshake ended.
+    PeerClosed = 4,
+    /// The handshake did not finish within the listener's handshake timeout.
+    Timeout = 5,
+    /// Mutual TLS: the client presented no certificate.
+    NoCertificate = 6,
+    /// Mutual TLS: the client certificate does not chain to the client CA.
+    UnknownCa = 7,
+    /// Mutual TLS: the client certificate is expired or not yet valid.
+    CertExpired = 8,
+    /// Mutual TLS: the client certificate is unusable for another reason
+    /// (bad signature, wrong key usage, ...).
+    BadCertificate = 9,
+    /// Mutual TLS: the certificate is good but its identity is not allowed.
+    IdentityNotAllowed = 10,
+    /// The client sent a fatal alert.
+    PeerAlert = 11,
+    /// The client broke the protocol or shares no version, cipher suite or
+    /// ALPN protocol with the listener.
+    ProtocolError = 12,
+}
+
+impl HandshakeResult {
+    /// Number of results.
+    pub const COUNT: usize = 13;
+    /// Every result, in discriminant order.
+    pub const ALL: [HandshakeResult; HandshakeResult::COUNT] = [
+        HandshakeResult::Full,
+        HandshakeResult::Resumed,
+        HandshakeResult::NotTls,
+        HandshakeResult::TooLarge,
+        HandshakeResult::PeerClosed,
+        HandshakeResult::Timeout,
+        HandshakeResult::NoCertificate,
+        HandshakeResult::UnknownCa,
+        HandshakeResult::CertExpired,
+        HandshakeResult::BadCertificate,
+        HandshakeResult::IdentityNotAllowed,
+        HandshakeResult::PeerAlert,
+        HandshakeResult::ProtocolError,
+    ];
+
+    /// The snake-case name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeResult::Full => "full",
+            HandshakeResult::Resumed => "resumed",
+            HandshakeResult::NotTls => "not_tls",
+            HandshakeResult::TooLarge => "too_large",
+            HandshakeResult::PeerClosed => "peer_closed",
+            HandshakeResult::Timeout => "timeout",
+            HandshakeResult::NoCertificate => "no_certificate",
+            HandshakeResult::UnknownCa => "unknown_ca",
+            HandshakeResult::CertExpired => "cert_expired",
+            HandshakeResult::BadCertificate => "bad_certificate",
+            HandshakeResult::IdentityNotAllowed => "identity_not_allowed",
+            HandshakeResult::PeerAlert => "peer_alert",
+            HandshakeResult::ProtocolError => "protocol_error",
+        }
+    }
+
+    /// Whether the handshake succeeded.
+    pub fn ok(self) -> bool {
+        matches!(self, HandshakeResult::Full | HandshakeResult::Resumed)
+    }
+
+    /// The identity refusal this result is, if it is one: counted and
+    /// logged as a denial, like an address outside the allowlist.
+    pub fn denial(self) -> Option<crate::policy::DenyReason> {
+        use crate::policy::DenyReason;
+        match self {
+            HandshakeResult::NoCertificate => Some(DenyReason::NoCertificate),
+            HandshakeResult::UnknownCa => Some(DenyReason::UnknownCa),
+            HandshakeResult::CertExpired => Some(DenyReason::CertExpired),
+            HandshakeResult::BadCertificate => Some(DenyReason::BadCertificate),
+            HandshakeResult::IdentityNotAllowed => Some(DenyReason::IdentityNotAllowed),
+            _ => None,
+        }
+    }
+
+    /// The result a rustls handshake error amounts to.
+    pub fn of_error(e: &rustls::Error) -> HandshakeResult {
+        use rustls::CertificateError as C;
+        match e {
+            rustls::Error::NoCertificatesPresented => HandshakeResult::NoCertificate,
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::UnknownIssuer => HandshakeResult::UnknownCa,
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => HandshakeResult::CertExpired,
+                _ => HandshakeResult::BadCertificate,
+            },
+            rustls::Error::AlertReceived(_) => HandshakeResult::PeerAlert,
+            _ => HandshakeResult::ProtocolError,
+        }
+    }
+}
+
+impl fmt::Display for HandshakeResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The RFC 8446 name of a TLS alert description.
+pub fn alert_name(desc: u8) -> &'static str {
+    match desc {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        112 => "unrecognized_name",
+        113 => "bad_certificate_status_response",
+        115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        _ => "unknown_alert",
+    }
+}
 
 /// The lowest TLS version a listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
