@@ -208,7 +208,7 @@ fn drive(
         );
     }
     let s0 = server_cpu.sample();
-    let split0 = split.as_ref().map(|(p, b)| (p.sample(), b.sample()));
+    let split0 = split.as_ref().map(|(p, b)| [p.sample(), b.sample()]);
     let t0 = cpu_ticks(server_cpus);
     let k0 = cpu_ticks(&spec.cpus);
     let c0 = client_cpu.sample();
@@ -227,7 +227,7 @@ fn drive(
         .saturating_sub(sched.measure_ns)) as f64
         / 1e9;
     let s1 = server_cpu.sample();
-    let split1 = split.as_ref().map(|(p, b)| (p.sample(), b.sample()));
+    let split1 = split.as_ref().map(|(p, b)| [p.sample(), b.sample()]);
     let t1 = cpu_ticks(server_cpus);
     let k1 = cpu_ticks(&spec.cpus);
     let c1 = client_cpu.sample();
@@ -269,15 +269,12 @@ fn drive(
         Some(report.unanswered)
     };
     let server_cpu = s0.zip(s1).map(|(a, b)| b.since(&a));
-    let part = |pick: fn(&(Option<CpuTime>, Option<CpuTime>)) -> Option<CpuTime>| {
-        let (a, b) = (
-            split0.as_ref().and_then(pick)?,
-            split1.as_ref().and_then(pick)?,
-        );
+    // [proxy, backend] CPU of a split server, per million messages.
+    let part = |i: usize| {
+        let (a, b) = (split0?[i]?, split1?[i]?);
         per_million(b.since(&a).total(), messages)
     };
-    let proxy_cpu_per_m = part(|p| p.0);
-    let backend_cpu_per_m = part(|p| p.1);
+    let (proxy_cpu_per_m, backend_cpu_per_m) = (part(0), part(1));
     let client_cpu = c0.zip(c1).map(|(a, b)| b.since(&a));
     let kernel_drops = match (kdrops0, srv.kernel_drops()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
