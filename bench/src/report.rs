@@ -185,6 +185,11 @@ pub const FIGURES: &[FigureDef] = &[
         get: |f| f.client_busy_pct,
     },
     FigureDef {
+        key: "client_bound",
+        label: "client-bound (1 = yes)",
+        get: |f| Some(f64::from(u8::from(f.client_bound))),
+    },
+    FigureDef {
         key: "client_cpus_other_pct",
         label: "client CPUs other (%)",
         get: |f| f.client_cpus_other_pct,
