@@ -471,6 +471,11 @@ impl HandshakeThread {
             self.driver.arm_recv(fd, tag(0, c.generation, i));
             return;
         }
+        if result == 0 && self.conns[i].phase == Phase::Closing {
+            // The server answered the close_notify by closing first: done.
+            self.close(i);
+            return;
+        }
         if result <= 0 {
             self.fail(i, report);
             return;
