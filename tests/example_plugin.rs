@@ -45,3 +45,43 @@ fn upper_is_served_over_tcp_and_udp_next_to_the_builtins() {
     assert_eq!(t.datagrams_in, 1);
     assert_eq!(t.drops_total(), 0, "{:?}", t.drop_list());
 }
+
+/// The out-of-tree plugin, unchanged, behind a `tls` listener: it sees
+/// plaintext.
+#[test]
+fn upper_is_served_over_tls_unchanged() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use common::pki::{client_config, loopback_name, Pki};
+    use ringport::engine::operations::{ListenerOps, Operations};
+    use ringport::engine::tls::{ListenerTls, TlsSettings};
+
+    let pki = Pki::new();
+    let mut registry = builtins(&BuiltinSettings::default());
+    ringport_example_upper::register(&mut registry);
+    let tls = ListenerTls::new(TlsSettings::new(&pki.server.cert, &pki.server.key), false).unwrap();
+    let srv = server()
+        .registry(registry)
+        .listen(common::tls("upper", 1))
+        .operations(Operations {
+            listeners: vec![ListenerOps {
+                tls: Some(Arc::new(tls)),
+                ..ListenerOps::default()
+            }],
+            ..Operations::default()
+        })
+        .start();
+    let tcp = connect(srv.addr(0));
+    let cfg = client_config(&pki.ca.path, None, &[&rustls::version::TLS13]);
+    let mut c = rustls::StreamOwned::new(
+        rustls::ClientConnection::new(cfg, loopback_name()).unwrap(),
+        tcp,
+    );
+    c.write_all("secret, wörld".as_bytes()).unwrap();
+    let mut got = vec![0u8; "SECRET, WöRLD".len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(got, "SECRET, WöRLD".as_bytes());
+    let t = srv.wait_totals("one message", |c| c.msgs == 1);
+    assert_eq!(t.conns_accepted, 1);
+}

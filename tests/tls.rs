@@ -13,7 +13,9 @@ use common::{server, tls, IO_TIMEOUT};
 use rand::{Rng, SeedableRng};
 use ringport::engine::listener_stats::ListenerCounters;
 use ringport::engine::operations::{ListenerOps, Operations};
+use ringport::engine::policy::DenyReason;
 use ringport::engine::tls::{HandshakeResult, ListenerTls, TlsSettings, TlsVersion};
+use ringport::engine::EngineDrop;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 type Client = StreamOwned<ClientConnection, TcpStream>;
@@ -156,4 +158,214 @@ fn a_second_connection_resumes_with_a_ticket() {
     let lc = listener(&srv, 0);
     assert_eq!(lc.tls_handshakes[HandshakeResult::Full as usize], 1);
     assert_eq!(lc.tls_handshakes[HandshakeResult::Resumed as usize], 1);
+}
+
+/// The first error a client meets writing `msg` and reading the answer.
+fn client_error(c: &mut Client, msg: &[u8]) -> std::io::Error {
+    let mut b = [0u8; 16];
+    match c
+        .write_all(msg)
+        .and_then(|_| c.flush())
+        .and_then(|_| c.read(&mut b))
+    {
+        Ok(n) => panic!("the server answered {n} bytes instead of refusing"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn mutual_tls_allows_listed_identities_and_refuses_the_rest_before_the_plugin() {
+    use common::pki::ClientSpec;
+    let pki = Pki::new();
+    let mut settings = TlsSettings::new(&pki.server.cert, &pki.server.key);
+    settings.client_ca = Some(pki.ca.path.clone());
+    settings.allow_identities = vec![
+        "spiffe://prod.example/sensor/*".parse().unwrap(),
+        "dns:gw.prod.example".parse().unwrap(),
+    ];
+    let srv = server()
+        .listen(tls("echo", 1))
+        .operations(tls_ops(settings))
+        .start();
+    let sensor = pki.client(
+        "sensor",
+        &ClientSpec {
+            cn: "sensor-7",
+            uris: &["spiffe://prod.example/sensor/7"],
+            ..Default::default()
+        },
+    );
+    let gateway = pki.client(
+        "gw",
+        &ClientSpec {
+            cn: "gw",
+            dns: &["gw.prod.example"],
+            ..Default::default()
+        },
+    );
+    let actuator = pki.client(
+        "actuator",
+        &ClientSpec {
+            cn: "actuator-1",
+            uris: &["spiffe://prod.example/actuator/1"],
+            ..Default::default()
+        },
+    );
+    let v13 = [&rustls::version::TLS13];
+    for allowed in [&sensor, &gateway] {
+        let mut c = connect(
+            srv.addr(0),
+            client_config(&pki.ca.path, Some(allowed), &v13),
+        );
+        echo(&mut c, b"allowed");
+    }
+    let mut c = connect(
+        srv.addr(0),
+        client_config(&pki.ca.path, Some(&actuator), &v13),
+    );
+    let e = client_error(&mut c, b"refused");
+    assert!(e.to_string().contains("AccessDenied"), "{e}");
+    let mut c = connect(srv.addr(0), client_config(&pki.ca.path, None, &v13));
+    let e = client_error(&mut c, b"no certificate");
+    assert!(e.to_string().contains("CertificateRequired"), "{e}");
+    srv.wait_stats("two refusals counted", |_| {
+        listener(&srv, 0).denied_total() == 2
+    });
+    let lc = listener(&srv, 0);
+    let denied = |r: DenyReason| lc.denied[r as usize];
+    assert_eq!(denied(DenyReason::IdentityNotAllowed), 1);
+    assert_eq!(denied(DenyReason::NoCertificate), 1);
+    assert_eq!(lc.tls_handshakes[HandshakeResult::Full as usize], 2);
+    assert_eq!(
+        lc.tls_handshakes[HandshakeResult::IdentityNotAllowed as usize],
+        1
+    );
+    assert_eq!(
+        lc.tls_handshakes[HandshakeResult::NoCertificate as usize],
+        1
+    );
+    // Only the two allowed clients reached the plugin.
+    let t = srv.wait_totals("the allowed streams closed", |t| t.conns_closed == 2);
+    assert_eq!((t.conns_accepted, t.msgs), (2, 2));
+}
+
+#[test]
+fn plaintext_to_a_tls_port_and_a_client_hello_to_a_plaintext_port_are_closed_and_counted() {
+    let pki = Pki::new();
+    let srv = server()
+        .listen(tls("echo", 1))
+        .listen(common::tcp("echo", 1))
+        .operations(Operations {
+            listeners: vec![tls_ops(TlsSettings::new(&pki.server.cert, &pki.server.key))
+                .listeners
+                .remove(0)],
+            ..Operations::default()
+        })
+        .start();
+    // Plaintext to the TLS port: closed without an answer.
+    let mut s = common::connect(srv.addr(0));
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(common::read_until_closed(&mut s), b"");
+    // A TLS client on the plaintext port: a handshake_failure alert, closed.
+    let cfg = client_config(&pki.ca.path, None, &[&rustls::version::TLS13]);
+    let mut c = connect(srv.addr(1), cfg);
+    let e = client_error(&mut c, b"hello");
+    assert!(e.to_string().contains("HandshakeFailure"), "{e}");
+    srv.wait_stats("both counted", |_| {
+        listener(&srv, 0).tls_handshakes[HandshakeResult::NotTls as usize] == 1
+    });
+    let t = srv.wait_totals("the plaintext stream closed", |t| t.conns_closed == 1);
+    assert_eq!(t.engine_drops[EngineDrop::TlsOnPlainPort as usize], 1);
+    assert_eq!(t.msgs, 0, "the echo plugin saw no byte of either");
+    assert_eq!(
+        t.conns_accepted, 1,
+        "only the plaintext listener's stream opened"
+    );
+}
+
+#[test]
+fn a_client_hello_cut_in_half_times_out_or_ends_with_the_client() {
+    let pki = Pki::new();
+    let mut settings = TlsSettings::new(&pki.server.cert, &pki.server.key);
+    settings.handshake_timeout = Some(std::time::Duration::from_millis(300));
+    let srv = server()
+        .listen(tls("echo", 1))
+        .operations(tls_ops(settings))
+        .start();
+    // A real ClientHello, of which only the first half is sent.
+    let cfg = client_config(&pki.ca.path, None, &[&rustls::version::TLS13]);
+    let mut hello = Vec::new();
+    ClientConnection::new(cfg, loopback_name())
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let half = &hello[..hello.len() / 2];
+    // 1: it stalls; the handshake timeout closes it.
+    let mut stalled = common::connect(srv.addr(0));
+    stalled.write_all(half).unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(common::read_until_closed(&mut stalled), b"");
+    assert!(start.elapsed() >= std::time::Duration::from_millis(250));
+    // 2: it gives up.
+    let mut quitter = common::connect(srv.addr(0));
+    quitter.write_all(half).unwrap();
+    quitter.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(common::read_until_closed(&mut quitter), b"");
+    srv.wait_stats("both ends counted", |_| {
+        let l = listener(&srv, 0);
+        l.tls_handshakes[HandshakeResult::Timeout as usize] == 1
+            && l.tls_handshakes[HandshakeResult::PeerClosed as usize] == 1
+    });
+    let l = listener(&srv, 0);
+    assert_eq!(
+        l.timeouts[ringport::engine::listener_stats::TimeoutKind::TlsHandshake as usize],
+        1
+    );
+    assert_eq!(l.conns_closed, 2);
+}
+
+#[test]
+fn handshakes_in_progress_are_capped_per_source() {
+    const CAP: u32 = 16;
+    const CLIENTS: usize = 1000;
+    let pki = Pki::new();
+    let mut settings = TlsSettings::new(&pki.server.cert, &pki.server.key);
+    settings.max_handshakes_per_source = CAP;
+    let srv = server()
+        .listen(tls("echo", 1))
+        .operations(tls_ops(settings))
+        .start();
+    // 1,000 connections from 127.0.0.1 that never finish a handshake.
+    let held: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| TcpStream::connect(srv.addr(0)).unwrap())
+        .collect();
+    srv.wait_stats("every connection accepted or refused", |_| {
+        let l = listener(&srv, 0);
+        l.conns_accepted + l.denied_total() == CLIENTS as u64
+    });
+    let l = listener(&srv, 0);
+    assert_eq!(l.conns_accepted, u64::from(CAP));
+    assert_eq!(
+        l.denied[DenyReason::HandshakesPerSource as usize],
+        (CLIENTS as u64) - u64::from(CAP)
+    );
+    // Another source is not held back by them.
+    let other = {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .unwrap();
+        sock.connect(&srv.addr(0).into()).unwrap();
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s
+    };
+    let conn = ClientConnection::new(
+        client_config(&pki.ca.path, None, &[&rustls::version::TLS13]),
+        loopback_name(),
+    )
+    .unwrap();
+    let mut c = StreamOwned::new(conn, other);
+    echo(&mut c, b"from 127.0.0.2");
+    drop(held);
 }

@@ -593,6 +593,37 @@ mod tests {
     }
 
     #[test]
+    fn a_surge_of_failed_tls_handshakes_fires_its_own_alert() {
+        let mut a = ListenerAlerts::new(config());
+        let t0 = Instant::now();
+        let mut totals = RateTotals::default();
+        a.handle_sample(t0, totals, &mut Vec::new());
+        let mut fired = Vec::new();
+        // 20 s of 20 failures a second (clients with an old CA, say), then
+        // 10 s of 500 a second (a scan, or an expired certificate), with
+        // connections steady at 1000 a second throughout.
+        for second in 1..=30u64 {
+            totals.conns += 1000;
+            totals.handshake_failures += if second <= 20 { 20 } else { 500 };
+            let mut ev = Vec::new();
+            a.handle_sample(t0 + Duration::from_secs(second), totals, &mut ev);
+            fired.extend(
+                ev.iter()
+                    .map(|e| (second, e.metric, e.firing, e.rate as u64)),
+            );
+        }
+        assert_eq!(
+            fired,
+            vec![(25, Metric::HandshakeFailureRate, true, 500)],
+            "only the handshake failure rate deviates"
+        );
+        assert_eq!(
+            Metric::HandshakeFailureRate.as_str(),
+            "tls_handshake_failure_rate"
+        );
+    }
+
+    #[test]
     fn a_short_spike_a_quiet_listener_and_warmup_do_not_fire() {
         let t0 = Instant::now();
         // 4 s above is shorter than the 5 s sustain.

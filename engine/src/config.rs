@@ -26,6 +26,80 @@ impl std::str::FromStr for UdpDropCounter {
     }
 }
 
+/// Which I/O backend the shards run on (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// io_uring when this machine allows it, else epoll (with a note saying
+    /// why and how to get io_uring back).
+    #[default]
+    Auto,
+    /// io_uring, or refuse to start with the reason.
+    IoUring,
+    /// epoll (readiness; for where io_uring is blocked).
+    Epoll,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "io-uring" | "io_uring" => Ok(BackendChoice::IoUring),
+            "epoll" => Ok(BackendChoice::Epoll),
+            other => Err(format!(
+                "`{other}` is not a backend: use `auto`, `io-uring` or `epoll`"
+            )),
+        }
+    }
+}
+
+impl BackendChoice {
+    /// The environment variable a backend choice may come from (the
+    /// `ringport` binary's fallback when neither flag nor key sets it, and
+    /// the test suites' way to run on either backend).
+    pub const ENV: &'static str = "RINGPORT_BACKEND";
+
+    /// The choice in [`BackendChoice::ENV`], if set; an error names the
+    /// variable and the values it takes.
+    pub fn from_env() -> Result<Option<BackendChoice>, String> {
+        match std::env::var(Self::ENV) {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map(Some)
+                .map_err(|e: String| format!("{}={v}: {e}", Self::ENV)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::IoUring => "io-uring",
+            BackendChoice::Epoll => "epoll",
+        }
+    }
+}
+
+/// The backend a running engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// io_uring.
+    IoUring,
+    /// epoll.
+    Epoll,
+}
+
+impl BackendKind {
+    /// The name `/metrics` and `/status` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::IoUring => "io-uring",
+            BackendKind::Epoll => "epoll",
+        }
+    }
+}
+
 /// How a shard wakes another that is parked waiting for completions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MeshWake {
@@ -89,6 +163,8 @@ pub struct EngineConfig {
     /// TLS handshakes in progress per shard, over all `tls` listeners; more
     /// connections are refused at accept and counted (0: no limit).
     pub tls_max_handshakes: usize,
+    /// The I/O backend.
+    pub backend: BackendChoice,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +186,7 @@ impl Default for EngineConfig {
             backlog: 4096,
             max_conns_per_shard: 65536,
             tls_max_handshakes: 1024,
+            backend: BackendChoice::Auto,
         }
     }
 }

@@ -7,7 +7,8 @@ use std::thread::JoinHandle;
 
 use ringport_plugin::{ListenerId, PluginFactory, Registry, Transport};
 
-use crate::config::{EngineConfig, MeshWake, UdpDropCounter};
+use crate::backend::Backend;
+use crate::config::{BackendChoice, BackendKind, EngineConfig, MeshWake, UdpDropCounter};
 use crate::guard::{GuardInit, OpsShared};
 use crate::listener_stats::ListenerCounters;
 use crate::mesh::Mesh;
@@ -15,8 +16,10 @@ use crate::operations::Operations;
 use crate::plan::{Mode, Plan};
 use crate::shard::{Shard, ShardInit, ShardShared, TcpListenerSock};
 use crate::stats::{Counters, ShardStats};
+use crate::sys::epoll::Epoll;
 use crate::sys::ring::{self, ProbeReport, RingError};
 use crate::sys::socket;
+use crate::sys::uring::Uring;
 
 /// Why the engine did not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +94,10 @@ struct ShardHandle {
 pub struct EngineHandle {
     shards: Vec<ShardHandle>,
     notices: Vec<String>,
-    probe: ProbeReport,
+    /// What the io_uring probe found (None: io_uring is not used).
+    probe: Option<ProbeReport>,
+    backend: BackendKind,
+    kernel: String,
     ops: Arc<OpsShared>,
     mesh: Arc<Mesh>,
 }
@@ -137,6 +143,61 @@ impl Stopper {
             s.stop.store(true, Ordering::Release);
             s.wake();
         }
+    }
+}
+
+/// Runs a set-up shard on its thread and says it started.
+fn serve<B: Backend>(
+    shard: Shard<B>,
+    notes: Vec<String>,
+    tx: &mpsc::Sender<(usize, Result<Vec<String>, StartError>)>,
+) -> Counters {
+    let _ = tx.send((shard.id(), Ok(notes)));
+    shard.run()
+}
+
+/// A shard that could not set its backend up: its sockets are closed.
+fn fail(
+    init: ShardInit,
+    e: StartError,
+    tx: &mpsc::Sender<(usize, Result<Vec<String>, StartError>)>,
+) -> Counters {
+    for l in &init.tcp {
+        // SAFETY: the shard owned these and never used them.
+        unsafe { libc::close(l.fd) };
+    }
+    for u in &init.udp {
+        // SAFETY: as above.
+        unsafe { libc::close(u.0) };
+    }
+    let _ = tx.send((init.shard, Err(e)));
+    Counters::default()
+}
+
+/// Picks the backend: `auto` probes io_uring (on a thread of its own:
+/// tearing a ring down queues task work on the thread that made it, which
+/// would make the caller's next blocking call fail with EINTR) and falls
+/// back to epoll, with one notice naming the cause and the fix, when this
+/// machine does not allow io_uring.
+fn choose_backend(
+    choice: BackendChoice,
+    notices: &mut Vec<String>,
+) -> Result<(BackendKind, Option<ProbeReport>), StartError> {
+    if choice == BackendChoice::Epoll {
+        return Ok((BackendKind::Epoll, None));
+    }
+    let probe = std::thread::scope(|s| s.spawn(ring::probe).join())
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    match (probe, choice) {
+        (Ok(p), _) => Ok((BackendKind::IoUring, Some(p))),
+        (Err(e), BackendChoice::IoUring) => Err(StartError::Ring(e)),
+        (Err(e), _) if e.falls_back() => {
+            notices.push(format!(
+                "serving on the epoll backend: {e} (--backend io-uring makes this an error)"
+            ));
+            Ok((BackendKind::Epoll, None))
+        }
+        (Err(e), _) => Err(StartError::Ring(e)),
     }
 }
 
@@ -211,13 +272,8 @@ impl EngineHandle {
                 .collect(),
             draining: Default::default(),
         });
-        // Probe on a thread of its own: tearing down a ring queues task work
-        // (TWA_SIGNAL) on the thread that created it, which would make the
-        // caller's next blocking call with a timeout fail with EINTR.
-        let probe = std::thread::scope(|s| s.spawn(ring::probe).join())
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            .map_err(StartError::Ring)?;
         let mut notices = Vec::new();
+        let (backend, probe) = choose_backend(config.backend, &mut notices)?;
 
         // One plugin instance per (protocol, shard): map protocols to indices.
         let mut protocols: Vec<String> = Vec::new();
@@ -252,8 +308,13 @@ impl EngineHandle {
         // File descriptors: sockets + per-shard fixed, the rest for streams.
         let nofile = crate::limits::raise_nofile_limit()
             .map_err(|e| StartError::Limits(format!("cannot read RLIMIT_NOFILE: {e}")))?;
-        let budget = crate::limits::check_fd_budget(plan, nofile.soft, FDS_PER_SHARD, 64)
-            .map_err(|e| StartError::Limits(e.to_string()))?;
+        let budget = crate::limits::check_fd_budget(
+            plan,
+            nofile.soft,
+            FDS_PER_SHARD,
+            crate::limits::MIN_CONNECTION_FDS,
+        )
+        .map_err(|e| StartError::Limits(e.to_string()))?;
         let mut config = config;
         let per_shard = (budget.for_connections as usize / plan.shards.len().max(1)).max(1);
         if per_shard < config.max_conns_per_shard {
@@ -337,7 +398,8 @@ impl EngineHandle {
         }
         let peers: Arc<[Arc<ShardShared>]> = shareds.into();
         let (mesh, ports) = Mesh::new(shard_count, config.mesh_capacity);
-        let msg_ring = probe.msg_ring && config.mesh_wake == MeshWake::MsgRing;
+        let msg_ring =
+            probe.as_ref().is_some_and(|p| p.msg_ring) && config.mesh_wake == MeshWake::MsgRing;
         for ((sp, b), (outbox, inbox)) in plan.shards.iter().zip(bound).zip(ports) {
             let shared = peers[sp.shard].clone();
             let wake_fd = shared.wake_fd;
@@ -371,30 +433,34 @@ impl EngineHandle {
                         return Counters::default();
                     }
                     let plugins = facts.iter().map(|f| f.create(shard, shard_count)).collect();
+                    let udp_sockets = b.udp.len();
                     let init = ShardInit {
                         shard,
                         shard_count,
-                        config: cfg,
+                        config: cfg.clone(),
                         tcp: b.tcp,
                         udp: b.udp,
                         plugins,
-                        shared: sh,
+                        shared: sh.clone(),
                         peers: peers_for_shard,
                         outbox,
                         inbox,
-                        msg_ring,
                         guard,
                         tls,
                     };
-                    match Shard::new(init) {
-                        Ok((s, notes)) => {
-                            let _ = tx.send((shard, Ok(notes)));
-                            s.run()
+                    match backend {
+                        BackendKind::IoUring => {
+                            match Uring::setup(shard, &cfg, &sh, udp_sockets, msg_ring) {
+                                Ok(u) => {
+                                    serve(Shard::new(init, u.backend, u.buffers), u.notices, &tx)
+                                }
+                                Err(e) => fail(init, e, &tx),
+                            }
                         }
-                        Err(e) => {
-                            let _ = tx.send((shard, Err(e)));
-                            Counters::default()
-                        }
+                        BackendKind::Epoll => match Epoll::setup(shard, &cfg, &sh, udp_sockets) {
+                            Ok((e, bufs, notes)) => serve(Shard::new(init, e, bufs), notes, &tx),
+                            Err(e) => fail(init, e, &tx),
+                        },
                     }
                 });
             let join = match spawn {
@@ -431,6 +497,8 @@ impl EngineHandle {
             shards: handles,
             notices,
             probe,
+            backend,
+            kernel: ring::kernel_release(),
             ops: ops_shared,
             mesh,
         };
@@ -446,9 +514,19 @@ impl EngineHandle {
         &self.notices
     }
 
-    /// What the io_uring probe found.
-    pub fn probe(&self) -> &ProbeReport {
-        &self.probe
+    /// What the io_uring probe found (None on the epoll backend).
+    pub fn probe(&self) -> Option<&ProbeReport> {
+        self.probe.as_ref()
+    }
+
+    /// The backend the shards run on.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// The running kernel's release.
+    pub fn kernel(&self) -> &str {
+        &self.kernel
     }
 
     /// Number of shards.

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+mod backend;
 pub mod clock;
 pub mod config;
 mod conn;
@@ -31,6 +32,7 @@ pub mod operations;
 mod ops;
 pub mod plan;
 pub mod policy;
+pub mod preflight;
 mod shard;
 pub mod spec;
 pub mod spsc;
@@ -39,6 +41,6 @@ pub mod sys;
 pub mod tls;
 mod udp;
 
-pub use config::{EngineConfig, MeshWake, UdpDropCounter};
+pub use config::{BackendChoice, BackendKind, EngineConfig, MeshWake, UdpDropCounter};
 pub use engine::{EngineHandle, StartError, Stopper, FDS_PER_SHARD};
 pub use stats::{Counters, EngineDrop, ShardStats};

@@ -22,6 +22,19 @@ pub const UNLIMITED: u64 = u64::MAX;
 /// stdio, the admin listener, the log writer, `/proc` reads, a few spare.
 pub const PROCESS_FDS: usize = 16;
 
+/// File descriptors a plan must leave for connections at the least: the
+/// engine refuses to start with fewer ([`check_fd_budget`]'s `reserve`).
+pub const MIN_CONNECTION_FDS: usize = 64;
+
+/// A resource limit as it stands: soft and hard values ([`UNLIMITED`] for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// What the process may use now.
+    pub soft: u64,
+    /// How far an unprivileged process may raise the soft limit.
+    pub hard: u64,
+}
+
 /// `RLIMIT_NOFILE` as it stands after [`raise_nofile_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NofileLimit {
@@ -156,6 +169,31 @@ pub fn memlock_limit() -> io::Result<u64> {
     get_rlimit(libc::RLIMIT_MEMLOCK).map(|lim| from_rlim(lim.rlim_cur))
 }
 
+/// `RLIMIT_NOFILE` as it stands, without raising it (see [`raise_nofile_limit`]).
+pub fn nofile_limits() -> io::Result<Rlimit> {
+    get_rlimit(libc::RLIMIT_NOFILE).map(|lim| Rlimit {
+        soft: from_rlim(lim.rlim_cur),
+        hard: from_rlim(lim.rlim_max),
+    })
+}
+
+/// `RLIMIT_MEMLOCK`'s soft and hard limits in bytes.
+pub fn memlock_limits() -> io::Result<Rlimit> {
+    get_rlimit(libc::RLIMIT_MEMLOCK).map(|lim| Rlimit {
+        soft: from_rlim(lim.rlim_cur),
+        hard: from_rlim(lim.rlim_max),
+    })
+}
+
+/// The kernel's `fs.nr_open`: the most file descriptors a process can have,
+/// and where [`raise_nofile_limit`] stops when the hard limit is unlimited.
+pub fn nr_open() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/sys/fs/nr_open")?;
+    text.trim()
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("fs.nr_open: {e}")))
+}
+
 /// Checks that `plan` fits under a file-descriptor `limit` (usually
 /// [`NofileLimit::soft`] after [`raise_nofile_limit`]).
 ///
@@ -287,7 +325,11 @@ mod tests {
 
     #[test]
     fn raise_nofile_reaches_the_hard_limit() {
+        // Read before raising (the only test that changes the limit).
+        let before = nofile_limits().unwrap();
+        assert_eq!((before.soft, before.hard), proc_limits("Max open files"));
         let raised = raise_nofile_limit().unwrap();
+        assert_eq!(raised.hard, before.hard);
         assert_eq!(
             (raised.soft, raised.hard),
             proc_limits("Max open files"),
@@ -301,5 +343,13 @@ mod tests {
     #[test]
     fn memlock_matches_the_kernel() {
         assert_eq!(memlock_limit().unwrap(), proc_limits("Max locked memory").0);
+        let both = memlock_limits().unwrap();
+        assert_eq!((both.soft, both.hard), proc_limits("Max locked memory"));
+    }
+
+    #[test]
+    fn nr_open_matches_the_kernel() {
+        let text = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap();
+        assert_eq!(nr_open().unwrap(), text.trim().parse::<u64>().unwrap());
     }
 }

@@ -574,7 +574,11 @@ fn tls_fields(f: &mut Fields<'_>, r: &LogRecord, t: &TlsLog) {
         );
         f.str("client_not_after", &expiry);
     }
-    f.str("verdict", r.verdict.as_str());
+    // A verdict belongs to a handshake that succeeded or to a refusal; a
+    // handshake that failed for another reason has none to give.
+    if t.result.ok() || r.verdict.reason().is_some() {
+        f.str("verdict", r.verdict.as_str());
+    }
     if let Some(reason) = r.verdict.reason() {
         f.str("reason", reason.as_str());
     }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringport_engine::plan::{Mode, Plan, PlanRequest};
-use ringport_engine::{EngineConfig, EngineDrop, EngineHandle, StartError, UdpDropCounter};
+use ringport_engine::{
+    BackendChoice, EngineConfig, EngineDrop, EngineHandle, StartError, UdpDropCounter,
+};
 use ringport_plugin::{
     Context, DatagramInfo, DropReason, Plugin, PluginFactory, Registry, ShardId, Transport,
 };
@@ -55,6 +57,8 @@ fn start(counter: UdpDropCounter, salt: u32) -> (EngineHandle, SocketAddr) {
     let config = EngineConfig {
         udp_drop_counter: counter,
         udp_rcvbuf: 4096,
+        // RINGPORT_BACKEND picks the backend (`.ci/run` runs both).
+        backend: BackendChoice::from_env().unwrap().unwrap_or_default(),
         ..EngineConfig::default()
     };
     let cpu = ringport_engine::cpus::allowed_cpus().unwrap()[0];

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringport_engine::plan::{Mode, Plan, PlanRequest};
-use ringport_engine::{EngineConfig, EngineHandle, MeshWake, StartError};
+use ringport_engine::{BackendChoice, EngineConfig, EngineHandle, MeshWake, StartError};
 use ringport_plugin::{
     Bytes, Context, DatagramInfo, DropReason, MeshError, MeshMessage, Plugin, PluginFactory,
     Registry, ShardId, Transport,
@@ -183,6 +183,11 @@ struct Harness {
 impl Harness {
     /// `shards` shards pinned round-robin on `cpus`, one UDP port each.
     fn start(shards: usize, cpus: Vec<usize>, config: EngineConfig, salt: u32) -> Harness {
+        // RINGPORT_BACKEND picks the backend (`.ci/run` runs both).
+        let config = EngineConfig {
+            backend: BackendChoice::from_env().unwrap().unwrap_or_default(),
+            ..config
+        };
         let shared = Arc::new(Mutex::new(Shared {
             received: vec![vec![0; shards]; shards],
             violations: 0,

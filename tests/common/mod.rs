@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod seccomp;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -89,6 +90,23 @@ pub struct ServerBuilder {
     operations: Operations,
 }
 
+/// The backend the tests' in-process engines use: `RINGPORT_BACKEND`
+/// (`auto`, `io-uring`, `epoll`; what `.ci/run` sets for its second pass),
+/// else the engine's default. The `ringport` binary reads the same variable.
+pub fn test_backend() -> ringport::engine::BackendChoice {
+    ringport::engine::BackendChoice::from_env()
+        .expect("a valid RINGPORT_BACKEND")
+        .unwrap_or_default()
+}
+
+/// The default engine configuration on [`test_backend`].
+pub fn test_config() -> EngineConfig {
+    EngineConfig {
+        backend: test_backend(),
+        ..EngineConfig::default()
+    }
+}
+
 /// Starts describing a server with one shard, range mode, default config and
 /// the built-in plugins.
 pub fn server() -> ServerBuilder {
@@ -97,7 +115,7 @@ pub fn server() -> ServerBuilder {
         shards: 1,
         cpus: None,
         mode: Mode::Range,
-        config: EngineConfig::default(),
+        config: test_config(),
         registry: None,
         operations: Operations::default(),
     }
@@ -128,9 +146,12 @@ impl ServerBuilder {
         self
     }
 
-    /// Engine tunables.
+    /// Engine tunables (the backend stays [`test_backend`]'s).
     pub fn config(mut self, config: EngineConfig) -> Self {
-        self.config = config;
+        self.config = EngineConfig {
+            backend: test_backend(),
+            ..config
+        };
         self
     }
 
@@ -194,11 +215,18 @@ impl ServerBuilder {
                 self.operations.clone(),
             ) {
                 Ok(handle) => {
+                    use ringport::engine::{BackendChoice, BackendKind};
+                    let expected = match self.config.backend {
+                        BackendChoice::Auto => handle.backend(),
+                        BackendChoice::IoUring => BackendKind::IoUring,
+                        BackendChoice::Epoll => BackendKind::Epoll,
+                    };
+                    assert_eq!(handle.backend(), expected, "the backend asked for");
                     return Server {
                         handle: Some(handle),
                         plan,
                         ranges,
-                    }
+                    };
                 }
                 Err(StartError::Bind { source, .. })
                     if source.raw_os_error() == Some(libc::EADDRINUSE) =>

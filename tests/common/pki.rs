@@ -115,14 +115,20 @@ impl Ca {
 
     /// A server leaf for 127.0.0.1 and `localhost`, valid for `days`.
     pub fn server(&self, dir: &Path, file: &str, days: i64) -> Leaf {
+        self.server_valid(dir, file, (-3600, days * 86400))
+    }
+
+    /// A server leaf for 127.0.0.1 and `localhost`, valid from/to these
+    /// offsets from now (seconds; negative: in the past).
+    pub fn server_valid(&self, dir: &Path, file: &str, (from, to): (i64, i64)) -> Leaf {
         let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         p.subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         p.distinguished_name
             .push(DnType::CommonName, "ringport test server");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.not_before = at(-3600);
-        p.not_after = at(days * 86400);
+        p.not_before = at(from);
+        p.not_after = at(to);
         self.issue(dir, file, p)
     }
 

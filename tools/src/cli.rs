@@ -9,7 +9,7 @@ use ringport_engine::log::LogFormat;
 use ringport_engine::plan::Mode;
 use ringport_engine::spec::ListenerSpec;
 use ringport_engine::tls::TlsVersion;
-use ringport_engine::{MeshWake, UdpDropCounter};
+use ringport_engine::{BackendChoice, MeshWake, UdpDropCounter};
 
 /// ringport: a thread-per-core io_uring engine for machine-to-machine traffic
 /// on internal ports. With no subcommand it runs `serve` with its defaults.
@@ -37,6 +37,48 @@ pub enum Command {
         /// The TOML file (see ringport.example.toml).
         file: PathBuf,
     },
+    /// Check this machine for what ringport needs, against the plan `serve`
+    /// would run with the same flags; exits 1 when a check fails.
+    #[command(long_about = DOCTOR_ABOUT)]
+    Doctor(Box<DoctorArgs>),
+}
+
+/// `ringport doctor --help`.
+const DOCTOR_ABOUT: &str = "\
+Check this machine for what ringport needs, each check ok, warn or fail, with the fix \
+when it is not ok:
+
+- the kernel version;
+- io_uring, probed for real on throw-away rings: io_uring_setup with the shards' flags \
+(SINGLE_ISSUER, DEFER_TASKRUN, COOP_TASKRUN), the operations shards need, provided buffer \
+rings, multishot receive, min-wait batching, MSG_RING and registered ring fds;
+- the seccomp mode and kernel.io_uring_disabled;
+- the locked-memory limit (where io_uring is charged to it) and the open-files soft and hard \
+limits, net.core.rmem_max against --udp-rcvbuf, and the CPUs this process may use against \
+--cpus, all against the plan `serve` would run with the same flags and --config file \
+(without any: the default listeners, one shard per allowed CPU);
+- last, the backend the shards would run on: with --backend auto (the default) io_uring, or \
+epoll with the cause and how to get io_uring back.
+
+An io_uring check that finds io_uring unusable fails when the shards would run on io_uring \
+(--backend io-uring, or auto when the engine would not fall back) and warns when they would \
+run on epoll.
+
+Exit status: 1 when a check fails (or the flags or the config file are invalid), 0 \
+otherwise, warnings included.";
+
+/// Flags of `ringport doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as a JSON array of objects with the keys `check`,
+    /// `status` (`ok`, `warn` or `fail`), `detail` and `fix` (null when ok).
+    #[arg(long)]
+    pub json: bool,
+
+    /// The plan to check against: every flag of `serve`.
+    #[command(flatten)]
+    #[command(next_help_heading = "The plan to check (the flags of `serve`)")]
+    pub serve: ServeArgs,
 }
 
 /// Default listeners when no --listen is given: echo and sockperf, TCP and
@@ -81,6 +123,13 @@ pub struct ServeArgs {
     /// process may run on.
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<CpuList>,
+
+    /// I/O backend: `auto` (io_uring when this machine allows it, else epoll
+    /// with a note saying why), `io-uring` (or refuse to start with the
+    /// reason), or `epoll`. Without the flag or key: $RINGPORT_BACKEND, then
+    /// auto. [default: auto]
+    #[arg(long, value_name = "auto|io-uring|epoll")]
+    pub backend: Option<BackendChoice>,
 
     /// `range`: each shard owns a contiguous slice of every listener's ports;
     /// `reuseport`: every shard binds every port with SO_REUSEPORT. [default: range]
@@ -274,6 +323,15 @@ pub struct ServeArgs {
     /// Sources the admin endpoint answers (repeatable CIDR). Default: loopback only.
     #[arg(long, value_name = "CIDR")]
     pub admin_allow: Vec<String>,
+
+    /// Serve the admin endpoint over HTTPS with this certificate chain (PEM,
+    /// leaf first); needs --admin-tls-key. Default: plain HTTP.
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// The private key of --admin-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
 
     /// On SIGTERM or SIGINT, let open connections finish for up to SECS
     /// before closing them; a second SIGINT stops at once. [default: 30]

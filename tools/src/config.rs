@@ -20,7 +20,7 @@ use ringport_engine::operations::{self, Limits, ListenerOps, Operations};
 use ringport_engine::plan::Mode;
 use ringport_engine::policy::{Allowlist, RateLimit};
 use ringport_engine::spec::ListenerSpec;
-use ringport_engine::{EngineConfig, MeshWake, UdpDropCounter};
+use ringport_engine::{BackendChoice, EngineConfig, MeshWake, UdpDropCounter};
 use serde::{Deserialize, Deserializer};
 
 use crate::cli::{default_listeners, ServeArgs};
@@ -129,6 +129,7 @@ pub struct FileConfig {
     pub listener: Option<Vec<ListenerTable>>,
     pub shards: Option<usize>,
     pub cpus: Option<Parsed<CpuList>>,
+    pub backend: Option<Parsed<BackendChoice>>,
     pub mode: Option<Parsed<Mode>>,
     pub allow_idle_shards: Option<bool>,
     pub stats_interval: Option<f64>,
@@ -159,6 +160,8 @@ pub struct FileConfig {
     pub log_format: Option<Parsed<LogFormat>>,
     pub admin: Option<Parsed<SocketAddr>>,
     pub admin_allow: Option<Vec<Parsed<Cidr>>>,
+    pub admin_tls_cert: Option<std::path::PathBuf>,
+    pub admin_tls_key: Option<std::path::PathBuf>,
     pub drain_timeout: Option<f64>,
     pub alert_factor: Option<f64>,
     pub alert_sustain: Option<f64>,
@@ -228,6 +231,8 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Who may use it.
     pub admin_allow: Allowlist,
+    /// Its TLS certificate and key, loaded (None: plain HTTP).
+    pub admin_tls: Option<std::sync::Arc<crate::admin::AdminTls>>,
     /// How long a drain may take.
     pub drain_timeout: Duration,
     /// Deviation alerts (None: off).
@@ -478,6 +483,13 @@ impl Settings {
                 .or(f.mesh_wake.map(|p| p.0))
                 .unwrap_or(d.mesh_wake),
             tls_max_handshakes: pick!(tls_max_handshakes, d.tls_max_handshakes),
+            backend: match args.backend.or(f.backend.map(|p| p.0)) {
+                Some(b) => b,
+                // A container image can pin its backend without a flag.
+                None => BackendChoice::from_env()
+                    .map_err(|e| anyhow::anyhow!(e))?
+                    .unwrap_or(d.backend),
+            },
             ..d
         };
         engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -499,6 +511,35 @@ impl Settings {
                 );
             }
         }
+        let admin_tls_files = match (
+            args.admin_tls_cert.clone().or(f.admin_tls_cert),
+            args.admin_tls_key.clone().or(f.admin_tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => bail!(
+                "--admin-tls-cert (admin_tls_cert) is set without --admin-tls-key (admin_tls_key): \
+                 give the certificate's key too, or neither for plain HTTP"
+            ),
+            (None, Some(_)) => bail!(
+                "--admin-tls-key (admin_tls_key) is set without --admin-tls-cert (admin_tls_cert): \
+                 give the certificate chain too, or neither for plain HTTP"
+            ),
+        };
+        if admin_tls_files.is_some() && admin.is_none() {
+            bail!(
+                "--admin-tls-cert and --admin-tls-key are set but --admin is not: give the admin \
+                 endpoint's address (--admin ADDR:PORT), or drop the TLS files"
+            );
+        }
+        // Loaded here, like the listeners' certificates: check-config checks
+        // them, and serve reads them before it binds anything.
+        let admin_tls = match admin_tls_files {
+            Some((cert, key)) => Some(std::sync::Arc::new(crate::admin::AdminTls::load(
+                &cert, &key,
+            )?)),
+            None => None,
+        };
         let factor = pick!(alert_factor, AlertConfig::default().factor);
         if !factor.is_finite() || factor < 0.0 {
             bail!("alert_factor = {factor} must be 0 (off) or more");
@@ -529,6 +570,7 @@ impl Settings {
                 .unwrap_or_default(),
             admin,
             admin_allow,
+            admin_tls,
             drain_timeout: secs("drain_timeout", pick!(drain_timeout, 30.0))?.unwrap_or_default(),
             alerts: (factor > 0.0).then_some(AlertConfig {
                 factor,
@@ -792,5 +834,80 @@ mod tests {
         );
         let e = Settings::resolve(&args(&["--admin", "0.0.0.0:9900"]), None).unwrap_err();
         assert!(e.to_string().contains("--admin-allow"), "{e}");
+    }
+
+    #[test]
+    fn admin_tls_takes_both_files_and_an_admin_address() {
+        use crate::tls_client::test_pki::{server, Dir};
+        let dir = Dir::new("config-admin-tls");
+        let (_, cert, key) = server(&dir.0, "a", "from the file");
+        let (_, cert2, key2) = server(&dir.0, "b", "from the flags");
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let (cert2, key2) = (cert2.to_str().unwrap(), key2.to_str().unwrap());
+        let text = include_str!("../../ringport.example.toml");
+        let s = Settings::resolve(&args(&[]), Some(FileConfig::parse(text).unwrap())).unwrap();
+        assert!(
+            s.admin_tls.is_none(),
+            "the example names the keys in comments"
+        );
+        assert!(Settings::resolve(&args(&[]), None)
+            .unwrap()
+            .admin_tls
+            .is_none());
+        let file = format!(
+            "admin = \"127.0.0.1:9900\"\nadmin_tls_cert = \"{cert}\"\nadmin_tls_key = \"{key}\"\n"
+        );
+        let s = Settings::resolve(&args(&[]), Some(FileConfig::parse(&file).unwrap())).unwrap();
+        let leaf = s.admin_tls.unwrap().reload().unwrap();
+        assert_eq!(leaf.subject, "CN=from the file");
+        // Flags win over the file's keys.
+        let flags = ["--admin-tls-cert", cert2, "--admin-tls-key", key2];
+        let s = Settings::resolve(&args(&flags), Some(FileConfig::parse(&file).unwrap())).unwrap();
+        assert_eq!(
+            s.admin_tls.unwrap().reload().unwrap().subject,
+            "CN=from the flags"
+        );
+        // A file that is not what it should be is named.
+        let e = Settings::resolve(
+            &args(&["--admin-tls-key", cert]),
+            Some(FileConfig::parse(&file).unwrap()),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("--admin-tls-key {cert}: no private key in it (")),
+            "{e}"
+        );
+        let admin = ["--admin", "127.0.0.1:9900"];
+        let e = Settings::resolve(
+            &args(&[&admin[..], &["--admin-tls-cert", "c.pem"]].concat()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--admin-tls-cert (admin_tls_cert) is set without --admin-tls-key (admin_tls_key): \
+             give the certificate's key too, or neither for plain HTTP"
+        );
+        let e = Settings::resolve(
+            &args(&[&admin[..], &["--admin-tls-key", "k.pem"]].concat()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--admin-tls-key (admin_tls_key) is set without --admin-tls-cert (admin_tls_cert): \
+             give the certificate chain too, or neither for plain HTTP"
+        );
+        let e = Settings::resolve(
+            &args(&["--admin-tls-cert", "c.pem", "--admin-tls-key", "k.pem"]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--admin-tls-cert and --admin-tls-key are set but --admin is not: give the admin \
+             endpoint's address (--admin ADDR:PORT), or drop the TLS files"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The `ringport` command line: serve internal ports with the thread-per-core
-//! io_uring engine, check a config file, talk `relay`.
+//! io_uring engine, check a config file or the machine (`doctor`), talk `relay`.
 //!
 //! The binary itself is the root package's `src/main.rs`, which calls
 //! [`main`]; it lives there so that `cargo test --workspace` builds it before
@@ -10,11 +10,13 @@
 mod admin;
 mod cli;
 mod config;
+mod doctor;
 mod metrics;
 mod relay;
 mod serve;
 mod signals;
 pub mod testing;
+mod tls_client;
 mod tls_config;
 
 use clap::Parser;
@@ -30,6 +32,12 @@ pub fn main() {
     {
         Command::Serve(args) => serve::run(*args),
         Command::CheckConfig { file } => serve::check_config(&file),
+        Command::Doctor(args) => match doctor::run(&args) {
+            Ok(true) => Ok(()),
+            // A check failed: the output says which, and the status says so.
+            Ok(false) => std::process::exit(1),
+            Err(e) => Err(e),
+        },
         Command::Relay { command } => relay::run(command),
     };
     if let Err(e) = result {

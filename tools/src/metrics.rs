@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub log_dropped: u64,
     /// Seconds since start.
     pub uptime_secs: f64,
+    /// The I/O backend the shards run on (`io-uring` or `epoll`).
+    pub backend: &'static str,
     /// Whether the server is draining.
     pub draining: bool,
     /// Per shard: latency histograms by name (plugin-reported, and the
@@ -402,6 +404,12 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.sample("ringport_draining", &[], u8::from(s.draining));
     o.family(
+        "ringport_backend_info",
+        "gauge",
+        "1, labelled with the I/O backend the shards run on.",
+    );
+    o.sample("ringport_backend_info", &[("backend", s.backend)], 1);
+    o.family(
         "ringport_uptime_seconds",
         "gauge",
         "Seconds since the server started.",
@@ -508,6 +516,7 @@ mod tests {
             ],
             log_dropped: 0,
             uptime_secs: 1.5,
+            backend: "epoll",
             draining: false,
             latencies: vec![vec![("rtt", {
                 let mut h = Histogram::default();
@@ -533,6 +542,7 @@ mod tests {
             "ringport_tls_handshakes_total{listener=\"echo@tls:[::1]:9001\",result=\"unknown_ca\"} 2",
             "ringport_tls_handshakes_total{listener=\"echo@tls:[::1]:9001\",result=\"full\"} 0",
             "ringport_tls_certificate_expiry_seconds{listener=\"echo@tls:[::1]:9001\"} 86400",
+            "ringport_backend_info{backend=\"epoll\"} 1",
             "ringport_listener_drops_total{listener=\"echo@tcp:[::1]:9000\",reason=\"datagram_truncated\"} 0",
             "ringport_uptime_seconds 1.500",
             "ringport_mesh_queue_depth{shard=\"0\"} 9",

@@ -51,7 +51,7 @@ fn build_plan(s: &Settings) -> Result<Plan> {
 }
 
 /// Settings from the flags and the `--config` file.
-fn settings(args: &ServeArgs) -> Result<Settings> {
+pub(crate) fn settings(args: &ServeArgs) -> Result<Settings> {
     let file = args.config.as_deref().map(FileConfig::load).transpose()?;
     Settings::resolve(args, file)
 }
@@ -175,7 +175,14 @@ pub fn check_config(path: &Path) -> Result<()> {
     println!(
         "log {log} ({:?}), admin {}, drain timeout {}s",
         s.log_format,
-        s.admin.map_or("off".to_owned(), |a| a.to_string()),
+        s.admin.map_or("off".to_owned(), |a| {
+            let scheme = if s.admin_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{a}")
+        }),
         s.drain_timeout.as_secs_f64()
     );
     Ok(())
@@ -221,6 +228,7 @@ impl Shared {
                 .collect(),
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped()),
             uptime_secs: self.started.elapsed().as_secs_f64(),
+            backend: self.engine.backend().as_str(),
             draining: self.engine.draining(),
             latencies: self.engine.latencies(),
         }
@@ -281,6 +289,7 @@ impl Shared {
             .collect();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "backend": self.engine.backend().as_str(),
             "mode": self.plan.mode.as_str(),
             "uptime_s": snap.uptime_secs,
             "draining": snap.draining,
@@ -355,11 +364,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         eprintln!("ringport: {l}");
     }
     println!(
-        "ringport {} serving {} shard(s), mode {}, kernel {}",
+        "ringport {} serving {} shard(s), mode {}, backend {}, kernel {}",
         env!("CARGO_PKG_VERSION"),
         engine.shard_count(),
         plan.mode,
-        engine.probe().kernel
+        engine.backend().as_str(),
+        engine.kernel()
     );
     print!("{}", plan.table());
     let idle = plan.idle_shards();
@@ -389,8 +399,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "/status" => Some(("application/json", sh.status())),
                 _ => None,
             });
-            let a = AdminServer::start(addr, s.admin_allow.clone(), handler)?;
-            println!("admin endpoint on http://{}/metrics and /status", a.addr());
+            let a = AdminServer::start(addr, s.admin_allow.clone(), handler, s.admin_tls.clone())?;
+            println!(
+                "admin endpoint on {}://{}/metrics and /status",
+                a.scheme(),
+                a.addr()
+            );
             Some(a)
         }
         None => None,
@@ -412,6 +426,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         match sig.recv_timeout(TICK) {
             Ok(signals::RELOAD) => {
                 reload_tls(&plan.listeners, &s, &log);
+                reload_admin_tls(admin.as_ref(), &log);
                 continue;
             }
             Ok(signal) => break Some(signal),
@@ -511,7 +526,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 break;
             }
             match sig.recv_timeout(DRAIN_POLL) {
-                Ok(signals::RELOAD) => reload_tls(&plan.listeners, &s, &log),
+                Ok(signals::RELOAD) => {
+                    reload_tls(&plan.listeners, &s, &log);
+                    reload_admin_tls(admin.as_ref(), &log);
+                }
                 Ok(again) => {
                     eprintln!("ringport: {again} received again, stopping now");
                     break;
@@ -571,8 +589,9 @@ fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>
                     UNIX_EPOCH + Duration::from_secs(loaded.cert.not_after.max(0) as u64),
                 );
                 eprintln!(
-                    "ringport: SIGHUP: {spec}: new handshakes use the certificate {} (expires {expiry})",
-                    loaded.cert.subject
+                    "ringport: SIGHUP: {spec}: new handshakes use the certificate {} (SHA-256 {}, expires {expiry})",
+                    loaded.cert.subject,
+                    loaded.cert.fingerprint_hex()
                 );
                 for w in tls_lines(spec, &tls, SystemTime::now())
                     .iter()
@@ -604,6 +623,43 @@ fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>
                     ],
                 );
             }
+        }
+    }
+}
+
+/// SIGHUP for the admin endpoint's certificate, when it serves HTTPS.
+fn reload_admin_tls(admin: Option<&AdminServer>, log: &Option<Arc<LogWriter>>) {
+    let Some(admin) = admin else { return };
+    let listener = ("listener", Value::Str("admin".to_owned()));
+    match admin.reload_tls() {
+        Ok(None) => {}
+        Ok(Some(leaf)) => {
+            eprintln!(
+                "ringport: SIGHUP: admin endpoint: new connections use the certificate {}",
+                leaf.subject
+            );
+            log_event(
+                log,
+                "tls_reload",
+                vec![
+                    listener,
+                    ("ok", Value::Bool(true)),
+                    ("subject", Value::Str(leaf.subject.clone())),
+                    ("sha256", Value::Str(leaf.fingerprint_hex())),
+                ],
+            );
+        }
+        Err(e) => {
+            eprintln!("ringport: SIGHUP: admin endpoint: keeping the old certificate: {e:#}");
+            log_event(
+                log,
+                "tls_reload",
+                vec![
+                    listener,
+                    ("ok", Value::Bool(false)),
+                    ("error", Value::Str(format!("{e:#}"))),
+                ],
+            );
         }
     }
 }

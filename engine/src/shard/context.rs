@@ -1,54 +1,9 @@
-//! The shard core: submission helpers (arming receives, sends, timers,
-//! wake-ups) and the [`Context`] plugins see.
+//! The shard core: its requests to the backend (arming accepts and
+//! receives, sends, closes, wake-ups) and the [`Context`] plugins see.
 
 use super::*;
 
-impl Core {
-    /// Pushes an SQE, submitting first if the queue is full.
-    pub(super) fn push(&mut self, entry: squeue::Entry) {
-        self.inflight += 1;
-        loop {
-            // SAFETY: every buffer an entry points at (send buffers, msghdrs,
-            // the wake buffer) lives in this shard and is not moved or freed
-            // until the entry's final completion has been reaped.
-            let pushed = unsafe { self.ring.submission().push(&entry) };
-            if pushed.is_ok() {
-                return;
-            }
-            match self.ring.submit() {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    // CQ full: the completions will be reaped next turn; make
-                    // room by submitting anyway once the kernel accepts.
-                    std::thread::yield_now();
-                }
-                Err(_) => std::thread::yield_now(),
-            }
-        }
-    }
-
-    /// Submits and runs pending completions without waiting for any.
-    pub(super) fn enter_nowait(&mut self) {
-        let _ = self.enter.submit_and_wait(&mut self.ring, 0);
-    }
-
-    /// Makes sure a timeout operation will wake the shard by `at`: arms one
-    /// unless an earlier (or equal) one is already pending. A later pending
-    /// one, left armed, fires harmlessly.
-    pub(super) fn arm_timer(&mut self, at: Instant) {
-        if self.timer_armed.is_some_and(|(armed, _)| armed <= at) {
-            return;
-        }
-        self.timer_arms = self.timer_arms.wrapping_add(1);
-        let seq = self.timer_arms;
-        *self.timer_ts = Timespec::from(at.saturating_duration_since(Instant::now()));
-        let e = opcode::Timeout::new(&*self.timer_ts)
-            .build()
-            .user_data(ops::pack(OP_TIMER, 0, seq));
-        self.push(e);
-        self.timer_armed = Some((at, seq));
-    }
-
+impl<B: Backend> Core<B> {
     /// Notes that we queued for `to` this turn.
     pub(super) fn note_target(&mut self, to: ShardId) {
         if !self.sent_to[to] {
@@ -57,9 +12,8 @@ impl Core {
         }
     }
 
-    /// Wakes the parked shards among those we queued for this turn:
-    /// MSG_RING into their ring (posted with our next submit), or an eventfd
-    /// write.
+    /// Wakes the parked shards among those we queued for this turn (the
+    /// backend picks how: MSG_RING into their ring, or an eventfd write).
     pub(super) fn send_wakes(&mut self) {
         if self.targets.is_empty() {
             return;
@@ -73,17 +27,7 @@ impl Core {
         self.targets.clear();
         while let Some(to) = self.wake_list.pop() {
             self.counters.mesh_wakes.add(1);
-            let peer = &self.peers[to];
-            let fd = peer.ring_fd.load(Ordering::Acquire);
-            if self.msg_ring && fd >= 0 {
-                let e = opcode::MsgRingData::new(Fd(fd), 0, ops::pack(OP_MESH_WAKE, 0, 0), None)
-                    .build()
-                    .flags(squeue::Flags::SKIP_SUCCESS)
-                    .user_data(ops::pack(OP_MSG_RING, 0, to as u32));
-                self.push_uncounted(e);
-            } else {
-                peer.wake();
-            }
+            self.io.wake_peer(to, &self.peers[to]);
         }
     }
 
@@ -109,56 +53,32 @@ impl Core {
         }
     }
 
-    pub(super) fn push_uncounted(&mut self, entry: squeue::Entry) {
-        self.push(entry);
-        self.inflight -= 1;
-    }
-
     pub(super) fn arm_accept(&mut self, idx: u32) {
         let fd = self.listeners[idx as usize].fd;
-        let e = opcode::AcceptMulti::new(Fd(fd))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(ops::pack(OP_ACCEPT, 0, idx));
-        self.push(e);
+        self.io.arm_accept(idx, fd);
     }
 
-    pub(super) fn arm_recv(&mut self, idx: u32, generation: u32, bgid: u16) {
+    pub(super) fn arm_recv(&mut self, idx: u32, generation: u32) {
         let Some(conn) = self.conns.get_mut(idx, generation) else {
             return;
         };
         conn.recv_armed = true;
-        let e = opcode::RecvMulti::new(Fd(conn.fd), bgid)
-            .build()
-            .user_data(ops::pack(OP_RECV, generation, idx));
-        self.push(e);
+        let fd = conn.fd;
+        self.io.arm_recv(idx, generation, fd);
     }
 
-    pub(super) fn arm_udp(&mut self, idx: u32, bgid: u16) {
+    pub(super) fn pause_recv(&mut self, idx: u32, generation: u32) {
+        if let Some(conn) = self.conns.get_mut(idx, generation) {
+            let fd = conn.fd;
+            self.io.pause_recv(idx, generation, fd);
+        }
+    }
+
+    pub(super) fn arm_udp(&mut self, idx: u32) {
         let sock = &mut self.udp[idx as usize];
         sock.armed = true;
-        let e = opcode::RecvMsgMulti::new(Fd(sock.fd), &*sock.msghdr, bgid)
-            .build()
-            .user_data(ops::pack(OP_UDP_RECV, 0, idx));
-        self.push(e);
-    }
-
-    pub(super) fn arm_wake(&mut self) {
-        let e = opcode::Read::new(
-            Fd(self.wake_fd),
-            (&mut *self.wake_buf as *mut u64).cast(),
-            8,
-        )
-        .build()
-        .user_data(ops::pack(OP_WAKE, 0, 0));
-        self.push(e);
-    }
-
-    pub(super) fn cancel(&mut self, target: u64) {
-        let e = opcode::AsyncCancel::new(target)
-            .build()
-            .user_data(ops::pack(OP_CANCEL, 0, 0));
-        self.push(e);
+        let fd = sock.fd;
+        self.io.arm_udp(idx, fd);
     }
 
     pub(super) fn submit_send(&mut self, idx: u32, generation: u32) {
@@ -167,11 +87,11 @@ impl Core {
         };
         let rest = &conn.tx_inflight[conn.tx_off..];
         conn.send_inflight = true;
-        let e = opcode::Send::new(Fd(conn.fd), rest.as_ptr(), rest.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ops::pack(OP_SEND, generation, idx));
-        self.push(e);
+        let (ptr, len, fd) = (rest.as_ptr(), rest.len(), conn.fd);
+        // SAFETY: `tx_inflight` is neither moved, resized nor freed while
+        // `send_inflight` is set: only the send's completion clears it, and
+        // the slot is not freed before that (`maybe_finalize`).
+        unsafe { self.io.send(idx, generation, fd, ptr, len) };
     }
 
     pub(super) fn mark_dirty(&mut self, idx: u32) {
@@ -192,12 +112,7 @@ impl Core {
             return;
         }
         let fd = conn.fd;
-        let e = opcode::Close::new(Fd(fd))
-            .build()
-            .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(ops::pack(OP_CLOSE, 0, 0));
-        // A successful close posts nothing, so it is not counted in flight.
-        self.push_uncounted(e);
+        self.io.close_stream(idx, fd);
         self.conns.remove(idx);
     }
 
@@ -209,7 +124,7 @@ impl Core {
     }
 }
 
-impl Context for Core {
+impl<B: Backend> Context for Core<B> {
     fn shard(&self) -> ShardId {
         self.shard
     }
@@ -282,10 +197,9 @@ impl Context for Core {
                 return Err(e);
             }
         };
-        let e = opcode::SendMsg::new(Fd(fd), hdr)
-            .build()
-            .user_data(ops::pack(OP_UDP_SEND, u32::from(listener.0), slot));
-        self.push(e);
+        // SAFETY: the slot (its msghdr, iovec, address and bytes) stays put
+        // and untouched until its completion releases it (`SendPool`).
+        unsafe { self.io.send_datagram(via.0, fd, slot, listener.0, hdr) };
         Ok(())
     }
 

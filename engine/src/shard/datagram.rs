@@ -3,37 +3,38 @@
 
 use super::*;
 
-impl Shard {
-    pub(super) fn on_udp_recv(&mut self, idx: u32, res: i32, flags: u32, more: bool) {
-        let bid = cqueue::buffer_select(flags);
+impl<B: Backend> Shard<B> {
+    pub(super) fn on_udp_recv(&mut self, idx: u32, result: RecvResult, more: bool) {
         let Some(sock) = self.core.udp.get_mut(idx as usize) else {
-            if let Some(b) = bid {
-                self.udp_bufs.recycle(b);
+            if let RecvResult::Data { buf, .. } = result {
+                self.bufs.recycle_udp(buf);
             }
             return;
         };
         if !more {
             sock.armed = false;
         }
-        if res >= 0 {
-            if let Some(b) = bid {
-                self.datagram(idx, b, res as usize);
-                self.udp_bufs.recycle(b);
+        let cancelled = result == RecvResult::Cancelled;
+        match result {
+            RecvResult::Data { buf, len } => {
+                self.datagram(idx, buf, len as usize);
+                self.bufs.recycle_udp(buf);
             }
-        } else if res == -libc::ENOBUFS {
-            self.core.counters.buffer_ring_empty.add(1);
-            self.udp_bufs.ran_dry();
+            RecvResult::NoBuffers => {
+                self.core.counters.buffer_ring_empty.add(1);
+                self.bufs.udp_ran_dry();
+            }
+            _ => {}
         }
         let stopping = self.core.stopping;
-        if !more && !stopping && res != -libc::ECANCELED {
-            self.core.arm_udp(idx, self.udp_bufs.bgid());
+        if !more && !stopping && !cancelled {
+            self.core.arm_udp(idx);
         }
     }
 
     pub(super) fn datagram(&mut self, idx: u32, bid: u16, len: usize) {
-        let buf = self.udp_bufs.filled(bid, len);
         let sock = &mut self.core.udp[idx as usize];
-        let Some(msg) = udp::Received::parse(buf) else {
+        let Some(msg) = self.bufs.datagram(bid, len) else {
             self.core.counters.drop_engine(EngineDrop::BadSource, 1);
             return;
         };
@@ -124,7 +125,7 @@ impl Shard {
                 // While the deadline timer covers `at`, its completion says
                 // when to look; reading the clock every turn would cost more
                 // than the poll.
-                Some(at) if self.core.timer_armed.is_some_and(|(armed, _)| armed <= at) => return,
+                Some(at) if self.core.io.timer_armed_by(at) => return,
                 Some(at) if self.core.clock.now() >= at => {}
                 _ => return,
             }

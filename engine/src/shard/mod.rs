@@ -1,32 +1,34 @@
-//! One shard: a pinned thread, its io_uring, its sockets, plugins and counters.
+//! One shard: a pinned thread, its backend (io_uring or epoll), its
+//! sockets, plugins and counters.
 //!
-//! One turn of the loop: reap every completion into a batch, dispatch it
+//! One turn of the loop: reap every ready event into a batch, dispatch it
 //! (accepts, stream bytes, datagrams, send completions) to the plugins, fire
-//! due timers, flush queued stream bytes as sends, publish listener counters and latency histograms, then one
-//! `submit_and_wait` that both submits the turn's SQEs and parks until the
-//! next completion (or timer). The steady state allocates nothing: the batch,
-//! dirty list and per-stream buffers keep their capacity.
+//! due timers, flush queued stream bytes as sends, publish latency
+//! histograms, then one wait that both submits the turn's operations and
+//! parks until the next event (or timer). The steady state allocates
+//! nothing: the batch, dirty list and per-stream buffers keep their capacity.
+//!
+//! The shard is generic over its [`Backend`]: it asks for neutral actions
+//! and hears neutral [`Event`]s, and never names io_uring or epoll.
 //!
 //! This file holds the shard's state and its loop; `stream` the TCP paths
 //! (accept, receive, send, teardown, timeouts, drain), `datagram` the UDP
-//! paths, and `context` the core's submission helpers and the plugin-facing
-//! [`Context`] implementation.
+//! paths, `tls` the TLS streams, and `context` the core's helpers and the
+//! plugin-facing [`Context`] implementation.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{Fd, SubmitArgs, Timespec};
-use io_uring::{cqueue, opcode, squeue, IoUring};
 use ringport_plugin::{
     CloseReason, ConnId, Context, DatagramInfo, DropReason, ListenerId, MeshError, MeshMessage,
     Plugin, ShardId, SocketId, StreamInfo, Verdict, WriteError,
 };
 
+use crate::backend::{Backend, Buffers, Event, RecvResult};
 use crate::clock::TurnClock;
 use crate::config::{EngineConfig, UdpDropCounter};
 use crate::conn::Conns;
@@ -34,15 +36,8 @@ use crate::guard::{Guard, GuardInit};
 use crate::latency::{LocalLatencies, SharedLatencies};
 use crate::listener_stats::ListenerDrop;
 use crate::mesh::{Envelope, Inbox, Outbox};
-use crate::ops::{self, *};
 use crate::stats::{Counters, EngineDrop, SharedStats};
-use crate::sys::bufring::BufRing;
 use crate::sys::{addr, socket};
-
-/// The overall bound of a `--batch-delay-us` wait: long enough never to matter
-/// (deadlines have their own timeout operation), there only to make the kernel
-/// treat the batch delay as "wait at most this long once something is ready".
-static IDLE_WAIT: Timespec = Timespec::new().sec(3600);
 use crate::udp::{self, SendPool, UdpSock};
 
 mod context;
@@ -50,10 +45,6 @@ mod datagram;
 mod stream;
 mod tls;
 
-/// Buffer group of the TCP receive ring.
-const BGID_TCP: u16 = 0;
-/// Buffer group of the UDP receive ring.
-const BGID_UDP: u16 = 1;
 /// How often a shard that receives datagrams reads its sockets' kernel drop counters.
 const DROPS_POLL_EVERY: Duration = Duration::from_millis(100);
 /// Most messages taken from one inbound mesh ring per turn, so one busy
@@ -72,16 +63,17 @@ pub struct ShardShared {
     pub stats: Arc<SharedStats>,
     /// Set to ask the shard to stop; followed by a write to `wake_fd`.
     pub stop: AtomicBool,
-    /// eventfd the shard keeps a read armed on.
+    /// eventfd the shard's backend watches: a write wakes the shard.
     pub wake_fd: i32,
-    /// The shard's ring fd, for IORING_OP_MSG_RING wake-ups (-1 until set up).
+    /// The shard's ring fd, for IORING_OP_MSG_RING wake-ups (-1 until set
+    /// up, and always with the epoll backend).
     pub ring_fd: AtomicI32,
     /// Published latency histograms.
     pub latency: SharedLatencies,
 }
 
 impl ShardShared {
-    /// Wakes the shard from `submit_and_wait`.
+    /// Wakes the shard from its wait.
     pub fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: wake_fd is an eventfd owned by the engine for the shard's life;
@@ -127,8 +119,6 @@ pub struct ShardInit {
     pub outbox: Outbox,
     /// This shard's receiving ends of the mesh.
     pub inbox: Inbox,
-    /// Wake parked shards with MSG_RING (else eventfd writes).
-    pub msg_ring: bool,
     /// Allowlists, limits, timeouts, handshake log.
     pub guard: GuardInit,
     /// Per listener (by id): its TLS, for `tls` listeners.
@@ -137,9 +127,8 @@ pub struct ShardInit {
 
 /// The shard's state other than plugins and receive buffers, which the
 /// plugins see as their [`Context`].
-struct Core {
-    ring: IoUring,
-    enter: crate::sys::ring::Enter,
+struct Core<B: Backend> {
+    io: B,
     shard: ShardId,
     shard_count: usize,
     clock: TurnClock,
@@ -154,17 +143,7 @@ struct Core {
     current_plugin: u16,
     /// The same cells as `ShardShared::stats`: counted into in place.
     counters: Arc<SharedStats>,
-    inflight: usize,
     stopping: bool,
-    wake_buf: Box<u64>,
-    wake_fd: i32,
-    cq_overflow_seen: u32,
-    /// The earliest deadline an IORING_OP_TIMEOUT is armed for, and that
-    /// arming's sequence number (in its user_data).
-    timer_armed: Option<(Instant, u32)>,
-    timer_arms: u32,
-    /// The armed timeout's duration; the kernel reads it when the SQE is submitted.
-    timer_ts: Box<Timespec>,
     /// When the kernel drop counters are next due to be read (None: not owed).
     drops_poll_at: Option<Instant>,
     /// `datagrams_in` at the last read of the drop counters.
@@ -178,21 +157,19 @@ struct Core {
     sent_to: Vec<bool>,
     /// Parked shards among them, to wake at the end of this turn.
     wake_list: Vec<ShardId>,
-    msg_ring: bool,
 }
 
 /// A running shard.
-pub struct Shard {
-    // Field order is drop order: the ring (in `core`) goes before the buffer
-    // rings whose memory it may still reference.
-    core: Core,
-    tcp_bufs: BufRing,
-    udp_bufs: BufRing,
+pub struct Shard<B: Backend> {
+    // Field order is drop order: the backend (in `core`) goes before the
+    // receive buffers whose memory it may still reference.
+    core: Core<B>,
+    bufs: B::Buffers,
     plugins: Vec<Box<dyn Plugin>>,
-    cqes: Vec<(u64, i32, u32)>,
+    /// Entries the last reap took in.
+    ready: usize,
     shared: Arc<ShardShared>,
     inbox: Inbox,
-    min_timeout: bool,
     guard: Guard,
     /// Streams whose deadline passed this turn (kept for its capacity).
     expired: Vec<(u32, u32)>,
@@ -204,63 +181,26 @@ pub struct Shard {
     handshakes: tls::HandshakeCaps,
 }
 
-impl std::fmt::Debug for Shard {
+impl<B: Backend> std::fmt::Debug for Shard<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shard")
             .field("shard", &self.core.shard)
+            .field("backend", &self.core.io.name())
             .finish()
     }
 }
 
-/// Notices a shard produced while starting (flags the kernel refused, ...).
-pub type Notices = Vec<String>;
-
-impl Shard {
-    /// Sets up the ring and buffer rings. Runs on the shard's own thread.
-    pub fn new(init: ShardInit) -> Result<(Shard, Notices), crate::StartError> {
+impl<B: Backend> Shard<B> {
+    /// A shard over `io` and its buffers. Runs on the shard's own thread.
+    pub fn new(init: ShardInit, io: B, bufs: B::Buffers) -> Shard<B> {
         let cfg = init.config.clone();
-        let r = crate::sys::ring::setup(cfg.ring_entries, cfg.ring_entries * 4)
-            .map_err(crate::StartError::Ring)?;
-        let mut notices = Vec::new();
-        for f in &r.dropped {
-            notices.push(format!(
-                "shard {}: the kernel refused {}; running without it",
-                init.shard,
-                f.name()
-            ));
-        }
-        if cfg.batch_delay_us > 0 && !r.min_timeout {
-            notices.push(format!(
-                "shard {}: --batch-delay-us needs IORING_FEAT_MIN_TIMEOUT (kernel 6.12); ignored",
-                init.shard
-            ));
-        }
-        let ring = r.ring;
-        // The loop's io_uring_enter calls go through the registered ring fd
-        // (this is the submitting thread).
-        let enter = crate::sys::ring::Enter::new(&ring);
-        let bufring_err = |what: &str, e: io::Error| crate::StartError::Shard {
-            shard: init.shard,
-            message: format!(
-                "registering the {what} provided buffer ring failed: {e} \
-                     (IORING_REGISTER_PBUF_RING needs Linux 5.19; ENOMEM means the memory for \
-                     --{what}-bufs buffers could not be had)"
-            ),
-        };
-        let tcp_bufs =
-            BufRing::adaptive(&ring.submitter(), BGID_TCP, cfg.tcp_bufs, cfg.tcp_buf_size)
-                .map_err(|e| bufring_err("tcp", e))?;
-        let udp_size = (cfg.udp_max_datagram as usize + udp::RECV_HEADROOM) as u32;
-        let udp_bufs = BufRing::adaptive(&ring.submitter(), BGID_UDP, cfg.udp_bufs, udp_size)
-            .map_err(|e| bufring_err("udp", e))?;
         let udp = init
             .udp
             .into_iter()
             .map(|(fd, l, p, local)| UdpSock::new(fd, l, p, local))
             .collect();
         let core = Core {
-            ring,
-            enter,
+            io,
             shard: init.shard,
             shard_count: init.shard_count,
             clock: TurnClock::new(),
@@ -273,14 +213,7 @@ impl Shard {
             timer_seq: 0,
             current_plugin: 0,
             counters: init.shared.stats.clone(),
-            inflight: 0,
             stopping: false,
-            wake_buf: Box::new(0),
-            wake_fd: init.shared.wake_fd,
-            cq_overflow_seen: 0,
-            timer_armed: None,
-            timer_arms: 0,
-            timer_ts: Box::new(Timespec::new()),
             drops_poll_at: None,
             drops_polled_at_count: 0,
             outbox: init.outbox,
@@ -289,32 +222,26 @@ impl Shard {
             targets: Vec::with_capacity(init.shard_count),
             sent_to: vec![false; init.shard_count],
             wake_list: Vec::with_capacity(init.shard_count),
-            msg_ring: init.msg_ring,
             config: cfg.clone(),
         };
-        use std::os::fd::AsRawFd;
-        init.shared
-            .ring_fd
-            .store(core.ring.as_raw_fd(), Ordering::Release);
-        let cq_cap = (cfg.ring_entries * 4) as usize;
-        Ok((
-            Shard {
-                core,
-                tcp_bufs,
-                udp_bufs,
-                plugins: init.plugins,
-                cqes: Vec::with_capacity(cq_cap),
-                shared: init.shared,
-                inbox: init.inbox,
-                min_timeout: r.min_timeout,
-                guard: Guard::new(init.shard, init.guard),
-                expired: Vec::new(),
-                drained: false,
-                tls: init.tls,
-                handshakes: Default::default(),
-            },
-            notices,
-        ))
+        Shard {
+            core,
+            bufs,
+            plugins: init.plugins,
+            ready: 0,
+            shared: init.shared,
+            inbox: init.inbox,
+            guard: Guard::new(init.shard, init.guard),
+            expired: Vec::new(),
+            drained: false,
+            tls: init.tls,
+            handshakes: Default::default(),
+        }
+    }
+
+    /// The shard's index.
+    pub fn id(&self) -> ShardId {
+        self.core.shard
     }
 
     /// Runs the loop until asked to stop, then drains and closes everything.
@@ -323,9 +250,8 @@ impl Shard {
             self.core.arm_accept(i as u32);
         }
         for i in 0..self.core.udp.len() {
-            self.core.arm_udp(i as u32, self.udp_bufs.bgid());
+            self.core.arm_udp(i as u32);
         }
-        self.core.arm_wake();
         loop {
             self.reap();
             self.core.clock.next_turn();
@@ -342,43 +268,25 @@ impl Shard {
             if self.shared.stop.load(Ordering::Acquire) {
                 break;
             }
-            self.tcp_bufs.refill();
-            self.udp_bufs.refill();
+            self.bufs.refill();
             self.wait();
         }
         self.shutdown();
         self.core.counters.snapshot()
     }
 
+    #[inline]
     fn reap(&mut self) {
-        self.cqes.clear();
-        let mut cq = self.core.ring.completion();
-        let overflow = cq.overflow();
-        for cqe in &mut cq {
-            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
-        }
-        drop(cq);
-        if overflow != self.core.cq_overflow_seen {
-            let lost = overflow.wrapping_sub(self.core.cq_overflow_seen);
-            self.core
-                .counters
-                .drop_engine(EngineDrop::CqOverflow, lost as u64);
-            self.core.cq_overflow_seen = overflow;
-        }
+        self.ready = self.core.io.reap(&mut self.bufs, &self.core.counters);
     }
 
     fn wait(&mut self) {
         self.core.counters.enters.add(1);
         if !self.inbox.park() {
             // Messages are waiting: submit, run completions, do not block.
-            self.core.enter_nowait();
+            self.core.io.wait(false, None);
             return;
         }
-        self.block();
-        self.inbox.unpark();
-    }
-
-    fn block(&mut self) {
         let plugin_timer = self.core.timers.peek().map(|Reverse((at, ..))| *at);
         let timer = match (plugin_timer, self.guard.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -388,76 +296,48 @@ impl Shard {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(at) = deadline {
-            self.core.arm_timer(at);
-        }
-        let delay = if self.min_timeout {
-            self.core.config.batch_delay_us
-        } else {
-            0
-        };
-        // Deadlines are served by the timeout operation armed above, not by a
-        // timeout on the wait itself: that would program (and cancel) a
-        // hardware timer on every wait, which on a VM exits to the hypervisor.
-        let res = if delay == 0 {
-            self.core
-                .enter
-                .submit_and_wait(&mut self.core.ring, 1)
-                .map(|n| n as usize)
-        } else {
-            // Wait for a full batch; min_wait makes the kernel return with
-            // what it has once the delay has passed. The (far) overall timeout
-            // matters: without one the kernel ends every wait when the delay
-            // passes, completions or not, so an idle shard would wake every
-            // `delay` us. With one, a delay that passes with nothing to show
-            // turns into a plain wait for the first completion.
-            let args = SubmitArgs::new().timespec(&IDLE_WAIT).min_wait_usec(delay);
-            let want = self.cqes.capacity().min(64);
-            self.core.ring.submitter().submit_with_args(want, &args)
-        };
-        if let Err(e) = res {
-            match e.raw_os_error() {
-                // ETIME: a timer is due. EINTR: a signal. EBUSY/EAGAIN: the CQ
-                // is full or the kernel is short of memory; reaping makes room.
-                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
-                _ => {
-                    // Not expected from a valid ring; avoid a hot spin.
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
+        self.core.io.wait(true, deadline);
+        self.inbox.unpark();
     }
 
     fn dispatch(&mut self) {
-        for i in 0..self.cqes.len() {
-            let (ud, res, flags) = self.cqes[i];
-            let (kind, generation, idx) = ops::unpack(ud);
-            let more = cqueue::more(flags);
-            // Skip-success operations post only failures and are not counted
-            // in flight; neither is a wake another shard posted into our ring.
-            let counted = !matches!(kind, OP_CLOSE | OP_MSG_RING | OP_MESH_WAKE);
-            if !more && counted {
-                self.core.inflight = self.core.inflight.saturating_sub(1);
-            }
-            match kind {
-                OP_ACCEPT => self.on_accept(idx, res, more),
-                OP_RECV => self.on_recv(idx, generation, res, flags, more),
-                OP_SEND => self.on_send(idx, generation, res),
-                OP_UDP_RECV => self.on_udp_recv(idx, res, flags, more),
-                OP_UDP_SEND => self.on_udp_send(idx, generation, res),
-                OP_WAKE if !self.shared.stop.load(Ordering::Acquire) => self.core.arm_wake(),
-                // The deadline timer fired (or was cancelled): the turn checks
-                // every deadline; the next wait arms the next one.
-                OP_TIMER if self.core.timer_armed.is_some_and(|(_, seq)| seq == idx) => {
-                    self.core.timer_armed = None;
-                }
-                // MSG_RING to `idx` failed (its CQ full, or the ring gone): fall back.
-                OP_MSG_RING => {
-                    if let Some(peer) = self.core.peers.get(idx as usize) {
+        for i in 0..self.ready {
+            let Some(event) = self.core.io.event(i, &mut self.bufs) else {
+                continue;
+            };
+            match event {
+                Event::Accept {
+                    listener,
+                    result,
+                    more,
+                } => self.on_accept(listener, result, more),
+                Event::Recv {
+                    conn,
+                    generation,
+                    result,
+                    more,
+                } => self.on_recv(conn, generation, result, more),
+                Event::Sent {
+                    conn,
+                    generation,
+                    res,
+                } => self.on_send(conn, generation, res),
+                Event::Datagram {
+                    socket,
+                    result,
+                    more,
+                } => self.on_udp_recv(socket, result, more),
+                Event::DatagramSent {
+                    slot,
+                    listener,
+                    res,
+                } => self.on_udp_send(slot, u32::from(listener), res),
+                // A wake-up of another shard failed: the eventfd never does.
+                Event::WakeFailed { shard } => {
+                    if let Some(peer) = self.core.peers.get(shard as usize) {
                         peer.wake();
                     }
                 }
-                _ => {}
             }
         }
     }
@@ -506,26 +386,25 @@ impl Shard {
                 self.teardown(idx, generation, CloseReason::Shutdown);
             }
         }
-        let cancel_all = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
-            .build()
-            .user_data(ops::pack(OP_CANCEL, 0, 0));
-        self.core.push(cancel_all);
+        self.core.io.cancel_all();
         let deadline = Instant::now() + DRAIN_LIMIT;
-        while self.core.inflight > 0 && Instant::now() < deadline {
-            let ts = Timespec::new().nsec(10_000_000);
-            let args = SubmitArgs::new().timespec(&ts);
-            let _ = self.core.ring.submitter().submit_with_args(1, &args);
+        while self.core.io.in_flight() > 0 && Instant::now() < deadline {
             self.reap();
             self.dispatch();
             self.flush();
+            self.core.io.wait_briefly();
         }
         for l in &self.core.listeners {
-            // SAFETY: the listener fds are owned by this shard and no longer in use.
-            unsafe { libc::close(l.fd) };
+            if l.fd >= 0 {
+                // SAFETY: the listener fds are owned by this shard and no longer in use.
+                unsafe { libc::close(l.fd) };
+            }
         }
         for u in &self.core.udp {
-            // SAFETY: as above, for the UDP sockets.
-            unsafe { libc::close(u.fd) };
+            if u.fd >= 0 {
+                // SAFETY: as above, for the UDP sockets.
+                unsafe { libc::close(u.fd) };
+            }
         }
         for idx in self.core.conns.live_indices() {
             if let Some((c, _)) = self.core.conns.at_mut(idx) {
@@ -536,7 +415,6 @@ impl Shard {
         }
         self.core.listeners.clear();
         self.core.udp.clear();
-        // Closing the ring's fd (when the shard is dropped) now ends the ring.
-        self.core.enter.unregister();
+        self.core.io.finish();
     }
 }

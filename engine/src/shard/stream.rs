@@ -3,14 +3,15 @@
 
 use super::*;
 
-impl Shard {
-    pub(super) fn on_accept(&mut self, idx: u32, res: i32, more: bool) {
-        if res >= 0 {
-            self.accept_stream(idx, res);
-        } else if res != -libc::ECANCELED {
-            self.core.counters.drop_engine(EngineDrop::AcceptFailed, 1);
+impl<B: Backend> Shard<B> {
+    pub(super) fn on_accept(&mut self, idx: u32, result: Result<i32, i32>, more: bool) {
+        match result {
+            Ok(fd) => self.accept_stream(idx, fd),
+            Err(libc::ECANCELED) => {}
+            Err(_) => self.core.counters.drop_engine(EngineDrop::AcceptFailed, 1),
         }
-        if !more && !self.core.stopping && !self.guard.draining() && res != -libc::ECANCELED {
+        if !more && !self.core.stopping && !self.guard.draining() && result != Err(libc::ECANCELED)
+        {
             self.core.arm_accept(idx);
         }
     }
@@ -66,7 +67,7 @@ impl Shard {
                     c.accepted = true;
                     c.guarded = true;
                 }
-                self.core.arm_recv(cidx, generation, self.tcp_bufs.bgid());
+                self.core.arm_recv(cidx, generation);
                 let now = self.core.clock.now();
                 self.guard
                     .opened(cidx, generation, listener.0, peer, local, admitted, now);
@@ -81,43 +82,42 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_recv(&mut self, idx: u32, generation: u32, res: i32, flags: u32, more: bool) {
-        let bid = cqueue::buffer_select(flags);
-        let bgid = self.tcp_bufs.bgid();
+    pub(super) fn on_recv(&mut self, idx: u32, generation: u32, result: RecvResult, more: bool) {
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
-            if let Some(b) = bid {
-                self.tcp_bufs.recycle(b);
+            if let RecvResult::Data { buf, .. } = result {
+                self.bufs.recycle_tcp(buf);
             }
             return;
         };
         if !more {
             conn.recv_armed = false;
         }
-        if res > 0 {
-            if let Some(b) = bid {
-                self.deliver(idx, generation, b, res as usize);
-                self.tcp_bufs.recycle(b);
+        match result {
+            RecvResult::Data { buf, len } => {
+                self.deliver(idx, generation, buf, len as usize);
+                self.bufs.recycle_tcp(buf);
             }
-        } else if res == 0 {
-            self.peer_finished(idx, generation);
-        } else if res == -libc::ENOBUFS {
-            self.core.counters.buffer_ring_empty.add(1);
-            self.tcp_bufs.ran_dry();
-        } else if res == -libc::ECANCELED {
+            RecvResult::Eof => self.peer_finished(idx, generation),
+            RecvResult::NoBuffers => {
+                self.core.counters.buffer_ring_empty.add(1);
+                self.bufs.tcp_ran_dry();
+            }
             // We cancelled it: backpressure pause or teardown.
-        } else {
-            let reason = if res == -libc::ECONNRESET || res == -libc::EPIPE {
-                CloseReason::PeerReset
-            } else {
-                CloseReason::Error(-res)
-            };
-            self.teardown(idx, generation, reason);
+            RecvResult::Cancelled => {}
+            RecvResult::Error(errno) => {
+                let reason = if errno == libc::ECONNRESET || errno == libc::EPIPE {
+                    CloseReason::PeerReset
+                } else {
+                    CloseReason::Error(errno)
+                };
+                self.teardown(idx, generation, reason);
+            }
         }
-        self.after_io(idx, generation, bgid);
+        self.after_io(idx, generation);
     }
 
     /// Re-arms or finalises a stream after one of its completions.
-    pub(super) fn after_io(&mut self, idx: u32, generation: u32, bgid: u16) {
+    pub(super) fn after_io(&mut self, idx: u32, generation: u32) {
         let stopping = self.core.stopping;
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
@@ -132,7 +132,7 @@ impl Shard {
             && !stopping
             && conn.close_after_flush.is_none()
         {
-            self.core.arm_recv(idx, generation, bgid);
+            self.core.arm_recv(idx, generation);
         }
     }
 
@@ -166,7 +166,7 @@ impl Shard {
         len: usize,
         pending_grew: bool,
     ) {
-        let bytes = self.tcp_bufs.filled(bid, len);
+        let bytes = self.bufs.tcp(bid, len);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
         };
@@ -241,7 +241,7 @@ impl Shard {
                     conn.paused = true;
                     self.core.counters.backpressure_pauses.add(1);
                     if conn.recv_armed {
-                        self.core.cancel(ops::pack(OP_RECV, generation, idx));
+                        self.core.pause_recv(idx, generation);
                     }
                 }
             }
@@ -249,7 +249,6 @@ impl Shard {
     }
 
     pub(super) fn on_send(&mut self, idx: u32, generation: u32, res: i32) {
-        let bgid = self.tcp_bufs.bgid();
         let resume_below = self.core.config.pause_outbound / 2;
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
@@ -285,7 +284,7 @@ impl Shard {
                 let r = self.run_pending(idx, generation);
                 self.after_deliver(idx, generation, r);
             }
-            self.after_io(idx, generation, bgid);
+            self.after_io(idx, generation);
         }
     }
 
@@ -311,7 +310,7 @@ impl Shard {
         let plugin = conn.plugin;
         let recv_armed = conn.recv_armed;
         if recv_armed {
-            self.core.cancel(ops::pack(OP_RECV, generation, idx));
+            self.core.pause_recv(idx, generation);
         }
         if guarded {
             self.guard
@@ -381,7 +380,7 @@ impl Shard {
 }
 
 /// Timeouts and the drain.
-impl Shard {
+impl<B: Backend> Shard<B> {
     /// Closes the streams whose first-bytes, idle or half-closed deadline
     /// has passed (the plugin hears `Error(ETIMEDOUT)`).
     pub(super) fn expire_streams(&mut self) {
@@ -410,8 +409,8 @@ impl Shard {
         self.drained = true;
         for i in 0..self.core.listeners.len() {
             let fd = self.core.listeners[i].fd;
-            self.core.cancel(ops::pack(OP_ACCEPT, 0, i as u32));
-            // SAFETY: the listener fd is owned by this shard; the in-flight
+            self.core.io.stop_accept(i as u32, fd);
+            // SAFETY: the listener fd is owned by this shard; an in-flight
             // accept holds its own reference to the socket until cancelled,
             // and -1 keeps `shutdown` from closing the number again.
             unsafe { libc::close(fd) };
@@ -419,9 +418,9 @@ impl Shard {
         }
         for i in 0..self.core.udp.len() {
             let fd = self.core.udp[i].fd;
-            self.core.cancel(ops::pack(OP_UDP_RECV, 0, i as u32));
-            // SAFETY: as above, for the UDP sockets; their msghdrs stay in
-            // place until the cancelled receives complete.
+            self.core.io.stop_udp(i as u32, fd);
+            // SAFETY: as above, for the UDP sockets; the backend keeps what
+            // their receives point at until the cancelled receives complete.
             unsafe { libc::close(fd) };
             self.core.udp[i].fd = -1;
         }

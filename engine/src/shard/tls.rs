@@ -61,7 +61,7 @@ fn looks_like_client_hello(first: &[u8]) -> bool {
     first.len() >= 6 && first[0] == 22 && first[1] == 3 && first[2] <= 4 && first[5] == 1
 }
 
-impl Shard {
+impl<B: Backend> Shard<B> {
     fn listener_tls(&self, listener: ListenerId) -> Option<&Arc<ListenerTls>> {
         self.tls.get(listener.0 as usize).and_then(Option::as_ref)
     }
@@ -123,7 +123,7 @@ impl Shard {
             .opened(cidx, generation, listener.0, peer, local, admitted, now);
         self.guard
             .tls_handshaking(cidx, generation, tls.settings().handshake_timeout, now);
-        self.core.arm_recv(cidx, generation, self.tcp_bufs.bgid());
+        self.core.arm_recv(cidx, generation);
         true
     }
 
@@ -140,7 +140,7 @@ impl Shard {
             return;
         };
         if session.handshaking() {
-            let progress = session.handshake(self.tcp_bufs.filled(bid, len), &mut conn.tx_pending);
+            let progress = session.handshake(self.bufs.tcp(bid, len), &mut conn.tx_pending);
             conn.tls = Some(session);
             self.core.mark_dirty(idx);
             match progress {
@@ -151,7 +151,7 @@ impl Shard {
             return;
         }
         let before = conn.rx_pending.len();
-        let buf = self.tcp_bufs.filled_mut(bid, len);
+        let buf = self.bufs.tcp_mut(bid, len);
         let read = session.read(buf, &mut conn.rx_pending, &mut conn.tx_pending);
         let grew = conn.rx_pending.len() > before;
         conn.tls = Some(session);
@@ -370,7 +370,7 @@ impl Shard {
             cipher: "",
             sni: f.sni,
             alpn: None,
-            client_cert: None,
+            client_cert: f.client_cert,
             error: Some(f.error),
             alert_sent: f.alert_sent,
             alert_received: f.alert_received,
@@ -438,7 +438,7 @@ impl Shard {
         bid: u16,
         len: usize,
     ) -> bool {
-        let first = self.tcp_bufs.filled(bid, len);
+        let first = self.bufs.tcp(bid, len);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return false;
         };

@@ -23,6 +23,9 @@ pub struct CertIdentity {
     pub dns: Vec<String>,
     /// URI subject alternative names (SPIFFE IDs among them).
     pub uris: Vec<String>,
+    /// IP address subject alternative names (logged; identities are the
+    /// URI and DNS names).
+    pub ips: Vec<std::net::IpAddr>,
     /// SHA-256 of the DER certificate.
     pub fingerprint: [u8; 32],
     /// Start of validity, seconds since the Unix epoch.
@@ -43,11 +46,21 @@ impl CertIdentity {
             X509Certificate::from_der(der).map_err(|e| CertParseError(e.to_string()))?;
         let mut dns = Vec::new();
         let mut uris = Vec::new();
+        let mut ips = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
                 match name {
                     GeneralName::DNSName(n) => dns.push((*n).to_owned()),
                     GeneralName::URI(u) => uris.push((*u).to_owned()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => ips.push(std::net::IpAddr::from(
+                            <[u8; 4]>::try_from(*b).unwrap_or_default(),
+                        )),
+                        16 => ips.push(std::net::IpAddr::from(
+                            <[u8; 16]>::try_from(*b).unwrap_or_default(),
+                        )),
+                        _ => {}
+                    },
                     _ => {}
                 }
             }
@@ -58,6 +71,7 @@ impl CertIdentity {
             subject: cert.subject().to_string(),
             dns,
             uris,
+            ips,
             fingerprint,
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
@@ -76,12 +90,13 @@ impl CertIdentity {
         s
     }
 
-    /// Every SAN as it is matched and logged: `dns:NAME` and the URIs.
+    /// Every SAN as it is logged: `dns:NAME`, the URIs, `ip:ADDRESS`.
     pub fn sans(&self) -> Vec<String> {
         self.dns
             .iter()
             .map(|d| format!("dns:{d}"))
             .chain(self.uris.iter().cloned())
+            .chain(self.ips.iter().map(|ip| format!("ip:{ip}")))
             .collect()
     }
 }
@@ -235,6 +250,7 @@ mod tests {
             subject: "CN=x".into(),
             dns: dns.iter().map(|s| s.to_string()).collect(),
             uris: uris.iter().map(|s| s.to_string()).collect(),
+            ips: Vec::new(),
             fingerprint: [0; 32],
             not_before: 0,
             not_after: 0,

@@ -554,12 +554,10 @@ fn build(
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .map_err(|e| TlsError::Config(e.to_string()))?;
-            let verifier: Arc<dyn ClientCertVerifier> = if dry_run {
-                Arc::new(AuditVerifier { inner: verifier })
-            } else {
-                verifier
-            };
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(ClientVerifier {
+                inner: verifier,
+                audit: dry_run,
+            }))
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(Resolver {
@@ -595,6 +593,9 @@ pub(crate) struct Capture {
     pub sni: Option<String>,
     /// In audit mode: why the client certificate would have been refused.
     pub cert_error: Option<rustls::Error>,
+    /// Otherwise: the client certificate that was refused, so that the
+    /// failed handshake's log line says whose it was.
+    pub refused_cert: Option<CertIdentity>,
 }
 
 thread_local! {
@@ -620,21 +621,25 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// Audit mode's client verifier: asks for a certificate, checks it like the
-/// real one, but lets the handshake finish whatever the verdict; the
-/// verdict is captured so the engine can log `would_deny`.
+/// The client verifier of a mutual-TLS listener: rustls's WebPKI one, plus
+/// what the log needs. A refused certificate's identity is captured, so
+/// that the failed handshake's line names it. In audit mode (`audit`) it
+/// asks for a certificate, checks it like the real one, but lets the
+/// handshake finish whatever the verdict; the verdict is captured so the
+/// engine can log `would_deny`.
 #[derive(Debug)]
-struct AuditVerifier {
+struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    audit: bool,
 }
 
-impl ClientCertVerifier for AuditVerifier {
+impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {
         true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        false
+        !self.audit && self.inner.client_auth_mandatory()
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -647,13 +652,22 @@ impl ClientCertVerifier for AuditVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if let Err(e) = self
+        let e = match self
             .inner
             .verify_client_cert(end_entity, intermediates, now)
         {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if self.audit {
             CAPTURE.with(|c| c.borrow_mut().cert_error = Some(e));
+            return Ok(ClientCertVerified::assertion());
         }
-        Ok(ClientCertVerified::assertion())
+        // Parsed only when refused: a good certificate is read once the
+        // handshake is done.
+        let refused = CertIdentity::from_der(end_entity).ok();
+        CAPTURE.with(|c| c.borrow_mut().refused_cert = refused);
+        Err(e)
     }
 
     fn verify_tls12_signature(

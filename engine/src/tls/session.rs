@@ -80,6 +80,8 @@ pub struct HandshakeFailure {
     pub alert_received: Option<u8>,
     /// The server name the client asked for, when it got that far.
     pub sni: Option<String>,
+    /// The client certificate, when it was presented and refused.
+    pub client_cert: Option<CertIdentity>,
 }
 
 /// Where a handshake stands after a chunk of input.
@@ -185,6 +187,7 @@ impl Session {
             alert_sent: None,
             alert_received: None,
             sni: None,
+            client_cert: None,
         }))
     }
 
@@ -217,6 +220,7 @@ impl Session {
         let mut peer_closed = false;
         let mut sni = None;
         let mut cert_error = None;
+        let mut refused_cert = None;
         let State::Handshake(conn) = &mut self.state else {
             return Progress::Pending;
         };
@@ -268,6 +272,7 @@ impl Session {
             let capture = take_capture();
             sni = sni.or(capture.sni);
             cert_error = cert_error.or(capture.cert_error);
+            refused_cert = refused_cert.or(capture.refused_cert);
             match step {
                 Step::Again => continue,
                 Step::Blocked => return Progress::Pending,
@@ -275,6 +280,7 @@ impl Session {
                     let mut f = self.drain_failure(e, tx);
                     if let Progress::Failed(f) = &mut f {
                         f.sni = sni;
+                        f.client_cert = refused_cert;
                     }
                     return f;
                 }
@@ -332,6 +338,7 @@ impl Session {
             alert_sent,
             alert_received,
             sni: None,
+            client_cert: None,
         }))
     }
 
@@ -685,6 +692,285 @@ fn encode(tx: &mut Vec<u8>, mut enc: impl FnMut(&mut [u8]) -> Result<usize, Enco
                 tx.truncate(start);
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A session driven in memory against a rustls client: the handshake,
+    //! records both ways in pieces of every size, key updates from either
+    //! side, close_notify, and TLS 1.2.
+
+    use super::*;
+    use crate::tls::{ListenerTls, TlsSettings, TlsVersion};
+    use rcgen::{CertificateParams, KeyPair};
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    use std::io::{Read, Write};
+
+    struct Pair {
+        client: ClientConnection,
+        server: Session,
+        /// Server to client bytes not yet read by the client.
+        to_client: Vec<u8>,
+        /// Plaintext the server received.
+        got: Vec<u8>,
+        /// Plaintext the client received.
+        client_got: Vec<u8>,
+        _dir: TempDir,
+    }
+
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn pair(version: &'static rustls::SupportedProtocolVersion) -> Pair {
+        let dir = std::env::temp_dir().join(format!(
+            "ringport-session-{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("c.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), key.serialize_pem()).unwrap();
+        let mut settings = TlsSettings::new(dir.join("c.pem"), dir.join("k.pem"));
+        settings.min_version = TlsVersion::V1_2;
+        let tls = ListenerTls::new(settings, false).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(cert.der().to_vec()))
+            .unwrap();
+        let cfg = ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = ClientConnection::new(
+            std::sync::Arc::new(cfg),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        Pair {
+            client,
+            server: Session::new(tls.server_config(), Instant::now()).unwrap(),
+            to_client: Vec::new(),
+            got: Vec::new(),
+            client_got: Vec::new(),
+            _dir: TempDir(dir),
+        }
+    }
+
+    impl Pair {
+        /// Moves the client's pending bytes to the server in chunks of
+        /// `chunk`, and the server's answers back; returns how the
+        /// handshake went if it ended.
+        fn client_to_server(&mut self, chunk: usize) -> Option<Progress> {
+            let mut wire = Vec::new();
+            while self.client.wants_write() {
+                self.client.write_tls(&mut wire).unwrap();
+            }
+            let mut outcome = None;
+            let mut pending = Vec::new();
+            for piece in wire.chunks(chunk.max(1)) {
+                let mut piece = piece.to_vec();
+                if self.server.handshaking() {
+                    match self.server.handshake(&piece, &mut self.to_client) {
+                        Progress::Pending => {}
+                        p => outcome = Some(p),
+                    }
+                } else {
+                    let r = self
+                        .server
+                        .read(&mut piece, &mut pending, &mut self.to_client);
+                    self.got.append(&mut pending);
+                    self.got.extend_from_slice(&piece[..r.plain]);
+                    assert_eq!(r.end, None);
+                }
+            }
+            self.server.seal_open_record(&mut self.to_client).unwrap();
+            self.flush_to_client();
+            outcome
+        }
+
+        /// Feeds the server's bytes to the client, taking the plaintext as
+        /// it comes (rustls buffers only so much).
+        fn flush_to_client(&mut self) {
+            let wire = std::mem::take(&mut self.to_client);
+            let mut rd = &wire[..];
+            while !rd.is_empty() {
+                self.client.read_tls(&mut rd).unwrap();
+                self.client.process_new_packets().unwrap();
+                let mut got = self.client_reads();
+                self.client_got.append(&mut got);
+            }
+        }
+
+        fn handshake(&mut self) -> Box<HandshakeInfo> {
+            for _ in 0..8 {
+                if let Some(p) = self.client_to_server(usize::MAX) {
+                    match p {
+                        Progress::Done(info) => {
+                            // The client's Finished may still be on its way out.
+                            self.client_to_server(usize::MAX);
+                            return info;
+                        }
+                        other => panic!("handshake failed: {other:?}"),
+                    }
+                }
+            }
+            panic!("the handshake did not finish");
+        }
+
+        fn client_reads(&mut self) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 65536];
+            loop {
+                match self.client.reader().read(&mut buf) {
+                    Ok(0) => return out,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return out,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn records_flow_both_ways_in_pieces_of_every_size_with_key_updates() {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let mut p = pair(version);
+            let info = p.handshake();
+            assert_eq!(info.result, Some(HandshakeResult::Full));
+            let tls13 = std::ptr::eq(version, &rustls::version::TLS13);
+            assert_eq!(info.version, if tls13 { "TLSv1.3" } else { "TLSv1.2" });
+            let mut sent = Vec::new();
+            for (i, (len, chunk)) in [(1, 1), (100, 7), (16384, 1000), (40000, 16389), (5, 3)]
+                .into_iter()
+                .enumerate()
+            {
+                let msg = pattern(len, i as u8);
+                p.client.writer().write_all(&msg).unwrap();
+                sent.extend_from_slice(&msg);
+                if tls13 && i == 2 {
+                    // The client updates its keys and asks the server to.
+                    p.client.refresh_traffic_keys().unwrap();
+                }
+                p.client_to_server(chunk);
+            }
+            assert!(p.got == sent, "server received what the client sent");
+            // Server to client: written in parts, sealed, read back.
+            let reply = pattern(50_000, 9);
+            p.server
+                .write(&mut p.to_client, &[&reply[..10], &reply[10..]])
+                .unwrap();
+            p.server.seal_open_record(&mut p.to_client).unwrap();
+            p.flush_to_client();
+            assert!(p.client_got == reply);
+            // Close: the client hears close_notify.
+            p.server.close_notify(&mut p.to_client);
+            p.flush_to_client();
+            let mut buf = [0u8; 1];
+            assert_eq!(p.client.reader().read(&mut buf).unwrap(), 0, "clean EOF");
+        }
+    }
+
+    #[test]
+    fn the_server_updates_its_keys_before_they_run_out() {
+        let mut p = pair(&rustls::version::TLS13);
+        p.handshake();
+        if let State::Established(est) = &mut p.server.state {
+            est.records.set_tx_limit(5);
+        }
+        let mut all = Vec::new();
+        for i in 0..20u8 {
+            let msg = pattern(100, i);
+            p.server.write(&mut p.to_client, &[&msg]).unwrap();
+            p.server.seal_open_record(&mut p.to_client).unwrap();
+            all.extend_from_slice(&msg);
+        }
+        p.flush_to_client();
+        assert!(p.client_got == all, "the client followed the key updates");
+    }
+
+    #[test]
+    fn bad_records_and_alerts_end_the_input() {
+        let mut p = pair(&rustls::version::TLS13);
+        p.handshake();
+        p.client.writer().write_all(b"hello").unwrap();
+        let mut wire = Vec::new();
+        p.client.write_tls(&mut wire).unwrap();
+        let last = wire.len() - 1;
+        wire[last] ^= 0x80;
+        let mut pending = Vec::new();
+        let r = p.server.read(&mut wire, &mut pending, &mut p.to_client);
+        assert_eq!(r.end, Some(ReadEnd::Failed(RecordError::BadRecordMac)));
+        assert_eq!(r.plain, 0);
+
+        let mut p = pair(&rustls::version::TLS13);
+        p.handshake();
+        p.client.send_close_notify();
+        let mut wire = Vec::new();
+        p.client.write_tls(&mut wire).unwrap();
+        let r = p.server.read(&mut wire, &mut pending, &mut p.to_client);
+        assert_eq!(r.end, Some(ReadEnd::PeerClosed));
+    }
+
+    #[test]
+    fn plaintext_and_oversized_handshakes_fail_clearly() {
+        let mut p = pair(&rustls::version::TLS13);
+        let mut tx = Vec::new();
+        match p.server.handshake(b"GET / HTTP/1.1\r\n", &mut tx) {
+            Progress::Failed(f) => {
+                assert_eq!(f.result, HandshakeResult::NotTls);
+                assert!(f.error.contains("0x47"), "{}", f.error);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut p = pair(&rustls::version::TLS13);
+        // A handshake record header announcing 16 KiB, then endless bytes.
+        let mut first = vec![22u8, 3, 1, 0x40, 0];
+        first.extend_from_slice(&[1u8; 1000]);
+        assert!(matches!(
+            p.server.handshake(&first, &mut tx),
+            Progress::Pending | Progress::Failed(_)
+        ));
+        let mut outcome = None;
+        for _ in 0..100 {
+            match p.server.handshake(&[0u8; 1000], &mut tx) {
+                Progress::Pending => {}
+                other => {
+                    outcome = Some(other);
+                    break;
+                }
+            }
+        }
+        match outcome {
+            Some(Progress::Failed(f)) => assert!(
+                matches!(
+                    f.result,
+                    HandshakeResult::TooLarge | HandshakeResult::ProtocolError
+                ),
+                "{f:?}"
+            ),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -54,22 +54,23 @@ impl fmt::Debug for Ring {
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
     /// io_uring_setup itself was refused or is missing.
-    #[error("io_uring is unavailable: io_uring_setup failed with {source}. {hint}")]
+    #[error("io_uring is unavailable: io_uring_setup failed with {errno}. {hint}")]
     Unavailable {
-        /// The errno.
-        source: io::Error,
+        /// The errno (in the message, not a `source`: printing the error
+        /// and its chain would name it twice).
+        errno: io::Error,
         /// What to check, from what this machine shows.
         hint: String,
     },
     /// Setup failed for lack of locked memory.
     #[error(
-        "io_uring_setup failed with {source}: not enough locked memory for {entries} ring entries \
+        "io_uring_setup failed with {errno}: not enough locked memory for {entries} ring entries \
          (RLIMIT_MEMLOCK soft limit {memlock} bytes). Raise it (`ulimit -l unlimited` or \
          LimitMEMLOCK=infinity in the systemd unit) or lower --ring-entries"
     )]
     Memlock {
-        /// The errno.
-        source: io::Error,
+        /// The errno (in the message).
+        errno: io::Error,
         /// Entries asked for.
         entries: u32,
         /// The soft limit in bytes.
@@ -89,6 +90,15 @@ pub enum RingError {
     /// Any other setup failure.
     #[error("io_uring setup failed: {0}")]
     Other(#[source] io::Error),
+}
+
+impl RingError {
+    /// Whether `--backend auto` starts on epoll instead: io_uring refused
+    /// (seccomp, `kernel.io_uring_disabled`), missing (ENOSYS), short of
+    /// locked memory, or without an operation ringport needs.
+    pub fn falls_back(&self) -> bool {
+        !matches!(self, RingError::Other(_))
+    }
 }
 
 /// The running kernel's release string (`uname -r`).
@@ -115,8 +125,7 @@ pub fn unavailable_hint(err: &io::Error) -> String {
     match disabled {
         Some(2) => hint.push_str(
             "kernel.io_uring_disabled is 2: io_uring is switched off for every process; \
-             set it to 0 (`sysctl -w kernel.io_uring_disabled=0`); ringport has no \
-             io_uring-free backend yet. ",
+             set it to 0 (`sysctl -w kernel.io_uring_disabled=0`) to use it. ",
         ),
         Some(1) => hint.push_str(
             "kernel.io_uring_disabled is 1: only root (CAP_SYS_ADMIN) and members of \
@@ -167,10 +176,10 @@ fn classify(err: io::Error, entries: u32) -> RingError {
     match err.raw_os_error() {
         Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EACCES) => {
             let hint = unavailable_hint(&err);
-            RingError::Unavailable { source: err, hint }
+            RingError::Unavailable { errno: err, hint }
         }
         Some(libc::ENOMEM) => RingError::Memlock {
-            source: err,
+            errno: err,
             entries,
             memlock: memlock_soft(),
         },
