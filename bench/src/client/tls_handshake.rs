@@ -325,7 +325,8 @@ impl HandshakeThread {
         c.sock = Some(sock);
         c.phase = Phase::Connecting;
         // SAFETY: the address is boxed in `self` and outlives the ring
-        // (dropped first); the socket stays open until the connect completes.
+        // (dropped first); the kernel holds its own reference to the socket
+        // while the connect is in flight, even if `close` drops ours.
         unsafe { self.driver.push(&sqe) };
     }
 
