@@ -3,16 +3,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _, Result};
-use clap::Parser;
+use anyhow::{anyhow, Result};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use ringport_engine::cpus::CpuList;
 
 use crate::config::{IngestSend, LoadSpec, Scenario};
 use crate::fanout::RelaySpec;
-use crate::report::{self, Machine, Report, ScenarioResult, TargetResult};
-use crate::run::{self, Figures};
-use crate::servers::{relay_support_error, ServerSpec, Target};
+use crate::servers::Target;
+use crate::tls::HandshakeKind;
 use crate::wire::Protocol;
+
+pub use crate::runner::{
+    client_bound_warning, contention_warning, run, within_error_budget, CONTENTION_PCT,
+};
 
 /// Protocol names on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,29 +31,36 @@ pub enum ProtocolArg {
 ///
 /// Without arguments, runs the standard suite (tcp-echo, tcp-rr, udp-echo,
 /// udp-ingest; ringport vs tokio vs epoll; client on CPU 0, server on CPU 1).
+/// Output options (--json, --svg, --quiet) never change what runs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ringport-bench", version)]
 pub struct Args {
-    /// Scenario to run (default: the suite's four; relay-fanout runs only
-    /// when named).
-    #[arg(long, value_enum)]
-    pub scenario: Option<Scenario>,
+    /// Scenarios to run, e.g. `tls-echo,tls-handshake` (default: the suite's
+    /// four; relay-fanout, tls-echo and tls-handshake run only when named).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub scenario: Vec<Scenario>,
     /// Run the standard suite (what no arguments does); other flags still apply.
     #[arg(long)]
     pub suite: bool,
-    /// What the servers speak.
-    #[arg(long, value_enum, default_value = "sockperf")]
-    pub protocol: ProtocolArg,
+    /// What the servers speak [default: echo for the TLS scenarios, else sockperf].
+    #[arg(long, value_enum)]
+    pub protocol: Option<ProtocolArg>,
     /// Connections (TCP) or sockets (UDP) [default: per scenario: 64, 64, 16, 64].
     #[arg(long)]
     pub conns: Option<usize>,
     /// Requests in flight per connection [default: per scenario: 4, 1, 4, 16].
     #[arg(long)]
     pub depth: Option<usize>,
-    /// Message size in bytes, sockperf header included (relay-fanout: the
-    /// PUBLISH payload, at least 32).
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
+    /// Message sizes in bytes, sockperf header included, e.g. `64,16384`;
+    /// each size is reported as a scenario of its own (relay-fanout: the
+    /// PUBLISH payload, at least 32) [default: tls-echo: 64,16384; others 64].
+    #[arg(long, value_delimiter = ',')]
+    pub size: Vec<usize>,
+    /// tls-handshake: which handshakes, each reported as a scenario of its
+    /// own: `full` (no session kept), `resumed` (TLS 1.3 session tickets)
+    /// [default: full,resumed].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub handshakes: Vec<HandshakeKind>,
     /// Messages per second over all connections; 0 = closed loop / full speed
     /// [default: tcp-rr: half of ringport's closed-loop rate with the same conns
     /// and depth when ringport is a target, else 20000; relay-fanout: 10000
@@ -71,12 +82,19 @@ pub struct Args {
     /// CPUs for the server's threads.
     #[arg(long, default_value = "1")]
     pub server_cpus: CpuList,
-    /// Target: ringport, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT of an external server.
+    /// Target: ringport, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT of an
+    /// external server; for the TLS scenarios ringport, tokio-rustls or haproxy.
     #[arg(long, default_value = "ringport")]
     pub target: Target,
-    /// Compare several targets, e.g. `ringport,tokio,epoll` (overrides --target).
+    /// Compare several targets, e.g. `ringport,tokio,epoll` or
+    /// `ringport,tokio-rustls,haproxy` (overrides --target).
     #[arg(long, value_delimiter = ',')]
     pub compare: Vec<Target>,
+    /// The haproxy target's plain echo backend runs on this CPU [default: a
+    /// CPU neither the client nor the server uses, if there is one, else the
+    /// server's first CPU].
+    #[arg(long)]
+    pub backend_cpu: Option<usize>,
     /// Rounds per target; rounds alternate between targets (A B A B ...).
     #[arg(long)]
     pub repeat: Option<usize>,
@@ -134,34 +152,101 @@ pub struct Args {
     pub ports: usize,
 }
 
+/// Flags that say where and how results are shown, not what runs.
+const OUTPUT_FLAGS: [&str; 3] = ["json", "svg", "quiet"];
+
+/// One scenario as run: its name in the report and its load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    /// The scenario with its variant, e.g. `tls-echo 16384 B`.
+    pub name: String,
+    /// The load.
+    pub load: LoadSpec,
+}
+
+/// Everything a command line runs, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The scenarios with their loads.
+    pub cases: Vec<Case>,
+    /// The targets each runs against.
+    pub targets: Vec<Target>,
+    /// Rounds per target.
+    pub rounds: usize,
+}
+
 impl Args {
     /// The arguments of the standard suite.
     pub fn suite() -> Args {
-        let mut a = Args::parse_from(["ringport-bench", "--suite"]);
-        a.apply_suite_defaults(&[]);
-        a
+        parse_from(["ringport-bench"]).expect("no arguments parse")
     }
 
     /// Suite defaults for everything the user did not say (`given` lists the
-    /// flags present on the command line).
+    /// ids of the flags present on the command line).
     fn apply_suite_defaults(&mut self, given: &[String]) {
-        let has = |f: &str| {
-            given
-                .iter()
-                .any(|g| g == f || g.starts_with(&format!("{f}=")))
-        };
-        if !has("--compare") && !has("--target") {
+        let has = |f: &str| given.iter().any(|g| g == f);
+        if !has("compare") && !has("target") {
             self.compare = vec![Target::Ringport, Target::Tokio, Target::Epoll];
         }
-        if !has("--duration") {
+        if !has("duration") {
             self.duration = 2.0;
         }
-        if !has("--warmup") {
+        if !has("warmup") {
             self.warmup = 0.5;
         }
         if self.repeat.is_none() {
             self.repeat = Some(2);
         }
+    }
+
+    /// What these arguments run: the scenarios (one case per message size
+    /// and handshake kind), the targets and the rounds.
+    pub fn plan(&self) -> Result<Plan> {
+        let targets = if self.compare.is_empty() {
+            vec![self.target]
+        } else {
+            self.compare.clone()
+        };
+        let scenarios = if self.scenario.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            self.scenario.clone()
+        };
+        let mut cases = Vec::new();
+        for scenario in scenarios {
+            let sizes = if self.size.is_empty() {
+                scenario.default_sizes().to_vec()
+            } else {
+                self.size.clone()
+            };
+            let kinds: Vec<Option<HandshakeKind>> = match scenario {
+                Scenario::TlsHandshake if self.handshakes.is_empty() => {
+                    vec![Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)]
+                }
+                Scenario::TlsHandshake => self.handshakes.iter().copied().map(Some).collect(),
+                _ => vec![None],
+            };
+            for &size in &sizes {
+                for &kind in &kinds {
+                    let mut name = scenario.as_str().to_owned();
+                    if sizes.len() > 1 || scenario == Scenario::TlsEcho {
+                        name.push_str(&format!(" {size} B"));
+                    }
+                    if let Some(k) = kind {
+                        name.push_str(&format!(" {}", k.as_str()));
+                    }
+                    let mut load = self.load(scenario)?;
+                    load.size = size;
+                    load.handshake = kind;
+                    cases.push(Case { name, load });
+                }
+            }
+        }
+        Ok(Plan {
+            cases,
+            targets,
+            rounds: self.repeat.unwrap_or(1).max(1),
+        })
     }
 
     /// The relay-fanout settings (`None` for the other scenarios).
@@ -192,12 +277,13 @@ impl Args {
         Ok(LoadSpec {
             scenario,
             protocol: match self.protocol {
-                ProtocolArg::Sockperf => Protocol::Sockperf,
-                ProtocolArg::Echo => Protocol::Echo,
+                Some(ProtocolArg::Sockperf) => Protocol::Sockperf,
+                Some(ProtocolArg::Echo) => Protocol::Echo,
+                None => scenario.default_protocol(),
             },
             conns,
             depth: self.depth.unwrap_or(scenario.default_depth()),
-            size: self.size,
+            size: scenario.default_sizes()[0],
             rate: self.rate.unwrap_or(scenario.default_rate()),
             duration: Duration::from_secs_f64(self.duration),
             warmup: Duration::from_secs_f64(self.warmup),
@@ -208,213 +294,127 @@ impl Args {
             ingest_send: self.ingest_send,
             batch: self.batch,
             relay,
+            handshake: None,
         })
     }
 }
 
-/// Parses the process's arguments; none at all means the suite.
+/// Parses the process's arguments (exits with clap's message on a bad one).
 pub fn parse_env() -> Args {
-    let argv: Vec<String> = std::env::args().collect();
-    if argv.len() == 1 {
-        return Args::suite();
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses a command line. The standard suite runs when `--suite` is given
+/// or when nothing but output options is: `--json F`, `--svg F` and
+/// `--quiet` say where results go, never what runs.
+pub fn parse_from<I, T>(argv: I) -> Result<Args, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let command = Args::command();
+    let flags: Vec<&str> = command
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .collect();
+    let matches = command.clone().try_get_matches_from(argv)?;
+    let mut a = Args::from_arg_matches(&matches)?;
+    // The ids of the flags given (clap also lists the struct's own group).
+    let given: Vec<String> = matches
+        .ids()
+        .filter(|id| flags.contains(&id.as_str()))
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_owned())
+        .collect();
+    if a.suite || given.iter().all(|g| OUTPUT_FLAGS.contains(&g.as_str())) {
+        a.suite = true;
+        a.apply_suite_defaults(&given);
     }
-    let mut a = Args::parse_from(&argv);
-    if a.suite {
-        a.apply_suite_defaults(&argv[1..]);
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(argv: &[&str]) -> Plan {
+        let mut v = vec!["ringport-bench"];
+        v.extend_from_slice(argv);
+        parse_from(v).unwrap().plan().unwrap()
     }
-    a
-}
 
-fn progress(args: &Args, line: &str) {
-    if !args.quiet {
-        eprintln!("{line}");
-    }
-}
-
-fn fmt_run(f: &Figures) -> String {
-    let Some(r) = &f.relay else {
-        return fmt_plain_run(f);
-    };
-    let lat = f
-        .latency
-        .map(|l| format!(", p50 {:.1} us, p99 {:.1} us", us(l.p50), us(l.p99)))
-        .unwrap_or_default();
-    let cpu = f
-        .server_cpu_per_m
-        .map(|c| format!(", server {c:.2} s/M deliveries"))
-        .unwrap_or_default();
-    format!(
-        "{:.0} deliveries/s ({:.0} publishes/s){lat}{cpu}, delivered {}/{}, errors {}, lost {} (lagged {})",
-        f.throughput, r.publish_rate, r.delivered, r.expected, f.errors, r.lost, r.lagged
-    )
-}
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1e3
-}
-
-fn fmt_plain_run(f: &Figures) -> String {
-    let lat = f
-        .latency
-        .map(|l| {
-            format!(
-                ", p50 {:.1} us, p99 {:.1} us",
-                l.p50 as f64 / 1e3,
-                l.p99 as f64 / 1e3
-            )
-        })
-        .unwrap_or_default();
-    let cpu = f
-        .server_cpu_per_m
-        .map(|c| format!(", server {c:.2} s/M"))
-        .unwrap_or_default();
-    format!(
-        "{:.0} msg/s{lat}{cpu}, errors {}, lost {}",
-        f.throughput,
-        f.errors,
-        f.lost.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
-    )
-}
-
-/// Other work above this share of the client's or server's CPUs (%) makes a
-/// run's figures suspect.
-pub const CONTENTION_PCT: f64 = 10.0;
-
-/// A warning when other work took a noticeable share of the CPUs of the run.
-pub fn contention_warning(f: &Figures) -> Option<String> {
-    let s = f.server_cpus_other_pct.unwrap_or(0.0);
-    let c = f.client_cpus_other_pct.unwrap_or(0.0);
-    (s > CONTENTION_PCT || c > CONTENTION_PCT).then(|| {
-        format!(
-            "other work (other processes, or kernel threads such as ksoftirqd) took \
-             {s:.0}% of the server CPUs and {c:.0}% of the client CPUs; figures of this \
-             run are not the harness's and the server's alone"
-        )
-    })
-}
-
-/// Whether a run stays within `max` (see `--max-error-rate`).
-pub fn within_error_budget(load: &LoadSpec, f: &Figures, max: f64) -> bool {
-    let rate = if load.scenario.is_one_way() && load.rate == 0 {
-        if f.sent == 0 {
-            0.0
-        } else {
-            (f.errors + f.io_errors) as f64 / f.sent as f64
+    #[test]
+    fn output_options_alone_run_the_suite_and_never_change_what_runs() {
+        // Before: any argument at all, --json included, skipped the suite
+        // and ran --target's default (ringport) alone.
+        let suite = plan(&[]);
+        assert_eq!(
+            suite.targets,
+            [Target::Ringport, Target::Tokio, Target::Epoll]
+        );
+        assert_eq!(suite.rounds, 2);
+        let names: Vec<&str> = suite.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["tcp-echo", "tcp-rr", "udp-echo", "udp-ingest"]);
+        assert_eq!(suite.cases[0].load.duration, Duration::from_secs(2));
+        for out in [
+            &["--json", "r.json"][..],
+            &["--json=r.json"],
+            &["--svg", "r.svg"],
+            &["--quiet", "--json", "r.json", "--svg", "r.svg"],
+        ] {
+            assert_eq!(plan(out), suite, "{out:?}");
         }
-    } else {
-        f.error_rate
-    };
-    rate <= max
-}
+        let one = plan(&["--scenario", "tcp-echo", "--duration", "5"]);
+        assert_eq!(one.targets, [Target::Ringport]);
+        assert_eq!(
+            plan(&[
+                "--scenario",
+                "tcp-echo",
+                "--duration",
+                "5",
+                "--json",
+                "r.json"
+            ]),
+            one
+        );
+        assert_eq!(plan(&["--suite", "--json", "r.json"]), suite);
+    }
 
-/// Runs what `args` asks for: prints each scenario's table on stdout, writes
-/// the JSON report if asked, and returns it (`passed` says how to exit).
-pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
-    let targets: Vec<Target> = if args.compare.is_empty() {
-        vec![args.target]
-    } else {
-        args.compare.clone()
-    };
-    let scenarios: Vec<Scenario> = match args.scenario {
-        Some(s) => vec![s],
-        None => Scenario::ALL.to_vec(),
-    };
-    if scenarios.contains(&Scenario::RelayFanout) {
-        if let Some(e) = relay_support_error(&targets) {
-            return Err(anyhow!(e));
-        }
+    #[test]
+    fn tls_scenarios_expand_into_one_case_per_size_and_handshake_kind() {
+        let p = plan(&[
+            "--scenario",
+            "tls-echo,tls-handshake",
+            "--compare",
+            "ringport,tokio-rustls,haproxy",
+        ]);
+        let names: Vec<&str> = p.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tls-echo 64 B",
+                "tls-echo 16384 B",
+                "tls-handshake full",
+                "tls-handshake resumed"
+            ]
+        );
+        let sizes: Vec<usize> = p.cases.iter().map(|c| c.load.size).collect();
+        assert_eq!(sizes, [64, 16384, 64, 64]);
+        assert!(p.cases.iter().all(|c| c.load.protocol == Protocol::Echo));
+        assert_eq!(p.cases[3].load.handshake, Some(HandshakeKind::Resumed));
+        assert_eq!(p.cases[0].load.handshake, None);
+        let p = plan(&[
+            "--scenario",
+            "tls-handshake",
+            "--handshakes",
+            "resumed",
+            "--size",
+            "100",
+        ]);
+        assert_eq!(p.cases.len(), 1);
+        assert_eq!(p.cases[0].name, "tls-handshake resumed");
+        assert_eq!(p.cases[0].load.size, 100);
+        let p = plan(&["--scenario", "tls-echo", "--size", "16384"]);
+        assert_eq!(p.cases[0].name, "tls-echo 16384 B");
     }
-    let rounds = args.repeat.unwrap_or(1).max(1);
-    let mut results = Vec::new();
-    let mut passed = true;
-    for scenario in scenarios {
-        let mut load = args.load(scenario)?;
-        load.validate().map_err(|e| anyhow!(e))?;
-        let server = ServerSpec {
-            udp: scenario.is_udp(),
-            protocol: load.protocol,
-            shards: args.server_shards.max(1),
-            cpus: args.server_cpus.as_slice().to_vec(),
-            relay: scenario == Scenario::RelayFanout,
-            external_ports: args.ports.max(1),
-        };
-        if scenario == Scenario::TcpRr && args.rate.is_none() && targets.contains(&Target::Ringport)
-        {
-            // tcp-rr runs at half of ringport's capacity for the same
-            // connections and depth, measured by a short closed-loop run.
-            let mut cal = load.clone();
-            cal.scenario = Scenario::TcpEcho;
-            cal.rate = 0;
-            cal.duration = Duration::from_secs(1);
-            cal.warmup = Duration::from_millis(300);
-            let label = (!args.quiet).then_some("tcp-rr: calibrating");
-            let f = run::run_one(&cal, Target::Ringport, &server, label)
-                .context("calibrating tcp-rr's rate against ringport")?;
-            load.rate = ((f.throughput / 2.0) as u64).max(1000);
-            progress(
-                args,
-                &format!(
-                    "tcp-rr: ringport does {:.0} msg/s closed loop with {} conns x depth {}; running at {}",
-                    f.throughput, load.conns, load.depth, load.rate
-                ),
-            );
-        }
-        let mut res = ScenarioResult {
-            scenario: scenario.as_str().to_owned(),
-            load: load.clone(),
-            server_shards: server.shards,
-            server_cpus: server.cpus.clone(),
-            rounds,
-            targets: targets
-                .iter()
-                .map(|t| TargetResult {
-                    target: t.name(),
-                    runs: Vec::new(),
-                    summary: Default::default(),
-                })
-                .collect(),
-        };
-        for round in 0..rounds {
-            for (ti, t) in targets.iter().enumerate() {
-                let label = format!("{scenario} {} {}/{rounds}", t.name(), round + 1);
-                let f = run::run_one(&load, *t, &server, (!args.quiet).then_some(&label))
-                    .with_context(|| format!("{scenario} against {}", t.name()))?;
-                progress(
-                    args,
-                    &format!(
-                        "{scenario} {} round {}/{rounds}: {}",
-                        t.name(),
-                        round + 1,
-                        fmt_run(&f)
-                    ),
-                );
-                if let Some(w) = contention_warning(&f) {
-                    eprintln!("{scenario} {} round {}: warning: {w}", t.name(), round + 1);
-                }
-                if !within_error_budget(&load, &f, args.max_error_rate) {
-                    passed = false;
-                }
-                res.targets[ti].runs.push(f);
-            }
-        }
-        res.summarize();
-        println!("{}", report::table(&res));
-        results.push(res);
-    }
-    let report = Report {
-        machine: Machine::detect(),
-        command,
-        max_error_rate: args.max_error_rate,
-        passed,
-        scenarios: results,
-    };
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.svg {
-        crate::plot::write_svg(path, &report)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(report)
 }

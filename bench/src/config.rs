@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::fanout::RelaySpec;
+use crate::tls::HandshakeKind;
 use crate::wire::Protocol;
 
 /// A benchmark scenario.
@@ -21,6 +22,15 @@ pub enum Scenario {
     /// delivered to every subscriber of its topic; delivery latency and loss.
     /// Not part of the suite.
     RelayFanout,
+    /// Closed loop over TLS 1.3 (connections made and handshaken before the
+    /// run): throughput, round trips and server CPU per message, for each
+    /// message size (64 B and 16 KiB by default). Not part of the suite.
+    TlsEcho,
+    /// New TLS 1.3 connections, closed loop with `--conns` connectors: each
+    /// connection connects, handshakes (full, or resumed with a session
+    /// ticket), does one echo round trip and closes. Handshakes per second,
+    /// handshake latency, server CPU per handshake. Not part of the suite.
+    TlsHandshake,
 }
 
 impl Scenario {
@@ -40,6 +50,30 @@ impl Scenario {
             Scenario::UdpEcho => "udp-echo",
             Scenario::UdpIngest => "udp-ingest",
             Scenario::RelayFanout => "relay-fanout",
+            Scenario::TlsEcho => "tls-echo",
+            Scenario::TlsHandshake => "tls-handshake",
+        }
+    }
+
+    /// Whether it runs over TLS (and so against TLS targets).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scenario::TlsEcho | Scenario::TlsHandshake)
+    }
+
+    /// Default message sizes; each is a scenario of its own in the report.
+    pub fn default_sizes(self) -> &'static [usize] {
+        match self {
+            Scenario::TlsEcho => &[64, 16 * 1024],
+            _ => &[64],
+        }
+    }
+
+    /// Default protocol: plain echo over TLS, sockperf reflection otherwise.
+    pub fn default_protocol(self) -> Protocol {
+        if self.is_tls() {
+            Protocol::Echo
+        } else {
+            Protocol::Sockperf
         }
     }
 
@@ -56,8 +90,8 @@ impl Scenario {
     /// Default connections (sockets, for UDP).
     pub fn default_conns(self) -> usize {
         match self {
-            Scenario::TcpEcho | Scenario::TcpRr => 64,
-            Scenario::UdpEcho => 16,
+            Scenario::TcpEcho | Scenario::TcpRr | Scenario::TlsEcho => 64,
+            Scenario::UdpEcho | Scenario::TlsHandshake => 16,
             Scenario::UdpIngest => 64,
             Scenario::RelayFanout => 100,
         }
@@ -66,8 +100,8 @@ impl Scenario {
     /// Default pipeline depth: requests in flight per connection.
     pub fn default_depth(self) -> usize {
         match self {
-            Scenario::TcpEcho => 4,
-            Scenario::TcpRr => 1,
+            Scenario::TcpEcho | Scenario::TlsEcho => 4,
+            Scenario::TcpRr | Scenario::TlsHandshake => 1,
             Scenario::UdpEcho => 4,
             Scenario::UdpIngest => 16,
             Scenario::RelayFanout => 1,
@@ -162,6 +196,9 @@ pub struct LoadSpec {
     /// The relay-fanout load (`None` for the other scenarios).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelaySpec>,
+    /// tls-handshake: which handshakes (`None` for the other scenarios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<HandshakeKind>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -187,6 +224,7 @@ impl LoadSpec {
             ingest_send: IngestSend::Gso,
             batch: 32,
             relay: None,
+            handshake: (scenario == Scenario::TlsHandshake).then_some(HandshakeKind::Full),
         }
     }
 
@@ -208,7 +246,10 @@ impl LoadSpec {
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(format!("--batch must be between 1 and {MAX_BATCH}"));
         }
-        if self.ingest_send == IngestSend::Gso && self.batch * self.size > 65_000 {
+        if self.scenario.is_one_way()
+            && self.ingest_send == IngestSend::Gso
+            && self.batch * self.size > 65_000
+        {
             return Err(format!(
                 "--batch {} x --size {} is over 65000 bytes, the largest GSO send",
                 self.batch, self.size
@@ -216,6 +257,21 @@ impl LoadSpec {
         }
         if self.cpus.is_empty() {
             return Err("--cpus must name at least one CPU".into());
+        }
+        if self.scenario == Scenario::TlsEcho && self.rate != 0 {
+            return Err("tls-echo is closed loop: it takes no --rate".into());
+        }
+        if self.scenario == Scenario::TlsHandshake {
+            if self.depth != 1 || self.rate != 0 {
+                return Err(
+                    "tls-handshake is closed loop with one connection per connector at a \
+                     time: it takes neither --depth nor --rate"
+                        .into(),
+                );
+            }
+            if self.handshake.is_none() {
+                return Err("tls-handshake needs its handshake kind (--handshakes)".into());
+            }
         }
         if self.scenario.is_one_way() && self.protocol == Protocol::Echo {
             return Err(

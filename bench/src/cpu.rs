@@ -68,6 +68,28 @@ fn read_stat(path: &str) -> Option<CpuTime> {
     })
 }
 
+/// The summed CPU time of this process's threads named with one of
+/// `prefixes`, or `None` if the listing showed none of them.
+fn threads_named(prefixes: &[String]) -> Option<CpuTime> {
+    let mut total = CpuTime::default();
+    let mut found = false;
+    for e in fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = e.path();
+        let Ok(comm) = fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let comm = comm.trim_end();
+        if !prefixes.iter().any(|p| comm.starts_with(p.as_str())) {
+            continue;
+        }
+        if let Some(t) = read_stat(&dir.join("stat").to_string_lossy()) {
+            total.add(t);
+            found = true;
+        }
+    }
+    found.then_some(total)
+}
+
 /// What to sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CpuSource {
@@ -76,6 +98,8 @@ pub enum CpuSource {
     ThreadsNamed(Vec<String>),
     /// A whole other process.
     Process(u32),
+    /// The sum of these (a proxy and its backend); unreadable if one is.
+    Sum(Vec<CpuSource>),
     /// Nothing readable (a remote or unknown server).
     None,
 }
@@ -84,26 +108,18 @@ impl CpuSource {
     /// The CPU time used so far by what this names, or `None` if unreadable.
     pub fn sample(&self) -> Option<CpuTime> {
         match self {
-            CpuSource::ThreadsNamed(prefixes) => {
-                let mut total = CpuTime::default();
-                let mut found = false;
-                for e in fs::read_dir("/proc/self/task").ok()?.flatten() {
-                    let dir = e.path();
-                    let Ok(comm) = fs::read_to_string(dir.join("comm")) else {
-                        continue;
-                    };
-                    let comm = comm.trim_end();
-                    if !prefixes.iter().any(|p| comm.starts_with(p.as_str())) {
-                        continue;
-                    }
-                    if let Some(t) = read_stat(&dir.join("stat").to_string_lossy()) {
-                        total.add(t);
-                        found = true;
-                    }
-                }
-                found.then_some(total)
-            }
+            // Listing /proc/self/task can skip entries while other threads
+            // come or go at the same moment: a listing that found none of
+            // the threads is looked at again.
+            CpuSource::ThreadsNamed(prefixes) => (0..3).find_map(|_| threads_named(prefixes)),
             CpuSource::Process(pid) => read_stat(&format!("/proc/{pid}/stat")),
+            CpuSource::Sum(parts) => {
+                let mut total = CpuTime::default();
+                for p in parts {
+                    total.add(p.sample()?);
+                }
+                Some(total)
+            }
             CpuSource::None => None,
         }
     }

@@ -14,8 +14,10 @@
 //! * [`servers`] starts the targets: the in-process ringport engine, the
 //!   tokio and epoll baselines, the real `sockperf server`, or nothing for an
 //!   external `ADDR:PORT`.
+//! * [`cli`] reads the command line into a plan; [`runner`] runs it.
 //! * [`run`] runs one scenario against one target and turns counts into
 //!   figures; [`report`] aggregates rounds, prints the table and writes JSON.
+//! * [`tls`] makes the TLS scenarios' certificates and client settings.
 //! * [`plot`] draws the report as SVG (`--svg`), [`progress`] shows a
 //!   once-a-second progress line on a terminal.
 //! * [`cpu`] reads per-thread and per-process CPU time from `/proc`.
@@ -31,5 +33,7 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod runner;
 pub mod servers;
+pub mod tls;
 pub mod wire;

@@ -61,10 +61,13 @@ pub fn write_svg(path: &Path, report: &Report) -> Result<()> {
 }
 
 /// What throughput and CPU are counted in: deliveries for relay-fanout
-/// (one publish is delivered to many subscribers), else messages.
+/// (one publish is delivered to many subscribers), handshakes for
+/// tls-handshake, else messages.
 fn unit(s: &ScenarioResult) -> &'static str {
     if s.load.relay.is_some() {
         "deliveries"
+    } else if s.load.handshake.is_some() {
+        "handshakes"
     } else {
         "messages"
     }

@@ -55,6 +55,16 @@ pub const FIGURES: &[FigureDef] = &[
         get: |f| f.relay.map(|r| r.delivered as f64),
     },
     FigureDef {
+        key: "handshakes_full",
+        label: "full handshakes",
+        get: |f| f.handshakes.map(|h| h.full as f64),
+    },
+    FigureDef {
+        key: "handshakes_resumed",
+        label: "resumed handshakes",
+        get: |f| f.handshakes.map(|h| h.resumed as f64),
+    },
+    FigureDef {
         key: "p50_us",
         label: "latency p50 (us)",
         get: |f| f.latency.map(|l| us(l.p50)),
@@ -140,6 +150,16 @@ pub const FIGURES: &[FigureDef] = &[
         get: |f| f.server_cpu_per_m,
     },
     FigureDef {
+        key: "proxy_cpu_s_per_m",
+        label: "  of it proxy s/M",
+        get: |f| f.proxy_cpu_per_m,
+    },
+    FigureDef {
+        key: "backend_cpu_s_per_m",
+        label: "  of it backend s/M",
+        get: |f| f.backend_cpu_per_m,
+    },
+    FigureDef {
         key: "server_busy_pct",
         label: "server CPU busy (%)",
         get: |f| f.server_busy_pct,
@@ -163,6 +183,11 @@ pub const FIGURES: &[FigureDef] = &[
         key: "client_busy_pct",
         label: "client CPU busy (%)",
         get: |f| f.client_busy_pct,
+    },
+    FigureDef {
+        key: "client_bound",
+        label: "client-bound (1 = yes)",
+        get: |f| Some(f64::from(u8::from(f.client_bound))),
     },
     FigureDef {
         key: "client_cpus_other_pct",
@@ -351,6 +376,15 @@ fn shape(l: &LoadSpec) -> String {
             r.topics,
             l.size,
             human(l.rate as f64)
+        );
+    }
+    if let Some(kind) = l.handshake {
+        return format!(
+            "{} connectors, {} handshakes, one {} B echo per connection, closed loop \
+             (throughput, latency and CPU: per handshake)",
+            l.conns,
+            kind.as_str(),
+            l.size
         );
     }
     let mode = if l.rate == 0 {

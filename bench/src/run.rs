@@ -4,13 +4,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::client::{self, ClientReport};
+use crate::client::{self, ClientReport, HandshakeCounts};
 use crate::config::LoadSpec;
 use crate::cpu::{cpu_ticks, CpuSource, CpuTime};
 use crate::fanout::FanoutFigures;
 use crate::latency::Percentiles;
 use crate::progress::Progress;
 use crate::servers::{self, Server, ServerSpec, Target};
+use crate::tls::ClientTls;
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -53,6 +54,13 @@ pub struct Figures {
     pub server_sys_per_m: Option<f64>,
     /// Server user + system CPU seconds per million messages.
     pub server_cpu_per_m: Option<f64>,
+    /// A server made of a proxy and a backend (haproxy): the proxy's part
+    /// of `server_cpu_per_m`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_cpu_per_m: Option<f64>,
+    /// The backend's part of `server_cpu_per_m`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_cpu_per_m: Option<f64>,
     /// Server CPU time over the window's length, in % of one CPU.
     pub server_busy_pct: Option<f64>,
     /// How idle the server's CPUs were in the window (% of their time, from
@@ -72,6 +80,9 @@ pub struct Figures {
     pub client_cpus_other_pct: Option<f64>,
     /// Client user + system CPU seconds per million messages.
     pub client_cpu_per_m: Option<f64>,
+    /// Whether the client's threads were busy at least [`CLIENT_BOUND_PCT`]
+    /// of the window: the server may have had more to give than the run shows.
+    pub client_bound: bool,
     /// Datagrams dropped by the kernel for the server (its socket's receive
     /// queue if the server reports it, else the machine's UDP RcvbufErrors).
     pub kernel_drops: Option<u64>,
@@ -82,7 +93,17 @@ pub struct Figures {
     /// million deliveries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<FanoutFigures>,
+    /// tls-handshake: handshakes of each kind over the whole run. There
+    /// `throughput` is handshakes per second, `messages` handshakes in the
+    /// window, latency the handshake's (connect to the client's handshake
+    /// done), CPU per million handshakes, `sent` connections started and
+    /// `received` connections whose echo came back right.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshakes: Option<HandshakeCounts>,
 }
+
+/// Client threads busier than this (% of their CPUs) make a run client-bound.
+pub const CLIENT_BOUND_PCT: f64 = 90.0;
 
 /// UDP receive-buffer drops of the whole machine (`/proc/net/snmp`, Udp: RcvbufErrors).
 pub fn udp_rcvbuf_errors() -> Option<u64> {
@@ -120,11 +141,15 @@ fn sleep_until(at: Instant) {
 ///
 /// `progress` labels the once-a-second progress line on stderr (shown only on
 /// a terminal); `None` shows none.
+///
+/// The TLS scenarios need `tls`, the client's settings for the certificate
+/// `server.tls` holds.
 pub fn run_one(
     spec: &LoadSpec,
     target: Target,
     server: &ServerSpec,
     progress: Option<&str>,
+    tls: Option<&ClientTls>,
 ) -> Result<Figures> {
     let srv = servers::start(target, server)?;
     // The server's CPUs are known when the harness started it.
@@ -137,7 +162,7 @@ pub fn run_one(
             .take(server.shards.max(1))
             .collect(),
     };
-    let result = drive(spec, srv.as_ref(), &cpus, progress);
+    let result = drive(spec, srv.as_ref(), &cpus, progress, tls);
     srv.stop();
     result
 }
@@ -147,15 +172,17 @@ fn drive(
     srv: &dyn Server,
     server_cpus: &[usize],
     progress: Option<&str>,
+    tls: Option<&ClientTls>,
 ) -> Result<Figures> {
     let server_cpu = srv.cpu();
+    let split = srv.cpu_split();
     let client_cpu = CpuSource::ThreadsNamed(vec![client::THREAD_PREFIX.into()]);
     let rcvbuf0 = udp_rcvbuf_errors();
     let kdrops0 = srv.kernel_drops();
     let dgrams0 = srv.datagrams_received();
     let drops0 = srv.plugin_drops();
 
-    let running = client::start(spec, &srv.addrs())?;
+    let running = client::start(spec, &srv.addrs(), tls)?;
     let (clock, sched) = (running.clock, running.schedule);
     let mut bar = progress.and_then(|label| {
         Progress::start(
@@ -181,6 +208,7 @@ fn drive(
         );
     }
     let s0 = server_cpu.sample();
+    let split0 = split.as_ref().map(|(p, b)| [p.sample(), b.sample()]);
     let t0 = cpu_ticks(server_cpus);
     let k0 = cpu_ticks(&spec.cpus);
     let c0 = client_cpu.sample();
@@ -199,6 +227,7 @@ fn drive(
         .saturating_sub(sched.measure_ns)) as f64
         / 1e9;
     let s1 = server_cpu.sample();
+    let split1 = split.as_ref().map(|(p, b)| [p.sample(), b.sample()]);
     let t1 = cpu_ticks(server_cpus);
     let k1 = cpu_ticks(&spec.cpus);
     let c1 = client_cpu.sample();
@@ -240,6 +269,12 @@ fn drive(
         Some(report.unanswered)
     };
     let server_cpu = s0.zip(s1).map(|(a, b)| b.since(&a));
+    // [proxy, backend] CPU of a split server, per million messages.
+    let part = |i: usize| {
+        let (a, b) = (split0?[i]?, split1?[i]?);
+        per_million(b.since(&a).total(), messages)
+    };
+    let (proxy_cpu_per_m, backend_cpu_per_m) = (part(0), part(1));
     let client_cpu = c0.zip(c1).map(|(a, b)| b.since(&a));
     let kernel_drops = match (kdrops0, srv.kernel_drops()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -290,11 +325,15 @@ fn drive(
         server_user_per_m: server_cpu.and_then(|c| per_million(c.user, messages)),
         server_sys_per_m: server_cpu.and_then(|c| per_million(c.sys, messages)),
         server_cpu_per_m: server_cpu.and_then(|c| per_million(c.total(), messages)),
+        proxy_cpu_per_m,
+        backend_cpu_per_m,
         server_busy_pct: server_busy,
         server_cpu,
         server_cpus_idle_pct: server_idle,
         server_cpus_other_pct: other(server_idle, server_busy, server_cpus.len()),
         client_busy_pct: client_busy,
+        client_bound: client_busy
+            .is_some_and(|b| b >= CLIENT_BOUND_PCT * spec.cpus.len().min(spec.conns) as f64),
         client_cpus_other_pct: other(client_idle, client_busy, spec.cpus.len()),
         // At full-speed ingest the client's work is per datagram sent, and the
         // server may take far fewer than were sent.
@@ -303,6 +342,7 @@ fn drive(
         client_cpu,
         kernel_drops,
         relay: fanout.map(|(f, _)| f),
+        handshakes: report.tls,
     })
 }
 

@@ -8,6 +8,9 @@
 //! due on every connection, submits them all with one `io_uring_enter` that
 //! also waits for completions, and handles the completions in a batch.
 //!
+//! tls-echo (`tls_echo`) and tls-handshake (`tls_handshake`) drive rustls
+//! client connections over the same ring: see those modules.
+//!
 //! relay-fanout has its own thread (`relay`): subscribers and publishers of
 //! one thread share its ring, see that module.
 //!
@@ -24,10 +27,13 @@
 //! measurement windows and the open-loop schedules line up across threads.
 
 mod driver;
+mod exchange;
 mod ingest;
 mod relay;
 mod relay_pub;
 mod tcp;
+mod tls_echo;
+mod tls_handshake;
 mod udp;
 
 use std::net::SocketAddr;
@@ -37,9 +43,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
 
-use crate::config::LoadSpec;
+use crate::config::{LoadSpec, Scenario};
 use crate::fanout::FanoutCounts;
 use crate::latency::Recorder;
+use crate::tls::ClientTls;
 
 /// Thread-name prefix of the load generator's threads (for CPU accounting).
 pub const THREAD_PREFIX: &str = "bn-client";
@@ -115,6 +122,17 @@ pub struct ClientReport {
     pub io_errors: u64,
     /// relay-fanout's own counts (publishes per topic, deliveries, `LAGGED`).
     pub fanout: Option<FanoutCounts>,
+    /// tls-handshake's handshakes by kind.
+    pub tls: Option<HandshakeCounts>,
+}
+
+/// Handshakes completed, by what rustls says they were.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HandshakeCounts {
+    /// Full handshakes.
+    pub full: u64,
+    /// Resumed handshakes (a session ticket accepted).
+    pub resumed: u64,
 }
 
 impl ClientReport {
@@ -132,6 +150,7 @@ impl ClientReport {
             unanswered: 0,
             io_errors: 0,
             fanout: None,
+            tls: None,
         }
     }
 
@@ -151,6 +170,11 @@ impl ClientReport {
             (Some(a), Some(b)) => a.merge(b),
             (None, Some(b)) => self.fanout = Some(b.clone()),
             _ => {}
+        }
+        if let Some(b) = o.tls {
+            let a = self.tls.get_or_insert_with(Default::default);
+            a.full += b.full;
+            a.resumed += b.resumed;
         }
     }
 }
@@ -175,6 +199,8 @@ struct ThreadLoad {
     interval_ns: u64,
     /// Where the thread publishes its sent count for the progress line.
     live: Arc<AtomicU64>,
+    /// The TLS scenarios' client settings.
+    tls: Option<ClientTls>,
 }
 
 /// A client run in progress; [`Running::wait`] returns the merged report.
@@ -219,8 +245,12 @@ impl Running {
 /// Starts the client threads against `addrs` (the server's addresses; all
 /// but relay-fanout use the first): they connect, then all start at once.
 /// Returns when every thread has connected (relay-fanout: and every
-/// subscription is active) and the schedule is fixed.
-pub fn start(spec: &LoadSpec, addrs: &[SocketAddr]) -> Result<Running> {
+/// subscription is active; tls-echo: and handshaken) and the schedule is
+/// fixed. The TLS scenarios need `tls`.
+pub fn start(spec: &LoadSpec, addrs: &[SocketAddr], tls: Option<&ClientTls>) -> Result<Running> {
+    if spec.scenario.is_tls() && tls.is_none() {
+        return Err(anyhow!("{} needs TLS client settings", spec.scenario));
+    }
     spec.validate().map_err(|e| anyhow!(e))?;
     let target = *addrs.first().ok_or_else(|| anyhow!("no server address"))?;
     let all_conns = match &spec.relay {
@@ -261,6 +291,7 @@ pub fn start(spec: &LoadSpec, addrs: &[SocketAddr]) -> Result<Running> {
             caps,
             interval_ns: per_conn_interval,
             live: live.clone(),
+            tls: tls.cloned(),
         };
         let cpu = spec.cpus[t];
         let (ready, go, start_at, done, failed) = (
@@ -277,6 +308,10 @@ pub fn start(spec: &LoadSpec, addrs: &[SocketAddr]) -> Result<Running> {
                 let setup = if pinned {
                     if load.relay.is_some() {
                         relay::RelayThread::new(&load).map(Worker::Relay)
+                    } else if load.spec.scenario == Scenario::TlsEcho {
+                        tls_echo::TlsEchoThread::new(&load).map(Worker::TlsEcho)
+                    } else if load.spec.scenario == Scenario::TlsHandshake {
+                        tls_handshake::HandshakeThread::new(&load).map(Worker::TlsHandshake)
                     } else if load.spec.scenario.is_one_way() && load.spec.rate == 0 {
                         ingest::IngestThread::new(&load).map(Worker::Ingest)
                     } else if load.spec.scenario.is_udp() {
@@ -308,6 +343,8 @@ pub fn start(spec: &LoadSpec, addrs: &[SocketAddr]) -> Result<Running> {
                         Worker::Udp(mut w) => w.run(&clock, &schedule),
                         Worker::Ingest(mut w) => w.run(&clock, &schedule),
                         Worker::Relay(mut w) => w.run(&clock, &schedule),
+                        Worker::TlsEcho(mut w) => w.run(&clock, &schedule),
+                        Worker::TlsHandshake(mut w) => w.run(&clock, &schedule),
                     }
                 });
                 done.fetch_add(1, Ordering::AcqRel);
@@ -339,4 +376,6 @@ enum Worker {
     Udp(udp::UdpThread),
     Ingest(ingest::IngestThread),
     Relay(relay::RelayThread),
+    TlsEcho(tls_echo::TlsEchoThread),
+    TlsHandshake(tls_handshake::HandshakeThread),
 }

@@ -1,6 +1,5 @@
 //! TCP connections of one client thread: pipelined requests, framed replies.
 
-use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -9,9 +8,10 @@ use anyhow::{Context as _, Result};
 use io_uring::{opcode, types};
 
 use super::driver::{Driver, KIND_MASK, KIND_RECV, KIND_SEND};
+use super::exchange::Exchange;
 use super::{ClientReport, Clock, Schedule, ThreadLoad};
 use crate::latency::{sleep_for, Pacer};
-use crate::wire::{self, Protocol, REQUEST_FLAGS};
+use crate::wire::Protocol;
 
 /// How long after the end replies still in flight are waited for.
 const DRAIN: Duration = Duration::from_secs(1);
@@ -24,14 +24,8 @@ struct Conn {
     sending: Vec<u8>,
     send_off: usize,
     send_busy: bool,
-    /// (intended, sent) of each request in flight, in order.
-    inflight: VecDeque<(u64, u64)>,
-    next_seq: u64,
-    expect_seq: u64,
-    /// A reply split across receives.
-    carry: Vec<u8>,
+    ex: Exchange,
     pacer: Pacer,
-    cap: u64,
     dead: bool,
 }
 
@@ -41,8 +35,8 @@ impl Conn {
         if !self.dead {
             self.dead = true;
             report.io_errors += 1;
-            report.unanswered += self.inflight.len() as u64;
-            self.inflight.clear();
+            report.unanswered += self.ex.inflight.len() as u64;
+            self.ex.inflight.clear();
         }
     }
 }
@@ -76,12 +70,8 @@ impl TcpThread {
                 sending: Vec::with_capacity(spec.size * spec.depth),
                 send_off: 0,
                 send_busy: false,
-                inflight: VecDeque::with_capacity(spec.depth),
-                next_seq: 0,
-                expect_seq: 0,
-                carry: Vec::with_capacity(spec.size),
+                ex: Exchange::new(spec.depth, spec.size, load.caps[i]),
                 pacer: Pacer::new(0, 0),
-                cap: load.caps[i],
                 dead: false,
             });
         }
@@ -129,7 +119,7 @@ impl TcpThread {
                     continue;
                 }
                 if open {
-                    while c.inflight.len() < self.depth && c.next_seq < c.cap {
+                    while c.ex.inflight.len() < self.depth && c.ex.may_send() {
                         let intended = if self.closed_loop {
                             now
                         } else if c.pacer.is_due(now) {
@@ -137,15 +127,12 @@ impl TcpThread {
                         } else {
                             break;
                         };
-                        wire::encode(&mut c.out, c.next_seq, REQUEST_FLAGS, self.size);
-                        c.next_seq += 1;
-                        c.inflight.push_back((intended, now));
-                        report.sent += 1;
+                        c.ex.push_request(&mut c.out, self.size, intended, now, &mut report);
                         if intended >= schedule.measure_ns && intended < schedule.end_ns {
                             report.offered += 1;
                         }
                     }
-                    if !self.closed_loop && c.next_seq < c.cap {
+                    if !self.closed_loop && c.ex.may_send() {
                         next_due = next_due.min(c.pacer.next_due());
                     }
                 }
@@ -165,9 +152,9 @@ impl TcpThread {
                     // completion clears `send_busy`; the ring is dropped before it.
                     unsafe { self.driver.push(&sqe) };
                 }
-                busy |= !c.inflight.is_empty() || c.send_busy;
+                busy |= !c.ex.inflight.is_empty() || c.send_busy;
             }
-            let capped = self.conns.iter().all(|c| c.dead || c.next_seq >= c.cap);
+            let capped = self.conns.iter().all(|c| c.dead || !c.ex.may_send());
             if (!open || capped) && !busy {
                 break;
             }
@@ -184,7 +171,7 @@ impl TcpThread {
             self.handle_completions(done, &mut report);
         }
         for c in &mut self.conns {
-            report.unanswered += c.inflight.len() as u64;
+            report.unanswered += c.ex.inflight.len() as u64;
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
         Ok(report)
@@ -207,14 +194,9 @@ impl TcpThread {
                     }
                     if let Some(bid) = Driver::buffer(cqe.flags) {
                         let data = self.driver.bufs.filled(bid, cqe.result as usize);
-                        on_bytes(
-                            &mut self.conns[idx],
-                            data,
-                            self.protocol,
-                            self.size,
-                            now,
-                            report,
-                        );
+                        self.conns[idx]
+                            .ex
+                            .on_bytes(data, self.protocol, self.size, now, report);
                         self.driver.bufs.recycle(bid);
                     }
                     if !Driver::more(cqe.flags) && !self.conns[idx].dead {
@@ -250,58 +232,5 @@ impl TcpThread {
             }
         }
         self.driver.completions = completions;
-    }
-}
-
-/// Feeds received bytes of one connection: whole replies are checked and timed.
-fn on_bytes(
-    c: &mut Conn,
-    mut data: &[u8],
-    protocol: Protocol,
-    size: usize,
-    now: u64,
-    report: &mut ClientReport,
-) {
-    if !c.carry.is_empty() {
-        let take = (size - c.carry.len()).min(data.len());
-        c.carry.extend_from_slice(&data[..take]);
-        data = &data[take..];
-        if c.carry.len() < size {
-            return;
-        }
-        let frame = std::mem::take(&mut c.carry);
-        on_reply(c, &frame, protocol, size, now, report);
-        c.carry = frame;
-        c.carry.clear();
-    }
-    while data.len() >= size {
-        on_reply(c, &data[..size], protocol, size, now, report);
-        data = &data[size..];
-    }
-    c.carry.extend_from_slice(data);
-}
-
-fn on_reply(
-    c: &mut Conn,
-    frame: &[u8],
-    protocol: Protocol,
-    size: usize,
-    now: u64,
-    report: &mut ClientReport,
-) {
-    let Some((intended, sent)) = c.inflight.pop_front() else {
-        // More bytes than were asked for.
-        report.errors += 1;
-        return;
-    };
-    let seq = c.expect_seq;
-    c.expect_seq += 1;
-    report.received += 1;
-    if !wire::verify(protocol, frame, seq, size) {
-        report.errors += 1;
-        return;
-    }
-    if report.recorder.record(intended, sent, now) {
-        report.completed += 1;
     }
 }

@@ -9,10 +9,18 @@
 //! * `epoll`: a tight epoll loop with `recvmmsg`/`sendmmsg`, one pinned thread per shard;
 //! * `sockperf`: the real `sockperf server` binary, pinned with sched_setaffinity;
 //! * `ADDR:PORT`: an external server, started by someone else.
+//!
+//! The TLS scenarios run against `ringport` (the engine with a `tls`
+//! listener), `tokio-rustls` (what a competent tokio user writes with
+//! tokio-rustls) and `haproxy` (the Debian binary terminating TLS in front of
+//! the epoll echo server); every one serves the run's certificate
+//! ([`crate::tls::TlsFiles`]).
 
 mod epoll;
 mod external;
+mod haproxy;
 mod ringport;
+mod tokio_rustls;
 mod tokio_srv;
 
 use std::net::SocketAddr;
@@ -22,7 +30,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::config::Scenario;
 use crate::cpu::CpuSource;
+use crate::tls::TlsFiles;
 use crate::wire::Protocol;
 
 /// Which server to measure.
@@ -38,6 +48,10 @@ pub enum Target {
     Epoll,
     /// The real `sockperf server` binary.
     Sockperf,
+    /// tokio + tokio-rustls, current-thread runtime pinned to the first server CPU (TLS only).
+    TokioRustls,
+    /// The `haproxy` binary terminating TLS in front of the epoll echo server (TLS only).
+    Haproxy,
     /// A server at this address, not started by the harness.
     External(SocketAddr),
 }
@@ -51,8 +65,18 @@ impl Target {
             Target::TokioMt => "tokio-mt".into(),
             Target::Epoll => "epoll".into(),
             Target::Sockperf => "sockperf".into(),
+            Target::TokioRustls => "tokio-rustls".into(),
+            Target::Haproxy => "haproxy".into(),
             Target::External(a) => a.to_string(),
         }
+    }
+
+    /// Whether the target serves TLS (the TLS scenarios), and only that.
+    pub fn speaks_tls(&self) -> bool {
+        matches!(
+            self,
+            Target::Ringport | Target::TokioRustls | Target::Haproxy
+        )
     }
 
     /// Whether the target speaks the relay protocol (relay-fanout): the
@@ -81,6 +105,38 @@ pub fn relay_support_error(targets: &[Target]) -> Option<String> {
     })
 }
 
+/// The error for running `scenario` against targets that cannot serve it,
+/// naming them and the ones that can (`None`: every target can).
+pub fn support_error(scenario: Scenario, targets: &[Target]) -> Option<String> {
+    if scenario == Scenario::RelayFanout {
+        return relay_support_error(targets);
+    }
+    let tls_only = |t: &Target| matches!(t, Target::TokioRustls | Target::Haproxy);
+    let refused: Vec<String> = targets
+        .iter()
+        .filter(|t| {
+            if scenario.is_tls() {
+                !t.speaks_tls()
+            } else {
+                tls_only(t)
+            }
+        })
+        .map(Target::name)
+        .collect();
+    (!refused.is_empty()).then(|| {
+        let runs_against = if scenario.is_tls() {
+            "ringport, tokio-rustls, haproxy"
+        } else {
+            "ringport, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT"
+        };
+        format!(
+            "scenario {scenario}: {} {} not serve it ({scenario} runs against: {runs_against})",
+            refused.join(", "),
+            if refused.len() == 1 { "does" } else { "do" }
+        )
+    })
+}
+
 impl FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Target, String> {
@@ -90,9 +146,11 @@ impl FromStr for Target {
             "tokio-mt" => Target::TokioMt,
             "epoll" => Target::Epoll,
             "sockperf" => Target::Sockperf,
+            "tokio-rustls" => Target::TokioRustls,
+            "haproxy" => Target::Haproxy,
             other => Target::External(other.parse().map_err(|_| {
                 format!(
-                    "`{other}` is not a target: use ringport, tokio, tokio-mt, epoll, sockperf or ADDR:PORT (e.g. 127.0.0.1:11111)"
+                    "`{other}` is not a target: use ringport, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy or ADDR:PORT (e.g. 127.0.0.1:11111)"
                 )
             })?),
         })
@@ -116,6 +174,10 @@ pub struct ServerSpec {
     /// An external target serves this many consecutive ports from its
     /// address's (relay-fanout spreads its connections over them).
     pub external_ports: usize,
+    /// Serve TLS with these certificates (the TLS scenarios).
+    pub tls: Option<Arc<TlsFiles>>,
+    /// CPUs of a target's plain backend (HAProxy's echo server).
+    pub backend_cpus: Vec<usize>,
 }
 
 /// A started server.
@@ -130,6 +192,11 @@ pub trait Server: Send {
     }
     /// Whose CPU time is the server's.
     fn cpu(&self) -> CpuSource;
+    /// For a server made of a front and a backend (a proxy before the
+    /// service): whose CPU time is each's. [`Server::cpu`] is their sum.
+    fn cpu_split(&self) -> Option<(CpuSource, CpuSource)> {
+        None
+    }
     /// Datagrams the server has received so far, if it can tell.
     fn datagrams_received(&self) -> Option<u64>;
     /// Datagrams the server's kernel sockets dropped so far, if known.
@@ -151,17 +218,30 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
             return Err(anyhow::anyhow!(e));
         }
     }
+    if matches!(target, Target::TokioRustls | Target::Haproxy) && spec.tls.is_none() {
+        return Err(anyhow::anyhow!(
+            "{} serves only the TLS scenarios (tls-echo, tls-handshake)",
+            target.name()
+        ));
+    }
     match target {
         Target::Ringport => ringport::start(spec),
         Target::Tokio => tokio_srv::start(spec, false),
         Target::TokioMt => tokio_srv::start(spec, true),
         Target::Epoll => epoll::start(spec),
         Target::Sockperf => external::start_sockperf(spec),
+        Target::TokioRustls => tokio_rustls::start(spec),
+        Target::Haproxy => haproxy::start(spec),
         Target::External(addr) => Ok(Box::new(external::External {
             addr,
             ports: spec.external_ports.max(1),
         })),
     }
+}
+
+/// Whether the `haproxy` binary (the haproxy target) can be started here.
+pub fn haproxy_installed() -> bool {
+    haproxy::installed()
 }
 
 /// A datagram counter shared by a baseline's threads and the harness.
@@ -242,5 +322,23 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("ringport, or ADDR:PORT"), "{e}");
+    }
+
+    #[test]
+    fn tls_scenarios_name_the_targets_that_cannot_serve_them_and_the_other_way_round() {
+        let tls = [Target::Ringport, Target::TokioRustls, Target::Haproxy];
+        assert_eq!(support_error(Scenario::TlsEcho, &tls), None);
+        assert_eq!(
+            support_error(Scenario::TlsHandshake, &[Target::Ringport, Target::Tokio]).unwrap(),
+            "scenario tls-handshake: tokio does not serve it (tls-handshake runs against: \
+             ringport, tokio-rustls, haproxy)"
+        );
+        assert_eq!(
+            support_error(Scenario::TcpEcho, &tls).unwrap(),
+            "scenario tcp-echo: tokio-rustls, haproxy do not serve it (tcp-echo runs against: \
+             ringport, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT)"
+        );
+        assert_eq!("haproxy".parse::<Target>(), Ok(Target::Haproxy));
+        assert_eq!("tokio-rustls".parse::<Target>(), Ok(Target::TokioRustls));
     }
 }

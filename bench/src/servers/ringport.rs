@@ -1,10 +1,13 @@
 //! The ringport engine, started in this process.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
+use ringport_engine::operations::{Limits, ListenerOps, Operations};
 use ringport_engine::plan::{Mode, Plan, PlanRequest};
 use ringport_engine::stats::EngineDrop;
+use ringport_engine::tls::{ListenerTls, TlsSettings};
 use ringport_engine::{EngineConfig, EngineHandle, StartError};
 
 use super::{Server, ServerSpec};
@@ -40,7 +43,11 @@ fn listeners(spec: &ServerSpec, port: u16) -> (Vec<String>, usize, Mode) {
             .collect();
         return (l, n, Mode::Range);
     }
-    let transport = if spec.udp { "udp" } else { "tcp" };
+    let transport = match (spec.udp, spec.tls.is_some()) {
+        (true, _) => "udp",
+        (false, true) => "tls",
+        (false, false) => "tcp",
+    };
     let listener = format!("{}@{transport}:127.0.0.1:{port}", spec.protocol.as_str());
     let mode = if spec.shards > 1 {
         Mode::Reuseport
@@ -50,8 +57,41 @@ fn listeners(spec: &ServerSpec, port: u16) -> (Vec<String>, usize, Mode) {
     (vec![listener], 1, mode)
 }
 
+/// The engine's settings and the listener's for `spec`: the defaults, or
+/// for TLS the run's certificate with resumption on, and the guards that
+/// would refuse a benchmark's connection rate from one source lifted (the
+/// per-source handshake cap and connection rate, the per-shard handshake cap).
+fn settings(spec: &ServerSpec) -> Result<(EngineConfig, Operations)> {
+    let Some(files) = &spec.tls else {
+        return Ok((EngineConfig::default(), Operations::default()));
+    };
+    let mut tls = TlsSettings::new(&files.cert_pem, &files.key_pem);
+    tls.max_handshakes_per_source = 0;
+    tls.resumption = true;
+    let tls = ListenerTls::new(tls, false)
+        .map_err(|e| anyhow!("ringport's TLS settings for the run's certificate: {e}"))?;
+    let ops = Operations {
+        listeners: vec![ListenerOps {
+            tls: Some(Arc::new(tls)),
+            limits: Limits {
+                conn_rate: None,
+                max_conns_per_source: 0,
+                ..Limits::default()
+            },
+            ..ListenerOps::default()
+        }],
+        ..Operations::default()
+    };
+    let config = EngineConfig {
+        tls_max_handshakes: 0,
+        ..EngineConfig::default()
+    };
+    Ok((config, ops))
+}
+
 pub(super) fn start(spec: &ServerSpec) -> Result<Box<dyn Server>> {
     let registry = ringport_protocols::builtins(&ringport_protocols::BuiltinSettings::default());
+    let (config, ops) = settings(spec)?;
     let mut last = None;
     for attempt in 0..20 {
         let port = random_port(attempt);
@@ -67,7 +107,7 @@ pub(super) fn start(spec: &ServerSpec) -> Result<Box<dyn Server>> {
             allow_idle_shards: false,
         })
         .map_err(|e| anyhow!("{e}"))?;
-        match EngineHandle::start(&plan, EngineConfig::default(), &registry) {
+        match EngineHandle::start_with(&plan, config.clone(), &registry, ops.clone()) {
             Ok(engine) => {
                 return Ok(Box::new(Ringport {
                     engine,

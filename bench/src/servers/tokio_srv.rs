@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::{sockperf_stream, wants_reply, Count, Server, ServerSpec};
@@ -137,8 +137,19 @@ pub(super) fn start(spec: &ServerSpec, multi: bool) -> Result<Box<dyn Server>> {
     }))
 }
 
-async fn serve_tcp(mut s: tokio::net::TcpStream, protocol: Protocol) {
+async fn serve_tcp(s: tokio::net::TcpStream, protocol: Protocol) {
     let _ = s.set_nodelay(true);
+    serve_stream(s, protocol).await;
+}
+
+/// Serves one stream until it ends: echoes every byte, or reflects every
+/// whole sockperf frame, with one `write_all` per read. The flush after it
+/// is what a TLS stream needs to put out records its `write` kept (a no-op
+/// on a plain socket).
+pub(super) async fn serve_stream<S>(mut s: S, protocol: Protocol)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0;
     let mut out = Vec::with_capacity(64 * 1024);
@@ -147,12 +158,8 @@ async fn serve_tcp(mut s: tokio::net::TcpStream, protocol: Protocol) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        match protocol {
-            Protocol::Echo => {
-                if s.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
+        let reply = match protocol {
+            Protocol::Echo => &buf[..n],
             Protocol::Sockperf => {
                 filled += n;
                 let Some(used) = sockperf_stream(&buf[..filled], &mut out) else {
@@ -160,14 +167,13 @@ async fn serve_tcp(mut s: tokio::net::TcpStream, protocol: Protocol) {
                 };
                 buf.copy_within(used..filled, 0);
                 filled -= used;
-                if !out.is_empty() {
-                    if s.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    out.clear();
-                }
+                &out[..]
             }
+        };
+        if !reply.is_empty() && (s.write_all(reply).await.is_err() || s.flush().await.is_err()) {
+            return;
         }
+        out.clear();
     }
 }
 
