@@ -82,7 +82,8 @@ pub struct Args {
     /// CPUs for the server's threads.
     #[arg(long, default_value = "1")]
     pub server_cpus: CpuList,
-    /// Target: ringport, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT of an
+    /// Target: ringport, ringport-epoll (its epoll backend), tokio, tokio-mt,
+    /// epoll, sockperf, or ADDR:PORT of an
     /// external server; for the TLS scenarios ringport, tokio-rustls or haproxy.
     #[arg(long, default_value = "ringport")]
     pub target: Target,

@@ -34,12 +34,15 @@ use crate::config::Scenario;
 use crate::cpu::CpuSource;
 use crate::tls::TlsFiles;
 use crate::wire::Protocol;
+use ringport_engine::BackendChoice;
 
 /// Which server to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// The ringport engine, in process.
+    /// The ringport engine, in process (`--backend auto`: io_uring here).
     Ringport,
+    /// The ringport engine on its epoll backend.
+    RingportEpoll,
     /// tokio, current-thread runtime pinned to the first server CPU.
     Tokio,
     /// tokio, multi-thread runtime with one worker per server shard.
@@ -61,6 +64,7 @@ impl Target {
     pub fn name(&self) -> String {
         match self {
             Target::Ringport => "ringport".into(),
+            Target::RingportEpoll => "ringport-epoll".into(),
             Target::Tokio => "tokio".into(),
             Target::TokioMt => "tokio-mt".into(),
             Target::Epoll => "epoll".into(),
@@ -75,7 +79,7 @@ impl Target {
     pub fn speaks_tls(&self) -> bool {
         matches!(
             self,
-            Target::Ringport | Target::TokioRustls | Target::Haproxy
+            Target::Ringport | Target::RingportEpoll | Target::TokioRustls | Target::Haproxy
         )
     }
 
@@ -83,7 +87,10 @@ impl Target {
     /// ringport engine, and an external server (whose protocol the harness
     /// takes on trust).
     pub fn speaks_relay(&self) -> bool {
-        matches!(self, Target::Ringport | Target::External(_))
+        matches!(
+            self,
+            Target::Ringport | Target::RingportEpoll | Target::External(_)
+        )
     }
 }
 
@@ -125,9 +132,9 @@ pub fn support_error(scenario: Scenario, targets: &[Target]) -> Option<String> {
         .collect();
     (!refused.is_empty()).then(|| {
         let runs_against = if scenario.is_tls() {
-            "ringport, tokio-rustls, haproxy"
+            "ringport, ringport-epoll, tokio-rustls, haproxy"
         } else {
-            "ringport, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT"
+            "ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT"
         };
         format!(
             "scenario {scenario}: {} {} not serve it ({scenario} runs against: {runs_against})",
@@ -142,6 +149,7 @@ impl FromStr for Target {
     fn from_str(s: &str) -> Result<Target, String> {
         Ok(match s {
             "ringport" => Target::Ringport,
+            "ringport-epoll" => Target::RingportEpoll,
             "tokio" => Target::Tokio,
             "tokio-mt" => Target::TokioMt,
             "epoll" => Target::Epoll,
@@ -150,7 +158,7 @@ impl FromStr for Target {
             "haproxy" => Target::Haproxy,
             other => Target::External(other.parse().map_err(|_| {
                 format!(
-                    "`{other}` is not a target: use ringport, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy or ADDR:PORT (e.g. 127.0.0.1:11111)"
+                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy or ADDR:PORT (e.g. 127.0.0.1:11111)"
                 )
             })?),
         })
@@ -225,7 +233,8 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
         ));
     }
     match target {
-        Target::Ringport => ringport::start(spec),
+        Target::Ringport => ringport::start(spec, BackendChoice::Auto),
+        Target::RingportEpoll => ringport::start(spec, BackendChoice::Epoll),
         Target::Tokio => tokio_srv::start(spec, false),
         Target::TokioMt => tokio_srv::start(spec, true),
         Target::Epoll => epoll::start(spec),
@@ -331,14 +340,18 @@ mod tests {
         assert_eq!(
             support_error(Scenario::TlsHandshake, &[Target::Ringport, Target::Tokio]).unwrap(),
             "scenario tls-handshake: tokio does not serve it (tls-handshake runs against: \
-             ringport, tokio-rustls, haproxy)"
+             ringport, ringport-epoll, tokio-rustls, haproxy)"
         );
         assert_eq!(
             support_error(Scenario::TcpEcho, &tls).unwrap(),
             "scenario tcp-echo: tokio-rustls, haproxy do not serve it (tcp-echo runs against: \
-             ringport, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT)"
+             ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT)"
         );
         assert_eq!("haproxy".parse::<Target>(), Ok(Target::Haproxy));
+        assert_eq!(
+            "ringport-epoll".parse::<Target>(),
+            Ok(Target::RingportEpoll)
+        );
         assert_eq!("tokio-rustls".parse::<Target>(), Ok(Target::TokioRustls));
     }
 }

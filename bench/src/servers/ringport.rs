@@ -8,7 +8,7 @@ use ringport_engine::operations::{Limits, ListenerOps, Operations};
 use ringport_engine::plan::{Mode, Plan, PlanRequest};
 use ringport_engine::stats::EngineDrop;
 use ringport_engine::tls::{ListenerTls, TlsSettings};
-use ringport_engine::{EngineConfig, EngineHandle, StartError};
+use ringport_engine::{BackendChoice, EngineConfig, EngineHandle, StartError};
 
 use super::{Server, ServerSpec};
 use crate::cpu::CpuSource;
@@ -61,9 +61,13 @@ fn listeners(spec: &ServerSpec, port: u16) -> (Vec<String>, usize, Mode) {
 /// for TLS the run's certificate with resumption on, and the guards that
 /// would refuse a benchmark's connection rate from one source lifted (the
 /// per-source handshake cap and connection rate, the per-shard handshake cap).
-fn settings(spec: &ServerSpec) -> Result<(EngineConfig, Operations)> {
+fn settings(spec: &ServerSpec, backend: BackendChoice) -> Result<(EngineConfig, Operations)> {
     let Some(files) = &spec.tls else {
-        return Ok((EngineConfig::default(), Operations::default()));
+        let config = EngineConfig {
+            backend,
+            ..EngineConfig::default()
+        };
+        return Ok((config, Operations::default()));
     };
     let mut tls = TlsSettings::new(&files.cert_pem, &files.key_pem);
     tls.max_handshakes_per_source = 0;
@@ -84,14 +88,16 @@ fn settings(spec: &ServerSpec) -> Result<(EngineConfig, Operations)> {
     };
     let config = EngineConfig {
         tls_max_handshakes: 0,
+        backend,
         ..EngineConfig::default()
     };
     Ok((config, ops))
 }
 
-pub(super) fn start(spec: &ServerSpec) -> Result<Box<dyn Server>> {
+/// The engine on `backend` (`ringport` is `auto`, `ringport-epoll` epoll).
+pub(super) fn start(spec: &ServerSpec, backend: BackendChoice) -> Result<Box<dyn Server>> {
     let registry = ringport_protocols::builtins(&ringport_protocols::BuiltinSettings::default());
-    let (config, ops) = settings(spec)?;
+    let (config, ops) = settings(spec, backend)?;
     let mut last = None;
     for attempt in 0..20 {
         let port = random_port(attempt);
