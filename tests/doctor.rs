@@ -373,7 +373,8 @@ fn io_uring_blocked_by_seccomp_as_docker_does() {
     // The real server agrees. `serve --backend io-uring` stops with the
     // error that names seccomp.
     let cpu = allowed_cpus().unwrap()[0].to_string();
-    let listen = format!("echo@tcp:127.0.0.1:{}", free_port());
+    let port = free_port();
+    let listen = format!("echo@tcp:127.0.0.1:{port}");
     let serve = [
         "serve", "--listen", &listen, "--shards", "1", "--cpus", &cpu,
     ];
@@ -409,6 +410,16 @@ fn io_uring_blocked_by_seccomp_as_docker_does() {
         }
     });
     let first = lines.recv_timeout(PROCESS_TIMEOUT);
+    // It serves: an echo round trip through the epoll backend. (The plan
+    // table follows the first line, so the port is bound by now.)
+    let echoed = first.is_ok().then(|| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(PROCESS_TIMEOUT)).unwrap();
+        s.write_all(b"served on epoll").unwrap();
+        let mut got = [0u8; 15];
+        s.read_exact(&mut got).unwrap();
+        got
+    });
     // SAFETY: signals the child started above, which has not been reaped.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
@@ -421,6 +432,7 @@ fn io_uring_blocked_by_seccomp_as_docker_does() {
         .read_to_string(&mut stderr)
         .unwrap();
     let first = first.unwrap_or_else(|_| panic!("serve printed nothing; stderr:\n{stderr}"));
+    assert_eq!(echoed.as_ref(), Some(b"served on epoll"));
     assert!(
         first.starts_with("ringport ")
             && first.ends_with(&format!(
