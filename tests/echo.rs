@@ -132,3 +132,52 @@ fn tiny_udp_buffer_ring_loses_no_datagram() {
     );
     assert_eq!(t.drops_total(), 0, "{:?}", t.drop_list());
 }
+
+/// One sender's GSO burst (UDP_SEGMENT: 40 datagrams of 100 bytes in one
+/// send): each datagram is echoed whole and counted once. On the epoll
+/// backend the server has UDP GRO on, so the kernel hands the burst over in
+/// one receive, and the engine splits it at the segment size again.
+#[test]
+fn a_gso_burst_is_echoed_datagram_by_datagram() {
+    use std::os::fd::AsRawFd;
+    const SEGMENTS: usize = 40;
+    const SIZE: usize = 100;
+    const UDP_SEGMENT: i32 = 103;
+    let srv = server().listen(udp("echo", 1)).start();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    sock.connect(srv.addr(0)).unwrap();
+    let size = SIZE as i32;
+    // SAFETY: setsockopt reads the int we own, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            (&size as *const i32).cast(),
+            4,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    let burst: Vec<u8> = (0..SEGMENTS * SIZE)
+        .map(|i| ((i / SIZE) * 7 + i % SIZE) as u8)
+        .collect();
+    assert_eq!(sock.send(&burst).unwrap(), burst.len());
+    let mut seen = vec![false; SEGMENTS];
+    let mut buf = [0u8; 2048];
+    for _ in 0..SEGMENTS {
+        let n = common::retry_eintr(|| sock.recv(&mut buf)).unwrap();
+        assert_eq!(n, SIZE, "each echo is one datagram of the burst");
+        let k = (0..SEGMENTS)
+            .find(|&k| buf[..n] == burst[k * SIZE..(k + 1) * SIZE])
+            .expect("an echo equal to one of the datagrams sent");
+        assert!(!seen[k], "datagram {k} echoed twice");
+        seen[k] = true;
+    }
+    let t = srv.wait_totals("every datagram counted", |c| {
+        c.datagrams_out == SEGMENTS as u64
+    });
+    assert_eq!(t.datagrams_in, SEGMENTS as u64);
+    assert_eq!(t.bytes_in, (SEGMENTS * SIZE) as u64);
+    assert_eq!(t.drops_total(), 0, "{:?}", t.drop_list());
+}

@@ -194,6 +194,6 @@ fn plain_targets_are_refused_for_tls_scenarios_by_name() {
     assert_eq!(
         e,
         "scenario tls-echo: epoll does not serve it (tls-echo runs against: ringport, \
-         tokio-rustls, haproxy)"
+         ringport-epoll, tokio-rustls, haproxy)"
     );
 }

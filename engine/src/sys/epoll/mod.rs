@@ -181,7 +181,6 @@ pub struct Epoll {
     clock_base: (Instant, u128),
     mmsg: Vec<libc::mmsghdr>,
     iov: Vec<libc::iovec>,
-    bufs_taken: Vec<u16>,
 }
 
 impl std::fmt::Debug for Epoll {
@@ -233,37 +232,134 @@ impl Pool {
     }
 }
 
-/// What one received datagram left in its buffer: the address, control
-/// data and payload lengths, and whether it was cut.
+/// One datagram handed to the shard: where it lies in this turn's areas.
 #[derive(Debug, Clone, Copy, Default)]
-struct DatagramMeta {
-    name_len: u32,
-    control_len: u32,
-    payload_len: u32,
+struct Segment {
+    area: u16,
+    at: u32,
+    len: u32,
+    name_len: u16,
+    /// The first datagram of a receive carries its control data.
+    control_len: u16,
     truncated: bool,
 }
 
-/// The receive buffers: one pool for streams, one for datagrams (each
-/// datagram buffer holds address, control data and payload).
+/// The receive buffers: a pool for streams; for datagrams, [`RECV_BATCH`]
+/// areas a turn, each taking one receive: its address, its control data and
+/// up to 64 KiB of payload, which UDP GRO may fill with several datagrams
+/// of one sender. A datagram the shard is handed is a [`Segment`] of an
+/// area, valid until the next reap (the shard is done with it by then).
 pub struct EpollBuffers {
     tcp: Pool,
-    udp: Pool,
-    udp_meta: Vec<DatagramMeta>,
-    udp_payload: usize,
+    areas: Vec<u8>,
+    area_len: usize,
+    areas_used: usize,
+    segments: Vec<Segment>,
+    /// The largest datagram a listener takes whole (`udp_max_datagram`).
+    max_datagram: usize,
 }
 
 impl std::fmt::Debug for EpollBuffers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EpollBuffers")
             .field("tcp_free", &self.tcp.free.len())
-            .field("udp_free", &self.udp.free.len())
+            .field("areas_used", &self.areas_used)
             .finish()
     }
 }
 
-/// Offsets in a datagram buffer: address, then control data, then payload.
-const UDP_CONTROL_AT: usize = NAME_LEN;
-const UDP_PAYLOAD_AT: usize = NAME_LEN + CONTROL_LEN;
+/// Payload bytes an area takes: the most a GRO receive holds.
+const AREA_PAYLOAD: usize = 65536;
+/// Control bytes an area takes: SO_RXQ_OVFL and UDP_GRO, CMSG_SPACE each.
+const AREA_CONTROL: usize = CONTROL_LEN + 24;
+/// An area: address, control data, payload.
+const AREA: usize = NAME_LEN + AREA_CONTROL + AREA_PAYLOAD;
+/// `setsockopt(SOL_UDP, UDP_GRO)` and its control message (linux/udp.h).
+const UDP_GRO: i32 = 104;
+
+impl EpollBuffers {
+    fn new(cfg: &EngineConfig) -> EpollBuffers {
+        EpollBuffers {
+            tcp: Pool::new(cfg.tcp_bufs, cfg.tcp_buf_size as usize),
+            areas: vec![0; RECV_BATCH * AREA],
+            area_len: AREA_PAYLOAD,
+            areas_used: 0,
+            segments: Vec::with_capacity(RECV_BATCH * 64),
+            max_datagram: cfg.udp_max_datagram as usize,
+        }
+    }
+
+    /// A new turn: the last turn's datagrams are done with.
+    fn new_turn(&mut self) {
+        self.areas_used = 0;
+        self.segments.clear();
+    }
+
+    /// The address, control and payload parts of area `i`.
+    fn area_ptrs(&mut self, i: usize) -> (*mut u8, *mut u8, *mut u8) {
+        let base = self.areas[i * AREA..].as_mut_ptr();
+        // SAFETY: the offsets lie inside area i (AREA bytes from base).
+        unsafe { (base, base.add(NAME_LEN), base.add(NAME_LEN + AREA_CONTROL)) }
+    }
+
+    /// The UDP GRO segment size in area `i`'s control data, if the kernel
+    /// glued datagrams together.
+    fn gro_size(&self, i: usize, control_len: usize) -> Option<usize> {
+        let c = &self.areas[i * AREA + NAME_LEN..][..control_len.min(AREA_CONTROL)];
+        // cmsghdr on 64-bit Linux: len u64, level i32, type i32, data.
+        let mut off = 0;
+        while off + 16 <= c.len() {
+            let len = u64::from_ne_bytes(c[off..off + 8].try_into().ok()?) as usize;
+            let level = i32::from_ne_bytes(c[off + 8..off + 12].try_into().ok()?);
+            let kind = i32::from_ne_bytes(c[off + 12..off + 16].try_into().ok()?);
+            if len < 16 || off + len > c.len() {
+                return None;
+            }
+            if level == libc::SOL_UDP && kind == UDP_GRO && len >= 18 {
+                let size = u16::from_ne_bytes([c[off + 16], c[off + 17]]);
+                return (size > 0).then_some(size as usize);
+            }
+            off += (len + 7) & !7;
+        }
+        None
+    }
+
+    /// Records one datagram of area `i` and returns its id (None: the
+    /// turn's ids are used up).
+    #[allow(clippy::too_many_arguments)]
+    fn segment(
+        &mut self,
+        i: usize,
+        at: usize,
+        len: usize,
+        name_len: usize,
+        control_len: usize,
+        first: bool,
+        flags: i32,
+    ) -> Option<u16> {
+        // The list keeps its capacity (no allocation a turn): at most 64
+        // datagrams a GRO receive (the kernel's UDP_MAX_SEGMENTS), in each
+        // of RECV_BATCH areas.
+        if self.segments.len() == self.segments.capacity() {
+            return None;
+        }
+        let id = u16::try_from(self.segments.len()).ok()?;
+        let keep = len.min(self.max_datagram);
+        self.segments.push(Segment {
+            area: i as u16,
+            at: at as u32,
+            len: keep as u32,
+            name_len: name_len.min(NAME_LEN) as u16,
+            control_len: if first {
+                control_len.min(AREA_CONTROL) as u16
+            } else {
+                0
+            },
+            truncated: keep < len || flags & libc::MSG_TRUNC != 0,
+        });
+        Some(id)
+    }
+}
 
 impl Epoll {
     /// An epoll backend for a shard with `udp_sockets` datagram sockets.
@@ -338,7 +434,6 @@ impl Epoll {
             mmsg: vec![unsafe { std::mem::zeroed() }; RECV_BATCH.max(SEND_BATCH)],
             // SAFETY: as above.
             iov: vec![unsafe { std::mem::zeroed() }; RECV_BATCH],
-            bufs_taken: Vec::with_capacity(RECV_BATCH),
         };
         for (fd, op, what) in [
             (shared.wake_fd, OP_WAKE, "the wake-up eventfd"),
@@ -352,14 +447,7 @@ impl Epoll {
                 });
             }
         }
-        let udp_payload = cfg.udp_max_datagram as usize;
-        let bufs = EpollBuffers {
-            tcp: Pool::new(cfg.tcp_bufs, cfg.tcp_buf_size as usize),
-            udp: Pool::new(cfg.udp_bufs, UDP_PAYLOAD_AT + udp_payload),
-            udp_meta: vec![DatagramMeta::default(); cfg.udp_bufs as usize],
-            udp_payload,
-        };
-        Ok((e, bufs, notices))
+        Ok((e, EpollBuffers::new(cfg), notices))
     }
 
     /// Waits up to `ms` milliseconds (-1: until something is ready) and
@@ -680,35 +768,22 @@ impl Epoll {
         if !self.udp[socket as usize].recv {
             return;
         }
-        self.bufs_taken.clear();
-        // As many buffers as the last call filled, doubled (at least 2, at
-        // most RECV_BATCH): setting a message up costs, and one datagram
-        // per wake-up is the common case below saturation.
-        let want = self.udp[socket as usize].batch;
-        while self.bufs_taken.len() < want {
-            match bufs.udp.take() {
-                Some(b) => self.bufs_taken.push(b),
-                None => break,
-            }
-        }
-        if self.bufs_taken.is_empty() {
-            self.pending.push(Event::Datagram {
-                socket,
-                result: RecvResult::NoBuffers,
-                more: true,
-            });
+        // As many messages as the last call filled, doubled (at least 2, at
+        // most what is left of this turn's areas): setting a message up
+        // costs, and one datagram per wake-up is the common case below
+        // saturation.
+        let first = bufs.areas_used;
+        let n = self.udp[socket as usize].batch.min(RECV_BATCH - first);
+        if n == 0 {
+            // This turn's areas are full: the socket stays ready, and the
+            // next turn takes it.
             return;
         }
-        let n = self.bufs_taken.len();
         for i in 0..n {
-            let base = bufs.udp.ptr(self.bufs_taken[i]);
-            // SAFETY: the offsets lie inside the buffer (address, control,
-            // then udp_payload bytes of payload).
-            let (name, control, payload) =
-                unsafe { (base, base.add(UDP_CONTROL_AT), base.add(UDP_PAYLOAD_AT)) };
+            let (name, control, payload) = bufs.area_ptrs(first + i);
             self.iov[i] = libc::iovec {
                 iov_base: payload.cast(),
-                iov_len: bufs.udp_payload,
+                iov_len: bufs.area_len,
             };
             let hdr = &mut self.mmsg[i].msg_hdr;
             hdr.msg_name = name.cast();
@@ -716,38 +791,56 @@ impl Epoll {
             hdr.msg_iov = &mut self.iov[i];
             hdr.msg_iovlen = 1;
             hdr.msg_control = control.cast();
-            hdr.msg_controllen = CONTROL_LEN as _;
+            hdr.msg_controllen = AREA_CONTROL as _;
             hdr.msg_flags = 0;
             self.mmsg[i].msg_len = 0;
         }
         let fd = self.udp[socket as usize].fd;
-        // SAFETY: n mmsghdrs point into n buffers we hold, each area as
+        // SAFETY: n mmsghdrs point into n areas of this turn, each part as
         // long as its length says.
         let got =
             unsafe { raw::recvmmsg(fd, self.mmsg.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT) };
         let got = if got < 0 { 0 } else { got as usize };
         self.udp[socket as usize].batch = (got * 2).clamp(2, RECV_BATCH);
-        for i in 0..n {
-            let buf = self.bufs_taken[i];
-            if i >= got {
-                bufs.udp.give(buf);
-                continue;
-            }
+        bufs.areas_used += got;
+        for i in 0..got {
             let m = &self.mmsg[i];
-            bufs.udp_meta[buf as usize] = DatagramMeta {
-                name_len: m.msg_hdr.msg_namelen,
-                control_len: m.msg_hdr.msg_controllen as u32,
-                payload_len: m.msg_len,
-                truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            };
-            self.pending.push(Event::Datagram {
-                socket,
-                result: RecvResult::Data {
-                    buf,
-                    len: (UDP_PAYLOAD_AT + m.msg_len as usize) as u32,
-                },
-                more: true,
-            });
+            let area = first + i;
+            let (len, flags) = (m.msg_len as usize, m.msg_hdr.msg_flags);
+            let (name_len, control_len) = (
+                m.msg_hdr.msg_namelen as usize,
+                m.msg_hdr.msg_controllen as usize,
+            );
+            // One receive, or with UDP GRO several datagrams of one sender
+            // glued together: `gso` bytes each, the last one shorter.
+            let gso = bufs.gro_size(area, control_len).unwrap_or(len).max(1);
+            let mut at = 0;
+            while at < len || (at == 0 && len == 0) {
+                let seg = gso.min(len - at);
+                let Some(buf) = bufs.segment(area, at, seg, name_len, control_len, at == 0, flags)
+                else {
+                    // Every datagram id of the turn is taken: count what
+                    // could not be handed on.
+                    self.pending.push(Event::Datagram {
+                        socket,
+                        result: RecvResult::NoBuffers,
+                        more: true,
+                    });
+                    break;
+                };
+                self.pending.push(Event::Datagram {
+                    socket,
+                    result: RecvResult::Data {
+                        buf,
+                        len: seg as u32,
+                    },
+                    more: true,
+                });
+                if len == 0 {
+                    break;
+                }
+                at += seg;
+            }
         }
     }
 }
@@ -772,6 +865,7 @@ impl Backend for Epoll {
     fn reap(&mut self, bufs: &mut EpollBuffers, _stats: &SharedStats) -> usize {
         // Events handed out by the last reap go; ones made up since stay.
         self.pending.drain(..self.delivered);
+        bufs.new_turn();
         for i in 0..self.ready_len {
             let ev = self.ready[i];
             let (kind, generation, idx) = ops::unpack(ev.u64);
@@ -945,6 +1039,22 @@ impl Backend for Epoll {
     }
 
     fn arm_udp(&mut self, socket: u32, fd: i32) {
+        if self.udp[socket as usize].fd != fd {
+            // UDP GRO: the kernel may hand datagrams a sender sent as one
+            // GSO burst over in one receive (Linux 5.0; where refused,
+            // every receive is one datagram).
+            let on: i32 = 1;
+            // SAFETY: setsockopt reads the int we own.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_UDP,
+                    UDP_GRO,
+                    (&on as *const i32).cast(),
+                    std::mem::size_of::<i32>() as libc::socklen_t,
+                )
+            };
+        }
         let u = &mut self.udp[socket as usize];
         u.fd = fd;
         u.recv = true;
@@ -1057,23 +1167,21 @@ impl Buffers for EpollBuffers {
 
     fn tcp_ran_dry(&mut self) {}
 
-    fn datagram(&self, buf: u16, len: usize) -> Option<Received<'_>> {
-        let m = self.udp_meta.get(buf as usize)?;
-        let all = self.udp.slice(buf, len.max(UDP_PAYLOAD_AT));
-        let payload_len = (m.payload_len as usize).min(self.udp_payload);
+    fn datagram(&self, buf: u16, _len: usize) -> Option<Received<'_>> {
+        let g = self.segments.get(buf as usize)?;
+        let area = &self.areas[g.area as usize * AREA..][..AREA];
+        let payload = &area[NAME_LEN + AREA_CONTROL..];
         Some(Received {
-            name: &all[..(m.name_len as usize).min(NAME_LEN)],
-            control: &all
-                [UDP_CONTROL_AT..UDP_CONTROL_AT + (m.control_len as usize).min(CONTROL_LEN)],
-            payload: &self.udp.slice(buf, UDP_PAYLOAD_AT + payload_len)[UDP_PAYLOAD_AT..],
-            truncated: m.truncated,
+            name: &area[..g.name_len as usize],
+            control: &area[NAME_LEN..NAME_LEN + g.control_len as usize],
+            payload: &payload[g.at as usize..(g.at + g.len) as usize],
+            truncated: g.truncated,
         })
     }
 
+    /// Nothing to give back: a datagram's area is reused next turn.
     #[inline]
-    fn recycle_udp(&mut self, buf: u16) {
-        self.udp.give(buf);
-    }
+    fn recycle_udp(&mut self, _buf: u16) {}
 
     fn udp_ran_dry(&mut self) {}
 
