@@ -809,7 +809,7 @@ impl Epoll {
             let (len, flags) = (m.msg_len as usize, m.msg_hdr.msg_flags);
             let (name_len, control_len) = (
                 m.msg_hdr.msg_namelen as usize,
-                m.msg_hdr.msg_controllen as usize,
+                m.msg_hdr.msg_controllen,
             );
             // One receive, or with UDP GRO several datagrams of one sender
             // glued together: `gso` bytes each, the last one shorter.
