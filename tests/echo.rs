@@ -163,7 +163,7 @@ fn a_gso_burst_is_echoed_datagram_by_datagram() {
         .map(|i| ((i / SIZE) * 7 + i % SIZE) as u8)
         .collect();
     assert_eq!(sock.send(&burst).unwrap(), burst.len());
-    let mut seen = vec![false; SEGMENTS];
+    let mut seen = [false; SEGMENTS];
     let mut buf = [0u8; 2048];
     for _ in 0..SEGMENTS {
         let n = common::retry_eintr(|| sock.recv(&mut buf)).unwrap();

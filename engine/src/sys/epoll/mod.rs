@@ -807,10 +807,8 @@ impl Epoll {
             let m = &self.mmsg[i];
             let area = first + i;
             let (len, flags) = (m.msg_len as usize, m.msg_hdr.msg_flags);
-            let (name_len, control_len) = (
-                m.msg_hdr.msg_namelen as usize,
-                m.msg_hdr.msg_controllen,
-            );
+            let (name_len, control_len) =
+                (m.msg_hdr.msg_namelen as usize, m.msg_hdr.msg_controllen);
             // One receive, or with UDP GRO several datagrams of one sender
             // glued together: `gso` bytes each, the last one shorter.
             let gso = bufs.gro_size(area, control_len).unwrap_or(len).max(1);
