@@ -247,7 +247,7 @@ struct Segment {
 /// The receive buffers: a pool for streams; for datagrams, [`RECV_BATCH`]
 /// areas a turn, each taking one receive: its address, its control data and
 /// up to 64 KiB of payload, which UDP GRO may fill with several datagrams
-/// of one sender. A datagram the shard is handed is a [`Segment`] of an
+/// of one sender. A datagram the shard is handed is a `Segment` of an
 /// area, valid until the next reap (the shard is done with it by then).
 pub struct EpollBuffers {
     tcp: Pool,
