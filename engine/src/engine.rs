@@ -1,6 +1,7 @@
 //! Starting, observing and stopping the shards.
 
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -87,7 +88,6 @@ struct ShardHandle {
     cpu: usize,
     shared: Arc<ShardShared>,
     join: Option<JoinHandle<Counters>>,
-    wake_fd: i32,
 }
 
 /// A running engine. Dropping it stops and joins the shards.
@@ -156,20 +156,13 @@ fn serve<B: Backend>(
     shard.run()
 }
 
-/// A shard that could not set its backend up: its sockets are closed.
+/// A shard that could not set its backend up: its sockets close as `init`
+/// drops.
 fn fail(
     init: ShardInit,
     e: StartError,
     tx: &mpsc::Sender<(usize, Result<Vec<String>, StartError>)>,
 ) -> Counters {
-    for l in &init.tcp {
-        // SAFETY: the shard owned these and never used them.
-        unsafe { libc::close(l.fd) };
-    }
-    for u in &init.udp {
-        // SAFETY: as above.
-        unsafe { libc::close(u.0) };
-    }
     let _ = tx.send((init.shard, Err(e)));
     Counters::default()
 }
@@ -216,20 +209,7 @@ fn bind_hint(e: &std::io::Error) -> &'static str {
 /// Everything bound for one shard before its thread starts.
 struct Bound {
     tcp: Vec<TcpListenerSock>,
-    udp: Vec<(i32, ListenerId, u16, SocketAddr)>,
-}
-
-fn close_all(bound: &[Bound]) {
-    for b in bound {
-        for l in &b.tcp {
-            // SAFETY: fds bound by `start` and not yet handed to a shard.
-            unsafe { libc::close(l.fd) };
-        }
-        for u in &b.udp {
-            // SAFETY: as above.
-            unsafe { libc::close(u.0) };
-        }
-    }
+    udp: Vec<(OwnedFd, ListenerId, u16, SocketAddr)>,
 }
 
 /// File descriptors each shard holds besides its sockets: ring, eventfd,
@@ -340,10 +320,9 @@ impl EngineHandle {
                         rxq_ovfl_cmsg: config.udp_drop_counter == UdpDropCounter::Cmsg,
                     };
                     let fd = match socket::bind(spec.transport, addr, opts) {
-                        Ok(fd) => socket::into_raw(fd),
+                        Ok(fd) => fd,
                         Err(e) => {
-                            bound.push(b);
-                            close_all(&bound);
+                            // Every socket bound so far closes as `bound` drops.
                             let hint = bind_hint(&e);
                             return Err(StartError::Bind {
                                 listener: spec.to_string(),
@@ -355,7 +334,7 @@ impl EngineHandle {
                     };
                     match spec.transport {
                         Transport::Tcp => b.tcp.push(TcpListenerSock {
-                            fd,
+                            fd: Some(fd),
                             listener: binding.listener,
                             plugin,
                             local: addr,
@@ -377,17 +356,15 @@ impl EngineHandle {
             // SAFETY: eventfd has no memory preconditions; the result is checked.
             let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
             if wake_fd < 0 {
+                // Sockets and the eventfds made so far close as they drop.
                 let e = std::io::Error::last_os_error();
-                close_all(&bound);
-                for sh in &shareds {
-                    // SAFETY: eventfds created just above, used by no thread yet.
-                    unsafe { libc::close(sh.wake_fd) };
-                }
                 return Err(StartError::Shard {
                     shard: sp.shard,
                     message: format!("eventfd failed: {e}"),
                 });
             }
+            // SAFETY: a fresh eventfd that nothing else owns.
+            let wake_fd = unsafe { OwnedFd::from_raw_fd(wake_fd) };
             shareds.push(Arc::new(ShardShared {
                 stats: Default::default(),
                 stop: Default::default(),
@@ -402,7 +379,6 @@ impl EngineHandle {
             probe.as_ref().is_some_and(|p| p.msg_ring) && config.mesh_wake == MeshWake::MsgRing;
         for ((sp, b), (outbox, inbox)) in plan.shards.iter().zip(bound).zip(ports) {
             let shared = peers[sp.shard].clone();
-            let wake_fd = shared.wake_fd;
             let peers_for_shard = peers.clone();
             let shard = sp.shard;
             let cpu = sp.cpu;
@@ -428,8 +404,8 @@ impl EngineHandle {
                 .name(format!("ringport-shard-{shard}"))
                 .spawn(move || {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        // The shard's sockets close as `b` drops.
                         let _ = tx.send((shard, Err(StartError::Pin { shard, cpu })));
-                        close_all(std::slice::from_ref(&b));
                         return Counters::default();
                     }
                     let plugins = facts.iter().map(|f| f.create(shard, shard_count)).collect();
@@ -477,7 +453,6 @@ impl EngineHandle {
                 cpu,
                 shared,
                 join: Some(join),
-                wake_fd,
             });
         }
         drop(ready_tx);
@@ -624,10 +599,7 @@ fn stop_and_join(shards: &mut [ShardHandle]) {
 
 impl Drop for EngineHandle {
     fn drop(&mut self) {
+        // Each eventfd closes with the last reference to its shard's state.
         self.stop_and_join();
-        for s in &self.shards {
-            // SAFETY: the eventfd was created by `start`; its shard has exited.
-            unsafe { libc::close(s.wake_fd) };
-        }
     }
 }

@@ -50,6 +50,12 @@ pub enum Event {
     /// A TLS handshake ended, well or not; the details are in the record's
     /// `tls` and `duration` is how long it took.
     TlsHandshake,
+    /// A plugin call panicked (`call` names it); the peer is the
+    /// connection's or datagram's, if the call had one.
+    PluginPanic {
+        /// The plugin method that panicked.
+        call: &'static str,
+    },
 }
 
 impl Event {
@@ -62,6 +68,7 @@ impl Event {
             Event::UdpSource => "udp_source",
             Event::SourceAlert { .. } => "alert",
             Event::TlsHandshake => "tls_handshake",
+            Event::PluginPanic { .. } => "plugin_panic",
         }
     }
 }
@@ -90,6 +97,8 @@ pub enum CloseCause {
     TlsError,
     /// A TLS ClientHello arrived on a plaintext listener.
     TlsOnPlainPort,
+    /// The plugin panicked while handling the connection.
+    PluginPanic,
 }
 
 impl CloseCause {
@@ -113,6 +122,7 @@ impl CloseCause {
             CloseCause::TlsIdentityDenied => "tls_identity_denied",
             CloseCause::TlsError => "tls_error",
             CloseCause::TlsOnPlainPort => "tls_on_plain_port",
+            CloseCause::PluginPanic => "plugin_panic",
         }
     }
 }
@@ -507,6 +517,11 @@ impl Formatter {
         }
         f.display("peer", &r.peer);
         f.uint("local_port", u64::from(r.local_port));
+        if let Event::PluginPanic { call } = r.event {
+            f.str("call", call);
+            f.end();
+            return;
+        }
         if let Some(t) = &r.tls {
             tls_fields(&mut f, r, t);
             f.end();

@@ -91,11 +91,18 @@ pub enum EngineDrop {
     /// A TLS ClientHello arrived on a plaintext TCP listener: answered with a
     /// handshake_failure alert and closed before the plugin saw it.
     TlsOnPlainPort = 7,
+    /// A plugin call panicked: its connection was closed (or its datagram,
+    /// message or timer dropped) and the shard went on.
+    PluginPanic = 8,
+    /// A stream's peer address could not be read at accept (it reset before
+    /// the engine saw it): closed before admission, which cannot judge a
+    /// source it does not know.
+    PeerUnknown = 9,
 }
 
 impl EngineDrop {
     /// Number of engine drop reasons.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 10;
     /// All reasons in discriminant order.
     pub const ALL: [EngineDrop; EngineDrop::COUNT] = [
         EngineDrop::DatagramTruncated,
@@ -106,6 +113,8 @@ impl EngineDrop {
         EngineDrop::CqOverflow,
         EngineDrop::BadSource,
         EngineDrop::TlsOnPlainPort,
+        EngineDrop::PluginPanic,
+        EngineDrop::PeerUnknown,
     ];
 
     /// Snake-case name for stats lines and metrics.
@@ -119,6 +128,8 @@ impl EngineDrop {
             EngineDrop::CqOverflow => "cq_overflow",
             EngineDrop::BadSource => "bad_source",
             EngineDrop::TlsOnPlainPort => "tls_on_plain_port",
+            EngineDrop::PluginPanic => "plugin_panic",
+            EngineDrop::PeerUnknown => "peer_unknown",
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The shard core: its requests to the backend (arming accepts and
 //! receives, sends, closes, wake-ups) and the [`Context`] plugins see.
 
+use std::os::fd::{AsRawFd, IntoRawFd};
+
 use super::*;
 
 impl<B: Backend> Core<B> {
@@ -54,8 +56,10 @@ impl<B: Backend> Core<B> {
     }
 
     pub(super) fn arm_accept(&mut self, idx: u32) {
-        let fd = self.listeners[idx as usize].fd;
-        self.io.arm_accept(idx, fd);
+        let l = &self.listeners[idx as usize];
+        if let Some(fd) = &l.fd {
+            self.io.arm_accept(idx, fd.as_raw_fd());
+        }
     }
 
     pub(super) fn arm_recv(&mut self, idx: u32, generation: u32) {
@@ -63,13 +67,13 @@ impl<B: Backend> Core<B> {
             return;
         };
         conn.recv_armed = true;
-        let fd = conn.fd;
+        let fd = conn.raw_fd();
         self.io.arm_recv(idx, generation, fd);
     }
 
     pub(super) fn pause_recv(&mut self, idx: u32, generation: u32) {
         if let Some(conn) = self.conns.get_mut(idx, generation) {
-            let fd = conn.fd;
+            let fd = conn.raw_fd();
             self.io.pause_recv(idx, generation, fd);
         }
     }
@@ -77,7 +81,7 @@ impl<B: Backend> Core<B> {
     pub(super) fn arm_udp(&mut self, idx: u32) {
         let sock = &mut self.udp[idx as usize];
         sock.armed = true;
-        let fd = sock.fd;
+        let fd = sock.raw_fd();
         self.io.arm_udp(idx, fd);
     }
 
@@ -87,7 +91,7 @@ impl<B: Backend> Core<B> {
         };
         let rest = &conn.tx_inflight[conn.tx_off..];
         conn.send_inflight = true;
-        let (ptr, len, fd) = (rest.as_ptr(), rest.len(), conn.fd);
+        let (ptr, len, fd) = (rest.as_ptr(), rest.len(), conn.raw_fd());
         // SAFETY: `tx_inflight` is neither moved, resized nor freed while
         // `send_inflight` is set: only the send's completion clears it, and
         // the slot is not freed before that (`maybe_finalize`).
@@ -111,8 +115,10 @@ impl<B: Backend> Core<B> {
         if !conn.closing || conn.recv_armed || conn.send_inflight {
             return;
         }
-        let fd = conn.fd;
-        self.io.close_stream(idx, fd);
+        // The backend closes it when the kernel is done with it.
+        if let Some(fd) = conn.fd.take() {
+            self.io.close_stream(idx, fd.into_raw_fd());
+        }
         self.conns.remove(idx);
     }
 
@@ -185,7 +191,11 @@ impl<B: Backend> Context for Core<B> {
         to: SocketAddr,
         parts: &[&[u8]],
     ) -> Result<(), WriteError> {
-        let Some((fd, listener)) = self.udp.get(via.0 as usize).map(|s| (s.fd, s.listener)) else {
+        let Some((fd, listener)) = self
+            .udp
+            .get(via.0 as usize)
+            .map(|s| (s.raw_fd(), s.listener))
+        else {
             return Err(WriteError::UnknownTarget);
         };
         let (slot, hdr) = match self.sends.fill(&to, parts) {

@@ -19,6 +19,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +57,17 @@ pub const MESH_LATENCY: &str = "mesh_handoff";
 /// How long a stopping shard waits for the kernel to hand back in-flight operations.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// Runs one plugin call and catches a panic in it: `None` then, and the
+/// caller drops what the call was about (the connection, the datagram, the
+/// message) while the shard goes on. Costs nothing when nothing panics
+/// (unwinding tables, no check on the way). The plugin's own state may be
+/// half-updated after a panic; the engine's is not, since the engine does
+/// nothing of its own inside the call.
+#[inline]
+fn guarded<R>(call: impl FnOnce() -> R) -> Option<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).ok()
+}
+
 /// What the engine shares with a running shard.
 #[derive(Debug)]
 pub struct ShardShared {
@@ -64,7 +76,7 @@ pub struct ShardShared {
     /// Set to ask the shard to stop; followed by a write to `wake_fd`.
     pub stop: AtomicBool,
     /// eventfd the shard's backend watches: a write wakes the shard.
-    pub wake_fd: i32,
+    pub wake_fd: OwnedFd,
     /// The shard's ring fd, for IORING_OP_MSG_RING wake-ups (-1 until set
     /// up, and always with the epoll backend).
     pub ring_fd: AtomicI32,
@@ -79,7 +91,7 @@ impl ShardShared {
         // SAFETY: wake_fd is an eventfd owned by the engine for the shard's life;
         // the buffer is a live u64.
         unsafe {
-            libc::write(self.wake_fd, (&one as *const u64).cast(), 8);
+            libc::write(self.wake_fd.as_raw_fd(), (&one as *const u64).cast(), 8);
         }
     }
 }
@@ -87,8 +99,8 @@ impl ShardShared {
 /// A TCP listener socket owned by a shard.
 #[derive(Debug)]
 pub struct TcpListenerSock {
-    /// The socket.
-    pub fd: i32,
+    /// The socket (None once the drain has closed it).
+    pub fd: Option<OwnedFd>,
     /// Listener index in the plan.
     pub listener: ListenerId,
     /// Plugin instance index.
@@ -107,8 +119,8 @@ pub struct ShardInit {
     pub config: EngineConfig,
     /// TCP listeners to accept on.
     pub tcp: Vec<TcpListenerSock>,
-    /// UDP sockets to receive on: (fd, listener, plugin, local).
-    pub udp: Vec<(i32, ListenerId, u16, SocketAddr)>,
+    /// UDP sockets to receive on: (socket, listener, plugin, local).
+    pub udp: Vec<(OwnedFd, ListenerId, u16, SocketAddr)>,
     /// Plugin instances, indexed by the `plugin` fields above.
     pub plugins: Vec<Box<dyn Plugin>>,
     /// Shared state.
@@ -239,6 +251,14 @@ impl<B: Backend> Shard<B> {
         }
     }
 
+    /// A plugin call panicked: counted (`plugin_panic`) and logged; the
+    /// panic's message went to stderr through the panic hook.
+    fn plugin_panicked(&mut self, call: &'static str, listener: u16, peer: SocketAddr) {
+        self.core.counters.drop_engine(EngineDrop::PluginPanic, 1);
+        let now = self.core.clock.now();
+        self.guard.plugin_panic(call, listener, peer, now);
+    }
+
     /// The shard's index.
     pub fn id(&self) -> ShardId {
         self.core.shard
@@ -347,6 +367,7 @@ impl<B: Backend> Shard<B> {
         let plugins = &mut self.plugins;
         let core = &mut self.core;
         let mut received = None;
+        let mut panics = 0;
         let n = self.inbox.drain(MESH_DRAIN_LIMIT, |from, env: Envelope| {
             // One clock read per batch: the time the first message was taken.
             let at = *received.get_or_insert_with(Instant::now);
@@ -354,12 +375,21 @@ impl<B: Backend> Shard<B> {
                 .record(MESH_LATENCY, at.saturating_duration_since(env.sent));
             if let Some(p) = plugins.get_mut(env.plugin as usize) {
                 core.current_plugin = env.plugin;
-                p.handle_message(core, from, env.msg);
+                if guarded(|| p.handle_message(core, from, env.msg)).is_none() {
+                    panics += 1;
+                }
             }
         });
         if n > 0 {
             self.core.counters.mesh_in.add(n as u64);
             self.inbox.publish_depth();
+        }
+        for _ in 0..panics {
+            self.plugin_panicked(
+                "handle_message",
+                u16::MAX,
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+            );
         }
     }
 
@@ -374,7 +404,15 @@ impl<B: Backend> Shard<B> {
             self.core.timers.pop();
             self.core.current_plugin = plugin;
             let now = self.core.clock.now();
-            self.plugins[plugin as usize].handle_timer(&mut self.core, now, token);
+            let p = &mut self.plugins[plugin as usize];
+            let core = &mut self.core;
+            if guarded(|| p.handle_timer(core, now, token)).is_none() {
+                self.plugin_panicked(
+                    "handle_timer",
+                    u16::MAX,
+                    SocketAddr::from(([0, 0, 0, 0], 0)),
+                );
+            }
         }
     }
 
@@ -394,23 +432,8 @@ impl<B: Backend> Shard<B> {
             self.flush();
             self.core.io.wait_briefly();
         }
-        for l in &self.core.listeners {
-            if l.fd >= 0 {
-                // SAFETY: the listener fds are owned by this shard and no longer in use.
-                unsafe { libc::close(l.fd) };
-            }
-        }
-        for u in &self.core.udp {
-            if u.fd >= 0 {
-                // SAFETY: as above, for the UDP sockets.
-                unsafe { libc::close(u.fd) };
-            }
-        }
+        // Every socket is owned: freeing a slot or clearing a list closes it.
         for idx in self.core.conns.live_indices() {
-            if let Some((c, _)) = self.core.conns.at_mut(idx) {
-                // SAFETY: the stream fd is owned by its slot.
-                unsafe { libc::close(c.fd) };
-            }
             self.core.conns.remove(idx);
         }
         self.core.listeners.clear();

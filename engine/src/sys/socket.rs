@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use ringport_plugin::Transport;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -99,11 +99,6 @@ pub fn set_nodelay(fd: i32) {
             std::mem::size_of::<i32>() as libc::socklen_t,
         );
     }
-}
-
-/// Turns an owned fd into a raw one that the shard closes itself.
-pub fn into_raw(fd: OwnedFd) -> i32 {
-    fd.into_raw_fd()
 }
 
 /// The kernel's count of datagrams dropped on this socket's receive path

@@ -1,0 +1,143 @@
+//! What a hostile peer or a faulty plugin cannot do to a shard: a panicking
+//! plugin costs one connection or one datagram, never the shard; a peer
+//! whose address cannot be read is never admitted.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::UdpSocket;
+
+use common::{
+    connect, read_until_closed, reset, retry_eintr, round_trip, server, tcp, udp, IO_TIMEOUT,
+};
+use ringport::engine::EngineDrop;
+use ringport::plugin::{
+    ConnId, Context, DatagramInfo, DropReason, Plugin, PluginFactory, Registry, ShardId, Transport,
+};
+
+/// Echoes, but panics on input that starts with `panic` and holds its
+/// shard for 300 ms on input that starts with `stall`.
+struct Fragile;
+
+impl Plugin for Fragile {
+    fn handle_data(
+        &mut self,
+        ctx: &mut dyn Context,
+        conn: ConnId,
+        data: &[u8],
+    ) -> Result<usize, DropReason> {
+        assert!(!data.starts_with(b"panic"), "told to panic");
+        if data.starts_with(b"stall") {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        ctx.write(conn, data).map_err(|_| DropReason::QueueFull)?;
+        ctx.record_messages(1);
+        Ok(data.len())
+    }
+
+    fn handle_datagram(
+        &mut self,
+        ctx: &mut dyn Context,
+        from: &DatagramInfo,
+        data: &[u8],
+    ) -> Result<(), DropReason> {
+        assert!(!data.starts_with(b"panic"), "told to panic");
+        ctx.send_datagram(from.socket, from.peer, &[data])
+            .map_err(|_| DropReason::QueueFull)?;
+        ctx.record_messages(1);
+        Ok(())
+    }
+}
+
+struct FragileFactory;
+
+impl PluginFactory for FragileFactory {
+    fn name(&self) -> &str {
+        "fragile"
+    }
+    fn supports(&self, _: Transport) -> bool {
+        true
+    }
+    fn create(&self, _: ShardId, _: usize) -> Box<dyn Plugin> {
+        Box::new(Fragile)
+    }
+}
+
+fn fragile_server() -> common::Server {
+    let mut registry = Registry::new();
+    registry
+        .register(std::sync::Arc::new(FragileFactory))
+        .unwrap();
+    server()
+        .registry(registry)
+        .listen(tcp("fragile", 1))
+        .listen(udp("fragile", 1))
+        .start()
+}
+
+#[test]
+fn a_panicking_plugin_costs_one_connection_or_datagram_and_the_shard_lives_on() {
+    let srv = fragile_server();
+    // A healthy stream, open across the other's panic.
+    let mut healthy = connect(srv.addr(0));
+    round_trip(&mut healthy, b"before", b"before");
+    let mut doomed = connect(srv.addr(0));
+    doomed.write_all(b"panic now").unwrap();
+    assert_eq!(
+        read_until_closed(&mut doomed),
+        b"",
+        "closed without a reply"
+    );
+    round_trip(&mut healthy, b"after", b"after");
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    sock.connect(srv.addr(1)).unwrap();
+    sock.send(b"panic please").unwrap();
+    sock.send(b"still here").unwrap();
+    let mut buf = [0u8; 64];
+    let n = retry_eintr(|| sock.recv(&mut buf)).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"still here",
+        "the datagram after the panic is served"
+    );
+
+    let t = srv.wait_totals("both panics counted", |c| {
+        c.engine_drops[EngineDrop::PluginPanic as usize] == 2
+    });
+    assert_eq!(t.msgs, 3, "before, after and the datagram");
+    assert_eq!(t.datagrams_in, 2);
+    assert_eq!((t.conns_accepted, t.conns_closed), (2, 1));
+    drop(healthy);
+    let mut late = connect(srv.addr(0));
+    late.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    late.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"x", "a new stream after the panics is served");
+}
+
+/// Streams that reset before the shard gets to them have no peer address:
+/// each is closed and counted (`peer_unknown`), never admitted as if it came
+/// from some address, and the shard serves the next one.
+#[test]
+fn a_stream_reset_before_its_accept_is_refused_and_counted() {
+    const RESETS: u64 = 8;
+    let srv = fragile_server();
+    let mut busy = connect(srv.addr(0));
+    busy.write_all(b"stall").unwrap();
+    // While the shard sleeps in the plugin, these connect (the kernel
+    // completes their handshakes) and reset.
+    for _ in 0..RESETS {
+        reset(connect(srv.addr(0)));
+    }
+    let mut echoed = [0u8; 5];
+    busy.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"stall");
+    let t = srv.wait_totals("every reset stream counted", |c| {
+        c.engine_drops[EngineDrop::PeerUnknown as usize] == RESETS
+    });
+    assert_eq!(t.conns_accepted, 1, "only the stalling stream was admitted");
+    assert_eq!(t.drops_total(), RESETS);
+    round_trip(&mut busy, b"next", b"next");
+}
