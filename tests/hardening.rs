@@ -15,8 +15,18 @@ use ringport::plugin::{
     ConnId, Context, DatagramInfo, DropReason, Plugin, PluginFactory, Registry, ShardId, Transport,
 };
 
-/// Echoes, but panics on input that starts with `panic` and holds its
-/// shard for 300 ms on input that starts with `stall`.
+/// A panic payload whose own `Drop` panics.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics too");
+    }
+}
+
+/// Echoes, but panics on input that starts with `panic` (with a payload
+/// whose drop panics again on `bomb`) and holds its shard for 300 ms on
+/// input that starts with `stall`.
 struct Fragile;
 
 impl Plugin for Fragile {
@@ -27,6 +37,9 @@ impl Plugin for Fragile {
         data: &[u8],
     ) -> Result<usize, DropReason> {
         assert!(!data.starts_with(b"panic"), "told to panic");
+        if data.starts_with(b"bomb") {
+            std::panic::panic_any(Bomb);
+        }
         if data.starts_with(b"stall") {
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
@@ -49,7 +62,10 @@ impl Plugin for Fragile {
     }
 }
 
-struct FragileFactory;
+/// Makes [`Fragile`] plugins; with `dud`, panics instead.
+struct FragileFactory {
+    dud: bool,
+}
 
 impl PluginFactory for FragileFactory {
     fn name(&self) -> &str {
@@ -59,6 +75,7 @@ impl PluginFactory for FragileFactory {
         true
     }
     fn create(&self, _: ShardId, _: usize) -> Box<dyn Plugin> {
+        assert!(!self.dud, "this factory cannot make plugins");
         Box::new(Fragile)
     }
 }
@@ -66,7 +83,7 @@ impl PluginFactory for FragileFactory {
 fn fragile_server() -> common::Server {
     let mut registry = Registry::new();
     registry
-        .register(std::sync::Arc::new(FragileFactory))
+        .register(std::sync::Arc::new(FragileFactory { dud: false }))
         .unwrap();
     server()
         .registry(registry)
@@ -140,4 +157,104 @@ fn a_stream_reset_before_its_accept_is_refused_and_counted() {
     assert_eq!(t.conns_accepted, 1, "only the stalling stream was admitted");
     assert_eq!(t.drops_total(), RESETS);
     round_trip(&mut busy, b"next", b"next");
+}
+
+/// A panic whose payload panics again when dropped is contained as well:
+/// the stream closes, the shard goes on.
+#[test]
+fn a_panic_payload_that_panics_on_drop_is_contained() {
+    let srv = fragile_server();
+    let mut doomed = connect(srv.addr(0));
+    doomed.write_all(b"bomb").unwrap();
+    assert_eq!(
+        read_until_closed(&mut doomed),
+        b"",
+        "closed without a reply"
+    );
+    let t = srv.wait_totals("the panic counted", |c| {
+        c.engine_drops[EngineDrop::PluginPanic as usize] == 1
+    });
+    assert_eq!((t.conns_accepted, t.conns_closed), (1, 1));
+    let mut next = connect(srv.addr(0));
+    round_trip(&mut next, b"alive", b"alive");
+    assert_eq!(srv.handle().failure(), None);
+}
+
+/// A shard that dies outside any plugin call takes the engine down with
+/// it, saying why: every shard stops and the ports close (a client gets
+/// "connection refused", not a handshake nobody serves).
+#[test]
+fn a_dead_shard_stops_every_shard_and_closes_the_ports() {
+    let mut registry = Registry::new();
+    registry
+        .register(std::sync::Arc::new(FragileFactory { dud: false }))
+        .unwrap();
+    let srv = server()
+        .registry(registry)
+        .shards(2)
+        .listen(tcp("fragile", 2))
+        .start();
+    let mut open = connect(srv.addr(0));
+    round_trip(&mut open, b"hello", b"hello");
+    srv.handle().poison_shard(0);
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let why = loop {
+        if let Some(why) = srv.handle().failure() {
+            break why;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failure recorded");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert_eq!(why, "shard 0 panicked: failpoint: shard 0 poisoned");
+    // The other shard stops as well; then no port of either accepts.
+    srv.wait_stats("both shards stopped", |_| {
+        srv.addrs(0)
+            .iter()
+            .all(|a| std::net::TcpStream::connect(a).is_err())
+    });
+    for a in srv.addrs(0) {
+        let err = std::net::TcpStream::connect(a).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{a}");
+    }
+    // The open stream was closed as the shard's state unwound.
+    assert_eq!(read_until_closed(&mut open), b"");
+}
+
+/// A plugin factory that panics on a shard's thread fails start-up with a
+/// message naming the shard; start-up does not wait forever for it.
+#[test]
+fn a_panicking_plugin_factory_fails_start_up() {
+    use ringport::engine::plan::{Plan, PlanRequest};
+    use ringport::engine::EngineHandle;
+    let mut registry = Registry::new();
+    registry
+        .register(std::sync::Arc::new(FragileFactory { dud: true }))
+        .unwrap();
+    let cpus = ringport::engine::cpus::allowed_cpus().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let plan = Plan::build(PlanRequest {
+        listeners: vec![format!("fragile@tcp:127.0.0.1:{port}").parse().unwrap()],
+        shards: 1,
+        cpus: cpus[..1].to_vec(),
+        mode: Default::default(),
+        allow_idle_shards: false,
+    })
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = EngineHandle::start(&plan, common::test_config(), &registry).map(|_| ());
+        let _ = tx.send(started.map_err(|e| e.to_string()));
+    });
+    let result = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("start-up returned");
+    let err = result.expect_err("a factory that panics cannot start");
+    assert!(
+        err.contains("shard 0") && err.contains("panicked: this factory cannot make plugins"),
+        "{err}"
+    );
 }

@@ -65,7 +65,36 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// nothing of its own inside the call.
 #[inline]
 fn guarded<R>(call: impl FnOnce() -> R) -> Option<R> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).ok()
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            drop_payload(payload);
+            None
+        }
+    }
+}
+
+/// Drops a caught panic's payload, whose own `Drop` may panic in turn (a
+/// plugin can panic with any value): that second panic is caught and its
+/// payload leaked, so no plugin value can unwind through the shard.
+#[cold]
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)))
+    {
+        std::mem::forget(again);
+    }
+}
+
+/// A caught panic's message, when it carries one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "a panic without a message"
+    }
 }
 
 /// What the engine shares with a running shard.
@@ -82,9 +111,29 @@ pub struct ShardShared {
     pub ring_fd: AtomicI32,
     /// Published latency histograms.
     pub latency: SharedLatencies,
+    /// Why the shard's thread ended early (a panic outside any plugin
+    /// call, or a plugin factory's), once it has.
+    pub failure: std::sync::OnceLock<String>,
+    /// A test failpoint: the shard panics, outside any plugin call, the
+    /// next time it is asked to stop.
+    #[doc(hidden)]
+    pub poison: AtomicBool,
 }
 
 impl ShardShared {
+    /// Shared state around the eventfd `wake_fd`.
+    pub fn new(wake_fd: OwnedFd) -> ShardShared {
+        ShardShared {
+            stats: Default::default(),
+            stop: Default::default(),
+            wake_fd,
+            ring_fd: AtomicI32::new(-1),
+            latency: Default::default(),
+            failure: Default::default(),
+            poison: Default::default(),
+        }
+    }
+
     /// Wakes the shard from its wait.
     pub fn wake(&self) {
         let one: u64 = 1;
@@ -286,6 +335,9 @@ impl<B: Backend> Shard<B> {
             self.core.counters.turns.add(1);
             self.core.latency.publish(&self.shared.latency);
             if self.shared.stop.load(Ordering::Acquire) {
+                if self.shared.poison.load(Ordering::Relaxed) {
+                    panic!("failpoint: shard {} poisoned", self.core.shard);
+                }
                 break;
             }
             self.bufs.refill();
