@@ -58,6 +58,10 @@ pub struct Conn {
     pub tx_inflight: Vec<u8>,
     /// How much of `tx_inflight` the kernel has taken.
     pub tx_off: usize,
+    /// Its queued bytes as counted in the shard's outbound budget.
+    pub accounted: usize,
+    /// Evicted for the outbound budget: its queue is dropped, it closes.
+    pub evicted: bool,
 }
 
 impl Conn {
@@ -83,6 +87,8 @@ impl Conn {
             tx_pending: Vec::new(),
             tx_inflight: Vec::new(),
             tx_off: 0,
+            accounted: 0,
+            evicted: false,
         }
     }
 
@@ -95,6 +101,17 @@ impl Conn {
     /// Outbound bytes queued or in flight.
     pub fn tx_len(&self) -> usize {
         self.tx_pending.len() + self.tx_inflight.len() - self.tx_off
+    }
+
+    /// What the outbound budget should count for it: nothing once it is
+    /// closing (whatever is left is abandoned and freed within a turn).
+    #[inline]
+    pub fn budgeted(&self) -> usize {
+        if self.closing || self.evicted {
+            0
+        } else {
+            self.tx_len()
+        }
     }
 
     fn reset(&mut self) {
@@ -111,6 +128,8 @@ impl Conn {
         self.closing = false;
         self.dirty = false;
         self.tx_off = 0;
+        self.accounted = 0;
+        self.evicted = false;
         for v in [
             &mut self.rx_pending,
             &mut self.tx_pending,
@@ -221,6 +240,19 @@ impl Conns {
                 self.live -= 1;
             }
         }
+    }
+
+    /// The live stream with the most bytes queued for its peer (the
+    /// slowest reader), not counting closing ones. A scan of the table:
+    /// it runs only when the outbound budget is spent, and each call frees
+    /// the largest queue there is.
+    pub fn largest_queue(&self) -> Option<u32> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.live && s.conn.budgeted() > 0)
+            .max_by_key(|(_, s)| s.conn.budgeted())
+            .map(|(i, _)| i as u32)
     }
 
     /// Indices of every live slot.

@@ -395,6 +395,9 @@ impl EngineHandle {
         }
         let peers: Arc<[Arc<ShardShared>]> = shareds.into();
         let (mesh, ports) = Mesh::new(shard_count, config.mesh_capacity);
+        let outbound = Arc::new(crate::outbound::OutboundPool::new(
+            config.max_outbound_total,
+        ));
         let msg_ring =
             probe.as_ref().is_some_and(|p| p.msg_ring) && config.mesh_wake == MeshWake::MsgRing;
         for ((sp, b), (outbox, inbox)) in plan.shards.iter().zip(bound).zip(ports) {
@@ -407,6 +410,7 @@ impl EngineHandle {
             let facts = factories.clone();
             let sh = shared.clone();
             let tx = ready_tx.clone();
+            let pool = outbound.clone();
             let guard = GuardInit {
                 listeners: admission
                     .iter()
@@ -448,6 +452,7 @@ impl EngineHandle {
                             inbox,
                             guard,
                             tls,
+                            outbound: pool,
                         };
                         match backend {
                             BackendKind::IoUring => {

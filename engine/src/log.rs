@@ -99,6 +99,9 @@ pub enum CloseCause {
     TlsOnPlainPort,
     /// The plugin panicked while handling the connection.
     PluginPanic,
+    /// Evicted as its shard's slowest reader when the outbound budget ran
+    /// out (`max_outbound_per_shard`, `max_outbound_total`).
+    OutboundBudget,
 }
 
 impl CloseCause {
@@ -123,6 +126,7 @@ impl CloseCause {
             CloseCause::TlsError => "tls_error",
             CloseCause::TlsOnPlainPort => "tls_on_plain_port",
             CloseCause::PluginPanic => "plugin_panic",
+            CloseCause::OutboundBudget => "outbound_budget",
         }
     }
 }

@@ -98,11 +98,15 @@ pub enum EngineDrop {
     /// the engine saw it): closed before admission, which cannot judge a
     /// source it does not know.
     PeerUnknown = 9,
+    /// A stream was evicted, its queued bytes dropped, because a write
+    /// would have taken its shard or the process over the outbound budget
+    /// and it was the shard's slowest reader.
+    OutboundBudget = 10,
 }
 
 impl EngineDrop {
     /// Number of engine drop reasons.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// All reasons in discriminant order.
     pub const ALL: [EngineDrop; EngineDrop::COUNT] = [
         EngineDrop::DatagramTruncated,
@@ -115,6 +119,7 @@ impl EngineDrop {
         EngineDrop::TlsOnPlainPort,
         EngineDrop::PluginPanic,
         EngineDrop::PeerUnknown,
+        EngineDrop::OutboundBudget,
     ];
 
     /// Snake-case name for stats lines and metrics.
@@ -130,6 +135,7 @@ impl EngineDrop {
             EngineDrop::TlsOnPlainPort => "tls_on_plain_port",
             EngineDrop::PluginPanic => "plugin_panic",
             EngineDrop::PeerUnknown => "peer_unknown",
+            EngineDrop::OutboundBudget => "outbound_budget",
         }
     }
 }
@@ -229,6 +235,9 @@ live_counters! {
     mesh_full,
     /// Wake-ups sent to parked shards.
     mesh_wakes,
+    /// Outbound stream bytes queued now, not yet taken by the kernel (a
+    /// gauge, as of the shard's last turn).
+    outbound_queued,
     }
     arrays {
     /// Plugin drops, indexed by [`DropReason::index`].

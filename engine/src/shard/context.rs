@@ -98,6 +98,43 @@ impl<B: Backend> Core<B> {
         unsafe { self.io.send(idx, generation, fd, ptr, len) };
     }
 
+    /// Brings the outbound budget up to date with stream `idx`'s queue.
+    #[inline]
+    pub(super) fn account(&mut self, idx: u32) {
+        if let Some((conn, _)) = self.conns.at_mut(idx) {
+            let now = conn.budgeted();
+            if now != conn.accounted {
+                self.outbound.change(conn.accounted, now);
+                conn.accounted = now;
+            }
+        }
+    }
+
+    /// Makes room for `len` more queued bytes on stream `idx`: while they
+    /// would not fit the shard's or the process's budget, evicts the
+    /// shard's slowest reader (the stream with the most queued bytes).
+    /// False when `idx` itself was evicted or nothing is left to evict.
+    #[cold]
+    fn make_room(&mut self, idx: u32, len: usize) -> bool {
+        while !self.outbound.fits(len) {
+            let Some(victim) = self.conns.largest_queue() else {
+                return false;
+            };
+            if let Some((conn, _)) = self.conns.at_mut(victim) {
+                // Its queue is dropped now; the turn's flush closes it.
+                conn.evicted = true;
+                conn.tx_pending = Vec::new();
+            }
+            self.account(victim);
+            self.counters.drop_engine(EngineDrop::OutboundBudget, 1);
+            self.mark_dirty(victim);
+            if victim == idx {
+                return false;
+            }
+        }
+        true
+    }
+
     pub(super) fn mark_dirty(&mut self, idx: u32) {
         if let Some((conn, _)) = self.conns.at_mut(idx) {
             if !conn.dirty {
@@ -115,6 +152,12 @@ impl<B: Backend> Core<B> {
         if !conn.closing || conn.recv_armed || conn.send_inflight {
             return;
         }
+        // Closing streams count nothing; this settles one that never did.
+        let accounted = std::mem::take(&mut conn.accounted);
+        self.outbound.change(accounted, 0);
+        let Some(conn) = self.conns.get_mut(idx, generation) else {
+            return;
+        };
         // The backend closes it when the kernel is done with it.
         if let Some(fd) = conn.fd.take() {
             self.io.close_stream(idx, fd.into_raw_fd());
@@ -152,9 +195,15 @@ impl<B: Backend> Context for Core<B> {
             return Err(WriteError::UnknownTarget);
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if c.tx_len() + len > max {
+        if c.evicted || c.tx_len() + len > max {
             return Err(WriteError::QueueFull);
         }
+        if !self.outbound.fits(len) && !self.make_room(idx, len) {
+            return Err(WriteError::QueueFull);
+        }
+        let Some((c, idx, _)) = self.conn_for(conn) else {
+            return Err(WriteError::UnknownTarget);
+        };
         match c.tls.as_deref_mut() {
             // Framed into records in place; sealed when the queue is flushed.
             Some(s) => {
@@ -171,6 +220,7 @@ impl<B: Backend> Context for Core<B> {
                 }
             }
         }
+        self.account(idx);
         self.mark_dirty(idx);
         Ok(())
     }

@@ -184,6 +184,8 @@ pub struct ShardInit {
     pub guard: GuardInit,
     /// Per listener (by id): its TLS, for `tls` listeners.
     pub tls: Vec<Option<Arc<crate::tls::ListenerTls>>>,
+    /// The process-wide outbound budget.
+    pub outbound: Arc<crate::outbound::OutboundPool>,
 }
 
 /// The shard's state other than plugins and receive buffers, which the
@@ -199,6 +201,8 @@ struct Core<B: Backend> {
     listeners: Vec<TcpListenerSock>,
     udp: Vec<UdpSock>,
     sends: SendPool,
+    /// Queued outbound bytes against the shard's and the process's budget.
+    outbound: crate::outbound::OutboundBudget,
     timers: BinaryHeap<Reverse<(Instant, u64, u16, u64)>>,
     timer_seq: u64,
     current_plugin: u16,
@@ -270,6 +274,10 @@ impl<B: Backend> Shard<B> {
             listeners: init.tcp,
             udp,
             sends: SendPool::new(cfg.udp_send_slots, cfg.udp_max_datagram as usize),
+            outbound: crate::outbound::OutboundBudget::new(
+                cfg.max_outbound_per_shard,
+                init.outbound,
+            ),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             current_plugin: 0,
@@ -333,6 +341,10 @@ impl<B: Backend> Shard<B> {
             self.flush();
             self.core.send_wakes();
             self.core.counters.turns.add(1);
+            self.core
+                .counters
+                .outbound_queued
+                .set(self.core.outbound.used() as u64);
             self.core.latency.publish(&self.shared.latency);
             if self.shared.stop.load(Ordering::Acquire) {
                 if self.shared.poison.load(Ordering::Relaxed) {

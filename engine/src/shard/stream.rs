@@ -323,6 +323,7 @@ impl<B: Backend> Shard<B> {
             conn.tx_inflight.clear();
             conn.tx_off = 0;
         }
+        self.core.account(idx);
         self.core.mark_dirty(idx);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
@@ -354,6 +355,12 @@ impl<B: Backend> Shard<B> {
         };
         conn.closing = true;
         conn.tx_pending.clear();
+        if conn.send_inflight {
+            // Whatever is in flight is abandoned: a peer that is not
+            // reading would hold the send, and the slot, forever. Shutting
+            // the socket down completes the send at once.
+            socket::shutdown(conn.raw_fd());
+        }
         let accepted = conn.accepted;
         let guarded = conn.guarded;
         let plugin = conn.plugin;
@@ -361,6 +368,7 @@ impl<B: Backend> Shard<B> {
         if recv_armed {
             self.core.pause_recv(idx, generation);
         }
+        self.core.account(idx);
         if guarded {
             self.guard
                 .closed(idx, generation, reason, self.core.clock.now());
@@ -401,11 +409,18 @@ impl<B: Backend> Shard<B> {
         while i < self.core.dirty.len() {
             let idx = self.core.dirty[i];
             i += 1;
+            self.core.account(idx);
             let Some((conn, generation)) = self.core.conns.at_mut(idx) else {
                 continue;
             };
             conn.dirty = false;
             if conn.closing {
+                continue;
+            }
+            if conn.evicted {
+                self.guard
+                    .set_cause(idx, generation, crate::log::CloseCause::OutboundBudget);
+                self.teardown(idx, generation, CloseReason::Error(libc::ENOBUFS));
                 continue;
             }
             if let Some(s) = conn.tls.as_deref_mut() {

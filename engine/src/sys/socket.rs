@@ -85,6 +85,13 @@ fn set_int(socket: &Socket, level: i32, name: i32, value: i32) -> io::Result<()>
     Ok(())
 }
 
+/// shutdown(SHUT_RDWR): operations waiting on the socket complete at
+/// once (a send with EPIPE, a receive with end of stream).
+pub fn shutdown(fd: i32) {
+    // SAFETY: no memory is passed; a bad fd only yields an error.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
 /// Sets TCP_NODELAY on an accepted stream. Errors are ignored: a socket that
 /// cannot take it still works, only with Nagle.
 pub fn set_nodelay(fd: i32) {
