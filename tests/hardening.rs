@@ -258,3 +258,98 @@ fn a_panicking_plugin_factory_fails_start_up() {
         "{err}"
     );
 }
+
+/// The kernel's state of the TCP socket `local` → `remote` (from
+/// /proc/net/tcp: 1 established, 4 FIN_WAIT1, ...), if it exists.
+fn tcp_state(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<u8> {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        std::net::SocketAddr::V6(_) => unreachable!("IPv4 only"),
+    };
+    let (l, r) = (hex(local), hex(remote));
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f[1] == l && f[2] == r).then(|| u8::from_str_radix(f[3], 16).unwrap())
+        })
+}
+
+/// A peer that stops reading holds the server's send in flight; when the
+/// stream times out, the engine shuts the socket down instead of waiting
+/// for that send forever (the socket is closed at once; before, it stayed
+/// established, with its descriptor, for as long as the peer lived).
+#[test]
+fn a_timed_out_stream_with_a_stuck_send_is_shut_down() {
+    use ringport::engine::operations::{Limits, ListenerOps, Operations};
+    let ops = ListenerOps {
+        tls: None,
+        allow: None,
+        limits: Limits {
+            idle_timeout: Some(std::time::Duration::from_millis(300)),
+            ..Limits::default()
+        },
+    };
+    let srv = server()
+        .listen(tcp("echo", 1))
+        .operations(Operations {
+            listeners: vec![ops],
+            ..Operations::default()
+        })
+        .start();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&srv.addr(0).into()).unwrap();
+    let stream: std::net::TcpStream = sock.into();
+    stream.set_nonblocking(true).unwrap();
+    // Send until neither side has room: the echoes back up into the
+    // server's send, which then waits on a peer that never reads.
+    let chunk = vec![b'x'; 65536];
+    let mut sent = 0usize;
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        match (&stream).write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                match (&stream).write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("write: {e}"),
+                }
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(sent > 0);
+    let (server_side, client_side) = (srv.addr(0), stream.local_addr().unwrap());
+    assert_eq!(tcp_state(server_side, client_side), Some(1), "established");
+    let l = srv.wait_stats("the idle close", |_| {
+        srv.handle().listener_stats()[0].conns_closed == 1
+    });
+    drop(l);
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let state = tcp_state(server_side, client_side);
+        if state != Some(1) {
+            // Gone: closed by the server, with a reset since it held bytes
+            // it had not read.
+            assert_eq!(state, None);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server's socket is still established"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
