@@ -353,3 +353,96 @@ fn a_timed_out_stream_with_a_stuck_send_is_shut_down() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Rotating through the addresses of one IPv6 /64 is one source for the
+/// per-source limits (and two /64s are two); with a /128 prefix every
+/// address is its own. Played in a network namespace of the test's own,
+/// on its loopback device.
+#[test]
+fn ipv6_sources_count_per_prefix() {
+    use ringport::engine::operations::{Limits, ListenerOps, Operations};
+    use ringport::engine::plan::{Plan, PlanRequest};
+    use ringport::engine::policy::{Allowlist, Ipv6SourcePrefix};
+    use ringport::engine::EngineHandle;
+    use std::net::{SocketAddr, TcpStream};
+
+    const ADDRS: &[&str] = &[
+        "2001:db8::1/64",
+        "2001:db8::10/64",
+        "2001:db8::11/64",
+        "2001:db8::12/64",
+        "2001:db8:0:1::10/64",
+    ];
+    /// Connects from `from` and says whether the stream was served.
+    fn served(server: SocketAddr, from: &str) -> (TcpStream, bool) {
+        let sock = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+            .expect("a socket");
+        let from: SocketAddr = format!("[{from}]:0").parse().unwrap();
+        sock.bind(&from.into()).expect("bind the source");
+        sock.connect(&server.into()).expect("connect");
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        let ok = matches!(retry_eintr(|| s.read(&mut one)), Ok(1));
+        (s, ok)
+    }
+    let run = |prefix: u8| {
+        move || {
+            let port = std::net::TcpListener::bind("[2001:db8::1]:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let server: SocketAddr = format!("[2001:db8::1]:{port}").parse().unwrap();
+            let plan = Plan::build(PlanRequest {
+                listeners: vec![format!("echo@tcp:[2001:db8::1]:{port}").parse().unwrap()],
+                shards: 1,
+                cpus: ringport::engine::cpus::allowed_cpus().unwrap()[..1].to_vec(),
+                mode: Default::default(),
+                allow_idle_shards: false,
+            })
+            .unwrap();
+            let ops = Operations {
+                listeners: vec![ListenerOps {
+                    allow: Some(vec![Allowlist::parse_cidr("2001:db8::/32").unwrap()]),
+                    limits: Limits {
+                        max_conns_per_source: 2,
+                        ..Limits::default()
+                    },
+                    tls: None,
+                }],
+                ipv6_source_prefix: Ipv6SourcePrefix::new(prefix).unwrap(),
+                ..Operations::default()
+            };
+            let registry = ringport::protocols::builtins(&Default::default());
+            let engine =
+                EngineHandle::start_with(&plan, common::test_config(), &registry, ops).unwrap();
+            let mut open = Vec::new();
+            let mut verdicts = Vec::new();
+            for from in [
+                "2001:db8::10",
+                "2001:db8::11",
+                "2001:db8::12",
+                "2001:db8:0:1::10",
+            ] {
+                let (s, ok) = served(server, from);
+                verdicts.push(ok);
+                open.push(s);
+            }
+            let stats = engine.listener_stats();
+            drop(open);
+            (verdicts, stats[0].conns_accepted)
+        }
+    };
+    let Some((by_64, accepted)) = common::netns::with_netns(ADDRS, run(64)) else {
+        return;
+    };
+    // ::10 and ::11 fill the /64's two; ::12 is the same source; the other
+    // /64 is another.
+    assert_eq!(by_64, [true, true, false, true]);
+    assert_eq!(accepted, 3);
+    let (by_128, accepted) = common::netns::with_netns(ADDRS, run(128)).unwrap();
+    assert_eq!(by_128, [true, true, true, true]);
+    assert_eq!(accepted, 4);
+}

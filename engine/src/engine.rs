@@ -420,6 +420,7 @@ impl EngineHandle {
                 listener_open: listener_open.clone(),
                 log: operations.log.as_ref().map(|l| l[sp.shard].clone()),
                 udp_source_window: operations.udp_source_window,
+                ipv6_prefix: operations.ipv6_source_prefix,
                 shared: ops_shared.clone(),
             };
             let tls: Vec<_> = (0..plan.listeners.len())

@@ -239,6 +239,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub max_conns: Option<u32>,
 
+    /// IPv6 sources count as one source per prefix of this many bits for
+    /// every per-source limit, rate, handshake cap, log gate and denial
+    /// alert (IPv4 addresses count whole). [default: 64]
+    #[arg(long, value_name = "BITS")]
+    pub ipv6_source_prefix: Option<u8>,
+
     /// Open connections per source address and shard (0: no limit). [default: 4096]
     #[arg(long, value_name = "N")]
     pub max_conns_per_source: Option<u32>,

@@ -18,7 +18,7 @@ use ringport_engine::cpus::CpuList;
 use ringport_engine::log::LogFormat;
 use ringport_engine::operations::{self, Limits, ListenerOps, Operations};
 use ringport_engine::plan::Mode;
-use ringport_engine::policy::{Allowlist, RateLimit};
+use ringport_engine::policy::{Allowlist, Ipv6SourcePrefix, RateLimit};
 use ringport_engine::spec::ListenerSpec;
 use ringport_engine::{BackendChoice, EngineConfig, MeshWake, UdpDropCounter};
 use serde::{Deserialize, Deserializer};
@@ -153,6 +153,7 @@ pub struct FileConfig {
     pub allow_dry_run: Option<bool>,
     pub max_conns: Option<u32>,
     pub max_conns_per_source: Option<u32>,
+    pub ipv6_source_prefix: Option<u8>,
     pub conn_rate: Option<u32>,
     pub conn_burst: Option<u32>,
     pub first_bytes_timeout: Option<f64>,
@@ -566,6 +567,10 @@ impl Settings {
                 dry_run,
                 log: None,
                 udp_source_window: Duration::from_secs(60),
+                ipv6_source_prefix: match args.ipv6_source_prefix.or(f.ipv6_source_prefix) {
+                    Some(bits) => Ipv6SourcePrefix::new(bits).map_err(|e| anyhow::anyhow!(e))?,
+                    None => Ipv6SourcePrefix::default(),
+                },
             },
             log,
             log_format: args

@@ -89,7 +89,7 @@ impl<B: Backend> Shard<B> {
         };
         let now = self.core.clock.now();
         let caps = self.handshakes.start(
-            peer.ip(),
+            self.guard.source_key(peer.ip()),
             tls.settings().max_handshakes_per_source,
             self.core.config.tls_max_handshakes,
         );
@@ -102,7 +102,7 @@ impl<B: Backend> Shard<B> {
             Ok(()) => match Session::new(tls.server_config(), now) {
                 Ok(s) => Some(s),
                 Err(_) => {
-                    self.handshakes.end(peer.ip());
+                    self.handshakes.end(self.guard.source_key(peer.ip()));
                     self.guard.rejected(listener.0, peer);
                     None
                 }
@@ -236,7 +236,7 @@ impl<B: Backend> Shard<B> {
         let Some(tls) = self.listener_tls(listener).cloned() else {
             return;
         };
-        self.handshakes.end(peer.ip());
+        self.handshakes.end(self.guard.source_key(peer.ip()));
         let now = self.core.clock.now();
         if let Some(s) = conn.tls.as_ref() {
             self.core
@@ -368,7 +368,7 @@ impl<B: Backend> Shard<B> {
             return;
         };
         let (listener, peer, local_port) = (conn.listener, conn.peer, conn.local.port());
-        self.handshakes.end(peer.ip());
+        self.handshakes.end(self.guard.source_key(peer.ip()));
         let now = self.core.clock.now();
         let denial = f.result.denial();
         let line = TlsLog {
@@ -407,7 +407,7 @@ impl<B: Backend> Shard<B> {
             return;
         }
         let (listener, peer) = (conn.listener, conn.peer);
-        self.handshakes.end(peer.ip());
+        self.handshakes.end(self.guard.source_key(peer.ip()));
         let (result, error) = match reason {
             CloseReason::Error(libc::ETIMEDOUT) => (
                 HandshakeResult::Timeout,
