@@ -333,6 +333,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub admin_tls_key: Option<PathBuf>,
 
+    /// Close an admin connection whose request is not read and answered
+    /// (TLS handshake included) within SECS of its accept. [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub admin_timeout: Option<f64>,
+
+    /// Admin connections open at once; more are closed as soon as
+    /// accepted. [default: 16]
+    #[arg(long, value_name = "N")]
+    pub admin_max_conns: Option<usize>,
+
     /// On SIGTERM or SIGINT, let open connections finish for up to SECS
     /// before closing them; a second SIGINT stops at once. [default: 30]
     #[arg(long, value_name = "SECS")]

@@ -19,6 +19,9 @@ pub mod testing;
 mod tls_client;
 mod tls_config;
 
+/// The admin endpoint's HTTP request parser (fuzzed in `fuzz/`).
+pub use admin::request as admin_request;
+
 use clap::Parser;
 
 use cli::{Cli, Command, ServeArgs};

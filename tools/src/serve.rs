@@ -18,7 +18,7 @@ use ringport_engine::tls::{HandshakeResult, ListenerTls};
 use ringport_engine::{Counters, EngineHandle};
 use ringport_plugin::Transport;
 
-use crate::admin::{AdminServer, Handler};
+use crate::admin::{AdminServer, AdminStats, Handler};
 use crate::cli::ServeArgs;
 use crate::config::{FileConfig, LogTarget, Settings};
 use crate::metrics::{self, ListenerView, Snapshot};
@@ -181,7 +181,11 @@ pub fn check_config(path: &Path) -> Result<()> {
             } else {
                 "http"
             };
-            format!("{scheme}://{a}")
+            format!(
+                "{scheme}://{a} (timeout {}s, at most {} connections)",
+                s.admin_options.timeout.as_secs_f64(),
+                s.admin_options.max_conns
+            )
         }),
         s.drain_timeout.as_secs_f64()
     );
@@ -198,6 +202,7 @@ struct Shared {
     started: Instant,
     /// Per listener: its TLS, for `tls` listeners.
     tls: Vec<Option<Arc<ListenerTls>>>,
+    admin: Arc<AdminStats>,
 }
 
 impl Shared {
@@ -227,6 +232,7 @@ impl Shared {
                 })
                 .collect(),
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped()),
+            admin: self.admin.snapshot(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             backend: self.engine.backend().as_str(),
             draining: self.engine.draining(),
@@ -387,6 +393,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tls: (0..plan.listeners.len())
             .map(|i| s.operations.listener(i).tls)
             .collect(),
+        admin: Arc::default(),
     });
     let admin = match s.admin {
         Some(addr) => {
@@ -399,7 +406,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "/status" => Some(("application/json", sh.status())),
                 _ => None,
             });
-            let a = AdminServer::start(addr, s.admin_allow.clone(), handler, s.admin_tls.clone())?;
+            let a = AdminServer::start(
+                addr,
+                s.admin_allow.clone(),
+                handler,
+                s.admin_tls.clone(),
+                s.admin_options,
+                shared.admin.clone(),
+            )?;
             println!(
                 "admin endpoint on {}://{}/metrics and /status",
                 a.scheme(),
