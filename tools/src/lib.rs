@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod doctor;
 mod metrics;
+mod notices;
 mod relay;
 mod serve;
 mod signals;

@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerView>,
     /// Handshake-log records dropped because a queue was full.
     pub log_dropped: u64,
+    /// Handshake-log lines lost to write errors.
+    pub log_lines_lost: u64,
+    /// Handshake-log writes that failed.
+    pub log_write_errors: u64,
     /// How admin connections ended.
     pub admin: crate::admin::AdminCounts,
     /// Seconds since start.
@@ -400,6 +404,18 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.sample("ringport_log_dropped_total", &[], s.log_dropped);
     o.family(
+        "ringport_log_lines_lost_total",
+        "counter",
+        "Handshake-log lines lost because writing them failed (disk full, ...).",
+    );
+    o.sample("ringport_log_lines_lost_total", &[], s.log_lines_lost);
+    o.family(
+        "ringport_log_write_errors_total",
+        "counter",
+        "Handshake-log writes that failed; writing is tried again a second later.",
+    );
+    o.sample("ringport_log_write_errors_total", &[], s.log_write_errors);
+    o.family(
         "ringport_admin_connections_total",
         "counter",
         "Admin endpoint connections by how they ended.",
@@ -540,6 +556,8 @@ mod tests {
                 },
             ],
             log_dropped: 0,
+            log_lines_lost: 4,
+            log_write_errors: 1,
             admin: crate::admin::AdminCounts {
                 connections: [7, 1, 2, 0, 0],
                 accept_errors: 3,
@@ -578,6 +596,8 @@ mod tests {
             "ringport_admin_connections_total{result=\"timed_out\"} 2",
             "ringport_admin_connections_total{result=\"failed\"} 0",
             "ringport_admin_accept_errors_total 3",
+            "ringport_log_lines_lost_total 4",
+            "ringport_log_write_errors_total 1",
             "ringport_mesh_queue_depth{shard=\"0\"} 9",
             "ringport_mesh_received_total{shard=\"0\"} 4",
             "ringport_mesh_wakes_total{shard=\"0\"} 1",
