@@ -115,12 +115,14 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, RequestError> {
             Some(_) => header_line(line)?,
         }
     }
-    // The unfinished last line: a LF anywhere, or a CR before its last
-    // byte, can no longer be part of a CRLF.
+    // The unfinished last line: up to a final CR (which a LF may still
+    // follow), a CR, a LF or a control character makes it bad whatever
+    // comes next, so it is refused now (binary, such as a TLS ClientHello,
+    // at its first byte).
     let tail = &window[start..];
-    let cr_inside = tail.iter().rev().skip(1).any(|&b| b == b'\r');
-    if tail.contains(&b'\n') || cr_inside {
-        return Err(RequestError::BareLineBreak);
+    let tail = tail.strip_suffix(b"\r").unwrap_or(tail);
+    if let Some(e) = first_bad_byte(tail, first.is_some()) {
+        return Err(e);
     }
     if buf.len() >= MAX_HEAD {
         return Err(RequestError::TooLarge);
@@ -136,16 +138,23 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
 /// Checks what every line must be: no lone CR or LF, no control character
 /// but (where `tab_ok`) a tab, UTF-8.
 fn line_text(line: &[u8], tab_ok: bool) -> Result<&str, RequestError> {
-    if line.iter().any(|&b| b == b'\r' || b == b'\n') {
-        return Err(RequestError::BareLineBreak);
-    }
-    if line
-        .iter()
-        .any(|&b| (b < 0x20 && !(tab_ok && b == b'\t')) || b == 0x7f)
-    {
-        return Err(RequestError::ControlCharacter);
+    if let Some(e) = first_bad_byte(line, tab_ok) {
+        return Err(e);
     }
     std::str::from_utf8(line).map_err(|_| RequestError::NotUtf8)
+}
+
+/// What is wrong with the first byte of `line` that no line may hold: a CR
+/// or LF (the line's own CRLF is not in `line`), or a control character (a
+/// tab excepted where `tab_ok`). The first such byte decides, so that the
+/// verdict on a line does not change as more of it arrives.
+fn first_bad_byte(line: &[u8], tab_ok: bool) -> Option<RequestError> {
+    line.iter().find_map(|&b| match b {
+        b'\r' | b'\n' => Some(RequestError::BareLineBreak),
+        b'\t' if tab_ok => None,
+        0..=0x1f | 0x7f => Some(RequestError::ControlCharacter),
+        _ => None,
+    })
 }
 
 /// RFC 9110 `tchar`: what methods and field names are made of.
@@ -383,7 +392,7 @@ mod tests {
             b"GET /metrics HTTP/1.1\r\n\r\n",
             b"PUT / HTTP/1.1\r\n",
             b"GET / HTTP/1.1\r\nHost: x\n",
-            b"GET / HTTP/1.1\r\n\x01",
+            b"GET / HTTP/1.1\r\nX: \x01",
         ];
         for input in inputs {
             let first = parse(input);
@@ -396,9 +405,17 @@ mod tests {
                 }
             }
         }
-        assert_eq!(parse(b"GET / HTTP/1.1\r\n\x01"), Ok(None));
+        // A control character is refused before its line ends; a tab only
+        // in the request line.
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\n\x01\r\n"),
+            parse(b"GET / HTTP/1.1\r\nX: \x01"),
+            Err(RequestError::ControlCharacter)
+        );
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nX:\t"), Ok(None));
+        assert_eq!(parse(b"GET\t"), Err(RequestError::ControlCharacter));
+        // So is a TLS ClientHello sent to the plain endpoint.
+        assert_eq!(
+            parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
             Err(RequestError::ControlCharacter)
         );
     }
