@@ -424,6 +424,20 @@ impl Guard {
         self.count_verdict(listener, peer.ip(), Decision::WouldDeny(reason), now);
     }
 
+    /// A plugin call panicked: logs a `plugin_panic` line (`peer` is the
+    /// connection's or datagram's; port 0 when the call had none).
+    pub fn plugin_panic(
+        &mut self,
+        call: &'static str,
+        listener: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
+        if let Some(log) = &self.log {
+            log.try_log(self.record(Event::PluginPanic { call }, now, listener, peer));
+        }
+    }
+
     /// Counts a TLS handshake's end on `listener` and logs its line.
     pub fn tls_handshake(&mut self, listener: u16, mut record: LogRecord) {
         let Some(t) = &record.tls else { return };

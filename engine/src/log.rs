@@ -51,6 +51,12 @@ pub enum Event {
     /// A TLS handshake ended, well or not; the details are in the record's
     /// `tls` and `duration` is how long it took.
     TlsHandshake,
+    /// A plugin call panicked (`call` names it); the peer is the
+    /// connection's or datagram's, if the call had one.
+    PluginPanic {
+        /// The plugin method that panicked.
+        call: &'static str,
+    },
 }
 
 impl Event {
@@ -63,6 +69,7 @@ impl Event {
             Event::UdpSource => "udp_source",
             Event::SourceAlert { .. } => "alert",
             Event::TlsHandshake => "tls_handshake",
+            Event::PluginPanic { .. } => "plugin_panic",
         }
     }
 }
@@ -91,6 +98,11 @@ pub enum CloseCause {
     TlsError,
     /// A TLS ClientHello arrived on a plaintext listener.
     TlsOnPlainPort,
+    /// The plugin panicked while handling the connection.
+    PluginPanic,
+    /// Evicted as its shard's slowest reader when the outbound budget ran
+    /// out (`max_outbound_per_shard`, `max_outbound_total`).
+    OutboundBudget,
 }
 
 impl CloseCause {
@@ -114,6 +126,8 @@ impl CloseCause {
             CloseCause::TlsIdentityDenied => "tls_identity_denied",
             CloseCause::TlsError => "tls_error",
             CloseCause::TlsOnPlainPort => "tls_on_plain_port",
+            CloseCause::PluginPanic => "plugin_panic",
+            CloseCause::OutboundBudget => "outbound_budget",
         }
     }
 }
@@ -323,6 +337,11 @@ impl Formatter {
         }
         f.display("peer", &r.peer);
         f.uint("local_port", u64::from(r.local_port));
+        if let Event::PluginPanic { call } = r.event {
+            f.str("call", call);
+            f.end();
+            return;
+        }
         if let Some(t) = &r.tls {
             tls_fields(&mut f, r, t);
             f.end();

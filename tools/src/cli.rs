@@ -201,6 +201,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_outbound: Option<usize>,
 
+    /// Cap of queued outbound bytes over all of a shard's streams; a write
+    /// that would exceed it closes the shard's slowest reader (the stream
+    /// with the most queued), counted as `outbound_budget`. [default: 268435456]
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbound_per_shard: Option<usize>,
+
+    /// Cap of queued outbound bytes over every shard of the process (same
+    /// policy). [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbound_total: Option<usize>,
+
     /// Messages each cross-shard ring holds (one ring per ordered pair of
     /// shards); a full ring is reported to the sending plugin. [default: 1024]
     #[arg(long, value_name = "N")]

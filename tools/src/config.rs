@@ -145,6 +145,8 @@ pub struct FileConfig {
     pub udp_drop_counter: Option<Parsed<UdpDropCounter>>,
     pub udp_rcvbuf: Option<usize>,
     pub max_outbound: Option<usize>,
+    pub max_outbound_per_shard: Option<usize>,
+    pub max_outbound_total: Option<usize>,
     pub mesh_capacity: Option<usize>,
     pub mesh_wake: Option<Parsed<MeshWake>>,
     pub allow: Option<Vec<Parsed<Cidr>>>,
@@ -474,6 +476,8 @@ impl Settings {
             udp_bufs: pick!(udp_bufs, d.udp_bufs),
             udp_send_slots: pick!(udp_send_slots, d.udp_send_slots),
             max_outbound,
+            max_outbound_per_shard: pick!(max_outbound_per_shard, d.max_outbound_per_shard),
+            max_outbound_total: pick!(max_outbound_total, d.max_outbound_total),
             pause_outbound: d.pause_outbound.min(max_outbound),
             batch_delay_us: pick!(batch_delay_us, d.batch_delay_us),
             udp_drop_counter: args

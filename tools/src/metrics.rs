@@ -92,7 +92,7 @@ pub fn render(s: &Snapshot) -> String {
     let mut o = Out(String::with_capacity(8192));
     let shard_ids: Vec<String> = s.shards.iter().map(|x| x.shard.to_string()).collect();
     type Get = fn(&ringport_engine::Counters) -> u64;
-    let per_shard: [(&str, &str, &str, Get); 14] = [
+    let per_shard: [(&str, &str, &str, Get); 15] = [
         (
             "ringport_messages_total",
             "counter",
@@ -173,6 +173,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Wake-ups sent to parked shards.",
             |c| c.mesh_wakes,
+        ),
+        (
+            "ringport_outbound_queued_bytes",
+            "gauge",
+            "Stream bytes queued for peers, not yet taken by the kernel (against --max-outbound-per-shard and --max-outbound-total).",
+            |c| c.outbound_queued,
         ),
     ];
     for (name, kind, help, get) in per_shard {

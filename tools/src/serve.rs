@@ -448,7 +448,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut last = engine.stats();
     let mut events = Vec::new();
     let mut sources_alerting = vec![0u64; names.len()];
-    // Serve until the first signal that stops.
+    // A test failpoint (docs/SECURITY.md): a shard dies outside any plugin call.
+    if let Some(n) = std::env::var("RINGPORT_FAILPOINT")
+        .ok()
+        .and_then(|f| f.strip_prefix("shard-panic:")?.parse().ok())
+    {
+        engine.poison_shard(n);
+    }
+    let mut died = None;
+    // Serve until the first signal that stops, or a shard's death.
     let first = loop {
         match sig.recv_timeout(TICK) {
             Ok(signals::RELOAD) => {
@@ -459,6 +467,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
             Ok(signal) => break Some(signal),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(why) = engine.failure() {
+            // Every shard has been stopped: never a half-alive server.
+            notices.say(format!("{why}; every shard stopped, exiting"));
+            log_event(
+                &log,
+                "shard_failed",
+                vec![("reason", Value::Str(why.clone()))],
+            );
+            died = Some(why);
+            break None;
         }
         let now = Instant::now();
         for (i, c) in engine.listener_stats().iter().enumerate() {
@@ -603,7 +622,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if unwritten > 0 {
         println!("stderr: {unwritten} line(s) not written (stderr blocked)");
     }
-    Ok(())
+    match died {
+        Some(why) => Err(anyhow::anyhow!("{why}")),
+        None => Ok(()),
+    }
 }
 
 /// What the exit says about the handshake log when not all of it was

@@ -73,7 +73,6 @@ impl<B: Backend> Shard<B> {
         &mut self,
         cidx: u32,
         generation: u32,
-        fd: i32,
         listener: ListenerId,
         admitted: Decision,
     ) -> bool {
@@ -110,8 +109,7 @@ impl<B: Backend> Shard<B> {
             },
         };
         let Some(session) = session else {
-            // SAFETY: nothing was submitted for this fd; we still own it.
-            unsafe { libc::close(fd) };
+            // Nothing was submitted for it: removing the slot closes it.
             self.core.conns.remove(cidx);
             return false;
         };
@@ -326,7 +324,16 @@ impl<B: Backend> Shard<B> {
             local,
         };
         self.core.current_plugin = plugin;
-        match self.plugins[plugin as usize].handle_open(&mut self.core, &stream) {
+        let p = &mut self.plugins[plugin as usize];
+        let core = &mut self.core;
+        let verdict = guarded(|| p.handle_open(core, &stream)).unwrap_or_else(|| {
+            // A panic refuses the stream, as a rejection would.
+            self.plugin_panicked("handle_open", listener.0, peer);
+            self.guard
+                .set_cause(idx, generation, CloseCause::PluginPanic);
+            Verdict::Reject
+        });
+        match verdict {
             Verdict::Accept => {
                 self.core.counters.conns_accepted.add(1);
                 let Some(conn) = self.core.conns.get_mut(idx, generation) else {
