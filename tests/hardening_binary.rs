@@ -142,10 +142,8 @@ fn echo_round_trip(port: u16) {
 
 fn sigterm(child: &Child) {
     // SAFETY: kill has no memory preconditions; the pid is our live child.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
