@@ -561,10 +561,10 @@ impl Settings {
                 ),
             };
             let max_conns = pick!(admin_max_conns, AdminOptions::DEFAULT_MAX_CONNS);
-            if max_conns == 0 {
+            if !(1..=AdminOptions::MAX_MAX_CONNS).contains(&max_conns) {
                 bail!(
-                    "admin_max_conns = 0 would refuse every admin connection: give 1 or more \
-                     (default {})",
+                    "admin_max_conns = {max_conns} is out of range: give 1 to {} (default {})",
+                    AdminOptions::MAX_MAX_CONNS,
                     AdminOptions::DEFAULT_MAX_CONNS
                 );
             }
@@ -904,7 +904,11 @@ mod tests {
         );
         assert_eq!(
             e(&["--admin-max-conns", "0"]),
-            "admin_max_conns = 0 would refuse every admin connection: give 1 or more (default 16)"
+            "admin_max_conns = 0 is out of range: give 1 to 4096 (default 16)"
+        );
+        assert_eq!(
+            e(&["--admin-max-conns", "4097"]),
+            "admin_max_conns = 4097 is out of range: give 1 to 4096 (default 16)"
         );
     }
 

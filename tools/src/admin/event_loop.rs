@@ -97,8 +97,8 @@ impl EventLoop {
     /// Serves until `stop` is set (and the wake-up socket written); open
     /// connections are then closed unanswered.
     pub fn run(self) {
-        let mut conns: Vec<Conn> = Vec::with_capacity(self.options.max_conns);
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.options.max_conns + 2);
+        let mut conns: Vec<Conn> = Vec::new();
+        let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut backoff = AcceptBackoff::new();
         let ctx = Ctx {
             handler: &*self.handler,

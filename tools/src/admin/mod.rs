@@ -107,6 +107,8 @@ impl AdminOptions {
     pub const DEFAULT_MAX_CONNS: usize = 16;
     /// The longest deadline taken.
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// The highest cap taken.
+    pub const MAX_MAX_CONNS: usize = 4096;
 }
 
 impl Default for AdminOptions {
