@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 
+pub mod admin_request;
+
 use ringport_plugin::testing::{RecordingContext, SentDatagram};
 use ringport_plugin::{ConnId, DatagramInfo, DropReason, ListenerId, Plugin, SocketId};
 use ringport_protocols::Sockperf;

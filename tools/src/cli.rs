@@ -350,6 +350,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub admin_tls_key: Option<PathBuf>,
 
+    /// Close an admin connection whose request is not read and answered
+    /// (TLS handshake included) within SECS of its accept (at most 3600).
+    /// [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub admin_timeout: Option<f64>,
+
+    /// Admin connections open at once (1 to 4096); more are closed as soon
+    /// as accepted. [default: 16]
+    #[arg(long, value_name = "N")]
+    pub admin_max_conns: Option<usize>,
+
     /// On SIGTERM or SIGINT, let open connections finish for up to SECS
     /// before closing them; a second SIGINT stops at once. [default: 30]
     #[arg(long, value_name = "SECS")]

@@ -165,6 +165,8 @@ pub struct FileConfig {
     pub admin_allow: Option<Vec<Parsed<Cidr>>>,
     pub admin_tls_cert: Option<std::path::PathBuf>,
     pub admin_tls_key: Option<std::path::PathBuf>,
+    pub admin_timeout: Option<f64>,
+    pub admin_max_conns: Option<usize>,
     pub drain_timeout: Option<f64>,
     pub alert_factor: Option<f64>,
     pub alert_sustain: Option<f64>,
@@ -236,6 +238,8 @@ pub struct Settings {
     pub admin_allow: Allowlist,
     /// Its TLS certificate and key, loaded (None: plain HTTP).
     pub admin_tls: Option<std::sync::Arc<crate::admin::AdminTls>>,
+    /// Its deadline and connection cap.
+    pub admin_options: crate::admin::AdminOptions,
     /// How long a drain may take.
     pub drain_timeout: Duration,
     /// Deviation alerts (None: off).
@@ -545,6 +549,28 @@ impl Settings {
             )?)),
             None => None,
         };
+        let admin_options = {
+            use crate::admin::AdminOptions;
+            let timeout = pick!(admin_timeout, AdminOptions::DEFAULT_TIMEOUT_SECS);
+            let timeout = match secs("admin_timeout", timeout)? {
+                Some(t) if t <= AdminOptions::MAX_TIMEOUT => t,
+                _ => bail!(
+                    "admin_timeout = {timeout} is out of range: give a number of seconds above 0 \
+                     and at most {} (default {})",
+                    AdminOptions::MAX_TIMEOUT.as_secs(),
+                    AdminOptions::DEFAULT_TIMEOUT_SECS
+                ),
+            };
+            let max_conns = pick!(admin_max_conns, AdminOptions::DEFAULT_MAX_CONNS);
+            if !(1..=AdminOptions::MAX_MAX_CONNS).contains(&max_conns) {
+                bail!(
+                    "admin_max_conns = {max_conns} is out of range: give 1 to {} (default {})",
+                    AdminOptions::MAX_MAX_CONNS,
+                    AdminOptions::DEFAULT_MAX_CONNS
+                );
+            }
+            AdminOptions { timeout, max_conns }
+        };
         let factor = pick!(alert_factor, AlertConfig::default().factor);
         if !factor.is_finite() || factor < 0.0 {
             bail!("alert_factor = {factor} must be 0 (off) or more");
@@ -580,6 +606,7 @@ impl Settings {
             admin,
             admin_allow,
             admin_tls,
+            admin_options,
             drain_timeout: secs("drain_timeout", pick!(drain_timeout, 30.0))?.unwrap_or_default(),
             alerts: (factor > 0.0).then_some(AlertConfig {
                 factor,
@@ -843,6 +870,51 @@ mod tests {
         );
         let e = Settings::resolve(&args(&["--admin", "0.0.0.0:9900"]), None).unwrap_err();
         assert!(e.to_string().contains("--admin-allow"), "{e}");
+    }
+
+    #[test]
+    fn admin_deadline_and_cap_have_defaults_and_ranges() {
+        use crate::admin::AdminOptions;
+        let s = Settings::resolve(&args(&[]), None).unwrap();
+        assert_eq!(
+            s.admin_options,
+            AdminOptions {
+                timeout: Duration::from_secs(5),
+                max_conns: 16
+            }
+        );
+        let file = FileConfig::parse("admin_timeout = 0.25\nadmin_max_conns = 3\n").unwrap();
+        let s = Settings::resolve(&args(&["--admin-max-conns", "2"]), Some(file)).unwrap();
+        assert_eq!(
+            s.admin_options,
+            AdminOptions {
+                timeout: Duration::from_millis(250),
+                max_conns: 2
+            }
+        );
+        let e = |flags: &[&str]| {
+            Settings::resolve(&args(flags), None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&["--admin-timeout", "0"]),
+            "admin_timeout = 0 is out of range: give a number of seconds above 0 and at most \
+             3600 (default 5)"
+        );
+        assert_eq!(
+            e(&["--admin-timeout", "7200"]),
+            "admin_timeout = 7200 is out of range: give a number of seconds above 0 and at most \
+             3600 (default 5)"
+        );
+        assert_eq!(
+            e(&["--admin-max-conns", "0"]),
+            "admin_max_conns = 0 is out of range: give 1 to 4096 (default 16)"
+        );
+        assert_eq!(
+            e(&["--admin-max-conns", "4097"]),
+            "admin_max_conns = 4097 is out of range: give 1 to 4096 (default 16)"
+        );
     }
 
     #[test]

@@ -12,12 +12,16 @@ mod cli;
 mod config;
 mod doctor;
 mod metrics;
+mod notices;
 mod relay;
 mod serve;
 mod signals;
 pub mod testing;
 mod tls_client;
 mod tls_config;
+
+/// The admin endpoint's HTTP request parser (fuzzed in `fuzz/`).
+pub use admin::request as admin_request;
 
 use clap::Parser;
 
