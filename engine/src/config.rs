@@ -199,49 +199,148 @@ impl Default for EngineConfig {
     }
 }
 
+/// Memory one setting pair may ask for up front or let grow to.
+const PAIR_BYTES_MAX: u64 = 1 << 30;
+
+/// The range of every numeric [`EngineConfig`] field an operator sets, by
+/// its config-file key: (key, lowest, highest). `ringport serve --help`,
+/// the README and [`EngineConfig::validate`] follow this table.
+pub const RANGES: &[(&str, u64, u64)] = &[
+    ("ring_entries", 8, 32768),
+    ("tcp_buf_size", 64, 1 << 20),
+    ("tcp_bufs", 1, 32768),
+    ("udp_max_datagram", 1, 65507),
+    ("udp_bufs", 1, 32768),
+    ("udp_send_slots", 1, 65536),
+    ("max_outbound", 4096, 1 << 30),
+    ("max_outbound_per_shard", 1 << 20, 1 << 36),
+    ("max_outbound_total", 1 << 20, 1 << 40),
+    ("batch_delay_us", 0, 1_000_000),
+    ("udp_rcvbuf", 0, 1 << 30),
+    ("mesh_capacity", 1, 1 << 20),
+    ("tls_max_handshakes", 0, 1_000_000),
+];
+
+/// Checks `value` of `key` against [`RANGES`].
+fn in_range(key: &str, value: u64) -> Result<(), String> {
+    let Some(&(_, lo, hi)) = RANGES.iter().find(|(k, ..)| *k == key) else {
+        return Ok(());
+    };
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{key} = {value} is out of range: use {lo} to {hi}"))
+    }
+}
+
 impl EngineConfig {
-    /// Checks the values a kernel or the engine cannot work with; the error names the field.
+    /// Checks the values a kernel or the engine cannot work with, each
+    /// against its range ([`RANGES`]) and the pairs that contradict each
+    /// other; the error names the key (both keys, for a pair) and the fix.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.tcp_bufs.is_power_of_two() || self.tcp_bufs > 32768 {
+        for (key, value) in [
+            ("ring_entries", u64::from(self.ring_entries)),
+            ("tcp_buf_size", u64::from(self.tcp_buf_size)),
+            ("tcp_bufs", u64::from(self.tcp_bufs)),
+            ("udp_max_datagram", u64::from(self.udp_max_datagram)),
+            ("udp_bufs", u64::from(self.udp_bufs)),
+            ("udp_send_slots", self.udp_send_slots as u64),
+            ("max_outbound", self.max_outbound as u64),
+            ("max_outbound_per_shard", self.max_outbound_per_shard as u64),
+            ("max_outbound_total", self.max_outbound_total as u64),
+            ("batch_delay_us", u64::from(self.batch_delay_us)),
+            ("udp_rcvbuf", self.udp_rcvbuf as u64),
+            ("mesh_capacity", self.mesh_capacity as u64),
+            ("tls_max_handshakes", self.tls_max_handshakes as u64),
+        ] {
+            in_range(key, value)?;
+        }
+        if !self.tcp_bufs.is_power_of_two() {
             return Err(format!(
                 "tcp_bufs = {} must be a power of two between 1 and 32768 (e.g. 1024)",
                 self.tcp_bufs
             ));
         }
-        if !self.udp_bufs.is_power_of_two() || self.udp_bufs > 32768 {
+        if !self.udp_bufs.is_power_of_two() {
             return Err(format!(
                 "udp_bufs = {} must be a power of two between 1 and 32768 (e.g. 2048)",
                 self.udp_bufs
             ));
         }
-        if self.tcp_buf_size < 64 {
+        let pairs = [
+            (
+                "tcp_bufs",
+                u64::from(self.tcp_bufs),
+                "tcp_buf_size",
+                u64::from(self.tcp_buf_size),
+                "TCP receive buffers per shard",
+            ),
+            (
+                "udp_bufs",
+                u64::from(self.udp_bufs),
+                "udp_max_datagram",
+                u64::from(self.udp_max_datagram),
+                "UDP receive buffers per shard",
+            ),
+            (
+                "udp_send_slots",
+                self.udp_send_slots as u64,
+                "udp_max_datagram",
+                u64::from(self.udp_max_datagram),
+                "datagrams in flight per shard",
+            ),
+        ];
+        for (a, av, b, bv, what) in pairs {
+            if av * bv > PAIR_BYTES_MAX {
+                return Err(format!(
+                    "{a} = {av} x {b} = {bv} is {} MiB of {what}, above the 1024 MiB a shard may \
+                     take: lower one of them",
+                    (av * bv) >> 20
+                ));
+            }
+        }
+        if self.max_outbound > self.max_outbound_per_shard {
             return Err(format!(
-                "tcp_buf_size = {} must be at least 64",
-                self.tcp_buf_size
+                "max_outbound = {} is above max_outbound_per_shard = {}: one stream could never \
+                 queue its own cap; raise max_outbound_per_shard or lower max_outbound",
+                self.max_outbound, self.max_outbound_per_shard
             ));
         }
-        if self.udp_max_datagram == 0 || self.udp_max_datagram > 65507 {
+        if self.max_outbound > self.max_outbound_total {
             return Err(format!(
-                "udp_max_datagram = {} must be between 1 and 65507",
-                self.udp_max_datagram
+                "max_outbound = {} is above max_outbound_total = {}: one stream could never \
+                 queue its own cap; raise max_outbound_total or lower max_outbound",
+                self.max_outbound, self.max_outbound_total
             ));
-        }
-        if self.ring_entries < 8 || self.ring_entries > 32768 {
-            return Err(format!(
-                "ring_entries = {} must be between 8 and 32768",
-                self.ring_entries
-            ));
-        }
-        if self.mesh_capacity == 0 {
-            return Err("mesh_capacity must be at least 1 (e.g. 1024)".to_owned());
-        }
-        if self.udp_send_slots == 0 {
-            return Err("udp_send_slots must be at least 1".to_owned());
         }
         if self.pause_outbound == 0 || self.pause_outbound > self.max_outbound {
             return Err(format!(
                 "pause_outbound = {} must be between 1 and max_outbound = {}",
                 self.pause_outbound, self.max_outbound
+            ));
+        }
+        if self.max_conns_per_shard == 0 {
+            return Err("max_conns_per_shard must be at least 1".to_owned());
+        }
+        if self.backlog < 1 {
+            return Err(format!("backlog = {} must be at least 1", self.backlog));
+        }
+        Ok(())
+    }
+
+    /// Checks the cross-shard rings `shards` shards would allocate: one
+    /// ring of `mesh_capacity` messages per ordered pair of shards.
+    pub fn validate_mesh(&self, shards: usize) -> Result<(), String> {
+        let rings = (shards as u64) * (shards as u64).saturating_sub(1);
+        let bytes = rings * self.mesh_capacity as u64 * crate::mesh::SLOT_BYTES;
+        if bytes > PAIR_BYTES_MAX {
+            return Err(format!(
+                "shards = {shards} with mesh_capacity = {} is {} MiB of cross-shard rings \
+                 ({rings} rings of {} bytes per message), above 1024 MiB: lower mesh_capacity \
+                 or run fewer shards",
+                self.mesh_capacity,
+                bytes >> 20,
+                crate::mesh::SLOT_BYTES
             ));
         }
         Ok(())

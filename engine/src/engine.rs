@@ -262,6 +262,9 @@ impl EngineHandle {
         operations: Operations,
     ) -> Result<EngineHandle, StartError> {
         config.validate().map_err(StartError::Config)?;
+        config
+            .validate_mesh(plan.shards.len())
+            .map_err(StartError::Config)?;
         let admission = operations
             .admission(plan)
             .map_err(|e| StartError::Config(e.to_string()))?;

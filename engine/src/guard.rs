@@ -373,7 +373,12 @@ impl Guard {
         if m.generation != generation {
             return;
         }
-        m.handshake_until = Some(timeout.map_or(now + FAR, |t| now + t));
+        // A timeout too long to add to the clock is no timeout.
+        m.handshake_until = Some(
+            timeout
+                .and_then(|t| now.checked_add(t))
+                .unwrap_or(now + FAR),
+        );
         if let Some(at) = self.deadline_of(idx as usize) {
             self.deadlines.push(Reverse((at, idx, generation)));
         }
@@ -505,17 +510,18 @@ impl Guard {
             consider(m.handshake_until, TimeoutKind::TlsHandshake);
         } else if !m.first_byte {
             consider(
-                lim.first_bytes_timeout.map(|t| m.plain_since + t),
+                lim.first_bytes_timeout
+                    .and_then(|t| m.plain_since.checked_add(t)),
                 TimeoutKind::FirstBytes,
             );
         }
         consider(
-            lim.idle_timeout.map(|t| m.last_active + t),
+            lim.idle_timeout.and_then(|t| m.last_active.checked_add(t)),
             TimeoutKind::Idle,
         );
         if let Some(h) = m.half_closed_at {
             consider(
-                lim.half_closed_timeout.map(|t| h + t),
+                lim.half_closed_timeout.and_then(|t| h.checked_add(t)),
                 TimeoutKind::HalfClosed,
             );
         }
@@ -679,6 +685,27 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn timeouts_too_long_for_the_clock_are_no_timeouts() {
+        let limits = Limits {
+            first_bytes_timeout: Some(Duration::MAX),
+            idle_timeout: Some(Duration::from_secs_f64(1e19)),
+            half_closed_timeout: Some(Duration::MAX),
+            ..Limits::default()
+        };
+        let mut g = guard(limits, false, None);
+        let t0 = Instant::now();
+        let (peer, local) = (addr("127.0.0.1:5000"), addr("127.0.0.1:9000"));
+        let d = g.admit(0, peer, local, t0).unwrap();
+        g.opened(0, 1, 0, peer, local, d, t0);
+        g.half_closed(0, 1, t0);
+        assert_eq!(g.next_deadline(), None);
+        g.tls_handshaking(0, 1, Some(Duration::MAX), t0);
+        let mut out = Vec::new();
+        g.poll_expired(t0 + Duration::from_secs(86400 * 365), &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -36,6 +36,10 @@ use ringport_plugin::{MeshMessage, ShardId};
 
 use crate::spsc::{self, Consumer, Producer};
 
+/// Bytes one ring slot takes (an [`Envelope`] and the ring's sequence
+/// word): what `mesh_capacity` costs per ordered pair of shards.
+pub const SLOT_BYTES: u64 = (std::mem::size_of::<Envelope>() + 8) as u64;
+
 /// A message in flight between two shards.
 #[derive(Debug)]
 pub struct Envelope {

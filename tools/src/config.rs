@@ -246,10 +246,50 @@ pub struct Settings {
     pub alerts: Option<AlertConfig>,
 }
 
+/// The range of every numeric setting that is not an engine tunable (those
+/// are in [`ringport_engine::config::RANGES`]), by config-file key:
+/// (key, lowest, highest). Seconds may be fractional.
+pub const RANGES: &[(&str, f64, f64)] = &[
+    ("shards", 1.0, 1024.0),
+    ("stats_interval", 0.0, 86400.0),
+    ("max_frame", 16.0, 1073741824.0),
+    ("max_datagram", 1.0, 65507.0),
+    ("ipv6_source_prefix", 1.0, 128.0),
+    ("max_conns", 0.0, 10_000_000.0),
+    ("max_conns_per_source", 0.0, 10_000_000.0),
+    ("conn_rate", 0.0, 10_000_000.0),
+    ("conn_burst", 0.0, 10_000_000.0),
+    ("first_bytes_timeout", 0.0, 604800.0),
+    ("idle_timeout", 0.0, 604800.0),
+    ("half_closed_timeout", 0.0, 604800.0),
+    ("tls_handshake_timeout", 0.0, 86400.0),
+    ("tls_max_handshakes_per_source", 0.0, 1_000_000.0),
+    ("admin_timeout", 0.001, 3600.0),
+    ("admin_max_conns", 1.0, 4096.0),
+    ("drain_timeout", 0.0, 86400.0),
+    ("alert_factor", 0.0, 1_000_000.0),
+    ("alert_sustain", 0.0, 86400.0),
+    ("alert_source_denials", 0.0, 1_000_000_000.0),
+    ("alert_source_window", 0.0, 86400.0),
+];
+
+/// Checks `value` of `key` against [`RANGES`]; the error names the key,
+/// the value and the range.
+pub fn in_range(key: &str, value: f64) -> Result<()> {
+    let Some(&(_, lo, hi)) = RANGES.iter().find(|(k, ..)| *k == key) else {
+        return Ok(());
+    };
+    if !value.is_finite() || value < lo || value > hi {
+        bail!("{key} = {value} is out of range: use {lo} to {hi}");
+    }
+    Ok(())
+}
+
 fn secs(name: &str, v: f64) -> Result<Option<Duration>> {
     if !v.is_finite() || v < 0.0 {
         bail!("{name} = {v} must be a number of seconds, 0 or more");
     }
+    in_range(name, v)?;
     Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
 }
 
@@ -303,6 +343,24 @@ impl LimitInputs {
     /// `max_datagram` may not exceed.
     fn resolve(self, udp_max_datagram: u32) -> Result<Limits> {
         let d = Limits::default();
+        for (key, v) in [
+            ("max_conns", self.max_conns.map(f64::from)),
+            (
+                "max_conns_per_source",
+                self.max_conns_per_source.map(f64::from),
+            ),
+            ("conn_rate", self.conn_rate.map(f64::from)),
+            ("conn_burst", self.conn_burst.map(f64::from)),
+            (
+                "alert_source_denials",
+                self.alert_source_denials.map(|v| v as f64),
+            ),
+            ("max_datagram", self.max_datagram.map(f64::from)),
+        ] {
+            if let Some(v) = v {
+                in_range(key, v)?;
+            }
+        }
         let timeout = |name: &str, v: Option<f64>, default: Option<Duration>| match v {
             Some(v) => secs(name, v),
             None => Ok(default),
@@ -469,6 +527,20 @@ impl Settings {
             }
         }
         let max_outbound = pick!(max_outbound, d.max_outbound);
+        let max_frame = pick!(max_frame, 65536);
+        in_range("max_frame", max_frame as f64)?;
+        if max_frame > max_outbound {
+            bail!(
+                "max_frame = {max_frame} is above max_outbound = {max_outbound}: a framed \
+                 protocol's largest frame could never be queued for its peer; raise \
+                 max_outbound or lower max_frame"
+            );
+        }
+        let shards = args.shards.or(f.shards);
+        if let Some(n) = shards {
+            in_range("shards", n as f64)?;
+        }
+
         let engine = EngineConfig {
             ring_entries: pick!(ring_entries, d.ring_entries),
             tcp_buf_size: pick!(tcp_buf_size, d.tcp_buf_size),
@@ -575,10 +647,11 @@ impl Settings {
         if !factor.is_finite() || factor < 0.0 {
             bail!("alert_factor = {factor} must be 0 (off) or more");
         }
+        in_range("alert_factor", factor)?;
         let sustain = secs("alert_sustain", pick!(alert_sustain, 30.0))?.unwrap_or_default();
         Ok(Settings {
             listeners,
-            shards: args.shards.or(f.shards),
+            shards,
             cpus: args.cpus.clone().or(f.cpus.map(|p| p.0)),
             mode: args.mode.or(f.mode.map(|p| p.0)).unwrap_or(Mode::Range),
             allow_idle_shards: args.allow_idle_shards || f.allow_idle_shards.unwrap_or(false),
@@ -586,7 +659,7 @@ impl Settings {
                 Some(v) => secs("stats_interval", v)?,
                 None => None,
             },
-            max_frame: pick!(max_frame, 65536),
+            max_frame,
             engine,
             operations: Operations {
                 listeners: ops,
@@ -768,6 +841,108 @@ mod tests {
         );
     }
 
+    /// The findings that used to get through: a timeout too long for the
+    /// clock (it panicked the shard at the first connection), a send-slot
+    /// count that aborted on allocation, and a frame no queue could hold.
+    #[test]
+    fn huge_values_and_contradictions_are_refused_naming_the_keys() {
+        let e = |flags: &[&str], file: &str| {
+            format!(
+                "{:#}",
+                Settings::resolve(&args(flags), Some(FileConfig::parse(file).unwrap()))
+                    .unwrap_err()
+            )
+        };
+        assert_eq!(
+            e(&[], "idle_timeout = 1e19\n"),
+            "idle_timeout = 10000000000000000000 is out of range: use 0 to 604800"
+        );
+        assert_eq!(
+            e(
+                &[],
+                "[[listener]]\nspec = \"echo@tcp:127.0.0.1:9000\"\nfirst_bytes_timeout = 1e19\n"
+            ),
+            "listener `echo@tcp:127.0.0.1:9000`: first_bytes_timeout = 10000000000000000000 is \
+             out of range: use 0 to 604800"
+        );
+        assert_eq!(
+            e(&["--udp-send-slots", "100000000000"], ""),
+            "udp_send_slots = 100000000000 is out of range: use 1 to 65536"
+        );
+        assert_eq!(
+            e(&["--max-frame", "1048576", "--max-outbound", "65536"], ""),
+            "max_frame = 1048576 is above max_outbound = 65536: a framed protocol's largest \
+             frame could never be queued for its peer; raise max_outbound or lower max_frame"
+        );
+        assert_eq!(
+            e(&["--max-outbound", "1073741824"], ""),
+            "max_outbound = 1073741824 is above max_outbound_per_shard = 268435456: one stream \
+             could never queue its own cap; raise max_outbound_per_shard or lower max_outbound"
+        );
+    }
+
+    /// Every numeric setting has its range in the README's flag table,
+    /// exactly as the code checks it, and a value just outside the range
+    /// is refused naming the key.
+    #[test]
+    fn every_range_is_documented_and_enforced() {
+        let mut ranges: Vec<(&str, f64, f64)> = RANGES.to_vec();
+        ranges.extend(
+            ringport_engine::config::RANGES
+                .iter()
+                .map(|&(k, lo, hi)| (k, lo as f64, hi as f64)),
+        );
+        let readme = include_str!("../../README.md");
+        let start = readme.find("## `ringport serve` flags").unwrap();
+        let section = &readme[start..];
+        let section = &section[..section[3..].find("\n## ").unwrap()];
+        let mut documented = std::collections::BTreeSet::new();
+        for line in section.lines().filter(|l| l.starts_with("| `--")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let flag = cells[1].trim_matches('`').split(' ').next().unwrap();
+            let key = flag.trim_start_matches("--").replace('-', "_");
+            let expected = match ranges.iter().find(|(k, ..)| *k == key) {
+                Some((_, lo, hi)) => format!("{lo} to {hi}"),
+                None => "—".to_owned(),
+            };
+            assert_eq!(cells[3], expected, "the README's range of {flag}");
+            documented.insert(key);
+        }
+        for &(key, lo, hi) in &ranges {
+            assert!(documented.contains(key), "{key} has no README row");
+            let flag = format!("--{}", key.replace('_', "-"));
+            let mut outside = vec![hi + 1.0];
+            if lo >= 1.0 {
+                outside.push(lo - 1.0);
+            } else if lo > 0.0 {
+                outside.push(lo / 2.0);
+            }
+            // TLS settings apply to a `tls` listener (checked before its
+            // files are read).
+            let tls = [
+                "--listen",
+                "echo@tls:127.0.0.1:9000",
+                "--tls-cert",
+                "/nonexistent/cert.pem",
+                "--tls-key",
+                "/nonexistent/key.pem",
+            ];
+            let per_listener_tls = key.starts_with("tls_") && key != "tls_max_handshakes";
+            let extra: &[&str] = if per_listener_tls { &tls } else { &[] };
+            for v in outside {
+                let v = v.to_string();
+                let mut flags = vec![flag.as_str(), v.as_str()];
+                flags.extend_from_slice(extra);
+                let err = format!(
+                    "{:#}",
+                    Settings::resolve(&args(&flags), None)
+                        .expect_err(&format!("{flag} {v} is refused"))
+                );
+                assert!(err.contains(&format!("{key} = {v}")), "{flag} {v}: {err}");
+            }
+        }
+    }
+
     #[test]
     fn flags_override_the_file() {
         let file = FileConfig::parse(
@@ -899,13 +1074,11 @@ mod tests {
         };
         assert_eq!(
             e(&["--admin-timeout", "0"]),
-            "admin_timeout = 0 is out of range: give a number of seconds above 0 and at most \
-             3600 (default 5)"
+            "admin_timeout = 0 is out of range: use 0.001 to 3600"
         );
         assert_eq!(
             e(&["--admin-timeout", "7200"]),
-            "admin_timeout = 7200 is out of range: give a number of seconds above 0 and at most \
-             3600 (default 5)"
+            "admin_timeout = 7200 is out of range: use 0.001 to 3600"
         );
         assert_eq!(
             e(&["--admin-max-conns", "0"]),

@@ -79,6 +79,14 @@ impl TlsInputs {
 
     /// The engine's settings for `spec`, a `tls` listener.
     pub fn settings(&self, spec: &ListenerSpec) -> Result<TlsSettings> {
+        if let Some(n) = self.max_handshakes_per_source {
+            crate::config::in_range("tls_max_handshakes_per_source", f64::from(n))
+                .with_context(|| format!("listener `{spec}`"))?;
+        }
+        if let Some(v) = self.handshake_timeout {
+            crate::config::in_range("tls_handshake_timeout", v)
+                .with_context(|| format!("listener `{spec}`"))?;
+        }
         let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
             let missing = if self.cert.is_none() {
                 "tls_cert (--tls-cert)"
@@ -210,6 +218,10 @@ mod tests {
             ..global
         };
         let e = slow.settings(&spec("echo@tls:127.0.0.1:9000")).unwrap_err();
-        assert!(e.to_string().contains("0 (no limit) to 86400"), "{e}");
+        assert_eq!(
+            format!("{e:#}"),
+            "listener `echo@tls:127.0.0.1:9000`: tls_handshake_timeout = \
+             10000000000000000000 is out of range: use 0 to 86400"
+        );
     }
 }

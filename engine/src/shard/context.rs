@@ -290,7 +290,11 @@ impl<B: Backend> Context for Core<B> {
     fn set_timer(&mut self, after: Duration, token: u64) {
         self.timer_seq += 1;
         self.timers.push(Reverse((
-            self.clock.now() + after,
+            // A delay too long for the clock is as good as never.
+            self.clock
+                .now()
+                .checked_add(after)
+                .unwrap_or_else(|| self.clock.now() + Duration::from_secs(100 * 365 * 86400)),
             self.timer_seq,
             self.current_plugin,
             token,
