@@ -446,3 +446,43 @@ fn ipv6_sources_count_per_prefix() {
     assert_eq!(by_128, [true, true, true, true]);
     assert_eq!(accepted, 4);
 }
+
+/// A drain closes the UDP sockets while datagrams pour in and receives
+/// run out of buffers; no receive is re-armed on a closed socket (that
+/// failed at once, and re-arming again spun the shard at 100%).
+#[test]
+fn a_drain_under_a_udp_flood_leaves_the_shard_idle() {
+    use ringport::engine::EngineConfig;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let srv = server()
+        .config(EngineConfig {
+            udp_bufs: 1,
+            ..common::test_config()
+        })
+        .listen(udp("echo", 1))
+        .start();
+    let target = srv.addr(0);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let payload = [7u8; 512];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = sock.send_to(&payload, target);
+            }
+        })
+    };
+    srv.wait_totals("the flood arriving", |c| c.datagrams_in > 1000);
+    srv.handle().stopper().drain();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = srv.totals().turns;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let turns = srv.totals().turns - before;
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(
+        turns < 50,
+        "{turns} loop turns in 500 ms of a drained, idle shard"
+    );
+}

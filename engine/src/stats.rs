@@ -235,6 +235,9 @@ live_counters! {
     mesh_full,
     /// Wake-ups sent to parked shards.
     mesh_wakes,
+    /// Times a listener stopped accepting for a while because accept ran
+    /// out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+    accept_pauses,
     /// Outbound stream bytes queued now, not yet taken by the kernel (a
     /// gauge, as of the shard's last turn).
     outbound_queued,

@@ -80,6 +80,9 @@ impl<B: Backend> Core<B> {
 
     pub(super) fn arm_udp(&mut self, idx: u32) {
         let sock = &mut self.udp[idx as usize];
+        if sock.fd.is_none() {
+            return;
+        }
         sock.armed = true;
         let fd = sock.raw_fd();
         self.io.arm_udp(idx, fd);

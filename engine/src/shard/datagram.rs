@@ -26,7 +26,9 @@ impl<B: Backend> Shard<B> {
             }
             _ => {}
         }
-        let stopping = self.core.stopping;
+        // Not once the drain has closed the socket: a receive on the closed
+        // descriptor fails at once, and re-arming it would spin the shard.
+        let stopping = self.core.stopping || self.guard.draining();
         if !more && !stopping && !cancelled {
             self.core.arm_udp(idx);
         }

@@ -244,6 +244,22 @@ pub struct Shard<B: Backend> {
     tls: Vec<Option<Arc<crate::tls::ListenerTls>>>,
     /// TLS handshakes in progress.
     handshakes: tls::HandshakeCaps,
+    /// Per listener: accepting paused after running out of descriptors.
+    accept_pause: Vec<AcceptPause>,
+}
+
+/// First pause of a listener whose accept ran out of descriptors or memory.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest pause (the step doubles while the failures go on).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A listener's accept backoff.
+#[derive(Debug, Clone, Copy)]
+struct AcceptPause {
+    /// Accept again at this time (None: not paused).
+    until: Option<Instant>,
+    /// The next pause's length.
+    step: Duration,
 }
 
 impl<B: Backend> std::fmt::Debug for Shard<B> {
@@ -264,6 +280,7 @@ impl<B: Backend> Shard<B> {
             .into_iter()
             .map(|(fd, l, p, local)| UdpSock::new(fd, l, p, local))
             .collect();
+        let listener_count = init.tcp.len();
         let core = Core {
             io,
             shard: init.shard,
@@ -302,6 +319,13 @@ impl<B: Backend> Shard<B> {
             inbox: init.inbox,
             guard: Guard::new(init.shard, init.guard),
             expired: Vec::new(),
+            accept_pause: vec![
+                AcceptPause {
+                    until: None,
+                    step: ACCEPT_BACKOFF_MIN,
+                };
+                listener_count
+            ],
             drained: false,
             tls: init.tls,
             handshakes: Default::default(),
@@ -336,6 +360,9 @@ impl<B: Backend> Shard<B> {
             self.drain_mesh();
             self.fire_timers();
             self.expire_streams();
+            if !self.accept_pause.iter().all(|p| p.until.is_none()) {
+                self.resume_accepts();
+            }
             self.start_drain();
             self.poll_kernel_drops(false);
             self.flush();
@@ -377,6 +404,10 @@ impl<B: Backend> Shard<B> {
             (a, b) => a.or(b),
         };
         let deadline = match (timer, self.core.drops_poll_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = match (deadline, self.next_accept_resume()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

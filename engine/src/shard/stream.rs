@@ -6,14 +6,71 @@ use super::*;
 impl<B: Backend> Shard<B> {
     pub(super) fn on_accept(&mut self, idx: u32, result: Result<i32, i32>, more: bool) {
         match result {
-            Ok(fd) => self.accept_stream(idx, fd),
+            Ok(fd) => {
+                if let Some(p) = self.accept_pause.get_mut(idx as usize) {
+                    p.step = ACCEPT_BACKOFF_MIN;
+                }
+                self.accept_stream(idx, fd)
+            }
             Err(libc::ECANCELED) => {}
-            Err(_) => self.core.counters.drop_engine(EngineDrop::AcceptFailed, 1),
+            Err(errno) => {
+                self.core.counters.drop_engine(EngineDrop::AcceptFailed, 1);
+                if matches!(
+                    errno,
+                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+                ) {
+                    // Out of descriptors or memory: accepting again at once
+                    // would fail again at once, spinning the shard. Pause
+                    // this listener (50 ms, doubling to 1 s while it lasts);
+                    // connections wait in the kernel's backlog.
+                    self.pause_accept(idx, more);
+                    return;
+                }
+            }
         }
         if !more && !self.core.stopping && !self.guard.draining() && result != Err(libc::ECANCELED)
         {
             self.core.arm_accept(idx);
         }
+    }
+
+    #[cold]
+    fn pause_accept(&mut self, idx: u32, armed: bool) {
+        let now = self.core.clock.now();
+        let Some(p) = self.accept_pause.get_mut(idx as usize) else {
+            return;
+        };
+        p.until = Some(now + p.step);
+        p.step = (p.step * 2).min(ACCEPT_BACKOFF_MAX);
+        self.core.counters.accept_pauses.add(1);
+        // A listener still armed after the error (a readiness backend
+        // keeps it) is taken off until the pause ends.
+        if let Some(fd) = self.core.listeners[idx as usize]
+            .fd
+            .as_ref()
+            .filter(|_| armed)
+        {
+            let fd = fd.as_raw_fd();
+            self.core.io.stop_accept(idx, fd);
+        }
+    }
+
+    /// Accepts again on the listeners whose pause has ended.
+    pub(super) fn resume_accepts(&mut self) {
+        let now = self.core.clock.now();
+        for i in 0..self.accept_pause.len() {
+            if self.accept_pause[i].until.is_some_and(|at| at <= now) {
+                self.accept_pause[i].until = None;
+                if !self.core.stopping && !self.guard.draining() {
+                    self.core.arm_accept(i as u32);
+                }
+            }
+        }
+    }
+
+    /// When the next paused listener accepts again.
+    pub(super) fn next_accept_resume(&self) -> Option<Instant> {
+        self.accept_pause.iter().filter_map(|p| p.until).min()
     }
 
     pub(super) fn accept_stream(&mut self, lidx: u32, raw: i32) {
