@@ -174,6 +174,14 @@ impl Session {
         matches!(self.state, State::Handshake(_))
     }
 
+    /// Bytes of input held: during the handshake, what rustls has not
+    /// taken yet (at most [`MAX_HANDSHAKE_BYTES`]). For the fuzz target
+    /// (`fuzz/`), which checks that bound.
+    #[doc(hidden)]
+    pub fn held_bytes(&self) -> usize {
+        self.rx.len()
+    }
+
     /// Whether records flow (the handshake succeeded and nothing failed since).
     pub fn established(&self) -> bool {
         matches!(self.state, State::Established(_))

@@ -361,6 +361,27 @@ impl EpollBuffers {
     }
 }
 
+/// The fuzzing entry point (`ringport_engine::fuzzing::gro_size`): the
+/// UDP GRO segment size `EpollBuffers::gro_size` finds in an area whose
+/// control data is `control` (cut or zero-padded to the area's control
+/// space), with `control_len` as the kernel reports it. Not for use outside
+/// `fuzz/`.
+#[doc(hidden)]
+pub fn fuzz_gro_size(control: &[u8], control_len: usize) -> Option<usize> {
+    let mut areas = vec![0; NAME_LEN + AREA_CONTROL];
+    let n = control.len().min(AREA_CONTROL);
+    areas[NAME_LEN..NAME_LEN + n].copy_from_slice(&control[..n]);
+    let bufs = EpollBuffers {
+        tcp: Pool::new(0, 0),
+        areas,
+        area_len: AREA_PAYLOAD,
+        areas_used: 0,
+        segments: Vec::new(),
+        max_datagram: 0,
+    };
+    bufs.gro_size(0, control_len)
+}
+
 impl Epoll {
     /// An epoll backend for a shard with `udp_sockets` datagram sockets.
     pub fn setup(
