@@ -312,7 +312,7 @@ impl EpollBuffers {
             let len = u64::from_ne_bytes(c[off..off + 8].try_into().ok()?) as usize;
             let level = i32::from_ne_bytes(c[off + 8..off + 12].try_into().ok()?);
             let kind = i32::from_ne_bytes(c[off + 12..off + 16].try_into().ok()?);
-            if len < 16 || off + len > c.len() {
+            if len < 16 || len > c.len() - off {
                 return None;
             }
             if level == libc::SOL_UDP && kind == UDP_GRO && len >= 18 {
