@@ -5,8 +5,10 @@
 #
 # Builds the target with libFuzzer's coverage instrumentation (the
 # `sancov-module` pass needs no nightly; `--target` keeps the flags away from
-# build scripts), then runs it on a corpus in fuzz/corpus/TARGET. A crash
-# leaves its input in fuzz/artifacts/TARGET/ and makes this script fail.
+# build scripts), then runs it from the checked-in seeds in fuzz/corpus/TARGET.
+# What it finds goes to fuzz/target/corpus/TARGET (libFuzzer writes to its
+# first corpus folder), so the seeds stay as checked in. A crash leaves its
+# input in fuzz/artifacts/TARGET/ and makes this script fail.
 set -euo pipefail
 
 target=${1:?usage: stable.sh TARGET [SECONDS]}
@@ -23,7 +25,7 @@ export RUSTFLAGS="-Cpasses=sancov-module \
 
 cd "$here"
 cargo build --release --bin "$target" --target "$triple" --target-dir target/stable
-mkdir -p "corpus/$target" "artifacts/$target"
-"target/stable/$triple/release/$target" "corpus/$target" \
+mkdir -p "corpus/$target" "artifacts/$target" "target/corpus/$target"
+"target/stable/$triple/release/$target" "target/corpus/$target" "corpus/$target" \
     -max_total_time="$seconds" -max_len=4096 \
     -artifact_prefix="artifacts/$target/"

@@ -1,11 +1,6 @@
-//! Fuzz harnesses for ringport's decoders.
-//!
-//! Each harness takes the fuzzer's raw bytes, decodes from them both the
-//! plugin's settings and its input, drives the plugin through a
-//! [`RecordingContext`] the way the engine would, and checks the outputs
-//! against a plain reference model written here from the spec
-//! (`docs/protocols/sockperf.md`), independent of the plugin's own decoder.
-//! A broken invariant panics, which the fuzzer reports as a crash.
+//! The sockperf plugin (`protocols/src/sockperf`), TCP and UDP, against a
+//! reference model of the reflection protocol written from
+//! `docs/protocols/sockperf.md`.
 
 use std::net::SocketAddr;
 
@@ -196,6 +191,7 @@ pub fn sockperf_datagram(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::xorshift;
 
     fn frame(seq: u8, flags: u16, payload: &[u8]) -> Vec<u8> {
         let mut out = vec![0, 0, 0, 0, 0, 0, 0, seq];
@@ -203,15 +199,6 @@ mod tests {
         out.extend_from_slice(&((HEADER + payload.len()) as u32).to_be_bytes());
         out.extend_from_slice(payload);
         out
-    }
-
-    /// A tiny deterministic generator, so the harness runs on stable without
-    /// a fuzzer.
-    fn xorshift(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
     }
 
     #[test]
