@@ -289,6 +289,7 @@ impl RecordLayer {
         Ok(())
     }
 
+    /// Sets how many records the tx key may seal (tests).
     #[cfg(test)]
     pub fn set_tx_limit(&mut self, limit: u64) {
         self.tx_limit = limit;
@@ -554,7 +555,11 @@ mod tests {
                 let mut rec = sealed(&mut a, ContentType::Alert, &[1, 0]);
                 let mut changed = rec.clone();
                 changed[at] ^= 0x1b;
-                assert_eq!(b.open(&mut changed), Err(RecordError::BadRecordMac), "kind {kind}");
+                assert_eq!(
+                    b.open(&mut changed),
+                    Err(RecordError::BadRecordMac),
+                    "kind {kind}"
+                );
                 assert!(b.open(&mut rec).is_ok(), "the real record still opens");
             }
         }

@@ -967,7 +967,10 @@ mod tests {
         // The ServerHello flight and one alert (encrypted: the client's
         // bytes after its hello are read as TLS 1.3 records), then nothing.
         let sent = tx.len();
-        assert!(matches!(p.server.handshake(&hello, &mut tx), Progress::Pending));
+        assert!(matches!(
+            p.server.handshake(&hello, &mut tx),
+            Progress::Pending
+        ));
         assert_eq!(tx.len(), sent);
         let mut records = 0;
         let mut rest = &tx[..];
@@ -977,7 +980,10 @@ mod tests {
         }
         assert!(rest.is_empty());
         p.client.read_tls(&mut &tx[..]).unwrap();
-        assert!(p.client.process_new_packets().is_err(), "the client hears the alert");
+        assert!(
+            p.client.process_new_packets().is_err(),
+            "the client hears the alert"
+        );
         assert!(records >= 3, "{records} records");
     }
 
