@@ -239,9 +239,14 @@ pub struct Settings {
     pub alerts: Option<AlertConfig>,
 }
 
+/// The longest duration a setting in seconds takes: a year. Far beyond any
+/// useful timeout or interval, and far from where a deadline computed from
+/// it would overflow (`Duration::from_secs_f64` panics past `u64::MAX` s).
+const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 fn secs(name: &str, v: f64) -> Result<Option<Duration>> {
-    if !v.is_finite() || v < 0.0 {
-        bail!("{name} = {v} must be a number of seconds, 0 or more");
+    if !v.is_finite() || !(0.0..=MAX_SECS).contains(&v) {
+        bail!("{name} = {v} must be a number of seconds from 0 to {MAX_SECS} (a year)");
     }
     Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
 }
@@ -593,6 +598,28 @@ mod tests {
             Some(crate::cli::Command::Serve(a)) => *a,
             _ => panic!("serve"),
         }
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused_not_a_panic() {
+        // Found by fuzz/ (config): 1e20 seconds made Duration::from_secs_f64
+        // panic in resolve.
+        for key in [
+            "drain_timeout",
+            "idle_timeout",
+            "stats_interval",
+            "alert_sustain",
+        ] {
+            let file = FileConfig::parse(&format!("{key} = 1e20\n")).unwrap();
+            let e = Settings::resolve(&ServeArgs::default(), Some(file)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{key} = 100000000000000000000 must")),
+                "{e}"
+            );
+        }
+        let file = FileConfig::parse("idle_timeout = 31536000\n").unwrap();
+        assert!(Settings::resolve(&ServeArgs::default(), Some(file)).is_ok());
     }
 
     #[test]
