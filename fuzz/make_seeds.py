@@ -219,6 +219,8 @@ write("config", [
     ("limits.toml", b"tcp_bufs = 4096\nudp_bufs = 16\nring_entries = 8\nmax_outbound = 65536\n"
                     b"stats_interval = 0.5\ndrain_timeout = 0\nalert_factor = 0\ncpus = \"0,1\"\n"),
     ("bad.toml", b"shards = \"two\"\nmode = \"ring\"\n"),
+    ("seconds.toml", b"stats_interval = 2.5e0\nidle_timeout = 0.25\nfirst_bytes_timeout = 1e1\n"
+                     b"alert_source_window = 6e1\nalert_factor = 1.5\n"),
 ])
 
 # --- UDP receive layouts ------------------------------------------------------

@@ -139,12 +139,12 @@ fn default_listeners() -> Vec<ListenerSpec> {
     .collect()
 }
 
+/// The longest a setting in seconds may be (a year).
+const MAX_SECS: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn check_duration(name: &str, d: Option<Duration>) {
     if let Some(d) = d {
-        assert!(
-            d > Duration::ZERO,
-            "{name} = {d:?}: 0 means off, not a zero duration"
-        );
+        assert!(d <= MAX_SECS, "{name} = {d:?}, more than a year");
     }
 }
 
@@ -213,6 +213,7 @@ fn check_settings(s: &Settings, f: &FileConfig) {
         check_duration("half_closed_timeout", l.half_closed_timeout);
         if let Some(a) = l.source_denial_alert {
             assert!(a.limit >= 1 && a.window > Duration::ZERO, "{spec}: {a:?}");
+            check_duration("alert_source_window", Some(a.window));
         }
         // TLS exactly on `tls` listeners, within its ranges.
         assert_eq!(ops.tls.is_some(), spec.tls, "{spec}");
@@ -235,11 +236,11 @@ fn check_settings(s: &Settings, f: &FileConfig) {
         }
     }
 
-    if let Some(d) = s.stats_interval {
-        assert!(d > Duration::ZERO);
-    }
+    check_duration("stats_interval", s.stats_interval);
+    check_duration("drain_timeout", Some(s.drain_timeout));
     if let Some(a) = &s.alerts {
         assert!(a.factor.is_finite() && a.factor > 0.0, "{a:?}");
+        check_duration("alert_sustain", Some(a.sustain));
     }
     if let Some(admin) = s.admin {
         if !admin.ip().is_loopback() {
@@ -325,6 +326,13 @@ mod tests {
               tls_key = \"key.pem\"\ntls_client_ca = \"ca.pem\"\n\
               tls_allow_identity = [\"dns:*.example\"]\n",
         );
+    }
+
+    #[test]
+    fn regression_a_duration_too_long_for_a_duration() {
+        // 1e20 seconds made Duration::from_secs_f64 panic in resolve.
+        config(b"drain_timeout = 1e20\n");
+        config(b"[[listener]]\nspec = \"echo@tcp:127.0.0.1:1\"\nidle_timeout = 1e300\n");
     }
 
     #[test]

@@ -388,6 +388,9 @@ impl Run {
             self.open[slot] = false;
             self.relay
                 .handle_close(&mut self.ctx, conn, CloseReason::Local);
+            // Frames after the one that closed it may have subscribed it
+            // again; the engine's close forgets them.
+            self.model.close(conn.raw());
         }
     }
 
@@ -695,6 +698,17 @@ mod tests {
         // The same with disconnect_slow, 3 shards, this one the last.
         input[0] = 0x6a;
         relay_plugin(&input);
+    }
+
+    #[test]
+    fn regression_frames_after_a_close_the_plugin_asked_for() {
+        // Found by the fuzzer (a harness bug): a slow subscriber closed in
+        // the middle of its own stream subscribes again with its next
+        // frame; the engine's close of it forgets that too.
+        relay_plugin(&[
+            0x6a, 0xff, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x00, 0xff, 0xfa, 0x00, 0xc7, 0x10, 0x32,
+            0x1c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x6d,
+        ]);
     }
 
     #[test]
