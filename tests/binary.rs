@@ -329,3 +329,43 @@ fn serves_sockperf_then_stops_on_sigterm_with_totals() {
         srv.seen.join("\n")
     );
 }
+
+/// A shard that dies outside any plugin call (the `shard-panic` test
+/// failpoint) stops the whole process with a non-zero exit and a message
+/// naming the shard: never a half-alive server.
+#[test]
+fn a_dead_shard_stops_the_process_with_a_non_zero_exit() {
+    let cpu = allowed_cpus().unwrap()[0].to_string();
+    let mut rng = rand::thread_rng();
+    for _ in 0..20 {
+        let port: u16 = rng.gen_range(20000..32000);
+        let listen = format!("echo@tcp:127.0.0.1:{port}");
+        let mut child = Command::new(ringport_bin())
+            .args([
+                "serve", "--shards", "1", "--cpus", &cpu, "--listen", &listen,
+            ])
+            .env("RINGPORT_FAILPOINT", "shard-panic:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ringport serve");
+        let status = wait_bounded(&mut child, "with a dead shard");
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("in use") {
+            continue;
+        }
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("ringport: shard 0 panicked: failpoint: shard 0 poisoned; every shard stopped, exiting"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("ringport: error: shard 0 panicked: failpoint: shard 0 poisoned"),
+            "{stderr}"
+        );
+        return;
+    }
+    panic!("20 random ports were all in use");
+}

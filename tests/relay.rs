@@ -544,3 +544,67 @@ fn messages_lost_between_shards_reach_the_subscribers_as_lagged() {
     let totals = srv.totals();
     assert_eq!(totals.drops[DropReason::MeshFull.index()], lagged);
 }
+
+/// One publish fanned out to more subscribers than the outbound budget
+/// holds: the fan-out is one plugin call, so exactly as many copies fit as
+/// the budget allows and each further one closes the slowest reader (the
+/// largest queue) with its queue dropped, counted as `outbound_budget`.
+/// Checked against the shard's budget, then the process's.
+#[test]
+fn fan_out_beyond_the_outbound_budget_evicts_the_slowest_readers() {
+    use ringport::engine::EngineDrop;
+    const BUDGET: usize = 1 << 20;
+    const SUBSCRIBERS: usize = 30;
+    const PAYLOAD: usize = 60_000;
+    let shard_budget = EngineConfig {
+        max_outbound: 256 << 10,
+        pause_outbound: 128 << 10,
+        max_outbound_per_shard: BUDGET,
+        ..EngineConfig::default()
+    };
+    let process_budget = EngineConfig {
+        max_outbound_per_shard: 64 << 20,
+        max_outbound_total: BUDGET,
+        ..shard_budget.clone()
+    };
+    for config in [shard_budget, process_budget] {
+        let srv = server()
+            .shards(1)
+            .config(config)
+            .listen(tcp("relay", 1))
+            .start();
+        let mut subs: Vec<Client> = (0..SUBSCRIBERS)
+            .map(|_| Client::subscriber(srv.addr(0), &["t"]))
+            .collect();
+        let mut publisher = Client::new(connect(srv.addr(0)));
+        let payload = stamp(1, 0, PAYLOAD);
+        publisher.publish_and_sync(&publish_frame("t", &payload));
+        let frame = wire::HEADER_LEN + 1 + PAYLOAD;
+        let fit = BUDGET / frame;
+        let evicted = SUBSCRIBERS - fit;
+        let t = srv.wait_totals("the evicted closed", |c| c.conns_closed == evicted as u64);
+        assert_eq!(
+            t.engine_drops[EngineDrop::OutboundBudget as usize],
+            evicted as u64
+        );
+        assert_eq!(t.drops_total(), evicted as u64, "{:?}", t.drop_list());
+        // Each subscriber either has the message or is closed with nothing.
+        let (mut got, mut closed) = (0, 0);
+        for s in &mut subs {
+            let mut first = [0u8; 1];
+            match retry_eintr(|| s.stream.read(&mut first)) {
+                Ok(0) => closed += 1,
+                Ok(_) => {
+                    s.buf.push(first[0]);
+                    assert_eq!(s.messages(1), [(b"t".to_vec(), 1, 0)]);
+                    got += 1;
+                }
+                Err(e) => panic!("a subscriber read failed: {e}"),
+            }
+        }
+        assert_eq!((got, closed), (fit, evicted));
+        // The queues drained into the kernel: nothing is left counted.
+        srv.wait_totals("the budget freed", |c| c.outbound_queued == 0);
+        publisher.ping();
+    }
+}

@@ -46,10 +46,13 @@ fn client(srv: &Server, mode: &str, transport_flag: Option<&str>) -> Option<Sock
 }
 
 /// Replies the server sent: `received` of them arrived before the client's
-/// timer fired, and at most one more can have been on its way then.
-fn check_replies(run: &SockperfRun, replies: u64) {
+/// timer fired. Under load one message in a hundred (one every 10 ms at
+/// 10,000 per second) asks for a reply, so on a busy two-core machine a
+/// few replies can still be on their way when the client stops listening;
+/// five is 50 ms of them. Ping-pong has at most one in flight.
+fn check_replies(run: &SockperfRun, replies: u64, in_flight: u64) {
     assert!(
-        (run.received..=run.received + 1).contains(&replies),
+        (run.received..=run.received + in_flight).contains(&replies),
         "server sent {replies} replies, client received {}:\n{}",
         run.received,
         run.output
@@ -85,7 +88,7 @@ fn udp_ping_pong() {
         c.datagrams_in == run.sent && c.datagrams_out == run.sent
     });
     check_counters(&run, &t);
-    check_replies(&run, t.datagrams_out);
+    check_replies(&run, t.datagrams_out, 1);
 }
 
 #[test]
@@ -98,7 +101,7 @@ fn tcp_ping_pong() {
     check_counters(&run, &t);
     assert_eq!(t.bytes_out % SIZE, 0);
     assert_eq!(t.bytes_out / SIZE, run.sent);
-    check_replies(&run, t.bytes_out / SIZE);
+    check_replies(&run, t.bytes_out / SIZE, 1);
 }
 
 #[test]
@@ -111,7 +114,7 @@ fn udp_under_load() {
         c.datagrams_in == run.sent && c.datagrams_out >= run.received
     });
     check_counters(&run, &t);
-    check_replies(&run, t.datagrams_out);
+    check_replies(&run, t.datagrams_out, 5);
     one_reply_per_hundred(&run, t.datagrams_out);
 }
 
@@ -124,6 +127,6 @@ fn tcp_under_load() {
     let t = srv.wait_totals("the client's stream closed", |c| c.conns_closed == 1);
     check_counters(&run, &t);
     assert_eq!(t.bytes_out % SIZE, 0);
-    check_replies(&run, t.bytes_out / SIZE);
+    check_replies(&run, t.bytes_out / SIZE, 5);
     one_reply_per_hundred(&run, t.bytes_out / SIZE);
 }

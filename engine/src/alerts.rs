@@ -19,7 +19,7 @@
 //! Time is always an argument; nothing here reads a clock.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -230,16 +230,50 @@ impl ListenerAlerts {
     }
 }
 
+/// Window starts in the order they began, so that the sources whose
+/// window has ended are found at the front in O(1), however many sources
+/// are tracked. Each tracked source's current window has one entry;
+/// entries of windows that moved on are skipped as they come up.
+#[derive(Debug, Clone, Default)]
+struct WindowStarts {
+    queue: VecDeque<(Instant, IpAddr)>,
+    /// Entries looked at (for the tests' cost check).
+    looked: u64,
+}
+
+impl WindowStarts {
+    fn push(&mut self, start: Instant, ip: IpAddr) {
+        self.queue.push_back((start, ip));
+    }
+
+    /// Pops the entries of windows that ended by `now`, oldest first,
+    /// calling `forget` with each (it removes the source if that entry
+    /// is still its current window). Amortized O(1): an entry is pushed
+    /// once and popped once.
+    fn expire(&mut self, now: Instant, window: Duration, mut forget: impl FnMut(Instant, IpAddr)) {
+        while let Some(&(start, ip)) = self.queue.front() {
+            self.looked += 1;
+            if now.saturating_duration_since(start) < window {
+                break;
+            }
+            self.queue.pop_front();
+            forget(start, ip);
+        }
+    }
+}
+
 /// Counts events per source address in fixed windows.
 ///
-/// At most `max_sources` sources are tracked; when full, sources whose window
-/// has ended are forgotten, and if none has, the new source is not tracked
-/// (and [`SourceWindows::hit`] answers `None`).
+/// At most `max_sources` sources are tracked. Sources whose window has
+/// ended are forgotten as time moves on (in O(1) per event, amortized); a
+/// new source finding the table full of sources in their windows is not
+/// tracked (and [`SourceWindows::hit`] answers `None`).
 #[derive(Debug, Clone)]
 pub struct SourceWindows {
     window: Duration,
     max_sources: usize,
     counts: HashMap<IpAddr, (Instant, u64)>,
+    starts: WindowStarts,
 }
 
 impl SourceWindows {
@@ -249,26 +283,33 @@ impl SourceWindows {
             window,
             max_sources: max_sources.max(1),
             counts: HashMap::new(),
+            starts: WindowStarts::default(),
         }
     }
 
     /// Counts one event of `ip` at `now`; returns its count in the current
     /// window (1 for the first), or `None` if the source could not be tracked.
     pub fn hit(&mut self, ip: IpAddr, now: Instant) -> Option<u64> {
-        if !self.counts.contains_key(&ip) && self.counts.len() >= self.max_sources {
-            let window = self.window;
-            self.counts
-                .retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
-            if self.counts.len() >= self.max_sources {
-                return None;
+        let counts = &mut self.counts;
+        self.starts.expire(now, self.window, |start, ip| {
+            if counts.get(&ip).is_some_and(|e| e.0 == start) {
+                counts.remove(&ip);
             }
+        });
+        if !self.counts.contains_key(&ip) && self.counts.len() >= self.max_sources {
+            return None;
         }
         let e = self.counts.entry(ip).or_insert((now, 0));
-        if now.saturating_duration_since(e.0) >= self.window {
-            *e = (now, 0);
+        if e.1 == 0 {
+            self.starts.push(now, ip);
         }
         e.1 += 1;
         Some(e.1)
+    }
+
+    /// Sources tracked now.
+    pub fn tracked(&self) -> usize {
+        self.counts.len()
     }
 
     /// Counts one event and says whether this one took the source past
@@ -339,6 +380,8 @@ pub struct DenialAlarm {
     config: DenialAlertConfig,
     max_sources: usize,
     sources: HashMap<IpAddr, SourceState>,
+    /// Window starts of sources not firing, oldest first.
+    starts: WindowStarts,
     /// Window ends of firing sources (entries for windows that moved on are skipped).
     due: BinaryHeap<Reverse<(Instant, IpAddr)>>,
     firing: usize,
@@ -351,6 +394,7 @@ impl DenialAlarm {
             config,
             max_sources: max_sources.max(1),
             sources: HashMap::new(),
+            starts: WindowStarts::default(),
             due: BinaryHeap::new(),
             firing: 0,
         }
@@ -360,12 +404,19 @@ impl DenialAlarm {
     /// cleared into `events`.
     pub fn handle_denial(&mut self, ip: IpAddr, now: Instant, events: &mut Vec<SourceAlert>) {
         let window = self.config.window;
-        if !self.sources.contains_key(&ip) && self.sources.len() >= self.max_sources {
-            self.sources
-                .retain(|_, s| s.firing || now.saturating_duration_since(s.start) < window);
-            if self.sources.len() >= self.max_sources {
-                return;
+        // A source out of its window is forgotten unless it fires (a firing
+        // source leaves through `roll`, when its alert clears).
+        let sources = &mut self.sources;
+        self.starts.expire(now, window, |start, ip| {
+            if sources
+                .get(&ip)
+                .is_some_and(|s| !s.firing && s.start == start)
+            {
+                sources.remove(&ip);
             }
+        });
+        if !self.sources.contains_key(&ip) && self.sources.len() >= self.max_sources {
+            return;
         }
         self.roll(ip, now, events);
         let s = self.sources.entry(ip).or_insert(SourceState {
@@ -373,12 +424,8 @@ impl DenialAlarm {
             count: 0,
             firing: false,
         });
-        if !s.firing && now.saturating_duration_since(s.start) >= window {
-            *s = SourceState {
-                start: now,
-                count: 0,
-                firing: false,
-            };
+        if s.count == 0 {
+            self.starts.push(now, ip);
         }
         s.count += 1;
         if !s.firing && s.count > self.config.limit {
@@ -775,6 +822,70 @@ mod tests {
         assert_eq!(
             g.check(a, t0 + Duration::from_secs(60)),
             Gate::Log { suppressed: 0 }
+        );
+    }
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0000 + i))
+    }
+
+    /// A table full of sources in their windows turns a new source away in
+    /// O(1), not by scanning the table (a spoofed flood of new sources
+    /// used to cost a full scan per datagram); once the windows end, the
+    /// old sources are forgotten oldest first and new ones are tracked.
+    #[test]
+    fn a_full_table_costs_constant_time_per_new_source() {
+        const MAX: u32 = 4096;
+        const FLOOD: u32 = 100_000;
+        let window = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut w = SourceWindows::new(window, MAX as usize);
+        for i in 0..MAX {
+            assert_eq!(w.hit(ip(i), t0), Some(1));
+        }
+        let before = w.starts.looked;
+        for i in 0..FLOOD {
+            assert_eq!(w.hit(ip(MAX + i), t0 + Duration::from_secs(1)), None);
+        }
+        assert_eq!(w.starts.looked - before, u64::from(FLOOD), "one look each");
+        assert_eq!(w.hit(ip(0), t0 + Duration::from_secs(1)), Some(2));
+        // The windows end: every old source is forgotten once, in one sweep.
+        let before = w.starts.looked;
+        assert_eq!(w.hit(ip(MAX), t0 + window), Some(1));
+        assert_eq!(w.starts.looked - before, u64::from(MAX));
+        assert_eq!(w.tracked(), 1);
+
+        let config = DenialAlertConfig { limit: 2, window };
+        let mut alarm = DenialAlarm::new(config, MAX as usize);
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            alarm.handle_denial(ip(0), t0, &mut events);
+        }
+        assert_eq!(alarm.firing(), 1);
+        for i in 1..MAX {
+            alarm.handle_denial(ip(i), t0, &mut events);
+        }
+        let before = alarm.starts.looked;
+        for i in 0..FLOOD {
+            alarm.handle_denial(ip(MAX + i), t0 + Duration::from_secs(1), &mut events);
+        }
+        assert_eq!(alarm.starts.looked - before, u64::from(FLOOD));
+        assert_eq!(alarm.sources.len(), MAX as usize, "new sources not counted");
+        // After the window the quiet sources go; the firing one stays
+        // until its alert clears (it was denied 3 times, over the limit,
+        // so its next window decides).
+        alarm.handle_denial(ip(MAX), t0 + window, &mut events);
+        assert_eq!(alarm.sources.len(), 2);
+        assert_eq!(alarm.firing(), 1);
+        alarm.poll_cleared(t0 + 2 * window, &mut events);
+        assert_eq!(alarm.firing(), 0);
+        assert_eq!(
+            events.last(),
+            Some(&SourceAlert {
+                source: ip(0),
+                firing: false,
+                denials: 0
+            })
         );
     }
 }

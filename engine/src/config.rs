@@ -141,6 +141,12 @@ pub struct EngineConfig {
     pub udp_send_slots: usize,
     /// Hard cap of queued outbound bytes per stream; writes beyond it fail with `QueueFull`.
     pub max_outbound: usize,
+    /// Queued outbound bytes over all of a shard's streams; a write that
+    /// would exceed it evicts the shard's slowest reader (see
+    /// [`crate::outbound`]).
+    pub max_outbound_per_shard: usize,
+    /// Queued outbound bytes over every shard of the process (same policy).
+    pub max_outbound_total: usize,
     /// Above this many queued outbound bytes a stream stops being read until
     /// the peer has taken half of them (backpressure).
     pub pause_outbound: usize,
@@ -177,6 +183,8 @@ impl Default for EngineConfig {
             udp_bufs: 2048,
             udp_send_slots: 2048,
             max_outbound: 4 << 20,
+            max_outbound_per_shard: 256 << 20,
+            max_outbound_total: 1 << 30,
             pause_outbound: 256 << 10,
             batch_delay_us: 0,
             udp_drop_counter: UdpDropCounter::Poll,

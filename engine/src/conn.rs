@@ -1,6 +1,7 @@
 //! The shard's connection table: a slab of reusable slots with generations.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use ringport_plugin::{CloseReason, ConnId};
 
@@ -16,8 +17,9 @@ const UNSPECIFIED: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::U
 /// One stream and its in-flight state.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket.
-    pub fd: i32,
+    /// The socket: owned by the slot until `take`n for the backend's
+    /// asynchronous close (freeing the slot with it still here closes it).
+    pub fd: Option<OwnedFd>,
     /// Which plugin instance serves it.
     pub plugin: u16,
     /// Which listener accepted it.
@@ -56,12 +58,16 @@ pub struct Conn {
     pub tx_inflight: Vec<u8>,
     /// How much of `tx_inflight` the kernel has taken.
     pub tx_off: usize,
+    /// Its queued bytes as counted in the shard's outbound budget.
+    pub accounted: usize,
+    /// Evicted for the outbound budget: its queue is dropped, it closes.
+    pub evicted: bool,
 }
 
 impl Conn {
     fn empty() -> Conn {
         Conn {
-            fd: -1,
+            fd: None,
             plugin: 0,
             listener: 0,
             peer: UNSPECIFIED,
@@ -81,7 +87,15 @@ impl Conn {
             tx_pending: Vec::new(),
             tx_inflight: Vec::new(),
             tx_off: 0,
+            accounted: 0,
+            evicted: false,
         }
+    }
+
+    /// The socket's descriptor number (-1 once handed to its close).
+    #[inline]
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
     /// Outbound bytes queued or in flight.
@@ -89,8 +103,19 @@ impl Conn {
         self.tx_pending.len() + self.tx_inflight.len() - self.tx_off
     }
 
+    /// What the outbound budget should count for it: nothing once it is
+    /// closing (whatever is left is abandoned and freed within a turn).
+    #[inline]
+    pub fn budgeted(&self) -> usize {
+        if self.closing || self.evicted {
+            0
+        } else {
+            self.tx_len()
+        }
+    }
+
     fn reset(&mut self) {
-        self.fd = -1;
+        self.fd = None;
         self.accepted = false;
         self.guarded = false;
         self.first_checked = false;
@@ -103,6 +128,8 @@ impl Conn {
         self.closing = false;
         self.dirty = false;
         self.tx_off = 0;
+        self.accounted = 0;
+        self.evicted = false;
         for v in [
             &mut self.rx_pending,
             &mut self.tx_pending,
@@ -151,7 +178,7 @@ impl Conns {
     }
 
     /// Takes a slot for `fd`; `None` when the table is full.
-    pub fn insert(&mut self, fd: i32, plugin: u16, listener: u16) -> Option<(u32, u32)> {
+    pub fn insert(&mut self, fd: OwnedFd, plugin: u16, listener: u16) -> Option<(u32, u32)> {
         if self.live >= self.limit {
             return None;
         }
@@ -168,7 +195,7 @@ impl Conns {
         };
         let slot = &mut self.slots[idx as usize];
         slot.live = true;
-        slot.conn.fd = fd;
+        slot.conn.fd = Some(fd);
         slot.conn.plugin = plugin;
         slot.conn.listener = listener;
         self.live += 1;
@@ -215,6 +242,19 @@ impl Conns {
         }
     }
 
+    /// The live stream with the most bytes queued for its peer (the
+    /// slowest reader), not counting closing ones. A scan of the table:
+    /// it runs only when the outbound budget is spent, and each call frees
+    /// the largest queue there is.
+    pub fn largest_queue(&self) -> Option<u32> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.live && s.conn.budgeted() > 0)
+            .max_by_key(|(_, s)| s.conn.budgeted())
+            .map(|(i, _)| i as u32)
+    }
+
     /// Indices of every live slot.
     pub fn live_indices(&self) -> Vec<u32> {
         self.slots
@@ -240,19 +280,36 @@ impl Conns {
 mod tests {
     use super::*;
 
+    fn fd() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    /// Whether `raw` is an open descriptor of this process.
+    fn is_open(raw: i32) -> bool {
+        // SAFETY: F_GETFD only reads the descriptor table.
+        unsafe { libc::fcntl(raw, libc::F_GETFD) >= 0 }
+    }
+
     #[test]
-    fn generations_make_stale_ids_miss() {
+    fn generations_make_stale_ids_miss_and_freed_slots_close_their_sockets() {
         let mut t = Conns::new(2);
-        let (a, ga) = t.insert(10, 0, 0).unwrap();
-        let (b, _) = t.insert(11, 0, 0).unwrap();
-        assert!(t.insert(12, 0, 0).is_none(), "limit of 2");
+        let (a, ga) = t.insert(fd(), 0, 0).unwrap();
+        let a_raw = t.get(a, ga).unwrap().raw_fd();
+        let (b, _) = t.insert(fd(), 0, 0).unwrap();
+        let refused = fd();
+        let refused_raw = refused.as_raw_fd();
+        assert!(t.insert(refused, 0, 0).is_none(), "limit of 2");
+        assert!(!is_open(refused_raw), "a refused socket is closed");
         assert_eq!(t.live, 2);
         t.remove(a);
+        assert!(!is_open(a_raw), "freeing a slot closes its socket");
         assert!(t.get_mut(a, ga).is_none());
-        let (c, gc) = t.insert(13, 0, 0).unwrap();
+        let new = fd();
+        let new_raw = new.as_raw_fd();
+        let (c, gc) = t.insert(new, 0, 0).unwrap();
         assert_eq!(c, a, "slot reused");
         assert_eq!(gc, ga + 1);
-        assert_eq!(t.get_mut(c, gc).unwrap().fd, 13);
+        assert_eq!(t.get_mut(c, gc).unwrap().raw_fd(), new_raw);
         assert!(t.get_mut(c, ga).is_none());
         assert_eq!(t.live_indices(), vec![a, b]);
         let id = Conns::id(c, gc);

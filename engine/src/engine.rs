@@ -1,7 +1,8 @@
 //! Starting, observing and stopping the shards.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -87,7 +88,6 @@ struct ShardHandle {
     cpu: usize,
     shared: Arc<ShardShared>,
     join: Option<JoinHandle<Counters>>,
-    wake_fd: i32,
 }
 
 /// A running engine. Dropping it stops and joins the shards.
@@ -146,31 +146,50 @@ impl Stopper {
     }
 }
 
+type Ready = mpsc::Sender<(usize, Result<Vec<String>, StartError>)>;
+
 /// Runs a set-up shard on its thread and says it started.
 fn serve<B: Backend>(
     shard: Shard<B>,
     notes: Vec<String>,
-    tx: &mpsc::Sender<(usize, Result<Vec<String>, StartError>)>,
+    tx: &Ready,
+    ready: &std::cell::Cell<bool>,
 ) -> Counters {
     let _ = tx.send((shard.id(), Ok(notes)));
+    ready.set(true);
     shard.run()
 }
 
-/// A shard that could not set its backend up: its sockets are closed.
-fn fail(
-    init: ShardInit,
-    e: StartError,
-    tx: &mpsc::Sender<(usize, Result<Vec<String>, StartError>)>,
-) -> Counters {
-    for l in &init.tcp {
-        // SAFETY: the shard owned these and never used them.
-        unsafe { libc::close(l.fd) };
+/// A shard's thread is ending on a panic outside any plugin call (its
+/// sockets have closed as its state unwound): records why, and stops every
+/// shard, since a server with a dead shard would accept on ports nobody
+/// serves or lose the messages routed to it. `tx` is set while start-up
+/// still waits to hear from this shard.
+fn died(peers: &[Arc<ShardShared>], shard: usize, what: &str, tx: Option<&Ready>) -> Counters {
+    if let Some(tx) = tx {
+        let _ = tx.send((
+            shard,
+            Err(StartError::Shard {
+                shard,
+                message: format!("its thread panicked: {what}"),
+            }),
+        ));
     }
-    for u in &init.udp {
-        // SAFETY: as above.
-        unsafe { libc::close(u.0) };
+    let _ = peers[shard]
+        .failure
+        .set(format!("shard {shard} panicked: {what}"));
+    for p in peers {
+        p.stop.store(true, Ordering::Release);
+        p.wake();
     }
+    Counters::default()
+}
+
+/// A shard that could not set its backend up: its sockets close as `init`
+/// drops.
+fn fail(init: ShardInit, e: StartError, tx: &Ready, ready: &std::cell::Cell<bool>) -> Counters {
     let _ = tx.send((init.shard, Err(e)));
+    ready.set(true);
     Counters::default()
 }
 
@@ -216,20 +235,7 @@ fn bind_hint(e: &std::io::Error) -> &'static str {
 /// Everything bound for one shard before its thread starts.
 struct Bound {
     tcp: Vec<TcpListenerSock>,
-    udp: Vec<(i32, ListenerId, u16, SocketAddr)>,
-}
-
-fn close_all(bound: &[Bound]) {
-    for b in bound {
-        for l in &b.tcp {
-            // SAFETY: fds bound by `start` and not yet handed to a shard.
-            unsafe { libc::close(l.fd) };
-        }
-        for u in &b.udp {
-            // SAFETY: as above.
-            unsafe { libc::close(u.0) };
-        }
-    }
+    udp: Vec<(OwnedFd, ListenerId, u16, SocketAddr)>,
 }
 
 /// File descriptors each shard holds besides its sockets: ring, eventfd,
@@ -340,10 +346,9 @@ impl EngineHandle {
                         rxq_ovfl_cmsg: config.udp_drop_counter == UdpDropCounter::Cmsg,
                     };
                     let fd = match socket::bind(spec.transport, addr, opts) {
-                        Ok(fd) => socket::into_raw(fd),
+                        Ok(fd) => fd,
                         Err(e) => {
-                            bound.push(b);
-                            close_all(&bound);
+                            // Every socket bound so far closes as `bound` drops.
                             let hint = bind_hint(&e);
                             return Err(StartError::Bind {
                                 listener: spec.to_string(),
@@ -355,7 +360,7 @@ impl EngineHandle {
                     };
                     match spec.transport {
                         Transport::Tcp => b.tcp.push(TcpListenerSock {
-                            fd,
+                            fd: Some(fd),
                             listener: binding.listener,
                             plugin,
                             local: addr,
@@ -377,39 +382,35 @@ impl EngineHandle {
             // SAFETY: eventfd has no memory preconditions; the result is checked.
             let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
             if wake_fd < 0 {
+                // Sockets and the eventfds made so far close as they drop.
                 let e = std::io::Error::last_os_error();
-                close_all(&bound);
-                for sh in &shareds {
-                    // SAFETY: eventfds created just above, used by no thread yet.
-                    unsafe { libc::close(sh.wake_fd) };
-                }
                 return Err(StartError::Shard {
                     shard: sp.shard,
                     message: format!("eventfd failed: {e}"),
                 });
             }
-            shareds.push(Arc::new(ShardShared {
-                stats: Default::default(),
-                stop: Default::default(),
-                wake_fd,
-                ring_fd: AtomicI32::new(-1),
-                latency: Default::default(),
-            }));
+            // SAFETY: a fresh eventfd that nothing else owns.
+            let wake_fd = unsafe { OwnedFd::from_raw_fd(wake_fd) };
+            shareds.push(Arc::new(ShardShared::new(wake_fd)));
         }
         let peers: Arc<[Arc<ShardShared>]> = shareds.into();
         let (mesh, ports) = Mesh::new(shard_count, config.mesh_capacity);
+        let outbound = Arc::new(crate::outbound::OutboundPool::new(
+            config.max_outbound_total,
+        ));
         let msg_ring =
             probe.as_ref().is_some_and(|p| p.msg_ring) && config.mesh_wake == MeshWake::MsgRing;
         for ((sp, b), (outbox, inbox)) in plan.shards.iter().zip(bound).zip(ports) {
             let shared = peers[sp.shard].clone();
-            let wake_fd = shared.wake_fd;
             let peers_for_shard = peers.clone();
+            let everyone = peers.clone();
             let shard = sp.shard;
             let cpu = sp.cpu;
             let cfg = config.clone();
             let facts = factories.clone();
             let sh = shared.clone();
             let tx = ready_tx.clone();
+            let pool = outbound.clone();
             let guard = GuardInit {
                 listeners: admission
                     .iter()
@@ -419,6 +420,7 @@ impl EngineHandle {
                 listener_open: listener_open.clone(),
                 log: operations.log.as_ref().map(|l| l[sp.shard].clone()),
                 udp_source_window: operations.udp_source_window,
+                ipv6_prefix: operations.ipv6_source_prefix,
                 shared: ops_shared.clone(),
             };
             let tls: Vec<_> = (0..plan.listeners.len())
@@ -427,40 +429,60 @@ impl EngineHandle {
             let spawn = std::thread::Builder::new()
                 .name(format!("ringport-shard-{shard}"))
                 .spawn(move || {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-                        let _ = tx.send((shard, Err(StartError::Pin { shard, cpu })));
-                        close_all(std::slice::from_ref(&b));
-                        return Counters::default();
-                    }
-                    let plugins = facts.iter().map(|f| f.create(shard, shard_count)).collect();
-                    let udp_sockets = b.udp.len();
-                    let init = ShardInit {
-                        shard,
-                        shard_count,
-                        config: cfg.clone(),
-                        tcp: b.tcp,
-                        udp: b.udp,
-                        plugins,
-                        shared: sh.clone(),
-                        peers: peers_for_shard,
-                        outbox,
-                        inbox,
-                        guard,
-                        tls,
-                    };
-                    match backend {
-                        BackendKind::IoUring => {
-                            match Uring::setup(shard, &cfg, &sh, udp_sockets, msg_ring) {
-                                Ok(u) => {
-                                    serve(Shard::new(init, u.backend, u.buffers), u.notices, &tx)
-                                }
-                                Err(e) => fail(init, e, &tx),
-                            }
+                    // Whether start-up has heard from this shard.
+                    let ready = std::cell::Cell::new(false);
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                            // The shard's sockets close as `b` drops.
+                            let _ = tx.send((shard, Err(StartError::Pin { shard, cpu })));
+                            ready.set(true);
+                            return Counters::default();
                         }
-                        BackendKind::Epoll => match Epoll::setup(shard, &cfg, &sh, udp_sockets) {
-                            Ok((e, bufs, notes)) => serve(Shard::new(init, e, bufs), notes, &tx),
-                            Err(e) => fail(init, e, &tx),
-                        },
+                        let plugins = facts.iter().map(|f| f.create(shard, shard_count)).collect();
+                        let udp_sockets = b.udp.len();
+                        let init = ShardInit {
+                            shard,
+                            shard_count,
+                            config: cfg.clone(),
+                            tcp: b.tcp,
+                            udp: b.udp,
+                            plugins,
+                            shared: sh.clone(),
+                            peers: peers_for_shard,
+                            outbox,
+                            inbox,
+                            guard,
+                            tls,
+                            outbound: pool,
+                        };
+                        match backend {
+                            BackendKind::IoUring => {
+                                match Uring::setup(shard, &cfg, &sh, udp_sockets, msg_ring) {
+                                    Ok(u) => serve(
+                                        Shard::new(init, u.backend, u.buffers),
+                                        u.notices,
+                                        &tx,
+                                        &ready,
+                                    ),
+                                    Err(e) => fail(init, e, &tx, &ready),
+                                }
+                            }
+                            BackendKind::Epoll => match Epoll::setup(shard, &cfg, &sh, udp_sockets)
+                            {
+                                Ok((e, bufs, notes)) => {
+                                    serve(Shard::new(init, e, bufs), notes, &tx, &ready)
+                                }
+                                Err(e) => fail(init, e, &tx, &ready),
+                            },
+                        }
+                    }));
+                    match ran {
+                        Ok(counters) => counters,
+                        Err(payload) => {
+                            let what = crate::shard::panic_message(&*payload).to_owned();
+                            crate::shard::drop_payload(payload);
+                            died(&everyone, shard, &what, (!ready.get()).then_some(&tx))
+                        }
                     }
                 });
             let join = match spawn {
@@ -477,7 +499,6 @@ impl EngineHandle {
                 cpu,
                 shared,
                 join: Some(join),
-                wake_fd,
             });
         }
         drop(ready_tx);
@@ -598,11 +619,27 @@ impl EngineHandle {
     /// Waits for the shards to stop (after [`Stopper::stop`]) and returns their final counters.
     pub fn join(mut self) -> Vec<ShardStats> {
         for s in &mut self.shards {
-            if let Some(j) = s.join.take() {
-                let _ = j.join();
-            }
+            join_one(s);
         }
         self.stats()
+    }
+
+    /// Why the engine stopped on its own, when it did: the first shard
+    /// whose thread died (every other shard is then stopped too).
+    pub fn failure(&self) -> Option<String> {
+        self.shards
+            .iter()
+            .find_map(|s| s.shared.failure.get().cloned())
+    }
+
+    /// A test failpoint: shard `shard` panics outside any plugin call.
+    #[doc(hidden)]
+    pub fn poison_shard(&self, shard: usize) {
+        if let Some(s) = self.shards.get(shard) {
+            s.shared.poison.store(true, Ordering::Relaxed);
+            s.shared.stop.store(true, Ordering::Release);
+            s.shared.wake();
+        }
     }
 
     fn stop_and_join(&mut self) {
@@ -616,18 +653,28 @@ fn stop_and_join(shards: &mut [ShardHandle]) {
         s.shared.wake();
     }
     for s in shards.iter_mut() {
-        if let Some(j) = s.join.take() {
-            let _ = j.join();
+        join_one(s);
+    }
+}
+
+/// Joins a shard's thread; a panic that got past the thread's own catch
+/// (in its panic handling) is recorded as its failure, not discarded.
+fn join_one(s: &mut ShardHandle) {
+    if let Some(j) = s.join.take() {
+        if let Err(payload) = j.join() {
+            let why = format!(
+                "a shard thread panicked: {}",
+                crate::shard::panic_message(&*payload)
+            );
+            crate::shard::drop_payload(payload);
+            let _ = s.shared.failure.set(why);
         }
     }
 }
 
 impl Drop for EngineHandle {
     fn drop(&mut self) {
+        // Each eventfd closes with the last reference to its shard's state.
         self.stop_and_join();
-        for s in &self.shards {
-            // SAFETY: the eventfd was created by `start`; its shard has exited.
-            unsafe { libc::close(s.wake_fd) };
-        }
     }
 }

@@ -50,6 +50,8 @@ pub struct GuardInit {
     pub log: Option<LogSink>,
     /// UDP sources are logged again after this long.
     pub udp_source_window: Duration,
+    /// How IPv6 sources are grouped for per-source counts.
+    pub ipv6_prefix: crate::policy::Ipv6SourcePrefix,
     /// Shared state.
     pub shared: Arc<OpsShared>,
 }
@@ -96,6 +98,7 @@ pub struct Guard {
     log: Option<LogSink>,
     deny_gate: LogGate,
     udp_sources: SourceWindows,
+    ipv6_prefix: crate::policy::Ipv6SourcePrefix,
     /// The earliest window end of a firing source-denial alert.
     alarm_next: Option<Instant>,
     alarm_events: Vec<SourceAlert>,
@@ -132,10 +135,17 @@ impl Guard {
                 MAX_TRACKED_SOURCES,
             ),
             udp_sources: SourceWindows::new(init.udp_source_window, MAX_TRACKED_SOURCES),
+            ipv6_prefix: init.ipv6_prefix,
             alarm_next: None,
             alarm_events: Vec::new(),
             shared: init.shared,
         }
+    }
+
+    /// The key `ip` counts under in per-source limits (IPv6: its prefix).
+    #[inline]
+    pub fn source_key(&self, ip: IpAddr) -> IpAddr {
+        self.ipv6_prefix.key(ip)
     }
 
     /// Whether the server is draining.
@@ -149,6 +159,7 @@ impl Guard {
     }
 
     fn count_verdict(&mut self, listener: u16, ip: IpAddr, d: Decision, now: Instant) {
+        let ip = self.ipv6_prefix.key(ip);
         let l = &mut self.listeners[listener as usize];
         match d {
             Decision::Allow => {}
@@ -205,7 +216,8 @@ impl Guard {
         if self.log.is_none() {
             return;
         }
-        if let Gate::Log { suppressed } = self.deny_gate.check(peer.ip(), now) {
+        if let Gate::Log { suppressed } = self.deny_gate.check(self.ipv6_prefix.key(peer.ip()), now)
+        {
             let mut r = self.record(Event::Deny, now, listener, peer);
             r.local_port = local_port;
             r.verdict = d;
@@ -424,6 +436,20 @@ impl Guard {
         self.count_verdict(listener, peer.ip(), Decision::WouldDeny(reason), now);
     }
 
+    /// A plugin call panicked: logs a `plugin_panic` line (`peer` is the
+    /// connection's or datagram's; port 0 when the call had none).
+    pub fn plugin_panic(
+        &mut self,
+        call: &'static str,
+        listener: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
+        if let Some(log) = &self.log {
+            log.try_log(self.record(Event::PluginPanic { call }, now, listener, peer));
+        }
+    }
+
     /// Counts a TLS handshake's end on `listener` and logs its line.
     pub fn tls_handshake(&mut self, listener: u16, mut record: LogRecord) {
         let Some(t) = &record.tls else { return };
@@ -583,7 +609,12 @@ impl Guard {
         }
         l.counters.datagrams_in.add(1);
         l.counters.bytes_in.add(len as u64);
-        if self.log.is_some() && self.udp_sources.hit(peer.ip(), clock.now()) == Some(1) {
+        if self.log.is_some()
+            && self
+                .udp_sources
+                .hit(self.ipv6_prefix.key(peer.ip()), clock.now())
+                == Some(1)
+        {
             self.listeners[listener as usize]
                 .counters
                 .udp_new_sources
@@ -628,6 +659,7 @@ mod tests {
             max_conns: 0,
             max_conns_per_source: 0,
             conn_rate: None,
+            ipv6_prefix: Default::default(),
         };
         Guard::new(
             0,
@@ -636,6 +668,7 @@ mod tests {
                 listener_open: vec![Arc::new(AtomicU32::new(0))],
                 log,
                 udp_source_window: Duration::from_secs(60),
+                ipv6_prefix: Default::default(),
                 shared: Arc::new(OpsShared {
                     listeners: vec![vec![Default::default()]],
                     draining: AtomicBool::new(false),

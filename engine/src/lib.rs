@@ -33,6 +33,7 @@ pub mod log;
 pub mod mesh;
 pub mod operations;
 mod ops;
+pub mod outbound;
 pub mod plan;
 pub mod policy;
 pub mod preflight;

@@ -8,14 +8,14 @@
 //! records into JSON lines (or `key=value` text) and writes them to a file or
 //! stderr; when records were dropped it says how many in a `log_dropped`
 //! line. Lines from other threads (alerts, the drain summary) go through
-//! [`LogWriter::event`].
+//! [`LogWriter::event`]. A write error or an output that blocks costs
+//! lines, counted, never the writer or the shutdown (see [`LogWriter`]'s
+//! module, `log/writer.rs`).
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_queue::ArrayQueue;
@@ -23,11 +23,12 @@ use ringport_plugin::CloseReason;
 
 use crate::policy::Decision;
 
+mod writer;
+
+pub use writer::{LogOptions, LogTotals, LogWriter, DEFAULT_FINISH_WAIT};
+
 /// Records each shard can queue before the writer catches up.
 pub const DEFAULT_QUEUE_LEN: usize = 16384;
-
-/// How long the writer sleeps when every queue is empty.
-const IDLE_SLEEP: Duration = Duration::from_millis(5);
 
 /// What a log line is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,12 @@ pub enum Event {
     /// A TLS handshake ended, well or not; the details are in the record's
     /// `tls` and `duration` is how long it took.
     TlsHandshake,
+    /// A plugin call panicked (`call` names it); the peer is the
+    /// connection's or datagram's, if the call had one.
+    PluginPanic {
+        /// The plugin method that panicked.
+        call: &'static str,
+    },
 }
 
 impl Event {
@@ -62,6 +69,7 @@ impl Event {
             Event::UdpSource => "udp_source",
             Event::SourceAlert { .. } => "alert",
             Event::TlsHandshake => "tls_handshake",
+            Event::PluginPanic { .. } => "plugin_panic",
         }
     }
 }
@@ -90,6 +98,11 @@ pub enum CloseCause {
     TlsError,
     /// A TLS ClientHello arrived on a plaintext listener.
     TlsOnPlainPort,
+    /// The plugin panicked while handling the connection.
+    PluginPanic,
+    /// Evicted as its shard's slowest reader when the outbound budget ran
+    /// out (`max_outbound_per_shard`, `max_outbound_total`).
+    OutboundBudget,
 }
 
 impl CloseCause {
@@ -113,6 +126,8 @@ impl CloseCause {
             CloseCause::TlsIdentityDenied => "tls_identity_denied",
             CloseCause::TlsError => "tls_error",
             CloseCause::TlsOnPlainPort => "tls_on_plain_port",
+            CloseCause::PluginPanic => "plugin_panic",
+            CloseCause::OutboundBudget => "outbound_budget",
         }
     }
 }
@@ -265,191 +280,6 @@ pub struct EventLine {
     pub fields: Vec<(&'static str, Value)>,
 }
 
-/// What the writer thread is told from outside.
-#[derive(Debug)]
-enum Control {
-    Line(EventLine),
-    Flush(mpsc::Sender<()>),
-}
-
-/// The writer thread and the queues it drains.
-#[derive(Debug)]
-pub struct LogWriter {
-    sinks: Vec<LogSink>,
-    control: mpsc::Sender<Control>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl LogWriter {
-    /// Starts the writer for `shards` queues of `queue_len` records.
-    /// `listeners` names listener `i` in lines (its spec).
-    pub fn spawn(
-        shards: usize,
-        queue_len: usize,
-        listeners: Vec<String>,
-        format: LogFormat,
-        out: Box<dyn Write + Send>,
-    ) -> io::Result<LogWriter> {
-        let sinks: Vec<LogSink> = (0..shards)
-            .map(|_| LogSink {
-                queue: Arc::new(ArrayQueue::new(queue_len.max(1))),
-                dropped: Arc::new(AtomicU64::new(0)),
-            })
-            .collect();
-        let (tx, rx) = mpsc::channel::<Control>();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut state = WriterState {
-            sinks: sinks.clone(),
-            rx,
-            stop: stop.clone(),
-            out: io::BufWriter::new(out),
-            formatter: Formatter::new(listeners, format),
-            dropped_reported: 0,
-            line: String::with_capacity(512),
-        };
-        let thread = std::thread::Builder::new()
-            .name("ringport-log".into())
-            .spawn(move || state.run())?;
-        Ok(LogWriter {
-            sinks,
-            control: tx,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Shard `i`'s queue.
-    ///
-    /// # Panics
-    ///
-    /// If `i` is not below the shard count given to [`LogWriter::spawn`].
-    pub fn sink(&self, i: usize) -> LogSink {
-        self.sinks[i].clone()
-    }
-
-    /// Records dropped over all shards.
-    pub fn dropped(&self) -> u64 {
-        self.sinks.iter().map(LogSink::dropped).sum()
-    }
-
-    /// Writes a line from outside the shards (after what is queued now).
-    pub fn event(&self, line: EventLine) {
-        let _ = self.control.send(Control::Line(line));
-    }
-
-    /// Waits until everything queued before this call is written and flushed.
-    pub fn flush(&self) {
-        let (tx, rx) = mpsc::channel();
-        if self.control.send(Control::Flush(tx)).is_ok() {
-            let _ = rx.recv_timeout(Duration::from_secs(10));
-        }
-    }
-
-    /// Drains every queue, writes the last lines and stops the thread.
-    pub fn finish(mut self) -> io::Result<()> {
-        self.stop_thread()
-    }
-
-    fn stop_thread(&mut self) -> io::Result<()> {
-        self.stop.store(true, Ordering::Release);
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the log writer panicked"))),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for LogWriter {
-    fn drop(&mut self) {
-        let _ = self.stop_thread();
-    }
-}
-
-struct WriterState {
-    sinks: Vec<LogSink>,
-    rx: mpsc::Receiver<Control>,
-    stop: Arc<AtomicBool>,
-    out: io::BufWriter<Box<dyn Write + Send>>,
-    formatter: Formatter,
-    dropped_reported: u64,
-    line: String,
-}
-
-impl WriterState {
-    fn run(&mut self) -> io::Result<()> {
-        loop {
-            // Read `stop` first: everything pushed before it was set is
-            // drained by the pass that follows.
-            let stopping = self.stop.load(Ordering::Acquire);
-            let mut wrote = self.drain_queues()?;
-            while let Ok(c) = self.rx.try_recv() {
-                // Records queued (or dropped) before the message go first.
-                wrote |= self.drain_queues()?;
-                self.report_dropped()?;
-                match c {
-                    Control::Line(l) => {
-                        self.line.clear();
-                        self.formatter
-                            .event_line(&mut self.line, SystemTime::now(), &l);
-                        self.out.write_all(self.line.as_bytes())?;
-                        wrote = true;
-                    }
-                    Control::Flush(done) => {
-                        self.report_dropped()?;
-                        self.out.flush()?;
-                        let _ = done.send(());
-                    }
-                }
-            }
-            self.report_dropped()?;
-            if stopping {
-                self.drain_queues()?;
-                self.report_dropped()?;
-                return self.out.flush();
-            }
-            if !wrote {
-                self.out.flush()?;
-                std::thread::sleep(IDLE_SLEEP);
-            }
-        }
-    }
-
-    fn drain_queues(&mut self) -> io::Result<bool> {
-        let mut wrote = false;
-        for i in 0..self.sinks.len() {
-            while let Some(r) = self.sinks[i].queue.pop() {
-                self.line.clear();
-                self.formatter.record(&mut self.line, &r);
-                self.out.write_all(self.line.as_bytes())?;
-                wrote = true;
-            }
-        }
-        Ok(wrote)
-    }
-
-    fn report_dropped(&mut self) -> io::Result<()> {
-        let total: u64 = self.sinks.iter().map(LogSink::dropped).sum();
-        if total != self.dropped_reported {
-            let line = EventLine {
-                event: "log_dropped",
-                fields: vec![
-                    ("dropped", Value::Uint(total - self.dropped_reported)),
-                    ("dropped_total", Value::Uint(total)),
-                ],
-            };
-            self.dropped_reported = total;
-            self.line.clear();
-            self.formatter
-                .event_line(&mut self.line, SystemTime::now(), &line);
-            self.out.write_all(self.line.as_bytes())?;
-        }
-        Ok(())
-    }
-}
-
 /// Turns records into lines. Records carry an `Instant`; the formatter maps
 /// it to wall-clock time through one (Instant, SystemTime) pair taken at start.
 #[derive(Debug)]
@@ -507,6 +337,11 @@ impl Formatter {
         }
         f.display("peer", &r.peer);
         f.uint("local_port", u64::from(r.local_port));
+        if let Event::PluginPanic { call } = r.event {
+            f.str("call", call);
+            f.end();
+            return;
+        }
         if let Some(t) = &r.tls {
             tls_fields(&mut f, r, t);
             f.end();
@@ -729,27 +564,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use crate::policy::DenyReason;
-    use std::sync::Mutex;
-
-    /// Collects what is written. Its first flush tells `entered` and then
-    /// waits for `release`, which holds the writer thread still.
-    struct Held {
-        buf: Arc<Mutex<Vec<u8>>>,
-        gate: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
-    }
-    impl Write for Held {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.buf.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            if let Some((entered, release)) = self.gate.take() {
-                entered.send(()).unwrap();
-                release.recv().unwrap();
-            }
-            Ok(())
-        }
-    }
 
     fn peer() -> SocketAddr {
         "127.0.0.2:40000".parse().unwrap()
@@ -830,47 +644,6 @@ mod tests {
                 r#"{"time":"1970-01-01T00:00:00.000Z","event":"alert","listener":"a \"b\"","firing":true,"rate":2.500000}"#,
                 "\n",
             )
-        );
-    }
-
-    #[test]
-    fn a_full_queue_drops_and_counts_and_the_writer_reports_it() {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let (entered_tx, entered) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel();
-        let out = Held {
-            buf: buf.clone(),
-            gate: Some((entered_tx, release_rx)),
-        };
-        let w = LogWriter::spawn(2, 4, vec!["l".into()], LogFormat::Json, Box::new(out)).unwrap();
-        // The writer found nothing to do and is held in its idle flush.
-        entered.recv().unwrap();
-        let sink = w.sink(1);
-        for _ in 0..1000 {
-            sink.try_log(LogRecord::new(Event::Open, Instant::now(), 0, 1, peer()));
-        }
-        assert_eq!((sink.dropped(), w.dropped()), (996, 996));
-        w.event(EventLine {
-            event: "summary",
-            fields: vec![("n", Value::Uint(7))],
-        });
-        release.send(()).unwrap();
-        w.finish().unwrap();
-        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        let events: Vec<&str> = text
-            .lines()
-            .map(|l| {
-                let at = l.find(r#""event":""#).unwrap() + 9;
-                l[at..].split('"').next().unwrap()
-            })
-            .collect();
-        assert_eq!(
-            events,
-            ["open", "open", "open", "open", "log_dropped", "summary"]
-        );
-        assert!(
-            text.contains(r#""event":"log_dropped","dropped":996,"dropped_total":996}"#),
-            "{text}"
         );
     }
 }

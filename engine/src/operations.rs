@@ -102,6 +102,8 @@ pub struct Operations {
     /// How long a UDP source stays known before a datagram from it is
     /// logged as a new source again.
     pub udp_source_window: Duration,
+    /// How IPv6 sources are grouped for every per-source limit and count.
+    pub ipv6_source_prefix: crate::policy::Ipv6SourcePrefix,
 }
 
 /// Why operator settings do not fit a plan.
@@ -190,6 +192,7 @@ impl Operations {
                     max_conns: l.limits.max_conns,
                     max_conns_per_source: l.limits.max_conns_per_source,
                     conn_rate: l.limits.conn_rate,
+                    ipv6_prefix: self.ipv6_source_prefix,
                 })
             })
             .collect()

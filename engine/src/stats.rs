@@ -91,11 +91,22 @@ pub enum EngineDrop {
     /// A TLS ClientHello arrived on a plaintext TCP listener: answered with a
     /// handshake_failure alert and closed before the plugin saw it.
     TlsOnPlainPort = 7,
+    /// A plugin call panicked: its connection was closed (or its datagram,
+    /// message or timer dropped) and the shard went on.
+    PluginPanic = 8,
+    /// A stream's peer address could not be read at accept (it reset before
+    /// the engine saw it): closed before admission, which cannot judge a
+    /// source it does not know.
+    PeerUnknown = 9,
+    /// A stream was evicted, its queued bytes dropped, because a write
+    /// would have taken its shard or the process over the outbound budget
+    /// and it was the shard's slowest reader.
+    OutboundBudget = 10,
 }
 
 impl EngineDrop {
     /// Number of engine drop reasons.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 11;
     /// All reasons in discriminant order.
     pub const ALL: [EngineDrop; EngineDrop::COUNT] = [
         EngineDrop::DatagramTruncated,
@@ -106,6 +117,9 @@ impl EngineDrop {
         EngineDrop::CqOverflow,
         EngineDrop::BadSource,
         EngineDrop::TlsOnPlainPort,
+        EngineDrop::PluginPanic,
+        EngineDrop::PeerUnknown,
+        EngineDrop::OutboundBudget,
     ];
 
     /// Snake-case name for stats lines and metrics.
@@ -119,6 +133,9 @@ impl EngineDrop {
             EngineDrop::CqOverflow => "cq_overflow",
             EngineDrop::BadSource => "bad_source",
             EngineDrop::TlsOnPlainPort => "tls_on_plain_port",
+            EngineDrop::PluginPanic => "plugin_panic",
+            EngineDrop::PeerUnknown => "peer_unknown",
+            EngineDrop::OutboundBudget => "outbound_budget",
         }
     }
 }
@@ -218,6 +235,9 @@ live_counters! {
     mesh_full,
     /// Wake-ups sent to parked shards.
     mesh_wakes,
+    /// Outbound stream bytes queued now, not yet taken by the kernel (a
+    /// gauge, as of the shard's last turn).
+    outbound_queued,
     }
     arrays {
     /// Plugin drops, indexed by [`DropReason::index`].

@@ -2,6 +2,7 @@
 
 use std::mem;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use ringport_plugin::{ListenerId, WriteError};
 
@@ -15,8 +16,8 @@ pub const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
 
 /// One bound UDP socket.
 pub struct UdpSock {
-    /// The socket.
-    pub fd: i32,
+    /// The socket (None once the drain has closed it).
+    pub fd: Option<OwnedFd>,
     /// Listener it belongs to.
     pub listener: ListenerId,
     /// Plugin instance serving it.
@@ -32,7 +33,7 @@ pub struct UdpSock {
 impl std::fmt::Debug for UdpSock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UdpSock")
-            .field("fd", &self.fd)
+            .field("fd", &self.raw_fd())
             .field("local", &self.local)
             .finish()
     }
@@ -40,15 +41,21 @@ impl std::fmt::Debug for UdpSock {
 
 impl UdpSock {
     /// Wraps a bound socket.
-    pub fn new(fd: i32, listener: ListenerId, plugin: u16, local: SocketAddr) -> UdpSock {
+    pub fn new(fd: OwnedFd, listener: ListenerId, plugin: u16, local: SocketAddr) -> UdpSock {
         UdpSock {
-            fd,
+            fd: Some(fd),
             listener,
             plugin,
             local,
             armed: false,
             rxq_ovfl: 0,
         }
+    }
+
+    /// The socket's descriptor number (-1 once closed).
+    #[inline]
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
     /// Takes the kernel's cumulative drop count (SO_RXQ_OVFL or SO_MEMINFO)

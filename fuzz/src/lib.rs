@@ -21,10 +21,12 @@
 //! | `sockaddr` | socket address conversion | [`sockaddr`]: the C structs' layout, round trips |
 //! | `listener_spec` | listener specs | [`spec`]: a model grammar, `Display` round trip |
 //! | `config` | the TOML config file and its merge with the flags | [`config`]: documented ranges, merged values, error messages |
+//! | `admin_request` | the admin endpoint's HTTP request head | [`admin_request`]: a model of the request grammar |
 //!
 //! `cargo test` here runs every harness on fixed cases, on every file of its
 //! checked-in corpus (`corpus/TARGET/`) and on pseudo-random inputs.
 
+pub mod admin_request;
 pub mod cmsg;
 pub mod config;
 pub mod identity;

@@ -4,6 +4,7 @@
 //! Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod pki;
 pub mod seccomp;
 

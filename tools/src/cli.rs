@@ -201,6 +201,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_outbound: Option<usize>,
 
+    /// Cap of queued outbound bytes over all of a shard's streams; a write
+    /// that would exceed it closes the shard's slowest reader (the stream
+    /// with the most queued), counted as `outbound_budget`. [default: 268435456]
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbound_per_shard: Option<usize>,
+
+    /// Cap of queued outbound bytes over every shard of the process (same
+    /// policy). [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbound_total: Option<usize>,
+
     /// Messages each cross-shard ring holds (one ring per ordered pair of
     /// shards); a full ring is reported to the sending plugin. [default: 1024]
     #[arg(long, value_name = "N")]
@@ -227,6 +238,12 @@ pub struct ServeArgs {
     /// Open connections per listener over all shards (0: no limit). [default: 65536]
     #[arg(long, value_name = "N")]
     pub max_conns: Option<u32>,
+
+    /// IPv6 sources count as one source per prefix of this many bits for
+    /// every per-source limit, rate, handshake cap, log gate and denial
+    /// alert (IPv4 addresses count whole). [default: 64]
+    #[arg(long, value_name = "BITS")]
+    pub ipv6_source_prefix: Option<u8>,
 
     /// Open connections per source address and shard (0: no limit). [default: 4096]
     #[arg(long, value_name = "N")]
@@ -332,6 +349,17 @@ pub struct ServeArgs {
     /// The private key of --admin-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE")]
     pub admin_tls_key: Option<PathBuf>,
+
+    /// Close an admin connection whose request is not read and answered
+    /// (TLS handshake included) within SECS of its accept (at most 3600).
+    /// [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub admin_timeout: Option<f64>,
+
+    /// Admin connections open at once (1 to 4096); more are closed as soon
+    /// as accepted. [default: 16]
+    #[arg(long, value_name = "N")]
+    pub admin_max_conns: Option<usize>,
 
     /// On SIGTERM or SIGINT, let open connections finish for up to SECS
     /// before closing them; a second SIGINT stops at once. [default: 30]

@@ -18,7 +18,7 @@ use ringport_engine::cpus::CpuList;
 use ringport_engine::log::LogFormat;
 use ringport_engine::operations::{self, Limits, ListenerOps, Operations};
 use ringport_engine::plan::Mode;
-use ringport_engine::policy::{Allowlist, RateLimit};
+use ringport_engine::policy::{Allowlist, Ipv6SourcePrefix, RateLimit};
 use ringport_engine::spec::ListenerSpec;
 use ringport_engine::{BackendChoice, EngineConfig, MeshWake, UdpDropCounter};
 use serde::{Deserialize, Deserializer};
@@ -145,12 +145,15 @@ pub struct FileConfig {
     pub udp_drop_counter: Option<Parsed<UdpDropCounter>>,
     pub udp_rcvbuf: Option<usize>,
     pub max_outbound: Option<usize>,
+    pub max_outbound_per_shard: Option<usize>,
+    pub max_outbound_total: Option<usize>,
     pub mesh_capacity: Option<usize>,
     pub mesh_wake: Option<Parsed<MeshWake>>,
     pub allow: Option<Vec<Parsed<Cidr>>>,
     pub allow_dry_run: Option<bool>,
     pub max_conns: Option<u32>,
     pub max_conns_per_source: Option<u32>,
+    pub ipv6_source_prefix: Option<u8>,
     pub conn_rate: Option<u32>,
     pub conn_burst: Option<u32>,
     pub first_bytes_timeout: Option<f64>,
@@ -162,6 +165,8 @@ pub struct FileConfig {
     pub admin_allow: Option<Vec<Parsed<Cidr>>>,
     pub admin_tls_cert: Option<std::path::PathBuf>,
     pub admin_tls_key: Option<std::path::PathBuf>,
+    pub admin_timeout: Option<f64>,
+    pub admin_max_conns: Option<usize>,
     pub drain_timeout: Option<f64>,
     pub alert_factor: Option<f64>,
     pub alert_sustain: Option<f64>,
@@ -233,6 +238,8 @@ pub struct Settings {
     pub admin_allow: Allowlist,
     /// Its TLS certificate and key, loaded (None: plain HTTP).
     pub admin_tls: Option<std::sync::Arc<crate::admin::AdminTls>>,
+    /// Its deadline and connection cap.
+    pub admin_options: crate::admin::AdminOptions,
     /// How long a drain may take.
     pub drain_timeout: Duration,
     /// Deviation alerts (None: off).
@@ -475,6 +482,8 @@ impl Settings {
             udp_bufs: pick!(udp_bufs, d.udp_bufs),
             udp_send_slots: pick!(udp_send_slots, d.udp_send_slots),
             max_outbound,
+            max_outbound_per_shard: pick!(max_outbound_per_shard, d.max_outbound_per_shard),
+            max_outbound_total: pick!(max_outbound_total, d.max_outbound_total),
             pause_outbound: d.pause_outbound.min(max_outbound),
             batch_delay_us: pick!(batch_delay_us, d.batch_delay_us),
             udp_drop_counter: args
@@ -545,6 +554,28 @@ impl Settings {
             )?)),
             None => None,
         };
+        let admin_options = {
+            use crate::admin::AdminOptions;
+            let timeout = pick!(admin_timeout, AdminOptions::DEFAULT_TIMEOUT_SECS);
+            let timeout = match secs("admin_timeout", timeout)? {
+                Some(t) if t <= AdminOptions::MAX_TIMEOUT => t,
+                _ => bail!(
+                    "admin_timeout = {timeout} is out of range: give a number of seconds above 0 \
+                     and at most {} (default {})",
+                    AdminOptions::MAX_TIMEOUT.as_secs(),
+                    AdminOptions::DEFAULT_TIMEOUT_SECS
+                ),
+            };
+            let max_conns = pick!(admin_max_conns, AdminOptions::DEFAULT_MAX_CONNS);
+            if !(1..=AdminOptions::MAX_MAX_CONNS).contains(&max_conns) {
+                bail!(
+                    "admin_max_conns = {max_conns} is out of range: give 1 to {} (default {})",
+                    AdminOptions::MAX_MAX_CONNS,
+                    AdminOptions::DEFAULT_MAX_CONNS
+                );
+            }
+            AdminOptions { timeout, max_conns }
+        };
         let factor = pick!(alert_factor, AlertConfig::default().factor);
         if !factor.is_finite() || factor < 0.0 {
             bail!("alert_factor = {factor} must be 0 (off) or more");
@@ -567,6 +598,10 @@ impl Settings {
                 dry_run,
                 log: None,
                 udp_source_window: Duration::from_secs(60),
+                ipv6_source_prefix: match args.ipv6_source_prefix.or(f.ipv6_source_prefix) {
+                    Some(bits) => Ipv6SourcePrefix::new(bits).map_err(|e| anyhow::anyhow!(e))?,
+                    None => Ipv6SourcePrefix::default(),
+                },
             },
             log,
             log_format: args
@@ -576,6 +611,7 @@ impl Settings {
             admin,
             admin_allow,
             admin_tls,
+            admin_options,
             drain_timeout: secs("drain_timeout", pick!(drain_timeout, 30.0))?.unwrap_or_default(),
             alerts: (factor > 0.0).then_some(AlertConfig {
                 factor,
@@ -861,6 +897,51 @@ mod tests {
         );
         let e = Settings::resolve(&args(&["--admin", "0.0.0.0:9900"]), None).unwrap_err();
         assert!(e.to_string().contains("--admin-allow"), "{e}");
+    }
+
+    #[test]
+    fn admin_deadline_and_cap_have_defaults_and_ranges() {
+        use crate::admin::AdminOptions;
+        let s = Settings::resolve(&args(&[]), None).unwrap();
+        assert_eq!(
+            s.admin_options,
+            AdminOptions {
+                timeout: Duration::from_secs(5),
+                max_conns: 16
+            }
+        );
+        let file = FileConfig::parse("admin_timeout = 0.25\nadmin_max_conns = 3\n").unwrap();
+        let s = Settings::resolve(&args(&["--admin-max-conns", "2"]), Some(file)).unwrap();
+        assert_eq!(
+            s.admin_options,
+            AdminOptions {
+                timeout: Duration::from_millis(250),
+                max_conns: 2
+            }
+        );
+        let e = |flags: &[&str]| {
+            Settings::resolve(&args(flags), None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&["--admin-timeout", "0"]),
+            "admin_timeout = 0 is out of range: give a number of seconds above 0 and at most \
+             3600 (default 5)"
+        );
+        assert_eq!(
+            e(&["--admin-timeout", "7200"]),
+            "admin_timeout = 7200 is out of range: give a number of seconds above 0 and at most \
+             3600 (default 5)"
+        );
+        assert_eq!(
+            e(&["--admin-max-conns", "0"]),
+            "admin_max_conns = 0 is out of range: give 1 to 4096 (default 16)"
+        );
+        assert_eq!(
+            e(&["--admin-max-conns", "4097"]),
+            "admin_max_conns = 4097 is out of range: give 1 to 4096 (default 16)"
+        );
     }
 
     #[test]

@@ -15,12 +15,16 @@ mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+mod notices;
 mod relay;
 mod serve;
 mod signals;
 pub mod testing;
 mod tls_client;
 mod tls_config;
+
+/// The admin endpoint's HTTP request parser (fuzzed in `fuzz/`).
+pub use admin::request as admin_request;
 
 use clap::Parser;
 

@@ -39,6 +39,12 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerView>,
     /// Handshake-log records dropped because a queue was full.
     pub log_dropped: u64,
+    /// Handshake-log lines lost to write errors.
+    pub log_lines_lost: u64,
+    /// Handshake-log writes that failed.
+    pub log_write_errors: u64,
+    /// How admin connections ended.
+    pub admin: crate::admin::AdminCounts,
     /// Seconds since start.
     pub uptime_secs: f64,
     /// The I/O backend the shards run on (`io-uring` or `epoll`).
@@ -86,7 +92,7 @@ pub fn render(s: &Snapshot) -> String {
     let mut o = Out(String::with_capacity(8192));
     let shard_ids: Vec<String> = s.shards.iter().map(|x| x.shard.to_string()).collect();
     type Get = fn(&ringport_engine::Counters) -> u64;
-    let per_shard: [(&str, &str, &str, Get); 14] = [
+    let per_shard: [(&str, &str, &str, Get); 15] = [
         (
             "ringport_messages_total",
             "counter",
@@ -167,6 +173,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Wake-ups sent to parked shards.",
             |c| c.mesh_wakes,
+        ),
+        (
+            "ringport_outbound_queued_bytes",
+            "gauge",
+            "Stream bytes queued for peers, not yet taken by the kernel (against --max-outbound-per-shard and --max-outbound-total).",
+            |c| c.outbound_queued,
         ),
     ];
     for (name, kind, help, get) in per_shard {
@@ -398,6 +410,41 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.sample("ringport_log_dropped_total", &[], s.log_dropped);
     o.family(
+        "ringport_log_lines_lost_total",
+        "counter",
+        "Handshake-log lines lost because writing them failed (disk full, ...).",
+    );
+    o.sample("ringport_log_lines_lost_total", &[], s.log_lines_lost);
+    o.family(
+        "ringport_log_write_errors_total",
+        "counter",
+        "Handshake-log writes that failed; writing is tried again a second later.",
+    );
+    o.sample("ringport_log_write_errors_total", &[], s.log_write_errors);
+    o.family(
+        "ringport_admin_connections_total",
+        "counter",
+        "Admin endpoint connections by how they ended.",
+    );
+    for r in crate::admin::AdminResult::ALL {
+        let n = s.admin.connections[r as usize];
+        o.sample(
+            "ringport_admin_connections_total",
+            &[("result", r.as_str())],
+            n,
+        );
+    }
+    o.family(
+        "ringport_admin_accept_errors_total",
+        "counter",
+        "Admin endpoint accepts that failed (EMFILE, ENFILE, ...); each pauses accepting.",
+    );
+    o.sample(
+        "ringport_admin_accept_errors_total",
+        &[],
+        s.admin.accept_errors,
+    );
+    o.family(
         "ringport_draining",
         "gauge",
         "1 while the server drains before stopping.",
@@ -515,6 +562,12 @@ mod tests {
                 },
             ],
             log_dropped: 0,
+            log_lines_lost: 4,
+            log_write_errors: 1,
+            admin: crate::admin::AdminCounts {
+                connections: [7, 1, 2, 0, 0],
+                accept_errors: 3,
+            },
             uptime_secs: 1.5,
             backend: "epoll",
             draining: false,
@@ -545,6 +598,12 @@ mod tests {
             "ringport_backend_info{backend=\"epoll\"} 1",
             "ringport_listener_drops_total{listener=\"echo@tcp:[::1]:9000\",reason=\"datagram_truncated\"} 0",
             "ringport_uptime_seconds 1.500",
+            "ringport_admin_connections_total{result=\"served\"} 7",
+            "ringport_admin_connections_total{result=\"timed_out\"} 2",
+            "ringport_admin_connections_total{result=\"failed\"} 0",
+            "ringport_admin_accept_errors_total 3",
+            "ringport_log_lines_lost_total 4",
+            "ringport_log_write_errors_total 1",
             "ringport_mesh_queue_depth{shard=\"0\"} 9",
             "ringport_mesh_received_total{shard=\"0\"} 4",
             "ringport_mesh_wakes_total{shard=\"0\"} 1",

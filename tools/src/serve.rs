@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result};
 use ringport_engine::alerts::{ListenerAlerts, Metric, RateTotals};
 use ringport_engine::cpus::{self, CpuList};
-use ringport_engine::log::{EventLine, LogWriter, Value, DEFAULT_QUEUE_LEN};
+use ringport_engine::log::{
+    EventLine, LogOptions, LogTotals, LogWriter, Value, DEFAULT_FINISH_WAIT, DEFAULT_QUEUE_LEN,
+};
 use ringport_engine::plan::{Plan, PlanRequest};
 use ringport_engine::spec::ListenerSpec;
 use ringport_engine::stats::ShardStats;
@@ -18,10 +20,11 @@ use ringport_engine::tls::{HandshakeResult, ListenerTls};
 use ringport_engine::{Counters, EngineHandle};
 use ringport_plugin::Transport;
 
-use crate::admin::{AdminServer, Handler};
+use crate::admin::{AdminServer, AdminStats, Handler};
 use crate::cli::ServeArgs;
 use crate::config::{FileConfig, LogTarget, Settings};
 use crate::metrics::{self, ListenerView, Snapshot};
+use crate::notices::{NoticeWriter, Notices};
 use crate::signals;
 
 /// How often alert baselines are sampled and the drain checks for open streams.
@@ -181,7 +184,11 @@ pub fn check_config(path: &Path) -> Result<()> {
             } else {
                 "http"
             };
-            format!("{scheme}://{a}")
+            format!(
+                "{scheme}://{a} (timeout {}s, at most {} connections)",
+                s.admin_options.timeout.as_secs_f64(),
+                s.admin_options.max_conns
+            )
         }),
         s.drain_timeout.as_secs_f64()
     );
@@ -198,6 +205,7 @@ struct Shared {
     started: Instant,
     /// Per listener: its TLS, for `tls` listeners.
     tls: Vec<Option<Arc<ListenerTls>>>,
+    admin: Arc<AdminStats>,
 }
 
 impl Shared {
@@ -227,6 +235,9 @@ impl Shared {
                 })
                 .collect(),
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped()),
+            log_lines_lost: self.log.as_ref().map_or(0, |l| l.lines_lost()),
+            log_write_errors: self.log.as_ref().map_or(0, |l| l.write_errors()),
+            admin: self.admin.snapshot(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             backend: self.engine.backend().as_str(),
             draining: self.engine.draining(),
@@ -323,6 +334,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // Block SIGINT/SIGTERM before any thread exists, so that they all
     // inherit the mask and only the signal thread ever sees the signals.
     let signals = signals::Signals::block()?;
+    let stderr =
+        NoticeWriter::start(Box::new(std::io::stderr())).context("starting the stderr writer")?;
+    let notices = stderr.notices();
     let log = match &s.log {
         None => None,
         Some(target) => {
@@ -336,12 +350,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
                         .with_context(|| format!("opening the log file {f}"))?,
                 ),
             };
-            let w = LogWriter::spawn(
+            let told = notices.clone();
+            let w = LogWriter::spawn_with(
                 plan.shards.len(),
                 DEFAULT_QUEUE_LEN,
                 names.clone(),
                 s.log_format,
                 out,
+                LogOptions {
+                    notify: Box::new(move |m| told.say(m)),
+                    ..LogOptions::default()
+                },
             )
             .context("starting the log writer")?;
             Some(Arc::new(w))
@@ -358,10 +377,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         operations,
     )?);
     for n in engine.notices() {
-        eprintln!("ringport: note: {n}");
+        notices.say(format!("note: {n}"));
     }
     for l in policy.iter().filter(|l| l.starts_with("warning:")) {
-        eprintln!("ringport: {l}");
+        notices.say(l.as_str());
     }
     println!(
         "ringport {} serving {} shard(s), mode {}, backend {}, kernel {}",
@@ -387,6 +406,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tls: (0..plan.listeners.len())
             .map(|i| s.operations.listener(i).tls)
             .collect(),
+        admin: Arc::default(),
     });
     let admin = match s.admin {
         Some(addr) => {
@@ -399,7 +419,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "/status" => Some(("application/json", sh.status())),
                 _ => None,
             });
-            let a = AdminServer::start(addr, s.admin_allow.clone(), handler, s.admin_tls.clone())?;
+            let a = AdminServer::start(
+                addr,
+                s.admin_allow.clone(),
+                handler,
+                s.admin_tls.clone(),
+                s.admin_options,
+                shared.admin.clone(),
+            )?;
             println!(
                 "admin endpoint on {}://{}/metrics and /status",
                 a.scheme(),
@@ -421,17 +448,36 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut last = engine.stats();
     let mut events = Vec::new();
     let mut sources_alerting = vec![0u64; names.len()];
-    // Serve until the first signal that stops.
+    // A test failpoint (docs/SECURITY.md): a shard dies outside any plugin call.
+    if let Some(n) = std::env::var("RINGPORT_FAILPOINT")
+        .ok()
+        .and_then(|f| f.strip_prefix("shard-panic:")?.parse().ok())
+    {
+        engine.poison_shard(n);
+    }
+    let mut died = None;
+    // Serve until the first signal that stops, or a shard's death.
     let first = loop {
         match sig.recv_timeout(TICK) {
             Ok(signals::RELOAD) => {
-                reload_tls(&plan.listeners, &s, &log);
-                reload_admin_tls(admin.as_ref(), &log);
+                reload_tls(&plan.listeners, &s, &log, &notices);
+                reload_admin_tls(admin.as_ref(), &log, &notices);
                 continue;
             }
             Ok(signal) => break Some(signal),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(why) = engine.failure() {
+            // Every shard has been stopped: never a half-alive server.
+            notices.say(format!("{why}; every shard stopped, exiting"));
+            log_event(
+                &log,
+                "shard_failed",
+                vec![("reason", Value::Str(why.clone()))],
+            );
+            died = Some(why);
+            break None;
         }
         let now = Instant::now();
         for (i, c) in engine.listener_stats().iter().enumerate() {
@@ -439,11 +485,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             if (was == 0) != (is == 0) {
                 // The shards log each source; this is the listener's summary.
                 let what = if is > 0 { "fired" } else { "cleared" };
-                eprintln!(
-                    "ringport: alert {what}: {} {}: {is} source(s) over the denial limit",
+                notices.say(format!(
+                    "alert {what}: {} {}: {is} source(s) over the denial limit",
                     names[i],
                     metrics::SOURCE_DENIALS
-                );
+                ));
             }
             sources_alerting[i] = is;
         }
@@ -462,10 +508,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 a.handle_sample(now, totals, &mut events);
                 for e in &events {
                     let what = if e.firing { "fired" } else { "cleared" };
-                    eprintln!(
-                        "ringport: alert {what}: {} {} {:.1}/s (baseline {:.1}/s)",
+                    notices.say(format!(
+                        "alert {what}: {} {} {:.1}/s (baseline {:.1}/s)",
                         names[i], e.metric, e.rate, e.baseline
-                    );
+                    ));
                     log_event(
                         &log,
                         "alert",
@@ -497,10 +543,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // Drain: stop accepting, close UDP sockets, let streams finish.
     if let Some(signal) = first {
         let open = open_streams(&engine.stats());
-        eprintln!(
-            "ringport: {signal} received, draining {open} open connection(s) for up to {:.0}s (SIGINT again stops at once)",
+        notices.say(format!(
+            "{signal} received, draining {open} open connection(s) for up to {:.0}s (SIGINT again stops at once)",
             s.drain_timeout.as_secs_f64()
-        );
+        ));
         log_event(
             &log,
             "drain_start",
@@ -518,20 +564,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
         loop {
             let open = open_streams(&engine.stats());
             if open == 0 {
-                eprintln!("ringport: every connection finished, stopping");
+                notices.say("every connection finished, stopping");
                 break;
             }
             if Instant::now() >= deadline {
-                eprintln!("ringport: drain timeout, closing {open} connection(s)");
+                notices.say(format!("drain timeout, closing {open} connection(s)"));
                 break;
             }
             match sig.recv_timeout(DRAIN_POLL) {
                 Ok(signals::RELOAD) => {
-                    reload_tls(&plan.listeners, &s, &log);
-                    reload_admin_tls(admin.as_ref(), &log);
+                    reload_tls(&plan.listeners, &s, &log, &notices);
+                    reload_admin_tls(admin.as_ref(), &log, &notices);
                 }
                 Ok(again) => {
-                    eprintln!("ringport: {again} received again, stopping now");
+                    notices.say(format!("{again} received again, stopping now"));
                     break;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -564,18 +610,55 @@ pub fn run(args: ServeArgs) -> Result<()> {
     );
     if let Some(log) = log {
         match Arc::try_unwrap(log) {
-            Ok(w) => w.finish().context("writing the log")?,
+            Ok(w) => {
+                if let Some(l) = log_totals_line(&w.finish_within(DEFAULT_FINISH_WAIT)) {
+                    println!("{l}");
+                }
+            }
             Err(w) => w.flush(),
         }
     }
-    Ok(())
+    let unwritten = stderr.finish_within(Duration::from_secs(1));
+    if unwritten > 0 {
+        println!("stderr: {unwritten} line(s) not written (stderr blocked)");
+    }
+    match died {
+        Some(why) => Err(anyhow::anyhow!("{why}")),
+        None => Ok(()),
+    }
+}
+
+/// What the exit says about the handshake log when not all of it was
+/// written: on stdout, with the totals, because stderr may be the very
+/// output that blocked.
+fn log_totals_line(t: &LogTotals) -> Option<String> {
+    if t.lost == 0 && t.not_written == 0 {
+        return None;
+    }
+    let mut line = format!("log: {} line(s) written", t.written);
+    if t.lost > 0 {
+        line += &format!(", {} lost to {} write error(s)", t.lost, t.write_errors);
+    }
+    if t.not_written > 0 {
+        line += &format!(
+            ", {} not written: the log output blocked for {}s",
+            t.not_written,
+            DEFAULT_FINISH_WAIT.as_secs_f64()
+        );
+    }
+    Some(line)
 }
 
 /// SIGHUP: every `tls` listener re-reads its certificate, key and client
 /// CA. New handshakes use a good new set at once; open connections keep
 /// theirs; a bad set is refused and the old one stays. Each listener's
 /// outcome is printed and logged (`tls_reload`).
-fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>) {
+fn reload_tls(
+    specs: &[ListenerSpec],
+    s: &Settings,
+    log: &Option<Arc<LogWriter>>,
+    notices: &Notices,
+) {
     for (i, spec) in specs.iter().enumerate() {
         let Some(tls) = s.operations.listener(i).tls else {
             continue;
@@ -588,16 +671,16 @@ fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>
                     &mut expiry,
                     UNIX_EPOCH + Duration::from_secs(loaded.cert.not_after.max(0) as u64),
                 );
-                eprintln!(
-                    "ringport: SIGHUP: {spec}: new handshakes use the certificate {} (SHA-256 {}, expires {expiry})",
+                notices.say(format!(
+                    "SIGHUP: {spec}: new handshakes use the certificate {} (SHA-256 {}, expires {expiry})",
                     loaded.cert.subject,
                     loaded.cert.fingerprint_hex()
-                );
+                ));
                 for w in tls_lines(spec, &tls, SystemTime::now())
                     .iter()
                     .filter(|l| l.starts_with("warning:"))
                 {
-                    eprintln!("ringport: {w}");
+                    notices.say(w.as_str());
                 }
                 log_event(
                     log,
@@ -612,7 +695,7 @@ fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>
                 );
             }
             Err(e) => {
-                eprintln!("ringport: SIGHUP: {spec}: keeping the old certificate: {e}");
+                notices.say(format!("SIGHUP: {spec}: keeping the old certificate: {e}"));
                 log_event(
                     log,
                     "tls_reload",
@@ -628,16 +711,16 @@ fn reload_tls(specs: &[ListenerSpec], s: &Settings, log: &Option<Arc<LogWriter>>
 }
 
 /// SIGHUP for the admin endpoint's certificate, when it serves HTTPS.
-fn reload_admin_tls(admin: Option<&AdminServer>, log: &Option<Arc<LogWriter>>) {
+fn reload_admin_tls(admin: Option<&AdminServer>, log: &Option<Arc<LogWriter>>, notices: &Notices) {
     let Some(admin) = admin else { return };
     let listener = ("listener", Value::Str("admin".to_owned()));
     match admin.reload_tls() {
         Ok(None) => {}
         Ok(Some(leaf)) => {
-            eprintln!(
-                "ringport: SIGHUP: admin endpoint: new connections use the certificate {}",
+            notices.say(format!(
+                "SIGHUP: admin endpoint: new connections use the certificate {}",
                 leaf.subject
-            );
+            ));
             log_event(
                 log,
                 "tls_reload",
@@ -650,7 +733,9 @@ fn reload_admin_tls(admin: Option<&AdminServer>, log: &Option<Arc<LogWriter>>) {
             );
         }
         Err(e) => {
-            eprintln!("ringport: SIGHUP: admin endpoint: keeping the old certificate: {e:#}");
+            notices.say(format!(
+                "SIGHUP: admin endpoint: keeping the old certificate: {e:#}"
+            ));
             log_event(
                 log,
                 "tls_reload",

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Allowlist, Decision, DenyReason, RateLimit, SourceCounts, SourceRates};
+use super::{
+    Allowlist, Decision, DenyReason, Ipv6SourcePrefix, RateLimit, SourceCounts, SourceRates,
+};
 
 /// Most sources one shard keeps a rate bucket for (see [`SourceRates`]).
 const MAX_RATE_SOURCES: usize = 65536;
@@ -24,6 +26,8 @@ pub struct AdmissionConfig {
     pub max_conns_per_source: u32,
     /// New connections per source address on one shard (None: no limit).
     pub conn_rate: Option<RateLimit>,
+    /// How IPv6 sources are grouped for the per-source limits.
+    pub ipv6_prefix: Ipv6SourcePrefix,
 }
 
 /// One listener's admission state on one shard.
@@ -79,8 +83,9 @@ impl Admission {
         if let Decision::Deny(_) = source {
             return source;
         }
+        let key = self.config.ipv6_prefix.key(ip);
         if let Some(rates) = &mut self.rates {
-            if !rates.try_take(ip, now) {
+            if !rates.try_take(key, now) {
                 return Decision::Deny(DenyReason::RateLimited);
             }
         }
@@ -90,7 +95,7 @@ impl Admission {
             self.listener_open.fetch_sub(1, Ordering::Relaxed);
             return Decision::Deny(DenyReason::ListenerFull);
         }
-        if !self.sources.try_acquire(ip) {
+        if !self.sources.try_acquire(key) {
             self.listener_open.fetch_sub(1, Ordering::Relaxed);
             return Decision::Deny(DenyReason::SourceFull);
         }
@@ -99,7 +104,7 @@ impl Admission {
 
     /// A connection admitted by [`Admission::admit_stream`] closed.
     pub fn release(&mut self, ip: IpAddr) {
-        self.sources.release(ip);
+        self.sources.release(self.config.ipv6_prefix.key(ip));
         self.listener_open.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -121,6 +126,7 @@ mod tests {
             max_conns: 0,
             max_conns_per_source: 0,
             conn_rate: None,
+            ipv6_prefix: Ipv6SourcePrefix::default(),
         }
     }
 

@@ -25,6 +25,55 @@ pub use rate::{RateLimit, SourceRates, TokenBucket};
 pub use sources::SourceCounts;
 
 use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// How per-source limits, rates, handshake caps, log gates and denial
+/// alerts group IPv6 sources: by the first `bits` bits of the address
+/// (default 64, what one host or site is usually given), so that rotating
+/// through the addresses of one prefix is one source. IPv4 addresses, and
+/// IPv4-mapped IPv6 ones, are keyed whole. Allowlists always see the full
+/// address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6SourcePrefix(u8);
+
+impl Default for Ipv6SourcePrefix {
+    fn default() -> Self {
+        Ipv6SourcePrefix(64)
+    }
+}
+
+impl Ipv6SourcePrefix {
+    /// A prefix of `bits` bits, 1 to 128.
+    pub fn new(bits: u8) -> Result<Ipv6SourcePrefix, String> {
+        if (1..=128).contains(&bits) {
+            Ok(Ipv6SourcePrefix(bits))
+        } else {
+            Err(format!(
+                "ipv6_source_prefix = {bits} must be 1 to 128 (bits of an IPv6 source counted as one source; e.g. 64)"
+            ))
+        }
+    }
+
+    /// Its length in bits.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The key `ip` is counted under.
+    #[inline]
+    pub fn key(self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mask = u128::MAX << (128 - u32::from(self.0));
+                    IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+                }
+            },
+        }
+    }
+}
 
 /// Why a connection or datagram was (or, in audit mode, would have been) refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,6 +181,34 @@ impl Decision {
             Decision::Allow => "allow",
             Decision::Deny(_) => "deny",
             Decision::WouldDeny(_) => "would_deny",
+        }
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_sources_are_keyed_by_their_prefix_and_ipv4_whole() {
+        let key = |bits, ip: &str| {
+            Ipv6SourcePrefix::new(bits)
+                .unwrap()
+                .key(ip.parse().unwrap())
+                .to_string()
+        };
+        assert_eq!(key(64, "2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(key(48, "2001:db8:1:2:3:4:5:6"), "2001:db8:1::");
+        assert_eq!(key(128, "2001:db8:1:2:3:4:5:6"), "2001:db8:1:2:3:4:5:6");
+        assert_eq!(key(1, "ffff::1"), "8000::");
+        assert_eq!(key(64, "10.1.2.3"), "10.1.2.3");
+        assert_eq!(key(64, "::ffff:10.1.2.3"), "10.1.2.3", "IPv4-mapped: whole");
+        assert_eq!(key(64, "::1"), "::");
+        assert_eq!(Ipv6SourcePrefix::default().bits(), 64);
+        for bad in [0, 129] {
+            assert!(Ipv6SourcePrefix::new(bad)
+                .unwrap_err()
+                .contains("ipv6_source_prefix"));
         }
     }
 }

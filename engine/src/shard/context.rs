@@ -1,6 +1,8 @@
 //! The shard core: its requests to the backend (arming accepts and
 //! receives, sends, closes, wake-ups) and the [`Context`] plugins see.
 
+use std::os::fd::{AsRawFd, IntoRawFd};
+
 use super::*;
 
 impl<B: Backend> Core<B> {
@@ -54,8 +56,10 @@ impl<B: Backend> Core<B> {
     }
 
     pub(super) fn arm_accept(&mut self, idx: u32) {
-        let fd = self.listeners[idx as usize].fd;
-        self.io.arm_accept(idx, fd);
+        let l = &self.listeners[idx as usize];
+        if let Some(fd) = &l.fd {
+            self.io.arm_accept(idx, fd.as_raw_fd());
+        }
     }
 
     pub(super) fn arm_recv(&mut self, idx: u32, generation: u32) {
@@ -63,13 +67,13 @@ impl<B: Backend> Core<B> {
             return;
         };
         conn.recv_armed = true;
-        let fd = conn.fd;
+        let fd = conn.raw_fd();
         self.io.arm_recv(idx, generation, fd);
     }
 
     pub(super) fn pause_recv(&mut self, idx: u32, generation: u32) {
         if let Some(conn) = self.conns.get_mut(idx, generation) {
-            let fd = conn.fd;
+            let fd = conn.raw_fd();
             self.io.pause_recv(idx, generation, fd);
         }
     }
@@ -77,7 +81,7 @@ impl<B: Backend> Core<B> {
     pub(super) fn arm_udp(&mut self, idx: u32) {
         let sock = &mut self.udp[idx as usize];
         sock.armed = true;
-        let fd = sock.fd;
+        let fd = sock.raw_fd();
         self.io.arm_udp(idx, fd);
     }
 
@@ -87,11 +91,48 @@ impl<B: Backend> Core<B> {
         };
         let rest = &conn.tx_inflight[conn.tx_off..];
         conn.send_inflight = true;
-        let (ptr, len, fd) = (rest.as_ptr(), rest.len(), conn.fd);
+        let (ptr, len, fd) = (rest.as_ptr(), rest.len(), conn.raw_fd());
         // SAFETY: `tx_inflight` is neither moved, resized nor freed while
         // `send_inflight` is set: only the send's completion clears it, and
         // the slot is not freed before that (`maybe_finalize`).
         unsafe { self.io.send(idx, generation, fd, ptr, len) };
+    }
+
+    /// Brings the outbound budget up to date with stream `idx`'s queue.
+    #[inline]
+    pub(super) fn account(&mut self, idx: u32) {
+        if let Some((conn, _)) = self.conns.at_mut(idx) {
+            let now = conn.budgeted();
+            if now != conn.accounted {
+                self.outbound.change(conn.accounted, now);
+                conn.accounted = now;
+            }
+        }
+    }
+
+    /// Makes room for `len` more queued bytes on stream `idx`: while they
+    /// would not fit the shard's or the process's budget, evicts the
+    /// shard's slowest reader (the stream with the most queued bytes).
+    /// False when `idx` itself was evicted or nothing is left to evict.
+    #[cold]
+    fn make_room(&mut self, idx: u32, len: usize) -> bool {
+        while !self.outbound.fits(len) {
+            let Some(victim) = self.conns.largest_queue() else {
+                return false;
+            };
+            if let Some((conn, _)) = self.conns.at_mut(victim) {
+                // Its queue is dropped now; the turn's flush closes it.
+                conn.evicted = true;
+                conn.tx_pending = Vec::new();
+            }
+            self.account(victim);
+            self.counters.drop_engine(EngineDrop::OutboundBudget, 1);
+            self.mark_dirty(victim);
+            if victim == idx {
+                return false;
+            }
+        }
+        true
     }
 
     pub(super) fn mark_dirty(&mut self, idx: u32) {
@@ -111,8 +152,16 @@ impl<B: Backend> Core<B> {
         if !conn.closing || conn.recv_armed || conn.send_inflight {
             return;
         }
-        let fd = conn.fd;
-        self.io.close_stream(idx, fd);
+        // Closing streams count nothing; this settles one that never did.
+        let accounted = std::mem::take(&mut conn.accounted);
+        self.outbound.change(accounted, 0);
+        let Some(conn) = self.conns.get_mut(idx, generation) else {
+            return;
+        };
+        // The backend closes it when the kernel is done with it.
+        if let Some(fd) = conn.fd.take() {
+            self.io.close_stream(idx, fd.into_raw_fd());
+        }
         self.conns.remove(idx);
     }
 
@@ -146,9 +195,15 @@ impl<B: Backend> Context for Core<B> {
             return Err(WriteError::UnknownTarget);
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if c.tx_len() + len > max {
+        if c.evicted || c.tx_len() + len > max {
             return Err(WriteError::QueueFull);
         }
+        if !self.outbound.fits(len) && !self.make_room(idx, len) {
+            return Err(WriteError::QueueFull);
+        }
+        let Some((c, idx, _)) = self.conn_for(conn) else {
+            return Err(WriteError::UnknownTarget);
+        };
         match c.tls.as_deref_mut() {
             // Framed into records in place; sealed when the queue is flushed.
             Some(s) => {
@@ -165,6 +220,7 @@ impl<B: Backend> Context for Core<B> {
                 }
             }
         }
+        self.account(idx);
         self.mark_dirty(idx);
         Ok(())
     }
@@ -185,7 +241,11 @@ impl<B: Backend> Context for Core<B> {
         to: SocketAddr,
         parts: &[&[u8]],
     ) -> Result<(), WriteError> {
-        let Some((fd, listener)) = self.udp.get(via.0 as usize).map(|s| (s.fd, s.listener)) else {
+        let Some((fd, listener)) = self
+            .udp
+            .get(via.0 as usize)
+            .map(|s| (s.raw_fd(), s.listener))
+        else {
             return Err(WriteError::UnknownTarget);
         };
         let (slot, hdr) = match self.sends.fill(&to, parts) {

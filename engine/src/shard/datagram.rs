@@ -83,16 +83,20 @@ impl<B: Backend> Shard<B> {
         self.core.current_plugin = plugin;
         let slots_full = EngineDrop::UdpSendSlotsFull as usize;
         let before = self.core.counters.engine_drops[slots_full].get();
-        if let Err(r) =
-            self.plugins[plugin as usize].handle_datagram(&mut self.core, &info, payload)
-        {
-            // A reply refused for want of a send slot is already counted as
-            // `udp_send_slots_full`; the plugin passing that refusal on is the
-            // same drop, not a second one.
-            let engine_counted = self.core.counters.engine_drops[slots_full].get() > before;
-            if !(r == DropReason::QueueFull && engine_counted) {
-                self.core.counters.drop_plugin(r);
+        let p = &mut self.plugins[plugin as usize];
+        let core = &mut self.core;
+        match super::guarded(|| p.handle_datagram(core, &info, payload)) {
+            Some(Ok(())) => {}
+            Some(Err(r)) => {
+                // A reply refused for want of a send slot is already counted
+                // as `udp_send_slots_full`; the plugin passing that refusal on
+                // is the same drop, not a second one.
+                let engine_counted = self.core.counters.engine_drops[slots_full].get() > before;
+                if !(r == DropReason::QueueFull && engine_counted) {
+                    self.core.counters.drop_plugin(r);
+                }
             }
+            None => self.plugin_panicked("handle_datagram", info.listener.0, info.peer),
         }
     }
 
@@ -133,7 +137,7 @@ impl<B: Backend> Shard<B> {
         self.core.drops_poll_at = None;
         self.core.drops_polled_at_count = seen;
         for sock in &mut self.core.udp {
-            if let Some(v) = socket::sk_drops(sock.fd) {
+            if let Some(v) = socket::sk_drops(sock.raw_fd()) {
                 let delta = sock.kernel_drops_since_last(v);
                 if delta > 0 {
                     self.core

@@ -19,6 +19,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +57,46 @@ pub const MESH_LATENCY: &str = "mesh_handoff";
 /// How long a stopping shard waits for the kernel to hand back in-flight operations.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// Runs one plugin call and catches a panic in it: `None` then, and the
+/// caller drops what the call was about (the connection, the datagram, the
+/// message) while the shard goes on. Costs nothing when nothing panics
+/// (unwinding tables, no check on the way). The plugin's own state may be
+/// half-updated after a panic; the engine's is not, since the engine does
+/// nothing of its own inside the call.
+#[inline]
+fn guarded<R>(call: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            drop_payload(payload);
+            None
+        }
+    }
+}
+
+/// Drops a caught panic's payload, whose own `Drop` may panic in turn (a
+/// plugin can panic with any value): that second panic is caught and its
+/// payload leaked, so no plugin value can unwind through the shard.
+#[cold]
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)))
+    {
+        std::mem::forget(again);
+    }
+}
+
+/// A caught panic's message, when it carries one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "a panic without a message"
+    }
+}
+
 /// What the engine shares with a running shard.
 #[derive(Debug)]
 pub struct ShardShared {
@@ -64,22 +105,42 @@ pub struct ShardShared {
     /// Set to ask the shard to stop; followed by a write to `wake_fd`.
     pub stop: AtomicBool,
     /// eventfd the shard's backend watches: a write wakes the shard.
-    pub wake_fd: i32,
+    pub wake_fd: OwnedFd,
     /// The shard's ring fd, for IORING_OP_MSG_RING wake-ups (-1 until set
     /// up, and always with the epoll backend).
     pub ring_fd: AtomicI32,
     /// Published latency histograms.
     pub latency: SharedLatencies,
+    /// Why the shard's thread ended early (a panic outside any plugin
+    /// call, or a plugin factory's), once it has.
+    pub failure: std::sync::OnceLock<String>,
+    /// A test failpoint: the shard panics, outside any plugin call, the
+    /// next time it is asked to stop.
+    #[doc(hidden)]
+    pub poison: AtomicBool,
 }
 
 impl ShardShared {
+    /// Shared state around the eventfd `wake_fd`.
+    pub fn new(wake_fd: OwnedFd) -> ShardShared {
+        ShardShared {
+            stats: Default::default(),
+            stop: Default::default(),
+            wake_fd,
+            ring_fd: AtomicI32::new(-1),
+            latency: Default::default(),
+            failure: Default::default(),
+            poison: Default::default(),
+        }
+    }
+
     /// Wakes the shard from its wait.
     pub fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: wake_fd is an eventfd owned by the engine for the shard's life;
         // the buffer is a live u64.
         unsafe {
-            libc::write(self.wake_fd, (&one as *const u64).cast(), 8);
+            libc::write(self.wake_fd.as_raw_fd(), (&one as *const u64).cast(), 8);
         }
     }
 }
@@ -87,8 +148,8 @@ impl ShardShared {
 /// A TCP listener socket owned by a shard.
 #[derive(Debug)]
 pub struct TcpListenerSock {
-    /// The socket.
-    pub fd: i32,
+    /// The socket (None once the drain has closed it).
+    pub fd: Option<OwnedFd>,
     /// Listener index in the plan.
     pub listener: ListenerId,
     /// Plugin instance index.
@@ -107,8 +168,8 @@ pub struct ShardInit {
     pub config: EngineConfig,
     /// TCP listeners to accept on.
     pub tcp: Vec<TcpListenerSock>,
-    /// UDP sockets to receive on: (fd, listener, plugin, local).
-    pub udp: Vec<(i32, ListenerId, u16, SocketAddr)>,
+    /// UDP sockets to receive on: (socket, listener, plugin, local).
+    pub udp: Vec<(OwnedFd, ListenerId, u16, SocketAddr)>,
     /// Plugin instances, indexed by the `plugin` fields above.
     pub plugins: Vec<Box<dyn Plugin>>,
     /// Shared state.
@@ -123,6 +184,8 @@ pub struct ShardInit {
     pub guard: GuardInit,
     /// Per listener (by id): its TLS, for `tls` listeners.
     pub tls: Vec<Option<Arc<crate::tls::ListenerTls>>>,
+    /// The process-wide outbound budget.
+    pub outbound: Arc<crate::outbound::OutboundPool>,
 }
 
 /// The shard's state other than plugins and receive buffers, which the
@@ -138,6 +201,8 @@ struct Core<B: Backend> {
     listeners: Vec<TcpListenerSock>,
     udp: Vec<UdpSock>,
     sends: SendPool,
+    /// Queued outbound bytes against the shard's and the process's budget.
+    outbound: crate::outbound::OutboundBudget,
     timers: BinaryHeap<Reverse<(Instant, u64, u16, u64)>>,
     timer_seq: u64,
     current_plugin: u16,
@@ -209,6 +274,10 @@ impl<B: Backend> Shard<B> {
             listeners: init.tcp,
             udp,
             sends: SendPool::new(cfg.udp_send_slots, cfg.udp_max_datagram as usize),
+            outbound: crate::outbound::OutboundBudget::new(
+                cfg.max_outbound_per_shard,
+                init.outbound,
+            ),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             current_plugin: 0,
@@ -239,6 +308,14 @@ impl<B: Backend> Shard<B> {
         }
     }
 
+    /// A plugin call panicked: counted (`plugin_panic`) and logged; the
+    /// panic's message went to stderr through the panic hook.
+    fn plugin_panicked(&mut self, call: &'static str, listener: u16, peer: SocketAddr) {
+        self.core.counters.drop_engine(EngineDrop::PluginPanic, 1);
+        let now = self.core.clock.now();
+        self.guard.plugin_panic(call, listener, peer, now);
+    }
+
     /// The shard's index.
     pub fn id(&self) -> ShardId {
         self.core.shard
@@ -264,8 +341,15 @@ impl<B: Backend> Shard<B> {
             self.flush();
             self.core.send_wakes();
             self.core.counters.turns.add(1);
+            self.core
+                .counters
+                .outbound_queued
+                .set(self.core.outbound.used() as u64);
             self.core.latency.publish(&self.shared.latency);
             if self.shared.stop.load(Ordering::Acquire) {
+                if self.shared.poison.load(Ordering::Relaxed) {
+                    panic!("failpoint: shard {} poisoned", self.core.shard);
+                }
                 break;
             }
             self.bufs.refill();
@@ -347,6 +431,7 @@ impl<B: Backend> Shard<B> {
         let plugins = &mut self.plugins;
         let core = &mut self.core;
         let mut received = None;
+        let mut panics = 0;
         let n = self.inbox.drain(MESH_DRAIN_LIMIT, |from, env: Envelope| {
             // One clock read per batch: the time the first message was taken.
             let at = *received.get_or_insert_with(Instant::now);
@@ -354,12 +439,21 @@ impl<B: Backend> Shard<B> {
                 .record(MESH_LATENCY, at.saturating_duration_since(env.sent));
             if let Some(p) = plugins.get_mut(env.plugin as usize) {
                 core.current_plugin = env.plugin;
-                p.handle_message(core, from, env.msg);
+                if guarded(|| p.handle_message(core, from, env.msg)).is_none() {
+                    panics += 1;
+                }
             }
         });
         if n > 0 {
             self.core.counters.mesh_in.add(n as u64);
             self.inbox.publish_depth();
+        }
+        for _ in 0..panics {
+            self.plugin_panicked(
+                "handle_message",
+                u16::MAX,
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+            );
         }
     }
 
@@ -374,7 +468,15 @@ impl<B: Backend> Shard<B> {
             self.core.timers.pop();
             self.core.current_plugin = plugin;
             let now = self.core.clock.now();
-            self.plugins[plugin as usize].handle_timer(&mut self.core, now, token);
+            let p = &mut self.plugins[plugin as usize];
+            let core = &mut self.core;
+            if guarded(|| p.handle_timer(core, now, token)).is_none() {
+                self.plugin_panicked(
+                    "handle_timer",
+                    u16::MAX,
+                    SocketAddr::from(([0, 0, 0, 0], 0)),
+                );
+            }
         }
     }
 
@@ -394,23 +496,8 @@ impl<B: Backend> Shard<B> {
             self.flush();
             self.core.io.wait_briefly();
         }
-        for l in &self.core.listeners {
-            if l.fd >= 0 {
-                // SAFETY: the listener fds are owned by this shard and no longer in use.
-                unsafe { libc::close(l.fd) };
-            }
-        }
-        for u in &self.core.udp {
-            if u.fd >= 0 {
-                // SAFETY: as above, for the UDP sockets.
-                unsafe { libc::close(u.fd) };
-            }
-        }
+        // Every socket is owned: freeing a slot or clearing a list closes it.
         for idx in self.core.conns.live_indices() {
-            if let Some((c, _)) = self.core.conns.at_mut(idx) {
-                // SAFETY: the stream fd is owned by its slot.
-                unsafe { libc::close(c.fd) };
-            }
             self.core.conns.remove(idx);
         }
         self.core.listeners.clear();

@@ -16,19 +16,27 @@ impl<B: Backend> Shard<B> {
         }
     }
 
-    pub(super) fn accept_stream(&mut self, lidx: u32, fd: i32) {
+    pub(super) fn accept_stream(&mut self, lidx: u32, raw: i32) {
+        // SAFETY: the kernel just handed this descriptor to us and nobody
+        // else holds it; from here on it closes when dropped.
+        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
         let (listener, plugin, local) = {
             let l = &self.core.listeners[lidx as usize];
             (l.listener, l.plugin, l.local)
         };
-        let Some((cidx, generation)) = self.core.conns.insert(fd, plugin, listener.0) else {
+        // A source the allowlists cannot see is never let in: a peer that
+        // reset between the handshake and here has no address to judge.
+        let Some(peer) = addr::peer_of(raw) else {
+            self.core.counters.drop_engine(EngineDrop::PeerUnknown, 1);
+            return;
+        };
+        let fd = raw;
+        let Some((cidx, generation)) = self.core.conns.insert(owned, plugin, listener.0) else {
+            // The table is full: `owned` closed as `insert` dropped it.
             self.core.counters.drop_engine(EngineDrop::AcceptFailed, 1);
-            // SAFETY: fd was just accepted and is owned by nobody else.
-            unsafe { libc::close(fd) };
             return;
         };
         socket::set_nodelay(fd);
-        let peer = addr::peer_of(fd).unwrap_or_else(|| SocketAddr::new(local.ip(), 0));
         if let Some(c) = self.core.conns.get_mut(cidx, generation) {
             c.peer = peer;
             c.local = local;
@@ -38,8 +46,7 @@ impl<B: Backend> Shard<B> {
             .guard
             .admit(listener.0, peer, local, self.core.clock.now())
         else {
-            // SAFETY: nothing was submitted for this fd; we still own it.
-            unsafe { libc::close(fd) };
+            // Nothing was submitted for it: removing the slot closes it.
             self.core.conns.remove(cidx);
             return;
         };
@@ -48,7 +55,7 @@ impl<B: Backend> Shard<B> {
             .get(listener.0 as usize)
             .is_some_and(Option::is_some)
         {
-            self.accept_tls(cidx, generation, fd, listener, admitted);
+            self.accept_tls(cidx, generation, listener, admitted);
             return;
         }
         let id = Conns::id(cidx, generation);
@@ -59,7 +66,16 @@ impl<B: Backend> Shard<B> {
             local,
         };
         self.core.current_plugin = plugin;
-        let verdict = self.plugins[plugin as usize].handle_open(&mut self.core, &info);
+        let p = &mut self.plugins[plugin as usize];
+        let core = &mut self.core;
+        let verdict = match guarded(|| p.handle_open(core, &info)) {
+            Some(v) => v,
+            None => {
+                // A panic refuses the stream, as a rejection would.
+                self.plugin_panicked("handle_open", listener.0, peer);
+                Verdict::Reject
+            }
+        };
         match verdict {
             Verdict::Accept => {
                 self.core.counters.conns_accepted.add(1);
@@ -75,8 +91,7 @@ impl<B: Backend> Shard<B> {
             Verdict::Reject => {
                 self.guard.rejected(listener.0, peer);
                 self.core.counters.conns_rejected.add(1);
-                // SAFETY: nothing was submitted for this fd; we still own it.
-                unsafe { libc::close(fd) };
+                // Nothing was submitted for it: removing the slot closes it.
                 self.core.conns.remove(cidx);
             }
         }
@@ -177,7 +192,12 @@ impl<B: Backend> Shard<B> {
         let id = Conns::id(idx, generation);
         self.core.current_plugin = plugin;
         let result = if conn.rx_pending.is_empty() {
-            let r = self.plugins[plugin as usize].handle_data(&mut self.core, id, bytes);
+            let p = &mut self.plugins[plugin as usize];
+            let core = &mut self.core;
+            let Some(r) = guarded(|| p.handle_data(core, id, bytes)) else {
+                self.data_panicked(idx, generation);
+                return;
+            };
             if let Ok(n) = r {
                 if n < bytes.len() {
                     if let Some(conn) = self.core.conns.get_mut(idx, generation) {
@@ -202,14 +222,35 @@ impl<B: Backend> Shard<B> {
         let mut data = std::mem::take(&mut conn.rx_pending);
         let id = Conns::id(idx, generation);
         self.core.current_plugin = plugin;
-        let r = self.plugins[plugin as usize].handle_data(&mut self.core, id, &data);
-        if let Ok(n) = r {
+        let p = &mut self.plugins[plugin as usize];
+        let core = &mut self.core;
+        let r = guarded(|| p.handle_data(core, id, &data));
+        if let Some(Ok(n)) = r {
             data.drain(..n.min(data.len()));
         }
         if let Some(conn) = self.core.conns.get_mut(idx, generation) {
             conn.rx_pending = data;
         }
-        r.map(|_| ())
+        match r {
+            Some(r) => r.map(|_| ()),
+            None => {
+                self.data_panicked(idx, generation);
+                Ok(())
+            }
+        }
+    }
+
+    /// `handle_data` panicked: the stream is closed (the plugin still hears
+    /// `handle_close`, as every accepted stream does), counted and logged.
+    fn data_panicked(&mut self, idx: u32, generation: u32) {
+        let Some(conn) = self.core.conns.get(idx, generation) else {
+            return;
+        };
+        let (listener, peer) = (conn.listener, conn.peer);
+        self.plugin_panicked("handle_data", listener, peer);
+        self.guard
+            .set_cause(idx, generation, crate::log::CloseCause::PluginPanic);
+        self.teardown(idx, generation, CloseReason::Error(libc::EIO));
     }
 
     pub(super) fn after_deliver(
@@ -218,6 +259,14 @@ impl<B: Backend> Shard<B> {
         generation: u32,
         result: Result<(), DropReason>,
     ) {
+        if self
+            .core
+            .conns
+            .get(idx, generation)
+            .map_or(true, |c| c.closing)
+        {
+            return;
+        }
         // A plugin that keeps more unconsumed bytes than a stream may queue
         // outbound is not going to make progress: close rather than grow.
         let result = match (result, self.core.conns.get_mut(idx, generation)) {
@@ -274,6 +323,7 @@ impl<B: Backend> Shard<B> {
             conn.tx_inflight.clear();
             conn.tx_off = 0;
         }
+        self.core.account(idx);
         self.core.mark_dirty(idx);
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
@@ -305,6 +355,12 @@ impl<B: Backend> Shard<B> {
         };
         conn.closing = true;
         conn.tx_pending.clear();
+        if conn.send_inflight {
+            // Whatever is in flight is abandoned: a peer that is not
+            // reading would hold the send, and the slot, forever. Shutting
+            // the socket down completes the send at once.
+            socket::shutdown(conn.raw_fd());
+        }
         let accepted = conn.accepted;
         let guarded = conn.guarded;
         let plugin = conn.plugin;
@@ -312,6 +368,7 @@ impl<B: Backend> Shard<B> {
         if recv_armed {
             self.core.pause_recv(idx, generation);
         }
+        self.core.account(idx);
         if guarded {
             self.guard
                 .closed(idx, generation, reason, self.core.clock.now());
@@ -320,7 +377,21 @@ impl<B: Backend> Shard<B> {
             self.core.counters.conns_closed.add(1);
             self.core.current_plugin = plugin;
             let id = Conns::id(idx, generation);
-            self.plugins[plugin as usize].handle_close(&mut self.core, id, reason);
+            let p = &mut self.plugins[plugin as usize];
+            let core = &mut self.core;
+            if super::guarded(|| p.handle_close(core, id, reason)).is_none() {
+                let peer = self
+                    .core
+                    .conns
+                    .get(idx, generation)
+                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
+                let listener = self
+                    .core
+                    .conns
+                    .get(idx, generation)
+                    .map_or(u16::MAX, |c| c.listener);
+                self.plugin_panicked("handle_close", listener, peer);
+            }
         }
         self.core.maybe_finalize(idx, generation);
     }
@@ -338,11 +409,18 @@ impl<B: Backend> Shard<B> {
         while i < self.core.dirty.len() {
             let idx = self.core.dirty[i];
             i += 1;
+            self.core.account(idx);
             let Some((conn, generation)) = self.core.conns.at_mut(idx) else {
                 continue;
             };
             conn.dirty = false;
             if conn.closing {
+                continue;
+            }
+            if conn.evicted {
+                self.guard
+                    .set_cause(idx, generation, crate::log::CloseCause::OutboundBudget);
+                self.teardown(idx, generation, CloseReason::Error(libc::ENOBUFS));
                 continue;
             }
             if let Some(s) = conn.tls.as_deref_mut() {
@@ -407,22 +485,18 @@ impl<B: Backend> Shard<B> {
             return;
         }
         self.drained = true;
+        // An in-flight accept or receive holds its own reference to the
+        // socket until cancelled, and the backend keeps what the receives
+        // point at until they complete, so each socket closes right away.
         for i in 0..self.core.listeners.len() {
-            let fd = self.core.listeners[i].fd;
-            self.core.io.stop_accept(i as u32, fd);
-            // SAFETY: the listener fd is owned by this shard; an in-flight
-            // accept holds its own reference to the socket until cancelled,
-            // and -1 keeps `shutdown` from closing the number again.
-            unsafe { libc::close(fd) };
-            self.core.listeners[i].fd = -1;
+            if let Some(fd) = self.core.listeners[i].fd.take() {
+                self.core.io.stop_accept(i as u32, fd.as_raw_fd());
+            }
         }
         for i in 0..self.core.udp.len() {
-            let fd = self.core.udp[i].fd;
-            self.core.io.stop_udp(i as u32, fd);
-            // SAFETY: as above, for the UDP sockets; the backend keeps what
-            // their receives point at until the cancelled receives complete.
-            unsafe { libc::close(fd) };
-            self.core.udp[i].fd = -1;
+            if let Some(fd) = self.core.udp[i].fd.take() {
+                self.core.io.stop_udp(i as u32, fd.as_raw_fd());
+            }
         }
     }
 }

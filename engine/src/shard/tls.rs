@@ -73,7 +73,6 @@ impl<B: Backend> Shard<B> {
         &mut self,
         cidx: u32,
         generation: u32,
-        fd: i32,
         listener: ListenerId,
         admitted: Decision,
     ) -> bool {
@@ -90,7 +89,7 @@ impl<B: Backend> Shard<B> {
         };
         let now = self.core.clock.now();
         let caps = self.handshakes.start(
-            peer.ip(),
+            self.guard.source_key(peer.ip()),
             tls.settings().max_handshakes_per_source,
             self.core.config.tls_max_handshakes,
         );
@@ -103,15 +102,14 @@ impl<B: Backend> Shard<B> {
             Ok(()) => match Session::new(tls.server_config(), now) {
                 Ok(s) => Some(s),
                 Err(_) => {
-                    self.handshakes.end(peer.ip());
+                    self.handshakes.end(self.guard.source_key(peer.ip()));
                     self.guard.rejected(listener.0, peer);
                     None
                 }
             },
         };
         let Some(session) = session else {
-            // SAFETY: nothing was submitted for this fd; we still own it.
-            unsafe { libc::close(fd) };
+            // Nothing was submitted for it: removing the slot closes it.
             self.core.conns.remove(cidx);
             return false;
         };
@@ -238,7 +236,7 @@ impl<B: Backend> Shard<B> {
         let Some(tls) = self.listener_tls(listener).cloned() else {
             return;
         };
-        self.handshakes.end(peer.ip());
+        self.handshakes.end(self.guard.source_key(peer.ip()));
         let now = self.core.clock.now();
         if let Some(s) = conn.tls.as_ref() {
             self.core
@@ -326,7 +324,16 @@ impl<B: Backend> Shard<B> {
             local,
         };
         self.core.current_plugin = plugin;
-        match self.plugins[plugin as usize].handle_open(&mut self.core, &stream) {
+        let p = &mut self.plugins[plugin as usize];
+        let core = &mut self.core;
+        let verdict = guarded(|| p.handle_open(core, &stream)).unwrap_or_else(|| {
+            // A panic refuses the stream, as a rejection would.
+            self.plugin_panicked("handle_open", listener.0, peer);
+            self.guard
+                .set_cause(idx, generation, CloseCause::PluginPanic);
+            Verdict::Reject
+        });
+        match verdict {
             Verdict::Accept => {
                 self.core.counters.conns_accepted.add(1);
                 let Some(conn) = self.core.conns.get_mut(idx, generation) else {
@@ -361,7 +368,7 @@ impl<B: Backend> Shard<B> {
             return;
         };
         let (listener, peer, local_port) = (conn.listener, conn.peer, conn.local.port());
-        self.handshakes.end(peer.ip());
+        self.handshakes.end(self.guard.source_key(peer.ip()));
         let now = self.core.clock.now();
         let denial = f.result.denial();
         let line = TlsLog {
@@ -400,7 +407,7 @@ impl<B: Backend> Shard<B> {
             return;
         }
         let (listener, peer) = (conn.listener, conn.peer);
-        self.handshakes.end(peer.ip());
+        self.handshakes.end(self.guard.source_key(peer.ip()));
         let (result, error) = match reason {
             CloseReason::Error(libc::ETIMEDOUT) => (
                 HandshakeResult::Timeout,

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use ringport_plugin::Transport;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -85,6 +85,13 @@ fn set_int(socket: &Socket, level: i32, name: i32, value: i32) -> io::Result<()>
     Ok(())
 }
 
+/// shutdown(SHUT_RDWR): operations waiting on the socket complete at
+/// once (a send with EPIPE, a receive with end of stream).
+pub fn shutdown(fd: i32) {
+    // SAFETY: no memory is passed; a bad fd only yields an error.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
 /// Sets TCP_NODELAY on an accepted stream. Errors are ignored: a socket that
 /// cannot take it still works, only with Nagle.
 pub fn set_nodelay(fd: i32) {
@@ -99,11 +106,6 @@ pub fn set_nodelay(fd: i32) {
             std::mem::size_of::<i32>() as libc::socklen_t,
         );
     }
-}
-
-/// Turns an owned fd into a raw one that the shard closes itself.
-pub fn into_raw(fd: OwnedFd) -> i32 {
-    fd.into_raw_fd()
 }
 
 /// The kernel's count of datagrams dropped on this socket's receive path

@@ -1,7 +1,7 @@
 //! The relay plugin: frames in, fan-out to this shard's subscribers and to
 //! the other shards.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ringport_plugin::{
@@ -21,6 +21,17 @@ pub const MESH_TAG_PUBLISH: u64 = 1;
 /// `PUBLISH` frame of that topic whose payload is the count, a big-endian
 /// `u64`. Subscribers of the topic on the receiving shard get it as `LAGGED`.
 pub const MESH_TAG_MISSED: u64 = 2;
+
+/// [`MeshMessage::tag`] of a notice that messages of topics the publishing
+/// shard stopped tracking one by one (more than [`MISSED_TOPICS`] of them
+/// lost before its retry queue drained) were lost: an encoded `PUBLISH` of
+/// the topic `*` whose payload is the count. Every subscriber on the
+/// receiving shard gets it as `LAGGED`, an upper bound of what it missed.
+pub const MESH_TAG_MISSED_ANY: u64 = 3;
+
+/// Topics whose lost messages a retry queue counts one by one; topic names
+/// come from publishers, so the list is bounded (and looked up by hash).
+pub const MISSED_TOPICS: usize = 1024;
 
 /// The timer token the plugin uses for its retry timer.
 pub const RETRY_TIMER: u64 = 1;
@@ -100,19 +111,35 @@ impl PluginFactory for RelayFactory {
 struct RetryQueue {
     frames: VecDeque<Bytes>,
     bytes: usize,
-    missed: Vec<(Bytes, u64)>,
+    missed: HashMap<Bytes, u64>,
+    /// Lost frames of topics beyond the first [`MISSED_TOPICS`].
+    missed_any: u64,
 }
 
 impl RetryQueue {
-    /// Counts one lost frame of `topic`; true if the topic is new to the list.
+    /// Counts one lost frame of `topic`; true if a new notice is owed (the
+    /// topic is new to the list, or the first beyond its bound).
     fn miss(&mut self, topic: &[u8]) -> bool {
-        if let Some((_, n)) = self.missed.iter_mut().find(|(t, _)| &t[..] == topic) {
+        if let Some(n) = self.missed.get_mut(topic) {
             *n += 1;
             return false;
         }
-        self.missed.push((Bytes::copy_from_slice(topic), 1));
-        true
+        if self.missed.len() < MISSED_TOPICS {
+            self.missed.insert(Bytes::copy_from_slice(topic), 1);
+            return true;
+        }
+        self.missed_any += 1;
+        self.missed_any == 1
     }
+}
+
+/// A notice of `n` lost frames of `topic` (the count is the payload).
+fn notice(topic: &[u8], n: u64) -> Bytes {
+    let mut notice = Vec::with_capacity(wire::HEADER_LEN + topic.len() + 8);
+    notice.extend_from_slice(&wire::header(FrameType::Publish, topic.len(), 8));
+    notice.extend_from_slice(topic);
+    notice.extend_from_slice(&n.to_be_bytes());
+    Bytes::from(notice)
 }
 
 /// One shard's relay.
@@ -208,21 +235,40 @@ impl Relay {
             if !q.frames.is_empty() {
                 continue;
             }
-            while let Some((topic, n)) = q.missed.last() {
-                let mut notice = Vec::with_capacity(wire::HEADER_LEN + topic.len() + 8);
-                notice.extend_from_slice(&wire::header(FrameType::Publish, topic.len(), 8));
-                notice.extend_from_slice(topic);
-                notice.extend_from_slice(&n.to_be_bytes());
+            let mut full = false;
+            let before = q.missed.len();
+            q.missed.retain(|topic, &mut n| {
+                if full {
+                    return true;
+                }
                 let msg = MeshMessage {
                     tag: MESH_TAG_MISSED,
-                    payload: Bytes::from(notice),
+                    payload: notice(topic, n),
+                };
+                match ctx.send_to_shard(target, msg) {
+                    Ok(()) => false,
+                    Err(MeshError::Full(_)) => {
+                        full = true;
+                        true
+                    }
+                    Err(_) => {
+                        ctx.record_drop(DropReason::Unsupported);
+                        false
+                    }
+                }
+            });
+            self.retry_pending -= before - q.missed.len();
+            if q.missed.is_empty() && q.missed_any > 0 {
+                let msg = MeshMessage {
+                    tag: MESH_TAG_MISSED_ANY,
+                    payload: notice(b"*", q.missed_any),
                 };
                 match ctx.send_to_shard(target, msg) {
                     Ok(()) => {}
-                    Err(MeshError::Full(_)) => break,
+                    Err(MeshError::Full(_)) => continue,
                     Err(_) => ctx.record_drop(DropReason::Unsupported),
                 }
-                q.missed.pop();
+                q.missed_any = 0;
                 self.retry_pending -= 1;
             }
         }
@@ -233,6 +279,21 @@ impl Relay {
     fn missed(&mut self, ctx: &mut dyn Context, topic: &[u8], count: u64) {
         let lagging = &mut self.lagging;
         self.table.for_each_subscriber(topic, |conn, sub| {
+            sub.lagged += count;
+            sub.dropped += count;
+            if !sub.listed {
+                sub.listed = true;
+                lagging.push(conn);
+            }
+        });
+        self.poll_lagging(ctx);
+    }
+
+    /// A shard lost `count` messages of topics it did not track one by one:
+    /// every subscriber on this shard is owed that many (an upper bound).
+    fn missed_any(&mut self, ctx: &mut dyn Context, count: u64) {
+        let lagging = &mut self.lagging;
+        self.table.for_each_subscribed(|conn, sub| {
             sub.lagged += count;
             sub.dropped += count;
             if !sub.listed {
@@ -475,6 +536,11 @@ impl Plugin for Relay {
                 let mut n = [0u8; 8];
                 n.copy_from_slice(payload);
                 self.missed(ctx, topic, u64::from_be_bytes(n));
+            }
+            (MESH_TAG_MISSED_ANY, Ok(Repr::Publish { payload, .. })) if payload.len() == 8 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(payload);
+                self.missed_any(ctx, u64::from_be_bytes(n));
             }
             _ => ctx.record_drop(DropReason::Malformed),
         }
@@ -1053,6 +1119,67 @@ mod tests {
             },
         );
         assert_eq!(bctx.drops(DropReason::Malformed), 1);
+    }
+
+    /// Topic names come from publishers: the lost-topic list stops at
+    /// MISSED_TOPICS entries, and what is lost beyond it reaches every
+    /// subscriber of the other shard as one `LAGGED` upper bound.
+    #[test]
+    fn lost_topics_are_bounded_and_the_rest_is_told_to_everyone() {
+        let frame = publish(b"t", b"x");
+        let config = RelayConfig {
+            mesh_retry_bytes: frame.len(),
+            ..RelayConfig::default()
+        };
+        let (mut a, mut actx) = shard(0, 2, config);
+        let (mut b, mut bctx) = shard(1, 2, config);
+        feed(&mut b, &mut bctx, SUB_A, &sub(b"t"));
+        feed(&mut b, &mut bctx, SUB_B, &sub(b"topic-7"));
+        actx.set_mesh_full(true);
+        // One frame fills the retry queue; then 1,024 + 10 topics are lost
+        // once each, and `t` five times.
+        feed(&mut a, &mut actx, PUB, &frame);
+        for i in 0..MISSED_TOPICS + 10 {
+            let topic = format!("topic-{i}");
+            feed(&mut a, &mut actx, PUB, &publish(topic.as_bytes(), b"x"));
+        }
+        for _ in 0..5 {
+            feed(&mut a, &mut actx, PUB, &frame);
+        }
+        assert_eq!(
+            actx.drops(DropReason::MeshFull),
+            (MISSED_TOPICS + 15) as u64
+        );
+        assert_eq!(a.retry[1].missed.len(), MISSED_TOPICS);
+        // `t` came after the list was full: it is among the untracked.
+        assert_eq!(a.retry[1].missed_any, 15);
+        actx.set_mesh_full(false);
+        a.handle_timer(&mut actx, Instant::now(), RETRY_TIMER);
+        let sent = actx.mesh_sends().to_vec();
+        // The queued frame, a notice per tracked topic, one for the rest.
+        assert_eq!(sent.len(), 1 + MISSED_TOPICS + 1);
+        assert_eq!(
+            (
+                sent.last().unwrap().msg.tag,
+                &sent.last().unwrap().msg.payload[..]
+            ),
+            (
+                MESH_TAG_MISSED_ANY,
+                &publish(b"*", &15u64.to_be_bytes())[..]
+            )
+        );
+        assert_eq!(a.retry_queued(1), 0);
+        for s in sent {
+            b.handle_message(&mut bctx, 0, s.msg);
+        }
+        // SUB_A (t): the frame, then 15 lagged (an upper bound: all 15
+        // untracked losses); SUB_B (topic-7, tracked): 1 + 15.
+        assert_eq!(
+            bctx.written(SUB_A),
+            [message(b"t", b"x"), lagged_frame(15).to_vec()].concat()
+        );
+        assert_eq!(b.subscriptions().subscriber(SUB_B).unwrap().dropped, 16);
+        assert_eq!(bctx.drops(DropReason::Malformed), 0);
     }
 
     #[test]

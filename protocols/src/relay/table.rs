@@ -141,6 +141,15 @@ impl Subscriptions {
         }
     }
 
+    /// Calls `f` with every connection that holds at least one topic.
+    pub fn for_each_subscribed(&mut self, mut f: impl FnMut(ConnId, &mut Subscriber)) {
+        for (&conn, sub) in self.conns.iter_mut() {
+            if !sub.topics.is_empty() {
+                f(conn, sub);
+            }
+        }
+    }
+
     /// Topics with at least one subscriber.
     pub fn topic_count(&self) -> usize {
         self.topics.len()

@@ -23,6 +23,7 @@
 //! - Cross-shard wake-ups are eventfd writes; the shard's own eventfd is in
 //!   its epoll set.
 
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use crate::backend::{Backend, Buffers, Event, Received, RecvResult};
@@ -430,7 +431,7 @@ impl Epoll {
         }
         let mut e = Epoll {
             epfd,
-            wake_fd: shared.wake_fd,
+            wake_fd: shared.wake_fd.as_raw_fd(),
             ready: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
             ready_len: 0,
             pending: Vec::with_capacity(256),
@@ -457,7 +458,7 @@ impl Epoll {
             iov: vec![unsafe { std::mem::zeroed() }; RECV_BATCH],
         };
         for (fd, op, what) in [
-            (shared.wake_fd, OP_WAKE, "the wake-up eventfd"),
+            (shared.wake_fd.as_raw_fd(), OP_WAKE, "the wake-up eventfd"),
             (timer_fd, OP_TIMER, "the deadline timerfd"),
         ] {
             let token = ops::pack(op, 0, 0);

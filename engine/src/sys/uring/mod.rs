@@ -143,7 +143,7 @@ impl Uring {
             ring,
             enter,
             inflight: 0,
-            wake_fd: shared.wake_fd,
+            wake_fd: shared.wake_fd.as_raw_fd(),
             wake_buf: Box::new(0),
             cq_overflow_seen: 0,
             timer_armed: None,
