@@ -22,6 +22,9 @@ pub mod config;
 mod conn;
 pub mod cpus;
 mod engine;
+/// The fuzzing entry point (`fuzz/`); not public API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod latency;
 pub mod limits;

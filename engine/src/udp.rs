@@ -75,7 +75,8 @@ pub fn rxq_ovfl(control: &[u8]) -> Option<u32> {
         let len = u64::from_ne_bytes(control[off..off + 8].try_into().ok()?) as usize;
         let level = i32::from_ne_bytes(control[off + 8..off + 12].try_into().ok()?);
         let kind = i32::from_ne_bytes(control[off + 12..off + 16].try_into().ok()?);
-        if len < 16 || off + len > control.len() {
+        // `off + 16 <= control.len()`: no sum that could wrap.
+        if len < 16 || len > control.len() - off {
             return None;
         }
         if level == libc::SOL_SOCKET && kind == libc::SO_RXQ_OVFL && len >= 20 {
@@ -208,5 +209,18 @@ mod tests {
         assert_eq!(rxq_ovfl(&c[..10]), None);
         c[0..8].copy_from_slice(&200u64.to_ne_bytes());
         assert_eq!(rxq_ovfl(&c), None, "length past the block");
+    }
+
+    #[test]
+    fn a_length_that_would_wrap_ends_the_walk() {
+        // Found by fuzz/ (udp_cmsg): a second header of length u64::MAX
+        // overflowed `off + len` (a panic with overflow checks, a wrong
+        // walk without).
+        let mut c = vec![0u8; 40];
+        c[0..8].copy_from_slice(&20u64.to_ne_bytes());
+        c[24..32].copy_from_slice(&u64::MAX.to_ne_bytes());
+        c[32..36].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        c[36..40].copy_from_slice(&libc::SO_RXQ_OVFL.to_ne_bytes());
+        assert_eq!(rxq_ovfl(&c), None);
     }
 }

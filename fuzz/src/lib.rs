@@ -1,288 +1,151 @@
-//! Fuzz harnesses for ringport's decoders.
+//! Fuzz harnesses for ringport's decoders: every input an operator or a peer
+//! controls.
 //!
 //! Each harness takes the fuzzer's raw bytes, decodes from them both the
-//! plugin's settings and its input, drives the plugin through a
-//! [`RecordingContext`] the way the engine would, and checks the outputs
-//! against a plain reference model written here from the spec
-//! (`docs/protocols/sockperf.md`), independent of the plugin's own decoder.
-//! A broken invariant panics, which the fuzzer reports as a crash.
-
-use std::net::SocketAddr;
+//! settings and the input of one decoder, runs the decoder the way the engine
+//! would and checks what it did against a reference model written here
+//! (from the spec or the kernel's layout, independent of the decoder's own
+//! code) or against an invariant (a round trip, a bound). A broken check
+//! panics, which the fuzzer reports as a crash.
+//!
+//! | target | decoder | checked against |
+//! |--------|---------|-----------------|
+//! | `sockperf_stream`, `sockperf_datagram` | the sockperf plugin | [`sockperf`]: a model of the reflection protocol |
+//! | `relay_wire` | relay frames (`protocols/src/relay/wire.rs`) | [`relay_wire`]: a model of the framing rules |
+//! | `relay_plugin` | the relay plugin over TCP, UDP and the mesh | [`relay_plugin`]: a model of subscriptions, delivery, lag and retries |
+//! | `tls_record` | the TLS record layer (`engine/src/tls/record.rs`) | [`tls_record`]: seal/open round trips, tampering, framing |
+//! | `tls_handshake` | a TLS session's handshake input | [`tls_handshake`]: bounds and outcomes |
+//! | `identity_pattern` | identity allowlist patterns | [`identity`]: a model parser and matcher, `Display` round trip |
+//! | `udp_cmsg` | the GRO and SO_RXQ_OVFL control-message walkers | [`cmsg`]: a model walker and built control blocks |
+//! | `uring_recvmsg` | the multishot recvmsg buffer layout | [`recvmsg`]: the kernel's layout, built and parsed |
+//! | `sockaddr` | socket address conversion | [`sockaddr`]: the C structs' layout, round trips |
+//! | `listener_spec` | listener specs | [`spec`]: a model grammar, `Display` round trip |
+//! | `config` | the TOML config file and its merge with the flags | [`config`]: documented ranges, merged values, error messages |
+//! | `admin_request` | the admin endpoint's HTTP request head | [`admin_request`]: a model of the request grammar |
+//!
+//! `cargo test` here runs every harness on fixed cases, on every file of its
+//! checked-in corpus (`corpus/TARGET/`) and on pseudo-random inputs.
 
 pub mod admin_request;
+pub mod cmsg;
+pub mod config;
+pub mod identity;
+pub mod recvmsg;
+pub mod relay_plugin;
+pub mod relay_wire;
+pub mod sockaddr;
+pub mod sockperf;
+pub mod spec;
+pub mod tls_handshake;
+pub mod tls_record;
 
-use ringport_plugin::testing::{RecordingContext, SentDatagram};
-use ringport_plugin::{ConnId, DatagramInfo, DropReason, ListenerId, Plugin, SocketId};
-use ringport_protocols::Sockperf;
+pub use sockperf::{sockperf_datagram, sockperf_stream};
 
-const HEADER: usize = 14;
-const CONN: ConnId = ConnId::from_raw(1);
-
-/// A `max_frame` from two input bytes: 14 to 65549, so that both small and
-/// default-sized limits are explored.
-fn max_frame(hi: u8, lo: u8) -> usize {
-    HEADER + usize::from(u16::from_be_bytes([hi, lo]))
+/// Reads a fuzzer's bytes front to back as the numbers and slices a harness
+/// decodes its settings and inputs from. Past the end every read gives zero
+/// or an empty slice, so any input is a complete one.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    data: &'a [u8],
 }
 
-/// Whether the sockperf server rules ask for a pong.
-fn wants_reply(flags: u16) -> bool {
-    flags & 0x0001 != 0 && flags & 0x0002 != 0 && flags & 0x0004 == 0
-}
-
-/// What a correct server does with a whole byte stream.
-#[derive(Debug, PartialEq, Eq)]
-struct Expected {
-    replies: Vec<u8>,
-    frames: u64,
-    /// Bytes of complete frames.
-    consumed: usize,
-    error: Option<DropReason>,
-}
-
-fn reference_stream(stream: &[u8], max_frame: usize) -> Expected {
-    let mut expected = Expected {
-        replies: Vec::new(),
-        frames: 0,
-        consumed: 0,
-        error: None,
-    };
-    loop {
-        let rest = &stream[expected.consumed..];
-        if rest.len() < HEADER {
-            return expected;
-        }
-        let len = u32::from_be_bytes([rest[10], rest[11], rest[12], rest[13]]) as usize;
-        if len < HEADER {
-            expected.error = Some(DropReason::FrameTooShort);
-            return expected;
-        }
-        if len > max_frame {
-            expected.error = Some(DropReason::FrameTooLong);
-            return expected;
-        }
-        if rest.len() < len {
-            return expected;
-        }
-        if wants_reply(u16::from_be_bytes([rest[8], rest[9]])) {
-            let start = expected.replies.len();
-            expected.replies.extend_from_slice(&rest[..len]);
-            expected.replies[start + 9] &= !0x01;
-        }
-        expected.frames += 1;
-        expected.consumed += len;
+impl<'a> Input<'a> {
+    /// A reader of `data`.
+    pub fn new(data: &'a [u8]) -> Input<'a> {
+        Input { data }
     }
-}
 
-/// Input: `[max_hi, max_lo, n, len_1 .. len_n, stream ...]`. The stream is
-/// delivered in chunks of `len_i + 1` bytes (as far as it goes), then the
-/// rest in one chunk; unconsumed bytes are presented again before newer ones.
-///
-/// Checks: no panic; every call consumes at most what it was given; replies,
-/// message count, close reason and leftover bytes match the reference model,
-/// whatever the split.
-///
-/// # Panics
-///
-/// When an invariant does not hold.
-pub fn sockperf_stream(data: &[u8]) {
-    let [hi, lo, n, rest @ ..] = data else {
-        return;
-    };
-    let max = max_frame(*hi, *lo);
-    let (splits, stream) = rest.split_at(usize::from(*n).min(rest.len()));
+    /// Whether every byte was read.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
 
-    let mut plugin = Sockperf::new(max);
-    let mut ctx = RecordingContext::new();
-    let mut pending = Vec::new();
-    let mut fed = 0;
-    let mut error = None;
-    let chunks = splits
-        .iter()
-        .map(|&s| usize::from(s) + 1)
-        .chain(std::iter::once(usize::MAX));
-    for chunk_len in chunks {
-        if fed == stream.len() {
-            break;
-        }
-        let end = fed + chunk_len.min(stream.len() - fed);
-        pending.extend_from_slice(&stream[fed..end]);
-        fed = end;
-        match plugin.handle_data(&mut ctx, CONN, &pending) {
-            Ok(consumed) => {
-                assert!(
-                    consumed <= pending.len(),
-                    "consumed {consumed} of {}",
-                    pending.len()
-                );
-                pending.drain(..consumed);
+    /// The next byte (0 past the end).
+    pub fn u8(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((&b, rest)) => {
+                self.data = rest;
+                b
             }
-            Err(reason) => {
-                error = Some(reason);
-                break;
-            }
+            None => 0,
         }
     }
 
-    let expected = reference_stream(stream, max);
-    assert_eq!(error, expected.error, "close reason");
-    assert_eq!(ctx.written(CONN), expected.replies.as_slice(), "replies");
-    assert_eq!(ctx.messages(), expected.frames, "message count");
-    if error.is_none() {
-        assert_eq!(pending.len(), stream.len() - expected.consumed, "leftover");
+    /// The next two bytes, big-endian.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
     }
-    assert!(ctx.datagrams().is_empty() && ctx.closed().is_empty());
-}
 
-/// Input: `[max_hi, max_lo, datagram ...]`.
-///
-/// Checks: no panic; a dropped datagram sends nothing and is dropped for the
-/// reason the spec gives; an accepted one is counted and answered with
-/// exactly the request minus the `CLIENT` flag, or not at all, per the rules.
-///
-/// # Panics
-///
-/// When an invariant does not hold.
-pub fn sockperf_datagram(data: &[u8]) {
-    let [hi, lo, datagram @ ..] = data else {
-        return;
-    };
-    let max = max_frame(*hi, *lo);
-    let from = DatagramInfo {
-        socket: SocketId(3),
-        listener: ListenerId(0),
-        peer: SocketAddr::from(([127, 0, 0, 2], 4000)),
-        local: SocketAddr::from(([127, 0, 0, 1], 11111)),
-    };
-    let mut plugin = Sockperf::new(max);
-    let mut ctx = RecordingContext::new();
-    let outcome = plugin.handle_datagram(&mut ctx, &from, datagram);
-
-    let expected = if datagram.len() < HEADER {
-        Err(DropReason::Malformed)
-    } else {
-        let len = u32::from_be_bytes([datagram[10], datagram[11], datagram[12], datagram[13]]);
-        let len = len as usize;
-        if len < HEADER {
-            Err(DropReason::FrameTooShort)
-        } else if len > max {
-            Err(DropReason::FrameTooLong)
-        } else if len != datagram.len() {
-            Err(DropReason::Malformed)
-        } else {
-            Ok(())
-        }
-    };
-    assert_eq!(outcome, expected, "outcome");
-    if outcome.is_err() {
-        assert!(ctx.datagrams().is_empty());
-        assert_eq!(ctx.messages(), 0);
-        return;
+    /// The next four bytes, big-endian.
+    pub fn u32(&mut self) -> u32 {
+        u32::from_be_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
     }
-    assert_eq!(ctx.messages(), 1);
-    if wants_reply(u16::from_be_bytes([datagram[8], datagram[9]])) {
-        let mut reply = datagram.to_vec();
-        reply[9] &= !0x01;
-        assert_eq!(
-            ctx.datagrams(),
-            &[SentDatagram {
-                via: from.socket,
-                to: from.peer,
-                data: reply,
-            }]
-        );
-    } else {
-        assert!(ctx.datagrams().is_empty());
+
+    /// The next eight bytes, big-endian.
+    pub fn u64(&mut self) -> u64 {
+        (u64::from(self.u32()) << 32) | u64::from(self.u32())
+    }
+
+    /// The next `n` bytes, or as many as are left.
+    pub fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.data.split_at(n.min(self.data.len()));
+        self.data = rest;
+        head
+    }
+
+    /// A length byte, then that many bytes.
+    pub fn chunk(&mut self) -> &'a [u8] {
+        let n = usize::from(self.u8());
+        self.bytes(n)
+    }
+
+    /// Everything left.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.data)
     }
 }
 
+/// What the harnesses' tests share: a pseudo-random generator (so that they
+/// run on stable without a fuzzer) and the checked-in corpora.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use std::path::PathBuf;
 
-    fn frame(seq: u8, flags: u16, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0, 0, 0, 0, 0, 0, 0, seq];
-        out.extend_from_slice(&flags.to_be_bytes());
-        out.extend_from_slice(&((HEADER + payload.len()) as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// A tiny deterministic generator, so the harness runs on stable without
-    /// a fuzzer.
-    fn xorshift(state: &mut u64) -> u64 {
+    /// A tiny deterministic generator.
+    pub fn xorshift(state: &mut u64) -> u64 {
         *state ^= *state << 13;
         *state ^= *state >> 7;
         *state ^= *state << 17;
         *state
     }
 
-    #[test]
-    fn stream_harness_on_valid_and_broken_streams() {
-        let mut stream = frame(1, 3, b"abc");
-        stream.extend(frame(2, 1, b""));
-        stream.extend(frame(3, 7, b"w"));
-        stream.extend(frame(4, 3, b""));
-        for n in 0..8u8 {
-            let mut input = vec![0, 10, n];
-            input.extend((0..n).map(|i| i.wrapping_mul(5)));
-            input.extend(&stream);
-            sockperf_stream(&input);
-            // The same with a bad length at the end, and a tiny maximum.
-            let mut bad = input.clone();
-            bad.extend([0; 13]);
-            bad.push(3);
-            sockperf_stream(&bad);
-            input[1] = 0;
-            sockperf_stream(&input);
-        }
+    /// `rounds` pseudo-random inputs of up to `max_len` bytes each, the same
+    /// on every run.
+    pub fn random_inputs(seed: u64, rounds: usize, max_len: usize) -> Vec<Vec<u8>> {
+        let mut state = seed | 1;
+        (0..rounds)
+            .map(|_| {
+                let len = (xorshift(&mut state) % (max_len as u64 + 1)) as usize;
+                (0..len).map(|_| xorshift(&mut state) as u8).collect()
+            })
+            .collect()
     }
 
-    #[test]
-    fn stream_reference_model_agrees_with_the_spec() {
-        let mut stream = frame(1, 3, b"abc");
-        stream.extend(frame(2, 1, b"z"));
-        let expected = reference_stream(&stream, 100);
-        assert_eq!(
-            expected,
-            Expected {
-                replies: frame(1, 2, b"abc"),
-                frames: 2,
-                consumed: 32,
-                error: None,
-            }
-        );
-        assert_eq!(
-            reference_stream(&stream, 16).error,
-            Some(DropReason::FrameTooLong)
-        );
-    }
-
-    #[test]
-    fn harnesses_survive_pseudo_random_inputs() {
-        let mut state = 0x9e37_79b9_7f4a_7c15;
-        for round in 0..2000 {
-            let len = (xorshift(&mut state) % 300) as usize;
-            let mut input: Vec<u8> = (0..len).map(|_| xorshift(&mut state) as u8).collect();
-            if round % 2 == 0 && input.len() > 20 {
-                // Make valid-looking frames likely: a small length field.
-                let at = 3 + usize::from(input[2]).min(input.len() - 3);
-                if input.len() >= at + HEADER {
-                    input[at + 10..at + 13].fill(0);
-                }
-            }
-            sockperf_stream(&input);
-            sockperf_datagram(&input);
-        }
-    }
-
-    #[test]
-    fn datagram_harness_cases() {
-        let mut input = vec![0, 50];
-        input.extend(frame(1, 3, b"abc"));
-        sockperf_datagram(&input);
-        input.push(0);
-        sockperf_datagram(&input);
-        sockperf_datagram(&[0, 0, 1, 2, 3]);
-        sockperf_datagram(&[]);
+    /// Every file of `corpus/TARGET/`, which must hold at least one.
+    ///
+    /// # Panics
+    ///
+    /// If the folder is missing or empty.
+    pub fn corpus(target: &str) -> Vec<Vec<u8>> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus")
+            .join(target);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{} holds no seed", dir.display());
+        files.iter().map(|p| std::fs::read(p).unwrap()).collect()
     }
 }

@@ -285,11 +285,17 @@ pub fn in_range(key: &str, value: f64) -> Result<()> {
     Ok(())
 }
 
+/// The longest duration any setting in seconds takes, even one without
+/// its own range: a year. Far beyond any
+/// useful timeout or interval, and far from where a deadline computed from
+/// it would overflow (`Duration::from_secs_f64` panics past `u64::MAX` s).
+const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 fn secs(name: &str, v: f64) -> Result<Option<Duration>> {
-    if !v.is_finite() || v < 0.0 {
-        bail!("{name} = {v} must be a number of seconds, 0 or more");
-    }
     in_range(name, v)?;
+    if !v.is_finite() || !(0.0..=MAX_SECS).contains(&v) {
+        bail!("{name} = {v} must be a number of seconds from 0 to {MAX_SECS} (a year)");
+    }
     Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
 }
 
@@ -702,6 +708,28 @@ mod tests {
             Some(crate::cli::Command::Serve(a)) => *a,
             _ => panic!("serve"),
         }
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused_not_a_panic() {
+        // Found by fuzz/ (config): 1e20 seconds made Duration::from_secs_f64
+        // panic in resolve.
+        for key in [
+            "drain_timeout",
+            "idle_timeout",
+            "stats_interval",
+            "alert_sustain",
+        ] {
+            let file = FileConfig::parse(&format!("{key} = 1e20\n")).unwrap();
+            let e = Settings::resolve(&ServeArgs::default(), Some(file)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{key} = 100000000000000000000 is out of range")),
+                "{e}"
+            );
+        }
+        let file = FileConfig::parse("idle_timeout = 604800\n").unwrap();
+        assert!(Settings::resolve(&ServeArgs::default(), Some(file)).is_ok());
     }
 
     #[test]

@@ -11,6 +11,9 @@ mod admin;
 mod cli;
 mod config;
 mod doctor;
+/// The fuzzing entry point (`fuzz/`); not public API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod notices;
 mod relay;

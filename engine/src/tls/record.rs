@@ -171,13 +171,14 @@ impl Direction {
     }
 }
 
-/// The TLS 1.2 additional data: seq, type, version, plaintext length.
-fn aad12(seq: u64, typ: u8, len: usize) -> [u8; 13] {
+/// The TLS 1.2 additional data: seq, type, version, plaintext length. The
+/// version is the record's own (RFC 5246 §6.2.3.3), so that a record whose
+/// version bytes were changed fails to authenticate.
+fn aad12(seq: u64, typ: u8, version: [u8; 2], len: usize) -> [u8; 13] {
     let mut a = [0u8; 13];
     a[..8].copy_from_slice(&seq.to_be_bytes());
     a[8] = typ;
-    a[9] = 3;
-    a[10] = 3;
+    a[9..11].copy_from_slice(&version);
     a[11..].copy_from_slice(&(len as u16).to_be_bytes());
     a
 }
@@ -288,6 +289,7 @@ impl RecordLayer {
         Ok(())
     }
 
+    /// Sets how many records the tx key may seal (tests).
     #[cfg(test)]
     pub fn set_tx_limit(&mut self, limit: u64) {
         self.tx_limit = limit;
@@ -350,7 +352,7 @@ impl RecordLayer {
             }
             self.tx.key.seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad12(self.tx.seq, typ.to_u8(), plain_len)),
+                Aad::from(aad12(self.tx.seq, typ.to_u8(), [3, 3], plain_len)),
                 &mut buf[body_start..],
             )
         }
@@ -428,7 +430,7 @@ impl RecordLayer {
                 .key
                 .open_in_place(
                     Nonce::assume_unique_for_key(nonce),
-                    Aad::from(aad12(self.rx.seq, outer, plain_len)),
+                    Aad::from(aad12(self.rx.seq, outer, [rec[1], rec[2]], plain_len)),
                     &mut rec[body..],
                 )
                 .map_err(|_| RecordError::BadRecordMac)?;
@@ -542,6 +544,25 @@ mod tests {
         // keeps its zeros as plaintext and its type.
         let (t, r) = b.open(&mut buf).unwrap();
         assert_eq!((t, &buf[r]), (ContentType::ApplicationData, &[0u8, 0][..]));
+    }
+
+    #[test]
+    fn a_tls12_record_with_its_version_changed_fails_to_authenticate() {
+        // Found by fuzz/ (tls_record): the version bytes were not covered.
+        for kind in 0..3 {
+            for at in [1, 2] {
+                let (mut a, mut b) = pair(false, kind);
+                let mut rec = sealed(&mut a, ContentType::Alert, &[1, 0]);
+                let mut changed = rec.clone();
+                changed[at] ^= 0x1b;
+                assert_eq!(
+                    b.open(&mut changed),
+                    Err(RecordError::BadRecordMac),
+                    "kind {kind}"
+                );
+                assert!(b.open(&mut rec).is_ok(), "the real record still opens");
+            }
+        }
     }
 
     #[test]

@@ -174,6 +174,14 @@ impl Session {
         matches!(self.state, State::Handshake(_))
     }
 
+    /// Bytes of input held: during the handshake, what rustls has not
+    /// taken yet (at most [`MAX_HANDSHAKE_BYTES`]). For the fuzz target
+    /// (`fuzz/`), which checks that bound.
+    #[doc(hidden)]
+    pub fn held_bytes(&self) -> usize {
+        self.rx.len()
+    }
+
     /// Whether records flow (the handshake succeeded and nothing failed since).
     pub fn established(&self) -> bool {
         matches!(self.state, State::Established(_))
@@ -306,6 +314,11 @@ impl Session {
                         if tx.len() - start == 7 && tx[start] == 21 {
                             alert_sent = Some(tx[start + 6]);
                         }
+                        // The alert is out. Another turn would make rustls
+                        // read the bytes that failed again (a record it could
+                        // not deframe stays in `rx`) and fail on them again,
+                        // queueing a second fatal alert (a debug assertion).
+                        break;
                     }
                     Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
                     _ => break,
@@ -931,6 +944,47 @@ mod tests {
         p.client.write_tls(&mut wire).unwrap();
         let r = p.server.read(&mut wire, &mut pending, &mut p.to_client);
         assert_eq!(r.end, Some(ReadEnd::PeerClosed));
+    }
+
+    #[test]
+    fn a_bad_record_behind_the_client_hello_fails_once() {
+        // Found by fuzz/ (tls_handshake): after encoding its alert, rustls
+        // was asked for more and read the bad record again, failing on it a
+        // second time (a debug assertion in rustls; a second alert queued
+        // in release).
+        let mut p = pair(&rustls::version::TLS13);
+        let mut hello = Vec::new();
+        p.client.write_tls(&mut hello).unwrap();
+        hello.extend_from_slice(&[22, 3, 3, 0, 5, b'h', b'e', b'l', b'l', b'o']);
+        let mut tx = Vec::new();
+        match p.server.handshake(&hello, &mut tx) {
+            Progress::Failed(f) => {
+                assert_eq!(f.result, HandshakeResult::ProtocolError, "{f:?}");
+                assert_eq!(f.error, "cannot decrypt peer's message");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The ServerHello flight and one alert (encrypted: the client's
+        // bytes after its hello are read as TLS 1.3 records), then nothing.
+        let sent = tx.len();
+        assert!(matches!(
+            p.server.handshake(&hello, &mut tx),
+            Progress::Pending
+        ));
+        assert_eq!(tx.len(), sent);
+        let mut records = 0;
+        let mut rest = &tx[..];
+        while rest.len() >= 5 {
+            records += 1;
+            rest = &rest[5 + usize::from(u16::from_be_bytes([rest[3], rest[4]]))..];
+        }
+        assert!(rest.is_empty());
+        p.client.read_tls(&mut &tx[..]).unwrap();
+        assert!(
+            p.client.process_new_packets().is_err(),
+            "the client hears the alert"
+        );
+        assert!(records >= 3, "{records} records");
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl EpollBuffers {
             let len = u64::from_ne_bytes(c[off..off + 8].try_into().ok()?) as usize;
             let level = i32::from_ne_bytes(c[off + 8..off + 12].try_into().ok()?);
             let kind = i32::from_ne_bytes(c[off + 12..off + 16].try_into().ok()?);
-            if len < 16 || off + len > c.len() {
+            if len < 16 || len > c.len() - off {
                 return None;
             }
             if level == libc::SOL_UDP && kind == UDP_GRO && len >= 18 {
@@ -360,6 +360,27 @@ impl EpollBuffers {
         });
         Some(id)
     }
+}
+
+/// The fuzzing entry point (`ringport_engine::fuzzing::gro_size`): the
+/// UDP GRO segment size `EpollBuffers::gro_size` finds in an area whose
+/// control data is `control` (cut or zero-padded to the area's control
+/// space), with `control_len` as the kernel reports it. Not for use outside
+/// `fuzz/`.
+#[doc(hidden)]
+pub fn fuzz_gro_size(control: &[u8], control_len: usize) -> Option<usize> {
+    let mut areas = vec![0; NAME_LEN + AREA_CONTROL];
+    let n = control.len().min(AREA_CONTROL);
+    areas[NAME_LEN..NAME_LEN + n].copy_from_slice(&control[..n]);
+    let bufs = EpollBuffers {
+        tcp: Pool::new(0, 0),
+        areas,
+        area_len: AREA_PAYLOAD,
+        areas_used: 0,
+        segments: Vec::new(),
+        max_datagram: 0,
+    };
+    bufs.gro_size(0, control_len)
 }
 
 impl Epoll {

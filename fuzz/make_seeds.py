@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora, fuzz/corpus/TARGET/, from real inputs.
+
+    python3 fuzz/make_seeds.py      # rewrites every seed; commit what changed
+
+Each seed is in its harness's input format (see fuzz/src/*.rs): a few
+settings bytes, then what the decoder reads: the spec's example frames,
+documented listener specs and identity patterns, ringport.example.toml and
+variants of it, ClientHellos of Python's ssl module (OpenSSL), kernel-shaped
+control blocks and receive buffers. Fuzzing adds nothing here: stable.sh
+keeps what it finds under fuzz/target/.
+"""
+
+import os
+import shutil
+import socket
+import ssl
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def write(target, seeds):
+    d = os.path.join(HERE, "corpus", target)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    for name, data in seeds:
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+
+
+def chunk(b):
+    assert len(b) < 256
+    return bytes([len(b)]) + b
+
+
+# --- sockperf -----------------------------------------------------------------
+
+def sockperf_frame(seq, flags, payload):
+    return struct.pack(">QHI", seq, flags, 14 + len(payload)) + payload
+
+
+ping = sockperf_frame(1, 0x3, b"x" * 50)  # a ping-pong request: CLIENT | PONG_REQUEST
+under_load = sockperf_frame(2, 0x1, b"y" * 50)  # no reply asked
+write("sockperf_stream", [
+    ("ping-pong", b"\xff\xff\x00" + ping * 3),
+    ("split", b"\x00\x80\x03\x04\x0c\x20" + ping + under_load + ping),
+    ("too-long", b"\x00\x10\x00" + sockperf_frame(3, 3, b"z" * 40)),
+])
+write("sockperf_datagram", [
+    ("ping-pong", b"\xff\xff" + ping),
+    ("under-load", b"\xff\xff" + under_load),
+    ("warmup", b"\xff\xff" + sockperf_frame(0, 0x7, b"")),
+])
+
+# --- relay --------------------------------------------------------------------
+
+def relay(ty, topic, payload):
+    return struct.pack(">BBI", ty, len(topic), len(payload)) + topic + payload
+
+
+PUBLISH = relay(0x03, b"t/1", b"21.5")  # the spec's example
+frames = [
+    ("publish", PUBLISH),
+    ("subscribe", relay(0x01, b"t/1", b"")),
+    ("unsubscribe", relay(0x02, b"news", b"")),
+    ("ping", relay(0x04, b"", b"p1")),
+    ("message", relay(0x81, b"t/1", b"21.5")),
+    ("lagged", relay(0x82, b"", struct.pack(">Q", 300))),
+    ("pong", relay(0x83, b"", b"")),
+]
+write("relay_wire",
+      [(n, b"\xff\xff" + f) for n, f in frames]
+      + [("session", b"\xff\xff" + b"".join(f for _, f in frames)),
+         ("small-max", b"\x00\x03" + PUBLISH),
+         ("longest-topic", b"\xff\xff" + relay(0x03, b"z" * 255, b""))])
+
+
+def built(kind, topic, payload=b""):
+    # relay_plugin's built frame: [kind, topic index, payload chunk]
+    return bytes([kind, topic]) + chunk(payload)
+
+
+plugin = []
+# One shard: subscribe, publish to itself, ping (the plugin's own script).
+plugin.append(("one-shard", bytes([0x04, 0xff, 0x40])
+               + b"\x00" + built(0, 0) + b"\x04\xff"
+               + b"\x10" + built(2, 0, b"hello") + b"\x10" + built(4, 0, b"p1")
+               + b"\x14\x07\x14\x20\x14\xff"))
+# Two shards, a slow subscriber that lags, a full ring, a notice, the timer.
+plugin.append(("lagged", bytes([0x12, 64, 10])
+               + b"\x00" + built(0, 0) + b"\x04\xff" + b"\x07"
+               + b"\x10" + built(2, 0, b"1") + b"\x10" + built(2, 0, b"2") + b"\x14\xff"
+               + b"\x08" + b"\x05" + built(2, 0, b"udp") + b"\x09\x07\x08\x09"
+               + b"\x06\x01\x00\x00\x05" + b"\x06\x00\x01" + chunk(b"from 1")))
+# Three shards, disconnect_slow, this one the last.
+plugin.append(("disconnect", bytes([0x6a, 255, 2])
+               + b"\x00" + built(0, 2) + b"\x20" + built(0, 2) + b"\x04\xff\x24\xff\x27"
+               + b"\x10" + built(3, 2, b"x" * 30) + b"\x14\xff\x08"
+               + b"\x10" + built(3, 2, b"y") + b"\x14\xff\x0a\x09"))
+# Raw bytes on a stream: a bad frame after good ones.
+plugin.append(("bad-frame", bytes([0x01, 16, 0])
+               + b"\x00\x05\x00\x00" + chunk(PUBLISH + b"\x07\x00\x00\x00\x00\x00") + b"\x04\x02\x04\xff"))
+write("relay_plugin", plugin)
+
+# --- TLS ----------------------------------------------------------------------
+
+def record_ops(mode, ops):
+    return bytes([mode, 200, 9]) + b"".join(ops)
+
+
+app = b"\x03" + chunk(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+alert = b"\x01" + chunk(b"\x01\x00")  # close_notify
+key_update = b"\x02" + chunk(b"\x18\x00\x00\x01\x00")
+full = b"\x13" + struct.pack(">H", 16384)
+tampered = b"\x23" + chunk(relay(0x03, b"t/1", b"21.5")) + b"\x00\x03\x01"
+replayed = b"\x43" + chunk(b"once")
+garbage = b"\x80" + chunk(b"\x17\x03\x03\x00\x13" + b"\x00" * 19)
+write("tls_record", [
+    ("tls13-aes", record_ops(0x01, [app, alert, key_update, full])),
+    ("tls13-chacha", record_ops(0x03, [app, tampered, replayed])),
+    ("tls12-aes", record_ops(0x00, [app, tampered, alert, full])),
+    ("tls12-chacha", record_ops(0x02, [key_update, replayed, garbage])),
+    ("ccs13", record_ops(0x01, [b"\x00" + chunk(b"\x01"), app])),
+    ("limit", bytes([0x01, 1, 0]) + app + app),
+])
+
+
+def client_hello(**kw):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if "version" in kw:
+        ctx.minimum_version = ctx.maximum_version = kw["version"]
+    if "alpn" in kw:
+        ctx.set_alpn_protocols(kw["alpn"])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s = ctx.wrap_bio(inc, out, server_hostname=kw.get("sni"))
+    try:
+        s.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+hello13 = client_hello(sni="localhost", version=ssl.TLSVersion.TLSv1_3)
+hello12 = client_hello(sni="localhost", version=ssl.TLSVersion.TLSv1_2, alpn=["mqtt"])
+hello_any = client_hello(alpn=["h2", "http/1.1"])
+write("tls_handshake", [
+    ("hello13", b"\x00\x00" + hello13),
+    ("hello13-split", b"\x00\x03\x00\x04\x40" + hello13),
+    ("hello12-alpn", b"\x01\x00" + hello12),
+    ("hello-mutual", b"\x02\x00" + hello_any),
+    ("hello-audit", b"\x03\x01\x10" + hello13),
+    ("hello-then-junk", b"\x00\x00" + hello13 + b"\x16\x03\x03\x00\x05hello"),
+    ("plaintext", b"\x00\x00GET / HTTP/1.1\r\n\r\n"),
+    ("too-large", b"\x80\x00" + hello13[:5] + b"\x00" * 64),
+])
+
+# --- identities, specs, config ------------------------------------------------
+
+def patterns(pats, sans):
+    out = bytes([len(pats)]) + b"".join(chunk(p.encode()) for p in pats)
+    for kind, text in sans:
+        out += chunk(bytes([kind]) + text.encode())
+    return out
+
+
+write("identity_pattern", [
+    ("spiffe-prefix", patterns(["spiffe://prod.example/sensor/*"],
+                               [(0, "spiffe://prod.example/sensor/7")])),
+    ("spiffe-exact", patterns(["spiffe://prod.example/sensor/7"],
+                              [(0, "spiffe://prod.example/sensor/70")])),
+    ("dns", patterns(["dns:gw.prod.example"], [(1, "GW.prod.example")])),
+    ("dns-under", patterns(["dns:*.prod.example"], [(1, "a.b.prod.example"), (1, "prod.example")])),
+    ("mixed", patterns(["spiffe://a/*", "dns:x.test", "sensor-7", "dns:*"],
+                       [(2, "spiffe://a/b"), (3, "x.test")])),
+])
+
+write("listener_spec", [(f"spec{i}", s.encode()) for i, s in enumerate([
+    "sockperf@udp:127.0.0.1:11111-11114",
+    "echo@tcp:127.0.0.1:9000-9063",
+    "echo@tcp:[::1]:9000",
+    "relay@tls:127.0.0.1:7400-7403",
+    "echo@tcp:::1:9000",
+    "echo@tcp:127.0.0.1:9063-9000",
+    "mqtt_v5@udp:[fe80::1]:0",
+])])
+
+with open(os.path.join(ROOT, "ringport.example.toml"), "rb") as f:
+    example = f.read()
+tls_config = b"""listen = ["echo@tls:127.0.0.1:9443"]
+tls_cert = "/etc/ringport/cert.pem"
+tls_key = "/etc/ringport/key.pem"
+tls_client_ca = "/etc/ringport/ca.pem"
+tls_allow_identity = ["spiffe://prod.example/sensor/*", "dns:gw.prod.example"]
+tls_min_version = "1.2"
+tls_alpn = ["mqtt"]
+tls_handshake_timeout = 10
+admin = "127.0.0.1:9900"
+"""
+listener_table = b"""[[listener]]
+spec = "relay@udp:127.0.0.1:7400-7401"
+allow = ["10.0.0.0/8"]
+max_datagram = 512
+conn_rate = 0
+alert_source_denials = 0
+
+[[listener]]
+spec = "echo@tls:127.0.0.1:9000"
+tls_cert = "cert.pem"
+tls_key = "key.pem"
+"""
+write("config", [
+    ("example.toml", example),
+    ("tls.toml", tls_config),
+    ("listeners.toml", listener_table),
+    ("limits.toml", b"tcp_bufs = 4096\nudp_bufs = 16\nring_entries = 8\nmax_outbound = 65536\n"
+                    b"stats_interval = 0.5\ndrain_timeout = 0\nalert_factor = 0\ncpus = \"0,1\"\n"),
+    ("bad.toml", b"shards = \"two\"\nmode = \"ring\"\n"),
+    ("seconds.toml", b"stats_interval = 2.5e0\nidle_timeout = 0.25\nfirst_bytes_timeout = 1e1\n"
+                     b"alert_source_window = 6e1\nalert_factor = 1.5\n"),
+])
+
+# --- UDP receive layouts ------------------------------------------------------
+
+def cmsg(level, kind, data, pad=True):
+    b = struct.pack("=Qii", 16 + len(data), level, kind) + data
+    return b + b"\x00" * ((-len(b)) % 8 if pad else 0)
+
+
+ovfl = cmsg(socket.SOL_SOCKET, 40, struct.pack("=I", 5))
+gro = cmsg(17, 104, struct.pack("=i", 1200))
+write("udp_cmsg", [
+    ("ovfl", b"\x00" + bytes([len(ovfl)]) + ovfl),
+    ("ovfl-gro", b"\x00" + bytes([len(ovfl + gro)]) + ovfl + gro),
+    ("gro-tight", b"\x00\x14" + cmsg(17, 104, struct.pack("=i", 1472), pad=False)),
+    ("pktinfo-ovfl", b"\x00\x30" + cmsg(0, 8, b"\x00" * 12) + ovfl),
+    ("built", b"\x01" + b"\x02" + chunk(b"\x00" * 12) + b"\x00" + chunk(struct.pack("=I", 9))
+     + b"\x01" + chunk(struct.pack("=i", 1400))),
+])
+
+
+def sockaddr_in(ip, port):
+    return struct.pack("=H", socket.AF_INET) + struct.pack(">H", port) + socket.inet_aton(ip) + b"\x00" * 8
+
+
+def sockaddr_in6(ip, port, flow=0, scope=0):
+    return (struct.pack("=H", socket.AF_INET6) + struct.pack(">HI", port, flow)
+            + socket.inet_pton(socket.AF_INET6, ip) + struct.pack("=I", scope))
+
+
+v4 = sockaddr_in("127.0.0.1", 11111)
+v6 = sockaddr_in6("fe80::1", 9000, 0x12345, 3)
+write("sockaddr", [
+    ("v4", b"\x00" + v4),
+    ("v6", b"\x00" + v6),
+    ("v4-in-storage", b"\x00" + v4 + b"\xaa" * 112),
+    ("write-v6", b"\x01" + b"\x01" + socket.inet_pton(socket.AF_INET6, "::1") + b"\x23\x28\x00\x00\x00\x01\x00\x00\x00\x02"),
+])
+
+
+def recvmsg_buf(name, control, payload, flags=0, reported=None):
+    reported = len(payload) if reported is None else reported
+    head = struct.pack("=IIII", len(name), len(control), reported, flags)
+    return head + name.ljust(28, b"\x00") + control.ljust(24, b"\x00") + payload
+
+
+write("uring_recvmsg", [
+    ("v4", b"\x00" + recvmsg_buf(v4, b"", ping)),
+    ("v6-ovfl", b"\x00" + recvmsg_buf(v6, ovfl, PUBLISH)),
+    ("truncated", b"\x00" + recvmsg_buf(v4, b"", b"x" * 40, flags=0x20, reported=2000)),
+    ("empty", b"\x00" + recvmsg_buf(v4, b"", b"")),
+    ("laid-out", b"\x01" + chunk(v4) + chunk(ovfl) + struct.pack(">I", 0) + b"\x00" + PUBLISH),
+])
