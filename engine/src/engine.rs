@@ -265,6 +265,18 @@ impl EngineHandle {
         config
             .validate_mesh(plan.shards.len())
             .map_err(StartError::Config)?;
+        // A CPU number past what an affinity mask holds cannot be pinned to
+        // (and core_affinity's mask would be indexed out of bounds).
+        if let Some(sp) = plan
+            .shards
+            .iter()
+            .find(|sp| sp.cpu >= libc::CPU_SETSIZE as usize)
+        {
+            return Err(StartError::Pin {
+                shard: sp.shard,
+                cpu: sp.cpu,
+            });
+        }
         let admission = operations
             .admission(plan)
             .map_err(|e| StartError::Config(e.to_string()))?;
