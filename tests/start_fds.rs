@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ringport::engine::plan::{Plan, PlanRequest};
 use ringport::engine::{EngineHandle, StartError};
-use ringport::plugin::{Plugin, PluginFactory, Registry, ShardId, Transport};
+use ringport::plugin::{Plugin, PluginFactory, ShardId, Transport};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
