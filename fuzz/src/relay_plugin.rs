@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use ringport_plugin::testing::RecordingContext;
 use ringport_plugin::{
-    Bytes, CloseReason, ConnId, Context, DatagramInfo, DropReason, ListenerId, MeshError,
-    MeshMessage, Plugin, ShardId, SocketId, WriteError,
+    Bytes, CloseReason, ConnId, DatagramInfo, DropReason, ListenerId, MeshMessage, Plugin, ShardId,
+    SocketId, WriteError,
 };
 use ringport_protocols::relay::wire::Error;
 use ringport_protocols::relay::{
-    Relay, RelayConfig, MESH_TAG_MISSED, MESH_TAG_PUBLISH, RETRY_TIMER,
+    Relay, RelayConfig, MESH_TAG_MISSED, MESH_TAG_MISSED_ANY, MESH_TAG_PUBLISH, MISSED_TOPICS,
+    RETRY_TIMER,
 };
 
 use crate::relay_wire::{model_datagram, model_next};
@@ -32,59 +33,12 @@ use crate::Input;
 
 /// Connection slots the input addresses.
 const SLOTS: usize = 4;
+/// How the model writes the notice for topics past the tracked ones (no
+/// real topic is this long).
+const ANY: &[u8] = &[0xff; 300];
+
 /// Topics built frames use (fuzzed frames may use any).
 const TOPICS: [&[u8]; 4] = [b"a", b"b", b"t/1", b"\x00\xff"];
-
-/// The test double, with writes to slow connections failing as a full
-/// outbound queue does.
-struct Ctx {
-    inner: RecordingContext,
-    slow: Vec<ConnId>,
-}
-
-impl Context for Ctx {
-    fn shard(&self) -> ShardId {
-        self.inner.shard()
-    }
-    fn shard_count(&self) -> usize {
-        self.inner.shard_count()
-    }
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-    fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
-        if self.slow.contains(&conn) {
-            return Err(WriteError::QueueFull);
-        }
-        self.inner.write_parts(conn, parts)
-    }
-    fn close(&mut self, conn: ConnId) {
-        self.inner.close(conn);
-    }
-    fn send_datagram(
-        &mut self,
-        via: SocketId,
-        to: SocketAddr,
-        parts: &[&[u8]],
-    ) -> Result<(), WriteError> {
-        self.inner.send_datagram(via, to, parts)
-    }
-    fn send_to_shard(&mut self, shard: ShardId, msg: MeshMessage) -> Result<(), MeshError> {
-        self.inner.send_to_shard(shard, msg)
-    }
-    fn broadcast(&mut self, msg: MeshMessage) -> Result<usize, MeshError> {
-        self.inner.broadcast(msg)
-    }
-    fn set_timer(&mut self, after: Duration, token: u64) {
-        self.inner.set_timer(after, token);
-    }
-    fn record_messages(&mut self, n: u64) {
-        self.inner.record_messages(n);
-    }
-    fn record_drop(&mut self, reason: DropReason) {
-        self.inner.record_drop(reason);
-    }
-}
 
 /// The drop reason the spec gives each framing error.
 fn reason(e: Error) -> DropReason {
@@ -129,6 +83,8 @@ struct Model {
     /// count of frames lost per topic.
     queues: Vec<(VecDeque<Vec<u8>>, usize)>,
     missed: Vec<BTreeMap<Vec<u8>, u64>>,
+    /// Per other shard: frames lost of topics past the first MISSED_TOPICS.
+    missed_any: Vec<u64>,
     ring_full: bool,
     /// PUBLISH frames sent to each shard, in order; notices (shard, topic, count).
     sent: Vec<Vec<Vec<u8>>>,
@@ -149,6 +105,7 @@ impl Model {
             written: HashMap::new(),
             queues: (0..shards).map(|_| (VecDeque::new(), 0)).collect(),
             missed: vec![BTreeMap::new(); shards],
+            missed_any: vec![0; shards],
             ring_full: false,
             sent: vec![Vec::new(); shards],
             notices: Vec::new(),
@@ -177,6 +134,7 @@ impl Model {
     fn owes(&self) -> bool {
         self.queues.iter().any(|q| !q.0.is_empty())
             || self.missed.iter().any(|m| !m.is_empty())
+            || self.missed_any.iter().any(|&n| n > 0)
             || self.subs.values().any(|s| s.lagged > 0)
     }
 
@@ -190,6 +148,10 @@ impl Model {
                 }
                 for (topic, n) in std::mem::take(&mut self.missed[target]) {
                     self.notices.push((target, topic, n));
+                }
+                let any = std::mem::take(&mut self.missed_any[target]);
+                if any > 0 {
+                    self.notices.push((target, ANY.to_vec(), any));
                 }
             }
         }
@@ -256,7 +218,12 @@ impl Model {
                 self.sent[target].push(bytes.to_vec());
             } else if q.1 + bytes.len() > self.cfg.mesh_retry_bytes {
                 self.drops[DropReason::MeshFull.index()] += 1;
-                *self.missed[target].entry(topic.to_vec()).or_default() += 1;
+                let m = &mut self.missed[target];
+                if m.contains_key(topic) || m.len() < MISSED_TOPICS {
+                    *m.entry(topic.to_vec()).or_default() += 1;
+                } else {
+                    self.missed_any[target] += 1;
+                }
             } else {
                 q.1 += bytes.len();
                 q.0.push_back(bytes.to_vec());
@@ -324,7 +291,16 @@ impl Model {
                 let n = u64::from_be_bytes(f.payload.try_into().unwrap());
                 for sub in self.subs.values_mut() {
                     if sub.topics.iter().any(|t| t == f.topic) {
-                        sub.lagged += n;
+                        sub.lagged = sub.lagged.saturating_add(n);
+                    }
+                }
+                self.flush_lag();
+            }
+            (MESH_TAG_MISSED_ANY, Ok(f)) if f.ty == 0x03 && f.payload.len() == 8 => {
+                let n = u64::from_be_bytes(f.payload.try_into().unwrap());
+                for sub in self.subs.values_mut() {
+                    if !sub.topics.is_empty() {
+                        sub.lagged = sub.lagged.saturating_add(n);
                     }
                 }
                 self.flush_lag();
@@ -338,7 +314,7 @@ impl Model {
 /// connections.
 struct Run {
     relay: Relay,
-    ctx: Ctx,
+    ctx: RecordingContext,
     model: Model,
     /// Per slot: the connection's id, bytes not yet offered, bytes offered
     /// but not consumed, and whether it is open.
@@ -362,7 +338,7 @@ impl Run {
     /// After every call: the timer rule, and closes the plugin asked for
     /// reach it as the engine's `handle_close`.
     fn after_call(&mut self) {
-        let timers = self.ctx.inner.timers();
+        let timers = self.ctx.timers();
         for t in &timers[self.timers_seen..] {
             assert_eq!(
                 (t.token, t.after),
@@ -376,7 +352,7 @@ impl Run {
             "something is owed and no timer is armed: {:?}",
             self.model
         );
-        let closed: Vec<ConnId> = self.ctx.inner.closed()[self.closes_seen..].to_vec();
+        let closed: Vec<ConnId> = self.ctx.closed()[self.closes_seen..].to_vec();
         self.closes_seen += closed.len();
         for conn in closed {
             let slot = self
@@ -444,10 +420,10 @@ impl Run {
 
     fn set_slow(&mut self, slot: usize, slow: bool) {
         let conn = self.conn(slot);
-        self.ctx.slow.retain(|&c| c != conn);
+        self.ctx
+            .fail_writes_to(conn, slow.then_some(WriteError::QueueFull));
         self.model.slow.retain(|&c| c != conn.raw());
         if slow {
-            self.ctx.slow.push(conn);
             self.model.slow.push(conn.raw());
         }
     }
@@ -518,10 +494,7 @@ pub fn relay_plugin(data: &[u8]) {
     };
     let mut run = Run {
         relay: Relay::new(cfg, shard, shards),
-        ctx: Ctx {
-            inner: RecordingContext::new().with_shard(shard, shards),
-            slow: Vec::new(),
-        },
+        ctx: RecordingContext::new().with_shard(shard, shards),
         model: Model::new(cfg, shard, shards),
         ids: std::array::from_fn(|i| i as u64),
         wire: Default::default(),
@@ -586,7 +559,7 @@ pub fn relay_plugin(data: &[u8]) {
             }
             8 => {
                 run.model.ring_full = !run.model.ring_full;
-                run.ctx.inner.set_mesh_full(run.model.ring_full);
+                run.ctx.set_mesh_full(run.model.ring_full);
             }
             9 => {
                 if op & 0x10 != 0 {
@@ -614,7 +587,7 @@ pub fn relay_plugin(data: &[u8]) {
         run.set_slow(slot, false);
     }
     run.model.ring_full = false;
-    run.ctx.inner.set_mesh_full(false);
+    run.ctx.set_mesh_full(false);
     for slot in 0..SLOTS {
         run.offer(slot, usize::MAX);
     }
@@ -625,7 +598,7 @@ pub fn relay_plugin(data: &[u8]) {
         run.model
     );
 
-    let ctx = &run.ctx.inner;
+    let ctx = &run.ctx;
     for id in run.model.written.keys().chain(&run.used) {
         let conn = ConnId::from_raw(*id);
         let expected = run.model.written.get(id).map_or(&[][..], Vec::as_slice);
@@ -657,12 +630,18 @@ pub fn relay_plugin(data: &[u8]) {
     }
     for s in ctx.mesh_sends() {
         assert_ne!(s.to, shard, "a message to itself");
-        if s.msg.tag == MESH_TAG_MISSED {
+        if s.msg.tag == MESH_TAG_MISSED || s.msg.tag == MESH_TAG_MISSED_ANY {
             let f =
                 model_datagram(&s.msg.payload, usize::MAX).expect("a notice is a PUBLISH frame");
+            let topic = if s.msg.tag == MESH_TAG_MISSED_ANY {
+                assert_eq!(f.topic, b"*");
+                ANY.to_vec()
+            } else {
+                f.topic.to_vec()
+            };
             notices.push((
                 s.to,
-                f.topic.to_vec(),
+                topic,
                 u64::from_be_bytes(f.payload.try_into().unwrap()),
             ));
         } else {

@@ -78,6 +78,8 @@ pub struct RecordingContext {
     messages: u64,
     drops: [u64; DropReason::COUNT],
     write_error: Option<WriteError>,
+    /// Streams whose writes fail, with the error they get.
+    failing: Vec<(ConnId, WriteError)>,
     max_datagram: usize,
     mesh_full: bool,
     latencies: Vec<(&'static str, Duration)>,
@@ -110,6 +112,7 @@ impl RecordingContext {
             messages: 0,
             drops: [0; DropReason::COUNT],
             write_error: None,
+            failing: Vec::new(),
             max_datagram: usize::MAX,
             mesh_full: false,
             latencies: Vec::new(),
@@ -151,6 +154,15 @@ impl RecordingContext {
     /// fail with `error` (nothing is recorded), or succeed again with `None`.
     pub fn fail_writes(&mut self, error: Option<WriteError>) {
         self.write_error = error;
+    }
+
+    /// Makes writes to `conn` alone fail with `error` (a slow reader:
+    /// `QueueFull`), or succeed again with `None`.
+    pub fn fail_writes_to(&mut self, conn: ConnId, error: Option<WriteError>) {
+        self.failing.retain(|(c, _)| *c != conn);
+        if let Some(e) = error {
+            self.failing.push((conn, e));
+        }
     }
 
     /// Refuses datagrams longer than `max` bytes with [`WriteError::TooLarge`].
@@ -251,16 +263,14 @@ impl Context for RecordingContext {
     }
 
     fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError> {
-        if let Some(e) = self.write_error {
-            return Err(e);
-        }
-        self.writes.entry(conn).or_default().extend_from_slice(data);
-        self.write_calls += 1;
-        Ok(())
+        self.write_parts(conn, &[data])
     }
 
     fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
         if let Some(e) = self.write_error {
+            return Err(e);
+        }
+        if let Some(&(_, e)) = self.failing.iter().find(|(c, _)| *c == conn) {
             return Err(e);
         }
         let out = self.writes.entry(conn).or_default();

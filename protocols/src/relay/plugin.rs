@@ -279,8 +279,8 @@ impl Relay {
     fn missed(&mut self, ctx: &mut dyn Context, topic: &[u8], count: u64) {
         let lagging = &mut self.lagging;
         self.table.for_each_subscriber(topic, |conn, sub| {
-            sub.lagged += count;
-            sub.dropped += count;
+            sub.lagged = sub.lagged.saturating_add(count);
+            sub.dropped = sub.dropped.saturating_add(count);
             if !sub.listed {
                 sub.listed = true;
                 lagging.push(conn);
@@ -294,8 +294,8 @@ impl Relay {
     fn missed_any(&mut self, ctx: &mut dyn Context, count: u64) {
         let lagging = &mut self.lagging;
         self.table.for_each_subscribed(|conn, sub| {
-            sub.lagged += count;
-            sub.dropped += count;
+            sub.lagged = sub.lagged.saturating_add(count);
+            sub.dropped = sub.dropped.saturating_add(count);
             if !sub.listed {
                 sub.listed = true;
                 lagging.push(conn);
@@ -622,56 +622,6 @@ mod tests {
         }
     }
 
-    /// A context whose writes to `slow` streams fail with a full queue.
-    struct SlowStreams<'a> {
-        inner: &'a mut RecordingContext,
-        slow: Vec<ConnId>,
-    }
-
-    impl Context for SlowStreams<'_> {
-        fn shard(&self) -> ShardId {
-            self.inner.shard()
-        }
-        fn shard_count(&self) -> usize {
-            self.inner.shard_count()
-        }
-        fn now(&self) -> Instant {
-            self.inner.now()
-        }
-        fn write_parts(&mut self, conn: ConnId, parts: &[&[u8]]) -> Result<(), WriteError> {
-            if self.slow.contains(&conn) {
-                return Err(WriteError::QueueFull);
-            }
-            self.inner.write_parts(conn, parts)
-        }
-        fn close(&mut self, conn: ConnId) {
-            self.inner.close(conn);
-        }
-        fn send_datagram(
-            &mut self,
-            via: SocketId,
-            to: SocketAddr,
-            parts: &[&[u8]],
-        ) -> Result<(), WriteError> {
-            self.inner.send_datagram(via, to, parts)
-        }
-        fn send_to_shard(&mut self, shard: ShardId, msg: MeshMessage) -> Result<(), MeshError> {
-            self.inner.send_to_shard(shard, msg)
-        }
-        fn broadcast(&mut self, msg: MeshMessage) -> Result<usize, MeshError> {
-            self.inner.broadcast(msg)
-        }
-        fn set_timer(&mut self, after: Duration, token: u64) {
-            self.inner.set_timer(after, token);
-        }
-        fn record_messages(&mut self, n: u64) {
-            self.inner.record_messages(n);
-        }
-        fn record_drop(&mut self, reason: DropReason) {
-            self.inner.record_drop(reason);
-        }
-    }
-
     #[test]
     fn subscribers_get_messages_of_their_topics_only() {
         let (mut relay, mut ctx) = shard(0, 1, RelayConfig::default());
@@ -929,34 +879,31 @@ mod tests {
         let (mut relay, mut rec) = shard(0, 1, RelayConfig::default());
         feed(&mut relay, &mut rec, SUB_A, &sub(b"t"));
         feed(&mut relay, &mut rec, SUB_B, &sub(b"t"));
-        let mut ctx = SlowStreams {
-            inner: &mut rec,
-            slow: vec![SUB_A],
-        };
+        rec.fail_writes_to(SUB_A, Some(WriteError::QueueFull));
         for i in 0..3u8 {
             let frame = publish(b"t", &[i]);
-            assert_eq!(relay.handle_data(&mut ctx, PUB, &frame), Ok(frame.len()));
+            assert_eq!(relay.handle_data(&mut rec, PUB, &frame), Ok(frame.len()));
         }
         // Other subscribers are unaffected.
         let all: Vec<u8> = (0..3u8).flat_map(|i| message(b"t", &[i])).collect();
-        assert_eq!(ctx.inner.written(SUB_B), all);
-        assert_eq!(ctx.inner.written(SUB_A), b"");
-        assert_eq!(ctx.inner.drops(DropReason::QueueFull), 3);
+        assert_eq!(rec.written(SUB_B), all);
+        assert_eq!(rec.written(SUB_A), b"");
+        assert_eq!(rec.drops(DropReason::QueueFull), 3);
         assert_eq!(relay.subscriptions().subscriber(SUB_A).unwrap().lagged, 3);
         // One retry timer, not one per drop.
-        assert_eq!(ctx.inner.timers().len(), 1);
-        assert_eq!(ctx.inner.timers()[0].token, RETRY_TIMER);
+        assert_eq!(rec.timers().len(), 1);
+        assert_eq!(rec.timers()[0].token, RETRY_TIMER);
         // Still no room when the timer fires: it is armed again.
-        relay.handle_timer(&mut ctx, Instant::now(), RETRY_TIMER);
-        assert_eq!(ctx.inner.timers().len(), 2);
+        relay.handle_timer(&mut rec, Instant::now(), RETRY_TIMER);
+        assert_eq!(rec.timers().len(), 2);
         // Room again: the timer sends what is owed, then deliveries resume.
-        ctx.slow.clear();
-        relay.handle_timer(&mut ctx, Instant::now(), RETRY_TIMER);
-        assert_eq!(ctx.inner.written(SUB_A), lagged_frame(3));
-        assert_eq!(ctx.inner.timers().len(), 2);
-        feed(&mut relay, ctx.inner, PUB, &publish(b"t", b"next"));
+        rec.fail_writes_to(SUB_A, None);
+        relay.handle_timer(&mut rec, Instant::now(), RETRY_TIMER);
+        assert_eq!(rec.written(SUB_A), lagged_frame(3));
+        assert_eq!(rec.timers().len(), 2);
+        feed(&mut relay, &mut rec, PUB, &publish(b"t", b"next"));
         assert_eq!(
-            ctx.inner.written(SUB_A),
+            rec.written(SUB_A),
             [&lagged_frame(3)[..], &message(b"t", b"next")].concat()
         );
         let state = relay.subscriptions().subscriber(SUB_A).unwrap();
@@ -999,13 +946,10 @@ mod tests {
         );
         feed(&mut relay, &mut rec, SUB_A, &sub(b"t"));
         feed(&mut relay, &mut rec, SUB_B, &sub(b"t"));
-        let mut ctx = SlowStreams {
-            inner: &mut rec,
-            slow: vec![SUB_A],
-        };
+        rec.fail_writes_to(SUB_A, Some(WriteError::QueueFull));
         for _ in 0..2 {
             assert_eq!(
-                relay.handle_data(&mut ctx, PUB, &publish(b"t", b"x")),
+                relay.handle_data(&mut rec, PUB, &publish(b"t", b"x")),
                 Ok(7 + 1)
             );
         }
