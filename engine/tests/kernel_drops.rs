@@ -2,7 +2,8 @@
 //!
 //! A plugin stalls the shard on the first datagram while the test floods a
 //! socket whose receive buffer holds only a few datagrams; every datagram sent
-//! must then be either received or counted as a kernel drop.
+//! must then be either received or counted as a kernel drop. The same holds
+//! for a flood the allowlist denies, with the shard stalled by a stream.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -22,6 +23,19 @@ struct Staller {
 }
 
 impl Plugin for Staller {
+    fn handle_data(
+        &mut self,
+        _ctx: &mut dyn Context,
+        _conn: ringport_plugin::ConnId,
+        data: &[u8],
+    ) -> Result<usize, DropReason> {
+        if !self.stalled {
+            self.stalled = true;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(data.len())
+    }
+
     fn handle_datagram(
         &mut self,
         ctx: &mut dyn Context,
@@ -43,8 +57,8 @@ impl PluginFactory for StallerFactory {
     fn name(&self) -> &str {
         "staller"
     }
-    fn supports(&self, t: Transport) -> bool {
-        t == Transport::Udp
+    fn supports(&self, _: Transport) -> bool {
+        true
     }
     fn create(&self, _shard: ShardId, _count: usize) -> Box<dyn Plugin> {
         Box::new(Staller { stalled: false })
@@ -131,4 +145,94 @@ fn kernel_drops_counted_by_polling() {
 #[test]
 fn kernel_drops_counted_by_cmsg() {
     flood_and_count(UdpDropCounter::Cmsg);
+}
+
+/// A flood the allowlist denies never reaches a plugin, and nothing is
+/// admitted, yet its kernel drops are counted while the shard runs, not
+/// only at shutdown. (They were read only after admitted datagrams, so a
+/// denied flood's drops stayed invisible until the engine stopped.)
+#[test]
+fn kernel_drops_of_a_denied_flood_are_counted_while_running() {
+    use ringport_engine::operations::{ListenerOps, Operations};
+    use ringport_engine::policy::DenyReason;
+    use std::io::Write;
+
+    let mut registry = Registry::new();
+    registry.register(Arc::new(StallerFactory)).unwrap();
+    let config = EngineConfig {
+        udp_rcvbuf: 4096,
+        backend: BackendChoice::from_env().unwrap().unwrap_or_default(),
+        ..EngineConfig::default()
+    };
+    // TCP from loopback (the default allowlist); UDP from 127.0.0.1 only.
+    let operations = Operations {
+        listeners: vec![
+            ListenerOps::default(),
+            ListenerOps {
+                allow: Some(vec!["127.0.0.1/32".parse().unwrap()]),
+                ..ListenerOps::default()
+            },
+        ],
+        ..Operations::default()
+    };
+    let cpu = ringport_engine::cpus::allowed_cpus().unwrap()[0];
+    let (engine, port) = (0..50u32)
+        .find_map(|attempt| {
+            let seed = std::process::id()
+                .wrapping_mul(7919)
+                .wrapping_add(3 * 7_777)
+                .wrapping_add(attempt * 104_729);
+            let port = 20000 + (seed % 40000) as u16;
+            let plan = Plan::build(PlanRequest {
+                listeners: vec![
+                    format!("staller@tcp:127.0.0.1:{port}").parse().unwrap(),
+                    format!("staller@udp:127.0.0.1:{port}").parse().unwrap(),
+                ],
+                shards: 1,
+                cpus: vec![cpu],
+                mode: Mode::Range,
+                allow_idle_shards: false,
+            })
+            .unwrap();
+            match EngineHandle::start_with(&plan, config.clone(), &registry, operations.clone()) {
+                Ok(h) => Some((h, port)),
+                Err(StartError::Bind { .. }) => None,
+                Err(e) => panic!("engine did not start: {e}"),
+            }
+        })
+        .expect("a free port");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // A stream's first bytes stall the shard; meanwhile the flood fills
+    // the UDP socket's small receive buffer.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(b"stall").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let denied = UdpSocket::bind("127.0.0.2:0").unwrap();
+    const FLOOD: u64 = 2000;
+    for i in 0..FLOOD {
+        denied.send_to(&i.to_be_bytes(), addr).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (refused, dropped) = loop {
+        let refused = engine.listener_stats()[1].denied[DenyReason::NotAllowed as usize];
+        let dropped = engine.stats()[0].counters.engine_drops[EngineDrop::KernelRxQueue as usize];
+        if refused + dropped >= FLOOD || Instant::now() > deadline {
+            break (refused, dropped);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(dropped > 0, "a 4 KiB receive buffer must overflow");
+    assert_eq!(
+        refused + dropped,
+        FLOOD,
+        "every datagram denied or counted as a kernel drop while running"
+    );
+    let finals = engine.shutdown();
+    assert_eq!(finals[0].counters.datagrams_in, 0, "nothing was admitted");
+    assert_eq!(
+        finals[0].counters.engine_drops[EngineDrop::KernelRxQueue as usize],
+        dropped,
+        "no drop was left for shutdown to find"
+    );
+    drop(stream);
 }

@@ -35,6 +35,7 @@ impl<B: Backend> Shard<B> {
     }
 
     pub(super) fn datagram(&mut self, idx: u32, bid: u16, len: usize) {
+        self.core.udp_arrivals += 1;
         let sock = &mut self.core.udp[idx as usize];
         let Some(msg) = self.bufs.datagram(bid, len) else {
             self.core.counters.drop_engine(EngineDrop::BadSource, 1);
@@ -121,7 +122,7 @@ impl<B: Backend> Shard<B> {
         if self.core.config.udp_drop_counter != UdpDropCounter::Poll || self.core.udp.is_empty() {
             return;
         }
-        let seen = self.core.counters.datagrams_in.get();
+        let seen = self.core.udp_arrivals;
         if !force {
             match self.core.drops_poll_at {
                 None if seen != self.core.drops_polled_at_count => {

@@ -211,7 +211,13 @@ struct Core<B: Backend> {
     stopping: bool,
     /// When the kernel drop counters are next due to be read (None: not owed).
     drops_poll_at: Option<Instant>,
-    /// `datagrams_in` at the last read of the drop counters.
+    /// Datagrams taken from the kernel, whatever became of them (denied,
+    /// too large, truncated or handed to a plugin): what makes a read of
+    /// the drop counters due. Not `datagrams_in`, which counts only the
+    /// admitted, so a flood that is all denied would never have its
+    /// drops read.
+    udp_arrivals: u64,
+    /// `udp_arrivals` at the last read of the drop counters.
     drops_polled_at_count: u64,
     outbox: Outbox,
     peers: Arc<[Arc<ShardShared>]>,
@@ -301,6 +307,7 @@ impl<B: Backend> Shard<B> {
             counters: init.shared.stats.clone(),
             stopping: false,
             drops_poll_at: None,
+            udp_arrivals: 0,
             drops_polled_at_count: 0,
             outbox: init.outbox,
             latency: LocalLatencies::default(),
