@@ -84,7 +84,8 @@ pub struct Args {
     pub server_cpus: CpuList,
     /// Target: ringport, ringport-epoll (its epoll backend), tokio, tokio-mt,
     /// epoll, sockperf, or ADDR:PORT of an
-    /// external server; for the TLS scenarios ringport, tokio-rustls or haproxy.
+    /// external server; for the TLS scenarios ringport, ringport-epoll,
+    /// tokio-rustls, haproxy or rustls-probe (the bare rustls server: the floor).
     #[arg(long, default_value = "ringport")]
     pub target: Target,
     /// Compare several targets, e.g. `ringport,tokio,epoll` or

@@ -138,6 +138,28 @@ fn tls_handshakes_against_ringport_are_all_full_then_all_resumed() {
     handshakes_count_exactly("ringport");
 }
 
+#[test]
+fn tls_echo_against_rustls_probe_echoes_every_message_at_both_sizes() {
+    echo_counts_exactly("rustls-probe");
+}
+
+#[test]
+fn tls_handshakes_against_rustls_probe_are_all_full_then_all_resumed() {
+    handshakes_count_exactly("rustls-probe");
+}
+
+/// The probe serves only the TLS scenarios, and says so by name.
+#[test]
+fn rustls_probe_is_refused_for_plain_scenarios_by_name() {
+    let a = args(&["--scenario", "tcp-echo", "--target", "rustls-probe"]);
+    let e = cli::run(&a, vec![]).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "scenario tcp-echo: rustls-probe does not serve it (tcp-echo runs against: ringport, \
+         ringport-epoll, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT)"
+    );
+}
+
 /// Whether haproxy can run here; outside CI a missing one skips with one
 /// line past the test harness's capture, in CI it fails.
 fn haproxy_or_skip() -> bool {
@@ -194,6 +216,6 @@ fn plain_targets_are_refused_for_tls_scenarios_by_name() {
     assert_eq!(
         e,
         "scenario tls-echo: epoll does not serve it (tls-echo runs against: ringport, \
-         ringport-epoll, tokio-rustls, haproxy)"
+         ringport-epoll, tokio-rustls, haproxy, rustls-probe)"
     );
 }

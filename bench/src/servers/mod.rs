@@ -12,14 +12,16 @@
 //!
 //! The TLS scenarios run against `ringport` (the engine with a `tls`
 //! listener), `tokio-rustls` (what a competent tokio user writes with
-//! tokio-rustls) and `haproxy` (the Debian binary terminating TLS in front of
-//! the epoll echo server); every one serves the run's certificate
-//! ([`crate::tls::TlsFiles`]).
+//! tokio-rustls), `haproxy` (the Debian binary terminating TLS in front of
+//! the epoll echo server) and `rustls-probe` (the least a server does per
+//! TLS connection with the same rustls configuration: the floor); every one
+//! serves the run's certificate ([`crate::tls::TlsFiles`]).
 
 mod epoll;
 mod external;
 mod haproxy;
 mod ringport;
+mod rustls_probe;
 mod tokio_rustls;
 mod tokio_srv;
 
@@ -55,6 +57,9 @@ pub enum Target {
     TokioRustls,
     /// The `haproxy` binary terminating TLS in front of the epoll echo server (TLS only).
     Haproxy,
+    /// The bare rustls server: one pinned epoll thread, a rustls
+    /// `ServerConnection` per connection, the echo, close (TLS only).
+    RustlsProbe,
     /// A server at this address, not started by the harness.
     External(SocketAddr),
 }
@@ -71,6 +76,7 @@ impl Target {
             Target::Sockperf => "sockperf".into(),
             Target::TokioRustls => "tokio-rustls".into(),
             Target::Haproxy => "haproxy".into(),
+            Target::RustlsProbe => "rustls-probe".into(),
             Target::External(a) => a.to_string(),
         }
     }
@@ -79,7 +85,19 @@ impl Target {
     pub fn speaks_tls(&self) -> bool {
         matches!(
             self,
-            Target::Ringport | Target::RingportEpoll | Target::TokioRustls | Target::Haproxy
+            Target::Ringport
+                | Target::RingportEpoll
+                | Target::TokioRustls
+                | Target::Haproxy
+                | Target::RustlsProbe
+        )
+    }
+
+    /// Whether the target serves only the TLS scenarios.
+    pub fn tls_only(&self) -> bool {
+        matches!(
+            self,
+            Target::TokioRustls | Target::Haproxy | Target::RustlsProbe
         )
     }
 
@@ -118,21 +136,20 @@ pub fn support_error(scenario: Scenario, targets: &[Target]) -> Option<String> {
     if scenario == Scenario::RelayFanout {
         return relay_support_error(targets);
     }
-    let tls_only = |t: &Target| matches!(t, Target::TokioRustls | Target::Haproxy);
     let refused: Vec<String> = targets
         .iter()
         .filter(|t| {
             if scenario.is_tls() {
                 !t.speaks_tls()
             } else {
-                tls_only(t)
+                t.tls_only()
             }
         })
         .map(Target::name)
         .collect();
     (!refused.is_empty()).then(|| {
         let runs_against = if scenario.is_tls() {
-            "ringport, ringport-epoll, tokio-rustls, haproxy"
+            "ringport, ringport-epoll, tokio-rustls, haproxy, rustls-probe"
         } else {
             "ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT"
         };
@@ -156,9 +173,10 @@ impl FromStr for Target {
             "sockperf" => Target::Sockperf,
             "tokio-rustls" => Target::TokioRustls,
             "haproxy" => Target::Haproxy,
+            "rustls-probe" => Target::RustlsProbe,
             other => Target::External(other.parse().map_err(|_| {
                 format!(
-                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy or ADDR:PORT (e.g. 127.0.0.1:11111)"
+                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy, rustls-probe or ADDR:PORT (e.g. 127.0.0.1:11111)"
                 )
             })?),
         })
@@ -226,7 +244,7 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
             return Err(anyhow::anyhow!(e));
         }
     }
-    if matches!(target, Target::TokioRustls | Target::Haproxy) && spec.tls.is_none() {
+    if target.tls_only() && spec.tls.is_none() {
         return Err(anyhow::anyhow!(
             "{} serves only the TLS scenarios (tls-echo, tls-handshake)",
             target.name()
@@ -241,6 +259,7 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
         Target::Sockperf => external::start_sockperf(spec),
         Target::TokioRustls => tokio_rustls::start(spec),
         Target::Haproxy => haproxy::start(spec),
+        Target::RustlsProbe => rustls_probe::start(spec),
         Target::External(addr) => Ok(Box::new(external::External {
             addr,
             ports: spec.external_ports.max(1),
@@ -340,13 +359,24 @@ mod tests {
         assert_eq!(
             support_error(Scenario::TlsHandshake, &[Target::Ringport, Target::Tokio]).unwrap(),
             "scenario tls-handshake: tokio does not serve it (tls-handshake runs against: \
-             ringport, ringport-epoll, tokio-rustls, haproxy)"
+             ringport, ringport-epoll, tokio-rustls, haproxy, rustls-probe)"
         );
         assert_eq!(
             support_error(Scenario::TcpEcho, &tls).unwrap(),
             "scenario tcp-echo: tokio-rustls, haproxy do not serve it (tcp-echo runs against: \
              ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT)"
         );
+        assert_eq!(
+            support_error(Scenario::TlsEcho, &[Target::RustlsProbe]),
+            None
+        );
+        assert_eq!(
+            support_error(Scenario::UdpEcho, &[Target::Epoll, Target::RustlsProbe]).unwrap(),
+            "scenario udp-echo: rustls-probe does not serve it (udp-echo runs against: \
+             ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, or ADDR:PORT)"
+        );
+        assert_eq!("rustls-probe".parse::<Target>(), Ok(Target::RustlsProbe));
+        assert_eq!(Target::RustlsProbe.name(), "rustls-probe");
         assert_eq!("haproxy".parse::<Target>(), Ok(Target::Haproxy));
         assert_eq!(
             "ringport-epoll".parse::<Target>(),

@@ -31,8 +31,9 @@ struct TokioRustls {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The server configuration of the target, from the run's files.
-fn server_config(files: &TlsFiles) -> Result<ServerConfig> {
+/// The server configuration of the target, from the run's files (the
+/// rustls-probe target serves the same).
+pub(super) fn server_config(files: &TlsFiles) -> Result<ServerConfig> {
     let chain = CertificateDer::pem_file_iter(&files.cert_pem)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("reading {}", files.cert_pem.display()))?;
