@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod echo;
+pub mod mqtt;
 pub mod relay;
 pub mod sockperf;
 
