@@ -14,6 +14,8 @@
 //! outside CI, a test prints one `skipped: install ...` line and passes;
 //! under CI (`CI=true`) it fails.
 
+#[path = "mqtt/client.rs"]
+mod client;
 #[path = "mqtt/clients.rs"]
 mod clients;
 mod common;
@@ -21,8 +23,14 @@ mod common;
 mod engine;
 #[path = "mqtt/harness.rs"]
 mod harness;
+#[path = "mqtt/negative.rs"]
+mod negative;
 #[path = "mqtt/paho.rs"]
 mod paho;
+#[path = "mqtt/scale.rs"]
+mod scale;
+#[path = "mqtt/sessions.rs"]
+mod sessions;
 
 use clients::{publish, publish_args, Msg, Sub, V};
 use harness::Broker;
