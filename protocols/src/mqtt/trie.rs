@@ -112,17 +112,18 @@ impl<K: Copy + Ord> Slot<K> {
         let Some(name) = group else {
             return insert_sorted(&mut self.plain, key, entry).is_some();
         };
-        let g = match self.groups.iter().position(|g| &*g.name == name) {
-            Some(i) => &mut self.groups[i],
+        let gi = match self.groups.iter().position(|g| &*g.name == name) {
+            Some(i) => i,
             None => {
                 self.groups.push(Group {
                     name: name.into(),
                     members: Vec::new(),
                     next: 0,
                 });
-                self.groups.last_mut().expect("just pushed")
+                self.groups.len() - 1
             }
         };
+        let g = &mut self.groups[gi];
         match insert_sorted(&mut g.members, key, entry) {
             Some(at) => {
                 // Keep the same member next in line.
