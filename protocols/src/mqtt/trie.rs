@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use super::codec::QoS;
 use super::topic::{parse_filter, TopicError};
@@ -74,21 +75,114 @@ impl SubEntry {
     }
 }
 
+/// Above this many subscriptions, a filter's (or a group's) members move
+/// from a sorted vector to a B-tree...
+const FEW_MAX: usize = 64;
+/// ...and below this many they move back (apart from `FEW_MAX`, so that one
+/// subscriber coming and going at the boundary does not convert each time).
+const FEW_MIN: usize = 16;
+
+/// The subscriptions of one filter, or of one shared group, in key order.
+///
+/// Most filters have a handful of subscribers: a sorted vector is the
+/// smallest and fastest. Some have very many (every device of a fleet on
+/// `fleet/cmd/all`): there a vector would move megabytes at each subscriber
+/// that leaves, so they live in a B-tree, O(log n) per change.
+#[derive(Debug)]
+enum Members<K> {
+    Few(Vec<(K, SubEntry)>),
+    Many(BTreeMap<K, SubEntry>),
+}
+
+impl<K: Copy + Ord> Members<K> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Members::Few(v) => v.is_empty(),
+            Members::Many(m) => m.is_empty(),
+        }
+    }
+
+    /// Adds or replaces; true when new.
+    fn insert(&mut self, key: K, entry: SubEntry) -> bool {
+        match self {
+            Members::Few(v) => match v.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => {
+                    v[i].1 = entry;
+                    false
+                }
+                Err(i) if v.len() < FEW_MAX => {
+                    v.insert(i, (key, entry));
+                    true
+                }
+                Err(_) => {
+                    let mut m: BTreeMap<K, SubEntry> = v.drain(..).collect();
+                    m.insert(key, entry);
+                    *self = Members::Many(m);
+                    true
+                }
+            },
+            Members::Many(m) => m.insert(key, entry).is_none(),
+        }
+    }
+
+    /// Removes; true when it was there.
+    fn remove(&mut self, key: K) -> bool {
+        match self {
+            Members::Few(v) => match v.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => {
+                    v.remove(i);
+                    true
+                }
+                Err(_) => false,
+            },
+            Members::Many(m) => {
+                let removed = m.remove(&key).is_some();
+                if m.len() < FEW_MIN {
+                    *self = Members::Few(std::mem::take(m).into_iter().collect());
+                }
+                removed
+            }
+        }
+    }
+
+    /// Appends every member to `out`.
+    fn append_to(&self, out: &mut Vec<(K, SubEntry)>) {
+        match self {
+            Members::Few(v) => out.extend_from_slice(v),
+            Members::Many(m) => out.extend(m.iter().map(|(k, e)| (*k, *e))),
+        }
+    }
+
+    /// The first member after key `last`, wrapping around to the first one.
+    fn after(&self, last: Option<K>) -> Option<(K, SubEntry)> {
+        match self {
+            Members::Few(v) => {
+                let i = last.map_or(0, |l| v.partition_point(|(k, _)| *k <= l));
+                v.get(i).or(v.first()).copied()
+            }
+            Members::Many(m) => last
+                .and_then(|l| m.range((Excluded(l), Unbounded)).next())
+                .or_else(|| m.iter().next())
+                .map(|(k, e)| (*k, *e)),
+        }
+    }
+}
+
 /// A shared subscription group of one filter: `$share/{name}/{filter}`.
 #[derive(Debug)]
 struct Group<K> {
     name: Box<str>,
-    /// Sorted by key.
-    members: Vec<(K, SubEntry)>,
-    /// The member that gets the next message.
-    next: usize,
+    members: Members<K>,
+    /// The member served last: the next message goes to the member after it
+    /// in key order (whoever joined or left meanwhile).
+    last: Option<K>,
 }
 
 /// The subscriptions that end at one place of the trie.
 #[derive(Debug)]
 struct Slot<K> {
-    /// Plain subscriptions, sorted by key.
-    plain: Vec<(K, SubEntry)>,
+    /// Plain subscriptions.
+    plain: Members<K>,
     /// Shared groups, in creation order.
     groups: Vec<Group<K>>,
 }
@@ -96,7 +190,7 @@ struct Slot<K> {
 impl<K> Default for Slot<K> {
     fn default() -> Self {
         Slot {
-            plain: Vec::new(),
+            plain: Members::Few(Vec::new()),
             groups: Vec::new(),
         }
     }
@@ -110,92 +204,47 @@ impl<K: Copy + Ord> Slot<K> {
     /// Adds or replaces; true when new.
     fn insert(&mut self, group: Option<&str>, key: K, entry: SubEntry) -> bool {
         let Some(name) = group else {
-            return insert_sorted(&mut self.plain, key, entry).is_some();
+            return self.plain.insert(key, entry);
         };
         let gi = match self.groups.iter().position(|g| &*g.name == name) {
             Some(i) => i,
             None => {
                 self.groups.push(Group {
                     name: name.into(),
-                    members: Vec::new(),
-                    next: 0,
+                    members: Members::Few(Vec::new()),
+                    last: None,
                 });
                 self.groups.len() - 1
             }
         };
-        let g = &mut self.groups[gi];
-        match insert_sorted(&mut g.members, key, entry) {
-            Some(at) => {
-                // Keep the same member next in line.
-                if at < g.next {
-                    g.next += 1;
-                }
-                true
-            }
-            None => false,
-        }
+        self.groups[gi].members.insert(key, entry)
     }
 
     /// Removes; true when it was there.
     fn remove(&mut self, group: Option<&str>, key: K) -> bool {
         let Some(name) = group else {
-            return match self.plain.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(i) => {
-                    self.plain.remove(i);
-                    true
-                }
-                Err(_) => false,
-            };
+            return self.plain.remove(key);
         };
         let Some(gi) = self.groups.iter().position(|g| &*g.name == name) else {
             return false;
         };
-        let g = &mut self.groups[gi];
-        let Ok(at) = g.members.binary_search_by(|(k, _)| k.cmp(&key)) else {
-            return false;
-        };
-        g.members.remove(at);
-        if at < g.next {
-            g.next -= 1;
-        }
-        if g.next >= g.members.len() {
-            g.next = 0;
-        }
-        if g.members.is_empty() {
+        let removed = self.groups[gi].members.remove(key);
+        if self.groups[gi].members.is_empty() {
             self.groups.remove(gi);
         }
-        true
+        removed
     }
 
     /// Appends every plain subscription and one member of each group,
     /// advancing each group's turn.
     fn emit(&mut self, out: &mut Vec<(K, SubEntry)>) {
-        out.extend_from_slice(&self.plain);
+        self.plain.append_to(out);
         for g in &mut self.groups {
-            // A group is never empty (its last member's removal drops it),
-            // and `next < len` holds after every change.
-            if let Some(&m) = g.members.get(g.next) {
+            // A group is never empty: its last member's removal drops it.
+            if let Some(m) = g.members.after(g.last) {
                 out.push(m);
-                g.next = (g.next + 1) % g.members.len();
+                g.last = Some(m.0);
             }
-        }
-    }
-}
-
-/// Inserts or replaces in a key-sorted vector: `Some(index)` when new.
-fn insert_sorted<K: Ord + Copy>(
-    v: &mut Vec<(K, SubEntry)>,
-    key: K,
-    entry: SubEntry,
-) -> Option<usize> {
-    match v.binary_search_by(|(k, _)| k.cmp(&key)) {
-        Ok(i) => {
-            v[i].1 = entry;
-            None
-        }
-        Err(i) => {
-            v.insert(i, (key, entry));
-            Some(i)
         }
     }
 }
@@ -908,6 +957,65 @@ mod tests {
         assert_eq!(hits(&mut t, "sensors/t1"), [(3, 3), (5, 5), (6, 6), (9, 9)]);
         assert_eq!(hits(&mut t, "sensors/t2"), [(1, 1), (5, 5), (9, 9)]);
         assert_eq!(t.len(), 5);
+    }
+
+    #[test]
+    fn many_subscribers_of_one_filter() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut keys: Vec<u32> = (0..1_000).collect();
+        // Joined in random order, listed in key order.
+        for i in (1..keys.len()).rev() {
+            keys.swap(i, rng.gen_range(0..=i));
+        }
+        let mut t = SubscriptionTable::new();
+        for &k in &keys {
+            assert!(t.insert("fleet/cmd/all", k, tagged(k)));
+            assert!(t.insert("$share/g/fleet/+/all", k, tagged(k)));
+        }
+        assert!(!t.insert("fleet/cmd/all", 500, tagged(7)));
+        let mut out = Vec::new();
+        t.matches("fleet/cmd/all", &mut out);
+        assert_eq!(out.len(), 1_001);
+        let plain: Vec<u32> = out[..1_000].iter().map(|(k, _)| *k).collect();
+        assert_eq!(plain, (0..1_000).collect::<Vec<_>>());
+        assert_eq!(out[500].1.sub_id, Some(7));
+        // The topic also matches the group's filter: its first member's turn.
+        assert_eq!(out[1_000].0, 0);
+        // The group's turns go round in key order, here across 1,000 members.
+        let turns = |t: &mut SubscriptionTable<u32>, n: usize| -> Vec<u32> {
+            (0..n)
+                .map(|_| {
+                    let mut out = Vec::new();
+                    t.matches("fleet/x/all", &mut out);
+                    assert_eq!(out.len(), 1);
+                    out[0].0
+                })
+                .collect()
+        };
+        assert_eq!(turns(&mut t, 3), [1, 2, 3]);
+        // Remove all but 3, 10, 20 and 30: the turns go on after the last one
+        // served, whatever was removed (and the group shrinks back to a vector).
+        for &k in &keys {
+            if ![3, 10, 20, 30].contains(&k) {
+                assert!(t.remove("$share/g/fleet/+/all", k));
+                assert!(t.remove("fleet/cmd/all", k));
+            }
+        }
+        assert_eq!(turns(&mut t, 5), [10, 20, 30, 3, 10]);
+        let mut out = Vec::new();
+        t.matches("fleet/cmd/all", &mut out);
+        let plain: Vec<u32> = out.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            plain,
+            [3, 10, 20, 30, 20],
+            "the 4 plain ones, and 20's turn"
+        );
+        // Growing again past the vector's limit keeps the turn.
+        for k in 100..200 {
+            t.insert("$share/g/fleet/+/all", k, tagged(k));
+        }
+        assert_eq!(turns(&mut t, 5), [30, 100, 101, 102, 103]);
+        assert_eq!(t.len(), 8 + 100);
     }
 
     #[test]
