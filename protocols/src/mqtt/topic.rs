@@ -19,9 +19,9 @@
 //!   (and, being a level, without `/`), then a non-empty valid filter.
 //!
 //! Topics whose first character is `$` (such as `$SYS/...`) are not matched
-//! by a filter whose first level is a wildcard ([`matches`]).
+//! by a filter whose first level is a wildcard ([`matches()`]).
 //!
-//! [`matches`] is the plain, obviously-correct rule; the subscription table in
+//! [`matches()`] is the plain, obviously-correct rule; the subscription table in
 //! [`super::trie`] is tested against it.
 
 use std::fmt;
