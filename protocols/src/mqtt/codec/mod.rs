@@ -16,12 +16,15 @@
 //! Encoding writes the shortest form a version allows; in 3.1.1,
 //! properties and 5.0-only fields are left out.
 
-#[allow(dead_code)] // until decode and encode use them
+mod decode;
+mod encode;
 mod props;
 mod reason;
 mod types;
-#[allow(dead_code)]
 mod wire;
+
+#[cfg(test)]
+mod tests;
 
 pub use reason::ReasonCode;
 pub use types::{
@@ -43,15 +46,13 @@ pub fn decode(
     version: Option<Version>,
     max_packet: usize,
 ) -> Result<Decoded<'_>, DecodeError> {
-    let _ = (buf, version, max_packet);
-    Err(DecodeError::Malformed("not yet"))
+    decode::decode(buf, version, max_packet)
 }
 
 /// Appends the encoding of `packet` for a connection of `version` to `out`.
 /// A CONNECT is encoded in its own [`Connect::version`].
 pub fn encode(packet: &Packet<'_>, version: Version, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let _ = (packet, version, out);
-    Err(EncodeError::Unsupported)
+    encode::encode(packet, version, out)
 }
 
 /// Appends everything of a PUBLISH but its payload to `out`: the fixed
@@ -63,13 +64,11 @@ pub fn encode_publish_header(
     version: Version,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let _ = (p, version, out);
-    Err(EncodeError::Unsupported)
+    encode::encode_publish_header(p, version, out)
 }
 
 /// The size of the whole encoding of `packet` ([`encode`] appends exactly
 /// this many bytes).
 pub fn packet_len(packet: &Packet<'_>, version: Version) -> Result<usize, EncodeError> {
-    let _ = (packet, version);
-    Err(EncodeError::Unsupported)
+    encode::packet_len(packet, version)
 }
