@@ -315,14 +315,8 @@ impl Mqtt {
         let assigned = p.client_id.is_empty();
         let client_id: Arc<str> = if assigned {
             self.assigned_ids += 1;
-            let c = &self.conns[&conn];
-            format!(
-                "ringport-{}-{}-{:x}",
-                self.shard,
-                self.assigned_ids,
-                hash_peer(c.peer)
-            )
-            .into()
+            let peer = self.conns.get(&conn).map_or(0, |c| hash_peer(c.peer));
+            format!("ringport-{}-{}-{:x}", self.shard, self.assigned_ids, peer).into()
         } else {
             p.client_id.into()
         };
@@ -349,7 +343,9 @@ impl Mqtt {
             username: p.username.map(Into::into),
             identity: identity.clone().map(Into::into),
         };
-        let c = self.conns.get_mut(&conn).expect("checked by on_packet");
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         c.version = p.version;
         c.phase = Phase::Connecting;
         c.keep_alive = server_keep_alive.unwrap_or(p.keep_alive);
@@ -357,6 +353,7 @@ impl Mqtt {
         c.will = will;
         c.user = identity.map(Into::into);
         c.pending = Some(Box::new(pending));
+        self.awaiting.insert(conn.raw());
         // Ask the client id's home shard for the session.
         let home = shard_for_key(client_id.as_bytes(), self.shard_count);
         let mut w = Writer::default();
@@ -496,6 +493,7 @@ impl Mqtt {
             ctx.close(conn);
         }
         if was == Phase::Connected {
+            self.connected -= 1;
             self.detach(ctx, conn);
         }
     }

@@ -301,7 +301,7 @@ impl Mqtt {
             ) {
                 Ok(()) => {
                     stats.msg_out(front.qos.as_u8());
-                    let out = s.pop().expect("front exists");
+                    let Some(out) = s.pop() else { break };
                     if out.qos != QoS::AtMostOnce {
                         s.inflight.push_back(Inflight {
                             pid,

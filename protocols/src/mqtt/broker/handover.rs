@@ -47,6 +47,8 @@ pub(crate) struct Pending {
 pub(crate) struct DirEntry {
     /// The shard holding the session.
     pub shard: ShardId,
+    /// The connection (raw id on that shard) that claimed it last.
+    pub conn: u64,
     /// Claim number; a session's end is accepted only from the latest claim.
     pub epoch: u64,
 }
@@ -153,9 +155,14 @@ impl Mqtt {
         let clean = r.u8()? != 0;
         let epoch = self.next_epoch;
         self.next_epoch += 1;
-        let prev = self
-            .directory
-            .insert(Arc::clone(&cid), DirEntry { shard: to, epoch });
+        let prev = self.directory.insert(
+            Arc::clone(&cid),
+            DirEntry {
+                shard: to,
+                conn,
+                epoch,
+            },
+        );
         match prev {
             Some(p) => {
                 let mut w = Writer::default();
@@ -163,7 +170,8 @@ impl Mqtt {
                     .u64(to as u64)
                     .u64(conn)
                     .u8(u8::from(clean))
-                    .u64(epoch);
+                    .u64(epoch)
+                    .u64(p.conn);
                 self.mesh.send(ctx, p.shard, TAG_TAKEOVER, w.finish(), None);
             }
             None => self.send_state(ctx, to, &cid, conn, epoch, None),
@@ -182,6 +190,28 @@ impl Mqtt {
         let conn = r.u64()?;
         let clean = r.u8()? != 0;
         let epoch = r.u64()?;
+        let prev = r.u64()?;
+        if self.awaiting.contains(&prev) {
+            // The session is on its way here for the previous connection
+            // (open or not): pass it on when it arrives.
+            let old = ConnId::from_raw(prev);
+            if self
+                .conns
+                .get(&old)
+                .is_some_and(|c| c.phase != Phase::Closed)
+            {
+                self.count(ctx, MqttDrop::SessionTakenOver);
+                self.close_conn(ctx, old, None, false);
+            }
+            let f = Forward {
+                to,
+                conn,
+                clean,
+                epoch,
+            };
+            self.forward.insert(prev, f);
+            return Ok(());
+        }
         if let Some(&key) = self.by_client.get(&cid) {
             if let Some(old) = self.sessions.get(&key).and_then(|s| s.conn) {
                 self.count(ctx, MqttDrop::SessionTakenOver);
@@ -197,24 +227,6 @@ impl Mqtt {
                 self.take_session(ctx, key)
             };
             self.send_state(ctx, to, &cid, conn, epoch, session.as_ref());
-            return Ok(());
-        }
-        let connecting = self.conns.iter().find_map(|(&id, c)| {
-            (c.phase == Phase::Connecting && c.client_id.as_deref() == Some(&*cid)).then_some(id)
-        });
-        if let Some(old) = connecting {
-            // Its session is on the way here: pass it on when it arrives.
-            self.count(ctx, MqttDrop::SessionTakenOver);
-            self.close_conn(ctx, old, None, false);
-            self.forward.insert(
-                cid,
-                Forward {
-                    to,
-                    conn,
-                    clean,
-                    epoch,
-                },
-            );
             return Ok(());
         }
         self.end_wills(ctx, &cid, clean);
@@ -239,18 +251,17 @@ impl Mqtt {
         } else {
             None
         };
+        self.awaiting.remove(&conn.raw());
+        if let Some(f) = self.forward.remove(&conn.raw()) {
+            // A newer CONNECT took the client id over on the way.
+            let s = if f.clean { None } else { session.as_ref() };
+            self.send_state(ctx, f.to, &cid, f.conn, f.epoch, s);
+            return Ok(());
+        }
         let waiting = self
             .conns
             .get(&conn)
             .is_some_and(|c| c.phase == Phase::Connecting && c.client_id.as_deref() == Some(&*cid));
-        if let Some(f) = self.forward.remove(&cid) {
-            if !waiting {
-                let s = if f.clean { None } else { session.as_ref() };
-                self.send_state(ctx, f.to, &cid, f.conn, f.epoch, s);
-                return Ok(());
-            }
-            self.forward.insert(Arc::clone(&cid), f);
-        }
         if !waiting {
             // The client left while its session travelled: keep the session.
             match session {
@@ -265,8 +276,12 @@ impl Mqtt {
             }
             return Ok(());
         }
-        let c = self.conns.get_mut(&conn).expect("checked above");
-        let pending = c.pending.take().expect("set by on_connect");
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let Some(pending) = c.pending.take() else {
+            return Ok(());
+        };
         if pending.clean_start {
             session = None;
         }
@@ -290,6 +305,7 @@ impl Mqtt {
         c.session = key;
         c.phase = Phase::Connected;
         c.last_rx = now;
+        self.connected += 1;
         let version = c.version;
         let v5 = version == Version::V5;
         let cfg = Arc::clone(&self.cfg);

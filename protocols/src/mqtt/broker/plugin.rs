@@ -123,7 +123,10 @@ pub struct Mqtt {
     pub(crate) blocked: Vec<ConnId>,
     pub(crate) wills: Vec<DelayedWill>,
     /// Session hand-overs to pass on when they arrive (a race of CONNECTs).
-    pub(crate) forward: HashMap<Arc<str>, super::handover::Forward>,
+    /// Where to pass the session of an awaited connection on to, by its raw id.
+    pub(crate) forward: HashMap<u64, super::handover::Forward>,
+    /// Connections (raw ids) of this shard whose session has not arrived.
+    pub(crate) awaiting: std::collections::HashSet<u64>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) matched: Vec<(u64, SubEntry)>,
     pub(crate) matched_shared: Vec<(Member, SubEntry)>,
@@ -131,6 +134,8 @@ pub struct Mqtt {
     pub(crate) retry_armed: bool,
     pub(crate) last_status: Option<Instant>,
     pub(crate) assigned_ids: u64,
+    /// Connections past their CONNACK.
+    pub(crate) connected: usize,
 }
 
 /// An acknowledgement held until every shard's ring took the message.
@@ -171,6 +176,7 @@ impl Mqtt {
             blocked: Vec::new(),
             wills: Vec::new(),
             forward: HashMap::new(),
+            awaiting: Default::default(),
             scratch: Vec::new(),
             matched: Vec::new(),
             matched_shared: Vec::new(),
@@ -178,6 +184,7 @@ impl Mqtt {
             retry_armed: false,
             last_status: None,
             assigned_ids: 0,
+            connected: 0,
         }
     }
 
@@ -226,12 +233,7 @@ impl Mqtt {
             }
         }
         self.release_acks(ctx);
-        let connected = self
-            .conns
-            .values()
-            .filter(|c| c.phase == Phase::Connected)
-            .count();
-        self.stats.set_connected(connected);
+        self.stats.set_connected(self.connected);
         self.stats.set_sessions(self.sessions.len());
         self.stats.set_retained(self.retained.len());
         self.stats.set_subscriptions(self.subs.len());
@@ -276,7 +278,9 @@ impl Mqtt {
         let mut late: Vec<(ConnId, MqttDrop)> = Vec::new();
         for (&id, c) in &self.conns {
             match c.phase {
-                Phase::AwaitConnect if now >= c.last_rx + self.cfg.connect_timeout => {
+                Phase::AwaitConnect | Phase::Connecting
+                    if now >= c.last_rx + self.cfg.connect_timeout =>
+                {
                     late.push((id, MqttDrop::ConnectTimeout));
                 }
                 Phase::Connected if c.keep_alive > 0 => {

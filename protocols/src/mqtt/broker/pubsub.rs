@@ -270,7 +270,9 @@ impl Mqtt {
                 retain_handling: opts.retain_handling,
                 sub_id: p.subscription_id,
             };
-            let s = self.sessions.get_mut(&key).expect("checked above");
+            let Some(s) = self.sessions.get_mut(&key) else {
+                return;
+            };
             let exists = s.subs.contains_key(filter);
             if !exists && s.subs.len() >= self.cfg.max_subscriptions_per_client {
                 s.drops.other += 1;

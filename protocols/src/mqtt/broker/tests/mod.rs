@@ -2,6 +2,7 @@
 //! simulated shard, mesh messages carried between them by [`Net::carry`].
 
 mod connect;
+mod hostile;
 mod publish;
 mod shards;
 
@@ -23,7 +24,7 @@ pub(super) struct Net {
     pub factory: MqttFactory,
     pub shards: Vec<Mqtt>,
     pub ctxs: Vec<RecordingContext>,
-    seen: Vec<usize>,
+    pub seen: Vec<usize>,
     versions: HashMap<ConnId, Version>,
     pending: HashMap<ConnId, Vec<u8>>,
     on: HashMap<ConnId, usize>,
