@@ -16,11 +16,13 @@
 //! Encoding writes the shortest form a version allows; in 3.1.1,
 //! properties and 5.0-only fields are left out.
 
+mod connect;
 mod decode;
 mod encode;
 mod props;
 mod reason;
 mod types;
+mod views;
 mod wire;
 
 #[cfg(test)]
@@ -29,10 +31,10 @@ mod tests;
 pub use reason::ReasonCode;
 pub use types::{
     AckProps, Auth, ConnAck, ConnAckProps, Connect, ConnectProps, DecodeError, Decoded, Disconnect,
-    EncodeError, Packet, PubResp, Publish, PublishProps, QoS, SubAck, SubIds, SubIdsIter,
-    SubOptions, Subscribe, UnsubAck, Unsubscribe, UserProps, UserPropsIter, Version, Will,
-    WillProps,
+    EncodeError, Packet, PubResp, Publish, PublishProps, QoS, SubAck, SubIds, SubOptions,
+    Subscribe, UnsubAck, Unsubscribe, UserProps, Version, Will, WillProps,
 };
+pub use views::{SubIdsIter, UserPropsIter};
 pub use wire::VARINT_MAX;
 
 /// Decodes the packet at the start of `buf`.
