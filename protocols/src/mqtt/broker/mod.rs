@@ -1,1 +1,52 @@
-//! (being written)
+//! The MQTT broker plugin: sessions, the QoS flows, keep-alive, wills,
+//! retained messages, shared subscriptions and routing between shards.
+//!
+//! One [`Mqtt`] instance runs per shard, made by [`MqttFactory`]. Layers,
+//! each in its own file:
+//!
+//! * `conn`: bytes in, packets out; CONNECT, DISCONNECT, PINGREQ, closes.
+//! * `pubsub`: a client's PUBLISH (topic aliases, ACL, exactly-once by
+//!   packet id, its acknowledgement once the mesh took the message), the
+//!   acknowledgements of messages sent to it, SUBSCRIBE and UNSUBSCRIBE.
+//! * `deliver`: routing a publication (this shard, every other shard,
+//!   retained replicas), matching, and the delivery to each session through
+//!   its window (Receive Maximum) and its bounded queue.
+//! * `handover`: a client id's home shard, session take-over and hand-over
+//!   between shards, session expiry, wills (with delay).
+//! * `route`: the mesh tags and the ordered per-shard queues for full rings.
+//! * `session`, `message`: the state kept per client id, and the encoding
+//!   of messages and sessions between shards.
+//! * [`config`](MqttConfig) and [`stats`](MqttStats): settings and counters.
+//!
+//! # Routing
+//!
+//! A PUBLISH is delivered to this shard's subscribers and sent once to
+//! every other shard, which delivers it to its own: every shard's table
+//! holds the plain subscriptions of the sessions it holds. A shared
+//! subscription group lives on its home shard (`shard_for_key` of the
+//! `$share/...` filter), which picks one member per message and forwards it
+//! to the member's shard. Messages to one shard keep their order (one FIFO
+//! per target behind a full ring), so a subscriber gets each publisher's
+//! messages in order.
+
+mod config;
+mod conn;
+mod deliver;
+mod handover;
+mod message;
+mod plugin;
+mod pubsub;
+mod route;
+mod session;
+mod stats;
+
+pub use config::{reason_name, ConnectEvent, MqttConfig, MqttEvents};
+pub use plugin::{Mqtt, MqttFactory, RETRY_TIMER, TICK, TICK_TIMER};
+pub use route::{
+    TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_SHARE_DELIVER, TAG_SHARE_JOIN, TAG_SHARE_LEAVE,
+    TAG_STATE, TAG_TAKEOVER,
+};
+pub use stats::{ClientStatus, MqttDrop, MqttStats, ShardStats};
+
+#[cfg(test)]
+mod tests;

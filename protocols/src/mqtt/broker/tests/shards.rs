@@ -1,0 +1,260 @@
+//! Several shards: routing, ordering, full rings, sessions on the move,
+//! shared subscriptions.
+
+use std::time::Duration;
+
+use ringport_plugin::shard_for_key;
+
+use super::*;
+use crate::mqtt::broker::MqttDrop;
+
+/// A client id whose home is `home` of `n` shards.
+fn id_homed(home: usize, n: usize, tag: &str) -> &'static str {
+    (0..)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|id| shard_for_key(id.as_bytes(), n) == home)
+        .map(|s| &*Box::leak(s.into_boxed_str()))
+        .unwrap()
+}
+
+fn payloads(buf: &[u8], v: Version) -> Vec<Vec<u8>> {
+    decode_all(buf, v)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.payload.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_publication_reaches_subscribers_on_every_shard() {
+    let mut net = Net::new(3, anon());
+    let mut subs = Vec::new();
+    for shard in 0..3 {
+        let id = id_homed((shard + 1) % 3, 3, "s");
+        let (c, out) = net.connect(shard, 10 + shard as u64, v3(id));
+        assert_eq!(out, [0x20, 2, 0, 0], "connect on shard {shard}");
+        net.send(c, &subscribe(1, &[("t/#", QoS::AtLeastOnce)]));
+        net.take(c);
+        subs.push(c);
+    }
+    let (p, _) = net.connect(1, 1, v3("p"));
+    net.send(p, &publish("t/1", b"x", QoS::AtLeastOnce, 9));
+    assert_eq!(net.take(p), [0x40, 2, 0, 9]);
+    for c in subs {
+        assert_eq!(payloads(&net.take(c), Version::V311), [b"x".to_vec()]);
+    }
+    assert_eq!(net.stats().total(|s| s.messages_out(1)), 3);
+}
+
+#[test]
+fn full_ring_delays_the_puback_keeps_order_and_drops_only_qos0_past_the_cap() {
+    let mut net = Net::new(
+        2,
+        MqttConfig {
+            mesh_retry_bytes: 200,
+            ..anon()
+        },
+    );
+    let (s, _) = net.connect(1, 1, v3(id_homed(1, 2, "s")));
+    net.send(s, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    net.take(s);
+    let (p, _) = net.connect(0, 2, v3(id_homed(0, 2, "p")));
+    net.ctxs[0].set_mesh_full(true);
+    for i in 0..20u8 {
+        let qos = if i % 2 == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        net.send(p, &publish("t", &[i; 20], qos, u16::from(i) + 1));
+    }
+    // No PUBACK while the ring refuses the messages.
+    assert_eq!(net.take(p), b"");
+    let dropped = net.stats().total(|s| s.drops(MqttDrop::MeshFull));
+    assert!(dropped > 0);
+    net.ctxs[0].set_mesh_full(false);
+    net.retry();
+    let acks = net.take(p);
+    assert_eq!(acks.len(), 10 * 4);
+    assert_eq!(&acks[..4], [0x40, 2, 0, 2]);
+    // Every QoS 1 message arrived, in order; QoS 0 ones until the cap.
+    let got = payloads(&net.take(s), Version::V311);
+    let firsts: Vec<u8> = got.iter().map(|p| p[0]).collect();
+    let mut sorted = firsts.clone();
+    sorted.sort_unstable();
+    assert_eq!(firsts, sorted);
+    for i in (1..20u8).step_by(2) {
+        assert!(firsts.contains(&i), "{i} missing from {firsts:?}");
+    }
+    assert_eq!(firsts.len() as u64 + dropped, 20);
+}
+
+#[test]
+fn retained_messages_are_replicated() {
+    let mut net = Net::new(2, anon());
+    let (p, _) = net.connect(0, 1, v3("p"));
+    let mut r = publish("cfg/a", b"1", QoS::AtMostOnce, 0);
+    if let Packet::Publish(x) = &mut r {
+        x.retain = true;
+    }
+    net.send(p, &r);
+    assert_eq!(net.shards[0].retained_count(), 1);
+    assert_eq!(net.shards[1].retained_count(), 1);
+    let (s, _) = net.connect(1, 2, v3("s"));
+    net.send(s, &subscribe(1, &[("cfg/#", QoS::AtMostOnce)]));
+    let got = net.take(s);
+    assert_eq!(&got[..5], [0x90, 3, 0, 1, 0]);
+    let ps = decode_all(&got[5..], Version::V311);
+    let Packet::Publish(m) = &ps[0] else { panic!() };
+    assert!(m.retain);
+    assert_eq!((m.topic, m.payload), ("cfg/a", &b"1"[..]));
+}
+
+#[test]
+fn a_persistent_session_follows_its_client_to_another_shard() {
+    let mut net = Net::new(3, anon());
+    let id = id_homed(2, 3, "dev");
+    let (a, _) = net.connect(0, 1, conn_pkt(Version::V311, id, false));
+    net.send(a, &subscribe(1, &[("cmd/#", QoS::ExactlyOnce)]));
+    net.take(a);
+    let (p, _) = net.connect(1, 2, v3("p"));
+    net.send(p, &publish("cmd/1", b"one", QoS::AtLeastOnce, 1));
+    // Sent on shard 0, never acknowledged.
+    assert_eq!(payloads(&net.take(a), Version::V311), [b"one".to_vec()]);
+    net.close(a);
+    net.send(p, &publish("cmd/2", b"two", QoS::ExactlyOnce, 2));
+    net.take(p);
+    // Back, on shard 1 this time: the session, its subscription, the
+    // unacknowledged message (DUP) and the queued one come along.
+    let (b, out) = net.connect(1, 3, conn_pkt(Version::V311, id, false));
+    assert_eq!(out[..4], [0x20, 2, 1, 0]);
+    let ps = decode_all(&out[4..], Version::V311);
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    let (Packet::Publish(m1), Packet::Publish(m2)) = (&ps[0], &ps[1]) else {
+        panic!("{ps:?}")
+    };
+    assert_eq!(
+        (m1.payload, m1.dup, m1.packet_id, m1.qos),
+        (&b"one"[..], true, 1, QoS::AtLeastOnce)
+    );
+    assert_eq!(
+        (m2.payload, m2.dup, m2.qos),
+        (&b"two"[..], false, QoS::ExactlyOnce)
+    );
+    assert_eq!(net.shards[0].session_count(), 0);
+    // The subscription now lives on shard 1.
+    net.send(p, &publish("cmd/3", b"three", QoS::AtMostOnce, 0));
+    assert_eq!(payloads(&net.take(b), Version::V311), [b"three".to_vec()]);
+}
+
+#[test]
+fn a_second_connect_on_another_shard_takes_over() {
+    let mut net = Net::new(2, anon());
+    let id = id_homed(1, 2, "dev");
+    let mut c = conn_pkt(Version::V5, id, false);
+    c.props.session_expiry = Some(60);
+    let (a, _) = net.connect(0, 1, c);
+    net.send(a, &subscribe(1, &[("x", QoS::AtLeastOnce)]));
+    net.take(a);
+    let (b, out) = net.connect(1, 2, c);
+    assert!(net.closed(a));
+    assert_eq!(net.take(a), [0xE0, 1, 0x8E]);
+    let ps = decode_all(&out, Version::V5);
+    let Packet::ConnAck(ack) = &ps[0] else {
+        panic!()
+    };
+    assert!(ack.session_present);
+    assert!(!net.closed(b));
+    // The engine's close of the old stream changes nothing more.
+    net.close(a);
+    assert_eq!(net.shards[1].session_count(), 1);
+    assert_eq!(net.shards[0].session_count(), 0);
+    assert_eq!(
+        net.stats().total(|s| s.drops(MqttDrop::SessionTakenOver)),
+        1
+    );
+}
+
+#[test]
+fn an_offline_session_expires_and_its_id_is_forgotten() {
+    let mut net = Net::new(2, anon());
+    let id = id_homed(1, 2, "dev");
+    let mut c = conn_pkt(Version::V5, id, false);
+    c.props.session_expiry = Some(30);
+    let (a, _) = net.connect(0, 1, c);
+    net.close(a);
+    assert_eq!(net.shards[0].session_count(), 1);
+    assert_eq!(net.shards[1].directory.len(), 1);
+    net.advance(Duration::from_secs(29));
+    assert_eq!(net.shards[0].session_count(), 1);
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net.shards[0].session_count(), 0);
+    assert!(net.shards[1].directory.is_empty());
+    let (_, out) = net.connect(0, 2, c);
+    let ps = decode_all(&out, Version::V5);
+    let Packet::ConnAck(ack) = &ps[0] else {
+        panic!()
+    };
+    assert!(!ack.session_present);
+}
+
+#[test]
+fn a_shared_group_gets_each_message_once_across_shards() {
+    let mut net = Net::new(3, anon());
+    let mut members = Vec::new();
+    for shard in 0..3 {
+        let (c, _) = net.connect(shard, 10 + shard as u64, v5(id_homed(shard, 3, "m")));
+        net.send(c, &subscribe(1, &[("$share/g/jobs/#", QoS::AtLeastOnce)]));
+        net.take(c);
+        members.push(c);
+    }
+    let (p, _) = net.connect(0, 1, v3("p"));
+    for i in 0..9u8 {
+        net.send(
+            p,
+            &publish("jobs/x", &[i], QoS::AtLeastOnce, u16::from(i) + 1),
+        );
+    }
+    let mut all = Vec::new();
+    for c in members {
+        for p in payloads(&net.take(c), Version::V5) {
+            all.push(p[0]);
+        }
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..9).collect::<Vec<u8>>());
+}
+
+#[test]
+fn order_per_publisher_survives_a_flapping_ring() {
+    let mut net = Net::new(2, anon());
+    let (s, _) = net.connect(1, 1, v3("s"));
+    net.send(s, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    net.take(s);
+    let (p, _) = net.connect(0, 2, v3("p"));
+    let mut got = Vec::new();
+    for i in 0..300u16 {
+        net.ctxs[0].set_mesh_full(i % 7 < 3);
+        net.send(p, &publish("t", &i.to_be_bytes(), QoS::AtLeastOnce, i + 1));
+        if i % 5 == 0 {
+            net.retry();
+        }
+        for pk in decode_all(&net.take(s), Version::V311) {
+            if let Packet::Publish(m) = pk {
+                got.push(u16::from_be_bytes([m.payload[0], m.payload[1]]));
+                net.send(s, &ack(4, m.packet_id));
+            }
+        }
+    }
+    net.ctxs[0].set_mesh_full(false);
+    net.retry();
+    for pk in decode_all(&net.take(s), Version::V311) {
+        if let Packet::Publish(m) = pk {
+            got.push(u16::from_be_bytes([m.payload[0], m.payload[1]]));
+        }
+    }
+    assert_eq!(got, (0..300).collect::<Vec<u16>>());
+    assert_eq!(net.take(p).len(), 300 * 4);
+}
