@@ -193,6 +193,7 @@ pub struct Client {
     buf: Vec<u8>,
     start: usize,
     out: Vec<u8>,
+    short_timeout: bool,
 }
 
 impl Client {
@@ -234,6 +235,7 @@ impl Client {
             buf: Vec::with_capacity(64 * 1024),
             start: 0,
             out: Vec::with_capacity(64 * 1024),
+            short_timeout: false,
         }
     }
 
@@ -290,8 +292,10 @@ impl Client {
         }
     }
 
-    /// Reads more bytes; `false` when the broker closed the connection.
-    fn fill(&mut self) -> bool {
+    /// Reads more bytes: `Some(false)` when the broker closed the
+    /// connection, `None` when a read timeout set with
+    /// [`Client::set_read_timeout`] passed.
+    fn try_fill(&mut self) -> Option<bool> {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -306,11 +310,34 @@ impl Client {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break 0,
+                Err(e)
+                    if self.short_timeout
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    self.buf.truncate(len);
+                    return None;
+                }
                 Err(e) => panic!("read from the broker ({IO_TIMEOUT:?} timeout): {e}"),
             }
         };
         self.buf.truncate(len + n);
-        n > 0
+        Some(n > 0)
+    }
+
+    /// Reads more bytes; `false` when the broker closed the connection.
+    fn fill(&mut self) -> bool {
+        self.try_fill()
+            .expect("no read timeout but IO_TIMEOUT's is set")
+    }
+
+    /// Makes reads give up after `timeout` ([`Client::batch`] returns
+    /// `None`) instead of failing the test after [`IO_TIMEOUT`].
+    pub fn set_read_timeout(&mut self, timeout: std::time::Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        self.short_timeout = true;
     }
 
     /// The next packet, or `None` when the broker closed the connection.
@@ -352,12 +379,14 @@ impl Client {
 
     /// Decodes every whole packet read so far and hands each to `f` (which
     /// may queue answers), reading first when none is whole; flushes what
-    /// `f` queued. Returns `false` when the broker closed the connection.
+    /// `f` queued. Returns `Some(false)` when the broker closed the
+    /// connection, `None` when the read timeout of
+    /// [`Client::set_read_timeout`] passed with no packet.
     ///
     /// # Panics
     ///
     /// On a packet the codec refuses.
-    pub fn batch(&mut self, mut f: impl FnMut(&Packet<'_>, &mut Vec<u8>)) -> bool {
+    pub fn batch(&mut self, mut f: impl FnMut(&Packet<'_>, &mut Vec<u8>)) -> Option<bool> {
         let mut any = false;
         loop {
             match codec::decode(&self.buf[self.start..], Some(self.version), MAX_PACKET) {
@@ -368,15 +397,15 @@ impl Client {
                 }
                 Ok(Decoded::Incomplete) if any => break,
                 Ok(Decoded::Incomplete) => {
-                    if !self.fill() {
-                        return false;
+                    if !self.try_fill()? {
+                        return Some(false);
                     }
                 }
                 Err(e) => panic!("the broker sent a packet the codec refuses: {e}"),
             }
         }
         self.flush();
-        true
+        Some(true)
     }
 
     /// Sends a normal DISCONNECT and closes.

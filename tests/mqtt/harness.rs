@@ -22,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use ringport::protocols::mqtt::broker::{MqttDrop, MqttStats};
+use std::sync::Arc;
 
 use crate::common::{Server, LOOPBACK};
 
@@ -85,7 +87,9 @@ pub struct Broker {
 
 #[derive(Debug)]
 enum Inner {
-    Engine(Box<Server>),
+    Engine(Box<Server>, Arc<MqttStats>),
+    // Held for its Drop, which stops it.
+    #[allow(dead_code)]
     Mosquitto(Mosquitto),
     External,
 }
@@ -98,9 +102,9 @@ impl Broker {
         let prefix = format!("{test}-{:08x}", rand::thread_rng().gen::<u32>());
         let (inner, addrs) = match kind() {
             Kind::Engine => {
-                let server = crate::engine::start(options);
+                let (server, stats) = crate::engine::start(options);
                 let addrs = server.addrs(0);
-                (Inner::Engine(Box::new(server)), addrs)
+                (Inner::Engine(Box::new(server), stats), addrs)
             }
             Kind::Mosquitto(path) => {
                 let m = Mosquitto::start(&path, options);
@@ -153,24 +157,41 @@ impl Broker {
 
     /// Whether this is the in-process engine.
     pub fn is_engine(&self) -> bool {
-        matches!(self.inner, Inner::Engine(_))
+        matches!(self.inner, Inner::Engine(..))
     }
 
-    /// The in-process engine, if that is the broker.
-    pub fn server(&self) -> Option<&Server> {
-        match &self.inner {
-            Inner::Engine(s) => Some(s),
-            _ => None,
-        }
+    /// The broker's non-zero drop counters (`name=count`, summed over
+    /// shards); empty for other brokers.
+    pub fn drops(&self) -> String {
+        let Inner::Engine(_, stats) = &self.inner else {
+            return String::new();
+        };
+        MqttDrop::ALL
+            .iter()
+            .map(|&d| (d.as_str(), stats.total(|s| s.drops(d))))
+            .filter(|&(_, n)| n > 0)
+            .map(|(name, n)| format!("{name}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Stops the broker: the engine's final counters are checked for
     /// plugin panics (there must be none).
-    pub fn stop(self) {
-        if let Inner::Engine(server) = self.inner {
+    pub fn stop(mut self) {
+        let inner = std::mem::replace(&mut self.inner, Inner::External);
+        if let Inner::Engine(server, _) = inner {
             let totals = crate::common::total(&server.shutdown());
             let panics = totals.engine_drops[ringport::engine::EngineDrop::PluginPanic as usize];
             assert_eq!(panics, 0, "the mqtt plugin panicked {panics} times");
+        }
+    }
+}
+
+impl Drop for Broker {
+    /// A failing test shows what the broker counted.
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.is_engine() {
+            eprintln!("the broker's drop counters: {}", self.drops());
         }
     }
 }
