@@ -27,6 +27,8 @@ mod harness;
 mod negative;
 #[path = "mqtt/paho.rs"]
 mod paho;
+#[path = "mqtt/protocol.rs"]
+mod protocol;
 #[path = "mqtt/scale.rs"]
 mod scale;
 #[path = "mqtt/sessions.rs"]
@@ -38,25 +40,48 @@ use harness::Broker;
 // ---------------------------------------------------------------------------
 // mosquitto_sub / mosquitto_pub
 
-/// 100 messages at each QoS from a publisher on shard 1 reach a subscriber
-/// on shard 0 exactly once, in order, at the QoS they were published with.
+/// 100 messages at each QoS from a publisher on the other shard reach a
+/// QoS 2 subscriber exactly once, in order, at the QoS they were published
+/// with; QoS 1 and 2 messages reach a QoS 0 subscriber at QoS 0.
 fn clients_qos(name: &str, v: V) {
     let Some((sub_bin, pub_bin)) = clients::programs() else {
         return;
     };
     let broker = Broker::default(name);
-    for qos in 0..=2u8 {
-        let topic = broker.topic(&format!("q{qos}"));
-        let mut sub = Sub::start(&sub_bin, broker.addr(0), v, 2, &[&topic], &[]);
-        let mut payloads: Vec<String> = (0..100).map(|i| format!("q{qos}-{i}")).collect();
+    // Mosquitto 2.0.11 now and then sends a 5.0 mosquitto_sub more QoS 2
+    // messages than the Receive Maximum of 20 it announces, and it stops
+    // with a protocol error: checked against Mosquitto with 20 of them.
+    let n = |qos: u8| {
+        if qos == 2 && v == V::V5 && !broker.is_engine() {
+            20
+        } else {
+            100
+        }
+    };
+    // Subscribed at QoS 2 on shard 0, then at QoS 0 on shard 1.
+    for (qos, sub_qos, sub_port) in [(0, 2, 0), (1, 2, 0), (2, 2, 0), (1, 0, 1), (2, 0, 1)] {
+        let topic = broker.topic(&format!("q{qos}-{sub_qos}"));
+        let mut sub = Sub::start(&sub_bin, broker.addr(sub_port), v, sub_qos, &[&topic], &[]);
+        let mut payloads: Vec<String> = (0..n(qos)).map(|i| format!("q{qos}-{i}")).collect();
         payloads.push("end".into());
-        publish(&pub_bin, broker.addr(1), v, qos, &topic, &payloads, &[]);
+        publish(
+            &pub_bin,
+            broker.addr(sub_port + 1),
+            v,
+            qos,
+            &topic,
+            &payloads,
+            &[],
+        );
         let got = sub.until("end");
-        let want: Vec<Msg> = payloads[..100]
+        let want: Vec<Msg> = payloads[..n(qos)]
             .iter()
-            .map(|p| Msg::new(&topic, qos, false, p))
+            .map(|p| Msg::new(&topic, qos.min(sub_qos), false, p))
             .collect();
-        assert_eq!(got, want, "QoS {qos} over {v:?}");
+        assert_eq!(
+            got, want,
+            "QoS {qos} to a QoS {sub_qos} subscription over {v:?}"
+        );
     }
     broker.stop();
 }
@@ -206,7 +231,19 @@ fn clients_wildcards(name: &str, v: V) {
             &[],
         );
     }
-    publish(&pub_bin, broker.addr(0), v, 1, &end, &["end".into()], &[]);
+    // One end marker through each shard: once both arrived, so did every
+    // message published before them on either shard.
+    for i in 0..2 {
+        publish(
+            &pub_bin,
+            broker.addr(i),
+            v,
+            1,
+            &end,
+            &[format!("end-{i}")],
+            &[],
+        );
+    }
     let want: [&[usize]; 7] = [
         &[2, 3],                   // p/+/x
         &[0, 1, 2, 3, 4, 5, 6, 7], // p/#: p itself too
@@ -217,7 +254,7 @@ fn clients_wildcards(name: &str, v: V) {
         &[5, 6],                   // p/a/+/z
     ];
     for ((sub, filter), want) in subs.iter_mut().zip(&filters).zip(want) {
-        let mut got = sub.until("end");
+        let mut got = sub.until_all(&["end-0", "end-1"]);
         // Another test's traffic on an external broker is not ours.
         got.retain(|m| m.topic == p || m.topic.starts_with(&format!("{p}/")));
         got.sort();
@@ -275,16 +312,18 @@ fn clients_dollar(name: &str, v: V) {
         &["to-plain".into()],
         &[],
     );
+    // The end markers through the shard of the messages, so that they
+    // arrive after them.
     publish(
         &pub_bin,
-        broker.addr(0),
+        broker.addr(1),
         v,
         1,
         &dollar_end,
         &["end".into()],
         &[],
     );
-    publish(&pub_bin, broker.addr(0), v, 1, &end, &["end".into()], &[]);
+    publish(&pub_bin, broker.addr(1), v, 1, &end, &["end".into()], &[]);
     let ours = |mut got: Vec<Msg>| {
         got.retain(|m| m.topic.contains(&p));
         got
@@ -318,6 +357,59 @@ fn clients_dollar_topics_v311() {
 #[test]
 fn clients_dollar_topics_v5() {
     clients_dollar("clients_dollar_topics_v5", V::V5);
+}
+
+/// A 5.0 shared subscription (`$share/group/filter`) with one member per
+/// shard: each of 100 messages reaches exactly one member, both members get
+/// some; a plain subscriber to the same topic gets all of them.
+#[test]
+fn clients_shared_subscription_v5() {
+    let Some((sub_bin, pub_bin)) = clients::programs() else {
+        return;
+    };
+    let v = V::V5;
+    let broker = Broker::default("clients_shared_subscription_v5");
+    let topic = broker.topic("jobs");
+    let end = broker.topic("end");
+    let shared = format!("$share/workers/{topic}");
+    let mut members: Vec<Sub> = (0..2)
+        .map(|i| Sub::start(&sub_bin, broker.addr(i), v, 1, &[&shared, &end], &[]))
+        .collect();
+    let mut plain = Sub::start(&sub_bin, broker.addr(1), v, 1, &[&topic, &end], &[]);
+    let payloads: Vec<String> = (0..100).map(|i| format!("job-{i:03}")).collect();
+    publish(&pub_bin, broker.addr(0), v, 1, &topic, &payloads, &[]);
+    // Through the same shard: the plain subscriber gets it after the jobs.
+    publish(&pub_bin, broker.addr(0), v, 1, &end, &["end".into()], &[]);
+    let want: Vec<Msg> = payloads
+        .iter()
+        .map(|p| Msg::new(&topic, 1, false, p))
+        .collect();
+    assert_eq!(
+        plain.until("end"),
+        want,
+        "the plain subscriber:\n{}",
+        plain.log()
+    );
+    let mut each: Vec<Vec<Msg>> = members.iter_mut().map(|m| m.until("end")).collect();
+    // Another topic, so a member's share may still be on its way.
+    let deadline = std::time::Instant::now() + common::IO_TIMEOUT;
+    while each.iter().map(Vec::len).sum::<usize>() < 100 && std::time::Instant::now() < deadline {
+        for (m, got) in members.iter_mut().zip(&mut each) {
+            got.extend(m.drain(std::time::Duration::from_millis(50)));
+        }
+    }
+    let counts: Vec<usize> = each.iter().map(Vec::len).collect();
+    let mut all: Vec<Msg> = each.concat();
+    all.sort();
+    assert_eq!(
+        all, want,
+        "each message to exactly one member ({counts:?} each)"
+    );
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "both members served: {counts:?}"
+    );
+    broker.stop();
 }
 
 // ---------------------------------------------------------------------------
@@ -354,4 +446,6 @@ paho_tests! {
     paho_retained_v5: "retained", V::V5;
     paho_takeover_v311: "takeover", V::V311;
     paho_takeover_v5: "takeover", V::V5;
+    paho_subscription_options_v5: "sub-options", V::V5;
+    paho_topic_alias_v5: "topic-alias", V::V5;
 }

@@ -35,6 +35,8 @@ pub struct Opts<'a> {
     pub max_packet_size: Option<u32>,
     /// A will: topic, payload, QoS.
     pub will: Option<(&'a str, &'a [u8], QoS)>,
+    /// Keep Alive in seconds.
+    pub keep_alive: u16,
 }
 
 impl<'a> Opts<'a> {
@@ -49,6 +51,7 @@ impl<'a> Opts<'a> {
             password: None,
             max_packet_size: None,
             will: None,
+            keep_alive: 60,
         }
     }
 
@@ -57,7 +60,7 @@ impl<'a> Opts<'a> {
         Packet::Connect(Connect {
             version: self.version,
             clean_start: self.clean_start,
-            keep_alive: 60,
+            keep_alive: self.keep_alive,
             client_id: self.client_id,
             will: self.will.map(|(topic, payload, qos)| Will {
                 topic,
@@ -91,6 +94,8 @@ pub enum Got {
         receive_maximum: Option<u16>,
         /// 5.0 Maximum Packet Size.
         max_packet_size: Option<u32>,
+        /// 5.0 Assigned Client Identifier.
+        assigned_client_id: Option<String>,
     },
     /// PUBLISH.
     Publish(Msg),
@@ -104,8 +109,8 @@ pub enum Got {
     PubComp(u16, u8),
     /// SUBACK: packet id, the codes as sent.
     SubAck(u16, Vec<u8>),
-    /// UNSUBACK.
-    UnsubAck(u16),
+    /// UNSUBACK: packet id, the 5.0 codes (none in 3.1.1).
+    UnsubAck(u16, Vec<u8>),
     /// PINGRESP.
     PingResp,
     /// DISCONNECT (5.0) with its reason code.
@@ -145,6 +150,7 @@ fn owned(p: &Packet<'_>, v: Version) -> Got {
             },
             receive_maximum: props.receive_maximum,
             max_packet_size: props.maximum_packet_size,
+            assigned_client_id: props.assigned_client_id.map(str::to_owned),
         },
         Packet::Publish(p) => Got::Publish(Msg {
             topic: p.topic.to_owned(),
@@ -168,7 +174,7 @@ fn owned(p: &Packet<'_>, v: Version) -> Got {
                 })
                 .collect(),
         ),
-        Packet::UnsubAck(u) => Got::UnsubAck(u.packet_id),
+        Packet::UnsubAck(u) => Got::UnsubAck(u.packet_id, u.codes.iter().map(|c| c.0).collect()),
         Packet::PingResp => Got::PingResp,
         Packet::Disconnect(d) => Got::Disconnect(d.code.0),
         other => Got::Other(other.packet_type()),

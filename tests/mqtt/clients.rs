@@ -173,6 +173,45 @@ impl Sub {
         lines.iter().filter_map(|l| parse(l)).collect()
     }
 
+    /// The messages received before every one of `ends` (payloads) has
+    /// arrived, the `ends` left out.
+    ///
+    /// # Panics
+    ///
+    /// When they do not all arrive within [`IO_TIMEOUT`].
+    pub fn until_all(&mut self, ends: &[&str]) -> Vec<Msg> {
+        let mut got = Vec::new();
+        let mut left: Vec<&str> = ends.to_vec();
+        while !left.is_empty() {
+            let what = format!("messages {left:?}");
+            let lines = self.wait_line(
+                |l| parse(l).is_some_and(|m| left.contains(&&*m.payload)),
+                &what,
+            );
+            // An end marker again (a 5.0 broker may send one copy per
+            // matching subscription) is not a message either.
+            got.extend(
+                lines
+                    .iter()
+                    .filter_map(|l| parse(l))
+                    .filter(|m| !ends.contains(&&*m.payload)),
+            );
+            let last = parse(self.log.last().expect("the line just read")).expect("a message");
+            left.retain(|e| *e != last.payload);
+        }
+        got
+    }
+
+    /// The messages that arrive until none has for `idle`.
+    pub fn drain(&mut self, idle: Duration) -> Vec<Msg> {
+        let mut got = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(idle) {
+            self.log.push(line.clone());
+            got.extend(parse(&line));
+        }
+        got
+    }
+
     /// Every line printed so far.
     pub fn log(&self) -> String {
         self.log.join("\n")

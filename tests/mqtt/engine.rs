@@ -10,7 +10,7 @@ use ringport::protocols::mqtt::auth::{AuthOutcome, AuthRequest, Authenticator};
 use ringport::protocols::mqtt::broker::{MqttConfig, MqttFactory, MqttStats};
 use ringport::protocols::{builtins, BuiltinSettings};
 
-use crate::common::{server, tcp, Server};
+use crate::common::{server, tcp, test_config, Server};
 use crate::harness::Options;
 
 /// Shards, and ports of the `mqtt` listener.
@@ -69,7 +69,12 @@ pub fn start(options: &Options) -> (Server, Arc<MqttStats>) {
         .expect("no other `mqtt`");
     let mut cpus = allowed_cpus().expect("the CPU affinity");
     cpus.truncate(2);
+    let mut config = test_config();
+    if let Some(n) = options.engine_mesh_capacity {
+        config.mesh_capacity = n;
+    }
     let server = server()
+        .config(config)
         .shards(SHARDS)
         .cpus(cpus)
         .registry(registry)

@@ -39,6 +39,9 @@ pub struct Options {
     /// When not empty, only these users may connect, by username and
     /// password; anonymous clients are refused.
     pub users: Vec<(String, String)>,
+    /// The engine's mesh ring size (messages per pair of shards), to make
+    /// cross-shard delivery wait; other brokers have no such thing.
+    pub engine_mesh_capacity: Option<usize>,
 }
 
 impl Options {
@@ -214,6 +217,7 @@ impl Mosquitto {
             rand::thread_rng().gen::<u64>()
         ));
         std::fs::create_dir_all(&dir).expect("create a directory for mosquitto");
+        // Unbounded queues: the tests measure delivery, not a drop policy.
         let mut common = String::from(
             "persistence false\n\
              log_dest stderr\n\

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 SCENARIO, VERSION, HOST, PORT_A, PORT_B, PREFIX = sys.argv[1:7]
 PORT_A, PORT_B = int(PORT_A), int(PORT_B)
@@ -362,6 +363,86 @@ def takeover():
         x.disconnect()
 
 
+def sub_options():
+    """MQTT 5 subscription options: No Local keeps a client's own messages
+    from it; Retain As Published keeps RETAIN on live messages; Retain
+    Handling 2 sends no retained message, 1 only for a new subscription."""
+    assert V5
+    t, r, h, end = topic("opt/t"), topic("opt/r"), topic("opt/h"), topic("opt/end")
+    a = Client(f"{PREFIX}-a")
+    a.connect(PORT_A)
+    assert a.subscribe([(t, SubscribeOptions(qos=1, noLocal=True))]) == [1]
+    b = Client(f"{PREFIX}-b")
+    b.connect(PORT_B)
+    assert b.subscribe([(t, 1)]) == [1]
+    a.publish(t, ["own"], 1)
+    # From another shard, "own" may reach b after b's own next message:
+    # wait for it first.
+    assert b.until("own") == [], b.msgs
+    b.publish(t, ["from-b"], 1)
+    assert a.until("from-b") == [], a.msgs
+    assert [m[:4] for m in b.msgs] == [(t, "own", 1, False), (t, "from-b", 1, False)], b.msgs
+
+    c = Client(f"{PREFIX}-c")
+    c.connect(PORT_A)
+    assert c.subscribe([(r, SubscribeOptions(qos=1, retainAsPublished=True)), (end, 1)]) == [1, 1]
+    d = Client(f"{PREFIX}-d")
+    d.connect(PORT_B)
+    assert d.subscribe([(r, 1), (end, 1)]) == [1, 1]
+    b.publish(r, ["ra"], 1, retain=True)
+    b.publish(end, ["end"], 1)
+    assert c.until("end") == [(r, "ra", 1, True)], c.msgs
+    assert d.until("end") == [(r, "ra", 1, False)], d.msgs
+    b.publish(r, [""], 1, retain=True)
+
+    b.publish(h, ["kept"], 1, retain=True)
+    e = Client(f"{PREFIX}-e")
+    e.connect(PORT_A)
+    assert e.subscribe([(h, SubscribeOptions(qos=1, retainHandling=2)), (end, 1)]) == [1, 1]
+    f = Client(f"{PREFIX}-f")
+    f.connect(PORT_B)
+    assert f.subscribe([(h, SubscribeOptions(qos=1, retainHandling=1)), (end, 1)]) == [1, 1]
+    b.publish(end, ["end1"], 1)
+    assert e.until("end1") == [], e.msgs
+    assert f.until("end1") == [(h, "kept", 1, True)], f.msgs
+    n = len(f.msgs)
+    assert f.subscribe([(h, SubscribeOptions(qos=1, retainHandling=1))]) == [1]
+    b.publish(end, ["end2"], 1)
+    f.until("end2")
+    assert [m[1] for m in f.msgs[n:]] == ["end2"], "no retained message for an existing subscription"
+    n = len(f.msgs)
+    assert f.subscribe([(h, SubscribeOptions(qos=1, retainHandling=0))]) == [1]
+    b.publish(end, ["end3"], 1)
+    f.until("end3")
+    assert [m[:4] for m in f.msgs[n:-1]] == [(h, "kept", 1, True)], f.msgs[n:]
+    b.publish(h, [""], 1, retain=True)
+    for x in (a, b, c, d, e, f):
+        x.disconnect()
+
+
+def topic_alias():
+    """MQTT 5 topic aliases from a publisher: the alias set with a topic,
+    then used alone (empty topic); the subscriber gets the full topic."""
+    assert V5
+    t, end = topic("alias/t"), topic("alias/end")
+    s = Client(f"{PREFIX}-s")
+    s.connect(PORT_A)
+    assert s.subscribe([(t, 1), (end, 1)]) == [1, 1]
+    p = Client(f"{PREFIX}-p")
+    p.connect(PORT_B)
+    props = Properties(PacketTypes.PUBLISH)
+    props.TopicAlias = 1
+    for tp, payload in ((t, "set"), ("", "used"), ("", "again")):
+        info = p.c.publish(tp, payload, 1, properties=props)
+        assert info.rc == 0, info.rc
+        pump(lambda: info.mid in p.published, f"PUBACK of {payload}")
+    p.publish(end, ["end"], 1)
+    got = s.until("end")
+    assert got == [(t, "set", 1, False), (t, "used", 1, False), (t, "again", 1, False)], got
+    for x in (s, p):
+        x.disconnect()
+
+
 SCENARIOS = {
     "session-q1": lambda: session(1),
     "session-q2": lambda: session(2),
@@ -369,6 +450,8 @@ SCENARIOS = {
     "will-delay": will_delay,
     "retained": retained,
     "takeover": takeover,
+    "sub-options": sub_options,
+    "topic-alias": topic_alias,
 }
 
 SCENARIOS[SCENARIO]()
