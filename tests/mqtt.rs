@@ -1,13 +1,20 @@
 //! The `mqtt` plugin with real clients: `mosquitto_sub`/`mosquitto_pub`
-//! over MQTT 3.1.1 and 5.0, paho-mqtt (Python) for sessions, wills and
-//! takeovers, raw packets for what a client must not do, and a Rust client
-//! on the plugin's own codec for 100,000 QoS 1 messages across shards.
+//! over MQTT 3.1.1 and 5.0 (QoS 0/1/2, retained, wildcards, `$`-topics,
+//! shared subscriptions), paho-mqtt in Python (`tests/mqtt/paho_check.py`:
+//! persistent sessions, wills and will delay, retained messages, takeover,
+//! 5.0 subscription options and topic aliases), and a Rust client on the
+//! plugin's own codec (`tests/mqtt/client.rs`) for raw packets: what a client
+//! must not do (`negative.rs`), redelivery (`sessions.rs`), packet-level
+//! rules (`protocol.rs`) and 100,000 QoS 1 messages across shards
+//! (`scale.rs`).
 //!
-//! The broker is an in-process engine with two shards (publishers and
-//! subscribers on different shards' ports), or what `MQTT_TEST_BROKER` names
-//! (`mosquitto`: one Mosquitto per test, how the tests themselves are checked
-//! against a reference broker; `HOST:PORT`: a running broker); see
-//! `tests/mqtt/harness.rs`.
+//! The broker is an in-process engine with two shards on two ports, clients
+//! of one exchange on different shards' ports, or what `MQTT_TEST_BROKER`
+//! names (`mosquitto`: one Mosquitto per test, how the tests themselves are
+//! checked against a reference broker; `HOST:PORT`: a running broker); see
+//! `tests/mqtt/harness.rs`. Where the specs let a broker choose and
+//! ringport documents its choice (a 5.0 DISCONNECT with a reason before it
+//! closes a connection), ringport is held to it and Mosquitto is not.
 //!
 //! Needs `mosquitto_sub`/`mosquitto_pub` (Debian package `mosquitto-clients`)
 //! and `python3` with paho-mqtt (`pip install paho-mqtt`); without them,

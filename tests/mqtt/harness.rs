@@ -16,7 +16,7 @@
 //!   do not see each other, and tests that need a configured broker
 //!   (maximum packet size, passwords) print one `skipped:` line.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -305,7 +305,7 @@ fn free_port() -> u16 {
     let mut rng = rand::thread_rng();
     loop {
         let port = rng.gen_range(20000..high);
-        if std::net::TcpListener::bind(SocketAddr::new(IpAddr::from(LOOPBACK), port)).is_ok() {
+        if std::net::TcpListener::bind(SocketAddr::new(LOOPBACK, port)).is_ok() {
             return port;
         }
     }
