@@ -463,7 +463,8 @@ impl Acl {
     /// `user` is the authenticated identity ([`crate::mqtt::auth`]), `None`
     /// for an anonymous client. A matching `deny` entry refuses; otherwise a
     /// matching entry granting `access` allows; otherwise the answer is no.
-    /// Does not allocate.
+    /// Does not allocate; the cost is linear in the entries that apply to
+    /// the client (its own list and the patterns) times their levels.
     pub fn check(&self, user: Option<&str>, client_id: &str, topic: &str, access: Access) -> bool {
         let who = Who { user, client_id };
         let mut granted = false;
