@@ -753,7 +753,18 @@ mod tests {
             ),
         )
         .unwrap();
-        let mut broker = Command::new("mosquitto")
+        // The broker is in /usr/sbin, which a user's PATH may lack.
+        let Some(mosquitto) = ["mosquitto", "/usr/sbin/mosquitto"]
+            .into_iter()
+            .find(|bin| Command::new(bin).arg("-h").output().is_ok())
+        else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("mosquitto is missing: install the Debian package mosquitto");
+            }
+            println!("skipped: install the Debian package mosquitto");
+            return;
+        };
+        let mut broker = Command::new(mosquitto)
             .arg("-c")
             .arg(&conf)
             .stdout(std::process::Stdio::null())
