@@ -286,8 +286,9 @@ fn parse_hash(field: &str) -> Result<Hash, LineProblem> {
 /// is never stored. (Someone who can read this process's memory could guess
 /// against the HMAC at HMAC speed; they could equally read passwords off the
 /// wire as clients connect.) The cache holds at most one value per user of
-/// the file, so it cannot grow beyond the file. An unknown user costs as
-/// much as a wrong password, so timing does not reveal who exists.
+/// the file, so it cannot grow beyond the file. An unknown user is verified
+/// against a decoy at the file's most common iteration count, so it costs
+/// as much as a wrong password and timing does not reveal who exists.
 pub struct PasswordFile {
     users: HashMap<String, Hash>,
     allow_anonymous: bool,
@@ -356,6 +357,16 @@ impl PasswordFile {
             first_line.insert(user.to_owned(), n);
             users.insert(user.to_owned(), hash);
         }
+        // Unknown users are verified at the file's most common count, so
+        // they take as long as a known user with a wrong password.
+        let mut counts: HashMap<u32, usize> = HashMap::new();
+        for hash in users.values() {
+            *counts.entry(hash.iterations.get()).or_default() += 1;
+        }
+        let decoy_iterations = counts
+            .into_iter()
+            .max_by_key(|&(iterations, n)| (n, iterations))
+            .map_or(DEFAULT_ITERATIONS, |(iterations, _)| iterations);
         let decoy_salt: [u8; SALT_LEN] = random_bytes();
         Ok(PasswordFile {
             users,
@@ -363,7 +374,7 @@ impl PasswordFile {
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &random_bytes::<32>()),
             cache: Mutex::new(HashMap::new()),
             decoy: Hash {
-                iterations: NonZeroU32::new(DEFAULT_ITERATIONS).expect("non-zero"),
+                iterations: NonZeroU32::new(decoy_iterations).expect("counts are non-zero"),
                 salt: decoy_salt.to_vec(),
                 hash: vec![0; HASH_LEN],
             },
@@ -921,6 +932,24 @@ mod tests {
         // Comments, blank lines, CRLF endings and trailing spaces are fine.
         let pw = PasswordFile::parse(&format!("# c\r\n\r\n{ok}  \r\n")).unwrap();
         assert!(pw.verify("u", b"s3cret"));
+    }
+
+    #[test]
+    fn unknown_users_cost_the_files_most_common_iteration_count() {
+        let text = format!(
+            "a:{}\nb:{}\nc:{}\n",
+            hash_password("x", 101),
+            hash_password("x", 101),
+            hash_password("x", 1000)
+        );
+        assert_eq!(
+            PasswordFile::parse(&text).unwrap().decoy.iterations.get(),
+            101
+        );
+        assert_eq!(
+            PasswordFile::parse("").unwrap().decoy.iterations.get(),
+            DEFAULT_ITERATIONS
+        );
     }
 
     #[test]
