@@ -47,6 +47,14 @@ pub fn main() {
             Err(e) => Err(e),
         },
         Command::Relay { command } => relay::run(command),
+        Command::Mqtt {
+            command:
+                cli::MqttCommand::Passwd {
+                    file,
+                    user,
+                    iterations,
+                },
+        } => mqtt_auth::passwd_from_stdin(&file, &user, iterations),
     };
     if let Err(e) = result {
         eprintln!("ringport: error: {e:#}");

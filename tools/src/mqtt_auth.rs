@@ -577,6 +577,32 @@ pub fn passwd_command(
         .with_context(|| format!("cannot set the password of {user:?} in {}", file.display()))
 }
 
+/// `ringport mqtt passwd FILE USER [--iterations N]`: the password is the
+/// first line of standard input (without its line end).
+///
+/// # Errors
+///
+/// No line on standard input, an iteration count out of range, or as
+/// [`passwd_command`].
+pub fn passwd_from_stdin(file: &Path, user: &str, iterations: Option<u32>) -> anyhow::Result<()> {
+    let iterations = iterations.unwrap_or(DEFAULT_ITERATIONS);
+    if iterations == 0 || iterations > MAX_ITERATIONS {
+        anyhow::bail!(
+            "--iterations {iterations} is out of range: use 1 to {MAX_ITERATIONS} \
+             (default {DEFAULT_ITERATIONS})"
+        );
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    passwd_command(file, user, password, iterations)?;
+    println!("{user}: password set in {}", file.display());
+    Ok(())
+}
+
 /// Replaces the file at `path` with `bytes` so that a crash at any moment
 /// leaves either the old file or the new one: the bytes go to a new file in
 /// the same directory, which is flushed to disk (`fsync`), renamed over
