@@ -97,6 +97,12 @@ pub struct MqttConfig {
     /// Most clients listed per shard in the status snapshot (those with
     /// drops first).
     pub status_max_clients: usize,
+    /// How often each shard publishes the image of its retained messages
+    /// and persistent sessions that [`MqttFactory::snapshot`] reads; `None`:
+    /// only when the engine shuts the shard down.
+    ///
+    /// [`MqttFactory::snapshot`]: super::MqttFactory::snapshot
+    pub snapshot_interval: Option<Duration>,
 }
 
 impl Default for MqttConfig {
@@ -109,7 +115,7 @@ impl Default for MqttConfig {
     /// 256 bytes; 100,000 sessions per shard; 10 s to send CONNECT; 1 MiB of
     /// QoS 0 and 64 MiB of QoS 1/2 messages waiting for full mesh rings;
     /// retried every millisecond; status refreshed every second, 10,000
-    /// clients per shard.
+    /// clients per shard; shard images for persistence only at shutdown.
     fn default() -> Self {
         MqttConfig {
             max_packet_size: 1 << 20,
@@ -136,6 +142,7 @@ impl Default for MqttConfig {
             retry_interval: Duration::from_millis(1),
             status_interval: Duration::from_secs(1),
             status_max_clients: 10_000,
+            snapshot_interval: None,
         }
     }
 }
@@ -170,6 +177,7 @@ impl fmt::Debug for MqttConfig {
             .field("retry_interval", &self.retry_interval)
             .field("status_interval", &self.status_interval)
             .field("status_max_clients", &self.status_max_clients)
+            .field("snapshot_interval", &self.snapshot_interval)
             .finish()
     }
 }

@@ -17,6 +17,8 @@
 //! * `session`, `message`: the state kept per client id, and the encoding
 //!   of messages and sessions between shards.
 //! * [`config`](MqttConfig) and [`stats`](MqttStats): settings and counters.
+//! * `snapshot`: persistence ([`MqttFactory::snapshot`],
+//!   [`MqttFactory::restore`]).
 //!
 //! # Routing
 //!
@@ -38,6 +40,7 @@ mod plugin;
 mod pubsub;
 mod route;
 mod session;
+mod snapshot;
 mod stats;
 
 pub use config::{reason_name, ConnectEvent, MqttConfig, MqttEvents};

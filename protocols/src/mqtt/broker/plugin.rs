@@ -15,7 +15,9 @@ use super::handover::{DelayedWill, DirEntry};
 use super::message::Message;
 use super::route::MeshOut;
 use super::session::Session;
+use super::snapshot::{Restore, Store};
 use super::stats::{ClientStatus, MqttDrop, MqttStats, ShardStats};
+use crate::mqtt::persist::Snapshot;
 use crate::mqtt::trie::{RetainedStore, SubEntry, SubscriptionTable};
 
 /// Timer token of the once-a-second sweep (keep-alive, expiries, wills, status).
@@ -31,6 +33,7 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub struct MqttFactory {
     config: Arc<MqttConfig>,
     stats: Arc<MqttStats>,
+    store: Arc<Store>,
 }
 
 impl MqttFactory {
@@ -42,7 +45,33 @@ impl MqttFactory {
         MqttFactory {
             config: Arc::new(config),
             stats: Arc::new(MqttStats::default()),
+            store: Arc::new(Store::default()),
         }
+    }
+
+    /// Restores retained messages and persistent sessions from `snapshot`
+    /// (read from disk with [`decode_snapshot`]). Call it before the engine
+    /// creates the instances: each instance takes its part when created
+    /// and applies it on its first input. `wall_now`: seconds since the
+    /// UNIX epoch now; sessions whose expiry passed while on disk, and
+    /// messages whose Message Expiry Interval did, are not restored.
+    ///
+    /// [`decode_snapshot`]: crate::mqtt::persist::decode_snapshot
+    pub fn restore(&self, snapshot: Snapshot, wall_now: u64) {
+        self.store.set_restore(snapshot, wall_now);
+    }
+
+    /// The retained messages and persistent sessions (session expiry above
+    /// 0) as the shards last published them: every
+    /// [`MqttConfig::snapshot_interval`] and when the engine shut them down
+    /// (after a graceful stop the snapshot is complete). `now` and
+    /// `wall_now` (seconds since the UNIX epoch) are the current time on the
+    /// engine's clock and on the wall clock. Write it with
+    /// [`encode_snapshot`].
+    ///
+    /// [`encode_snapshot`]: crate::mqtt::persist::encode_snapshot
+    pub fn snapshot(&self, now: Instant, wall_now: u64) -> Snapshot {
+        self.store.snapshot(now, wall_now)
     }
 
     /// The settings.
@@ -63,12 +92,15 @@ impl MqttFactory {
 
     /// An instance, typed (what [`PluginFactory::create`] boxes).
     pub fn instance(&self, shard: ShardId, shard_count: usize) -> Mqtt {
-        Mqtt::new(
+        let mut m = Mqtt::new(
             Arc::clone(&self.config),
             self.stats.slot(shard),
             shard,
             shard_count,
-        )
+        );
+        m.store = Arc::clone(&self.store);
+        m.restore = self.store.restore_for(shard, shard_count.max(1));
+        m
     }
 }
 
@@ -136,6 +168,13 @@ pub struct Mqtt {
     pub(crate) assigned_ids: u64,
     /// Connections past their CONNACK.
     pub(crate) connected: usize,
+    pub(crate) store: Arc<Store>,
+    /// Restored state to apply on the first input.
+    pub(crate) restore: Option<Restore>,
+    pub(crate) last_image: Option<Instant>,
+    /// The engine is shutting down: publish an image after this input.
+    pub(crate) save_image_now: bool,
+    pub(crate) shutting_down: bool,
 }
 
 /// An acknowledgement held until every shard's ring took the message.
@@ -185,6 +224,11 @@ impl Mqtt {
             last_status: None,
             assigned_ids: 0,
             connected: 0,
+            store: Arc::new(Store::default()),
+            restore: None,
+            last_image: None,
+            save_image_now: false,
+            shutting_down: false,
         }
     }
 
@@ -213,6 +257,9 @@ impl Mqtt {
 
     /// Before an input: retries what is owed.
     fn enter(&mut self, ctx: &mut dyn Context) {
+        if let Some(r) = self.restore.take() {
+            self.apply_restore(ctx, r);
+        }
         if self.mesh.waiting() > 0 {
             self.mesh.poll(ctx);
         }
@@ -233,6 +280,9 @@ impl Mqtt {
             }
         }
         self.release_acks(ctx);
+        if std::mem::take(&mut self.save_image_now) {
+            self.save_image(ctx.now());
+        }
         self.stats.set_connected(self.connected);
         self.stats.set_sessions(self.sessions.len());
         self.stats.set_retained(self.retained.len());
@@ -310,6 +360,12 @@ impl Mqtt {
             self.last_status = Some(now);
             self.refresh_status();
         }
+        if let Some(every) = self.cfg.snapshot_interval {
+            if self.last_image.map_or(true, |t| now >= t + every) {
+                self.last_image = Some(now);
+                self.save_image(now);
+            }
+        }
     }
 
     /// Publishes this shard's per-client snapshot.
@@ -360,8 +416,14 @@ impl Plugin for Mqtt {
         Ok(r)
     }
 
-    fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, _reason: CloseReason) {
+    fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, reason: CloseReason) {
         self.enter(ctx);
+        if reason == CloseReason::Shutdown && !self.shutting_down {
+            // The first close of the shutdown: the image for the last
+            // snapshot (connected sessions count as left now).
+            self.shutting_down = true;
+            self.save_image_now = true;
+        }
         self.close_conn(ctx, conn, None, true);
         self.conns.remove(&conn);
         self.blocked.retain(|c| *c != conn);

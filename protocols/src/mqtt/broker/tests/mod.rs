@@ -3,6 +3,7 @@
 
 mod connect;
 mod hostile;
+mod persist;
 mod publish;
 mod shards;
 
