@@ -529,10 +529,9 @@ impl Mqtt {
         match ctx.write(conn, bytes) {
             Ok(()) => {}
             Err(WriteError::QueueFull) => {
+                // Owed was empty: not listed for this yet.
                 c.owed.extend_from_slice(bytes);
-                if !self.blocked.contains(&conn) {
-                    self.blocked.push(conn);
-                }
+                self.blocked.push(conn);
             }
             Err(_) => {}
         }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ringport_plugin::{ConnId, Context, WriteError};
+use ringport_plugin::{Bytes, ConnId, Context, WriteError};
 
 use super::message::{Message, Writer};
 use super::plugin::Mqtt;
@@ -30,13 +30,15 @@ enum NotSent {
 
 impl Mqtt {
     /// Routes a message published on this shard: retained store, this
-    /// shard's subscribers, every other shard. Returns the mesh sequence
+    /// shard's subscribers, every other shard (`blob`: the message already
+    /// encoded for the mesh, if it was). Returns the mesh sequence
     /// number a QoS 1/2 acknowledgement waits for, or `None` when the
     /// message was refused (too many QoS 1/2 bytes waiting for full rings).
     pub(crate) fn route_publish(
         &mut self,
         ctx: &mut dyn Context,
         msg: Arc<Message>,
+        blob: Option<Bytes>,
     ) -> Option<u64> {
         let reliable = msg.qos != QoS::AtMostOnce;
         if reliable && self.mesh.reliable_bytes > self.cfg.mesh_reliable_bytes {
@@ -46,9 +48,11 @@ impl Mqtt {
         self.retain(ctx, &msg);
         self.deliver_local(ctx, &msg);
         if self.shard_count > 1 {
-            let mut w = Writer::default();
-            w.message(&msg, ctx.now());
-            let blob = w.finish();
+            let blob = blob.unwrap_or_else(|| {
+                let mut w = Writer::default();
+                w.message(&msg, ctx.now());
+                w.finish()
+            });
             let cap = (!reliable).then_some(self.cfg.mesh_retry_bytes);
             for target in (0..self.shard_count).filter(|&s| s != self.shard) {
                 if self.mesh.send(ctx, target, TAG_PUBLISH, blob.clone(), cap) == Sent::Dropped {
@@ -221,50 +225,57 @@ impl Mqtt {
         let stats = &self.stats;
         let scratch = &mut self.scratch;
         let mut drops: Vec<MqttDrop> = Vec::new();
+        let was_blocked = s.blocked;
         let mut blocked = false;
         let mut dead: Vec<u16> = Vec::new();
-        'resend: for f in s.inflight.iter_mut() {
-            let r = match f.state {
-                Flight::Unsent => write_publish(
-                    ctx,
-                    scratch,
-                    conn,
-                    s.version,
-                    s.max_packet,
-                    &f.out,
-                    f.pid,
-                    f.redeliver,
-                    now,
-                ),
-                Flight::RelUnsent => {
-                    let [hi, lo] = f.pid.to_be_bytes();
-                    match ctx.write(conn, &[0x62, 2, hi, lo]) {
-                        Ok(()) => Ok(()),
-                        Err(WriteError::QueueFull) => Err(NotSent::Full),
-                        Err(_) => Err(NotSent::Gone),
+        // Messages in flight from an earlier connection, sent again first.
+        if s.resend {
+            'resend: for f in s.inflight.iter_mut() {
+                let r = match f.state {
+                    Flight::Unsent => write_publish(
+                        ctx,
+                        scratch,
+                        conn,
+                        s.version,
+                        s.max_packet,
+                        &f.out,
+                        f.pid,
+                        f.redeliver,
+                        now,
+                    ),
+                    Flight::RelUnsent => {
+                        let [hi, lo] = f.pid.to_be_bytes();
+                        match ctx.write(conn, &[0x62, 2, hi, lo]) {
+                            Ok(()) => Ok(()),
+                            Err(WriteError::QueueFull) => Err(NotSent::Full),
+                            Err(_) => Err(NotSent::Gone),
+                        }
                     }
-                }
-                Flight::Sent | Flight::Released => continue,
-            };
-            match r {
-                Ok(()) => {
-                    if f.state == Flight::Unsent {
-                        stats.msg_out(f.out.qos.as_u8());
-                        f.state = Flight::Sent;
-                    } else {
-                        f.state = Flight::Released;
+                    Flight::Sent | Flight::Released => continue,
+                };
+                match r {
+                    Ok(()) => {
+                        if f.state == Flight::Unsent {
+                            stats.msg_out(f.out.qos.as_u8());
+                            f.state = Flight::Sent;
+                        } else {
+                            f.state = Flight::Released;
+                        }
                     }
+                    // Sent as far as the client is concerned; acknowledged below.
+                    Err(NotSent::TooLarge) => {
+                        drops.push(MqttDrop::PacketTooLarge);
+                        dead.push(f.pid);
+                    }
+                    Err(NotSent::Full) => {
+                        blocked = true;
+                        break 'resend;
+                    }
+                    Err(NotSent::Gone) => return,
                 }
-                // Sent as far as the client is concerned; acknowledged below.
-                Err(NotSent::TooLarge) => {
-                    drops.push(MqttDrop::PacketTooLarge);
-                    dead.push(f.pid);
-                }
-                Err(NotSent::Full) => {
-                    blocked = true;
-                    break 'resend;
-                }
-                Err(NotSent::Gone) => return,
+            }
+            if !blocked {
+                s.resend = false;
             }
         }
         if !dead.is_empty() {
@@ -334,7 +345,8 @@ impl Mqtt {
         for kind in drops {
             self.count(ctx, kind);
         }
-        if blocked && !self.blocked.contains(&conn) {
+        // Listed once per episode (a duplicate entry is harmless).
+        if blocked && !was_blocked {
             self.blocked.push(conn);
         }
     }

@@ -302,6 +302,7 @@ impl Mqtt {
             };
             f.redeliver = true;
         }
+        s.resend = !s.inflight.is_empty();
         c.session = key;
         c.phase = Phase::Connected;
         c.last_rx = now;
@@ -505,7 +506,7 @@ impl Mqtt {
         msg.expires = will
             .expiry
             .map(|e| ctx.now() + Duration::from_secs(u64::from(e)));
-        self.route_publish(ctx, Arc::new(msg));
+        self.route_publish(ctx, Arc::new(msg), None);
     }
 
     /// Ends the offline sessions whose expiry passed.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ringport_plugin::{Bytes, ConnId, Context};
 
-use super::message::Message;
+use super::message::{Message, Writer};
 use super::plugin::{Mqtt, PendingAck};
 use super::route::{TAG_SHARE_JOIN, TAG_SHARE_LEAVE};
 use super::session::Flight;
@@ -87,20 +87,36 @@ impl Mqtt {
                 return refuse(self, ctx, 0x87);
             }
         }
+        let props = if v5 { Message::props_of(p) } else { None };
+        let expiry = p.props.message_expiry.filter(|_| v5);
+        // With other shards, the payload is copied once: into the mesh
+        // encoding, which the local message then shares.
+        let (payload, blob) = if self.shard_count > 1 {
+            let mut w = Writer::default();
+            w.message_parts(
+                qos,
+                p.retain,
+                key,
+                expiry,
+                topic,
+                props.as_deref(),
+                p.payload,
+            );
+            let blob = w.finish();
+            (blob.slice(blob.len() - p.payload.len()..), Some(blob))
+        } else {
+            (Bytes::copy_from_slice(p.payload), None)
+        };
         let msg = Arc::new(Message {
             topic: topic.into(),
-            payload: Bytes::copy_from_slice(p.payload),
+            payload,
             qos,
             retain: p.retain,
-            props: if v5 { Message::props_of(p) } else { None },
-            expires: p
-                .props
-                .message_expiry
-                .filter(|_| v5)
-                .map(|e| ctx.now() + Duration::from_secs(u64::from(e))),
+            props,
+            expires: expiry.map(|e| ctx.now() + Duration::from_secs(u64::from(e))),
             origin: key,
         });
-        let Some(seq) = self.route_publish(ctx, msg) else {
+        let Some(seq) = self.route_publish(ctx, msg, blob) else {
             if !v5 {
                 return self.close_conn(ctx, conn, None, false);
             }

@@ -100,6 +100,8 @@ pub(crate) struct Session {
     pub max_packet: u32,
     /// The client's outbound queue was full: retry on the timer.
     pub blocked: bool,
+    /// Some messages in flight are to be written again (a new connection).
+    pub resend: bool,
     pub drops: ClientDrops,
 }
 
@@ -123,6 +125,7 @@ impl Session {
             window: 1,
             max_packet: u32::MAX,
             blocked: false,
+            resend: false,
             drops: ClientDrops::default(),
         }
     }

@@ -258,3 +258,74 @@ fn order_per_publisher_survives_a_flapping_ring() {
     assert_eq!(got, (0..300).collect::<Vec<u16>>());
     assert_eq!(net.take(p).len(), 300 * 4);
 }
+
+#[test]
+fn every_qos1_message_arrives_once_in_order_per_publisher() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut net = Net::new(3, anon());
+    let (s, _) = net.connect(2, 1, v3("s"));
+    net.send(s, &subscribe(1, &[("t/+", QoS::AtLeastOnce)]));
+    net.take(s);
+    let pubs: Vec<ConnId> = (0..2)
+        .map(|i| net.connect(i, 10 + i as u64, v3(["p0", "p1"][i])).0)
+        .collect();
+    const N: u32 = 3000;
+    let mut next = [0u32; 2];
+    let mut got: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    let mut acked = [0usize; 2];
+    while next.iter().any(|n| *n < N) {
+        for sh in 0..3 {
+            net.ctxs[sh].set_mesh_full(rng.gen_bool(0.3));
+        }
+        let i = rng.gen_range(0..2);
+        if next[i] < N {
+            let topic = ["t/0", "t/1"][i];
+            let pid = (next[i] % 60_000 + 1) as u16;
+            net.send(
+                pubs[i],
+                &publish(topic, &next[i].to_be_bytes(), QoS::AtLeastOnce, pid),
+            );
+            next[i] += 1;
+        }
+        if rng.gen_bool(0.2) {
+            net.retry();
+        }
+        for i in 0..2 {
+            acked[i] += net.take(pubs[i]).len() / 4;
+        }
+        for p in decode_all(&net.take(s), Version::V311) {
+            if let Packet::Publish(m) = p {
+                let from = usize::from(m.topic == "t/1");
+                got[from].push(u32::from_be_bytes(m.payload.try_into().unwrap()));
+                net.send(s, &ack(4, m.packet_id));
+            }
+        }
+    }
+    for sh in 0..3 {
+        net.ctxs[sh].set_mesh_full(false);
+    }
+    for _ in 0..3 {
+        net.retry();
+        for p in decode_all(&net.take(s), Version::V311) {
+            if let Packet::Publish(m) = p {
+                let from = usize::from(m.topic == "t/1");
+                got[from].push(u32::from_be_bytes(m.payload.try_into().unwrap()));
+                net.send(s, &ack(4, m.packet_id));
+            }
+        }
+    }
+    for i in 0..2 {
+        acked[i] += net.take(pubs[i]).len() / 4;
+        assert_eq!(got[i], (0..N).collect::<Vec<u32>>(), "publisher {i}");
+        assert_eq!(acked[i], N as usize);
+    }
+}
+
+#[test]
+fn the_plugin_can_move_to_its_shard_thread() {
+    fn send<T: Send>() {}
+    send::<Mqtt>();
+    send::<MqttFactory>();
+}
