@@ -196,7 +196,8 @@ pub struct ConnectEvent<'a> {
     pub identity: Option<&'a str>,
     /// The username the client sent, if any.
     pub username: Option<&'a str>,
-    /// The protocol version of the CONNECT.
+    /// The protocol version of the CONNECT (`V311` when the CONNECT did not
+    /// decode far enough to tell).
     pub version: Version,
     /// Whether a stored session was resumed.
     pub session_present: bool,
@@ -210,7 +211,11 @@ pub struct ConnectEvent<'a> {
 /// Receives broker events. Called on the shard's thread: an implementation
 /// must not block (the integrator's writes a line to the log ring).
 pub trait MqttEvents: Send + Sync {
-    /// One call per CONNECT answered with a CONNACK (accepted or refused).
+    /// One call per CONNECT: answered with a CONNACK (accepted or refused),
+    /// or refused because it did not decode (`malformed_packet`,
+    /// `protocol_error`, `packet_too_large`, `unsupported_protocol_version`;
+    /// then the client id is empty). A client that closes before its
+    /// session arrived from another shard gets no call.
     fn connect(&self, ev: &ConnectEvent<'_>);
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct WillMsg {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub peer: SocketAddr,
+    /// When the stream opened (the CONNECT deadline counts from it).
+    pub opened: Instant,
     pub phase: Phase,
     pub version: Version,
     /// Key of the attached session (0: none).
@@ -80,6 +82,7 @@ impl Conn {
     pub fn new(peer: SocketAddr, now: Instant) -> Self {
         Conn {
             peer,
+            opened: now,
             phase: Phase::AwaitConnect,
             version: Version::V311,
             session: 0,
@@ -183,6 +186,10 @@ impl Mqtt {
     }
 
     fn decode_failed(&mut self, ctx: &mut dyn Context, conn: ConnId, e: DecodeError) {
+        let before_connect = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.phase == Phase::AwaitConnect);
         let (kind, code) = match e {
             DecodeError::TooLarge { .. } => (MqttDrop::PacketTooLarge, e.reason().0),
             DecodeError::Malformed(_) => (MqttDrop::Malformed, e.reason().0),
@@ -198,6 +205,11 @@ impl Mqtt {
             }
         };
         self.count(ctx, kind);
+        if before_connect {
+            // A CONNECT that does not decode is still a line in the log.
+            self.stats.connect(false);
+            self.connect_event(ctx, conn, "", None, None, Version::V311, false, code);
+        }
         self.close_conn(ctx, conn, Some(code), false);
     }
 

@@ -329,7 +329,7 @@ impl Mqtt {
         for (&id, c) in &self.conns {
             match c.phase {
                 Phase::AwaitConnect | Phase::Connecting
-                    if now >= c.last_rx + self.cfg.connect_timeout =>
+                    if now >= c.opened + self.cfg.connect_timeout =>
                 {
                     late.push((id, MqttDrop::ConnectTimeout));
                 }
