@@ -1,6 +1,7 @@
 //! The plugin: one [`Mqtt`] instance per shard, made by [`MqttFactory`].
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,32 @@ impl PluginFactory for MqttFactory {
     }
 }
 
+/// A map keyed by ids this broker or the engine made (connection ids,
+/// session keys): never chosen by a client, so a fast hash will do.
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A multiplicative hash of one integer (SipHash costs more than the
+/// lookups it guards on the per-message path).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        let h = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A subscriber of a shared subscription group, as its home shard knows it.
 pub(crate) type Member = (ShardId, u64);
 
@@ -140,8 +167,8 @@ pub struct Mqtt {
     pub(crate) stats: Arc<ShardStats>,
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
-    pub(crate) conns: HashMap<ConnId, Conn>,
-    pub(crate) sessions: HashMap<u64, Session>,
+    pub(crate) conns: IdMap<ConnId, Conn>,
+    pub(crate) sessions: IdMap<u64, Session>,
     pub(crate) by_client: HashMap<Arc<str>, u64>,
     pub(crate) directory: HashMap<Arc<str>, DirEntry>,
     pub(crate) next_epoch: u64,
@@ -201,8 +228,8 @@ impl Mqtt {
             stats,
             shard,
             shard_count: shard_count.max(1),
-            conns: HashMap::new(),
-            sessions: HashMap::new(),
+            conns: IdMap::default(),
+            sessions: IdMap::default(),
             by_client: HashMap::new(),
             directory: HashMap::new(),
             next_epoch: 1,
