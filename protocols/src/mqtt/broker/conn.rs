@@ -122,6 +122,16 @@ impl Mqtt {
             c.stash.extend_from_slice(&data[..take]);
             if c.phase == Phase::Connected {
                 self.replay(ctx, conn);
+                // What is left lies within these new bytes: give it back to
+                // the engine, which presents it again (and the stream leaves
+                // this copying path).
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if c.phase == Phase::Connected && c.stash.len() <= take {
+                        let left = c.stash.len();
+                        c.stash.clear();
+                        return take - left;
+                    }
+                }
             }
             return take;
         }

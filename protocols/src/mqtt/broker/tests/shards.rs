@@ -329,3 +329,43 @@ fn the_plugin_can_move_to_its_shard_thread() {
     send::<Mqtt>();
     send::<MqttFactory>();
 }
+
+#[test]
+fn packets_sent_before_the_connack_wait_for_a_remote_session() {
+    let mut net = Net::new(2, anon());
+    let id = id_homed(1, 2, "pipelined");
+    let c = net.open(0, 1);
+    let mut bytes = Vec::new();
+    codec::encode(&Packet::Connect(v3(id)), Version::V311, &mut bytes).unwrap();
+    codec::encode(
+        &subscribe(1, &[("t", QoS::AtMostOnce)]),
+        Version::V311,
+        &mut bytes,
+    )
+    .unwrap();
+    codec::encode(
+        &publish("t", b"self", QoS::AtMostOnce, 0),
+        Version::V311,
+        &mut bytes,
+    )
+    .unwrap();
+    codec::encode(&Packet::PingReq, Version::V311, &mut bytes).unwrap();
+    // The CONNECT's claim goes to shard 1; nothing is answered until the
+    // session comes back. Everything after the CONNECT waits in the stash.
+    let shard = 0;
+    let n = net.shards[shard]
+        .handle_data(&mut net.ctxs[shard], c, &bytes[..bytes.len() - 1])
+        .unwrap();
+    assert_eq!(n, bytes.len() - 1);
+    assert_eq!(net.take(c), b"");
+    net.carry();
+    // The last byte arrives after the session did.
+    net.feed(c, &bytes[bytes.len() - 1..]);
+    let out = net.take(c);
+    let ps = decode_all(&out, Version::V311);
+    assert_eq!(ps.len(), 4, "{ps:?}");
+    assert!(matches!(ps[0], Packet::ConnAck(_)));
+    assert!(matches!(ps[1], Packet::SubAck(_)));
+    assert!(matches!(ps[2], Packet::Publish(ref m) if m.payload == b"self"));
+    assert_eq!(ps[3], Packet::PingResp);
+}
