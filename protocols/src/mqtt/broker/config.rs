@@ -208,6 +208,42 @@ pub struct ConnectEvent<'a> {
     pub result: &'static str,
 }
 
+/// A PUBLISH or SUBSCRIBE the ACL refused (answered with 0x87 in v5).
+#[derive(Debug, Clone, Copy)]
+pub struct DeniedEvent<'a> {
+    /// The shard the connection is on.
+    pub shard: ShardId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client identifier.
+    pub client_id: &'a str,
+    /// The identity the ACL judged (`None`: anonymous).
+    pub user: Option<&'a str>,
+    /// `publish`, `subscribe` or `will`.
+    pub action: &'static str,
+    /// The topic name or filter.
+    pub topic: &'a str,
+}
+
+/// A client's messages were dropped since the last report (at most one
+/// per client per second, from the shard's sweep).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientDropsEvent<'a> {
+    /// The shard holding the session.
+    pub shard: ShardId,
+    /// The client identifier.
+    pub client_id: &'a str,
+    /// QoS 0 messages dropped because its queue was full, since the last
+    /// report.
+    pub qos0: u64,
+    /// QoS 1/2 messages dropped because its queue was full, since the
+    /// last report.
+    pub qos12: u64,
+    /// Messages not sent for another reason (too large for the client,
+    /// expired, not authorized), since the last report.
+    pub other: u64,
+}
+
 /// Receives broker events. Called on the shard's thread: an implementation
 /// must not block (the integrator's writes a line to the log ring).
 pub trait MqttEvents: Send + Sync {
@@ -217,6 +253,17 @@ pub trait MqttEvents: Send + Sync {
     /// then the client id is empty). A client that closes before its
     /// session arrived from another shard gets no call.
     fn connect(&self, ev: &ConnectEvent<'_>);
+
+    /// One call per PUBLISH, SUBSCRIBE filter or will the ACL refused.
+    /// Refused deliveries are only counted (`not_authorized`).
+    fn denied(&self, ev: &DeniedEvent<'_>) {
+        let _ = ev;
+    }
+
+    /// A client lost messages since the last report.
+    fn client_drops(&self, ev: &ClientDropsEvent<'_>) {
+        let _ = ev;
+    }
 }
 
 /// The snake-case name of an MQTT v5 reason code, for logs and metrics.

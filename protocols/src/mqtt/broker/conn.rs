@@ -450,6 +450,32 @@ impl Mqtt {
         });
     }
 
+    /// Tells the event hook about a refusal of the ACL.
+    pub(crate) fn denied_event(
+        &self,
+        ctx: &mut dyn Context,
+        conn: Option<ConnId>,
+        client_id: &str,
+        user: Option<&str>,
+        action: &'static str,
+        topic: &str,
+    ) {
+        let Some(events) = &self.cfg.events else {
+            return;
+        };
+        let peer = conn
+            .and_then(|c| self.conns.get(&c))
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
+        events.denied(&super::config::DeniedEvent {
+            shard: ctx.shard(),
+            peer,
+            client_id,
+            user,
+            action,
+            topic,
+        });
+    }
+
     /// Whether a topic name may be published: valid, and within the
     /// length and level limits.
     pub(crate) fn check_topic(&self, t: &str) -> Result<(), ()> {

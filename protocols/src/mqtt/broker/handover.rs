@@ -499,6 +499,7 @@ impl Mqtt {
         if let Some(acl) = &self.cfg.acl {
             if !acl.check(user, cid, &will.msg.topic, crate::mqtt::acl::Access::Write) {
                 self.count(ctx, MqttDrop::NotAuthorized);
+                self.denied_event(ctx, None, cid, user, "will", &will.msg.topic);
                 return;
             }
         }

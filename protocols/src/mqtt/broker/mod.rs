@@ -43,7 +43,9 @@ mod session;
 mod snapshot;
 mod stats;
 
-pub use config::{reason_name, ConnectEvent, MqttConfig, MqttEvents};
+pub use config::{
+    reason_name, ClientDropsEvent, ConnectEvent, DeniedEvent, MqttConfig, MqttEvents,
+};
 pub use plugin::{Mqtt, MqttFactory, RETRY_TIMER, TICK, TICK_TIMER};
 pub use route::{
     TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_SHARE_DELIVER, TAG_SHARE_JOIN, TAG_SHARE_LEAVE,

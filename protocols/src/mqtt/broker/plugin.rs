@@ -380,6 +380,20 @@ impl Mqtt {
         }
         self.expire_sessions(ctx, now);
         self.fire_wills(ctx, now);
+        if let Some(events) = &self.cfg.events {
+            for s in self.sessions.values_mut() {
+                if s.drops != s.drops_reported {
+                    events.client_drops(&super::config::ClientDropsEvent {
+                        shard: self.shard,
+                        client_id: &s.client_id,
+                        qos0: s.drops.qos0 - s.drops_reported.qos0,
+                        qos12: s.drops.qos12 - s.drops_reported.qos12,
+                        other: s.drops.other - s.drops_reported.other,
+                    });
+                    s.drops_reported = s.drops;
+                }
+            }
+        }
         let due = self
             .last_status
             .map_or(true, |t| now >= t + self.cfg.status_interval);

@@ -84,6 +84,7 @@ impl Mqtt {
         if let Some(acl) = &self.cfg.acl {
             if !acl.check(user.as_deref(), &cid, topic, Access::Write) {
                 self.count(ctx, MqttDrop::NotAuthorized);
+                self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "publish", topic);
                 return refuse(self, ctx, 0x87);
             }
         }
@@ -275,6 +276,7 @@ impl Mqtt {
             if let Some(acl) = &self.cfg.acl {
                 if !acl.check_subscribe(user.as_deref(), &cid, filter) {
                     self.count(ctx, MqttDrop::NotAuthorized);
+                    self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "subscribe", filter);
                     codes.push(ReasonCode(0x87));
                     continue;
                 }

@@ -103,6 +103,8 @@ pub(crate) struct Session {
     /// Some messages in flight are to be written again (a new connection).
     pub resend: bool,
     pub drops: ClientDrops,
+    /// `drops` as last reported to the event hook.
+    pub drops_reported: ClientDrops,
 }
 
 impl Session {
@@ -127,6 +129,7 @@ impl Session {
             blocked: false,
             resend: false,
             drops: ClientDrops::default(),
+            drops_reported: ClientDrops::default(),
         }
     }
 
@@ -267,6 +270,7 @@ impl Session {
             qos12: r.u64()?,
             other: r.u64()?,
         };
+        s.drops_reported = s.drops;
         Ok(s)
     }
 }

@@ -625,3 +625,58 @@ fn takeover_on_one_shard() {
         1
     );
 }
+
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<String>>);
+
+impl crate::mqtt::broker::MqttEvents for Events {
+    fn connect(&self, _: &crate::mqtt::broker::ConnectEvent<'_>) {}
+    fn denied(&self, ev: &crate::mqtt::broker::DeniedEvent<'_>) {
+        self.0.lock().unwrap().push(format!(
+            "denied {} {} {}",
+            ev.client_id, ev.action, ev.topic
+        ));
+    }
+    fn client_drops(&self, ev: &crate::mqtt::broker::ClientDropsEvent<'_>) {
+        self.0.lock().unwrap().push(format!(
+            "drops {} {} {} {}",
+            ev.client_id, ev.qos0, ev.qos12, ev.other
+        ));
+    }
+}
+
+#[test]
+fn denials_and_client_drops_are_reported() {
+    let events = Arc::new(Events::default());
+    let mut net = Net::new(
+        1,
+        MqttConfig {
+            acl: Some(Arc::new(Acl::parse("topic readwrite t\n").unwrap())),
+            events: Some(events.clone()),
+            max_queued_messages: 1,
+            ..anon()
+        },
+    );
+    let s = subscriber(
+        &mut net,
+        1,
+        Version::V311,
+        &[("t", QoS::AtMostOnce), ("x", QoS::AtMostOnce)],
+    );
+    let (p, _) = net.connect(0, 2, v3("p"));
+    net.send(p, &publish("x", b"", QoS::AtMostOnce, 0));
+    net.ctxs[0].fail_writes_to(s, Some(ringport_plugin::WriteError::QueueFull));
+    for _ in 0..3 {
+        net.send(p, &publish("t", b"", QoS::AtMostOnce, 0));
+    }
+    net.advance(Duration::from_secs(1));
+    net.advance(Duration::from_secs(1));
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        [
+            "denied sub-1 subscribe x",
+            "denied p publish x",
+            "drops sub-1 2 0 0",
+        ]
+    );
+}
