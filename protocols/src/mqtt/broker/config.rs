@@ -24,9 +24,10 @@ pub struct MqttConfig {
     /// the connection (`packet_too_large`; v5: DISCONNECT 0x95 first).
     pub max_packet_size: u32,
     /// QoS 1 and 2 messages in flight in each direction: announced to v5
-    /// clients as Receive Maximum (a client that exceeds it is disconnected
-    /// with 0x93), and the most unacknowledged messages sent to a client
-    /// (lowered to the client's own Receive Maximum).
+    /// clients as Receive Maximum (a v5 client that exceeds it is
+    /// disconnected with 0x93; 3.1.1 has no such limit to enforce), and the
+    /// most unacknowledged messages sent to any client (lowered to a v5
+    /// client's own Receive Maximum).
     pub receive_maximum: u16,
     /// Messages waiting per client (offline, slow, or its window full),
     /// not counting those in flight. Past it a QoS 0 message is dropped; a

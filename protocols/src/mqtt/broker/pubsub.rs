@@ -76,7 +76,10 @@ impl Mqtt {
             // A resent QoS 2 message already taken: acknowledge again only.
             return self.write_resp(ctx, conn, 5, pid, 0);
         }
-        if qos != QoS::AtMostOnce
+        // 3.1.1 has no Receive Maximum: its QoS 2 ids are bounded by the
+        // id space, its waiting QoS 1 acks by `mesh_reliable_bytes`.
+        if v5
+            && qos != QoS::AtMostOnce
             && unacked + s.inbound_qos2.len() >= usize::from(self.cfg.receive_maximum.max(1))
         {
             return self.fail(ctx, conn, MqttDrop::ReceiveMaximumExceeded, 0x93);
