@@ -69,7 +69,9 @@ pub struct MqttConfig {
     /// Told of every CONNECT and its result (the handshake log).
     pub events: Option<Arc<dyn MqttEvents>>,
     /// Topic aliases a v5 client may use toward the broker (Topic Alias
-    /// Maximum in the CONNACK); 0 refuses them.
+    /// Maximum in the CONNACK; 0 refuses them), and the most the broker
+    /// assigns toward a client that accepts aliases (first come, first
+    /// served per connection; later topics are sent in full).
     pub topic_alias_maximum: u16,
     /// Longest client identifier accepted, in bytes (0x85 beyond it).
     pub max_client_id_len: usize,

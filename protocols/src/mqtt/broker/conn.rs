@@ -361,6 +361,11 @@ impl Mqtt {
             assigned,
             receive_maximum: p.props.receive_maximum.unwrap_or(u16::MAX).max(1),
             max_packet: p.props.maximum_packet_size.unwrap_or(u32::MAX).max(1),
+            topic_alias_maximum: if v5 {
+                p.props.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            },
             server_keep_alive,
             username: p.username.map(Into::into),
             identity: identity.clone().map(Into::into),

@@ -9,7 +9,7 @@ use ringport_plugin::{Bytes, ConnId, Context, WriteError};
 use super::message::{Message, Writer};
 use super::plugin::Mqtt;
 use super::route::{Sent, TAG_PUBLISH, TAG_SHARE_DELIVER};
-use super::session::{encode_entry, Flight, Inflight, Outgoing};
+use super::session::{encode_entry, Flight, Inflight, OutAliases, Outgoing};
 use super::stats::MqttDrop;
 use crate::mqtt::acl::Access;
 use crate::mqtt::codec::{
@@ -242,6 +242,7 @@ impl Mqtt {
                         f.pid,
                         f.redeliver,
                         now,
+                        &mut s.out_aliases,
                     ),
                     Flight::RelUnsent => {
                         let [hi, lo] = f.pid.to_be_bytes();
@@ -309,6 +310,7 @@ impl Mqtt {
                 pid,
                 false,
                 now,
+                &mut s.out_aliases,
             ) {
                 Ok(()) => {
                     stats.msg_out(front.qos.as_u8());
@@ -394,8 +396,18 @@ fn write_publish(
     pid: u16,
     dup: bool,
     now: std::time::Instant,
+    aliases: &mut OutAliases,
 ) -> Result<(), NotSent> {
     let m = &out.msg;
+    // Topic aliases toward the client (v5): a topic sent before goes as
+    // its alias alone; new topics get the next alias while there are any.
+    let (topic, alias, new_alias) = match aliases.map.get(&*m.topic) {
+        Some(&a) => ("", Some(a), false),
+        None if aliases.map.len() < usize::from(aliases.max) => {
+            (&*m.topic, Some(aliases.map.len() as u16 + 1), true)
+        }
+        None => (&*m.topic, None, false),
+    };
     let props = m.props.as_deref();
     let user: Vec<(&str, &str)> = props.map_or_else(Vec::new, |p| {
         p.user.iter().map(|(k, v)| (&**k, &**v)).collect()
@@ -404,12 +416,12 @@ fn write_publish(
         dup: dup && out.qos != QoS::AtMostOnce,
         qos: out.qos,
         retain: out.retain,
-        topic: &m.topic,
+        topic,
         packet_id: pid,
         props: PublishProps {
             payload_format: props.and_then(|p| p.payload_format),
             message_expiry: m.remaining(now),
-            topic_alias: None,
+            topic_alias: alias,
             response_topic: props.and_then(|p| p.response_topic.as_deref()),
             correlation_data: props.and_then(|p| p.correlation_data.as_deref()),
             user_properties: UserProps::Pairs(&user),
@@ -424,7 +436,12 @@ fn write_publish(
         return Err(NotSent::TooLarge);
     }
     match ctx.write_parts(conn, &[scratch, &m.payload]) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if let (true, Some(a)) = (new_alias, alias) {
+                aliases.map.insert(m.topic.clone(), a);
+            }
+            Ok(())
+        }
         Err(WriteError::QueueFull) => Err(NotSent::Full),
         Err(_) => Err(NotSent::Gone),
     }

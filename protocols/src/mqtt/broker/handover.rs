@@ -37,6 +37,8 @@ pub(crate) struct Pending {
     pub assigned: bool,
     pub receive_maximum: u16,
     pub max_packet: u32,
+    /// The client's Topic Alias Maximum (aliases the broker may use).
+    pub topic_alias_maximum: u16,
     pub server_keep_alive: Option<u16>,
     pub username: Option<Box<str>>,
     pub identity: Option<Box<str>>,
@@ -295,6 +297,12 @@ impl Mqtt {
         s.expire_at = None;
         s.window = pending.receive_maximum.min(self.cfg.receive_maximum).max(1);
         s.max_packet = pending.max_packet;
+        s.out_aliases = super::session::OutAliases {
+            max: pending
+                .topic_alias_maximum
+                .min(self.cfg.topic_alias_maximum),
+            map: Default::default(),
+        };
         for f in s.inflight.iter_mut() {
             f.state = match f.state {
                 Flight::Unsent | Flight::Sent => Flight::Unsent,

@@ -53,6 +53,15 @@ pub(crate) struct Outgoing {
     pub sub_ids: Box<[u32]>,
 }
 
+/// Topic aliases the broker assigned toward the current connection.
+#[derive(Debug, Default)]
+pub(crate) struct OutAliases {
+    /// How many the connection accepts (the lower of the client's Topic
+    /// Alias Maximum and the broker's); 0 for 3.1.1.
+    pub max: u16,
+    pub map: std::collections::HashMap<Box<str>, u16>,
+}
+
 /// Per-client drop counts, for the status page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ClientDrops {
@@ -105,6 +114,8 @@ pub(crate) struct Session {
     pub drops: ClientDrops,
     /// `drops` as last reported to the event hook.
     pub drops_reported: ClientDrops,
+    /// Topic aliases toward the current connection.
+    pub out_aliases: OutAliases,
 }
 
 impl Session {
@@ -130,6 +141,7 @@ impl Session {
             resend: false,
             drops: ClientDrops::default(),
             drops_reported: ClientDrops::default(),
+            out_aliases: OutAliases::default(),
         }
     }
 

@@ -680,3 +680,29 @@ fn denials_and_client_drops_are_reported() {
         ]
     );
 }
+
+#[test]
+fn topic_aliases_toward_a_client_that_accepts_them() {
+    let mut net = Net::new(1, anon());
+    let mut c = v5("s");
+    c.props.topic_alias_maximum = Some(1);
+    let (s, _) = net.connect(0, 1, c);
+    net.send(s, &subscribe(1, &[("#", QoS::AtMostOnce)]));
+    net.take(s);
+    let (p, _) = net.connect(0, 2, v3("p"));
+    net.send(p, &publish("a/long/topic", b"1", QoS::AtMostOnce, 0));
+    net.send(p, &publish("a/long/topic", b"2", QoS::AtMostOnce, 0));
+    net.send(p, &publish("other", b"3", QoS::AtMostOnce, 0));
+    let got = net.take(s);
+    let seen: Vec<(&str, Option<u16>)> = decode_all(&got, Version::V5)
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(m) => (m.topic, m.props.topic_alias),
+            _ => panic!("{p:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("a/long/topic", Some(1)), ("", Some(1)), ("other", None)]
+    );
+}
