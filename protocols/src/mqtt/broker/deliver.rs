@@ -89,7 +89,9 @@ impl Mqtt {
         self.subs.matches(&msg.topic, &mut matched);
         // No Local: not back to the publishing session.
         matched.retain(|(k, e)| !(e.no_local && *k == msg.origin));
-        if matched.len() > 1 {
+        // One filter's members come sorted by key; only overlapping
+        // filters need the sort that brings a subscriber's matches together.
+        if !matched.windows(2).all(|w| w[0].0 < w[1].0) {
             matched.sort_by_key(|(k, _)| *k);
         }
         let mut i = 0;
