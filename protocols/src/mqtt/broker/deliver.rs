@@ -229,6 +229,7 @@ impl Mqtt {
         let mut drops: Vec<MqttDrop> = Vec::new();
         let was_blocked = s.blocked;
         let mut blocked = false;
+        let mut sent = 0u64;
         let mut dead: Vec<u16> = Vec::new();
         // Messages in flight from an earlier connection, sent again first.
         if s.resend {
@@ -260,6 +261,7 @@ impl Mqtt {
                     Ok(()) => {
                         if f.state == Flight::Unsent {
                             stats.msg_out(f.out.qos.as_u8());
+                            sent += 1;
                             f.state = Flight::Sent;
                         } else {
                             f.state = Flight::Released;
@@ -316,6 +318,7 @@ impl Mqtt {
             ) {
                 Ok(()) => {
                     stats.msg_out(front.qos.as_u8());
+                    sent += 1;
                     let Some(out) = s.pop() else { break };
                     if out.qos != QoS::AtMostOnce {
                         s.inflight.push_back(Inflight {
@@ -346,6 +349,9 @@ impl Mqtt {
             s.drops.count(*kind);
         }
         s.blocked = blocked;
+        if sent > 0 {
+            ctx.record_messages(sent);
+        }
         for kind in drops {
             self.count(ctx, kind);
         }

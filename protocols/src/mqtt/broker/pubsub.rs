@@ -27,6 +27,7 @@ impl Mqtt {
         let v5 = version == Version::V5;
         let key = c.session;
         self.stats.msg_in(p.qos.as_u8());
+        ctx.record_messages(1);
         // Topic aliases (v5).
         let mut aliased: Option<Box<str>> = None;
         if let Some(a) = p.props.topic_alias.filter(|_| v5) {

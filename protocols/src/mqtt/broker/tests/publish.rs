@@ -83,6 +83,8 @@ fn wildcards_match_and_dollar_topics_stay_out() {
     let st = net.stats();
     assert_eq!(st.total(|s| s.messages_in(0)), 3);
     assert_eq!(st.total(|s| s.messages_out(0)), 2);
+    // The engine's count: messages received plus messages sent.
+    assert_eq!(net.ctxs[0].messages(), 5);
     assert_eq!(st.total(|s| s.subscriptions()), 2);
     assert_eq!(st.total(|s| s.drops(MqttDrop::TopicInvalid)), 1);
 }
