@@ -313,7 +313,8 @@ impl Mqtt {
         self.stats.set_connected(self.connected);
         self.stats.set_sessions(self.sessions.len());
         self.stats.set_retained(self.retained.len());
-        self.stats.set_subscriptions(self.subs.len());
+        self.stats
+            .set_subscriptions(self.subs.len() + self.shared.len());
         self.stats.set_mesh_waiting(self.mesh.waiting());
         self.arm_timers(ctx);
     }
