@@ -183,8 +183,9 @@ impl Mqtt {
         }
         let qos = msg.qos.min(sub_qos);
         if kind.is_none() && s.conn.is_none() && qos == QoS::AtMostOnce {
-            // Offline sessions keep QoS 1/2 messages only (not counted per client).
-            self.stats.dropped(MqttDrop::OfflineQos0);
+            // Offline sessions keep QoS 1/2 messages only (not counted per
+            // client: that is the rule, not a client falling behind).
+            self.count(ctx, MqttDrop::OfflineQos0);
             return;
         }
         if let Some(kind) = kind {
