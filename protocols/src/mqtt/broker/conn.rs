@@ -16,7 +16,7 @@ use super::handover::Pending;
 use super::message::Writer;
 use super::message::{user_pairs, Message, MsgProps};
 use super::plugin::Mqtt;
-use super::route::TAG_CLAIM;
+use super::route::{Sent, TAG_CLAIM};
 use super::stats::MqttDrop;
 use crate::mqtt::auth::{AuthOutcome, AuthRequest};
 use crate::mqtt::codec::{
@@ -388,7 +388,13 @@ impl Mqtt {
             .u64(self.shard as u64)
             .u64(conn.raw())
             .u8(u8::from(p.clean_start));
-        self.mesh.send(ctx, home, TAG_CLAIM, w.finish(), None);
+        let claim = w.finish();
+        if self.mesh.send(ctx, home, TAG_CLAIM, claim.clone(), None) == Sent::Dropped {
+            // No mesh to the home shard (an engine without one): this
+            // shard is the client id's home as far as it can tell.
+            let here = self.shard;
+            self.mesh.send(ctx, here, TAG_CLAIM, claim, None);
+        }
         // Everything local (one shard): the CONNACK goes out now.
         while let Some(m) = self.mesh.loopback.pop_front() {
             self.handle_mesh(ctx, self.shard, m);
