@@ -30,6 +30,15 @@ fn random_packet(rng: &mut StdRng) -> Packet<'static> {
             if let Packet::Publish(x) = &mut p {
                 x.retain = rng.gen_bool(0.2);
                 x.dup = rng.gen_bool(0.1);
+                if rng.gen_bool(0.2) {
+                    x.props.topic_alias = Some(rng.gen_range(1..4));
+                    if rng.gen_bool(0.5) {
+                        x.topic = "";
+                    }
+                }
+                if rng.gen_bool(0.1) {
+                    x.props.message_expiry = Some(rng.gen_range(1..5));
+                }
             }
             p
         }
@@ -83,6 +92,20 @@ fn random_sessions_on_three_shards() {
                     };
                     let mut c = conn_pkt(v, id, rng.gen_bool(0.5));
                     c.props.session_expiry = Some(rng.gen_range(0..3) * 10);
+                    c.props.receive_maximum = Some(rng.gen_range(1..4));
+                    c.props.topic_alias_maximum = Some(rng.gen_range(0..3));
+                    if rng.gen_bool(0.3) {
+                        c.will = Some(crate::mqtt::codec::Will {
+                            topic: "a/b",
+                            payload: b"will",
+                            qos: QoS::from_u8(rng.gen_range(0..3)).unwrap(),
+                            retain: rng.gen_bool(0.3),
+                            props: crate::mqtt::codec::WillProps {
+                                delay_interval: Some(rng.gen_range(0..4)),
+                                ..Default::default()
+                            },
+                        });
+                    }
                     let (conn, _) = net.connect(rng.gen_range(0..3), raw, c);
                     raw += 1;
                     conns.push(conn);

@@ -708,3 +708,65 @@ fn topic_aliases_toward_a_client_that_accepts_them() {
         [("a/long/topic", Some(1)), ("", Some(1)), ("other", None)]
     );
 }
+
+#[test]
+fn limits_on_sessions_and_retained_messages() {
+    let mut net = Net::new(
+        1,
+        MqttConfig {
+            max_sessions: 1,
+            max_retained: 1,
+            ..anon()
+        },
+    );
+    let (p, _) = net.connect(0, 1, v3("p"));
+    let (_, out) = net.connect(0, 2, v3("q"));
+    assert_eq!(out, [0x20, 2, 0, 3]);
+    for t in ["r/1", "r/2", "r/1"] {
+        let mut r = publish(t, b"x", QoS::AtMostOnce, 0);
+        if let Packet::Publish(x) = &mut r {
+            x.retain = true;
+        }
+        net.send(p, &r);
+    }
+    assert_eq!(net.shards[0].retained_count(), 1);
+    let st = net.stats();
+    assert_eq!(st.total(|s| s.drops(MqttDrop::RetainedFull)), 1);
+    assert_eq!(st.total(|s| s.drops(MqttDrop::SessionLimit)), 1);
+}
+
+#[test]
+fn expired_messages_are_not_delivered() {
+    let mut net = Net::new(1, anon());
+    let mut c = conn_pkt(Version::V5, "s", false);
+    c.props.session_expiry = Some(100);
+    let (s, _) = net.connect(0, 1, c);
+    net.send(s, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    net.take(s);
+    net.close(s);
+    let (p, _) = net.connect(0, 2, v5("p"));
+    for (payload, expiry) in [
+        (&b"stale"[..], Some(5)),
+        (b"fresh", Some(60)),
+        (b"ageless", None),
+    ] {
+        let mut m = publish("t", payload, QoS::AtLeastOnce, 1);
+        if let Packet::Publish(x) = &mut m {
+            x.props.message_expiry = expiry;
+        }
+        net.send(p, &m);
+    }
+    net.advance(Duration::from_secs(6));
+    let (_, out) = net.connect(0, 3, c);
+    let ps = decode_all(&out, Version::V5);
+    let got: Vec<(&[u8], Option<u32>)> = ps[1..]
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(m) => (m.payload, m.props.message_expiry),
+            _ => panic!("{p:?}"),
+        })
+        .collect();
+    // What is left of the expiry interval is sent on.
+    assert_eq!(got, [(&b"fresh"[..], Some(54)), (&b"ageless"[..], None)]);
+    assert_eq!(net.stats().total(|s| s.drops(MqttDrop::Expired)), 1);
+}
