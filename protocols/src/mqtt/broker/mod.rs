@@ -4,7 +4,8 @@
 //! One [`Mqtt`] instance runs per shard, made by [`MqttFactory`]. Layers,
 //! each in its own file:
 //!
-//! * `conn`: bytes in, packets out; CONNECT, DISCONNECT, PINGREQ, closes.
+//! * `conn`: bytes in, packets out; DISCONNECT, PINGREQ, closes.
+//! * `connect`: CONNECT (id rules, authentication, will) and the event hook.
 //! * `pubsub`: a client's PUBLISH (topic aliases, ACL, exactly-once by
 //!   packet id, its acknowledgement once the mesh took the message), the
 //!   acknowledgements of messages sent to it, SUBSCRIBE and UNSUBSCRIBE.
@@ -33,6 +34,7 @@
 
 mod config;
 mod conn;
+mod connect;
 mod deliver;
 mod handover;
 mod message;
