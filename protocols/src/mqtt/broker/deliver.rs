@@ -53,7 +53,11 @@ impl Mqtt {
                 w.message(&msg, ctx.now());
                 w.finish()
             });
-            let cap = (!reliable).then_some(self.cfg.mesh_retry_bytes);
+            // A retained QoS 0 message waits for a full ring too (within the
+            // QoS 1/2 budget), so that every shard's replica gets it.
+            let keep = reliable
+                || (msg.retain && self.mesh.reliable_bytes <= self.cfg.mesh_reliable_bytes);
+            let cap = (!keep).then_some(self.cfg.mesh_retry_bytes);
             for target in (0..self.shard_count).filter(|&s| s != self.shard) {
                 if self.mesh.send(ctx, target, TAG_PUBLISH, blob.clone(), cap) == Sent::Dropped {
                     self.count(ctx, MqttDrop::MeshFull);
