@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use ringport_plugin::{Bytes, ConnId, Context, WriteError};
+use ringport_plugin::{shard_for_key, Bytes, ConnId, Context, WriteError};
 
 use super::message::{Message, Writer};
 use super::plugin::Mqtt;
-use super::route::{Sent, TAG_PUBLISH, TAG_SHARE_DELIVER};
+use super::route::{Sent, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER};
 use super::session::{encode_entry, Flight, Inflight, OutAliases, Outgoing};
 use super::stats::MqttDrop;
 use crate::mqtt::acl::Access;
@@ -53,11 +53,7 @@ impl Mqtt {
                 w.message(&msg, ctx.now());
                 w.finish()
             });
-            // A retained QoS 0 message waits for a full ring too (within the
-            // QoS 1/2 budget), so that every shard's replica gets it.
-            let keep = reliable
-                || (msg.retain && self.mesh.reliable_bytes <= self.cfg.mesh_reliable_bytes);
-            let cap = (!keep).then_some(self.cfg.mesh_retry_bytes);
+            let cap = (!reliable).then_some(self.cfg.mesh_retry_bytes);
             for target in (0..self.shard_count).filter(|&s| s != self.shard) {
                 if self.mesh.send(ctx, target, TAG_PUBLISH, blob.clone(), cap) == Sent::Dropped {
                     self.count(ctx, MqttDrop::MeshFull);
@@ -69,15 +65,48 @@ impl Mqtt {
 
     /// A message another shard published.
     pub(crate) fn on_remote_publish(&mut self, ctx: &mut dyn Context, msg: Arc<Message>) {
-        self.retain(ctx, &msg);
         self.deliver_local(ctx, &msg);
     }
 
-    /// Updates this shard's replica of the retained messages.
+    /// A retained message published here: its topic's home shard orders
+    /// the updates of each topic, so every replica ends with the same one.
     fn retain(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
         if !msg.retain || !self.cfg.retain_available {
             return;
         }
+        let home = shard_for_key(msg.topic.as_bytes(), self.shard_count);
+        if home == self.shard {
+            self.on_retain(ctx, Arc::clone(msg));
+        } else {
+            self.send_retain(ctx, home, msg);
+        }
+    }
+
+    /// A retained message to store: from its topic's home shard (a replica
+    /// update), or on the home shard itself (then passed to every other).
+    pub(crate) fn on_retain(&mut self, ctx: &mut dyn Context, msg: Arc<Message>) {
+        if shard_for_key(msg.topic.as_bytes(), self.shard_count) == self.shard {
+            let here = self.shard;
+            for target in (0..self.shard_count).filter(|&s| s != here) {
+                self.send_retain(ctx, target, &msg);
+            }
+        }
+        self.apply_retained(ctx, &msg);
+    }
+
+    fn send_retain(&mut self, ctx: &mut dyn Context, target: usize, msg: &Arc<Message>) {
+        let mut w = Writer::default();
+        w.message(msg, ctx.now());
+        // Waits for a full ring within the QoS 1/2 budget.
+        let cap = (self.mesh.reliable_bytes > self.cfg.mesh_reliable_bytes)
+            .then_some(self.cfg.mesh_retry_bytes);
+        if self.mesh.send(ctx, target, TAG_RETAIN, w.finish(), cap) == Sent::Dropped {
+            self.count(ctx, MqttDrop::MeshFull);
+        }
+    }
+
+    /// Updates this shard's replica of the retained messages.
+    fn apply_retained(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
         if msg.payload.is_empty() {
             self.retained.remove(&msg.topic);
         } else if self.retained.set(&msg.topic, Arc::clone(msg)).is_err() {

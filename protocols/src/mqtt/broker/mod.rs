@@ -50,8 +50,8 @@ pub use config::{
 };
 pub use plugin::{Mqtt, MqttFactory, RETRY_TIMER, TICK, TICK_TIMER};
 pub use route::{
-    TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_SHARE_DELIVER, TAG_SHARE_JOIN, TAG_SHARE_LEAVE,
-    TAG_STATE, TAG_TAKEOVER,
+    TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER, TAG_SHARE_JOIN,
+    TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,
 };
 pub use stats::{ClientStatus, MqttDrop, MqttStats, ShardStats};
 

@@ -369,3 +369,32 @@ fn packets_sent_before_the_connack_wait_for_a_remote_session() {
     assert!(matches!(ps[2], Packet::Publish(ref m) if m.payload == b"self"));
     assert_eq!(ps[3], Packet::PingResp);
 }
+
+#[test]
+fn concurrent_retained_updates_converge_on_every_replica() {
+    let mut net = Net::new(3, anon());
+    let topic = "cfg/mode";
+    let home = shard_for_key(topic.as_bytes(), 3);
+    let others: Vec<usize> = (0..3).filter(|&s| s != home).collect();
+    let a = net.connect(others[0], 1, v3("a")).0;
+    let b = net.connect(others[1], 2, v3("b")).0;
+    for (conn, shard, payload) in [(a, others[0], b"A"), (b, others[1], b"B")] {
+        let mut p = publish(topic, payload, QoS::AtMostOnce, 0);
+        if let Packet::Publish(x) = &mut p {
+            x.retain = true;
+        }
+        let bytes = enc(&p, Version::V311);
+        // Both publish before any mesh message moves.
+        net.shards[shard]
+            .handle_data(&mut net.ctxs[shard], conn, &bytes)
+            .unwrap();
+    }
+    net.carry();
+    let values: Vec<Vec<u8>> = net
+        .shards
+        .iter()
+        .map(|sh| sh.retained.get(topic).unwrap().payload.to_vec())
+        .collect();
+    assert_eq!(values[0], values[1]);
+    assert_eq!(values[1], values[2]);
+}
