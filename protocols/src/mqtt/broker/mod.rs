@@ -30,7 +30,24 @@
 //! `$share/...` filter), which picks one member per message and forwards it
 //! to the member's shard. Messages to one shard keep their order (one FIFO
 //! per target behind a full ring), so a subscriber gets each publisher's
-//! messages in order.
+//! messages in order. Every shard keeps a replica of the retained messages;
+//! a retained publication goes through its topic's home shard, which
+//! passes it on to the others, so replicas agree.
+//!
+//! # Sessions
+//!
+//! A client id's home shard (`shard_for_key(client_id)`) knows which shard
+//! holds its session; a CONNECT anywhere claims the id there, and the
+//! session (subscriptions, messages in flight and queued, QoS 2 ids) moves
+//! to the connecting shard. A live connection of the id is closed (v5:
+//! DISCONNECT 0x8E).
+//!
+//! # Public surface
+//!
+//! [`MqttFactory::new`] with an [`MqttConfig`]; [`MqttFactory::stats`] and
+//! [`MqttFactory::status`] for `/metrics` and `/status`;
+//! [`MqttFactory::snapshot`] and [`MqttFactory::restore`] for persistence;
+//! [`MqttEvents`] for the handshake log and denials.
 
 mod config;
 mod conn;
