@@ -27,6 +27,9 @@ pub const TICK_TIMER: u64 = 1;
 pub const RETRY_TIMER: u64 = 2;
 /// How often the sweep runs while anything is connected or kept.
 pub const TICK: Duration = Duration::from_secs(1);
+/// The least time between retries of clients whose outbound queue was full
+/// (when no mesh ring is owed anything).
+pub const CLIENT_RETRY: Duration = Duration::from_millis(5);
 
 /// Makes one [`Mqtt`] instance per shard; serves TCP streams (and TLS ones,
 /// which the engine hands over as plaintext).
@@ -334,12 +337,15 @@ impl Mqtt {
     }
 
     fn arm_timers(&mut self, ctx: &mut dyn Context) {
-        if !self.retry_armed
-            && (self.mesh.waiting() > 0
-                || !self.blocked.is_empty()
-                || !self.pending_acks.is_empty())
-        {
-            ctx.set_timer(self.cfg.retry_interval, RETRY_TIMER);
+        let mesh = self.mesh.waiting() > 0 || !self.pending_acks.is_empty();
+        if !self.retry_armed && (mesh || !self.blocked.is_empty()) {
+            // Clients that do not read are retried less eagerly than rings.
+            let after = if mesh {
+                self.cfg.retry_interval
+            } else {
+                self.cfg.retry_interval.max(CLIENT_RETRY)
+            };
+            ctx.set_timer(after, RETRY_TIMER);
             self.retry_armed = true;
         }
         if !self.tick_armed
