@@ -348,8 +348,11 @@ impl Mqtt {
         }
         for rec in r.sessions {
             let away = wall_now.saturating_sub(rec.disconnected_at);
+            // This broker's cap applies to restored sessions too.
+            let expiry = rec.session_expiry.min(self.cfg.max_session_expiry.max(1));
             if rec.session_expiry == 0
-                || (rec.session_expiry != u32::MAX && away >= u64::from(rec.session_expiry))
+                || (expiry != u32::MAX && away >= u64::from(expiry))
+                || self.sessions.len() >= self.cfg.max_sessions
             {
                 continue;
             }
@@ -364,9 +367,9 @@ impl Mqtt {
             let key = self.new_key();
             let cid: Arc<str> = rec.client_id.as_str().into();
             let mut s = Session::new(key, Arc::clone(&cid), version);
-            s.expiry = rec.session_expiry.min(self.cfg.max_session_expiry.max(1));
-            if rec.session_expiry != u32::MAX {
-                let left = u64::from(rec.session_expiry) - away;
+            s.expiry = expiry;
+            if expiry != u32::MAX {
+                let left = u64::from(expiry) - away;
                 s.expire_at = Some(now + Duration::from_secs(left));
             }
             let mut subs = BTreeMap::new();
