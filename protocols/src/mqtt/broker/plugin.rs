@@ -148,6 +148,12 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Whether `after` has passed since `since` (never, for a duration too
+/// long to add).
+fn passed(now: Instant, since: Instant, after: Duration) -> bool {
+    since.checked_add(after).is_some_and(|t| now >= t)
+}
+
 /// A subscriber of a shared subscription group, as its home shard knows it.
 pub(crate) type Member = (ShardId, u64);
 
@@ -363,7 +369,7 @@ impl Mqtt {
         for (&id, c) in &self.conns {
             match c.phase {
                 Phase::AwaitConnect | Phase::Connecting
-                    if now >= c.opened + self.cfg.connect_timeout =>
+                    if passed(now, c.opened, self.cfg.connect_timeout) =>
                 {
                     late.push((id, MqttDrop::ConnectTimeout));
                 }
@@ -403,13 +409,13 @@ impl Mqtt {
         }
         let due = self
             .last_status
-            .map_or(true, |t| now >= t + self.cfg.status_interval);
+            .map_or(true, |t| passed(now, t, self.cfg.status_interval));
         if due {
             self.last_status = Some(now);
             self.refresh_status();
         }
         if let Some(every) = self.cfg.snapshot_interval {
-            if self.last_image.map_or(true, |t| now >= t + every) {
+            if self.last_image.map_or(true, |t| passed(now, t, every)) {
                 self.last_image = Some(now);
                 self.save_image(now);
             }
