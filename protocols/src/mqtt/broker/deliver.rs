@@ -400,29 +400,44 @@ impl Mqtt {
     pub(crate) fn poll_blocked(&mut self, ctx: &mut dyn Context) {
         let list = std::mem::take(&mut self.blocked);
         for conn in list {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            if !c.owed.is_empty() {
-                match ctx.write(conn, &c.owed) {
-                    Ok(()) => c.owed.clear(),
-                    Err(WriteError::QueueFull) => {
-                        self.blocked.push(conn);
-                        continue;
-                    }
-                    Err(_) => {
-                        c.owed.clear();
-                        continue;
-                    }
+            if self.unblock(ctx, conn) {
+                self.blocked.push(conn);
+            }
+        }
+    }
+
+    /// Retries one client; true while it still has no room (the caller
+    /// keeps it listed; [`pump`](Self::pump) lists it again itself).
+    pub(crate) fn unblock(&mut self, ctx: &mut dyn Context, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if !c.owed.is_empty() {
+            match ctx.write(conn, &c.owed) {
+                Ok(()) => c.owed.clear(),
+                Err(WriteError::QueueFull) => return true,
+                Err(_) => {
+                    c.owed.clear();
+                    return false;
                 }
             }
-            let key = c.session;
-            if let Some(s) = self.sessions.get_mut(&key) {
+        }
+        let key = c.session;
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if s.blocked {
                 s.blocked = false;
                 self.pump(ctx, key);
             }
-            self.replay(ctx, conn);
         }
+        self.replay(ctx, conn);
+        false
+    }
+
+    /// Whether a client has bytes owed or messages waiting for room.
+    pub(crate) fn is_blocked(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| {
+            !c.owed.is_empty() || self.sessions.get(&c.session).is_some_and(|s| s.blocked)
+        })
     }
 }
 

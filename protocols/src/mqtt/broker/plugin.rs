@@ -161,10 +161,12 @@ pub(crate) type Member = (ShardId, u64);
 ///
 /// Inputs: client streams, messages from the other shards' instances (a
 /// publication, a session on the move, a shared subscription delivery),
-/// two timers. Each input first retries what is owed (messages for full
-/// mesh rings, bytes for clients that were not reading), then is handled,
-/// then the messages it sent to this very shard are handled, then owed
-/// acknowledgements go out.
+/// two timers. Each input first retries the messages waiting for full mesh
+/// rings, then is handled, then the messages it sent to this very shard are
+/// handled, then the acknowledgements those rings held back go out.
+/// Clients whose outbound queue was full are retried on the retry timer
+/// (at most every [`CLIENT_RETRY`]) and whenever they send something, not
+/// on every input: a thousand stuck subscribers cost nothing per message.
 ///
 /// State: connections, the sessions held here (connected or not), this
 /// shard's subscription table (plain filters of its sessions), the shared
@@ -291,16 +293,14 @@ impl Mqtt {
         ctx.record_drop(kind.engine_reason());
     }
 
-    /// Before an input: retries what is owed.
+    /// Before an input: retries what waits for mesh rings. (Clients that
+    /// were not reading are retried on the timer, and when they send.)
     fn enter(&mut self, ctx: &mut dyn Context) {
         if let Some(r) = self.restore.take() {
             self.apply_restore(ctx, r);
         }
         if self.mesh.waiting() > 0 {
             self.mesh.poll(ctx);
-        }
-        if !self.blocked.is_empty() {
-            self.poll_blocked(ctx);
         }
     }
 
@@ -465,6 +465,10 @@ impl Plugin for Mqtt {
         data: &[u8],
     ) -> Result<usize, DropReason> {
         self.enter(ctx);
+        if self.is_blocked(conn) {
+            // It reads again, perhaps: what waits for it goes first.
+            self.unblock(ctx, conn);
+        }
         let r = self.on_data(ctx, conn, data);
         self.leave(ctx);
         Ok(r)
@@ -497,6 +501,9 @@ impl Plugin for Mqtt {
             _ => {}
         }
         self.enter(ctx);
+        if !self.blocked.is_empty() {
+            self.poll_blocked(ctx);
+        }
         if token == TICK_TIMER {
             self.tick(ctx, now);
         }
