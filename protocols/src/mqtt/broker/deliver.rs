@@ -267,8 +267,16 @@ impl Mqtt {
         let mut dead: Vec<u16> = Vec::new();
         // Messages in flight from an earlier connection, sent again first.
         if s.resend {
-            'resend: for f in s.inflight.iter_mut() {
+            // A client that lowered its Receive Maximum gets the first
+            // `window` again now, the rest as acknowledgements make room.
+            let window = usize::from(s.window);
+            let mut waiting = false;
+            'resend: for (i, f) in s.inflight.iter_mut().enumerate() {
                 let r = match f.state {
+                    Flight::Unsent if i >= window => {
+                        waiting = true;
+                        continue;
+                    }
                     Flight::Unsent => write_publish(
                         ctx,
                         scratch,
@@ -313,7 +321,7 @@ impl Mqtt {
                     Err(NotSent::Gone) => return,
                 }
             }
-            if !blocked {
+            if !blocked && !waiting {
                 s.resend = false;
             }
         }

@@ -301,3 +301,35 @@ fn slow_reader_drops_qos0_first() {
         .concat()
     );
 }
+
+#[test]
+fn a_smaller_receive_maximum_on_reconnect_is_respected() {
+    let mut net = Net::new(1, anon());
+    let mut c = conn_pkt(Version::V5, "s", false);
+    c.props.session_expiry = Some(60);
+    let (s, _) = net.connect(0, 1, c);
+    net.send(s, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    net.take(s);
+    let (p, _) = net.connect(0, 2, v3("p"));
+    for i in 0..3u8 {
+        net.send(p, &publish("t", &[i], QoS::AtLeastOnce, u16::from(i) + 1));
+    }
+    assert_eq!(decode_all(&net.take(s), Version::V5).len(), 3);
+    net.close(s);
+    c.props.receive_maximum = Some(1);
+    let (s, out) = net.connect(0, 3, c);
+    let pids = |buf: &[u8]| -> Vec<u16> {
+        decode_all(buf, Version::V5)
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(m) => Some(m.packet_id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(pids(&out), [1]);
+    net.send(s, &ack(4, 1));
+    assert_eq!(pids(&net.take(s)), [2]);
+    net.send(s, &ack(4, 2));
+    assert_eq!(pids(&net.take(s)), [3]);
+}
