@@ -68,8 +68,11 @@ impl Mqtt {
         self.deliver_local(ctx, &msg);
     }
 
-    /// A retained message published here: its topic's home shard orders
-    /// the updates of each topic, so every replica ends with the same one.
+    /// A retained message published here: stored at once (a subscription
+    /// that follows on this shard sees it), and ordered by its topic's home
+    /// shard, which passes every update on to all other shards in its order:
+    /// the last update each replica applies is the home's last, so every
+    /// replica ends with the same message.
     fn retain(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
         if !msg.retain || !self.cfg.retain_available {
             return;
@@ -78,6 +81,7 @@ impl Mqtt {
         if home == self.shard {
             self.on_retain(ctx, Arc::clone(msg));
         } else {
+            self.apply_retained(ctx, msg);
             self.send_retain(ctx, home, msg);
         }
     }

@@ -398,3 +398,35 @@ fn concurrent_retained_updates_converge_on_every_replica() {
     assert_eq!(values[0], values[1]);
     assert_eq!(values[1], values[2]);
 }
+
+#[test]
+fn a_retained_message_is_there_for_the_next_packet_of_its_publisher() {
+    let mut net = Net::new(2, anon());
+    let topic = (0..)
+        .map(|i| format!("r/{i}"))
+        .find(|t| shard_for_key(t.as_bytes(), 2) == 1)
+        .unwrap();
+    let topic: &'static str = Box::leak(topic.into_boxed_str());
+    let (c, _) = net.connect(0, 1, v3("c"));
+    let mut p = publish(topic, b"v", QoS::AtMostOnce, 0);
+    if let Packet::Publish(x) = &mut p {
+        x.retain = true;
+    }
+    let bytes = [
+        enc(&p, Version::V311),
+        enc(&subscribe(1, &[("r/#", QoS::AtMostOnce)]), Version::V311),
+    ]
+    .concat();
+    // In one segment, before any mesh message moves.
+    net.shards[0]
+        .handle_data(&mut net.ctxs[0], c, &bytes)
+        .unwrap();
+    let got = net.take(c);
+    let ps = decode_all(&got, Version::V311);
+    assert!(
+        matches!(ps.last(), Some(Packet::Publish(m)) if m.retain && m.payload == b"v"),
+        "{ps:?}"
+    );
+    net.carry();
+    assert_eq!(net.shards[1].retained_count(), 1);
+}
