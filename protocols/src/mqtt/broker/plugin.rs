@@ -477,14 +477,19 @@ impl Plugin for Mqtt {
     fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, reason: CloseReason) {
         self.enter(ctx);
         if reason == CloseReason::Shutdown && !self.shutting_down {
-            // The first close of the shutdown: the image for the last
-            // snapshot (connected sessions count as left now).
+            // The first close of the shutdown: an image for the last
+            // snapshot (connected sessions count as left now), in case the
+            // engine stops before the last close.
             self.shutting_down = true;
             self.save_image_now = true;
         }
         self.close_conn(ctx, conn, None, true);
         self.conns.remove(&conn);
         self.blocked.retain(|c| *c != conn);
+        if self.shutting_down && self.conns.is_empty() {
+            // The last one: the image with every session as it was left.
+            self.save_image_now = true;
+        }
         self.leave(ctx);
     }
 

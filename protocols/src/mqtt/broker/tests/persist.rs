@@ -93,3 +93,19 @@ fn an_expired_session_is_not_restored() {
     m.handle_timer(&mut ctx, now, super::super::RETRY_TIMER);
     assert_eq!(m.session_count(), 0);
 }
+
+#[test]
+fn the_shutdown_leaves_an_image_without_any_timer() {
+    let mut net = Net::new(1, anon());
+    let mut c = conn_pkt(Version::V311, "dev", false);
+    c.clean_start = false;
+    let (a, _) = net.connect(0, 1, c);
+    net.send(a, &subscribe(1, &[("x", QoS::AtLeastOnce)]));
+    let now = net.ctxs[0].now();
+    assert!(net.factory.snapshot(now, 100).sessions.is_empty());
+    net.shards[0].handle_close(&mut net.ctxs[0], a, ringport_plugin::CloseReason::Shutdown);
+    let snap = net.factory.snapshot(now, 100);
+    assert_eq!(snap.sessions.len(), 1);
+    assert_eq!(snap.sessions[0].subscriptions.len(), 1);
+    assert_eq!(snap.sessions[0].protocol_version, 4);
+}
