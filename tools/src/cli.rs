@@ -392,6 +392,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<f64>,
 
+    /// The `mqtt` plugin's settings.
+    #[command(flatten)]
+    pub mqtt: crate::mqtt::MqttArgs,
+
     /// Alert when a listener's rate exceeds its baseline this many times
     /// over (0: no alerts). [default: 5]
     #[arg(long, value_name = "X")]

@@ -182,6 +182,8 @@ pub struct FileConfig {
     pub tls_max_handshakes_per_source: Option<u32>,
     pub tls_max_handshakes: Option<usize>,
     pub tls_no_resumption: Option<bool>,
+    /// The `[mqtt]` table.
+    pub mqtt: Option<crate::mqtt::MqttFile>,
 }
 
 impl FileConfig {
@@ -244,6 +246,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Deviation alerts (None: off).
     pub alerts: Option<AlertConfig>,
+    /// The `mqtt` plugin's settings.
+    pub mqtt: crate::mqtt::MqttSetup,
 }
 
 /// The range of every numeric setting that is not an engine tunable (those
@@ -654,6 +658,7 @@ impl Settings {
             bail!("alert_factor = {factor} must be 0 (off) or more");
         }
         in_range("alert_factor", factor)?;
+        let mqtt = crate::mqtt::MqttSetup::resolve(&args.mqtt, f.mqtt.as_ref())?;
         let sustain = secs("alert_sustain", pick!(alert_sustain, 30.0))?.unwrap_or_default();
         Ok(Settings {
             listeners,
@@ -692,6 +697,7 @@ impl Settings {
                 sustain,
                 ..AlertConfig::default()
             }),
+            mqtt,
         })
     }
 }
