@@ -1,4 +1,5 @@
-//! The `mqtt` plugin in the binary: its flags and `[mqtt]` config table,
+//! The `mqtt` plugin in the binary: its `--mqtt-*` flags (config keys
+//! `mqtt_*`),
 //! the password and ACL files, the handshake-log lines of its events, its
 //! `/metrics` series and `/status` entries, and persistence to a file.
 //!
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Args;
 use ringport_engine::log::{EventLine, LogWriter, Value};
 use ringport_protocols::mqtt::acl::Acl;
@@ -24,8 +25,8 @@ use ringport_protocols::mqtt::broker::{
 };
 use ringport_protocols::mqtt::codec::Version;
 use ringport_protocols::mqtt::persist::{decode_snapshot, encode_snapshot};
-use serde::Deserialize;
 
+use crate::config::FileConfig;
 use crate::mqtt_auth::{write_atomically, PasswordFile};
 
 /// The `serve` flags of the `mqtt` plugin.
@@ -70,53 +71,24 @@ pub struct MqttArgs {
     /// Messages queued per client (offline or slow) before QoS 0 ones are
     /// dropped, then QoS 1/2 ones (1 to 10000000). [default: 1000]
     #[arg(long, value_name = "N")]
-    pub mqtt_max_queued_messages: Option<usize>,
+    pub mqtt_max_queued_messages: Option<u64>,
 
     /// QoS 1/2 messages in flight to and from each client (Receive
     /// Maximum, 1 to 65535). [default: 32]
     #[arg(long, value_name = "N")]
-    pub mqtt_max_inflight: Option<u16>,
+    pub mqtt_max_inflight: Option<u64>,
 
     /// Largest MQTT packet accepted (16 to 268435460). [default: 1048576]
     #[arg(long, value_name = "BYTES")]
-    pub mqtt_max_packet_size: Option<u32>,
+    pub mqtt_max_packet_size: Option<u64>,
 
     /// Retained messages held (0 to 10000000). [default: 10000]
     #[arg(long, value_name = "N")]
-    pub mqtt_max_retained: Option<usize>,
+    pub mqtt_max_retained: Option<u64>,
 
     /// Subscriptions per client (1 to 1000000). [default: 100]
     #[arg(long, value_name = "N")]
-    pub mqtt_max_subscriptions: Option<usize>,
-}
-
-/// The `[mqtt]` table of the config file: the same settings, without the
-/// `mqtt_` prefix.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttFile {
-    /// See `--mqtt-password-file`.
-    pub password_file: Option<PathBuf>,
-    /// See `--mqtt-acl-file`.
-    pub acl_file: Option<PathBuf>,
-    /// See `--mqtt-allow-anonymous`.
-    pub allow_anonymous: Option<bool>,
-    /// See `--mqtt-cert-identity`.
-    pub cert_identity: Option<Vec<String>>,
-    /// See `--mqtt-persistence`.
-    pub persistence: Option<PathBuf>,
-    /// See `--mqtt-autosave-interval`.
-    pub autosave_interval: Option<f64>,
-    /// See `--mqtt-max-queued-messages`.
-    pub max_queued_messages: Option<usize>,
-    /// See `--mqtt-max-inflight`.
-    pub max_inflight: Option<u16>,
-    /// See `--mqtt-max-packet-size`.
-    pub max_packet_size: Option<u32>,
-    /// See `--mqtt-max-retained`.
-    pub max_retained: Option<usize>,
-    /// See `--mqtt-max-subscriptions`.
-    pub max_subscriptions: Option<usize>,
+    pub mqtt_max_subscriptions: Option<u64>,
 }
 
 /// The broker's settings, resolved from flags and file.
@@ -142,13 +114,11 @@ impl std::fmt::Debug for MqttSetup {
     }
 }
 
-fn in_range<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, lo: T, hi: T) -> Result<T> {
-    if v < lo || v > hi {
-        bail!(
-            "mqtt {key} = {v} is out of range: use {lo} to {hi} (flag --mqtt-{})",
-            key.replace('_', "-")
-        );
-    }
+/// `key`'s value from the flag, else the file, else `default`, checked
+/// against its range in [`crate::config::RANGES`].
+fn count(key: &str, flag: Option<u64>, file: Option<u64>, default: u64) -> Result<u64> {
+    let v = flag.or(file).unwrap_or(default);
+    crate::config::in_range(key, v as f64)?;
     Ok(v)
 }
 
@@ -160,65 +130,53 @@ impl MqttSetup {
     ///
     /// A value out of range, or a file that does not load (the error
     /// names the line and the fix).
-    pub fn resolve(args: &MqttArgs, file: Option<&MqttFile>) -> Result<MqttSetup> {
-        let empty = MqttFile::default();
-        let f = file.unwrap_or(&empty);
+    pub fn resolve(args: &MqttArgs, f: &FileConfig) -> Result<MqttSetup> {
         let d = MqttConfig::default();
         let mut c = MqttConfig {
-            allow_anonymous: args.mqtt_allow_anonymous || f.allow_anonymous.unwrap_or(false),
+            allow_anonymous: args.mqtt_allow_anonymous || f.mqtt_allow_anonymous.unwrap_or(false),
             ..d.clone()
         };
-        c.max_queued_messages = in_range(
-            "max_queued_messages",
-            args.mqtt_max_queued_messages
-                .or(f.max_queued_messages)
-                .unwrap_or(d.max_queued_messages),
-            1,
-            10_000_000,
-        )?;
-        c.receive_maximum = in_range(
-            "max_inflight",
-            args.mqtt_max_inflight
-                .or(f.max_inflight)
-                .unwrap_or(d.receive_maximum),
-            1,
-            u16::MAX,
-        )?;
-        c.max_packet_size = in_range(
-            "max_packet_size",
-            args.mqtt_max_packet_size
-                .or(f.max_packet_size)
-                .unwrap_or(d.max_packet_size),
-            16,
-            268_435_460,
-        )?;
-        c.max_retained = in_range(
-            "max_retained",
-            args.mqtt_max_retained
-                .or(f.max_retained)
-                .unwrap_or(d.max_retained),
-            0,
-            10_000_000,
-        )?;
-        c.max_subscriptions_per_client = in_range(
-            "max_subscriptions",
-            args.mqtt_max_subscriptions
-                .or(f.max_subscriptions)
-                .unwrap_or(d.max_subscriptions_per_client),
-            1,
-            1_000_000,
-        )?;
-        let autosave = in_range(
-            "autosave_interval",
-            args.mqtt_autosave_interval
-                .or(f.autosave_interval)
-                .unwrap_or(1800.0),
-            1.0,
-            86_400.0,
-        )?;
-        let password_file = args.mqtt_password_file.clone().or(f.password_file.clone());
+        c.max_queued_messages = count(
+            "mqtt_max_queued_messages",
+            args.mqtt_max_queued_messages,
+            f.mqtt_max_queued_messages,
+            d.max_queued_messages as u64,
+        )? as usize;
+        c.receive_maximum = count(
+            "mqtt_max_inflight",
+            args.mqtt_max_inflight,
+            f.mqtt_max_inflight,
+            u64::from(d.receive_maximum),
+        )? as u16;
+        c.max_packet_size = count(
+            "mqtt_max_packet_size",
+            args.mqtt_max_packet_size,
+            f.mqtt_max_packet_size,
+            u64::from(d.max_packet_size),
+        )? as u32;
+        c.max_retained = count(
+            "mqtt_max_retained",
+            args.mqtt_max_retained,
+            f.mqtt_max_retained,
+            d.max_retained as u64,
+        )? as usize;
+        c.max_subscriptions_per_client = count(
+            "mqtt_max_subscriptions",
+            args.mqtt_max_subscriptions,
+            f.mqtt_max_subscriptions,
+            d.max_subscriptions_per_client as u64,
+        )? as usize;
+        let autosave = args
+            .mqtt_autosave_interval
+            .or(f.mqtt_autosave_interval)
+            .unwrap_or(1800.0);
+        crate::config::in_range("mqtt_autosave_interval", autosave)?;
+        let password_file = args
+            .mqtt_password_file
+            .clone()
+            .or(f.mqtt_password_file.clone());
         let identities = if args.mqtt_cert_identity.is_empty() {
-            f.cert_identity.clone().unwrap_or_default()
+            f.mqtt_cert_identity.clone().unwrap_or_default()
         } else {
             args.mqtt_cert_identity.clone()
         };
@@ -248,14 +206,14 @@ impl MqttSetup {
                 certs: id,
             })),
         };
-        if let Some(p) = args.mqtt_acl_file.clone().or(f.acl_file.clone()) {
+        if let Some(p) = args.mqtt_acl_file.clone().or(f.mqtt_acl_file.clone()) {
             let text = std::fs::read_to_string(&p)
                 .with_context(|| format!("reading the mqtt ACL file {}", p.display()))?;
             let acl = Acl::parse(&text)
                 .map_err(|e| anyhow::anyhow!("mqtt ACL file {}: {e}", p.display()))?;
             c.acl = Some(Arc::new(acl));
         }
-        let persistence = args.mqtt_persistence.clone().or(f.persistence.clone());
+        let persistence = args.mqtt_persistence.clone().or(f.mqtt_persistence.clone());
         if persistence.is_some() {
             c.snapshot_interval = Some(Duration::from_secs_f64(autosave));
         }
