@@ -392,12 +392,11 @@ pub fn render_metrics(stats: &MqttStats, o: &mut String) {
         "# HELP ringport_mqtt_connects_total CONNECTs answered, by result.\n\
          # TYPE ringport_mqtt_connects_total counter"
     );
-    let all = total(&|s| s.connects());
+    let accepted = total(&|s| s.connects());
     let refused = total(&|s| s.connects_refused());
     let _ = writeln!(
         o,
-        "ringport_mqtt_connects_total{{result=\"accepted\"}} {}",
-        all.saturating_sub(refused)
+        "ringport_mqtt_connects_total{{result=\"accepted\"}} {accepted}"
     );
     let _ = writeln!(
         o,

@@ -148,6 +148,22 @@ impl Hasher for IdHasher {
     }
 }
 
+impl Drop for Mqtt {
+    /// The engine stopped this shard: with persistence on, its last image,
+    /// so that the save after a graceful stop has every session and
+    /// retained message as they were left, even when no connection was open
+    /// at the stop (whose close would have published one). A shard that
+    /// never had an input still holds its restored part, which the store
+    /// keeps on its own.
+    fn drop(&mut self) {
+        if self.cfg.snapshot_interval.is_some() && self.restore.is_none() {
+            if let Some(now) = self.last_now {
+                self.save_image(now);
+            }
+        }
+    }
+}
+
 /// Whether `after` has passed since `since` (never, for a duration too
 /// long to add).
 fn passed(now: Instant, since: Instant, after: Duration) -> bool {
@@ -210,6 +226,9 @@ pub struct Mqtt {
     /// Restored state to apply on the first input.
     pub(crate) restore: Option<Restore>,
     pub(crate) last_image: Option<Instant>,
+    /// The engine's time at the last input (for the image saved when the
+    /// instance is dropped).
+    pub(crate) last_now: Option<Instant>,
     /// The engine is shutting down: publish an image after this input.
     pub(crate) save_image_now: bool,
     pub(crate) shutting_down: bool,
@@ -265,6 +284,7 @@ impl Mqtt {
             store: Arc::new(Store::default()),
             restore: None,
             last_image: None,
+            last_now: None,
             save_image_now: false,
             shutting_down: false,
         }
@@ -296,6 +316,7 @@ impl Mqtt {
     /// Before an input: retries what waits for mesh rings. (Clients that
     /// were not reading are retried on the timer, and when they send.)
     fn enter(&mut self, ctx: &mut dyn Context) {
+        self.last_now = Some(ctx.now());
         if let Some(r) = self.restore.take() {
             self.apply_restore(ctx, r);
         }

@@ -64,6 +64,8 @@ pub(crate) struct ShardImage {
 pub(crate) struct Store {
     images: Mutex<Vec<Option<ShardImage>>>,
     restore: Mutex<Option<(Snapshot, u64)>>,
+    /// The shard count the instances were made for (0: none made yet).
+    shard_count: std::sync::atomic::AtomicUsize,
 }
 
 /// What one shard restores, applied on its first input (when it first
@@ -90,6 +92,8 @@ impl Store {
 
     /// The part of the snapshot to restore that belongs to `shard`.
     pub fn restore_for(&self, shard: ShardId, shard_count: usize) -> Option<Restore> {
+        self.shard_count
+            .store(shard_count, std::sync::atomic::Ordering::Relaxed);
         let g = self.restore.lock().unwrap_or_else(|p| p.into_inner());
         let (snap, wall_now) = g.as_ref()?;
         Some(Restore {
@@ -110,6 +114,31 @@ impl Store {
         let g = self.images.lock().unwrap_or_else(|p| p.into_inner());
         let wall = |t: Instant| wall_now.saturating_sub(now.saturating_duration_since(t).as_secs());
         let mut snap = Snapshot::default();
+        // A shard that has published no image yet (no input since start)
+        // still holds what was restored for it: that part of the restored
+        // snapshot goes out as it came in, so that a save before every
+        // shard woke up loses nothing.
+        let shard_count = self.shard_count.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some((restored, _)) = self
+            .restore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let has_image = |shard: usize| g.get(shard).is_some_and(Option::is_some);
+            if !g.iter().any(Option::is_some) {
+                snap.retained = restored.retained.clone();
+            }
+            snap.sessions.extend(
+                restored
+                    .sessions
+                    .iter()
+                    .filter(|s| {
+                        !has_image(shard_for_key(s.client_id.as_bytes(), shard_count.max(1)))
+                    })
+                    .cloned(),
+            );
+        }
         // Every shard holds every retained message: the freshest image has them.
         if let Some(img) = g.iter().flatten().max_by_key(|i| i.taken_at) {
             for m in &img.retained {

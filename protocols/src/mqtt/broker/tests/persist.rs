@@ -109,3 +109,38 @@ fn the_shutdown_leaves_an_image_without_any_timer() {
     assert_eq!(snap.sessions[0].subscriptions.len(), 1);
     assert_eq!(snap.sessions[0].protocol_version, 4);
 }
+
+#[test]
+fn a_save_before_any_shard_had_an_input_keeps_what_was_restored() {
+    use crate::mqtt::persist::{RetainedRecord, SessionRecord, Snapshot};
+    let factory = MqttFactory::new(MqttConfig {
+        snapshot_interval: Some(Duration::from_secs(60)),
+        ..anon()
+    });
+    let snap = Snapshot {
+        retained: vec![RetainedRecord {
+            topic: "plant/1/state".into(),
+            qos: 1,
+            payload: b"on".to_vec(),
+            properties: None,
+            stored_at: 1_000,
+        }],
+        sessions: vec![SessionRecord {
+            client_id: "dev-9".into(),
+            protocol_version: 5,
+            session_expiry: 3600,
+            disconnected_at: 1_000,
+            subscriptions: Vec::new(),
+            queued: Vec::new(),
+            inflight_ids: Vec::new(),
+            awaiting_pubrel: Vec::new(),
+        }],
+    };
+    factory.restore(snap.clone(), 1_010);
+    let shards: Vec<Mqtt> = (0..2).map(|s| factory.instance(s, 2)).collect();
+    // No input reached either shard: the periodic save (and the one after
+    // a stop) writes back exactly what was restored.
+    assert_eq!(factory.snapshot(std::time::Instant::now(), 1_020), snap);
+    drop(shards);
+    assert_eq!(factory.snapshot(std::time::Instant::now(), 1_020), snap);
+}
