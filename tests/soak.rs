@@ -115,7 +115,7 @@ fn raise_nofile() -> u64 {
     lim.rlim_cur = lim.rlim_max;
     // SAFETY: `lim` is a live, initialized rlimit.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// Pins the calling thread (and the threads it starts later) to `cpu`.

@@ -369,3 +369,72 @@ fn handshakes_in_progress_are_capped_per_source() {
     echo(&mut c, b"from 127.0.0.2");
     drop(held);
 }
+
+/// Answers every chunk with the identities its peer proved, joined by `,`.
+struct WhoAmI;
+
+impl ringport::plugin::Plugin for WhoAmI {
+    fn handle_data(
+        &mut self,
+        ctx: &mut dyn ringport::plugin::Context,
+        conn: ringport::plugin::ConnId,
+        data: &[u8],
+    ) -> Result<usize, ringport::plugin::DropReason> {
+        let mut answer = ctx.peer_identities(conn).join(",");
+        answer.push('\n');
+        ctx.write(conn, answer.as_bytes())
+            .map_err(|_| ringport::plugin::DropReason::QueueFull)?;
+        Ok(data.len())
+    }
+}
+
+struct WhoAmIFactory;
+
+impl ringport::plugin::PluginFactory for WhoAmIFactory {
+    fn name(&self) -> &str {
+        "whoami"
+    }
+    fn supports(&self, transport: ringport::plugin::Transport) -> bool {
+        transport == ringport::plugin::Transport::Tcp
+    }
+    fn create(&self, _: usize, _: usize) -> Box<dyn ringport::plugin::Plugin> {
+        Box::new(WhoAmI)
+    }
+}
+
+#[test]
+fn plugins_see_the_identities_of_the_client_certificate() {
+    use common::pki::ClientSpec;
+    let pki = Pki::new();
+    let mut settings = TlsSettings::new(&pki.server.cert, &pki.server.key);
+    settings.client_ca = Some(pki.ca.path.clone());
+    let mut registry = ringport::protocols::builtins(&Default::default());
+    registry.register(Arc::new(WhoAmIFactory)).unwrap();
+    let srv = server()
+        .registry(registry)
+        .listen(tls("whoami", 1))
+        .operations(tls_ops(settings))
+        .start();
+    let both = pki.client(
+        "both",
+        &ClientSpec {
+            cn: "gw-7",
+            uris: &["spiffe://prod.example/gw/7"],
+            dns: &["gw7.prod.example"],
+            ..Default::default()
+        },
+    );
+    let v13 = [&rustls::version::TLS13];
+    let mut c = connect(srv.addr(0), client_config(&pki.ca.path, Some(&both), &v13));
+    c.write_all(b"?").unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while b[0] != b'\n' {
+        c.read_exact(&mut b).unwrap();
+        line.push(b[0]);
+    }
+    assert_eq!(
+        String::from_utf8(line).unwrap(),
+        "dns:gw7.prod.example,spiffe://prod.example/gw/7\n"
+    );
+}

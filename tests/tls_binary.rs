@@ -1082,7 +1082,7 @@ fn run_readme_commands(
         );
         let echoed = lines_of(client.0.stdout.take().unwrap());
         let mut stdin = client.0.stdin.take().unwrap();
-        writeln!(stdin, "reading 21.5").unwrap();
+        stdin.write_all(b"reading 21.5\n").unwrap();
         assert_eq!(
             echoed.recv_timeout(TIMEOUT).as_deref(),
             Ok("reading 21.5"),

@@ -9,6 +9,8 @@ use ringport_protocols::mqtt::codec::{
 
 use crate::Input;
 
+mod build;
+
 /// What the specs say of the fixed header at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Header {
@@ -188,13 +190,50 @@ fn stream(bytes: &[u8], mut v: Option<Version>, max: usize) -> (usize, usize) {
     }
 }
 
+/// Builds up to 16 valid packets from `data` (see [`build`]), encodes each
+/// and checks that the encoding decodes back to it and round-trips.
+fn built_packets(data: &[u8]) {
+    let mut input = Input::new(data);
+    let ids: Vec<u32> = (0..input.u8() % 4)
+        .map(|_| input.u32() % 268_435_455 + 1)
+        .collect();
+    for _ in 0..16 {
+        if input.is_empty() {
+            break;
+        }
+        let v = if input.u8() & 1 == 1 {
+            Version::V5
+        } else {
+            Version::V311
+        };
+        let p = build::packet(&mut input, v, &ids);
+        let mut out = Vec::new();
+        encode(&p, v, &mut out).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        let dv = match p {
+            Packet::Connect(_) => None,
+            _ => Some(v),
+        };
+        match decode(&out, dv, usize::MAX) {
+            Ok(Decoded::Packet(q, n)) => {
+                assert_eq!(n, out.len());
+                assert_eq!(q, p, "{v:?} {out:02x?}");
+            }
+            other => panic!("{p:?} as {v:?} encoded as {out:02x?}: {other:?}"),
+        }
+        assert_eq!(model_header(&out, dv, usize::MAX), Header::Whole(out.len()));
+        check_round_trip(&p, &out, dv);
+    }
+}
+
 /// Input: `[max_hi, max_lo, bytes ...]`; the largest packet accepted is the
 /// two-byte value, or no limit when it is 0xffff.
 ///
 /// The bytes are decoded as a stream three times: before a CONNECT, as a
 /// 3.1.1 connection and as a 5.0 connection. Nothing panics; the fixed
 /// header of every packet is judged as the model judges it; every packet
-/// that decodes round-trips (see `check_round_trip`).
+/// that decodes round-trips (see `check_round_trip`). Then the whole input
+/// is read as the description of valid packets (see [`build`]), each of
+/// which must encode and decode back to itself.
 ///
 /// # Panics
 ///
@@ -209,6 +248,7 @@ pub fn mqtt_codec(data: &[u8]) {
     for v in [None, Some(Version::V311), Some(Version::V5)] {
         stream(bytes, v, max);
     }
+    built_packets(data);
 }
 
 #[cfg(test)]
@@ -315,6 +355,23 @@ mod tests {
                 mqtt_codec(&m);
             }
         }
+    }
+
+    /// The builder reaches every packet type, and what it builds passes.
+    #[test]
+    fn built_packets_cover_every_type() {
+        let mut seen = [false; 16];
+        for input in random_inputs(29, 2000, 120) {
+            built_packets(&input);
+            let mut i = Input::new(&input);
+            let v = if i.u8() & 1 == 1 {
+                Version::V5
+            } else {
+                Version::V311
+            };
+            seen[usize::from(build::packet(&mut i, v, &[7]).packet_type())] = true;
+        }
+        assert_eq!(seen[1..], [true; 15]);
     }
 
     #[test]

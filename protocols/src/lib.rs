@@ -23,6 +23,7 @@
 //! | `echo`     | tcp, udp   | sends every byte back ([`echo`])                  |
 //! | `sockperf` | tcp, udp   | answers `sockperf` ping-pong messages ([`sockperf`]) |
 //! | `relay`    | tcp, udp   | topic publish/subscribe across shards ([`relay`]) |
+//! | `mqtt`     | tcp        | an MQTT 3.1.1 and 5.0 broker ([`mqtt`])           |
 #![warn(missing_docs)]
 
 pub mod echo;
@@ -56,7 +57,9 @@ impl Default for BuiltinSettings {
     }
 }
 
-/// A registry holding every built-in plugin (`echo`, `relay`, `sockperf`).
+/// A registry holding every built-in plugin (`echo`, `mqtt`, `relay`,
+/// `sockperf`); `mqtt` with [`MqttConfig::default`](mqtt::broker::MqttConfig),
+/// which lets no client in until a login is configured.
 pub fn builtins(settings: &BuiltinSettings) -> Registry {
     let mut registry = Registry::new();
     match register_builtins(&mut registry, settings) {
@@ -72,6 +75,23 @@ pub fn register_builtins(
     registry: &mut Registry,
     settings: &BuiltinSettings,
 ) -> Result<(), RegistryError> {
+    register_builtins_with(
+        registry,
+        settings,
+        Arc::new(mqtt::broker::MqttFactory::new(
+            mqtt::broker::MqttConfig::default(),
+        )),
+    )
+}
+
+/// [`register_builtins`] with the `mqtt` broker made by the caller (its
+/// logins, ACL, limits and events configured, its stats kept).
+pub fn register_builtins_with(
+    registry: &mut Registry,
+    settings: &BuiltinSettings,
+    mqtt: Arc<mqtt::broker::MqttFactory>,
+) -> Result<(), RegistryError> {
+    registry.register(mqtt)?;
     registry.register(Arc::new(EchoFactory))?;
     registry.register(Arc::new(SockperfFactory::new(settings.max_frame)))?;
     registry.register(Arc::new(RelayFactory::new(RelayConfig {
@@ -106,7 +126,7 @@ mod tests {
         let registry = builtins(&BuiltinSettings::default());
         assert_eq!(
             registry.names().collect::<Vec<_>>(),
-            ["echo", "relay", "sockperf"]
+            ["echo", "mqtt", "relay", "sockperf"]
         );
         let sockperf = registry.get("sockperf").unwrap();
         assert!(sockperf.supports(Transport::Udp));

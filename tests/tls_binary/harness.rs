@@ -52,12 +52,19 @@ pub fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 /// Waits up to [`TIMEOUT`] for a line from `rx` that `pred` accepts.
 pub fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + TIMEOUT;
+    // What came instead, for the failure message (the last lines only).
+    let mut seen: Vec<String> = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(l) if pred(&l) => return l,
-            Ok(_) => {}
-            Err(_) => panic!("never saw {what}"),
+            Ok(l) => {
+                if seen.len() == 40 {
+                    seen.remove(0);
+                }
+                seen.push(l);
+            }
+            Err(e) => panic!("never saw {what} ({e}); the last lines instead: {seen:#?}"),
         }
     }
 }
@@ -457,7 +464,13 @@ impl SClient {
     pub fn send(&mut self, line: &str) {
         if let Some(stdin) = self.stdin.as_mut() {
             // It may have exited already: a broken pipe says no more.
-            let _ = writeln!(stdin, "{line}").and_then(|_| stdin.flush());
+            // One write: s_client sends what one read of its stdin gives as
+            // one record, so a line written in two pieces (as `writeln!`
+            // may) can come back with -msg output between its text and its
+            // newline, and the echo is never seen as a line.
+            let _ = stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|_| stdin.flush());
         }
     }
 

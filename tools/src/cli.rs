@@ -41,6 +41,32 @@ pub enum Command {
     /// would run with the same flags; exits 1 when a check fails.
     #[command(long_about = DOCTOR_ABOUT)]
     Doctor(Box<DoctorArgs>),
+    /// Tools for the `mqtt` plugin (password files).
+    Mqtt {
+        /// `passwd`.
+        #[command(subcommand)]
+        command: MqttCommand,
+    },
+}
+
+/// `ringport mqtt ...`.
+#[derive(Debug, Subcommand)]
+pub enum MqttCommand {
+    /// Adds USER to the password file FILE, or changes its password (the
+    /// file is created when missing, and replaced atomically). The password
+    /// is the first line of standard input. The format is Mosquitto 2.0's
+    /// (`mosquitto_passwd`): PBKDF2-HMAC-SHA512, so files move both ways.
+    Passwd {
+        /// The password file (`--mqtt-password-file` of `serve`).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// PBKDF2 iterations for the new entry (default 20000, at most
+        /// 10000000): each one is slower to guess, and slower to verify at a
+        /// client's first CONNECT.
+        #[arg(long)]
+        iterations: Option<u32>,
+    },
 }
 
 /// `ringport doctor --help`.
@@ -365,6 +391,10 @@ pub struct ServeArgs {
     /// before closing them; a second SIGINT stops at once. [default: 30]
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<f64>,
+
+    /// The `mqtt` plugin's settings.
+    #[command(flatten)]
+    pub mqtt: crate::mqtt::MqttArgs,
 
     /// Alert when a listener's rate exceeds its baseline this many times
     /// over (0: no alerts). [default: 5]

@@ -182,6 +182,17 @@ pub struct FileConfig {
     pub tls_max_handshakes_per_source: Option<u32>,
     pub tls_max_handshakes: Option<usize>,
     pub tls_no_resumption: Option<bool>,
+    pub mqtt_password_file: Option<PathBuf>,
+    pub mqtt_acl_file: Option<PathBuf>,
+    pub mqtt_allow_anonymous: Option<bool>,
+    pub mqtt_cert_identity: Option<Vec<String>>,
+    pub mqtt_persistence: Option<PathBuf>,
+    pub mqtt_autosave_interval: Option<f64>,
+    pub mqtt_max_queued_messages: Option<u64>,
+    pub mqtt_max_inflight: Option<u64>,
+    pub mqtt_max_packet_size: Option<u64>,
+    pub mqtt_max_retained: Option<u64>,
+    pub mqtt_max_subscriptions: Option<u64>,
 }
 
 impl FileConfig {
@@ -244,6 +255,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Deviation alerts (None: off).
     pub alerts: Option<AlertConfig>,
+    /// The `mqtt` plugin's settings.
+    pub mqtt: crate::mqtt::MqttSetup,
 }
 
 /// The range of every numeric setting that is not an engine tunable (those
@@ -271,6 +284,12 @@ pub const RANGES: &[(&str, f64, f64)] = &[
     ("alert_sustain", 0.0, 86400.0),
     ("alert_source_denials", 0.0, 1_000_000_000.0),
     ("alert_source_window", 0.0, 86400.0),
+    ("mqtt_autosave_interval", 1.0, 86400.0),
+    ("mqtt_max_queued_messages", 1.0, 10_000_000.0),
+    ("mqtt_max_inflight", 1.0, 65535.0),
+    ("mqtt_max_packet_size", 16.0, 268_435_460.0),
+    ("mqtt_max_retained", 0.0, 10_000_000.0),
+    ("mqtt_max_subscriptions", 1.0, 1_000_000.0),
 ];
 
 /// Checks `value` of `key` against [`RANGES`]; the error names the key,
@@ -424,6 +443,7 @@ impl Settings {
     /// Merges `args` over `file` (if any) over the defaults.
     pub fn resolve(args: &ServeArgs, file: Option<FileConfig>) -> Result<Settings> {
         let f = file.unwrap_or_default();
+        let mqtt = crate::mqtt::MqttSetup::resolve(&args.mqtt, &f)?;
         let d = EngineConfig::default();
         macro_rules! pick {
             ($name:ident, $default:expr) => {
@@ -692,6 +712,7 @@ impl Settings {
                 sustain,
                 ..AlertConfig::default()
             }),
+            mqtt,
         })
     }
 }

@@ -15,6 +15,8 @@ mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+pub mod mqtt;
+pub mod mqtt_auth;
 mod notices;
 mod relay;
 mod serve;
@@ -46,6 +48,14 @@ pub fn main() {
             Err(e) => Err(e),
         },
         Command::Relay { command } => relay::run(command),
+        Command::Mqtt {
+            command:
+                cli::MqttCommand::Passwd {
+                    file,
+                    user,
+                    iterations,
+                },
+        } => mqtt_auth::passwd_from_stdin(&file, &user, iterations),
     };
     if let Err(e) = result {
         eprintln!("ringport: error: {e:#}");

@@ -170,6 +170,20 @@ pub fn check_config(path: &Path) -> Result<()> {
     for l in policy {
         println!("{l}");
     }
+    if plan.listeners.iter().any(|l| l.protocol == "mqtt") {
+        println!(
+            "mqtt: lets in {}; persistence {}",
+            s.mqtt.login,
+            s.mqtt
+                .persistence
+                .as_ref()
+                .map_or("off".to_owned(), |p| format!(
+                    "{} (every {}s)",
+                    p.display(),
+                    s.mqtt.autosave.as_secs_f64()
+                ))
+        );
+    }
     let log = match &s.log {
         None => "off".to_owned(),
         Some(LogTarget::Stderr) => "stderr".to_owned(),
@@ -206,6 +220,8 @@ struct Shared {
     /// Per listener: its TLS, for `tls` listeners.
     tls: Vec<Option<Arc<ListenerTls>>>,
     admin: Arc<AdminStats>,
+    /// The MQTT broker's counters, when an `mqtt` listener serves.
+    mqtt: Option<Arc<ringport_protocols::mqtt::broker::MqttStats>>,
 }
 
 impl Shared {
@@ -306,6 +322,7 @@ impl Shared {
             "draining": snap.draining,
             "shards": shards,
             "listeners": listeners,
+            "mqtt": self.mqtt.as_deref().map(crate::mqtt::status_json),
         })
         .to_string()
     }
@@ -326,9 +343,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let s = settings(&args)?;
     let plan = build_plan(&s)?;
     let policy = policy_lines(&plan, &s)?;
-    let registry = ringport_protocols::builtins(&ringport_protocols::BuiltinSettings {
-        max_frame: s.max_frame,
-    });
     let names: Vec<String> = plan.listeners.iter().map(ToString::to_string).collect();
 
     // Block SIGINT/SIGTERM before any thread exists, so that they all
@@ -366,6 +380,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
             Some(Arc::new(w))
         }
     };
+    let serves_mqtt = plan.listeners.iter().any(|l| l.protocol == "mqtt");
+    let mqtt = s.mqtt.factory(log.clone())?;
+    let mut registry = ringport_plugin::Registry::new();
+    ringport_protocols::register_builtins_with(
+        &mut registry,
+        &ringport_protocols::BuiltinSettings {
+            max_frame: s.max_frame,
+        },
+        mqtt.clone(),
+    )
+    .context("registering the built-in plugins")?;
     let mut operations = s.operations.clone();
     operations.log = log
         .as_ref()
@@ -395,6 +420,21 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if !idle.is_empty() {
         println!("idle shards (no ports): {idle:?}");
     }
+    let persistence = match (&s.mqtt.persistence, serves_mqtt) {
+        (Some(path), true) => {
+            let told = notices.clone();
+            Some(crate::mqtt::Persistence::start(
+                mqtt.clone(),
+                path.clone(),
+                s.mqtt.autosave,
+                move |m| told.say(m),
+            ))
+        }
+        _ => None,
+    };
+    if serves_mqtt {
+        println!("mqtt: lets in {}", s.mqtt.login);
+    }
     let started = Instant::now();
     let shared = Arc::new(Shared {
         engine: engine.clone(),
@@ -407,15 +447,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .map(|i| s.operations.listener(i).tls)
             .collect(),
         admin: Arc::default(),
+        mqtt: serves_mqtt.then(|| mqtt.stats()),
     });
     let admin = match s.admin {
         Some(addr) => {
             let sh = shared.clone();
             let handler: Arc<Handler> = Arc::new(move |path: &str| match path {
-                "/metrics" => Some((
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    metrics::render(&sh.snapshot()),
-                )),
+                "/metrics" => Some(("text/plain; version=0.0.4; charset=utf-8", {
+                    let mut text = metrics::render(&sh.snapshot());
+                    if let Some(m) = &sh.mqtt {
+                        crate::mqtt::render_metrics(m, &mut text);
+                    }
+                    text
+                })),
                 "/status" => Some(("application/json", sh.status())),
                 _ => None,
             });
@@ -593,6 +637,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let listener_totals = engine.listener_stats();
     let finals = engine.join();
     let total = print_totals(&finals, started.elapsed());
+    // The shards are gone: their last images are in the broker's snapshot.
+    if let Some(p) = persistence {
+        if let Err(e) = p.finish() {
+            notices.say(format!("{e:#}"));
+        }
+    }
+    // The broker holds the log writer (its events): let go of it first.
+    drop(registry);
+    drop(mqtt);
     let denied: u64 = listener_totals.iter().map(|c| c.denied_total()).sum();
     log_event(
         &log,

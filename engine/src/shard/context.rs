@@ -315,4 +315,13 @@ impl<B: Backend> Context for Core<B> {
     fn record_latency(&mut self, name: &'static str, latency: Duration) {
         self.latency.record(name, latency);
     }
+
+    fn peer_identities(&self, conn: ConnId) -> Vec<String> {
+        let (idx, generation) = Conns::split(conn);
+        self.conns
+            .get(idx, generation)
+            .and_then(|c| c.tls.as_deref())
+            .map(|s| s.peer_identities.clone())
+            .unwrap_or_default()
+    }
 }

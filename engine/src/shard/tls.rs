@@ -243,6 +243,18 @@ impl<B: Backend> Shard<B> {
                 .latency
                 .record(HANDSHAKE_LATENCY, now.saturating_duration_since(s.started));
         }
+        if let Some(s) = self
+            .core
+            .conns
+            .get_mut(idx, generation)
+            .and_then(|c| c.tls.as_deref_mut())
+        {
+            s.peer_identities = info
+                .client_cert
+                .as_ref()
+                .map(|c| c.sans())
+                .unwrap_or_default();
+        }
         // The identity verdict: what rustls let through in audit mode, and
         // the allowlist of identities.
         let refusal = if tls.mutual() {

@@ -143,6 +143,10 @@ pub struct Session {
     pub notified: bool,
     /// Some input arrived (the first byte is checked for TLS).
     seen_input: bool,
+    /// Once established: the identities of the client certificate
+    /// (`CertIdentity::sans`), what plugins get from
+    /// `Context::peer_identities`.
+    pub peer_identities: Vec<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -166,6 +170,7 @@ impl Session {
             started: now,
             notified: false,
             seen_input: false,
+            peer_identities: Vec::new(),
         })
     }
 

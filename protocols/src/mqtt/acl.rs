@@ -362,6 +362,10 @@ fn filter_covers(d: &[&str], f: &[&str]) -> bool {
             (Some("#"), other) => {
                 return !(i == 0 && other.is_some_and(|o| !is_wild(o) && o.starts_with('$')));
             }
+            // A topic has at least one level, so a first-level `#` matches
+            // what `+/#` matches; deeper, `x/#` also matches `x`, which only
+            // `#` covers.
+            (Some("+"), Some("#")) if i == 0 => return d.get(1) == Some(&"#") && d.len() == 2,
             (_, Some("#")) => return false,
             (None, None) => return true,
             (None, Some(_)) | (Some(_), None) => return false,
@@ -463,7 +467,8 @@ impl Acl {
     /// `user` is the authenticated identity ([`crate::mqtt::auth`]), `None`
     /// for an anonymous client. A matching `deny` entry refuses; otherwise a
     /// matching entry granting `access` allows; otherwise the answer is no.
-    /// Does not allocate.
+    /// Does not allocate; the cost is linear in the entries that apply to
+    /// the client (its own list and the patterns) times their levels.
     pub fn check(&self, user: Option<&str>, client_id: &str, topic: &str, access: Access) -> bool {
         let who = Who { user, client_id };
         let mut granted = false;
@@ -826,5 +831,59 @@ mod tests {
         assert!(filter_covers(&s("#"), &s("+/x")));
         assert!(!filter_covers(&s("#"), &s("$x/y")));
         assert!(!filter_covers(&s("+/y"), &s("$x/y")));
+        assert!(filter_covers(&s("+/#"), &s("#")));
+        assert!(!filter_covers(&s("+/+/#"), &s("#")));
+        assert!(!filter_covers(&s("a/+/#"), &s("a/#")));
+    }
+
+    /// Every filter of up to three levels over a small alphabet, checked
+    /// against every topic of up to four levels: `filters_intersect` and
+    /// `filter_covers` agree with enumerating the topics each filter matches.
+    #[test]
+    fn filter_algebra_agrees_with_enumeration() {
+        fn all(alphabet: &[&'static str], max: usize) -> Vec<Vec<&'static str>> {
+            let mut out: Vec<Vec<&'static str>> = vec![];
+            let mut frontier: Vec<Vec<&'static str>> = vec![vec![]];
+            for _ in 0..max {
+                let mut next = vec![];
+                for prefix in &frontier {
+                    for level in alphabet {
+                        let mut v = prefix.clone();
+                        v.push(*level);
+                        next.push(v);
+                    }
+                }
+                out.extend(next.iter().cloned());
+                frontier = next;
+            }
+            out
+        }
+        // Topic names are at least one character long.
+        let topics: Vec<String> = all(&["a", "b", "$x", ""], 4)
+            .iter()
+            .map(|t| t.join("/"))
+            .filter(|t| !t.is_empty())
+            .collect();
+        let filters: Vec<Vec<&str>> = all(&["a", "$x", "+", "#"], 3)
+            .into_iter()
+            .filter(|f| valid_filter(&f.join("/")))
+            .collect();
+        let matching: Vec<Vec<bool>> = filters
+            .iter()
+            .map(|f| {
+                topics
+                    .iter()
+                    .map(|t| filter_matches(f.iter().copied(), t))
+                    .collect()
+            })
+            .collect();
+        for (i, a) in filters.iter().enumerate() {
+            for (j, b) in filters.iter().enumerate() {
+                let some = (0..topics.len()).any(|k| matching[i][k] && matching[j][k]);
+                assert_eq!(filters_intersect(a, b), some, "{a:?} meets {b:?}");
+                let every = (0..topics.len()).all(|k| !matching[j][k] || matching[i][k]);
+                assert_eq!(filter_covers(a, b), every, "{a:?} covers {b:?}");
+            }
+        }
     }
 }

@@ -10,7 +10,6 @@
 //! * [`acl`] and [`auth`]: who may connect, publish and subscribe;
 //! * [`broker`]: sessions, the QoS flows, keep-alive, wills, and routing
 //!   between shards through the mesh: the plugin itself.
-#![allow(missing_docs)]
 
 pub mod acl;
 pub mod auth;

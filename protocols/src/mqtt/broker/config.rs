@@ -24,9 +24,10 @@ pub struct MqttConfig {
     /// the connection (`packet_too_large`; v5: DISCONNECT 0x95 first).
     pub max_packet_size: u32,
     /// QoS 1 and 2 messages in flight in each direction: announced to v5
-    /// clients as Receive Maximum (a client that exceeds it is disconnected
-    /// with 0x93), and the most unacknowledged messages sent to a client
-    /// (lowered to the client's own Receive Maximum).
+    /// clients as Receive Maximum (a v5 client that exceeds it is
+    /// disconnected with 0x93; 3.1.1 has no such limit to enforce), and the
+    /// most unacknowledged messages sent to any client (lowered to a v5
+    /// client's own Receive Maximum).
     pub receive_maximum: u16,
     /// Messages waiting per client (offline, slow, or its window full),
     /// not counting those in flight. Past it a QoS 0 message is dropped; a
@@ -68,7 +69,9 @@ pub struct MqttConfig {
     /// Told of every CONNECT and its result (the handshake log).
     pub events: Option<Arc<dyn MqttEvents>>,
     /// Topic aliases a v5 client may use toward the broker (Topic Alias
-    /// Maximum in the CONNACK); 0 refuses them.
+    /// Maximum in the CONNACK; 0 refuses them), and the most the broker
+    /// assigns toward a client that accepts aliases (first come, first
+    /// served per connection; later topics are sent in full).
     pub topic_alias_maximum: u16,
     /// Longest client identifier accepted, in bytes (0x85 beyond it).
     pub max_client_id_len: usize,
@@ -97,6 +100,12 @@ pub struct MqttConfig {
     /// Most clients listed per shard in the status snapshot (those with
     /// drops first).
     pub status_max_clients: usize,
+    /// How often each shard publishes the image of its retained messages
+    /// and persistent sessions that [`MqttFactory::snapshot`] reads; `None`:
+    /// only when the engine shuts the shard down.
+    ///
+    /// [`MqttFactory::snapshot`]: super::MqttFactory::snapshot
+    pub snapshot_interval: Option<Duration>,
 }
 
 impl Default for MqttConfig {
@@ -109,7 +118,7 @@ impl Default for MqttConfig {
     /// 256 bytes; 100,000 sessions per shard; 10 s to send CONNECT; 1 MiB of
     /// QoS 0 and 64 MiB of QoS 1/2 messages waiting for full mesh rings;
     /// retried every millisecond; status refreshed every second, 10,000
-    /// clients per shard.
+    /// clients per shard; shard images for persistence only at shutdown.
     fn default() -> Self {
         MqttConfig {
             max_packet_size: 1 << 20,
@@ -136,6 +145,7 @@ impl Default for MqttConfig {
             retry_interval: Duration::from_millis(1),
             status_interval: Duration::from_secs(1),
             status_max_clients: 10_000,
+            snapshot_interval: None,
         }
     }
 }
@@ -170,6 +180,7 @@ impl fmt::Debug for MqttConfig {
             .field("retry_interval", &self.retry_interval)
             .field("status_interval", &self.status_interval)
             .field("status_max_clients", &self.status_max_clients)
+            .field("snapshot_interval", &self.snapshot_interval)
             .finish()
     }
 }
@@ -188,7 +199,8 @@ pub struct ConnectEvent<'a> {
     pub identity: Option<&'a str>,
     /// The username the client sent, if any.
     pub username: Option<&'a str>,
-    /// The protocol version of the CONNECT.
+    /// The protocol version of the CONNECT (`V311` when the CONNECT did not
+    /// decode far enough to tell).
     pub version: Version,
     /// Whether a stored session was resumed.
     pub session_present: bool,
@@ -199,11 +211,62 @@ pub struct ConnectEvent<'a> {
     pub result: &'static str,
 }
 
+/// A PUBLISH or SUBSCRIBE the ACL refused (answered with 0x87 in v5).
+#[derive(Debug, Clone, Copy)]
+pub struct DeniedEvent<'a> {
+    /// The shard the connection is on.
+    pub shard: ShardId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client identifier.
+    pub client_id: &'a str,
+    /// The identity the ACL judged (`None`: anonymous).
+    pub user: Option<&'a str>,
+    /// `publish`, `subscribe` or `will`.
+    pub action: &'static str,
+    /// The topic name or filter.
+    pub topic: &'a str,
+}
+
+/// A client's messages were dropped since the last report (at most one
+/// per client per second, from the shard's sweep).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientDropsEvent<'a> {
+    /// The shard holding the session.
+    pub shard: ShardId,
+    /// The client identifier.
+    pub client_id: &'a str,
+    /// QoS 0 messages dropped because its queue was full, since the last
+    /// report.
+    pub qos0: u64,
+    /// QoS 1/2 messages dropped because its queue was full, since the
+    /// last report.
+    pub qos12: u64,
+    /// Messages not sent for another reason (too large for the client,
+    /// expired, not authorized), since the last report.
+    pub other: u64,
+}
+
 /// Receives broker events. Called on the shard's thread: an implementation
 /// must not block (the integrator's writes a line to the log ring).
 pub trait MqttEvents: Send + Sync {
-    /// One call per CONNECT answered with a CONNACK (accepted or refused).
+    /// One call per CONNECT: answered with a CONNACK (accepted or refused),
+    /// or refused because it did not decode (`malformed_packet`,
+    /// `protocol_error`, `packet_too_large`, `unsupported_protocol_version`;
+    /// then the client id is empty). A client that closes before its
+    /// session arrived from another shard gets no call.
     fn connect(&self, ev: &ConnectEvent<'_>);
+
+    /// One call per PUBLISH, SUBSCRIBE filter or will the ACL refused.
+    /// Refused deliveries are only counted (`not_authorized`).
+    fn denied(&self, ev: &DeniedEvent<'_>) {
+        let _ = ev;
+    }
+
+    /// A client lost messages since the last report.
+    fn client_drops(&self, ev: &ClientDropsEvent<'_>) {
+        let _ = ev;
+    }
 }
 
 /// The snake-case name of an MQTT v5 reason code, for logs and metrics.

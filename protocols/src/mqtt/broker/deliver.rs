@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use ringport_plugin::{ConnId, Context, WriteError};
+use ringport_plugin::{shard_for_key, Bytes, ConnId, Context, WriteError};
 
 use super::message::{Message, Writer};
 use super::plugin::Mqtt;
-use super::route::{Sent, TAG_PUBLISH, TAG_SHARE_DELIVER};
-use super::session::{encode_entry, Flight, Inflight, Outgoing};
+use super::route::{Sent, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER};
+use super::session::{encode_entry, Flight, Inflight, OutAliases, Outgoing};
 use super::stats::MqttDrop;
 use crate::mqtt::acl::Access;
 use crate::mqtt::codec::{
@@ -30,13 +30,15 @@ enum NotSent {
 
 impl Mqtt {
     /// Routes a message published on this shard: retained store, this
-    /// shard's subscribers, every other shard. Returns the mesh sequence
+    /// shard's subscribers, every other shard (`blob`: the message already
+    /// encoded for the mesh, if it was). Returns the mesh sequence
     /// number a QoS 1/2 acknowledgement waits for, or `None` when the
     /// message was refused (too many QoS 1/2 bytes waiting for full rings).
     pub(crate) fn route_publish(
         &mut self,
         ctx: &mut dyn Context,
         msg: Arc<Message>,
+        blob: Option<Bytes>,
     ) -> Option<u64> {
         let reliable = msg.qos != QoS::AtMostOnce;
         if reliable && self.mesh.reliable_bytes > self.cfg.mesh_reliable_bytes {
@@ -46,9 +48,11 @@ impl Mqtt {
         self.retain(ctx, &msg);
         self.deliver_local(ctx, &msg);
         if self.shard_count > 1 {
-            let mut w = Writer::default();
-            w.message(&msg, ctx.now());
-            let blob = w.finish();
+            let blob = blob.unwrap_or_else(|| {
+                let mut w = Writer::default();
+                w.message(&msg, ctx.now());
+                w.finish()
+            });
             let cap = (!reliable).then_some(self.cfg.mesh_retry_bytes);
             for target in (0..self.shard_count).filter(|&s| s != self.shard) {
                 if self.mesh.send(ctx, target, TAG_PUBLISH, blob.clone(), cap) == Sent::Dropped {
@@ -61,15 +65,52 @@ impl Mqtt {
 
     /// A message another shard published.
     pub(crate) fn on_remote_publish(&mut self, ctx: &mut dyn Context, msg: Arc<Message>) {
-        self.retain(ctx, &msg);
         self.deliver_local(ctx, &msg);
     }
 
-    /// Updates this shard's replica of the retained messages.
+    /// A retained message published here: stored at once (a subscription
+    /// that follows on this shard sees it), and ordered by its topic's home
+    /// shard, which passes every update on to all other shards in its order:
+    /// the last update each replica applies is the home's last, so every
+    /// replica ends with the same message.
     fn retain(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
         if !msg.retain || !self.cfg.retain_available {
             return;
         }
+        let home = shard_for_key(msg.topic.as_bytes(), self.shard_count);
+        if home == self.shard {
+            self.on_retain(ctx, Arc::clone(msg));
+        } else {
+            self.apply_retained(ctx, msg);
+            self.send_retain(ctx, home, msg);
+        }
+    }
+
+    /// A retained message to store: from its topic's home shard (a replica
+    /// update), or on the home shard itself (then passed to every other).
+    pub(crate) fn on_retain(&mut self, ctx: &mut dyn Context, msg: Arc<Message>) {
+        if shard_for_key(msg.topic.as_bytes(), self.shard_count) == self.shard {
+            let here = self.shard;
+            for target in (0..self.shard_count).filter(|&s| s != here) {
+                self.send_retain(ctx, target, &msg);
+            }
+        }
+        self.apply_retained(ctx, &msg);
+    }
+
+    fn send_retain(&mut self, ctx: &mut dyn Context, target: usize, msg: &Arc<Message>) {
+        let mut w = Writer::default();
+        w.message(msg, ctx.now());
+        // Waits for a full ring within the QoS 1/2 budget.
+        let cap = (self.mesh.reliable_bytes > self.cfg.mesh_reliable_bytes)
+            .then_some(self.cfg.mesh_retry_bytes);
+        if self.mesh.send(ctx, target, TAG_RETAIN, w.finish(), cap) == Sent::Dropped {
+            self.count(ctx, MqttDrop::MeshFull);
+        }
+    }
+
+    /// Updates this shard's replica of the retained messages.
+    fn apply_retained(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
         if msg.payload.is_empty() {
             self.retained.remove(&msg.topic);
         } else if self.retained.set(&msg.topic, Arc::clone(msg)).is_err() {
@@ -85,7 +126,9 @@ impl Mqtt {
         self.subs.matches(&msg.topic, &mut matched);
         // No Local: not back to the publishing session.
         matched.retain(|(k, e)| !(e.no_local && *k == msg.origin));
-        if matched.len() > 1 {
+        // One filter's members come sorted by key; only overlapping
+        // filters need the sort that brings a subscriber's matches together.
+        if !matched.windows(2).all(|w| w[0].0 < w[1].0) {
             matched.sort_by_key(|(k, _)| *k);
         }
         let mut i = 0;
@@ -177,8 +220,9 @@ impl Mqtt {
         }
         let qos = msg.qos.min(sub_qos);
         if kind.is_none() && s.conn.is_none() && qos == QoS::AtMostOnce {
-            // Offline sessions keep QoS 1/2 messages only (not counted per client).
-            self.stats.dropped(MqttDrop::OfflineQos0);
+            // Offline sessions keep QoS 1/2 messages only (not counted per
+            // client: that is the rule, not a client falling behind).
+            self.count(ctx, MqttDrop::OfflineQos0);
             return;
         }
         if let Some(kind) = kind {
@@ -221,50 +265,68 @@ impl Mqtt {
         let stats = &self.stats;
         let scratch = &mut self.scratch;
         let mut drops: Vec<MqttDrop> = Vec::new();
+        let was_blocked = s.blocked;
         let mut blocked = false;
+        let mut sent = 0u64;
         let mut dead: Vec<u16> = Vec::new();
-        'resend: for f in s.inflight.iter_mut() {
-            let r = match f.state {
-                Flight::Unsent => write_publish(
-                    ctx,
-                    scratch,
-                    conn,
-                    s.version,
-                    s.max_packet,
-                    &f.out,
-                    f.pid,
-                    f.redeliver,
-                    now,
-                ),
-                Flight::RelUnsent => {
-                    let [hi, lo] = f.pid.to_be_bytes();
-                    match ctx.write(conn, &[0x62, 2, hi, lo]) {
-                        Ok(()) => Ok(()),
-                        Err(WriteError::QueueFull) => Err(NotSent::Full),
-                        Err(_) => Err(NotSent::Gone),
+        // Messages in flight from an earlier connection, sent again first.
+        if s.resend {
+            // A client that lowered its Receive Maximum gets the first
+            // `window` again now, the rest as acknowledgements make room.
+            let window = usize::from(s.window);
+            let mut waiting = false;
+            'resend: for (i, f) in s.inflight.iter_mut().enumerate() {
+                let r = match f.state {
+                    Flight::Unsent if i >= window => {
+                        waiting = true;
+                        continue;
                     }
-                }
-                Flight::Sent | Flight::Released => continue,
-            };
-            match r {
-                Ok(()) => {
-                    if f.state == Flight::Unsent {
-                        stats.msg_out(f.out.qos.as_u8());
-                        f.state = Flight::Sent;
-                    } else {
-                        f.state = Flight::Released;
+                    Flight::Unsent => write_publish(
+                        ctx,
+                        scratch,
+                        conn,
+                        s.version,
+                        s.max_packet,
+                        &f.out,
+                        f.pid,
+                        f.redeliver,
+                        now,
+                        &mut s.out_aliases,
+                    ),
+                    Flight::RelUnsent => {
+                        let [hi, lo] = f.pid.to_be_bytes();
+                        match ctx.write(conn, &[0x62, 2, hi, lo]) {
+                            Ok(()) => Ok(()),
+                            Err(WriteError::QueueFull) => Err(NotSent::Full),
+                            Err(_) => Err(NotSent::Gone),
+                        }
                     }
+                    Flight::Sent | Flight::Released => continue,
+                };
+                match r {
+                    Ok(()) => {
+                        if f.state == Flight::Unsent {
+                            stats.msg_out(f.out.qos.as_u8());
+                            sent += 1;
+                            f.state = Flight::Sent;
+                        } else {
+                            f.state = Flight::Released;
+                        }
+                    }
+                    // Sent as far as the client is concerned; acknowledged below.
+                    Err(NotSent::TooLarge) => {
+                        drops.push(MqttDrop::PacketTooLarge);
+                        dead.push(f.pid);
+                    }
+                    Err(NotSent::Full) => {
+                        blocked = true;
+                        break 'resend;
+                    }
+                    Err(NotSent::Gone) => return,
                 }
-                // Sent as far as the client is concerned; acknowledged below.
-                Err(NotSent::TooLarge) => {
-                    drops.push(MqttDrop::PacketTooLarge);
-                    dead.push(f.pid);
-                }
-                Err(NotSent::Full) => {
-                    blocked = true;
-                    break 'resend;
-                }
-                Err(NotSent::Gone) => return,
+            }
+            if !blocked && !waiting {
+                s.resend = false;
             }
         }
         if !dead.is_empty() {
@@ -298,9 +360,11 @@ impl Mqtt {
                 pid,
                 false,
                 now,
+                &mut s.out_aliases,
             ) {
                 Ok(()) => {
                     stats.msg_out(front.qos.as_u8());
+                    sent += 1;
                     let Some(out) = s.pop() else { break };
                     if out.qos != QoS::AtMostOnce {
                         s.inflight.push_back(Inflight {
@@ -331,10 +395,14 @@ impl Mqtt {
             s.drops.count(*kind);
         }
         s.blocked = blocked;
+        if sent > 0 {
+            ctx.record_messages(sent);
+        }
         for kind in drops {
             self.count(ctx, kind);
         }
-        if blocked && !self.blocked.contains(&conn) {
+        // Listed once per episode (a duplicate entry is harmless).
+        if blocked && !was_blocked {
             self.blocked.push(conn);
         }
     }
@@ -344,29 +412,44 @@ impl Mqtt {
     pub(crate) fn poll_blocked(&mut self, ctx: &mut dyn Context) {
         let list = std::mem::take(&mut self.blocked);
         for conn in list {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            if !c.owed.is_empty() {
-                match ctx.write(conn, &c.owed) {
-                    Ok(()) => c.owed.clear(),
-                    Err(WriteError::QueueFull) => {
-                        self.blocked.push(conn);
-                        continue;
-                    }
-                    Err(_) => {
-                        c.owed.clear();
-                        continue;
-                    }
+            if self.unblock(ctx, conn) {
+                self.blocked.push(conn);
+            }
+        }
+    }
+
+    /// Retries one client; true while it still has no room (the caller
+    /// keeps it listed; [`pump`](Self::pump) lists it again itself).
+    pub(crate) fn unblock(&mut self, ctx: &mut dyn Context, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if !c.owed.is_empty() {
+            match ctx.write(conn, &c.owed) {
+                Ok(()) => c.owed.clear(),
+                Err(WriteError::QueueFull) => return true,
+                Err(_) => {
+                    c.owed.clear();
+                    return false;
                 }
             }
-            let key = c.session;
-            if let Some(s) = self.sessions.get_mut(&key) {
+        }
+        let key = c.session;
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if s.blocked {
                 s.blocked = false;
                 self.pump(ctx, key);
             }
-            self.replay(ctx, conn);
         }
+        self.replay(ctx, conn);
+        false
+    }
+
+    /// Whether a client has bytes owed or messages waiting for room.
+    pub(crate) fn is_blocked(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| {
+            !c.owed.is_empty() || self.sessions.get(&c.session).is_some_and(|s| s.blocked)
+        })
     }
 }
 
@@ -382,8 +465,18 @@ fn write_publish(
     pid: u16,
     dup: bool,
     now: std::time::Instant,
+    aliases: &mut OutAliases,
 ) -> Result<(), NotSent> {
     let m = &out.msg;
+    // Topic aliases toward the client (v5): a topic sent before goes as
+    // its alias alone; new topics get the next alias while there are any.
+    let (topic, alias, new_alias) = match aliases.map.get(&*m.topic) {
+        Some(&a) => ("", Some(a), false),
+        None if aliases.map.len() < usize::from(aliases.max) => {
+            (&*m.topic, Some(aliases.map.len() as u16 + 1), true)
+        }
+        None => (&*m.topic, None, false),
+    };
     let props = m.props.as_deref();
     let user: Vec<(&str, &str)> = props.map_or_else(Vec::new, |p| {
         p.user.iter().map(|(k, v)| (&**k, &**v)).collect()
@@ -392,12 +485,12 @@ fn write_publish(
         dup: dup && out.qos != QoS::AtMostOnce,
         qos: out.qos,
         retain: out.retain,
-        topic: &m.topic,
+        topic,
         packet_id: pid,
         props: PublishProps {
             payload_format: props.and_then(|p| p.payload_format),
             message_expiry: m.remaining(now),
-            topic_alias: None,
+            topic_alias: alias,
             response_topic: props.and_then(|p| p.response_topic.as_deref()),
             correlation_data: props.and_then(|p| p.correlation_data.as_deref()),
             user_properties: UserProps::Pairs(&user),
@@ -412,7 +505,12 @@ fn write_publish(
         return Err(NotSent::TooLarge);
     }
     match ctx.write_parts(conn, &[scratch, &m.payload]) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if let (true, Some(a)) = (new_alias, alias) {
+                aliases.map.insert(m.topic.clone(), a);
+            }
+            Ok(())
+        }
         Err(WriteError::QueueFull) => Err(NotSent::Full),
         Err(_) => Err(NotSent::Gone),
     }

@@ -20,8 +20,8 @@ use super::conn::{Phase, WillMsg};
 use super::message::{Reader, Writer};
 use super::plugin::Mqtt;
 use super::route::{
-    TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_SHARE_DELIVER, TAG_SHARE_JOIN, TAG_SHARE_LEAVE,
-    TAG_STATE, TAG_TAKEOVER,
+    TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER, TAG_SHARE_JOIN,
+    TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,
 };
 use super::session::{decode_entry, encode_entry, Flight, Session};
 use super::stats::MqttDrop;
@@ -37,6 +37,8 @@ pub(crate) struct Pending {
     pub assigned: bool,
     pub receive_maximum: u16,
     pub max_packet: u32,
+    /// The client's Topic Alias Maximum (aliases the broker may use).
+    pub topic_alias_maximum: u16,
     pub server_keep_alive: Option<u16>,
     pub username: Option<Box<str>>,
     pub identity: Option<Box<str>>,
@@ -79,6 +81,7 @@ impl Mqtt {
         let mut r = Reader::new(msg.payload);
         let ok = match msg.tag {
             TAG_PUBLISH => r.arc_message(now).map(|m| self.on_remote_publish(ctx, m)),
+            TAG_RETAIN => r.arc_message(now).map(|m| self.on_retain(ctx, m)),
             TAG_CLAIM => self.on_claim(ctx, &mut r),
             TAG_TAKEOVER => self.on_takeover(ctx, &mut r),
             TAG_STATE => self.on_state(ctx, &mut r),
@@ -295,6 +298,12 @@ impl Mqtt {
         s.expire_at = None;
         s.window = pending.receive_maximum.min(self.cfg.receive_maximum).max(1);
         s.max_packet = pending.max_packet;
+        s.out_aliases = super::session::OutAliases {
+            max: pending
+                .topic_alias_maximum
+                .min(self.cfg.topic_alias_maximum),
+            map: Default::default(),
+        };
         for f in s.inflight.iter_mut() {
             f.state = match f.state {
                 Flight::Unsent | Flight::Sent => Flight::Unsent,
@@ -302,6 +311,7 @@ impl Mqtt {
             };
             f.redeliver = true;
         }
+        s.resend = !s.inflight.is_empty();
         c.session = key;
         c.phase = Phase::Connected;
         c.last_rx = now;
@@ -498,6 +508,7 @@ impl Mqtt {
         if let Some(acl) = &self.cfg.acl {
             if !acl.check(user, cid, &will.msg.topic, crate::mqtt::acl::Access::Write) {
                 self.count(ctx, MqttDrop::NotAuthorized);
+                self.denied_event(ctx, None, cid, user, "will", &will.msg.topic);
                 return;
             }
         }
@@ -505,7 +516,7 @@ impl Mqtt {
         msg.expires = will
             .expiry
             .map(|e| ctx.now() + Duration::from_secs(u64::from(e)));
-        self.route_publish(ctx, Arc::new(msg));
+        self.route_publish(ctx, Arc::new(msg), None);
     }
 
     /// Ends the offline sessions whose expiry passed.

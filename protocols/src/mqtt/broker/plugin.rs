@@ -1,6 +1,7 @@
 //! The plugin: one [`Mqtt`] instance per shard, made by [`MqttFactory`].
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,9 @@ use super::handover::{DelayedWill, DirEntry};
 use super::message::Message;
 use super::route::MeshOut;
 use super::session::Session;
+use super::snapshot::{Restore, Store};
 use super::stats::{ClientStatus, MqttDrop, MqttStats, ShardStats};
+use crate::mqtt::persist::Snapshot;
 use crate::mqtt::trie::{RetainedStore, SubEntry, SubscriptionTable};
 
 /// Timer token of the once-a-second sweep (keep-alive, expiries, wills, status).
@@ -24,6 +27,9 @@ pub const TICK_TIMER: u64 = 1;
 pub const RETRY_TIMER: u64 = 2;
 /// How often the sweep runs while anything is connected or kept.
 pub const TICK: Duration = Duration::from_secs(1);
+/// The least time between retries of clients whose outbound queue was full
+/// (when no mesh ring is owed anything).
+pub const CLIENT_RETRY: Duration = Duration::from_millis(5);
 
 /// Makes one [`Mqtt`] instance per shard; serves TCP streams (and TLS ones,
 /// which the engine hands over as plaintext).
@@ -31,6 +37,7 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub struct MqttFactory {
     config: Arc<MqttConfig>,
     stats: Arc<MqttStats>,
+    store: Arc<Store>,
 }
 
 impl MqttFactory {
@@ -42,7 +49,33 @@ impl MqttFactory {
         MqttFactory {
             config: Arc::new(config),
             stats: Arc::new(MqttStats::default()),
+            store: Arc::new(Store::default()),
         }
+    }
+
+    /// Restores retained messages and persistent sessions from `snapshot`
+    /// (read from disk with [`decode_snapshot`]). Call it before the engine
+    /// creates the instances: each instance takes its part when created
+    /// and applies it on its first input. `wall_now`: seconds since the
+    /// UNIX epoch now; sessions whose expiry passed while on disk, and
+    /// messages whose Message Expiry Interval did, are not restored.
+    ///
+    /// [`decode_snapshot`]: crate::mqtt::persist::decode_snapshot
+    pub fn restore(&self, snapshot: Snapshot, wall_now: u64) {
+        self.store.set_restore(snapshot, wall_now);
+    }
+
+    /// The retained messages and persistent sessions (session expiry above
+    /// 0) as the shards last published them: every
+    /// [`MqttConfig::snapshot_interval`] and when the engine shut them down
+    /// (after a graceful stop the snapshot is complete). `now` and
+    /// `wall_now` (seconds since the UNIX epoch) are the current time on the
+    /// engine's clock and on the wall clock. Write it with
+    /// [`encode_snapshot`].
+    ///
+    /// [`encode_snapshot`]: crate::mqtt::persist::encode_snapshot
+    pub fn snapshot(&self, now: Instant, wall_now: u64) -> Snapshot {
+        self.store.snapshot(now, wall_now)
     }
 
     /// The settings.
@@ -63,12 +96,15 @@ impl MqttFactory {
 
     /// An instance, typed (what [`PluginFactory::create`] boxes).
     pub fn instance(&self, shard: ShardId, shard_count: usize) -> Mqtt {
-        Mqtt::new(
+        let mut m = Mqtt::new(
             Arc::clone(&self.config),
             self.stats.slot(shard),
             shard,
             shard_count,
-        )
+        );
+        m.store = Arc::clone(&self.store);
+        m.restore = self.store.restore_for(shard, shard_count.max(1));
+        m
     }
 }
 
@@ -86,6 +122,54 @@ impl PluginFactory for MqttFactory {
     }
 }
 
+/// A map keyed by ids this broker or the engine made (connection ids,
+/// session keys): never chosen by a client, so a fast hash will do.
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A multiplicative hash of one integer (SipHash costs more than the
+/// lookups it guards on the per-message path).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        let h = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Drop for Mqtt {
+    /// The engine stopped this shard: with persistence on, its last image,
+    /// so that the save after a graceful stop has every session and
+    /// retained message as they were left, even when no connection was open
+    /// at the stop (whose close would have published one). A shard that
+    /// never had an input still holds its restored part, which the store
+    /// keeps on its own.
+    fn drop(&mut self) {
+        if self.cfg.snapshot_interval.is_some() && self.restore.is_none() {
+            if let Some(now) = self.last_now {
+                self.save_image(now);
+            }
+        }
+    }
+}
+
+/// Whether `after` has passed since `since` (never, for a duration too
+/// long to add).
+fn passed(now: Instant, since: Instant, after: Duration) -> bool {
+    since.checked_add(after).is_some_and(|t| now >= t)
+}
+
 /// A subscriber of a shared subscription group, as its home shard knows it.
 pub(crate) type Member = (ShardId, u64);
 
@@ -93,10 +177,12 @@ pub(crate) type Member = (ShardId, u64);
 ///
 /// Inputs: client streams, messages from the other shards' instances (a
 /// publication, a session on the move, a shared subscription delivery),
-/// two timers. Each input first retries what is owed (messages for full
-/// mesh rings, bytes for clients that were not reading), then is handled,
-/// then the messages it sent to this very shard are handled, then owed
-/// acknowledgements go out.
+/// two timers. Each input first retries the messages waiting for full mesh
+/// rings, then is handled, then the messages it sent to this very shard are
+/// handled, then the acknowledgements those rings held back go out.
+/// Clients whose outbound queue was full are retried on the retry timer
+/// (at most every [`CLIENT_RETRY`]) and whenever they send something, not
+/// on every input: a thousand stuck subscribers cost nothing per message.
 ///
 /// State: connections, the sessions held here (connected or not), this
 /// shard's subscription table (plain filters of its sessions), the shared
@@ -108,8 +194,8 @@ pub struct Mqtt {
     pub(crate) stats: Arc<ShardStats>,
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
-    pub(crate) conns: HashMap<ConnId, Conn>,
-    pub(crate) sessions: HashMap<u64, Session>,
+    pub(crate) conns: IdMap<ConnId, Conn>,
+    pub(crate) sessions: IdMap<u64, Session>,
     pub(crate) by_client: HashMap<Arc<str>, u64>,
     pub(crate) directory: HashMap<Arc<str>, DirEntry>,
     pub(crate) next_epoch: u64,
@@ -136,6 +222,16 @@ pub struct Mqtt {
     pub(crate) assigned_ids: u64,
     /// Connections past their CONNACK.
     pub(crate) connected: usize,
+    pub(crate) store: Arc<Store>,
+    /// Restored state to apply on the first input.
+    pub(crate) restore: Option<Restore>,
+    pub(crate) last_image: Option<Instant>,
+    /// The engine's time at the last input (for the image saved when the
+    /// instance is dropped).
+    pub(crate) last_now: Option<Instant>,
+    /// The engine is shutting down: publish an image after this input.
+    pub(crate) save_image_now: bool,
+    pub(crate) shutting_down: bool,
 }
 
 /// An acknowledgement held until every shard's ring took the message.
@@ -162,8 +258,8 @@ impl Mqtt {
             stats,
             shard,
             shard_count: shard_count.max(1),
-            conns: HashMap::new(),
-            sessions: HashMap::new(),
+            conns: IdMap::default(),
+            sessions: IdMap::default(),
             by_client: HashMap::new(),
             directory: HashMap::new(),
             next_epoch: 1,
@@ -185,6 +281,12 @@ impl Mqtt {
             last_status: None,
             assigned_ids: 0,
             connected: 0,
+            store: Arc::new(Store::default()),
+            restore: None,
+            last_image: None,
+            last_now: None,
+            save_image_now: false,
+            shutting_down: false,
         }
     }
 
@@ -211,13 +313,15 @@ impl Mqtt {
         ctx.record_drop(kind.engine_reason());
     }
 
-    /// Before an input: retries what is owed.
+    /// Before an input: retries what waits for mesh rings. (Clients that
+    /// were not reading are retried on the timer, and when they send.)
     fn enter(&mut self, ctx: &mut dyn Context) {
+        self.last_now = Some(ctx.now());
+        if let Some(r) = self.restore.take() {
+            self.apply_restore(ctx, r);
+        }
         if self.mesh.waiting() > 0 {
             self.mesh.poll(ctx);
-        }
-        if !self.blocked.is_empty() {
-            self.poll_blocked(ctx);
         }
     }
 
@@ -233,10 +337,14 @@ impl Mqtt {
             }
         }
         self.release_acks(ctx);
+        if std::mem::take(&mut self.save_image_now) {
+            self.save_image(ctx.now());
+        }
         self.stats.set_connected(self.connected);
         self.stats.set_sessions(self.sessions.len());
         self.stats.set_retained(self.retained.len());
-        self.stats.set_subscriptions(self.subs.len());
+        self.stats
+            .set_subscriptions(self.subs.len() + self.shared.len());
         self.stats.set_mesh_waiting(self.mesh.waiting());
         self.arm_timers(ctx);
     }
@@ -256,12 +364,15 @@ impl Mqtt {
     }
 
     fn arm_timers(&mut self, ctx: &mut dyn Context) {
-        if !self.retry_armed
-            && (self.mesh.waiting() > 0
-                || !self.blocked.is_empty()
-                || !self.pending_acks.is_empty())
-        {
-            ctx.set_timer(self.cfg.retry_interval, RETRY_TIMER);
+        let mesh = self.mesh.waiting() > 0 || !self.pending_acks.is_empty();
+        if !self.retry_armed && (mesh || !self.blocked.is_empty()) {
+            // Clients that do not read are retried less eagerly than rings.
+            let after = if mesh {
+                self.cfg.retry_interval
+            } else {
+                self.cfg.retry_interval.max(CLIENT_RETRY)
+            };
+            ctx.set_timer(after, RETRY_TIMER);
             self.retry_armed = true;
         }
         if !self.tick_armed
@@ -279,7 +390,7 @@ impl Mqtt {
         for (&id, c) in &self.conns {
             match c.phase {
                 Phase::AwaitConnect | Phase::Connecting
-                    if now >= c.last_rx + self.cfg.connect_timeout =>
+                    if passed(now, c.opened, self.cfg.connect_timeout) =>
                 {
                     late.push((id, MqttDrop::ConnectTimeout));
                 }
@@ -303,12 +414,32 @@ impl Mqtt {
         }
         self.expire_sessions(ctx, now);
         self.fire_wills(ctx, now);
+        if let Some(events) = &self.cfg.events {
+            for s in self.sessions.values_mut() {
+                if s.drops != s.drops_reported {
+                    events.client_drops(&super::config::ClientDropsEvent {
+                        shard: self.shard,
+                        client_id: &s.client_id,
+                        qos0: s.drops.qos0 - s.drops_reported.qos0,
+                        qos12: s.drops.qos12 - s.drops_reported.qos12,
+                        other: s.drops.other - s.drops_reported.other,
+                    });
+                    s.drops_reported = s.drops;
+                }
+            }
+        }
         let due = self
             .last_status
-            .map_or(true, |t| now >= t + self.cfg.status_interval);
+            .map_or(true, |t| passed(now, t, self.cfg.status_interval));
         if due {
             self.last_status = Some(now);
             self.refresh_status();
+        }
+        if let Some(every) = self.cfg.snapshot_interval {
+            if self.last_image.map_or(true, |t| passed(now, t, every)) {
+                self.last_image = Some(now);
+                self.save_image(now);
+            }
         }
     }
 
@@ -355,16 +486,31 @@ impl Plugin for Mqtt {
         data: &[u8],
     ) -> Result<usize, DropReason> {
         self.enter(ctx);
+        if self.is_blocked(conn) {
+            // It reads again, perhaps: what waits for it goes first.
+            self.unblock(ctx, conn);
+        }
         let r = self.on_data(ctx, conn, data);
         self.leave(ctx);
         Ok(r)
     }
 
-    fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, _reason: CloseReason) {
+    fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, reason: CloseReason) {
         self.enter(ctx);
+        if reason == CloseReason::Shutdown && !self.shutting_down {
+            // The first close of the shutdown: an image for the last
+            // snapshot (connected sessions count as left now), in case the
+            // engine stops before the last close.
+            self.shutting_down = true;
+            self.save_image_now = true;
+        }
         self.close_conn(ctx, conn, None, true);
         self.conns.remove(&conn);
         self.blocked.retain(|c| *c != conn);
+        if self.shutting_down && self.conns.is_empty() {
+            // The last one: the image with every session as it was left.
+            self.save_image_now = true;
+        }
         self.leave(ctx);
     }
 
@@ -381,6 +527,9 @@ impl Plugin for Mqtt {
             _ => {}
         }
         self.enter(ctx);
+        if !self.blocked.is_empty() {
+            self.poll_blocked(ctx);
+        }
         if token == TICK_TIMER {
             self.tick(ctx, now);
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ringport_plugin::{Bytes, ConnId, Context};
 
-use super::message::Message;
+use super::message::{Message, Writer};
 use super::plugin::{Mqtt, PendingAck};
 use super::route::{TAG_SHARE_JOIN, TAG_SHARE_LEAVE};
 use super::session::Flight;
@@ -27,6 +27,7 @@ impl Mqtt {
         let v5 = version == Version::V5;
         let key = c.session;
         self.stats.msg_in(p.qos.as_u8());
+        ctx.record_messages(1);
         // Topic aliases (v5).
         let mut aliased: Option<Box<str>> = None;
         if let Some(a) = p.props.topic_alias.filter(|_| v5) {
@@ -76,7 +77,10 @@ impl Mqtt {
             // A resent QoS 2 message already taken: acknowledge again only.
             return self.write_resp(ctx, conn, 5, pid, 0);
         }
-        if qos != QoS::AtMostOnce
+        // 3.1.1 has no Receive Maximum: its QoS 2 ids are bounded by the
+        // id space, its waiting QoS 1 acks by `mesh_reliable_bytes`.
+        if v5
+            && qos != QoS::AtMostOnce
             && unacked + s.inbound_qos2.len() >= usize::from(self.cfg.receive_maximum.max(1))
         {
             return self.fail(ctx, conn, MqttDrop::ReceiveMaximumExceeded, 0x93);
@@ -84,23 +88,40 @@ impl Mqtt {
         if let Some(acl) = &self.cfg.acl {
             if !acl.check(user.as_deref(), &cid, topic, Access::Write) {
                 self.count(ctx, MqttDrop::NotAuthorized);
+                self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "publish", topic);
                 return refuse(self, ctx, 0x87);
             }
         }
+        let props = if v5 { Message::props_of(p) } else { None };
+        let expiry = p.props.message_expiry.filter(|_| v5);
+        // With other shards, the payload is copied once: into the mesh
+        // encoding, which the local message then shares.
+        let (payload, blob) = if self.shard_count > 1 {
+            let mut w = Writer::default();
+            w.message_parts(
+                qos,
+                p.retain,
+                key,
+                expiry,
+                topic,
+                props.as_deref(),
+                p.payload,
+            );
+            let blob = w.finish();
+            (blob.slice(blob.len() - p.payload.len()..), Some(blob))
+        } else {
+            (Bytes::copy_from_slice(p.payload), None)
+        };
         let msg = Arc::new(Message {
             topic: topic.into(),
-            payload: Bytes::copy_from_slice(p.payload),
+            payload,
             qos,
             retain: p.retain,
-            props: if v5 { Message::props_of(p) } else { None },
-            expires: p
-                .props
-                .message_expiry
-                .filter(|_| v5)
-                .map(|e| ctx.now() + Duration::from_secs(u64::from(e))),
+            props,
+            expires: expiry.map(|e| ctx.now() + Duration::from_secs(u64::from(e))),
             origin: key,
         });
-        let Some(seq) = self.route_publish(ctx, msg) else {
+        let Some(seq) = self.route_publish(ctx, msg, blob) else {
             if !v5 {
                 return self.close_conn(ctx, conn, None, false);
             }
@@ -259,6 +280,7 @@ impl Mqtt {
             if let Some(acl) = &self.cfg.acl {
                 if !acl.check_subscribe(user.as_deref(), &cid, filter) {
                     self.count(ctx, MqttDrop::NotAuthorized);
+                    self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "subscribe", filter);
                     codes.push(ReasonCode(0x87));
                     continue;
                 }

@@ -32,6 +32,10 @@ pub const TAG_SHARE_JOIN: u64 = 6;
 pub const TAG_SHARE_LEAVE: u64 = 7;
 /// From a group's home shard to the chosen member's shard: deliver.
 pub const TAG_SHARE_DELIVER: u64 = 8;
+/// A retained message: to its topic's home shard, which stores it and
+/// passes it to every other shard (so that each topic's updates reach every
+/// replica in one order).
+pub const TAG_RETAIN: u64 = 9;
 
 /// A message waiting for a full ring.
 #[derive(Debug)]

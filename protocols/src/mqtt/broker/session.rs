@@ -53,6 +53,15 @@ pub(crate) struct Outgoing {
     pub sub_ids: Box<[u32]>,
 }
 
+/// Topic aliases the broker assigned toward the current connection.
+#[derive(Debug, Default)]
+pub(crate) struct OutAliases {
+    /// How many the connection accepts (the lower of the client's Topic
+    /// Alias Maximum and the broker's); 0 for 3.1.1.
+    pub max: u16,
+    pub map: std::collections::HashMap<Box<str>, u16>,
+}
+
 /// Per-client drop counts, for the status page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ClientDrops {
@@ -100,7 +109,13 @@ pub(crate) struct Session {
     pub max_packet: u32,
     /// The client's outbound queue was full: retry on the timer.
     pub blocked: bool,
+    /// Some messages in flight are to be written again (a new connection).
+    pub resend: bool,
     pub drops: ClientDrops,
+    /// `drops` as last reported to the event hook.
+    pub drops_reported: ClientDrops,
+    /// Topic aliases toward the current connection.
+    pub out_aliases: OutAliases,
 }
 
 impl Session {
@@ -123,7 +138,10 @@ impl Session {
             window: 1,
             max_packet: u32::MAX,
             blocked: false,
+            resend: false,
             drops: ClientDrops::default(),
+            drops_reported: ClientDrops::default(),
+            out_aliases: OutAliases::default(),
         }
     }
 
@@ -264,6 +282,7 @@ impl Session {
             qos12: r.u64()?,
             other: r.u64()?,
         };
+        s.drops_reported = s.drops;
         Ok(s)
     }
 }

@@ -177,11 +177,14 @@ impl ShardStats {
     pub fn drops(&self, kind: MqttDrop) -> u64 {
         self.drops[kind.index()].load(Relaxed)
     }
-    /// Retained messages held (every shard holds a replica).
+    /// Retained messages held. Every shard holds a replica: this is the
+    /// broker's count, not a share of it ([`MqttStats::retained`]).
     pub fn retained(&self) -> u64 {
         self.retained.load(Relaxed)
     }
-    /// Subscriptions held by this shard's sessions.
+    /// Subscriptions held by this shard: its sessions' plain ones, and the
+    /// members of the shared groups whose home is this shard (summed over
+    /// shards, every subscription once).
     pub fn subscriptions(&self) -> u64 {
         self.subscriptions.load(Relaxed)
     }
@@ -255,6 +258,16 @@ impl MqttStats {
     /// Sum of `f` over the shards.
     pub fn total(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
         self.shards().iter().map(|s| f(s)).sum()
+    }
+
+    /// Retained messages (the largest replica: shards converge on the same
+    /// set).
+    pub fn retained(&self) -> u64 {
+        self.shards()
+            .iter()
+            .map(|s| s.retained())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Every shard's status snapshot, concatenated.

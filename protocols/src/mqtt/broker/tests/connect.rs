@@ -185,6 +185,20 @@ fn a_silent_connection_is_closed_after_the_connect_timeout() {
     assert_eq!(net.stats().total(|s| s.drops(MqttDrop::ConnectTimeout)), 1);
 }
 
+#[test]
+fn trickling_a_connect_does_not_extend_the_deadline() {
+    let mut net = Net::new(1, anon());
+    let c = net.open(0, 1);
+    let mut whole = Vec::new();
+    codec::encode(&Packet::Connect(v3("slow")), Version::V311, &mut whole).unwrap();
+    for b in &whole[..4] {
+        net.feed(c, &[*b]);
+        net.advance(Duration::from_secs(3));
+    }
+    assert!(net.closed(c));
+    assert_eq!(net.take(c), b"");
+}
+
 fn disconnect(code: u8) -> Packet<'static> {
     Packet::Disconnect(Disconnect {
         code: ReasonCode(code),

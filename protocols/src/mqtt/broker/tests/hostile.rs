@@ -2,6 +2,8 @@
 //! holds stays within its limits.
 
 use rand::rngs::StdRng;
+use std::time::Duration;
+
 use rand::{Rng, SeedableRng};
 
 use super::*;
@@ -30,6 +32,15 @@ fn random_packet(rng: &mut StdRng) -> Packet<'static> {
             if let Packet::Publish(x) = &mut p {
                 x.retain = rng.gen_bool(0.2);
                 x.dup = rng.gen_bool(0.1);
+                if rng.gen_bool(0.2) {
+                    x.props.topic_alias = Some(rng.gen_range(1..4));
+                    if rng.gen_bool(0.5) {
+                        x.topic = "";
+                    }
+                }
+                if rng.gen_bool(0.1) {
+                    x.props.message_expiry = Some(rng.gen_range(1..5));
+                }
             }
             p
         }
@@ -59,16 +70,51 @@ fn random_packet(rng: &mut StdRng) -> Packet<'static> {
 #[test]
 fn random_sessions_on_three_shards() {
     for seed in 0..300u64 {
+        let cfg = MqttConfig {
+            max_queued_messages: 4,
+            receive_maximum: 3,
+            max_retained: 2,
+            ..anon()
+        };
+        run(seed, cfg);
+    }
+}
+
+#[test]
+fn zero_limits_refuse_without_panicking() {
+    for seed in 0..20u64 {
+        let cfg = MqttConfig {
+            max_packet_size: 0,
+            receive_maximum: 0,
+            max_queued_messages: 0,
+            max_queued_bytes: 0,
+            max_subscriptions_per_client: 0,
+            max_topic_len: 0,
+            max_topic_levels: 0,
+            max_retained: 0,
+            max_session_expiry: 0,
+            max_keep_alive: 0,
+            topic_alias_maximum: 0,
+            max_client_id_len: 0,
+            mesh_retry_bytes: 0,
+            mesh_reliable_bytes: 0,
+            retry_interval: Duration::ZERO,
+            connect_timeout: Duration::MAX,
+            status_interval: Duration::MAX,
+            status_max_clients: 0,
+            ..anon()
+        };
+        run(seed, cfg);
+    }
+}
+
+fn run(seed: u64, cfg: MqttConfig) {
+    let max_queued = cfg.max_queued_messages;
+    let window = usize::from(cfg.receive_maximum.max(1));
+    let max_retained = cfg.max_retained;
+    {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut net = Net::new(
-            3,
-            MqttConfig {
-                max_queued_messages: 4,
-                receive_maximum: 3,
-                max_retained: 2,
-                ..anon()
-            },
-        );
+        let mut net = Net::new(3, cfg);
         let ids = ["c0", "c1", "c2", "c3"];
         let mut conns: Vec<ConnId> = Vec::new();
         let mut raw = 1;
@@ -83,6 +129,20 @@ fn random_sessions_on_three_shards() {
                     };
                     let mut c = conn_pkt(v, id, rng.gen_bool(0.5));
                     c.props.session_expiry = Some(rng.gen_range(0..3) * 10);
+                    c.props.receive_maximum = Some(rng.gen_range(1..4));
+                    c.props.topic_alias_maximum = Some(rng.gen_range(0..3));
+                    if rng.gen_bool(0.3) {
+                        c.will = Some(crate::mqtt::codec::Will {
+                            topic: "a/b",
+                            payload: b"will",
+                            qos: QoS::from_u8(rng.gen_range(0..3)).unwrap(),
+                            retain: rng.gen_bool(0.3),
+                            props: crate::mqtt::codec::WillProps {
+                                delay_interval: Some(rng.gen_range(0..4)),
+                                ..Default::default()
+                            },
+                        });
+                    }
                     let (conn, _) = net.connect(rng.gen_range(0..3), raw, c);
                     raw += 1;
                     conns.push(conn);
@@ -119,10 +179,10 @@ fn random_sessions_on_three_shards() {
         }
         net.retry();
         for sh in &net.shards {
-            assert!(sh.retained_count() <= 2, "seed {seed}");
+            assert!(sh.retained_count() <= max_retained, "seed {seed}");
             for s in sh.sessions.values() {
-                assert!(s.queue.len() <= 4, "seed {seed}");
-                assert!(s.inflight.len() <= 3, "seed {seed}");
+                assert!(s.queue.len() <= max_queued, "seed {seed}");
+                assert!(s.inflight.len() <= window, "seed {seed}");
             }
             // A client id has at most one session across the shards.
         }

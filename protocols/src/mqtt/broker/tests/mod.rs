@@ -3,6 +3,8 @@
 
 mod connect;
 mod hostile;
+mod options;
+mod persist;
 mod publish;
 mod shards;
 
@@ -16,7 +18,7 @@ use ringport_plugin::{ConnId, Context, ListenerId, Plugin, StreamInfo};
 use super::{Mqtt, MqttConfig, MqttFactory};
 use crate::mqtt::codec::{
     self, Connect, ConnectProps, Decoded, Packet, PubResp, Publish, PublishProps, QoS, ReasonCode,
-    SubOptions, Subscribe, Version,
+    SubAck, SubOptions, Subscribe, Version,
 };
 
 /// Several shards' instances and contexts, and the streams open on them.
@@ -248,4 +250,46 @@ pub(super) fn enc(p: &Packet<'_>, v: Version) -> Vec<u8> {
     let mut out = Vec::new();
     codec::encode(p, v, &mut out).unwrap();
     out
+}
+
+/// A PUBLISH as the broker sends it.
+pub(super) fn out(
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    pid: u16,
+    retain: bool,
+    dup: bool,
+) -> Packet<'static> {
+    Packet::Publish(Publish {
+        dup,
+        qos,
+        retain,
+        topic: Box::leak(topic.to_owned().into_boxed_str()),
+        packet_id: pid,
+        props: PublishProps::default(),
+        payload: Box::leak(payload.to_vec().into_boxed_slice()),
+    })
+}
+
+pub(super) fn suback(pid: u16, codes: &[u8]) -> Packet<'static> {
+    Packet::SubAck(SubAck {
+        packet_id: pid,
+        props: Default::default(),
+        codes: codes.iter().map(|c| ReasonCode(*c)).collect(),
+    })
+}
+
+/// A connected v3.1.1 (or v5) client subscribed to `filters`.
+pub(super) fn subscriber(
+    net: &mut Net,
+    raw: u64,
+    v: Version,
+    filters: &[(&'static str, QoS)],
+) -> ConnId {
+    let id = format!("sub-{raw}");
+    let (c, _) = net.connect(0, raw, conn_pkt(v, Box::leak(id.into_boxed_str()), true));
+    net.send(c, &subscribe(1, filters));
+    net.take(c);
+    c
 }

@@ -1,49 +1,9 @@
-//! Publish/subscribe on one shard: QoS flows, windows, queues, options.
+//! Publish/subscribe on one shard: matching, QoS flows, windows, queues.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::mqtt::acl::Acl;
 use crate::mqtt::broker::MqttDrop;
-use crate::mqtt::codec::{SubAck, UnsubAck, Unsubscribe, Will, WillProps};
-
-/// A PUBLISH as the broker sends it.
-fn out(
-    topic: &str,
-    payload: &[u8],
-    qos: QoS,
-    pid: u16,
-    retain: bool,
-    dup: bool,
-) -> Packet<'static> {
-    Packet::Publish(Publish {
-        dup,
-        qos,
-        retain,
-        topic: Box::leak(topic.to_owned().into_boxed_str()),
-        packet_id: pid,
-        props: PublishProps::default(),
-        payload: Box::leak(payload.to_vec().into_boxed_slice()),
-    })
-}
-
-fn suback(pid: u16, codes: &[u8]) -> Packet<'static> {
-    Packet::SubAck(SubAck {
-        packet_id: pid,
-        props: Default::default(),
-        codes: codes.iter().map(|c| ReasonCode(*c)).collect(),
-    })
-}
-
-/// A connected v3.1.1 (or v5) client subscribed to `filters`.
-fn subscriber(net: &mut Net, raw: u64, v: Version, filters: &[(&'static str, QoS)]) -> ConnId {
-    let id = format!("sub-{raw}");
-    let (c, _) = net.connect(0, raw, conn_pkt(v, Box::leak(id.into_boxed_str()), true));
-    net.send(c, &subscribe(1, filters));
-    net.take(c);
-    c
-}
 
 #[test]
 fn wildcards_match_and_dollar_topics_stay_out() {
@@ -83,6 +43,8 @@ fn wildcards_match_and_dollar_topics_stay_out() {
     let st = net.stats();
     assert_eq!(st.total(|s| s.messages_in(0)), 3);
     assert_eq!(st.total(|s| s.messages_out(0)), 2);
+    // The engine's count: messages received plus messages sent.
+    assert_eq!(net.ctxs[0].messages(), 5);
     assert_eq!(st.total(|s| s.subscriptions()), 2);
     assert_eq!(st.total(|s| s.drops(MqttDrop::TopicInvalid)), 1);
 }
@@ -341,287 +303,33 @@ fn slow_reader_drops_qos0_first() {
 }
 
 #[test]
-fn retained_messages_and_retain_handling() {
+fn a_smaller_receive_maximum_on_reconnect_is_respected() {
     let mut net = Net::new(1, anon());
-    let (p, _) = net.connect(0, 1, v3("p"));
-    let mut r = publish("r/1", b"on", QoS::AtLeastOnce, 1);
-    if let Packet::Publish(x) = &mut r {
-        x.retain = true;
-    }
-    net.send(p, &r);
-    assert_eq!(net.shards[0].retained_count(), 1);
-    let s = net.open(0, 2);
-    net.send(s, &Packet::Connect(v5("s")));
-    net.take(s);
-    net.send(s, &subscribe(1, &[("r/+", QoS::AtLeastOnce)]));
-    assert_eq!(
-        net.take(s),
-        [
-            enc(&suback(1, &[1]), Version::V5),
-            enc(
-                &out("r/1", b"on", QoS::AtLeastOnce, 1, true, false),
-                Version::V5
-            ),
-        ]
-        .concat()
-    );
-    // Retain handling 1: only for a new subscription; 2: never.
-    let mut sub = subscribe(2, &[("r/+", QoS::AtLeastOnce), ("r/#", QoS::AtMostOnce)]);
-    if let Packet::Subscribe(x) = &mut sub {
-        x.filters[0].1.retain_handling = 1;
-        x.filters[1].1.retain_handling = 2;
-    }
-    net.send(s, &sub);
-    assert_eq!(net.take(s), enc(&suback(2, &[1, 0]), Version::V5));
-    // An empty retained payload clears it.
-    let mut clear = publish("r/1", b"", QoS::AtMostOnce, 0);
-    if let Packet::Publish(x) = &mut clear {
-        x.retain = true;
-    }
-    net.send(p, &clear);
-    assert_eq!(net.shards[0].retained_count(), 0);
-}
-
-#[test]
-fn no_local_and_subscription_ids_and_unsubscribe() {
-    let mut net = Net::new(1, anon());
-    let (c, _) = net.connect(0, 1, v5("c"));
-    let mut sub = subscribe(1, &[("t/#", QoS::AtMostOnce)]);
-    if let Packet::Subscribe(x) = &mut sub {
-        x.filters[0].1.no_local = true;
-        x.subscription_id = Some(42);
-    }
-    net.send(c, &sub);
-    net.take(c);
-    net.send(c, &publish("t/x", b"mine", QoS::AtMostOnce, 0));
-    assert_eq!(net.take(c), b"");
-    let (p, _) = net.connect(0, 2, v5("p"));
-    net.send(p, &publish("t/x", b"theirs", QoS::AtMostOnce, 0));
-    let got = net.take(c);
-    let ps = decode_all(&got, Version::V5);
-    let Packet::Publish(m) = &ps[0] else { panic!() };
-    assert_eq!(m.props.subscription_ids.iter().collect::<Vec<_>>(), [42]);
-    assert_eq!(m.payload, b"theirs");
-    net.send(
-        c,
-        &Packet::Unsubscribe(Unsubscribe {
-            packet_id: 3,
-            user_properties: Default::default(),
-            filters: vec!["t/#", "nope"],
-        }),
-    );
-    assert_eq!(
-        net.take(c),
-        enc(
-            &Packet::UnsubAck(UnsubAck {
-                packet_id: 3,
-                props: Default::default(),
-                codes: vec![ReasonCode(0), ReasonCode(0x11)],
-            }),
-            Version::V5
-        )
-    );
-    net.send(p, &publish("t/x", b"gone", QoS::AtMostOnce, 0));
-    assert_eq!(net.take(c), b"");
-}
-
-#[test]
-fn topic_alias_inbound() {
-    let mut net = Net::new(1, anon());
-    let s = subscriber(
-        &mut net,
-        1,
-        Version::V311,
-        &[("long/topic", QoS::AtMostOnce)],
-    );
-    let (p, _) = net.connect(0, 2, v5("p"));
-    let mut first = publish("long/topic", b"1", QoS::AtMostOnce, 0);
-    if let Packet::Publish(x) = &mut first {
-        x.props.topic_alias = Some(3);
-    }
-    net.send(p, &first);
-    let mut second = publish("", b"2", QoS::AtMostOnce, 0);
-    if let Packet::Publish(x) = &mut second {
-        x.props.topic_alias = Some(3);
-    }
-    net.send(p, &second);
-    assert_eq!(
-        net.take(s),
-        [
-            enc(
-                &out("long/topic", b"1", QoS::AtMostOnce, 0, false, false),
-                Version::V311
-            ),
-            enc(
-                &out("long/topic", b"2", QoS::AtMostOnce, 0, false, false),
-                Version::V311
-            ),
-        ]
-        .concat()
-    );
-    // Over the maximum (16): DISCONNECT 0x94.
-    if let Packet::Publish(x) = &mut second {
-        x.props.topic_alias = Some(17);
-    }
-    net.send(p, &second);
-    assert!(net.closed(p));
-}
-
-#[test]
-fn client_maximum_packet_size_is_never_exceeded() {
-    let mut net = Net::new(1, anon());
-    let mut c = v5("s");
-    c.props.maximum_packet_size = Some(20);
+    let mut c = conn_pkt(Version::V5, "s", false);
+    c.props.session_expiry = Some(60);
     let (s, _) = net.connect(0, 1, c);
     net.send(s, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
     net.take(s);
     let (p, _) = net.connect(0, 2, v3("p"));
-    net.send(p, &publish("t", &[7; 30], QoS::AtLeastOnce, 1));
-    net.send(p, &publish("t", b"ok", QoS::AtLeastOnce, 2));
-    assert_eq!(
-        net.take(s),
-        enc(
-            &out("t", b"ok", QoS::AtLeastOnce, 1, false, false),
-            Version::V5
-        )
-    );
-    assert_eq!(net.stats().total(|s| s.drops(MqttDrop::PacketTooLarge)), 1);
-}
-
-#[test]
-fn acl_refuses_with_reason_codes() {
-    let acl = Acl::parse("topic readwrite open/#\n").unwrap();
-    let mut net = Net::new(
-        1,
-        MqttConfig {
-            acl: Some(Arc::new(acl)),
-            ..anon()
-        },
-    );
-    let (c, _) = net.connect(0, 1, v5("c"));
-    net.send(
-        c,
-        &subscribe(
-            1,
-            &[("open/+", QoS::AtLeastOnce), ("closed/#", QoS::AtLeastOnce)],
-        ),
-    );
-    assert_eq!(net.take(c), enc(&suback(1, &[1, 0x87]), Version::V5));
-    net.send(c, &publish("closed/x", b"", QoS::AtLeastOnce, 4));
-    let got = net.take(c);
-    assert_eq!(got, [0x40, 3, 0, 4, 0x87]);
-    net.send(c, &publish("open/x", b"", QoS::AtLeastOnce, 5));
-    let ps = decode_all(&net.take(c), Version::V5).len();
-    assert_eq!(ps, 2); // PUBACK and the message itself
-    assert_eq!(net.stats().total(|s| s.drops(MqttDrop::NotAuthorized)), 2);
-}
-
-#[test]
-fn will_on_unclean_close_not_on_disconnect() {
-    let mut net = Net::new(1, anon());
-    let s = subscriber(&mut net, 1, Version::V311, &[("will/#", QoS::AtMostOnce)]);
-    let will = Will {
-        topic: "will/a",
-        payload: b"gone",
-        qos: QoS::AtMostOnce,
-        retain: false,
-        props: WillProps::default(),
+    for i in 0..3u8 {
+        net.send(p, &publish("t", &[i], QoS::AtLeastOnce, u16::from(i) + 1));
+    }
+    assert_eq!(decode_all(&net.take(s), Version::V5).len(), 3);
+    net.close(s);
+    c.props.receive_maximum = Some(1);
+    let (s, out) = net.connect(0, 3, c);
+    let pids = |buf: &[u8]| -> Vec<u16> {
+        decode_all(buf, Version::V5)
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(m) => Some(m.packet_id),
+                _ => None,
+            })
+            .collect()
     };
-    let mut a = v3("a");
-    a.will = Some(will);
-    let (ca, _) = net.connect(0, 2, a);
-    net.close(ca);
-    assert_eq!(
-        net.take(s),
-        enc(
-            &out("will/a", b"gone", QoS::AtMostOnce, 0, false, false),
-            Version::V311
-        )
-    );
-    let mut b = v3("b");
-    b.will = Some(will);
-    let (cb, _) = net.connect(0, 3, b);
-    net.send(cb, &Packet::Disconnect(Default::default()));
-    net.close(cb);
-    assert_eq!(net.take(s), b"");
-}
-
-#[test]
-fn will_delay_waits_and_a_reconnect_cancels_it() {
-    let mut net = Net::new(1, anon());
-    let s = subscriber(&mut net, 1, Version::V311, &[("will/#", QoS::AtMostOnce)]);
-    let mut will = Will {
-        topic: "will/a",
-        payload: b"gone",
-        qos: QoS::AtMostOnce,
-        retain: false,
-        props: WillProps::default(),
-    };
-    will.props.delay_interval = Some(5);
-    let mut a = conn_pkt(Version::V5, "a", false);
-    a.props.session_expiry = Some(100);
-    a.will = Some(will);
-    let (ca, _) = net.connect(0, 2, a);
-    net.close(ca);
-    net.advance(Duration::from_secs(3));
-    assert_eq!(net.take(s), b"");
-    // Back within the delay: no will.
-    let (ca, _) = net.connect(0, 3, a);
-    net.advance(Duration::from_secs(5));
-    assert_eq!(net.take(s), b"");
-    net.close(ca);
-    net.advance(Duration::from_secs(5));
-    assert_eq!(
-        net.take(s),
-        enc(
-            &out("will/a", b"gone", QoS::AtMostOnce, 0, false, false),
-            Version::V311
-        )
-    );
-}
-
-#[test]
-fn subscription_limit() {
-    let mut net = Net::new(
-        1,
-        MqttConfig {
-            max_subscriptions_per_client: 2,
-            ..anon()
-        },
-    );
-    let (c, _) = net.connect(0, 1, v5("c"));
-    net.send(
-        c,
-        &subscribe(
-            1,
-            &[
-                ("a", QoS::AtMostOnce),
-                ("b", QoS::AtMostOnce),
-                ("c", QoS::AtMostOnce),
-                ("a", QoS::AtLeastOnce),
-            ],
-        ),
-    );
-    assert_eq!(net.take(c), enc(&suback(1, &[0, 0, 0x97, 1]), Version::V5));
-    assert_eq!(
-        net.stats().total(|s| s.drops(MqttDrop::SubscriptionLimit)),
-        1
-    );
-}
-
-#[test]
-fn takeover_on_one_shard() {
-    let mut net = Net::new(1, anon());
-    let (a, _) = net.connect(0, 1, conn_pkt(Version::V5, "dev", false));
-    let (b, out) = net.connect(0, 2, conn_pkt(Version::V5, "dev", false));
-    assert!(net.closed(a));
-    let got = net.take(a);
-    assert_eq!(got, [0xE0, 1, 0x8E]);
-    // Clean start 0, expiry 0: the old session ended with its connection.
-    assert_eq!(out[3], 0);
-    assert!(!net.closed(b));
-    assert_eq!(
-        net.stats().total(|s| s.drops(MqttDrop::SessionTakenOver)),
-        1
-    );
+    assert_eq!(pids(&out), [1]);
+    net.send(s, &ack(4, 1));
+    assert_eq!(pids(&net.take(s)), [2]);
+    net.send(s, &ack(4, 2));
+    assert_eq!(pids(&net.take(s)), [3]);
 }

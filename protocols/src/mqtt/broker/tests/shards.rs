@@ -258,3 +258,175 @@ fn order_per_publisher_survives_a_flapping_ring() {
     assert_eq!(got, (0..300).collect::<Vec<u16>>());
     assert_eq!(net.take(p).len(), 300 * 4);
 }
+
+#[test]
+fn every_qos1_message_arrives_once_in_order_per_publisher() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut net = Net::new(3, anon());
+    let (s, _) = net.connect(2, 1, v3("s"));
+    net.send(s, &subscribe(1, &[("t/+", QoS::AtLeastOnce)]));
+    net.take(s);
+    let pubs: Vec<ConnId> = (0..2)
+        .map(|i| net.connect(i, 10 + i as u64, v3(["p0", "p1"][i])).0)
+        .collect();
+    const N: u32 = 3000;
+    let mut next = [0u32; 2];
+    let mut got: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    let mut acked = [0usize; 2];
+    while next.iter().any(|n| *n < N) {
+        for sh in 0..3 {
+            net.ctxs[sh].set_mesh_full(rng.gen_bool(0.3));
+        }
+        let i = rng.gen_range(0..2);
+        if next[i] < N {
+            let topic = ["t/0", "t/1"][i];
+            let pid = (next[i] % 60_000 + 1) as u16;
+            net.send(
+                pubs[i],
+                &publish(topic, &next[i].to_be_bytes(), QoS::AtLeastOnce, pid),
+            );
+            next[i] += 1;
+        }
+        if rng.gen_bool(0.2) {
+            net.retry();
+        }
+        for i in 0..2 {
+            acked[i] += net.take(pubs[i]).len() / 4;
+        }
+        for p in decode_all(&net.take(s), Version::V311) {
+            if let Packet::Publish(m) = p {
+                let from = usize::from(m.topic == "t/1");
+                got[from].push(u32::from_be_bytes(m.payload.try_into().unwrap()));
+                net.send(s, &ack(4, m.packet_id));
+            }
+        }
+    }
+    for sh in 0..3 {
+        net.ctxs[sh].set_mesh_full(false);
+    }
+    for _ in 0..3 {
+        net.retry();
+        for p in decode_all(&net.take(s), Version::V311) {
+            if let Packet::Publish(m) = p {
+                let from = usize::from(m.topic == "t/1");
+                got[from].push(u32::from_be_bytes(m.payload.try_into().unwrap()));
+                net.send(s, &ack(4, m.packet_id));
+            }
+        }
+    }
+    for i in 0..2 {
+        acked[i] += net.take(pubs[i]).len() / 4;
+        assert_eq!(got[i], (0..N).collect::<Vec<u32>>(), "publisher {i}");
+        assert_eq!(acked[i], N as usize);
+    }
+}
+
+#[test]
+fn the_plugin_can_move_to_its_shard_thread() {
+    fn send<T: Send>() {}
+    send::<Mqtt>();
+    send::<MqttFactory>();
+}
+
+#[test]
+fn packets_sent_before_the_connack_wait_for_a_remote_session() {
+    let mut net = Net::new(2, anon());
+    let id = id_homed(1, 2, "pipelined");
+    let c = net.open(0, 1);
+    let mut bytes = Vec::new();
+    codec::encode(&Packet::Connect(v3(id)), Version::V311, &mut bytes).unwrap();
+    codec::encode(
+        &subscribe(1, &[("t", QoS::AtMostOnce)]),
+        Version::V311,
+        &mut bytes,
+    )
+    .unwrap();
+    codec::encode(
+        &publish("t", b"self", QoS::AtMostOnce, 0),
+        Version::V311,
+        &mut bytes,
+    )
+    .unwrap();
+    codec::encode(&Packet::PingReq, Version::V311, &mut bytes).unwrap();
+    // The CONNECT's claim goes to shard 1; nothing is answered until the
+    // session comes back. Everything after the CONNECT waits in the stash.
+    let shard = 0;
+    let n = net.shards[shard]
+        .handle_data(&mut net.ctxs[shard], c, &bytes[..bytes.len() - 1])
+        .unwrap();
+    assert_eq!(n, bytes.len() - 1);
+    assert_eq!(net.take(c), b"");
+    net.carry();
+    // The last byte arrives after the session did.
+    net.feed(c, &bytes[bytes.len() - 1..]);
+    let out = net.take(c);
+    let ps = decode_all(&out, Version::V311);
+    assert_eq!(ps.len(), 4, "{ps:?}");
+    assert!(matches!(ps[0], Packet::ConnAck(_)));
+    assert!(matches!(ps[1], Packet::SubAck(_)));
+    assert!(matches!(ps[2], Packet::Publish(ref m) if m.payload == b"self"));
+    assert_eq!(ps[3], Packet::PingResp);
+}
+
+#[test]
+fn concurrent_retained_updates_converge_on_every_replica() {
+    let mut net = Net::new(3, anon());
+    let topic = "cfg/mode";
+    let home = shard_for_key(topic.as_bytes(), 3);
+    let others: Vec<usize> = (0..3).filter(|&s| s != home).collect();
+    let a = net.connect(others[0], 1, v3("a")).0;
+    let b = net.connect(others[1], 2, v3("b")).0;
+    for (conn, shard, payload) in [(a, others[0], b"A"), (b, others[1], b"B")] {
+        let mut p = publish(topic, payload, QoS::AtMostOnce, 0);
+        if let Packet::Publish(x) = &mut p {
+            x.retain = true;
+        }
+        let bytes = enc(&p, Version::V311);
+        // Both publish before any mesh message moves.
+        net.shards[shard]
+            .handle_data(&mut net.ctxs[shard], conn, &bytes)
+            .unwrap();
+    }
+    net.carry();
+    let values: Vec<Vec<u8>> = net
+        .shards
+        .iter()
+        .map(|sh| sh.retained.get(topic).unwrap().payload.to_vec())
+        .collect();
+    assert_eq!(values[0], values[1]);
+    assert_eq!(values[1], values[2]);
+}
+
+#[test]
+fn a_retained_message_is_there_for_the_next_packet_of_its_publisher() {
+    let mut net = Net::new(2, anon());
+    let topic = (0..)
+        .map(|i| format!("r/{i}"))
+        .find(|t| shard_for_key(t.as_bytes(), 2) == 1)
+        .unwrap();
+    let topic: &'static str = Box::leak(topic.into_boxed_str());
+    let (c, _) = net.connect(0, 1, v3("c"));
+    let mut p = publish(topic, b"v", QoS::AtMostOnce, 0);
+    if let Packet::Publish(x) = &mut p {
+        x.retain = true;
+    }
+    let bytes = [
+        enc(&p, Version::V311),
+        enc(&subscribe(1, &[("r/#", QoS::AtMostOnce)]), Version::V311),
+    ]
+    .concat();
+    // In one segment, before any mesh message moves.
+    net.shards[0]
+        .handle_data(&mut net.ctxs[0], c, &bytes)
+        .unwrap();
+    let got = net.take(c);
+    let ps = decode_all(&got, Version::V311);
+    assert!(
+        matches!(ps.last(), Some(Packet::Publish(m)) if m.retain && m.payload == b"v"),
+        "{ps:?}"
+    );
+    net.carry();
+    assert_eq!(net.shards[1].retained_count(), 1);
+}
