@@ -12,7 +12,8 @@ use crate::harness::Broker;
 /// The script, next to this file.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mqtt/paho_check.py");
 
-/// `python3` when it can import paho-mqtt; otherwise `None` and one
+/// `python3` when it can import paho-mqtt (1.6, as Debian's
+/// `python3-paho-mqtt`, or 2.x from PyPI); otherwise `None` and one
 /// `skipped:` line, or a failure under CI (`CI=true`).
 pub fn python() -> Option<PathBuf> {
     let python = outside_program("python3", "python3")?;

@@ -203,3 +203,39 @@ fn v311_publisher_without_a_window() {
     p.disconnect();
     broker.stop();
 }
+
+/// A second CONNECT with the same client id, on the other shard, takes the
+/// session over: the first connection gets DISCONNECT 0x8E (5.0, where the
+/// broker sends one) and is closed; the second finds the session.
+fn takeover(name: &str, v: Version) {
+    let broker = Broker::default(name);
+    let id = format!("{}-x", broker.prefix());
+    let opts = Opts {
+        clean_start: false,
+        session_expiry: Some(60),
+        ..Opts::new(v, &id)
+    };
+    let (mut first, present) = Client::connected(broker.addr(0), &opts);
+    assert!(!present, "a new session");
+    let (second, present) = Client::connected(broker.addr(1), &opts);
+    assert!(present, "the session moved to the second connection");
+    let got = first.until_closed();
+    let ok = match v {
+        Version::V311 => got.is_empty(),
+        Version::V5 if broker.is_engine() => got == [Got::Disconnect(0x8E)],
+        Version::V5 => got.is_empty() || got == [Got::Disconnect(0x8E)],
+    };
+    assert!(ok, "the first connection got {got:?} before its close");
+    second.disconnect();
+    broker.stop();
+}
+
+#[test]
+fn takeover_closes_the_first_v311() {
+    takeover("takeover_v311", Version::V311);
+}
+
+#[test]
+fn takeover_closes_the_first_v5() {
+    takeover("takeover_v5", Version::V5);
+}
