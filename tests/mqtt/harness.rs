@@ -40,11 +40,13 @@ pub struct Options {
     /// password; anonymous clients are refused.
     pub users: Vec<(String, String)>,
     /// The engine's mesh ring size (messages per pair of shards), to make
-    /// cross-shard delivery wait; other brokers have no such thing.
+    /// cross-shard delivery wait; other brokers have no such thing and
+    /// ignore it.
     pub engine_mesh_capacity: Option<usize>,
 }
 
 impl Options {
+    /// Whether any broker will do (an external one is not configurable).
     fn is_default(&self) -> bool {
         self.max_packet_size.is_none() && self.users.is_empty()
     }
