@@ -91,13 +91,13 @@ pub fn register_builtins_with(
     settings: &BuiltinSettings,
     mqtt: Arc<mqtt::broker::MqttFactory>,
 ) -> Result<(), RegistryError> {
-    registry.register(mqtt)?;
     registry.register(Arc::new(EchoFactory))?;
     registry.register(Arc::new(SockperfFactory::new(settings.max_frame)))?;
     registry.register(Arc::new(RelayFactory::new(RelayConfig {
         max_payload: settings.max_frame,
         ..RelayConfig::default()
     })))?;
+    registry.register(mqtt)?;
     Ok(())
 }
 

@@ -242,7 +242,7 @@ mod tests {
         let reg = registry_with_builtins(&BuiltinSettings::default());
         assert_eq!(
             reg.names().collect::<Vec<_>>(),
-            ["echo", "relay", "sockperf", "upper"]
+            ["echo", "mqtt", "relay", "sockperf", "upper"]
         );
         let factory = reg.get("upper").unwrap();
         assert!(factory.supports(Transport::Tcp) && factory.supports(Transport::Udp));
