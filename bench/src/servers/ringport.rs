@@ -35,6 +35,14 @@ fn random_port(attempt: u32) -> u16 {
 /// mode, so a port picks a shard), else `protocol` on one port (reuseport
 /// when there are several shards).
 fn listeners(spec: &ServerSpec, port: u16) -> (Vec<String>, usize, Mode) {
+    if spec.mqtt {
+        let mode = if spec.shards > 1 {
+            Mode::Reuseport
+        } else {
+            Mode::Range
+        };
+        return (vec![format!("mqtt@tcp:127.0.0.1:{port}")], 1, mode);
+    }
     if spec.relay {
         let n = spec.shards.max(1);
         let last = port as usize + n - 1;
@@ -97,6 +105,13 @@ fn settings(spec: &ServerSpec, backend: BackendChoice) -> Result<(EngineConfig, 
 /// The engine on `backend` (`ringport` is `auto`, `ringport-epoll` epoll).
 pub(super) fn start(spec: &ServerSpec, backend: BackendChoice) -> Result<Box<dyn Server>> {
     let registry = ringport_protocols::builtins(&ringport_protocols::BuiltinSettings::default());
+    if spec.mqtt && registry.get("mqtt").is_none() {
+        return Err(anyhow!(
+            "the ringport target cannot serve the MQTT scenarios yet: this build has no `mqtt` \
+             plugin (ringport_protocols::mqtt::broker, branch mqtt-broker); run them against \
+             mosquitto or ADDR:PORT of a broker meanwhile"
+        ));
+    }
     let (config, ops) = settings(spec, backend)?;
     let mut last = None;
     for attempt in 0..20 {
@@ -175,6 +190,10 @@ impl Server for Ringport {
                 .map(|s| s.counters.engine_drops[EngineDrop::KernelRxQueue as usize])
                 .sum(),
         )
+    }
+
+    fn rss(&self) -> Option<u64> {
+        crate::mqtt::vm_rss(None)
     }
 
     fn stop(self: Box<Self>) {
