@@ -5,8 +5,11 @@
 //! the run ([`config_text`]): one listener on a free loopback port,
 //! anonymous clients allowed, no persistence, TCP_NODELAY on its sockets
 //! (as every other target and the load generator have), and the
-//! per-client limits set to [`MAX_INFLIGHT`] and [`MAX_QUEUED`], the
-//! values ringport's `mqtt` plugin uses by default. Mosquitto is one
+//! per-client limits set to the values of ringport's `mqtt` plugin's
+//! defaults (`MqttConfig::default()`): [`MAX_INFLIGHT`] messages in flight
+//! (its `receive_maximum`), [`MAX_QUEUED`] messages and
+//! [`MAX_QUEUED_BYTES`] bytes queued per client, and [`MAX_PACKET`] bytes
+//! per packet. Mosquitto is one
 //! thread; it is pinned to the server CPU from before `exec`, like the
 //! haproxy target. Its CPU is the whole process's, its memory the
 //! process's `VmRSS`. Stopped with SIGTERM (SIGKILL after 2 s).
@@ -28,14 +31,22 @@ pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 pub const MISSING: &str =
     "the mosquitto target needs /usr/sbin/mosquitto: install the Debian package mosquitto";
 /// QoS 1 and 2 messages in flight to one client at most
-/// (`max_inflight_messages`; Mosquitto's own default is also 20).
-pub const MAX_INFLIGHT: usize = 20;
+/// (`max_inflight_messages`; Mosquitto's default is 20, ringport's
+/// `receive_maximum` 32).
+pub const MAX_INFLIGHT: usize = 32;
 /// Messages queued for one client beyond those in flight at most
-/// (`max_queued_messages`, Mosquitto's default too). Mosquitto counts QoS 0
-/// messages waiting in a client's output against it as well and drops
-/// them beyond it, so a subscriber that falls behind by more loses
-/// messages (counted exactly by the load generator as lost).
+/// (`max_queued_messages`; 1000 is both Mosquitto's default and ringport's).
+/// Mosquitto counts QoS 0 messages waiting in a client's output against it
+/// as well and drops them beyond it, as ringport does, so a subscriber that
+/// falls behind by more loses messages (counted exactly by the load
+/// generator as lost).
 pub const MAX_QUEUED: usize = 1000;
+/// Bytes queued for one client at most (`max_queued_bytes`; Mosquitto's
+/// default is no limit, ringport's 1 MiB).
+pub const MAX_QUEUED_BYTES: usize = 1 << 20;
+/// The largest packet accepted (`max_packet_size`; Mosquitto's default is
+/// the protocol's limit, ringport's 1 MiB).
+pub const MAX_PACKET: usize = 1 << 20;
 
 struct Mosquitto {
     child: Child,
@@ -57,6 +68,8 @@ pub fn config_text(port: u16) -> String {
          persistence false\n\
          max_inflight_messages {MAX_INFLIGHT}\n\
          max_queued_messages {MAX_QUEUED}\n\
+         max_queued_bytes {MAX_QUEUED_BYTES}\n\
+         max_packet_size {MAX_PACKET}\n\
          set_tcp_nodelay true\n\
          log_dest stderr\n\
          log_type error\n\
@@ -218,8 +231,10 @@ mod tests {
         assert!(c.contains("\nlistener 18830 127.0.0.1\n"), "{c}");
         assert!(c.contains("\nallow_anonymous true\n"), "{c}");
         assert!(c.contains("\npersistence false\n"), "{c}");
-        assert!(c.contains("\nmax_inflight_messages 20\n"), "{c}");
+        assert!(c.contains("\nmax_inflight_messages 32\n"), "{c}");
         assert!(c.contains("\nmax_queued_messages 1000\n"), "{c}");
+        assert!(c.contains("\nmax_queued_bytes 1048576\n"), "{c}");
+        assert!(c.contains("\nmax_packet_size 1048576\n"), "{c}");
         assert!(c.contains("\nset_tcp_nodelay true\n"), "{c}");
     }
 }
