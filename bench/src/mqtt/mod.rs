@@ -327,8 +327,14 @@ pub fn run_one(
         .as_ref()
         .ok_or_else(|| anyhow!("{} needs its MQTT settings", spec.scenario))?;
     // Both ends of every connection may be in this process (ringport), and
-    // Mosquitto inherits the limit.
-    raise_nofile(2 * m.connections() as u64 + 4096)?;
+    // Mosquitto inherits the limit; mqtt-idle's clients are in a child
+    // process of their own (with the same limit).
+    let ends = if spec.scenario == Scenario::MqttIdle {
+        1
+    } else {
+        2
+    };
+    raise_nofile(ends * m.connections() as u64 + 1024)?;
     if spec.scenario == Scenario::MqttIdle {
         idle::run(spec, m, target, server, progress)
     } else {
