@@ -67,8 +67,8 @@ pub struct Args {
     /// [default: tcp-rr: half of ringport's closed-loop rate with the same conns
     /// and depth when ringport is a target, else 20000; relay-fanout: 10000
     /// publishes/s over all publishers; mqtt-fanin: 50000 publishes/s;
-    /// mqtt-fanout: 200000 deliveries/s (publishes/s = that / subscribers);
-    /// mqtt-qos1: 20000 publishes/s; others 0].
+    /// mqtt-fanout: 50000 deliveries/s (publishes/s = that / subscribers);
+    /// mqtt-qos1: 10000 publishes/s; others 0].
     #[arg(long)]
     pub rate: Option<u64>,
     /// Measured seconds per run.
@@ -496,7 +496,7 @@ mod tests {
             ]
         );
         let rates: Vec<u64> = p.cases.iter().map(|c| c.load.rate).collect();
-        assert_eq!(rates, [50_000, 2000, 200, 20_000, 0]);
+        assert_eq!(rates, [50_000, 500, 50, 10_000, 0]);
         assert_eq!(p.cases[3].load.depth, 16);
         for c in &p.cases {
             c.load.validate().unwrap();
