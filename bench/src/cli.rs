@@ -47,10 +47,12 @@ pub struct Args {
     /// What the servers speak [default: echo for the TLS scenarios, else sockperf].
     #[arg(long, value_enum)]
     pub protocol: Option<ProtocolArg>,
-    /// Connections (TCP) or sockets (UDP) [default: per scenario: 64, 64, 16, 64].
+    /// Connections (TCP) or sockets (UDP) [default: per scenario: 64, 64, 16,
+    /// 64; the MQTT scenarios take --publishers, --subscribers, --clients].
     #[arg(long)]
     pub conns: Option<usize>,
-    /// Requests in flight per connection [default: per scenario: 4, 1, 4, 16].
+    /// Requests in flight per connection [default: per scenario: 4, 1, 4, 16;
+    /// MQTT at QoS 1: unacknowledged publishes per publisher, 16].
     #[arg(long)]
     pub depth: Option<usize>,
     /// Message sizes in bytes, sockperf header included, e.g. `64,16384`;
