@@ -731,6 +731,9 @@ fn drive(
     let start_at = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
+    // The threads outlive the window's last CPU sample (a thread that has
+    // exited has no CPU time to read).
+    let sampled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let nonce = clock_nonce();
     let mut live = Vec::new();
     let mut handles = Vec::new();
@@ -738,12 +741,13 @@ fn drive(
         let l = Arc::new(AtomicU64::new(0));
         live.push(l.clone());
         let (spec, m, addrs, shared) = (spec.clone(), m.clone(), addrs.clone(), shared.clone());
-        let (ready, go, start_at, failed, done) = (
+        let (ready, go, start_at, failed, done, sampled) = (
             ready.clone(),
             go.clone(),
             start_at.clone(),
             failed.clone(),
             done.clone(),
+            sampled.clone(),
         );
         let cpu = spec.cpus[t];
         let h = std::thread::Builder::new()
@@ -786,6 +790,9 @@ fn drive(
                     Ok(w.run(&clock, &sched, spec.rate))
                 });
                 done.fetch_add(1, Ordering::AcqRel);
+                while !sampled.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 result
             })
             .context("spawning a client thread")?;
@@ -848,6 +855,7 @@ fn drive(
     let t1 = cpu_ticks(server_cpus);
     let k1 = cpu_ticks(&spec.cpus);
     let c1 = client_cpu.sample();
+    sampled.store(true, Ordering::Release);
     if let Some(b) = bar {
         b.finish();
     }
