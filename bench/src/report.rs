@@ -187,7 +187,11 @@ pub const FIGURES: &[FigureDef] = &[
     FigureDef {
         key: "server_drops",
         label: "server drops",
-        get: |f| f.relay.and_then(|r| r.server_drops).map(|v| v as f64),
+        get: |f| {
+            (f.relay.and_then(|r| r.server_drops))
+                .or(f.mqtt.and_then(|m| m.server_drops))
+                .map(|v| v as f64)
+        },
     },
     FigureDef {
         key: "duplicates",

@@ -270,6 +270,10 @@ pub struct MqttFigures {
     /// QoS 1: time from the intended publish time to its PUBACK (ns).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub puback: Option<Percentiles>,
+    /// Messages the server counted as dropped (any reason) during the run,
+    /// if it can tell (ringport: its engine's drop counters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_drops: Option<u64>,
     /// mqtt-idle: clients connected (CONNACK received) and held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_clients: Option<u64>,

@@ -723,6 +723,7 @@ fn drive(
     progress: Option<&str>,
 ) -> Result<Figures> {
     let addrs = srv.addrs();
+    let drops0 = srv.plugin_drops();
     let nthreads = spec.cpus.len().min(m.publishers + m.subscribers).max(1);
     let shared = Arc::new(Shared::new(m.publishers, nthreads));
     let clock = Clock::new();
@@ -914,6 +915,9 @@ fn drive(
         acked: qos1.then_some(acked),
         unacked: qos1.then_some(unacked),
         puback: qos1.then(|| puback.corrected()),
+        server_drops: drops0
+            .zip(srv.plugin_drops())
+            .map(|(a, b)| b.saturating_sub(a)),
         ..MqttFigures::default()
     };
     let cpu = super::CpuWindow {
