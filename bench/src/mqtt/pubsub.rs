@@ -993,4 +993,116 @@ mod tests {
         assert_eq!(share(1, 2, 5).collect::<Vec<_>>(), [1, 3]);
         assert_eq!(client_id(0x1234_5678, 's', 7), "rb345678-s7");
     }
+
+    fn conn() -> Conn {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Conn::new(TcpStream::connect(l.local_addr().unwrap()).unwrap())
+    }
+
+    fn tally() -> Tally {
+        Tally {
+            errors: 0,
+            io_errors: 0,
+            first_error: None,
+            published_in_window: 0,
+        }
+    }
+
+    const SIZE: usize = 48;
+
+    /// A delivery of publisher `p`'s message `seq` on `topic` at `qos`.
+    fn delivery(topic: &str, qos: QoS, id: u16, p: u32, seq: u64, out: &mut Vec<u8>) {
+        let mut payload = vec![0; SIZE];
+        let stamp = Stamp {
+            publisher: p,
+            seq,
+            intended_ns: 1_000 + seq,
+            sent_ns: 1_100 + seq,
+        };
+        payload::encode_into(&mut payload, &stamp);
+        wire::publish(topic, qos, id, &payload, Version::V311, out);
+    }
+
+    #[test]
+    fn a_subscriber_checks_counts_times_and_acknowledges_every_delivery() {
+        let mut s = Sub {
+            topic_index: 0,
+            topic: topic_name(0),
+            tracks: vec![SeqTrack::default(); 2],
+            counts: Counts::default(),
+            in_window: 0,
+        };
+        let (mut c, mut t, mut rec) = (conn(), tally(), Recorder::new(0, u64::MAX));
+        let q = QoS::AtLeastOnce;
+        let mut bytes = Vec::new();
+        for (id, p, seq) in [(1, 0, 0), (2, 1, 0), (3, 0, 2), (4, 0, 1), (5, 0, 1)] {
+            delivery("bench/0", q, id, p, seq, &mut bytes);
+        }
+        delivery("bench/1", q, 6, 0, 3, &mut bytes); // another topic
+        delivery("bench/0", QoS::AtMostOnce, 0, 0, 3, &mut bytes); // another QoS
+        delivery("bench/0", q, 7, 5, 0, &mut bytes); // unknown publisher
+        let mut bad = Vec::new();
+        delivery("bench/0", q, 8, 0, 3, &mut bad);
+        *bad.last_mut().unwrap() ^= 1; // a wrong byte
+        bytes.extend(bad);
+        for chunk in bytes.chunks(13) {
+            let ctx = Ctx {
+                version: Version::V311,
+                qos: q,
+                size: SIZE,
+                now: 2_000,
+                tally: &mut t,
+            };
+            on_sub_bytes(&mut s, &mut c, chunk, ctx, &mut rec).unwrap();
+        }
+        // 0/0, 1/0, 0/2 (a gap), 0/1 (late: reordered), 0/1 again (duplicate).
+        assert_eq!(
+            (s.counts.delivered, s.counts.reordered, s.counts.duplicates),
+            (4, 1, 1)
+        );
+        assert_eq!(t.errors, 4);
+        assert_eq!(s.in_window, 4);
+        // Due at 1000 + seq, received at 2000 (exact below 2048 ns).
+        assert_eq!(rec.corrected().max, 2_000 - 1_000);
+        // Every QoS 1 delivery was acknowledged, the bad ones too.
+        let mut acks = Vec::new();
+        for id in [1, 2, 3, 4, 5, 6, 7, 8] {
+            wire::puback(id, Version::V311, &mut acks);
+        }
+        assert_eq!(c.out, acks);
+    }
+
+    #[test]
+    fn a_publisher_times_its_pubacks_and_refuses_strange_ones() {
+        let mut p = Pub {
+            id: 0,
+            topic: topic_name(0),
+            pacer: Pacer::new(0, 0),
+            cap: u64::MAX,
+            next_seq: 2,
+            offered: 0,
+            slots: vec![Some((100, 150)), Some((200, 250)), None],
+            free: vec![3],
+            acked: 0,
+        };
+        let (mut c, mut t, mut rec) = (conn(), tally(), Recorder::new(0, u64::MAX));
+        let mut bytes = Vec::new();
+        for id in [2, 1, 1, 3] {
+            wire::puback(id, Version::V311, &mut bytes);
+        }
+        let ctx = Ctx {
+            version: Version::V311,
+            qos: QoS::AtLeastOnce,
+            size: SIZE,
+            now: 1_000,
+            tally: &mut t,
+        };
+        on_pub_bytes(&mut p, &mut c, &bytes, ctx, &mut rec).unwrap();
+        // 2 and 1 were in flight; 1 again and 3 were not.
+        assert_eq!((p.acked, p.unacked(), t.errors), (2, 0, 2));
+        assert_eq!(rec.corrected().count, 2);
+        assert_eq!(rec.corrected().max, 1_000 - 100);
+        assert_eq!(rec.uncorrected().max, 1_000 - 150);
+        assert_eq!(p.free.len(), 3);
+    }
 }
