@@ -15,7 +15,7 @@
 //! each PUBACK.
 //!
 //! When the window ends (or every publisher reached its `--messages`
-//! share), the thread adds what it published to [`Shared`]; once every
+//! share), the thread adds what it published to the run's shared counts; once every
 //! thread has, each subscriber knows exactly what it is owed, and the
 //! thread drains until everything is accounted for, nothing arrived for
 //! [`DRAIN_QUIET_NS`], or [`DRAIN_MAX_NS`] passed.
