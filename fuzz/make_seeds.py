@@ -2,6 +2,7 @@
 """Writes the seed corpora, fuzz/corpus/TARGET/, from real inputs.
 
     python3 fuzz/make_seeds.py      # rewrites every seed; commit what changed
+    python3 fuzz/make_seeds.py mqtt_codec relay_wire   # only these targets
 
 Each seed is in its harness's input format (see fuzz/src/*.rs): a few
 settings bytes, then what the decoder reads: the spec's example frames,
@@ -13,6 +14,7 @@ keeps what it finds under fuzz/target/.
 
 import os
 import shutil
+import sys
 import socket
 import ssl
 import struct
@@ -22,6 +24,8 @@ ROOT = os.path.dirname(HERE)
 
 
 def write(target, seeds):
+    if sys.argv[1:] and target not in sys.argv[1:]:
+        return
     d = os.path.join(HERE, "corpus", target)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -273,4 +277,105 @@ write("uring_recvmsg", [
     ("truncated", b"\x00" + recvmsg_buf(v4, b"", b"x" * 40, flags=0x20, reported=2000)),
     ("empty", b"\x00" + recvmsg_buf(v4, b"", b"")),
     ("laid-out", b"\x01" + chunk(v4) + chunk(ovfl) + struct.pack(">I", 0) + b"\x00" + PUBLISH),
+])
+
+
+# --- MQTT ---------------------------------------------------------------------
+# Packets of both versions as the specs lay them out (3.1.1 chapter 3, 5.0
+# chapter 3), with the spec's examples ("a/b", packet identifier 10).
+
+def varint(n):
+    out = b""
+    while True:
+        n, d = n >> 7, n & 0x7f
+        out += bytes([d | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def mqtt(first, body):
+    return bytes([first]) + varint(len(body)) + body
+
+
+def s(b):
+    return struct.pack(">H", len(b)) + b
+
+
+def props(*ps):
+    body = b"".join(ps)
+    return varint(len(body)) + body
+
+
+def user(k, v):
+    return b"\x26" + s(k) + s(v)
+
+
+def connect(level, flags, keep_alive, client_id, rest=b"", connect_props=None):
+    p = b"" if connect_props is None else connect_props
+    return mqtt(0x10, s(b"MQTT") + bytes([level, flags]) + struct.pack(">H", keep_alive)
+                + p + s(client_id) + rest)
+
+
+v311_session = (
+    connect(4, 0xce, 10, b"id", s(b"will") + s(b"gone") + s(b"user") + s(b"pass"))
+    + mqtt(0x82, b"\x00\x0a" + s(b"a/b") + b"\x01" + s(b"c/d") + b"\x02")
+    + mqtt(0x30, s(b"a/b") + b"21.5")
+    + mqtt(0x3b, s(b"a/b") + b"\x00\x0a" + b"hello")
+    + mqtt(0x34, s(b"c/d") + b"\x00\x0b" + b"x" * 200)
+    + mqtt(0x40, b"\x00\x0a") + mqtt(0x50, b"\x00\x0b") + mqtt(0x62, b"\x00\x0b")
+    + mqtt(0x70, b"\x00\x0b")
+    + mqtt(0xa2, b"\x00\x0c" + s(b"a/b") + s(b"c/d"))
+    + mqtt(0xc0, b"") + mqtt(0xe0, b"")
+)
+v311_server = (
+    mqtt(0x20, b"\x01\x00") + mqtt(0x90, b"\x00\x0a\x00\x01\x02\x80")
+    + mqtt(0xb0, b"\x00\x0c") + mqtt(0xd0, b"")
+)
+v5_connect = connect(
+    5, 0xd6, 60, b"",
+    props(b"\x18\x00\x00\x00\x05", b"\x01\x01", b"\x02\x00\x00\x00\x3c", b"\x03" + s(b"text/plain"),
+          b"\x08" + s(b"re/ply"), b"\x09" + s(b"\x01\x02"), user(b"w", b"1"))
+    + s(b"will/t") + s(b"bye") + s(b"user") + s(b"pw"),
+    props(b"\x11\x00\x00\x00\x0a", b"\x21\x00\x14", b"\x27\x00\x00\x10\x00", b"\x22\x00\x05",
+          b"\x19\x01", b"\x17\x00", user(b"k", b"v"), b"\x15" + s(b"SCRAM-SHA-1"), b"\x16" + s(b"data")),
+)
+v5_session = (
+    v5_connect
+    + mqtt(0x82, b"\x00\x0a" + props(b"\x0b\x05", user(b"k", b"v")) + s(b"a/+") + b"\x2d"
+           + s(b"$share/g/c/#") + b"\x02")
+    + mqtt(0x30, s(b"a/b") + props() + b"21.5")
+    + mqtt(0x32, s(b"a/b") + b"\x00\x0a"
+           + props(b"\x01\x01", b"\x02\x00\x00\x00\x3c", b"\x23\x00\x03", b"\x08" + s(b"r"),
+                   b"\x09" + s(b"x"), user(b"k", b"v"), user(b"k", b"w"), b"\x0b\x01",
+                   b"\x0b\xac\x02", b"\x03" + s(b"t"))
+           + b"hello")
+    + mqtt(0x30, s(b"") + props(b"\x23\x00\x03") + b"by alias")
+    + mqtt(0x40, b"\x00\x0a") + mqtt(0x50, b"\x00\x0b\x10")
+    + mqtt(0x62, b"\x00\x0b\x92" + props(b"\x1f" + s(b"lost")))
+    + mqtt(0x70, b"\x00\x0b\x00" + props(user(b"k", b"v")))
+    + mqtt(0xa2, b"\x00\x0c" + props(user(b"k", b"v")) + s(b"a/+"))
+    + mqtt(0xf0, b"\x18" + props(b"\x15" + s(b"SCRAM-SHA-1"), b"\x16" + s(b"more")))
+    + mqtt(0xc0, b"")
+    + mqtt(0xe0, b"\x04" + props(b"\x11\x00\x00\x00\x00", b"\x1f" + s(b"bye")))
+)
+v5_server = (
+    mqtt(0x20, b"\x00\x00" + props(
+        b"\x11\x00\x00\x00\x0a", b"\x21\x00\x14", b"\x24\x01", b"\x25\x00", b"\x27\x00\x00\x04\x00",
+        b"\x12" + s(b"auto-1"), b"\x22\x00\x05", b"\x1f" + s(b"ok"), user(b"k", b"v"), b"\x28\x01",
+        b"\x29\x00", b"\x2a\x01", b"\x13\x00\x1e", b"\x1a" + s(b"info"), b"\x1c" + s(b"other"),
+        b"\x15" + s(b"m"), b"\x16" + s(b"d")))
+    + mqtt(0x90, b"\x00\x0a" + props() + b"\x00\x01\x02\x80\xa2")
+    + mqtt(0xb0, b"\x00\x0c" + props(b"\x1f" + s(b"x")) + b"\x00\x11")
+    + mqtt(0xd0, b"")
+    + mqtt(0xe0, b"\x8e")
+    + mqtt(0xf0, b"")
+)
+write("mqtt_codec", [
+    ("v311-session", b"\xff\xff" + v311_session),
+    ("v311-server", b"\xff\xff" + v311_server),
+    ("v5-session", b"\xff\xff" + v5_session),
+    ("v5-server", b"\xff\xff" + v5_server),
+    ("v5-connect-small-max", b"\x00\x40" + v5_connect),
+    ("v31-connect", b"\xff\xff" + mqtt(0x10, s(b"MQIsdp") + b"\x03\x02\x00\x3c" + s(b"old"))),
+    ("non-minimal-length", b"\xff\xff" + b"\xc0\x80\x00" + b"\x30\x85\x00" + s(b"t") + b"abc"),
 ])

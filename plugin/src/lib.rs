@@ -321,6 +321,16 @@ pub trait Context {
     fn record_latency(&mut self, name: &'static str, latency: Duration) {
         let _ = (name, latency);
     }
+    /// The identities the peer of a TLS stream proved with its client
+    /// certificate, as the handshake log writes them: `dns:NAME`, URI SANs
+    /// such as `spiffe://prod.example/sensor/7`, `ip:ADDRESS`. Empty for a
+    /// plaintext stream, a TLS stream without a client certificate, or an
+    /// unknown id. It allocates: call it once per stream (at a protocol's
+    /// login), not per message.
+    fn peer_identities(&self, conn: ConnId) -> Vec<String> {
+        let _ = conn;
+        Vec::new()
+    }
 }
 
 /// One protocol instance on one shard. See the crate docs for the calling order.

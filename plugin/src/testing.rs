@@ -83,6 +83,7 @@ pub struct RecordingContext {
     max_datagram: usize,
     mesh_full: bool,
     latencies: Vec<(&'static str, Duration)>,
+    identities: HashMap<ConnId, Vec<String>>,
 }
 
 impl Default for RecordingContext {
@@ -116,7 +117,14 @@ impl RecordingContext {
             max_datagram: usize::MAX,
             mesh_full: false,
             latencies: Vec::new(),
+            identities: HashMap::new(),
         }
+    }
+
+    /// Makes `conn` a stream whose peer proved these identities (what
+    /// [`Context::peer_identities`] then returns for it).
+    pub fn set_peer_identities(&mut self, conn: ConnId, identities: Vec<String>) {
+        self.identities.insert(conn, identities);
     }
 
     /// Pretends to be `shard` of `shard_count`.
@@ -349,6 +357,10 @@ impl Context for RecordingContext {
 
     fn record_latency(&mut self, name: &'static str, latency: Duration) {
         self.latencies.push((name, latency));
+    }
+
+    fn peer_identities(&self, conn: ConnId) -> Vec<String> {
+        self.identities.get(&conn).cloned().unwrap_or_default()
     }
 }
 

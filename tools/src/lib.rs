@@ -15,6 +15,7 @@ mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+pub mod mqtt_auth;
 mod notices;
 mod relay;
 mod serve;

@@ -16,5 +16,6 @@ pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod codec;
+pub mod persist;
 pub mod topic;
 pub mod trie;

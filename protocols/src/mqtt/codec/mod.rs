@@ -14,7 +14,14 @@
 //! their encoded bytes, so decoding a PUBLISH allocates nothing.
 //!
 //! Encoding writes the shortest form a version allows; in 3.1.1,
-//! properties and 5.0-only fields are left out.
+//! properties and 5.0-only fields are left out, and reason codes become
+//! their 3.1.1 return codes. It writes what it is given: what decoding
+//! refuses (a packet identifier of 0, a wildcard in a topic name) is the
+//! caller's to avoid.
+//!
+//! Left to the caller as well: checking that a payload marked as UTF-8
+//! (Payload Format Indicator 1) is UTF-8, which 5.0 section 3.3.2.3.2 makes
+//! optional, and the syntax of will topics, which are topic names.
 
 mod connect;
 mod decode;

@@ -1,0 +1,517 @@
+//! Publications: routing (this shard, the other shards, retained
+//! messages), matching, and the delivery to each session with its window,
+//! queue and drop policy.
+
+use std::sync::Arc;
+
+use ringport_plugin::{shard_for_key, Bytes, ConnId, Context, WriteError};
+
+use super::message::{Message, Writer};
+use super::plugin::Mqtt;
+use super::route::{Sent, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER};
+use super::session::{encode_entry, Flight, Inflight, OutAliases, Outgoing};
+use super::stats::MqttDrop;
+use crate::mqtt::acl::Access;
+use crate::mqtt::codec::{
+    encode_publish_header, Publish, PublishProps, QoS, SubIds, UserProps, Version,
+};
+use crate::mqtt::trie::SubEntry;
+
+/// Why a PUBLISH was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotSent {
+    /// Larger than the client accepts (or than MQTT can encode).
+    TooLarge,
+    /// The client's outbound queue is full.
+    Full,
+    /// The stream is gone.
+    Gone,
+}
+
+impl Mqtt {
+    /// Routes a message published on this shard: retained store, this
+    /// shard's subscribers, every other shard (`blob`: the message already
+    /// encoded for the mesh, if it was). Returns the mesh sequence
+    /// number a QoS 1/2 acknowledgement waits for, or `None` when the
+    /// message was refused (too many QoS 1/2 bytes waiting for full rings).
+    pub(crate) fn route_publish(
+        &mut self,
+        ctx: &mut dyn Context,
+        msg: Arc<Message>,
+        blob: Option<Bytes>,
+    ) -> Option<u64> {
+        let reliable = msg.qos != QoS::AtMostOnce;
+        if reliable && self.mesh.reliable_bytes > self.cfg.mesh_reliable_bytes {
+            self.count(ctx, MqttDrop::MeshFull);
+            return None;
+        }
+        self.retain(ctx, &msg);
+        self.deliver_local(ctx, &msg);
+        if self.shard_count > 1 {
+            let blob = blob.unwrap_or_else(|| {
+                let mut w = Writer::default();
+                w.message(&msg, ctx.now());
+                w.finish()
+            });
+            let cap = (!reliable).then_some(self.cfg.mesh_retry_bytes);
+            for target in (0..self.shard_count).filter(|&s| s != self.shard) {
+                if self.mesh.send(ctx, target, TAG_PUBLISH, blob.clone(), cap) == Sent::Dropped {
+                    self.count(ctx, MqttDrop::MeshFull);
+                }
+            }
+        }
+        Some(self.mesh.seq())
+    }
+
+    /// A message another shard published.
+    pub(crate) fn on_remote_publish(&mut self, ctx: &mut dyn Context, msg: Arc<Message>) {
+        self.deliver_local(ctx, &msg);
+    }
+
+    /// A retained message published here: stored at once (a subscription
+    /// that follows on this shard sees it), and ordered by its topic's home
+    /// shard, which passes every update on to all other shards in its order:
+    /// the last update each replica applies is the home's last, so every
+    /// replica ends with the same message.
+    fn retain(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
+        if !msg.retain || !self.cfg.retain_available {
+            return;
+        }
+        let home = shard_for_key(msg.topic.as_bytes(), self.shard_count);
+        if home == self.shard {
+            self.on_retain(ctx, Arc::clone(msg));
+        } else {
+            self.apply_retained(ctx, msg);
+            self.send_retain(ctx, home, msg);
+        }
+    }
+
+    /// A retained message to store: from its topic's home shard (a replica
+    /// update), or on the home shard itself (then passed to every other).
+    pub(crate) fn on_retain(&mut self, ctx: &mut dyn Context, msg: Arc<Message>) {
+        if shard_for_key(msg.topic.as_bytes(), self.shard_count) == self.shard {
+            let here = self.shard;
+            for target in (0..self.shard_count).filter(|&s| s != here) {
+                self.send_retain(ctx, target, &msg);
+            }
+        }
+        self.apply_retained(ctx, &msg);
+    }
+
+    fn send_retain(&mut self, ctx: &mut dyn Context, target: usize, msg: &Arc<Message>) {
+        let mut w = Writer::default();
+        w.message(msg, ctx.now());
+        // Waits for a full ring within the QoS 1/2 budget.
+        let cap = (self.mesh.reliable_bytes > self.cfg.mesh_reliable_bytes)
+            .then_some(self.cfg.mesh_retry_bytes);
+        if self.mesh.send(ctx, target, TAG_RETAIN, w.finish(), cap) == Sent::Dropped {
+            self.count(ctx, MqttDrop::MeshFull);
+        }
+    }
+
+    /// Updates this shard's replica of the retained messages.
+    fn apply_retained(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
+        if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic);
+        } else if self.retained.set(&msg.topic, Arc::clone(msg)).is_err() {
+            self.count(ctx, MqttDrop::RetainedFull);
+        }
+    }
+
+    /// Delivers to every matching subscription of this shard's sessions,
+    /// and picks one member of each matching shared group homed here.
+    pub(crate) fn deliver_local(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
+        self.subs.matches(&msg.topic, &mut matched);
+        // No Local: not back to the publishing session.
+        matched.retain(|(k, e)| !(e.no_local && *k == msg.origin));
+        // One filter's members come sorted by key; only overlapping
+        // filters need the sort that brings a subscriber's matches together.
+        if !matched.windows(2).all(|w| w[0].0 < w[1].0) {
+            matched.sort_by_key(|(k, _)| *k);
+        }
+        let mut i = 0;
+        while i < matched.len() {
+            let key = matched[i].0;
+            let mut qos = matched[i].1.qos;
+            let mut rap = matched[i].1.retain_as_published;
+            let mut ids: Vec<u32> = matched[i].1.sub_id.into_iter().collect();
+            let mut j = i + 1;
+            // Overlapping subscriptions: one delivery, the highest QoS,
+            // every subscription identifier.
+            while j < matched.len() && matched[j].0 == key {
+                qos = qos.max(matched[j].1.qos);
+                rap |= matched[j].1.retain_as_published;
+                ids.extend(matched[j].1.sub_id);
+                j += 1;
+            }
+            let retain = rap && msg.retain;
+            self.deliver_to(ctx, key, msg, qos, retain, ids.into_boxed_slice());
+            i = j;
+        }
+        self.matched = matched;
+        let mut shared = std::mem::take(&mut self.matched_shared);
+        shared.clear();
+        self.shared.matches(&msg.topic, &mut shared);
+        for ((shard, key), entry) in shared.drain(..) {
+            if shard == self.shard {
+                let ids: Box<[u32]> = entry.sub_id.into_iter().collect();
+                let retain = entry.retain_as_published && msg.retain;
+                self.deliver_to(ctx, key, msg, entry.qos, retain, ids);
+            } else {
+                let mut w = Writer::default();
+                w.u64(key);
+                encode_entry(&mut w, &entry);
+                w.message(msg, ctx.now());
+                let cap = (msg.qos == QoS::AtMostOnce).then_some(self.cfg.mesh_retry_bytes);
+                if self
+                    .mesh
+                    .send(ctx, shard, TAG_SHARE_DELIVER, w.finish(), cap)
+                    == Sent::Dropped
+                {
+                    self.count(ctx, MqttDrop::MeshFull);
+                }
+            }
+        }
+        self.matched_shared = shared;
+    }
+
+    /// Sends retained messages matching `filter` to a new subscription.
+    pub(crate) fn send_retained(
+        &mut self,
+        ctx: &mut dyn Context,
+        key: u64,
+        filter: &str,
+        e: &SubEntry,
+    ) {
+        let mut found: Vec<Arc<Message>> = Vec::new();
+        self.retained
+            .for_each_match(filter, |_, m| found.push(Arc::clone(m)));
+        for m in found {
+            let ids: Box<[u32]> = e.sub_id.into_iter().collect();
+            self.deliver_to(ctx, key, &m, e.qos, true, ids);
+        }
+    }
+
+    /// Gives one session a message at the lower of its and the
+    /// subscription's QoS: queued, then sent as far as its window allows.
+    pub(crate) fn deliver_to(
+        &mut self,
+        ctx: &mut dyn Context,
+        key: u64,
+        msg: &Arc<Message>,
+        sub_qos: QoS,
+        retain: bool,
+        sub_ids: Box<[u32]>,
+    ) {
+        let now = ctx.now();
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let mut kind = None;
+        if let Some(acl) = &self.cfg.acl {
+            if !acl.check(s.user.as_deref(), &s.client_id, &msg.topic, Access::Read) {
+                kind = Some(MqttDrop::NotAuthorized);
+            }
+        }
+        if msg.remaining(now) == Some(0) {
+            kind = Some(MqttDrop::Expired);
+        }
+        let qos = msg.qos.min(sub_qos);
+        if kind.is_none() && s.conn.is_none() && qos == QoS::AtMostOnce {
+            // Offline sessions keep QoS 1/2 messages only (not counted per
+            // client: that is the rule, not a client falling behind).
+            self.count(ctx, MqttDrop::OfflineQos0);
+            return;
+        }
+        if let Some(kind) = kind {
+            s.drops.count(kind);
+            self.count(ctx, kind);
+            return;
+        }
+        let out = Outgoing {
+            msg: Arc::clone(msg),
+            qos,
+            retain,
+            sub_ids,
+        };
+        let mut dropped = Vec::new();
+        s.push(
+            out,
+            self.cfg.max_queued_messages,
+            self.cfg.max_queued_bytes,
+            &mut dropped,
+        );
+        let blocked = s.blocked;
+        for kind in dropped {
+            self.count(ctx, kind);
+        }
+        if !blocked {
+            self.pump(ctx, key);
+        }
+    }
+
+    /// Sends what a session can send now: messages in flight not written
+    /// yet, then queued messages while its window has room.
+    pub(crate) fn pump(&mut self, ctx: &mut dyn Context, key: u64) {
+        let now = ctx.now();
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(conn) = s.conn else {
+            return;
+        };
+        let stats = &self.stats;
+        let scratch = &mut self.scratch;
+        let mut drops: Vec<MqttDrop> = Vec::new();
+        let was_blocked = s.blocked;
+        let mut blocked = false;
+        let mut sent = 0u64;
+        let mut dead: Vec<u16> = Vec::new();
+        // Messages in flight from an earlier connection, sent again first.
+        if s.resend {
+            // A client that lowered its Receive Maximum gets the first
+            // `window` again now, the rest as acknowledgements make room.
+            let window = usize::from(s.window);
+            let mut waiting = false;
+            'resend: for (i, f) in s.inflight.iter_mut().enumerate() {
+                let r = match f.state {
+                    Flight::Unsent if i >= window => {
+                        waiting = true;
+                        continue;
+                    }
+                    Flight::Unsent => write_publish(
+                        ctx,
+                        scratch,
+                        conn,
+                        s.version,
+                        s.max_packet,
+                        &f.out,
+                        f.pid,
+                        f.redeliver,
+                        now,
+                        &mut s.out_aliases,
+                    ),
+                    Flight::RelUnsent => {
+                        let [hi, lo] = f.pid.to_be_bytes();
+                        match ctx.write(conn, &[0x62, 2, hi, lo]) {
+                            Ok(()) => Ok(()),
+                            Err(WriteError::QueueFull) => Err(NotSent::Full),
+                            Err(_) => Err(NotSent::Gone),
+                        }
+                    }
+                    Flight::Sent | Flight::Released => continue,
+                };
+                match r {
+                    Ok(()) => {
+                        if f.state == Flight::Unsent {
+                            stats.msg_out(f.out.qos.as_u8());
+                            sent += 1;
+                            f.state = Flight::Sent;
+                        } else {
+                            f.state = Flight::Released;
+                        }
+                    }
+                    // Sent as far as the client is concerned; acknowledged below.
+                    Err(NotSent::TooLarge) => {
+                        drops.push(MqttDrop::PacketTooLarge);
+                        dead.push(f.pid);
+                    }
+                    Err(NotSent::Full) => {
+                        blocked = true;
+                        break 'resend;
+                    }
+                    Err(NotSent::Gone) => return,
+                }
+            }
+            if !blocked && !waiting {
+                s.resend = false;
+            }
+        }
+        if !dead.is_empty() {
+            s.inflight.retain(|f| !dead.contains(&f.pid));
+        }
+        while !blocked {
+            let Some(front) = s.queue.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && s.inflight.len() >= usize::from(s.window) {
+                break;
+            }
+            if front.msg.remaining(now) == Some(0) {
+                s.pop();
+                drops.push(MqttDrop::Expired);
+                continue;
+            }
+            let pid = if front.qos == QoS::AtMostOnce {
+                0
+            } else {
+                s.alloc_pid()
+            };
+            let front = &s.queue[0];
+            match write_publish(
+                ctx,
+                scratch,
+                conn,
+                s.version,
+                s.max_packet,
+                front,
+                pid,
+                false,
+                now,
+                &mut s.out_aliases,
+            ) {
+                Ok(()) => {
+                    stats.msg_out(front.qos.as_u8());
+                    sent += 1;
+                    let Some(out) = s.pop() else { break };
+                    if out.qos != QoS::AtMostOnce {
+                        s.inflight.push_back(Inflight {
+                            pid,
+                            state: Flight::Sent,
+                            out,
+                            redeliver: false,
+                        });
+                    }
+                }
+                Err(NotSent::TooLarge) => {
+                    s.pop();
+                    drops.push(MqttDrop::PacketTooLarge);
+                    if pid != 0 {
+                        s.next_pid = pid;
+                    }
+                }
+                Err(NotSent::Full) => {
+                    if pid != 0 {
+                        s.next_pid = pid;
+                    }
+                    blocked = true;
+                }
+                Err(NotSent::Gone) => break,
+            }
+        }
+        for kind in &drops {
+            s.drops.count(*kind);
+        }
+        s.blocked = blocked;
+        if sent > 0 {
+            ctx.record_messages(sent);
+        }
+        for kind in drops {
+            self.count(ctx, kind);
+        }
+        // Listed once per episode (a duplicate entry is harmless).
+        if blocked && !was_blocked {
+            self.blocked.push(conn);
+        }
+    }
+
+    /// Retries the clients that were not reading: owed control packets,
+    /// then their sessions' messages, then their stashed input.
+    pub(crate) fn poll_blocked(&mut self, ctx: &mut dyn Context) {
+        let list = std::mem::take(&mut self.blocked);
+        for conn in list {
+            if self.unblock(ctx, conn) {
+                self.blocked.push(conn);
+            }
+        }
+    }
+
+    /// Retries one client; true while it still has no room (the caller
+    /// keeps it listed; [`pump`](Self::pump) lists it again itself).
+    pub(crate) fn unblock(&mut self, ctx: &mut dyn Context, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if !c.owed.is_empty() {
+            match ctx.write(conn, &c.owed) {
+                Ok(()) => c.owed.clear(),
+                Err(WriteError::QueueFull) => return true,
+                Err(_) => {
+                    c.owed.clear();
+                    return false;
+                }
+            }
+        }
+        let key = c.session;
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if s.blocked {
+                s.blocked = false;
+                self.pump(ctx, key);
+            }
+        }
+        self.replay(ctx, conn);
+        false
+    }
+
+    /// Whether a client has bytes owed or messages waiting for room.
+    pub(crate) fn is_blocked(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| {
+            !c.owed.is_empty() || self.sessions.get(&c.session).is_some_and(|s| s.blocked)
+        })
+    }
+}
+
+/// Encodes a PUBLISH header for `out` and writes it with the payload.
+#[allow(clippy::too_many_arguments)]
+fn write_publish(
+    ctx: &mut dyn Context,
+    scratch: &mut Vec<u8>,
+    conn: ConnId,
+    version: Version,
+    max_packet: u32,
+    out: &Outgoing,
+    pid: u16,
+    dup: bool,
+    now: std::time::Instant,
+    aliases: &mut OutAliases,
+) -> Result<(), NotSent> {
+    let m = &out.msg;
+    // Topic aliases toward the client (v5): a topic sent before goes as
+    // its alias alone; new topics get the next alias while there are any.
+    let (topic, alias, new_alias) = match aliases.map.get(&*m.topic) {
+        Some(&a) => ("", Some(a), false),
+        None if aliases.map.len() < usize::from(aliases.max) => {
+            (&*m.topic, Some(aliases.map.len() as u16 + 1), true)
+        }
+        None => (&*m.topic, None, false),
+    };
+    let props = m.props.as_deref();
+    let user: Vec<(&str, &str)> = props.map_or_else(Vec::new, |p| {
+        p.user.iter().map(|(k, v)| (&**k, &**v)).collect()
+    });
+    let p = Publish {
+        dup: dup && out.qos != QoS::AtMostOnce,
+        qos: out.qos,
+        retain: out.retain,
+        topic,
+        packet_id: pid,
+        props: PublishProps {
+            payload_format: props.and_then(|p| p.payload_format),
+            message_expiry: m.remaining(now),
+            topic_alias: alias,
+            response_topic: props.and_then(|p| p.response_topic.as_deref()),
+            correlation_data: props.and_then(|p| p.correlation_data.as_deref()),
+            user_properties: UserProps::Pairs(&user),
+            subscription_ids: SubIds::List(&out.sub_ids),
+            content_type: props.and_then(|p| p.content_type.as_deref()),
+        },
+        payload: &m.payload,
+    };
+    scratch.clear();
+    encode_publish_header(&p, version, scratch).map_err(|_| NotSent::TooLarge)?;
+    if scratch.len() + m.payload.len() > max_packet as usize {
+        return Err(NotSent::TooLarge);
+    }
+    match ctx.write_parts(conn, &[scratch, &m.payload]) {
+        Ok(()) => {
+            if let (true, Some(a)) = (new_alias, alias) {
+                aliases.map.insert(m.topic.clone(), a);
+            }
+            Ok(())
+        }
+        Err(WriteError::QueueFull) => Err(NotSent::Full),
+        Err(_) => Err(NotSent::Gone),
+    }
+}

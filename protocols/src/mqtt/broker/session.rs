@@ -1,0 +1,447 @@
+//! Session state: what a client id keeps between connections.
+//!
+//! A session holds its subscriptions, the QoS 1/2 messages sent to its
+//! client and not yet acknowledged (in flight), the messages waiting behind
+//! them (the queue), and the packet ids of QoS 2 messages received from its
+//! client whose PUBREL has not come yet. It lives on one shard at a time and
+//! moves, encoded with [`Session::encode`], when its client reconnects on
+//! another shard.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ringport_plugin::ConnId;
+
+use super::message::{BadMesh, Message, Reader, Writer};
+use super::stats::MqttDrop;
+use crate::mqtt::codec::{QoS, Version};
+use crate::mqtt::trie::SubEntry;
+
+/// Where a message in flight to the client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flight {
+    /// PUBLISH not written yet (the client's outbound queue was full).
+    Unsent,
+    /// PUBLISH written; waiting for PUBACK or PUBREC.
+    Sent,
+    /// PUBREC received; PUBREL not written yet.
+    RelUnsent,
+    /// PUBREL written; waiting for PUBCOMP.
+    Released,
+}
+
+/// A QoS 1/2 message given a packet id.
+#[derive(Debug, Clone)]
+pub(crate) struct Inflight {
+    pub pid: u16,
+    pub state: Flight,
+    pub out: Outgoing,
+    /// Sent on an earlier connection: sent again with DUP.
+    pub redeliver: bool,
+}
+
+/// A message on its way to one client, with what its subscription made of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub msg: Arc<Message>,
+    /// The delivery QoS (the lower of the message's and the subscription's).
+    pub qos: QoS,
+    /// The retain flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions.
+    pub sub_ids: Box<[u32]>,
+}
+
+/// Topic aliases the broker assigned toward the current connection.
+#[derive(Debug, Default)]
+pub(crate) struct OutAliases {
+    /// How many the connection accepts (the lower of the client's Topic
+    /// Alias Maximum and the broker's); 0 for 3.1.1.
+    pub max: u16,
+    pub map: std::collections::HashMap<Box<str>, u16>,
+}
+
+/// Per-client drop counts, for the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ClientDrops {
+    pub qos0: u64,
+    pub qos12: u64,
+    pub other: u64,
+}
+
+impl ClientDrops {
+    pub fn count(&mut self, kind: MqttDrop) {
+        match kind {
+            MqttDrop::QueueFullQos0 => self.qos0 += 1,
+            MqttDrop::QueueFullQos12 => self.qos12 += 1,
+            _ => self.other += 1,
+        }
+    }
+}
+
+/// One client id's session on this shard.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub key: u64,
+    pub client_id: Arc<str>,
+    /// The user (identity or username) ACLs check, if any.
+    pub user: Option<Arc<str>>,
+    pub conn: Option<ConnId>,
+    pub version: Version,
+    /// Session Expiry Interval, seconds (`u32::MAX`: never).
+    pub expiry: u32,
+    /// When an offline session ends.
+    pub expire_at: Option<Instant>,
+    /// The home shard's claim number of this session's client id.
+    pub epoch: u64,
+    /// Filter (as subscribed, `$share/...` included) to options.
+    pub subs: BTreeMap<Box<str>, SubEntry>,
+    pub inflight: VecDeque<Inflight>,
+    pub queue: VecDeque<Outgoing>,
+    pub queued_bytes: usize,
+    pub next_pid: u16,
+    /// Packet ids of QoS 2 PUBLISHes received, PUBREL not yet.
+    pub inbound_qos2: Vec<u16>,
+    /// QoS 1/2 messages the client may have unacknowledged.
+    pub window: u16,
+    /// Largest packet the client accepts.
+    pub max_packet: u32,
+    /// The client's outbound queue was full: retry on the timer.
+    pub blocked: bool,
+    /// Some messages in flight are to be written again (a new connection).
+    pub resend: bool,
+    pub drops: ClientDrops,
+    /// `drops` as last reported to the event hook.
+    pub drops_reported: ClientDrops,
+    /// Topic aliases toward the current connection.
+    pub out_aliases: OutAliases,
+}
+
+impl Session {
+    pub fn new(key: u64, client_id: Arc<str>, version: Version) -> Self {
+        Session {
+            key,
+            client_id,
+            user: None,
+            conn: None,
+            version,
+            expiry: 0,
+            expire_at: None,
+            epoch: 0,
+            subs: BTreeMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            next_pid: 1,
+            inbound_qos2: Vec::new(),
+            window: 1,
+            max_packet: u32::MAX,
+            blocked: false,
+            resend: false,
+            drops: ClientDrops::default(),
+            drops_reported: ClientDrops::default(),
+            out_aliases: OutAliases::default(),
+        }
+    }
+
+    /// A packet id not in flight (there is one: the window is below 65535).
+    pub fn alloc_pid(&mut self) -> u16 {
+        loop {
+            let pid = self.next_pid;
+            self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|f| f.pid == pid) {
+                return pid;
+            }
+        }
+    }
+
+    /// Queues `out` behind the others under the limits: a full queue drops
+    /// a QoS 0 message, or makes room for a QoS 1/2 one by evicting the
+    /// oldest QoS 0 message. Returns the drops to count (at most a few).
+    pub fn push(
+        &mut self,
+        out: Outgoing,
+        max_msgs: usize,
+        max_bytes: usize,
+        dropped: &mut Vec<MqttDrop>,
+    ) {
+        let cost = out.msg.cost();
+        let full = |s: &Session| s.queue.len() >= max_msgs || s.queued_bytes + cost > max_bytes;
+        while full(self) {
+            if out.qos == QoS::AtMostOnce {
+                self.drops.count(MqttDrop::QueueFullQos0);
+                dropped.push(MqttDrop::QueueFullQos0);
+                return;
+            }
+            match self.queue.iter().position(|o| o.qos == QoS::AtMostOnce) {
+                Some(i) => {
+                    if let Some(old) = self.queue.remove(i) {
+                        self.queued_bytes -= old.msg.cost();
+                    }
+                    self.drops.count(MqttDrop::QueueFullQos0);
+                    dropped.push(MqttDrop::QueueFullQos0);
+                }
+                None => {
+                    self.drops.count(MqttDrop::QueueFullQos12);
+                    dropped.push(MqttDrop::QueueFullQos12);
+                    return;
+                }
+            }
+        }
+        self.queued_bytes += cost;
+        self.queue.push_back(out);
+    }
+
+    /// Takes the first queued message.
+    pub fn pop(&mut self) -> Option<Outgoing> {
+        let out = self.queue.pop_front()?;
+        self.queued_bytes -= out.msg.cost();
+        Some(out)
+    }
+
+    /// Encodes what moves with the session to another shard: identity,
+    /// expiry, subscriptions, messages in flight and queued, QoS 2 ids.
+    pub fn encode(&self, w: &mut Writer, now: Instant) {
+        w.str(&self.client_id)
+            .opt_str(self.user.as_deref())
+            .u8(u8::from(self.version == Version::V5))
+            .u32(self.expiry)
+            .u16(self.next_pid);
+        w.u32(self.subs.len() as u32);
+        for (filter, e) in &self.subs {
+            w.str(filter);
+            encode_entry(w, e);
+        }
+        w.u32(self.inbound_qos2.len() as u32);
+        for pid in &self.inbound_qos2 {
+            w.u16(*pid);
+        }
+        w.u32(self.inflight.len() as u32);
+        for f in &self.inflight {
+            let state = match f.state {
+                Flight::Unsent | Flight::Sent => 0,
+                Flight::RelUnsent | Flight::Released => 1,
+            };
+            w.u16(f.pid).u8(state);
+            encode_out(w, &f.out, now);
+        }
+        w.u32(self.queue.len() as u32);
+        for o in &self.queue {
+            encode_out(w, o, now);
+        }
+        w.u64(self.drops.qos0)
+            .u64(self.drops.qos12)
+            .u64(self.drops.other);
+    }
+
+    /// The session [`encode`](Self::encode) wrote, under a new local key.
+    /// Every message in flight is to be sent again (DUP, or PUBREL).
+    pub fn decode(r: &mut Reader, key: u64, now: Instant) -> Result<Session, BadMesh> {
+        let client_id: Arc<str> = r.str()?.into();
+        let user = r.opt_str()?.map(Arc::from);
+        let version = if r.u8()? == 1 {
+            Version::V5
+        } else {
+            Version::V311
+        };
+        let mut s = Session::new(key, client_id, version);
+        s.user = user;
+        s.expiry = r.u32()?;
+        s.next_pid = r.u16()?.max(1);
+        for _ in 0..r.u32()? {
+            let filter = r.str()?;
+            let e = decode_entry(r)?;
+            s.subs.insert(filter, e);
+        }
+        for _ in 0..r.u32()? {
+            s.inbound_qos2.push(r.u16()?);
+        }
+        for _ in 0..r.u32()? {
+            let pid = r.u16()?;
+            let state = if r.u8()? == 1 {
+                Flight::RelUnsent
+            } else {
+                Flight::Unsent
+            };
+            let out = decode_out(r, now)?;
+            s.inflight.push_back(Inflight {
+                pid,
+                state,
+                out,
+                redeliver: true,
+            });
+        }
+        for _ in 0..r.u32()? {
+            let out = decode_out(r, now)?;
+            s.queued_bytes += out.msg.cost();
+            s.queue.push_back(out);
+        }
+        s.drops = ClientDrops {
+            qos0: r.u64()?,
+            qos12: r.u64()?,
+            other: r.u64()?,
+        };
+        s.drops_reported = s.drops;
+        Ok(s)
+    }
+}
+
+pub(crate) fn encode_entry(w: &mut Writer, e: &SubEntry) {
+    let flags = e.qos.as_u8()
+        | u8::from(e.no_local) << 2
+        | u8::from(e.retain_as_published) << 3
+        | (e.retain_handling & 3) << 4
+        | u8::from(e.sub_id.is_some()) << 6;
+    w.u8(flags).u32(e.sub_id.unwrap_or(0));
+}
+
+pub(crate) fn decode_entry(r: &mut Reader) -> Result<SubEntry, BadMesh> {
+    let flags = r.u8()?;
+    let id = r.u32()?;
+    Ok(SubEntry {
+        qos: QoS::from_u8(flags & 3).ok_or(BadMesh)?,
+        no_local: flags & 4 != 0,
+        retain_as_published: flags & 8 != 0,
+        retain_handling: (flags >> 4) & 3,
+        sub_id: (flags & 0x40 != 0).then_some(id),
+    })
+}
+
+fn encode_out(w: &mut Writer, o: &Outgoing, now: Instant) {
+    w.u8(o.qos.as_u8()).u8(u8::from(o.retain));
+    w.u32(o.sub_ids.len() as u32);
+    for id in o.sub_ids.iter() {
+        w.u32(*id);
+    }
+    w.message(&o.msg, now);
+}
+
+fn decode_out(r: &mut Reader, now: Instant) -> Result<Outgoing, BadMesh> {
+    let qos = r.qos()?;
+    let retain = r.u8()? != 0;
+    let n = r.u32()? as usize;
+    let mut ids = Vec::with_capacity(n.min(16));
+    for _ in 0..n {
+        ids.push(r.u32()?);
+    }
+    let msg = r.arc_message(now)?;
+    Ok(Outgoing {
+        msg,
+        qos,
+        retain,
+        sub_ids: ids.into_boxed_slice(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringport_plugin::Bytes;
+
+    fn out(qos: QoS, n: u8) -> Outgoing {
+        Outgoing {
+            msg: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from(vec![n]),
+                qos,
+                retain: false,
+                props: None,
+                expires: None,
+                origin: 0,
+            }),
+            qos,
+            retain: false,
+            sub_ids: Box::new([]),
+        }
+    }
+
+    #[test]
+    fn full_queue_drops_qos0_first() {
+        let mut s = Session::new(1, "c".into(), Version::V5);
+        let mut d = Vec::new();
+        s.push(out(QoS::AtMostOnce, 0), 2, usize::MAX, &mut d);
+        s.push(out(QoS::AtLeastOnce, 1), 2, usize::MAX, &mut d);
+        assert!(d.is_empty());
+        // Full: a QoS 0 message is dropped...
+        s.push(out(QoS::AtMostOnce, 2), 2, usize::MAX, &mut d);
+        assert_eq!(d, [MqttDrop::QueueFullQos0]);
+        // ... a QoS 1 message evicts the queued QoS 0 one...
+        s.push(out(QoS::ExactlyOnce, 3), 2, usize::MAX, &mut d);
+        assert_eq!(d, [MqttDrop::QueueFullQos0; 2]);
+        let ids: Vec<u8> = s.queue.iter().map(|o| o.msg.payload[0]).collect();
+        assert_eq!(ids, [1, 3]);
+        // ... and with no QoS 0 left, is dropped itself.
+        s.push(out(QoS::AtLeastOnce, 4), 2, usize::MAX, &mut d);
+        assert_eq!(d.last(), Some(&MqttDrop::QueueFullQos12));
+        assert_eq!(
+            s.drops,
+            ClientDrops {
+                qos0: 2,
+                qos12: 1,
+                other: 0
+            }
+        );
+        assert_eq!(s.pop().unwrap().msg.payload[0], 1);
+        assert_eq!(s.queued_bytes, out(QoS::AtMostOnce, 0).msg.cost());
+    }
+
+    #[test]
+    fn pids_skip_those_in_flight() {
+        let mut s = Session::new(1, "c".into(), Version::V5);
+        s.next_pid = u16::MAX;
+        assert_eq!(s.alloc_pid(), u16::MAX);
+        s.inflight.push_back(Inflight {
+            pid: 1,
+            state: Flight::Sent,
+            out: out(QoS::AtLeastOnce, 0),
+            redeliver: false,
+        });
+        assert_eq!(s.alloc_pid(), 2);
+    }
+
+    #[test]
+    fn session_round_trip() {
+        let now = Instant::now();
+        let mut s = Session::new(5, "dev-1".into(), Version::V5);
+        s.user = Some("alice".into());
+        s.expiry = 300;
+        s.next_pid = 9;
+        s.subs.insert(
+            "a/+".into(),
+            SubEntry {
+                qos: QoS::AtLeastOnce,
+                no_local: true,
+                retain_as_published: false,
+                retain_handling: 2,
+                sub_id: Some(7),
+            },
+        );
+        s.inbound_qos2.push(4);
+        s.inflight.push_back(Inflight {
+            pid: 8,
+            state: Flight::Released,
+            out: out(QoS::ExactlyOnce, 1),
+            redeliver: false,
+        });
+        s.push(out(QoS::AtLeastOnce, 2), 10, 1 << 20, &mut Vec::new());
+        s.drops.qos0 = 3;
+        let mut w = Writer::default();
+        s.encode(&mut w, now);
+        let t = Session::decode(&mut Reader::new(w.finish()), 6, now).unwrap();
+        assert_eq!(t.key, 6);
+        assert_eq!(&*t.client_id, "dev-1");
+        assert_eq!(t.user.as_deref(), Some("alice"));
+        assert_eq!((t.expiry, t.next_pid, t.version), (300, 9, Version::V5));
+        assert_eq!(t.subs, s.subs);
+        assert_eq!(t.inbound_qos2, [4]);
+        assert_eq!(t.inflight.len(), 1);
+        assert_eq!(
+            (t.inflight[0].pid, t.inflight[0].state),
+            (8, Flight::RelUnsent)
+        );
+        assert_eq!(t.queue.len(), 1);
+        assert_eq!(t.queued_bytes, s.queued_bytes);
+        assert_eq!(t.drops.qos0, 3);
+    }
+}
