@@ -10,6 +10,8 @@ use ringport_engine::stats::EngineDrop;
 use ringport_engine::tls::{ListenerTls, TlsSettings};
 use ringport_engine::{BackendChoice, EngineConfig, EngineHandle, StartError};
 
+use ringport_protocols::mqtt::broker::{MqttConfig, MqttFactory};
+
 use super::{Server, ServerSpec};
 use crate::cpu::CpuSource;
 
@@ -104,13 +106,20 @@ fn settings(spec: &ServerSpec, backend: BackendChoice) -> Result<(EngineConfig, 
 
 /// The engine on `backend` (`ringport` is `auto`, `ringport-epoll` epoll).
 pub(super) fn start(spec: &ServerSpec, backend: BackendChoice) -> Result<Box<dyn Server>> {
-    let registry = ringport_protocols::builtins(&ringport_protocols::BuiltinSettings::default());
-    if spec.mqtt && registry.get("mqtt").is_none() {
-        return Err(anyhow!(
-            "the ringport target cannot serve the MQTT scenarios yet: this build has no `mqtt` \
-             plugin (ringport_protocols::mqtt::broker, branch mqtt-broker); run them against \
-             mosquitto or ADDR:PORT of a broker meanwhile"
-        ));
+    let mut registry =
+        ringport_protocols::builtins(&ringport_protocols::BuiltinSettings::default());
+    if spec.mqtt {
+        // Only the `mqtt` plugin, with ringport's defaults but for anonymous
+        // clients, which the load generator's are (Mosquitto runs with
+        // `allow_anonymous true` too).
+        let config = MqttConfig {
+            allow_anonymous: true,
+            ..MqttConfig::default()
+        };
+        registry = Default::default();
+        registry
+            .register(Arc::new(MqttFactory::new(config)))
+            .map_err(|e| anyhow!("registering the mqtt plugin: {e}"))?;
     }
     let (config, ops) = settings(spec, backend)?;
     let mut last = None;
