@@ -71,12 +71,28 @@ fn listeners(spec: &ServerSpec, port: u16) -> (Vec<String>, usize, Mode) {
 /// for TLS the run's certificate with resumption on, and the guards that
 /// would refuse a benchmark's connection rate from one source lifted (the
 /// per-source handshake cap and connection rate, the per-shard handshake cap).
+/// MQTT: the per-source connection cap and rate lifted too (mqtt-idle's
+/// 10,000 clients all come from 127.0.0.1; Mosquitto has no such guard).
 fn settings(spec: &ServerSpec, backend: BackendChoice) -> Result<(EngineConfig, Operations)> {
     let Some(files) = &spec.tls else {
         let config = EngineConfig {
             backend,
             ..EngineConfig::default()
         };
+        if spec.mqtt {
+            let ops = Operations {
+                listeners: vec![ListenerOps {
+                    limits: Limits {
+                        conn_rate: None,
+                        max_conns_per_source: 0,
+                        ..Limits::default()
+                    },
+                    ..ListenerOps::default()
+                }],
+                ..Operations::default()
+            };
+            return Ok((config, ops));
+        }
         return Ok((config, Operations::default()));
     };
     let mut tls = TlsSettings::new(&files.cert_pem, &files.key_pem);
