@@ -91,11 +91,13 @@ pub struct Args {
     /// Target: ringport, ringport-epoll (its epoll backend), tokio, tokio-mt,
     /// epoll, sockperf, or ADDR:PORT of an
     /// external server; for the TLS scenarios ringport, ringport-epoll,
-    /// tokio-rustls, haproxy or rustls-probe (the bare rustls server: the floor).
+    /// tokio-rustls, haproxy or rustls-probe (the bare rustls server: the floor);
+    /// for the MQTT scenarios ringport, ringport-epoll, mosquitto (the Debian
+    /// broker at /usr/sbin/mosquitto) or ADDR:PORT of a broker.
     #[arg(long, default_value = "ringport")]
     pub target: Target,
-    /// Compare several targets, e.g. `ringport,tokio,epoll` or
-    /// `ringport,tokio-rustls,haproxy` (overrides --target).
+    /// Compare several targets, e.g. `ringport,tokio,epoll`,
+    /// `ringport,tokio-rustls,haproxy` or `ringport,mosquitto` (overrides --target).
     #[arg(long, value_delimiter = ',')]
     pub compare: Vec<Target>,
     /// The haproxy target's plain echo backend runs on this CPU [default: a
