@@ -10,6 +10,7 @@ use ringport_engine::cpus::CpuList;
 
 use crate::config::{IngestSend, LoadSpec, Scenario};
 use crate::fanout::RelaySpec;
+use crate::mqtt::MqttSpec;
 use crate::servers::Target;
 use crate::tls::HandshakeKind;
 use crate::wire::Protocol;
@@ -36,7 +37,8 @@ pub enum ProtocolArg {
 #[command(name = "ringport-bench", version)]
 pub struct Args {
     /// Scenarios to run, e.g. `tls-echo,tls-handshake` (default: the suite's
-    /// four; relay-fanout, tls-echo and tls-handshake run only when named).
+    /// four; relay-fanout, tls-echo, tls-handshake and the MQTT scenarios
+    /// mqtt-fanin, mqtt-fanout, mqtt-qos1 and mqtt-idle run only when named).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub scenario: Vec<Scenario>,
     /// Run the standard suite (what no arguments does); other flags still apply.
@@ -45,10 +47,12 @@ pub struct Args {
     /// What the servers speak [default: echo for the TLS scenarios, else sockperf].
     #[arg(long, value_enum)]
     pub protocol: Option<ProtocolArg>,
-    /// Connections (TCP) or sockets (UDP) [default: per scenario: 64, 64, 16, 64].
+    /// Connections (TCP) or sockets (UDP) [default: per scenario: 64, 64, 16,
+    /// 64; the MQTT scenarios take --publishers, --subscribers, --clients].
     #[arg(long)]
     pub conns: Option<usize>,
-    /// Requests in flight per connection [default: per scenario: 4, 1, 4, 16].
+    /// Requests in flight per connection [default: per scenario: 4, 1, 4, 16;
+    /// MQTT at QoS 1: unacknowledged publishes per publisher, 16].
     #[arg(long)]
     pub depth: Option<usize>,
     /// Message sizes in bytes, sockperf header included, e.g. `64,16384`;
@@ -64,7 +68,9 @@ pub struct Args {
     /// Messages per second over all connections; 0 = closed loop / full speed
     /// [default: tcp-rr: half of ringport's closed-loop rate with the same conns
     /// and depth when ringport is a target, else 20000; relay-fanout: 10000
-    /// publishes/s over all publishers; others 0].
+    /// publishes/s over all publishers; mqtt-fanin: 50000 publishes/s;
+    /// mqtt-fanout: 50000 deliveries/s (publishes/s = that / subscribers);
+    /// mqtt-qos1: 10000 publishes/s; others 0].
     #[arg(long)]
     pub rate: Option<u64>,
     /// Measured seconds per run.
@@ -85,11 +91,13 @@ pub struct Args {
     /// Target: ringport, ringport-epoll (its epoll backend), tokio, tokio-mt,
     /// epoll, sockperf, or ADDR:PORT of an
     /// external server; for the TLS scenarios ringport, ringport-epoll,
-    /// tokio-rustls, haproxy or rustls-probe (the bare rustls server: the floor).
+    /// tokio-rustls, haproxy or rustls-probe (the bare rustls server: the floor);
+    /// for the MQTT scenarios ringport, ringport-epoll, mosquitto (the Debian
+    /// broker at /usr/sbin/mosquitto) or ADDR:PORT of a broker.
     #[arg(long, default_value = "ringport")]
     pub target: Target,
-    /// Compare several targets, e.g. `ringport,tokio,epoll` or
-    /// `ringport,tokio-rustls,haproxy` (overrides --target).
+    /// Compare several targets, e.g. `ringport,tokio,epoll`,
+    /// `ringport,tokio-rustls,haproxy` or `ringport,mosquitto` (overrides --target).
     #[arg(long, value_delimiter = ',')]
     pub compare: Vec<Target>,
     /// The haproxy target's plain echo backend runs on this CPU [default: a
@@ -134,17 +142,34 @@ pub struct Args {
     /// No per-run progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
-    /// relay-fanout: subscriber connections (TCP), spread over the server's ports.
-    #[arg(long, default_value_t = 100)]
-    pub subscribers: usize,
-    /// relay-fanout: publishers, spread over the server's ports [default: one
-    /// per port (--server-shards, or --ports of an external target), at most 4].
+    /// relay-fanout and MQTT: subscriber connections (TCP), spread over the
+    /// server's ports; several, e.g. `100,1000`, are a case each [default:
+    /// relay-fanout 100; mqtt-fanout 100,1000; mqtt-fanin 1; mqtt-qos1 one
+    /// per publisher].
+    #[arg(long, value_delimiter = ',')]
+    pub subscribers: Vec<usize>,
+    /// relay-fanout and MQTT: publishers, spread over the server's ports
+    /// [default: relay-fanout one per port (--server-shards, or --ports of an
+    /// external target), at most 4; mqtt-fanin 100; mqtt-fanout 1; mqtt-qos1 16].
     #[arg(long)]
     pub publishers: Option<usize>,
     /// relay-fanout: topics; subscriber j subscribes to topic j % K, a
-    /// publisher's message n goes to topic n % K.
-    #[arg(long, default_value_t = 1)]
-    pub topics: usize,
+    /// publisher's message n goes to topic n % K. MQTT: subscriber j
+    /// subscribes to topic j % K, publisher i publishes to topic i % K
+    /// [default: mqtt-qos1 one per publisher; others 1].
+    #[arg(long)]
+    pub topics: Option<usize>,
+    /// MQTT: QoS of the publishes and subscriptions, 0 or 1 [default:
+    /// mqtt-qos1 1, others 0]. At QoS 1 `--depth` is the most unacknowledged
+    /// publishes per publisher [default 16].
+    #[arg(long)]
+    pub qos: Option<u8>,
+    /// mqtt-idle: connected idle clients [default: 10000].
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// MQTT: the protocol version the clients speak (3.1.1 or 5).
+    #[arg(long, value_enum, default_value = "3.1.1")]
+    pub mqtt_version: crate::mqtt::MqttVersion,
     /// relay-fanout: publish over UDP (one datagram per PUBLISH) instead of TCP.
     #[arg(long)]
     pub publish_udp: bool,
@@ -228,19 +253,25 @@ impl Args {
                 Scenario::TlsHandshake => self.handshakes.iter().copied().map(Some).collect(),
                 _ => vec![None],
             };
+            let subs = self.subscriber_counts(scenario);
             for &size in &sizes {
                 for &kind in &kinds {
-                    let mut name = scenario.as_str().to_owned();
-                    if sizes.len() > 1 || scenario == Scenario::TlsEcho {
-                        name.push_str(&format!(" {size} B"));
+                    for &n in &subs {
+                        let mut name = scenario.as_str().to_owned();
+                        if sizes.len() > 1 || scenario == Scenario::TlsEcho {
+                            name.push_str(&format!(" {size} B"));
+                        }
+                        if let Some(k) = kind {
+                            name.push_str(&format!(" {}", k.as_str()));
+                        }
+                        if subs.len() > 1 || scenario == Scenario::MqttFanout {
+                            name.push_str(&format!(" {n} subs"));
+                        }
+                        let mut load = self.load(scenario, n)?;
+                        load.size = size;
+                        load.handshake = kind;
+                        cases.push(Case { name, load });
                     }
-                    if let Some(k) = kind {
-                        name.push_str(&format!(" {}", k.as_str()));
-                    }
-                    let mut load = self.load(scenario)?;
-                    load.size = size;
-                    load.handshake = kind;
-                    cases.push(Case { name, load });
                 }
             }
         }
@@ -251,8 +282,49 @@ impl Args {
         })
     }
 
+    /// The subscriber counts of `scenario`, a case each.
+    fn subscriber_counts(&self, scenario: Scenario) -> Vec<usize> {
+        if !self.subscribers.is_empty() {
+            return self.subscribers.clone();
+        }
+        match scenario {
+            Scenario::MqttFanout => crate::mqtt::DEFAULT_FANOUT_SUBSCRIBERS.to_vec(),
+            Scenario::MqttFanin => vec![1],
+            Scenario::MqttQos1 => vec![self
+                .publishers
+                .unwrap_or(crate::mqtt::DEFAULT_QOS1_PUBLISHERS)],
+            _ => vec![100],
+        }
+    }
+
+    /// The MQTT settings (`None` for the other scenarios).
+    fn mqtt(&self, scenario: Scenario, subscribers: usize) -> Result<Option<MqttSpec>> {
+        let Some(mut m) = MqttSpec::defaults(scenario) else {
+            return Ok(None);
+        };
+        if self.conns.is_some() {
+            return Err(anyhow!(
+                "{scenario} takes --publishers, --subscribers or --clients, not --conns"
+            ));
+        }
+        if scenario == Scenario::MqttIdle {
+            m.clients = self.clients.unwrap_or(m.clients);
+        } else {
+            m.publishers = self.publishers.unwrap_or(m.publishers);
+            m.subscribers = subscribers;
+            m.topics = match (self.topics, scenario) {
+                (Some(t), _) => t,
+                (None, Scenario::MqttQos1) => m.publishers,
+                (None, _) => 1,
+            };
+        }
+        m.qos = self.qos.unwrap_or(m.qos);
+        m.version = self.mqtt_version;
+        Ok(Some(m))
+    }
+
     /// The relay-fanout settings (`None` for the other scenarios).
-    fn relay(&self, scenario: Scenario) -> Result<Option<RelaySpec>> {
+    fn relay(&self, scenario: Scenario, subscribers: usize) -> Result<Option<RelaySpec>> {
         if scenario != Scenario::RelayFanout {
             return Ok(None);
         }
@@ -263,18 +335,27 @@ impl Args {
         }
         let ports = self.server_shards.max(self.ports).max(1);
         Ok(Some(RelaySpec {
-            subscribers: self.subscribers,
+            subscribers,
             publishers: self.publishers.unwrap_or(ports.min(4)),
-            topics: self.topics,
+            topics: self.topics.unwrap_or(1),
             publish_udp: self.publish_udp,
         }))
     }
 
-    fn load(&self, scenario: Scenario) -> Result<LoadSpec> {
-        let relay = self.relay(scenario)?;
-        let conns = match &relay {
-            Some(r) => r.subscribers + r.publishers,
-            None => self.conns.unwrap_or(scenario.default_conns()),
+    fn load(&self, scenario: Scenario, subscribers: usize) -> Result<LoadSpec> {
+        let relay = self.relay(scenario, subscribers)?;
+        let mqtt = self.mqtt(scenario, subscribers)?;
+        let conns = match (&relay, &mqtt) {
+            (Some(r), _) => r.subscribers + r.publishers,
+            (_, Some(m)) => m.connections(),
+            _ => self.conns.unwrap_or(scenario.default_conns()),
+        };
+        let rate = match (self.rate, &mqtt) {
+            (Some(r), _) => r,
+            (None, Some(m)) if scenario == Scenario::MqttFanout => {
+                (crate::mqtt::DEFAULT_FANOUT_DELIVERIES / m.subscribers.max(1) as u64).max(1)
+            }
+            _ => scenario.default_rate(),
         };
         Ok(LoadSpec {
             scenario,
@@ -286,7 +367,7 @@ impl Args {
             conns,
             depth: self.depth.unwrap_or(scenario.default_depth()),
             size: scenario.default_sizes()[0],
-            rate: self.rate.unwrap_or(scenario.default_rate()),
+            rate,
             duration: Duration::from_secs_f64(self.duration),
             warmup: Duration::from_secs_f64(self.warmup),
             cpus: self.cpus.as_slice().to_vec(),
@@ -297,6 +378,7 @@ impl Args {
             batch: self.batch,
             relay,
             handshake: None,
+            mqtt,
         })
     }
 }
@@ -380,6 +462,74 @@ mod tests {
             one
         );
         assert_eq!(plan(&["--suite", "--json", "r.json"]), suite);
+    }
+
+    #[test]
+    fn mqtt_scenarios_take_their_defaults_and_fanout_is_a_case_per_subscriber_count() {
+        let p = plan(&[
+            "--scenario",
+            "mqtt-fanin,mqtt-fanout,mqtt-qos1,mqtt-idle",
+            "--compare",
+            "ringport,mosquitto",
+        ]);
+        let names: Vec<&str> = p.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "mqtt-fanin",
+                "mqtt-fanout 100 subs",
+                "mqtt-fanout 1000 subs",
+                "mqtt-qos1",
+                "mqtt-idle"
+            ]
+        );
+        let m: Vec<(usize, usize, usize, u8, usize)> = (p.cases.iter())
+            .map(|c| {
+                let m = c.load.mqtt.as_ref().unwrap();
+                (m.publishers, m.subscribers, m.topics, m.qos, m.clients)
+            })
+            .collect();
+        assert_eq!(
+            m,
+            [
+                (100, 1, 1, 0, 0),
+                (1, 100, 1, 0, 0),
+                (1, 1000, 1, 0, 0),
+                (16, 16, 16, 1, 0),
+                (0, 0, 1, 0, 10_000)
+            ]
+        );
+        let rates: Vec<u64> = p.cases.iter().map(|c| c.load.rate).collect();
+        assert_eq!(rates, [50_000, 500, 50, 10_000, 0]);
+        assert_eq!(p.cases[3].load.depth, 16);
+        for c in &p.cases {
+            c.load.validate().unwrap();
+        }
+
+        let p = plan(&[
+            "--scenario",
+            "mqtt-qos1",
+            "--publishers",
+            "4",
+            "--rate",
+            "1000",
+            "--mqtt-version",
+            "5",
+        ]);
+        let m = p.cases[0].load.mqtt.as_ref().unwrap();
+        assert_eq!((m.publishers, m.subscribers, m.topics), (4, 4, 4));
+        assert_eq!(m.version, crate::mqtt::MqttVersion::V5);
+        assert_eq!(p.cases[0].load.rate, 1000);
+        let e = parse_from(["b", "--scenario", "mqtt-fanin", "--conns", "3"])
+            .unwrap()
+            .plan()
+            .unwrap_err();
+        assert!(e.to_string().contains("--publishers"), "{e}");
+        // relay-fanout keeps its defaults.
+        let r = plan(&["--scenario", "relay-fanout"]);
+        let relay = r.cases[0].load.relay.as_ref().unwrap();
+        assert_eq!((relay.subscribers, relay.topics), (100, 1));
+        assert_eq!(r.cases[0].name, "relay-fanout");
     }
 
     #[test]

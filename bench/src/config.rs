@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::fanout::RelaySpec;
+use crate::mqtt::MqttSpec;
 use crate::tls::HandshakeKind;
 use crate::wire::Protocol;
 
@@ -31,6 +32,19 @@ pub enum Scenario {
     /// ticket), does one echo round trip and closes. Handshakes per second,
     /// handshake latency, server CPU per handshake. Not part of the suite.
     TlsHandshake,
+    /// MQTT fan-in: many QoS 0 publishers (100) at a fixed total rate to one
+    /// subscriber; deliveries/s, server CPU per delivery, delivery latency,
+    /// exact loss, duplicates and reordering. Not part of the suite.
+    MqttFanin,
+    /// MQTT fan-out: one QoS 0 publisher to 100 and to 1,000 subscribers
+    /// (one case each), at a fixed rate. Not part of the suite.
+    MqttFanout,
+    /// MQTT QoS 1 requests: 16 publishers, each to a subscriber of its own,
+    /// at a fixed rate; time to PUBACK and to delivery. Not part of the suite.
+    MqttQos1,
+    /// MQTT idle clients: 10,000 connected clients doing nothing; the
+    /// server's resident memory per client. Not part of the suite.
+    MqttIdle,
 }
 
 impl Scenario {
@@ -52,7 +66,19 @@ impl Scenario {
             Scenario::RelayFanout => "relay-fanout",
             Scenario::TlsEcho => "tls-echo",
             Scenario::TlsHandshake => "tls-handshake",
+            Scenario::MqttFanin => "mqtt-fanin",
+            Scenario::MqttFanout => "mqtt-fanout",
+            Scenario::MqttQos1 => "mqtt-qos1",
+            Scenario::MqttIdle => "mqtt-idle",
         }
+    }
+
+    /// Whether it runs against an MQTT broker (see [`crate::mqtt`]).
+    pub fn is_mqtt(self) -> bool {
+        matches!(
+            self,
+            Scenario::MqttFanin | Scenario::MqttFanout | Scenario::MqttQos1 | Scenario::MqttIdle
+        )
     }
 
     /// Whether it runs over TLS (and so against TLS targets).
@@ -94,6 +120,8 @@ impl Scenario {
             Scenario::UdpEcho | Scenario::TlsHandshake => 16,
             Scenario::UdpIngest => 64,
             Scenario::RelayFanout => 100,
+            Scenario::MqttFanin | Scenario::MqttFanout | Scenario::MqttQos1 => 0,
+            Scenario::MqttIdle => crate::mqtt::DEFAULT_IDLE_CLIENTS,
         }
     }
 
@@ -105,6 +133,10 @@ impl Scenario {
             Scenario::UdpEcho => 4,
             Scenario::UdpIngest => 16,
             Scenario::RelayFanout => 1,
+            Scenario::MqttIdle => 1,
+            Scenario::MqttFanin | Scenario::MqttFanout | Scenario::MqttQos1 => {
+                crate::mqtt::DEFAULT_INFLIGHT
+            }
         }
     }
 
@@ -113,6 +145,9 @@ impl Scenario {
         match self {
             Scenario::TcpRr => 20_000,
             Scenario::RelayFanout => 10_000,
+            Scenario::MqttFanin => crate::mqtt::DEFAULT_FANIN_RATE,
+            Scenario::MqttFanout => crate::mqtt::DEFAULT_FANOUT_DELIVERIES / 100,
+            Scenario::MqttQos1 => crate::mqtt::DEFAULT_QOS1_RATE,
             _ => 0,
         }
     }
@@ -199,6 +234,9 @@ pub struct LoadSpec {
     /// tls-handshake: which handshakes (`None` for the other scenarios).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake: Option<HandshakeKind>,
+    /// The MQTT scenarios' load (`None` for the other scenarios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttSpec>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -225,6 +263,7 @@ impl LoadSpec {
             batch: 32,
             relay: None,
             handshake: (scenario == Scenario::TlsHandshake).then_some(HandshakeKind::Full),
+            mqtt: crate::mqtt::MqttSpec::defaults(scenario),
         }
     }
 
@@ -232,6 +271,9 @@ impl LoadSpec {
     pub fn validate(&self) -> Result<(), String> {
         if self.scenario == Scenario::RelayFanout {
             return self.validate_relay();
+        }
+        if self.scenario.is_mqtt() {
+            return crate::mqtt::validate(self);
         }
         if self.size < crate::wire::MIN_SIZE || self.size > 65_000 {
             return Err(format!(

@@ -18,6 +18,7 @@
 //! * [`run`] runs one scenario against one target and turns counts into
 //!   figures; [`report`] aggregates rounds, prints the table and writes JSON.
 //! * [`tls`] makes the TLS scenarios' certificates and client settings.
+//! * [`mqtt`] runs the MQTT scenarios (its own client threads and figures).
 //! * [`plot`] draws the report as SVG (`--svg`), [`progress`] shows a
 //!   once-a-second progress line on a terminal.
 //! * [`cpu`] reads per-thread and per-process CPU time from `/proc`.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod cpu;
 pub mod fanout;
 pub mod latency;
+pub mod mqtt;
 pub mod plot;
 pub mod progress;
 pub mod report;

@@ -64,7 +64,7 @@ pub fn write_svg(path: &Path, report: &Report) -> Result<()> {
 /// (one publish is delivered to many subscribers), handshakes for
 /// tls-handshake, else messages.
 fn unit(s: &ScenarioResult) -> &'static str {
-    if s.load.relay.is_some() {
+    if s.load.relay.is_some() || s.load.mqtt.is_some() {
         "deliveries"
     } else if s.load.handshake.is_some() {
         "handshakes"

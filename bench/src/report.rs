@@ -22,6 +22,11 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
+/// The MQTT figures of a publish/subscribe run (not mqtt-idle's).
+fn mqtt_pubsub(f: &Figures) -> Option<crate::mqtt::MqttFigures> {
+    f.mqtt.filter(|m| m.idle_clients.is_none())
+}
+
 /// Every figure of the table, in order.
 pub const FIGURES: &[FigureDef] = &[
     FigureDef {
@@ -37,22 +42,87 @@ pub const FIGURES: &[FigureDef] = &[
     FigureDef {
         key: "publish_rate",
         label: "publishes (msg/s)",
-        get: |f| f.relay.map(|r| r.publish_rate),
+        get: |f| (f.relay.map(|r| r.publish_rate)).or(mqtt_pubsub(f).map(|m| m.publish_rate)),
     },
     FigureDef {
         key: "published",
         label: "published",
-        get: |f| f.relay.map(|r| r.published as f64),
+        get: |f| {
+            (f.relay.map(|r| r.published))
+                .or(mqtt_pubsub(f).map(|m| m.published))
+                .map(|n| n as f64)
+        },
     },
     FigureDef {
         key: "deliveries_expected",
         label: "deliveries expected",
-        get: |f| f.relay.map(|r| r.expected as f64),
+        get: |f| {
+            (f.relay.map(|r| r.expected))
+                .or(mqtt_pubsub(f).map(|m| m.expected))
+                .map(|n| n as f64)
+        },
     },
     FigureDef {
         key: "deliveries_received",
         label: "deliveries received",
-        get: |f| f.relay.map(|r| r.delivered as f64),
+        get: |f| {
+            (f.relay.map(|r| r.delivered))
+                .or(mqtt_pubsub(f).map(|m| m.delivered))
+                .map(|n| n as f64)
+        },
+    },
+    FigureDef {
+        key: "acked",
+        label: "PUBACKs received",
+        get: |f| f.mqtt.and_then(|m| m.acked).map(|n| n as f64),
+    },
+    FigureDef {
+        key: "unacked",
+        label: "never acknowledged",
+        get: |f| f.mqtt.and_then(|m| m.unacked).map(|n| n as f64),
+    },
+    FigureDef {
+        key: "puback_p50_us",
+        label: "PUBACK p50 (us)",
+        get: |f| f.mqtt.and_then(|m| m.puback).map(|l| us(l.p50)),
+    },
+    FigureDef {
+        key: "puback_p99_us",
+        label: "PUBACK p99 (us)",
+        get: |f| f.mqtt.and_then(|m| m.puback).map(|l| us(l.p99)),
+    },
+    FigureDef {
+        key: "puback_p999_us",
+        label: "PUBACK p99.9 (us)",
+        get: |f| f.mqtt.and_then(|m| m.puback).map(|l| us(l.p999)),
+    },
+    FigureDef {
+        key: "idle_clients",
+        label: "idle clients",
+        get: |f| f.mqtt.and_then(|m| m.idle_clients).map(|n| n as f64),
+    },
+    FigureDef {
+        key: "rss_before_mib",
+        label: "server RSS before (MiB)",
+        get: |f| {
+            f.mqtt
+                .and_then(|m| m.rss_before)
+                .map(|b| b as f64 / 1048576.0)
+        },
+    },
+    FigureDef {
+        key: "rss_after_mib",
+        label: "server RSS after (MiB)",
+        get: |f| {
+            f.mqtt
+                .and_then(|m| m.rss_after)
+                .map(|b| b as f64 / 1048576.0)
+        },
+    },
+    FigureDef {
+        key: "rss_per_client_bytes",
+        label: "server RSS/client (B)",
+        get: |f| f.mqtt.and_then(|m| m.rss_per_client),
     },
     FigureDef {
         key: "handshakes_full",
@@ -117,7 +187,11 @@ pub const FIGURES: &[FigureDef] = &[
     FigureDef {
         key: "server_drops",
         label: "server drops",
-        get: |f| f.relay.and_then(|r| r.server_drops).map(|v| v as f64),
+        get: |f| {
+            (f.relay.and_then(|r| r.server_drops))
+                .or(f.mqtt.and_then(|m| m.server_drops))
+                .map(|v| v as f64)
+        },
     },
     FigureDef {
         key: "duplicates",
@@ -158,6 +232,11 @@ pub const FIGURES: &[FigureDef] = &[
         key: "backend_cpu_s_per_m",
         label: "  of it backend s/M",
         get: |f| f.backend_cpu_per_m,
+    },
+    FigureDef {
+        key: "msgs_per_server_core_s",
+        label: "msgs per server core-s",
+        get: |f| f.server_cpu_per_m.filter(|c| *c > 0.0).map(|c| 1e6 / c),
     },
     FigureDef {
         key: "server_busy_pct",
@@ -366,6 +445,9 @@ fn human(v: f64) -> String {
 
 /// What the load of `l` is, for the table's heading.
 fn shape(l: &LoadSpec) -> String {
+    if let Some(m) = &l.mqtt {
+        return crate::mqtt::shape(l, m);
+    }
     if let Some(r) = &l.relay {
         return format!(
             "{} subscribers, {} {} publishers, {} topic(s), {} B payloads, {} publishes/s \

@@ -100,6 +100,9 @@ pub struct Figures {
     /// `received` connections whose echo came back right.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshakes: Option<HandshakeCounts>,
+    /// The MQTT scenarios' own figures (see [`crate::mqtt::MqttFigures`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<crate::mqtt::MqttFigures>,
 }
 
 /// Client threads busier than this (% of their CPUs) make a run client-bound.
@@ -151,6 +154,9 @@ pub fn run_one(
     progress: Option<&str>,
     tls: Option<&ClientTls>,
 ) -> Result<Figures> {
+    if spec.scenario.is_mqtt() {
+        return crate::mqtt::run_one(spec, target, server, progress);
+    }
     let srv = servers::start(target, server)?;
     // The server's CPUs are known when the harness started it.
     let cpus = match target {
@@ -343,6 +349,7 @@ fn drive(
         kernel_drops,
         relay: fanout.map(|(f, _)| f),
         handshakes: report.tls,
+        mqtt: None,
     })
 }
 

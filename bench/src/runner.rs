@@ -20,6 +20,9 @@ fn progress(args: &Args, line: &str) {
 }
 
 fn fmt_run(f: &Figures) -> String {
+    if let Some(line) = crate::mqtt::fmt_run(f) {
+        return line;
+    }
     let Some(r) = &f.relay else {
         return fmt_plain_run(f);
     };
@@ -195,6 +198,7 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
             external_ports: args.ports.max(1),
             tls: files,
             backend_cpus: backend_cpus(args),
+            mqtt: scenario.is_mqtt(),
         };
         if scenario == Scenario::TcpRr && args.rate.is_none() && targets.contains(&Target::Ringport)
         {

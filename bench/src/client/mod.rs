@@ -26,7 +26,7 @@
 //! Time is one monotonic [`Clock`] shared by all threads, so the warm-up and
 //! measurement windows and the open-loop schedules line up across threads.
 
-mod driver;
+pub(crate) mod driver;
 mod exchange;
 mod ingest;
 mod relay;

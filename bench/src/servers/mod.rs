@@ -16,10 +16,14 @@
 //! the epoll echo server) and `rustls-probe` (the least a server does per
 //! TLS connection with the same rustls configuration: the floor); every one
 //! serves the run's certificate ([`crate::tls::TlsFiles`]).
+//!
+//! The MQTT scenarios run against `ringport` (the engine with an `mqtt`
+//! listener), `mosquitto` (the Debian broker) or an external broker.
 
 mod epoll;
 mod external;
 mod haproxy;
+mod mosquitto;
 mod ringport;
 mod rustls_probe;
 mod tokio_rustls;
@@ -60,6 +64,8 @@ pub enum Target {
     /// The bare rustls server: one pinned epoll thread, a rustls
     /// `ServerConnection` per connection, the echo, close (TLS only).
     RustlsProbe,
+    /// The Debian `mosquitto` broker (MQTT only).
+    Mosquitto,
     /// A server at this address, not started by the harness.
     External(SocketAddr),
 }
@@ -77,6 +83,7 @@ impl Target {
             Target::TokioRustls => "tokio-rustls".into(),
             Target::Haproxy => "haproxy".into(),
             Target::RustlsProbe => "rustls-probe".into(),
+            Target::Mosquitto => "mosquitto".into(),
             Target::External(a) => a.to_string(),
         }
     }
@@ -98,6 +105,15 @@ impl Target {
         matches!(
             self,
             Target::TokioRustls | Target::Haproxy | Target::RustlsProbe
+        )
+    }
+
+    /// Whether the target is an MQTT broker (the MQTT scenarios): the
+    /// ringport engine, Mosquitto, and an external server (taken on trust).
+    pub fn speaks_mqtt(&self) -> bool {
+        matches!(
+            self,
+            Target::Ringport | Target::RingportEpoll | Target::Mosquitto | Target::External(_)
         )
     }
 
@@ -136,10 +152,26 @@ pub fn support_error(scenario: Scenario, targets: &[Target]) -> Option<String> {
     if scenario == Scenario::RelayFanout {
         return relay_support_error(targets);
     }
+    if scenario.is_mqtt() {
+        let refused: Vec<String> = (targets.iter())
+            .filter(|t| !t.speaks_mqtt())
+            .map(Target::name)
+            .collect();
+        return (!refused.is_empty()).then(|| {
+            format!(
+                "scenario {scenario}: {} {} not serve it ({scenario} runs against: ringport, \
+                 ringport-epoll, mosquitto, or ADDR:PORT of an MQTT broker)",
+                refused.join(", "),
+                if refused.len() == 1 { "does" } else { "do" }
+            )
+        });
+    }
     let refused: Vec<String> = targets
         .iter()
         .filter(|t| {
-            if scenario.is_tls() {
+            if *t == &Target::Mosquitto {
+                true
+            } else if scenario.is_tls() {
                 !t.speaks_tls()
             } else {
                 t.tls_only()
@@ -174,9 +206,10 @@ impl FromStr for Target {
             "tokio-rustls" => Target::TokioRustls,
             "haproxy" => Target::Haproxy,
             "rustls-probe" => Target::RustlsProbe,
+            "mosquitto" => Target::Mosquitto,
             other => Target::External(other.parse().map_err(|_| {
                 format!(
-                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy, rustls-probe or ADDR:PORT (e.g. 127.0.0.1:11111)"
+                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy, rustls-probe, mosquitto or ADDR:PORT (e.g. 127.0.0.1:11111)"
                 )
             })?),
         })
@@ -204,6 +237,8 @@ pub struct ServerSpec {
     pub tls: Option<Arc<TlsFiles>>,
     /// CPUs of a target's plain backend (HAProxy's echo server).
     pub backend_cpus: Vec<usize>,
+    /// Serve MQTT over TCP (the MQTT scenarios) instead of `protocol`.
+    pub mqtt: bool,
 }
 
 /// A started server.
@@ -233,6 +268,11 @@ pub trait Server: Send {
     fn plugin_drops(&self) -> Option<u64> {
         None
     }
+    /// The server's resident memory (`VmRSS`) in bytes, if known. For a
+    /// server in this process, the whole process's.
+    fn rss(&self) -> Option<u64> {
+        None
+    }
     /// Stops the server and waits for it.
     fn stop(self: Box<Self>);
 }
@@ -243,6 +283,12 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
         if let Some(e) = relay_support_error(&[target]) {
             return Err(anyhow::anyhow!(e));
         }
+    }
+    if spec.mqtt && !target.speaks_mqtt() {
+        return Err(anyhow::anyhow!(
+            "{} does not serve the MQTT scenarios",
+            target.name()
+        ));
     }
     if target.tls_only() && spec.tls.is_none() {
         return Err(anyhow::anyhow!(
@@ -260,6 +306,7 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
         Target::TokioRustls => tokio_rustls::start(spec),
         Target::Haproxy => haproxy::start(spec),
         Target::RustlsProbe => rustls_probe::start(spec),
+        Target::Mosquitto => mosquitto::start(spec),
         Target::External(addr) => Ok(Box::new(external::External {
             addr,
             ports: spec.external_ports.max(1),
@@ -270,6 +317,12 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
 /// Whether the `haproxy` binary (the haproxy target) can be started here.
 pub fn haproxy_installed() -> bool {
     haproxy::installed()
+}
+
+/// Whether the `mosquitto` broker (the mosquitto target) is installed
+/// (`/usr/sbin/mosquitto`, the Debian package).
+pub fn mosquitto_installed() -> bool {
+    mosquitto::installed()
 }
 
 /// A datagram counter shared by a baseline's threads and the harness.

@@ -10,6 +10,8 @@ use ringport_engine::stats::EngineDrop;
 use ringport_engine::tls::{ListenerTls, TlsSettings};
 use ringport_engine::{BackendChoice, EngineConfig, EngineHandle, StartError};
 
+use ringport_protocols::mqtt::broker::{MqttConfig, MqttFactory};
+
 use super::{Server, ServerSpec};
 use crate::cpu::CpuSource;
 
@@ -35,6 +37,14 @@ fn random_port(attempt: u32) -> u16 {
 /// mode, so a port picks a shard), else `protocol` on one port (reuseport
 /// when there are several shards).
 fn listeners(spec: &ServerSpec, port: u16) -> (Vec<String>, usize, Mode) {
+    if spec.mqtt {
+        let mode = if spec.shards > 1 {
+            Mode::Reuseport
+        } else {
+            Mode::Range
+        };
+        return (vec![format!("mqtt@tcp:127.0.0.1:{port}")], 1, mode);
+    }
     if spec.relay {
         let n = spec.shards.max(1);
         let last = port as usize + n - 1;
@@ -61,12 +71,28 @@ fn listeners(spec: &ServerSpec, port: u16) -> (Vec<String>, usize, Mode) {
 /// for TLS the run's certificate with resumption on, and the guards that
 /// would refuse a benchmark's connection rate from one source lifted (the
 /// per-source handshake cap and connection rate, the per-shard handshake cap).
+/// MQTT: the per-source connection cap and rate lifted too (mqtt-idle's
+/// 10,000 clients all come from 127.0.0.1; Mosquitto has no such guard).
 fn settings(spec: &ServerSpec, backend: BackendChoice) -> Result<(EngineConfig, Operations)> {
     let Some(files) = &spec.tls else {
         let config = EngineConfig {
             backend,
             ..EngineConfig::default()
         };
+        if spec.mqtt {
+            let ops = Operations {
+                listeners: vec![ListenerOps {
+                    limits: Limits {
+                        conn_rate: None,
+                        max_conns_per_source: 0,
+                        ..Limits::default()
+                    },
+                    ..ListenerOps::default()
+                }],
+                ..Operations::default()
+            };
+            return Ok((config, ops));
+        }
         return Ok((config, Operations::default()));
     };
     let mut tls = TlsSettings::new(&files.cert_pem, &files.key_pem);
@@ -96,7 +122,21 @@ fn settings(spec: &ServerSpec, backend: BackendChoice) -> Result<(EngineConfig, 
 
 /// The engine on `backend` (`ringport` is `auto`, `ringport-epoll` epoll).
 pub(super) fn start(spec: &ServerSpec, backend: BackendChoice) -> Result<Box<dyn Server>> {
-    let registry = ringport_protocols::builtins(&ringport_protocols::BuiltinSettings::default());
+    let mut registry =
+        ringport_protocols::builtins(&ringport_protocols::BuiltinSettings::default());
+    if spec.mqtt {
+        // Only the `mqtt` plugin, with ringport's defaults but for anonymous
+        // clients, which the load generator's are (Mosquitto runs with
+        // `allow_anonymous true` too).
+        let config = MqttConfig {
+            allow_anonymous: true,
+            ..MqttConfig::default()
+        };
+        registry = Default::default();
+        registry
+            .register(Arc::new(MqttFactory::new(config)))
+            .map_err(|e| anyhow!("registering the mqtt plugin: {e}"))?;
+    }
     let (config, ops) = settings(spec, backend)?;
     let mut last = None;
     for attempt in 0..20 {
@@ -175,6 +215,10 @@ impl Server for Ringport {
                 .map(|s| s.counters.engine_drops[EngineDrop::KernelRxQueue as usize])
                 .sum(),
         )
+    }
+
+    fn rss(&self) -> Option<u64> {
+        crate::mqtt::vm_rss(None)
     }
 
     fn stop(self: Box<Self>) {
