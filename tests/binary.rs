@@ -369,3 +369,25 @@ fn a_dead_shard_stops_the_process_with_a_non_zero_exit() {
     }
     panic!("20 random ports were all in use");
 }
+
+/// The README's first command, `cargo run`, at the workspace root runs the
+/// `ringport` binary: the default members hold two binaries (`ringport`
+/// and `ringport-bench`), and without the root package's `default-run`
+/// Cargo refuses to choose.
+#[test]
+fn cargo_run_at_the_root_runs_ringport() {
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--", "--version"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ringport {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
