@@ -38,6 +38,14 @@ struct Broker {
     log: PathBuf,
 }
 
+impl Drop for Broker {
+    /// A test that failed before [`Broker::stop`] leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
