@@ -24,6 +24,7 @@ mod epoll;
 mod external;
 mod haproxy;
 mod mosquitto;
+mod process;
 mod ringport;
 mod rustls_probe;
 mod tokio_rustls;

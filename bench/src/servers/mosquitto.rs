@@ -15,7 +15,6 @@
 //! process's `VmRSS`. Stopped with SIGTERM (SIGKILL after 2 s).
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,17 +84,6 @@ fn free_port() -> Result<u16> {
     )
 }
 
-/// The affinity mask of `cpus`.
-fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
-        // SAFETY: CPU_SET writes inside `set` for any c below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(c, &mut set) };
-    }
-    set
-}
-
 pub(super) fn start(spec: &ServerSpec) -> Result<Box<dyn Server>> {
     if !spec.mqtt {
         return Err(anyhow!(
@@ -122,30 +110,13 @@ pub(super) fn start(spec: &ServerSpec) -> Result<Box<dyn Server>> {
         let log = dir.join(format!("mosquitto-{port}.log"));
         let stderr =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let set = cpu_set(&cpus);
         let mut cmd = Command::new(MOSQUITTO);
         cmd.arg("-c").arg(&config);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        // SAFETY: the closure runs between fork and exec and calls only
-        // sched_setaffinity, a plain system call, on memory it owns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow!(MISSING)
-            } else {
-                anyhow!("starting {MOSQUITTO}: {e}")
-            }
-        })?;
-        match wait_listening(&mut child, port, &log) {
+        let mut child = super::process::spawn_pinned(cmd, &cpus, "mosquitto", MISSING)?;
+        match super::process::wait_listening(&mut child, port, &log, "mosquitto") {
             Ok(()) => {
                 return Ok(Box::new(Mosquitto {
                     child,
@@ -163,29 +134,6 @@ pub(super) fn start(spec: &ServerSpec) -> Result<Box<dyn Server>> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Err(last.unwrap_or_else(|| anyhow!("mosquitto did not start")))
-}
-
-/// Waits (up to 5 s) until Mosquitto accepts connections on `port`; if it
-/// exits, says why with what it wrote to `log`.
-fn wait_listening(child: &mut Child, port: u16, log: &Path) -> Result<()> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let err = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(anyhow!(
-                "mosquitto exited at start with {status}: {}",
-                err.trim()
-            ));
-        }
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(anyhow!("mosquitto did not listen on {addr} within 5 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 impl Server for Mosquitto {
