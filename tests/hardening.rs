@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{
     connect, read_until_closed, reset, retry_eintr, round_trip, server, tcp, udp, IO_TIMEOUT,
@@ -24,9 +25,14 @@ impl Drop for Bomb {
     }
 }
 
+/// Set while a [`Fragile`] plugin holds its shard on `stall`.
+static STALLING: AtomicBool = AtomicBool::new(false);
+/// Set by the test to let a stalled [`Fragile`] plugin go on.
+static RELEASE: AtomicBool = AtomicBool::new(false);
+
 /// Echoes, but panics on input that starts with `panic` (with a payload
-/// whose drop panics again on `bomb`) and holds its shard for 300 ms on
-/// input that starts with `stall`.
+/// whose drop panics again on `bomb`) and, on input that starts with
+/// `stall`, holds its shard until the test sets [`RELEASE`] (10 s at most).
 struct Fragile;
 
 impl Plugin for Fragile {
@@ -41,7 +47,12 @@ impl Plugin for Fragile {
             std::panic::panic_any(Bomb);
         }
         if data.starts_with(b"stall") {
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            STALLING.store(true, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !RELEASE.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            STALLING.store(false, Ordering::SeqCst);
         }
         ctx.write(conn, data).map_err(|_| DropReason::QueueFull)?;
         ctx.record_messages(1);
@@ -143,11 +154,21 @@ fn a_stream_reset_before_its_accept_is_refused_and_counted() {
     let srv = fragile_server();
     let mut busy = connect(srv.addr(0));
     busy.write_all(b"stall").unwrap();
-    // While the shard sleeps in the plugin, these connect (the kernel
-    // completes their handshakes) and reset.
+    // Only once the shard is held in the plugin do these connect (the
+    // kernel completes their handshakes) and reset; had the shard been free,
+    // it could accept one before its reset arrived.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while !STALLING.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shard never stalled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     for _ in 0..RESETS {
         reset(connect(srv.addr(0)));
     }
+    RELEASE.store(true, Ordering::SeqCst);
     let mut echoed = [0u8; 5];
     busy.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"stall");
@@ -453,7 +474,6 @@ fn ipv6_sources_count_per_prefix() {
 #[test]
 fn a_drain_under_a_udp_flood_leaves_the_shard_idle() {
     use ringport::engine::EngineConfig;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let srv = server()
         .config(EngineConfig {
             udp_bufs: 1,
