@@ -222,6 +222,8 @@ struct Shared {
     admin: Arc<AdminStats>,
     /// The MQTT broker's counters, when an `mqtt` listener serves.
     mqtt: Option<Arc<ringport_protocols::mqtt::broker::MqttStats>>,
+    /// The `mqtt` listeners: plan index and spec.
+    mqtt_listeners: Vec<(u16, String)>,
 }
 
 impl Shared {
@@ -322,7 +324,10 @@ impl Shared {
             "draining": snap.draining,
             "shards": shards,
             "listeners": listeners,
-            "mqtt": self.mqtt.as_deref().map(crate::mqtt::status_json),
+            "mqtt": self
+                .mqtt
+                .as_deref()
+                .map(|m| crate::mqtt::status_json(m, &self.mqtt_listeners)),
         })
         .to_string()
     }
@@ -448,6 +453,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .collect(),
         admin: Arc::default(),
         mqtt: serves_mqtt.then(|| mqtt.stats()),
+        mqtt_listeners: plan
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.protocol == "mqtt")
+            .map(|(i, _)| (i as u16, names[i].clone()))
+            .collect(),
     });
     let admin = match s.admin {
         Some(addr) => {
@@ -456,7 +468,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "/metrics" => Some(("text/plain; version=0.0.4; charset=utf-8", {
                     let mut text = metrics::render(&sh.snapshot());
                     if let Some(m) = &sh.mqtt {
-                        crate::mqtt::render_metrics(m, &mut text);
+                        crate::mqtt::render_metrics(m, &sh.mqtt_listeners, &mut text);
                     }
                     text
                 })),

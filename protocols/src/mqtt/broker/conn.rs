@@ -47,6 +47,8 @@ pub(crate) struct WillMsg {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub peer: SocketAddr,
+    /// The listener it came through (its index in the engine's plan).
+    pub listener: u16,
     /// When the stream opened (the CONNECT deadline counts from it).
     pub opened: Instant,
     pub phase: Phase,
@@ -74,9 +76,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(peer: SocketAddr, now: Instant) -> Self {
+    pub fn new(peer: SocketAddr, listener: u16, now: Instant) -> Self {
         Conn {
             peer,
+            listener,
             opened: now,
             phase: Phase::AwaitConnect,
             version: Version::V311,
@@ -201,18 +204,18 @@ impl Mqtt {
             DecodeError::Protocol(_) => (MqttDrop::ProtocolError, e.reason().0),
             DecodeError::UnsupportedVersion(_) => {
                 // The 3.1.1 answer: return code 1, unacceptable protocol version.
-                self.count(ctx, MqttDrop::ProtocolError);
+                self.count_conn(ctx, conn, MqttDrop::ProtocolError);
                 let _ = ctx.write(conn, &[0x20, 2, 0, 1]);
                 self.connect_event(ctx, conn, "", None, None, Version::V311, false, 0x84);
-                self.stats.connect(false);
+                self.at(self.listener_of(conn)).connect(false);
                 self.close_conn(ctx, conn, None, false);
                 return;
             }
         };
-        self.count(ctx, kind);
+        self.count_conn(ctx, conn, kind);
         if before_connect {
             // A CONNECT that does not decode is still a line in the log.
-            self.stats.connect(false);
+            self.at(self.listener_of(conn)).connect(false);
             self.connect_event(ctx, conn, "", None, None, Version::V311, false, code);
         }
         self.close_conn(ctx, conn, Some(code), false);
@@ -220,7 +223,7 @@ impl Mqtt {
 
     /// Counts `kind` and closes the connection (v5: DISCONNECT `code` first).
     pub(crate) fn fail(&mut self, ctx: &mut dyn Context, conn: ConnId, kind: MqttDrop, code: u8) {
-        self.count(ctx, kind);
+        self.count_conn(ctx, conn, kind);
         self.close_conn(ctx, conn, Some(code), false);
     }
 
@@ -294,6 +297,7 @@ impl Mqtt {
             return;
         }
         let was = c.phase;
+        let listener = c.listener;
         c.phase = Phase::Closed;
         c.stash = Vec::new();
         c.owed = Vec::new();
@@ -313,6 +317,7 @@ impl Mqtt {
         }
         if was == Phase::Connected {
             self.connected -= 1;
+            self.at(listener).detached();
             self.detach(ctx, conn);
         }
     }

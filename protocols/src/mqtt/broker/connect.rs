@@ -176,8 +176,8 @@ impl Mqtt {
         code: u8,
         kind: MqttDrop,
     ) {
-        self.count(ctx, kind);
-        self.stats.connect(false);
+        self.count_conn(ctx, conn, kind);
+        self.at(self.listener_of(conn)).connect(false);
         // The codec writes the 3.1.1 return code of a 5.0 reason code.
         let ack = ConnAck {
             session_present: false,

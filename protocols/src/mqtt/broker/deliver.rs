@@ -219,15 +219,16 @@ impl Mqtt {
             kind = Some(MqttDrop::Expired);
         }
         let qos = msg.qos.min(sub_qos);
+        let listener = s.listener;
         if kind.is_none() && s.conn.is_none() && qos == QoS::AtMostOnce {
             // Offline sessions keep QoS 1/2 messages only (not counted per
             // client: that is the rule, not a client falling behind).
-            self.count(ctx, MqttDrop::OfflineQos0);
+            self.count_at(ctx, listener, MqttDrop::OfflineQos0);
             return;
         }
         if let Some(kind) = kind {
             s.drops.count(kind);
-            self.count(ctx, kind);
+            self.count_at(ctx, listener, kind);
             return;
         }
         let out = Outgoing {
@@ -245,7 +246,7 @@ impl Mqtt {
         );
         let blocked = s.blocked;
         for kind in dropped {
-            self.count(ctx, kind);
+            self.count_at(ctx, listener, kind);
         }
         if !blocked {
             self.pump(ctx, key);
@@ -262,7 +263,11 @@ impl Mqtt {
         let Some(conn) = s.conn else {
             return;
         };
-        let stats = &self.stats;
+        let listener = s.listener;
+        let stats: &super::stats::ListenerStats = self
+            .lstats
+            .get(usize::from(listener))
+            .unwrap_or(&self.unattributed);
         let scratch = &mut self.scratch;
         let mut drops: Vec<MqttDrop> = Vec::new();
         let was_blocked = s.blocked;
@@ -399,7 +404,7 @@ impl Mqtt {
             ctx.record_messages(sent);
         }
         for kind in drops {
-            self.count(ctx, kind);
+            self.count_at(ctx, listener, kind);
         }
         // Listed once per episode (a duplicate entry is harmless).
         if blocked && !was_blocked {

@@ -203,7 +203,7 @@ impl Mqtt {
                 .get(&old)
                 .is_some_and(|c| c.phase != Phase::Closed)
             {
-                self.count(ctx, MqttDrop::SessionTakenOver);
+                self.count_conn(ctx, old, MqttDrop::SessionTakenOver);
                 self.close_conn(ctx, old, None, false);
             }
             let f = Forward {
@@ -217,7 +217,7 @@ impl Mqtt {
         }
         if let Some(&key) = self.by_client.get(&cid) {
             if let Some(old) = self.sessions.get(&key).and_then(|s| s.conn) {
-                self.count(ctx, MqttDrop::SessionTakenOver);
+                self.count_conn(ctx, old, MqttDrop::SessionTakenOver);
                 self.close_conn(ctx, old, Some(0x8E), false);
             }
             // The new connection resumes the session: a delayed will is not
@@ -315,6 +315,8 @@ impl Mqtt {
         c.session = key;
         c.phase = Phase::Connected;
         c.last_rx = now;
+        s.listener = c.listener;
+        let listener = c.listener;
         self.connected += 1;
         let version = c.version;
         let v5 = version == Version::V5;
@@ -338,7 +340,9 @@ impl Mqtt {
             },
         };
         self.send_packet(ctx, conn, version, &Packet::ConnAck(ack));
-        self.stats.connect(true);
+        let counters = self.at(listener);
+        counters.connect(true);
+        counters.attached();
         self.connect_event(
             ctx,
             conn,
@@ -371,6 +375,7 @@ impl Mqtt {
                 Err(_) => {}
             }
         }
+        self.at(s.listener).subscribed(s.subs.len());
         self.by_client.insert(Arc::clone(&s.client_id), key);
         self.sessions.insert(key, s);
     }
@@ -396,6 +401,7 @@ impl Mqtt {
     /// Removes a session from this shard without ending it (it moves).
     fn take_session(&mut self, ctx: &mut dyn Context, key: u64) -> Option<Session> {
         let s = self.sessions.remove(&key)?;
+        self.at(s.listener).unsubscribed(s.subs.len());
         self.by_client.remove(&s.client_id);
         for filter in s.subs.keys() {
             match parse_filter(filter) {

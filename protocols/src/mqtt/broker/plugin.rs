@@ -17,7 +17,7 @@ use super::message::Message;
 use super::route::MeshOut;
 use super::session::Session;
 use super::snapshot::{Restore, Store};
-use super::stats::{ClientStatus, MqttDrop, MqttStats, ShardStats};
+use super::stats::{ClientStatus, ListenerStats, MqttDrop, MqttStats, ShardStats, NO_LISTENER};
 use crate::mqtt::persist::Snapshot;
 use crate::mqtt::trie::{RetainedStore, SubEntry, SubscriptionTable};
 
@@ -192,6 +192,12 @@ pub(crate) type Member = (ShardId, u64);
 pub struct Mqtt {
     pub(crate) cfg: Arc<MqttConfig>,
     pub(crate) stats: Arc<ShardStats>,
+    /// This shard's counters of each listener, by listener id (grown when
+    /// a listener's first connection opens), so that counting is an index,
+    /// not a lookup.
+    pub(crate) lstats: Vec<Arc<ListenerStats>>,
+    /// The counters of what no listener served ([`NO_LISTENER`]).
+    pub(crate) unattributed: Arc<ListenerStats>,
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
     pub(crate) conns: IdMap<ConnId, Conn>,
@@ -253,9 +259,12 @@ impl Mqtt {
         shard_count: usize,
     ) -> Self {
         let max_retained = cfg.max_retained;
+        let unattributed = stats.listener_slot(NO_LISTENER);
         Mqtt {
             cfg,
             stats,
+            lstats: Vec::new(),
+            unattributed,
             shard,
             shard_count: shard_count.max(1),
             conns: IdMap::default(),
@@ -307,10 +316,34 @@ impl Mqtt {
         k
     }
 
-    /// Counts a drop in the broker's and the engine's counters.
+    /// The counters of `listener` on this shard (an index; [`NO_LISTENER`]
+    /// or an id not seen yet: the unattributed slot).
+    pub(crate) fn at(&self, listener: u16) -> &ListenerStats {
+        self.lstats
+            .get(usize::from(listener))
+            .unwrap_or(&self.unattributed)
+    }
+
+    /// The listener `conn` came through ([`NO_LISTENER`] for an unknown id).
+    pub(crate) fn listener_of(&self, conn: ConnId) -> u16 {
+        self.conns.get(&conn).map_or(NO_LISTENER, |c| c.listener)
+    }
+
+    /// Counts a drop no listener served (see [`NO_LISTENER`]) in the
+    /// broker's and the engine's counters.
     pub(crate) fn count(&self, ctx: &mut dyn Context, kind: MqttDrop) {
-        self.stats.dropped(kind);
+        self.count_at(ctx, NO_LISTENER, kind);
+    }
+
+    /// Counts a drop under `listener`, and in the engine's counters.
+    pub(crate) fn count_at(&self, ctx: &mut dyn Context, listener: u16, kind: MqttDrop) {
+        self.at(listener).dropped(kind);
         ctx.record_drop(kind.engine_reason());
+    }
+
+    /// Counts a drop under the listener `conn` came through.
+    pub(crate) fn count_conn(&self, ctx: &mut dyn Context, conn: ConnId, kind: MqttDrop) {
+        self.count_at(ctx, self.listener_of(conn), kind);
     }
 
     /// Before an input: retries what waits for mesh rings. (Clients that
@@ -340,7 +373,6 @@ impl Mqtt {
         if std::mem::take(&mut self.save_image_now) {
             self.save_image(ctx.now());
         }
-        self.stats.set_connected(self.connected);
         self.stats.set_sessions(self.sessions.len());
         self.stats.set_retained(self.retained.len());
         self.stats
@@ -409,7 +441,7 @@ impl Mqtt {
             } else {
                 0x82
             };
-            self.count(ctx, kind);
+            self.count_conn(ctx, id, kind);
             self.close_conn(ctx, id, Some(code), false);
         }
         self.expire_sessions(ctx, now);
@@ -450,11 +482,11 @@ impl Mqtt {
             .values()
             .map(|s| ClientStatus {
                 shard: self.shard,
-                client_id: s.client_id.to_string(),
+                client_id: Arc::clone(&s.client_id),
                 connected: s.conn.is_some(),
-                queued: s.queue.len(),
-                inflight: s.inflight.len(),
-                subscriptions: s.subs.len(),
+                queued: u32::try_from(s.queue.len()).unwrap_or(u32::MAX),
+                inflight: u32::try_from(s.inflight.len()).unwrap_or(u32::MAX),
+                subscriptions: u32::try_from(s.subs.len()).unwrap_or(u32::MAX),
                 dropped_qos0: s.drops.qos0,
                 dropped_qos12: s.drops.qos12,
                 dropped_other: s.drops.other,
@@ -473,8 +505,15 @@ impl Mqtt {
 impl Plugin for Mqtt {
     fn handle_open(&mut self, ctx: &mut dyn Context, stream: &StreamInfo) -> Verdict {
         self.enter(ctx);
+        let listener = stream.listener.0;
+        if listener != NO_LISTENER {
+            while self.lstats.len() <= usize::from(listener) {
+                let next = self.lstats.len() as u16;
+                self.lstats.push(self.stats.listener_slot(next));
+            }
+        }
         self.conns
-            .insert(stream.conn, Conn::new(stream.peer, ctx.now()));
+            .insert(stream.conn, Conn::new(stream.peer, listener, ctx.now()));
         self.leave(ctx);
         Verdict::Accept
     }

@@ -26,7 +26,10 @@ impl Mqtt {
         let version = c.version;
         let v5 = version == Version::V5;
         let key = c.session;
-        self.stats.msg_in(p.qos.as_u8());
+        self.lstats
+            .get(usize::from(c.listener))
+            .unwrap_or(&self.unattributed)
+            .msg_in(p.qos.as_u8());
         ctx.record_messages(1);
         // Topic aliases (v5).
         let mut aliased: Option<Box<str>> = None;
@@ -60,7 +63,7 @@ impl Mqtt {
             }
         };
         if self.check_topic(topic).is_err() {
-            self.count(ctx, MqttDrop::TopicInvalid);
+            self.count_conn(ctx, conn, MqttDrop::TopicInvalid);
             if !v5 {
                 return self.close_conn(ctx, conn, None, false);
             }
@@ -87,7 +90,7 @@ impl Mqtt {
         }
         if let Some(acl) = &self.cfg.acl {
             if !acl.check(user.as_deref(), &cid, topic, Access::Write) {
-                self.count(ctx, MqttDrop::NotAuthorized);
+                self.count_conn(ctx, conn, MqttDrop::NotAuthorized);
                 self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "publish", topic);
                 return refuse(self, ctx, 0x87);
             }
@@ -268,7 +271,7 @@ impl Mqtt {
                     f
                 }
                 _ => {
-                    self.count(ctx, MqttDrop::TopicInvalid);
+                    self.count_conn(ctx, conn, MqttDrop::TopicInvalid);
                     codes.push(ReasonCode(0x8F));
                     continue;
                 }
@@ -279,7 +282,7 @@ impl Mqtt {
             }
             if let Some(acl) = &self.cfg.acl {
                 if !acl.check_subscribe(user.as_deref(), &cid, filter) {
-                    self.count(ctx, MqttDrop::NotAuthorized);
+                    self.count_conn(ctx, conn, MqttDrop::NotAuthorized);
                     self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "subscribe", filter);
                     codes.push(ReasonCode(0x87));
                     continue;
@@ -296,13 +299,17 @@ impl Mqtt {
                 return;
             };
             let exists = s.subs.contains_key(filter);
+            let listener = s.listener;
             if !exists && s.subs.len() >= self.cfg.max_subscriptions_per_client {
                 s.drops.other += 1;
-                self.count(ctx, MqttDrop::SubscriptionLimit);
+                self.count_conn(ctx, conn, MqttDrop::SubscriptionLimit);
                 codes.push(ReasonCode(0x97));
                 continue;
             }
             s.subs.insert(filter.into(), entry);
+            if !exists {
+                self.at(listener).subscribed(1);
+            }
             match parsed {
                 Filter::Plain(f) => {
                     self.subs.insert(f, key, entry);
@@ -347,11 +354,14 @@ impl Mqtt {
         let version = s.version;
         let mut codes = Vec::with_capacity(p.filters.len());
         let mut leave = Vec::new();
+        let listener = s.listener;
+        let mut removed = 0;
         for &filter in &p.filters {
             if s.subs.remove(filter).is_none() {
                 codes.push(ReasonCode(0x11));
                 continue;
             }
+            removed += 1;
             codes.push(ReasonCode(0));
             match topic::parse_filter(filter) {
                 Ok(Filter::Plain(f)) => {
@@ -361,6 +371,7 @@ impl Mqtt {
                 Err(_) => {}
             }
         }
+        self.at(listener).unsubscribed(removed);
         for filter in leave {
             self.share_msg(ctx, TAG_SHARE_LEAVE, filter, key, None);
         }

@@ -85,6 +85,12 @@ impl ClientDrops {
 pub(crate) struct Session {
     pub key: u64,
     pub client_id: Arc<str>,
+    /// The listener its client last came through ([`NO_LISTENER`]: none
+    /// of this process yet, a session restored from disk or moved before
+    /// its client connected).
+    ///
+    /// [`NO_LISTENER`]: super::stats::NO_LISTENER
+    pub listener: u16,
     /// The user (identity or username) ACLs check, if any.
     pub user: Option<Arc<str>>,
     pub conn: Option<ConnId>,
@@ -123,6 +129,7 @@ impl Session {
         Session {
             key,
             client_id,
+            listener: super::stats::NO_LISTENER,
             user: None,
             conn: None,
             version,

@@ -261,7 +261,7 @@ fn offline_queue_limits_and_redelivery_with_dup() {
     );
     net.advance(Duration::from_secs(1));
     let status = net.factory.status();
-    let me = status.iter().find(|c| c.client_id == "s").unwrap();
+    let me = status.iter().find(|c| &*c.client_id == "s").unwrap();
     assert_eq!((me.connected, me.inflight, me.dropped_qos12), (true, 4, 1));
     let _ = s;
 }
