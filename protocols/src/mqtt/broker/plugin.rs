@@ -200,8 +200,12 @@ pub struct Mqtt {
     pub(crate) unattributed: Arc<ListenerStats>,
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
-    pub(crate) conns: IdMap<ConnId, Conn>,
-    pub(crate) sessions: IdMap<u64, Session>,
+    /// Connections and sessions are boxed: a table of boxes grows by
+    /// 16-byte entries (a table of the structs themselves would hold up to
+    /// twice their size in empty slots), and moving a session in or out is
+    /// a pointer copy.
+    pub(crate) conns: IdMap<ConnId, Box<Conn>>,
+    pub(crate) sessions: IdMap<u64, Box<Session>>,
     pub(crate) by_client: HashMap<Arc<str>, u64>,
     pub(crate) directory: HashMap<Arc<str>, DirEntry>,
     pub(crate) next_epoch: u64,
@@ -422,13 +426,13 @@ impl Mqtt {
         for (&id, c) in &self.conns {
             match c.phase {
                 Phase::AwaitConnect | Phase::Connecting
-                    if passed(now, c.opened, self.cfg.connect_timeout) =>
+                    if passed(now, c.since, self.cfg.connect_timeout) =>
                 {
                     late.push((id, MqttDrop::ConnectTimeout));
                 }
                 Phase::Connected if c.keep_alive > 0 => {
                     let limit = Duration::from_millis(u64::from(c.keep_alive) * 1500);
-                    if now >= c.last_rx + limit {
+                    if now >= c.since + limit {
                         late.push((id, MqttDrop::KeepAliveTimeout));
                     }
                 }
@@ -448,15 +452,16 @@ impl Mqtt {
         self.fire_wills(ctx, now);
         if let Some(events) = &self.cfg.events {
             for s in self.sessions.values_mut() {
-                if s.drops != s.drops_reported {
+                let (now, was) = (s.drops(), s.drops_reported());
+                if now != was {
                     events.client_drops(&super::config::ClientDropsEvent {
                         shard: self.shard,
                         client_id: &s.client_id,
-                        qos0: s.drops.qos0 - s.drops_reported.qos0,
-                        qos12: s.drops.qos12 - s.drops_reported.qos12,
-                        other: s.drops.other - s.drops_reported.other,
+                        qos0: now.qos0 - was.qos0,
+                        qos12: now.qos12 - was.qos12,
+                        other: now.other - was.other,
                     });
-                    s.drops_reported = s.drops;
+                    s.drops_were_reported();
                 }
             }
         }
@@ -475,29 +480,39 @@ impl Mqtt {
         }
     }
 
-    /// Publishes this shard's per-client snapshot.
+    /// Publishes this shard's per-client snapshot: the
+    /// `status_max_clients` sessions with the most drops (then by client
+    /// id). Never holds more than twice that many entries, whatever the
+    /// number of sessions.
     pub(crate) fn refresh_status(&self) {
-        let mut list: Vec<ClientStatus> = self
-            .sessions
-            .values()
-            .map(|s| ClientStatus {
-                shard: self.shard,
-                client_id: Arc::clone(&s.client_id),
-                connected: s.conn.is_some(),
-                queued: u32::try_from(s.queue.len()).unwrap_or(u32::MAX),
-                inflight: u32::try_from(s.inflight.len()).unwrap_or(u32::MAX),
-                subscriptions: u32::try_from(s.subs.len()).unwrap_or(u32::MAX),
-                dropped_qos0: s.drops.qos0,
-                dropped_qos12: s.drops.qos12,
-                dropped_other: s.drops.other,
-            })
-            .collect();
-        list.sort_by(|a, b| {
+        let max = self.cfg.status_max_clients;
+        let order = |a: &ClientStatus, b: &ClientStatus| {
             let da = a.dropped_qos0 + a.dropped_qos12 + a.dropped_other;
             let db = b.dropped_qos0 + b.dropped_qos12 + b.dropped_other;
             db.cmp(&da).then_with(|| a.client_id.cmp(&b.client_id))
-        });
-        list.truncate(self.cfg.status_max_clients);
+        };
+        let mut list: Vec<ClientStatus> = Vec::new();
+        for s in self.sessions.values() {
+            let drops = s.drops();
+            list.push(ClientStatus {
+                shard: self.shard,
+                client_id: Arc::clone(&s.client_id),
+                connected: s.conn.is_some(),
+                queued: u32::try_from(s.flow.queue.len()).unwrap_or(u32::MAX),
+                inflight: u32::try_from(s.flow.inflight.len()).unwrap_or(u32::MAX),
+                subscriptions: u32::try_from(s.subs.len()).unwrap_or(u32::MAX),
+                dropped_qos0: drops.qos0,
+                dropped_qos12: drops.qos12,
+                dropped_other: drops.other,
+            });
+            if list.len() >= max.saturating_mul(2).max(2) {
+                list.sort_by(order);
+                list.truncate(max);
+            }
+        }
+        list.sort_by(order);
+        list.truncate(max);
+        list.shrink_to_fit();
         self.stats.set_status(list);
     }
 }
@@ -512,8 +527,10 @@ impl Plugin for Mqtt {
                 self.lstats.push(self.stats.listener_slot(next));
             }
         }
-        self.conns
-            .insert(stream.conn, Conn::new(stream.peer, listener, ctx.now()));
+        self.conns.insert(
+            stream.conn,
+            Box::new(Conn::new(stream.peer, listener, ctx.now())),
+        );
         self.leave(ctx);
         Verdict::Accept
     }

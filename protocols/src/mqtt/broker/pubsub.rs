@@ -38,21 +38,21 @@ impl Mqtt {
                 return self.fail(ctx, conn, MqttDrop::ProtocolError, 0x94);
             }
             let slot = usize::from(a - 1);
-            if c.aliases.len() <= slot {
-                c.aliases.resize(slot + 1, None);
+            let aliases = &mut c.held().aliases;
+            if aliases.len() <= slot {
+                aliases.resize(slot + 1, None);
             }
             if p.topic.is_empty() {
-                match &c.aliases[slot] {
+                match &aliases[slot] {
                     Some(t) => aliased = Some(t.clone()),
                     None => return self.fail(ctx, conn, MqttDrop::ProtocolError, 0x82),
                 }
             } else {
-                c.aliases[slot] = Some(p.topic.into());
+                aliases[slot] = Some(p.topic.into());
             }
         }
         let topic: &str = aliased.as_deref().unwrap_or(p.topic);
         let unacked = c.unacked as usize;
-        let user = c.user.clone();
         let qos = p.qos;
         let pid = p.packet_id;
         // The ack a refused QoS 1/2 message gets (v5 with the reason).
@@ -76,7 +76,8 @@ impl Mqtt {
             return;
         };
         let cid = Arc::clone(&s.client_id);
-        if qos == QoS::ExactlyOnce && s.inbound_qos2.contains(&pid) {
+        let user = s.user.clone();
+        if qos == QoS::ExactlyOnce && s.flow.inbound_qos2.contains(&pid) {
             // A resent QoS 2 message already taken: acknowledge again only.
             return self.write_resp(ctx, conn, 5, pid, 0);
         }
@@ -84,7 +85,7 @@ impl Mqtt {
         // id space, its waiting QoS 1 acks by `mesh_reliable_bytes`.
         if v5
             && qos != QoS::AtMostOnce
-            && unacked + s.inbound_qos2.len() >= usize::from(self.cfg.receive_maximum.max(1))
+            && unacked + s.flow.inbound_qos2.len() >= usize::from(self.cfg.receive_maximum.max(1))
         {
             return self.fail(ctx, conn, MqttDrop::ReceiveMaximumExceeded, 0x93);
         }
@@ -135,7 +136,7 @@ impl Mqtt {
         }
         if qos == QoS::ExactlyOnce {
             if let Some(s) = self.sessions.get_mut(&key) {
-                s.inbound_qos2.push(pid);
+                s.flow.inbound_qos2.push(pid);
             }
         }
         let puback = qos == QoS::AtLeastOnce;
@@ -190,11 +191,12 @@ impl Mqtt {
             return;
         };
         if let Some(i) = s
+            .flow
             .inflight
             .iter()
             .position(|f| f.pid == pid && f.out.qos == qos && states.contains(&f.state))
         {
-            s.inflight.remove(i);
+            s.flow.inflight.remove(i);
             if !s.blocked {
                 self.pump(ctx, key);
             }
@@ -209,19 +211,19 @@ impl Mqtt {
             return;
         };
         let pid = r.packet_id;
-        let found = s.inflight.iter().position(|f| {
+        let found = s.flow.inflight.iter().position(|f| {
             f.pid == pid && f.out.qos == QoS::ExactlyOnce && f.state != Flight::Unsent
         });
         match found {
             Some(i) if r.code.0 >= 0x80 => {
                 // The client refused it: the flow ends here.
-                s.inflight.remove(i);
+                s.flow.inflight.remove(i);
                 if !s.blocked {
                     self.pump(ctx, key);
                 }
             }
             Some(i) => {
-                s.inflight[i].state = Flight::Released;
+                s.flow.inflight[i].state = Flight::Released;
                 self.write_resp(ctx, conn, 6, pid, 0);
             }
             None => {
@@ -239,9 +241,9 @@ impl Mqtt {
             return;
         };
         let pid = r.packet_id;
-        let code = match s.inbound_qos2.iter().position(|p| *p == pid) {
+        let code = match s.flow.inbound_qos2.iter().position(|p| *p == pid) {
             Some(i) => {
-                s.inbound_qos2.swap_remove(i);
+                s.flow.inbound_qos2.swap_remove(i);
                 0
             }
             None if s.version == Version::V5 => 0x92,
@@ -301,7 +303,7 @@ impl Mqtt {
             let exists = s.subs.contains_key(filter);
             let listener = s.listener;
             if !exists && s.subs.len() >= self.cfg.max_subscriptions_per_client {
-                s.drops.other += 1;
+                s.count_drop(MqttDrop::SubscriptionLimit);
                 self.count_conn(ctx, conn, MqttDrop::SubscriptionLimit);
                 codes.push(ReasonCode(0x97));
                 continue;
