@@ -4,12 +4,11 @@
 
 mod common;
 
+use common::process::{start_ringport, Ringport, Stderr};
 use common::ringport_bin;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -159,8 +158,7 @@ fn bad_listener_exits_non_zero_naming_the_wrong_part() {
 
 /// A `ringport serve` process with its stdout lines arriving on a channel.
 struct Serving {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+    proc: Ringport,
     seen: Vec<String>,
     port: u16,
 }
@@ -168,7 +166,7 @@ struct Serving {
 impl Serving {
     /// The next stdout line, or `None` at end of output or after `timeout`.
     fn next_line(&mut self, timeout: Duration) -> Option<String> {
-        let line = self.lines.recv_timeout(timeout).ok()?;
+        let line = self.proc.stdout.recv_timeout(timeout).ok()?;
         self.seen.push(line.clone());
         Some(line)
     }
@@ -190,67 +188,28 @@ impl Serving {
     }
 }
 
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `ringport serve` with sockperf over UDP and TCP on one free port,
 /// one shard on the first CPU this process may use.
 fn serve_sockperf() -> Serving {
     let cpu = allowed_cpus().unwrap()[0].to_string();
-    let mut rng = rand::thread_rng();
-    for _ in 0..20 {
-        let port: u16 = rng.gen_range(20000..32000);
-        let udp = format!("sockperf@udp:127.0.0.1:{port}");
-        let tcp = format!("sockperf@tcp:127.0.0.1:{port}");
-        let mut child = Command::new(ringport_bin())
-            .args(["serve", "--shards", "1", "--cpus", &cpu, "--listen", &udp])
-            .args(["--listen", &tcp, "--stats-interval", "0.2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringport serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Serving {
-            child,
-            lines,
-            seen: Vec::new(),
-            port,
-        };
+    let proc = start_ringport(
+        1,
+        |cmd, port| {
+            cmd.args(["serve", "--shards", "1", "--cpus", &cpu, "--listen"])
+                .arg(format!("sockperf@udp:127.0.0.1:{port}"))
+                .arg("--listen")
+                .arg(format!("sockperf@tcp:127.0.0.1:{port}"))
+                .args(["--stats-interval", "0.2"]);
+        },
         // The plan table's last row means every shard is serving.
-        let deadline = Instant::now() + PROCESS_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match s.next_line(left) {
-                Some(l) if l.contains(&tcp) => return s,
-                Some(_) => continue,
-                None => break,
-            }
-        }
-        let status = wait_bounded(&mut s.child, "that did not start");
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(s.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        if stderr.contains("in use") {
-            continue;
-        }
-        panic!(
-            "ringport serve did not start ({status}):\n{}\n{stderr}",
-            s.seen.join("\n")
-        );
+        |l| l.contains("sockperf@tcp:127.0.0.1:"),
+        Stderr::Unread,
+    );
+    Serving {
+        seen: proc.printed.clone(),
+        port: proc.port,
+        proc,
     }
-    panic!("20 random ports were all in use");
 }
 
 /// `msgs N` in a stats or totals line.
@@ -309,13 +268,11 @@ fn serves_sockperf_then_stops_on_sigterm_with_totals() {
         l.starts_with("stats ") && msgs_in(l) == Some(expected)
     });
 
-    // SAFETY: kill(2) with a pid of a child we spawned and have not reaped.
-    let rc = unsafe { libc::kill(srv.child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = wait_bounded(&mut srv.child, "after SIGTERM");
+    srv.proc.signal(libc::SIGTERM);
+    let status = srv.proc.wait_exit(PROCESS_TIMEOUT);
     let total = srv.wait_line("a `total:` line", |l| l.starts_with("total:"));
     let mut stderr = String::new();
-    std::io::Read::read_to_string(srv.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(srv.proc.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
     assert_eq!(msgs_in(&total), Some(expected), "{total}");

@@ -7,96 +7,47 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{ringport_bin, LOOPBACK};
-use rand::Rng;
+use common::process::{admin_is_up, start_ringport, Ringport, Stderr};
+use common::LOOPBACK;
 use ringport::engine::cpus::allowed_cpus;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running `ringport serve` with echo over TCP on `port` and the admin
-/// endpoint on `admin`.
+/// endpoint on `admin`. Its stderr is a pipe this process never reads.
 struct Served {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
+    proc: Ringport,
     port: u16,
     admin: SocketAddr,
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines_of(r: ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// Starts the server on random free ports (retrying when one is taken).
-/// Its stderr is a pipe this process never reads.
 fn serve(extra: &[&str]) -> Served {
     let cpu = allowed_cpus().unwrap()[0].to_string();
-    let mut rng = rand::thread_rng();
-    for _ in 0..20 {
-        let port: u16 = rng.gen_range(20000..30000);
-        let admin = SocketAddr::new(LOOPBACK, port + 1);
-        let mut child = Command::new(ringport_bin())
-            .args(["serve", "--shards", "1", "--cpus", &cpu])
-            .args(["--listen", &format!("echo@tcp:127.0.0.1:{port}")])
-            .args(["--admin", &admin.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringport");
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match stdout.recv_timeout(Duration::from_millis(50)) {
-                Ok(l) if l.starts_with("admin endpoint on") => {
-                    return Served {
-                        child,
-                        stdout,
-                        port,
-                        admin,
-                    }
-                }
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                // Exited: most likely a port in use; try others.
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            assert!(Instant::now() < deadline, "ringport did not start");
-        }
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(
-            err.contains("in use"),
-            "ringport exited with {status}: {err}"
-        );
+    let proc = start_ringport(
+        2,
+        |cmd, port| {
+            cmd.args(["serve", "--shards", "1", "--cpus", &cpu])
+                .arg("--listen")
+                .arg(format!("echo@tcp:127.0.0.1:{port}"))
+                .arg("--admin")
+                .arg(SocketAddr::new(LOOPBACK, port + 1).to_string())
+                .args(extra);
+        },
+        admin_is_up,
+        Stderr::Unread,
+    );
+    let port = proc.port;
+    Served {
+        proc,
+        port,
+        admin: SocketAddr::new(LOOPBACK, port + 1),
     }
-    panic!("no free ports found");
 }
 
 /// `GET path`, answered within `within`: the body of a `200 OK`.
@@ -138,26 +89,6 @@ fn echo_round_trip(port: u16) {
     let mut got = [0u8; 4];
     s.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping");
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: kill has no memory preconditions; the pid is our live child.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ringport did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The stdout lines from now until the process closes it.
@@ -248,11 +179,11 @@ fn sigterm_with_a_stalled_admin_client_and_an_unread_stderr_log_exits_0_with_the
     let mut stalled = TcpStream::connect(srv.admin).unwrap();
     stalled.write_all(b"GET /metrics HTTP/1.1\r\nHost").unwrap();
     let signalled = Instant::now();
-    sigterm(&srv.child);
-    let status = wait_exit(&mut srv.child, Duration::from_secs(10));
+    srv.proc.signal(libc::SIGTERM);
+    let status = srv.proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     let stopped = signalled.elapsed();
-    let out = rest_of(&srv.stdout);
+    let out = rest_of(&srv.proc.stdout);
     let total = out
         .iter()
         .find(|l| l.starts_with("total: "))
@@ -304,10 +235,10 @@ fn a_log_on_a_full_disk_costs_counted_lines_and_the_server_goes_on() {
     }
     // The server still serves.
     echo_round_trip(srv.port);
-    sigterm(&srv.child);
-    let status = wait_exit(&mut srv.child, Duration::from_secs(10));
+    srv.proc.signal(libc::SIGTERM);
+    let status = srv.proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
-    let out = rest_of(&srv.stdout);
+    let out = rest_of(&srv.proc.stdout);
     let log = out
         .iter()
         .find(|l| l.starts_with("log: "))
@@ -319,7 +250,8 @@ fn a_log_on_a_full_disk_costs_counted_lines_and_the_server_goes_on() {
         &format!("log: 0 line(s) written, 10 lost to {errors} write error(s)")
     );
     let mut err = String::new();
-    srv.child
+    srv.proc
+        .child
         .stderr
         .take()
         .unwrap()

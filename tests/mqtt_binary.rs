@@ -10,15 +10,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{admin_is_up, start_ringport, Ringport, Stderr};
 use common::{outside_program, ringport_bin};
-use rand::Rng;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -31,88 +30,36 @@ fn clients() -> Option<(PathBuf, PathBuf)> {
 /// A `ringport serve` with two shards, an `mqtt` listener on two ports (one
 /// per shard), an admin endpoint and a handshake log.
 struct Broker {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
+    proc: Ringport,
     ports: [u16; 2],
     admin: SocketAddr,
     log: PathBuf,
 }
 
-impl Drop for Broker {
-    /// A test that failed before [`Broker::stop`] leaves no server behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 impl Broker {
     fn start(dir: &Path, extra: &[&str]) -> Broker {
-        let mut rng = rand::thread_rng();
-        for _ in 0..20 {
-            let port: u16 = rng.gen_range(20000..30000);
-            let admin: SocketAddr = format!("127.0.0.1:{}", port + 2).parse().unwrap();
-            let log = dir.join(format!("log-{port}.json"));
-            let mut child = Command::new(ringport_bin())
-                .args([
-                    "serve",
-                    "--shards",
-                    "2",
-                    "--listen",
-                    &format!("mqtt@tcp:127.0.0.1:{port}-{}", port + 1),
-                    "--admin",
-                    &admin.to_string(),
-                    "--log",
-                    log.to_str().unwrap(),
-                    "--drain-timeout",
-                    "1",
-                ])
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start ringport");
-            let stdout = lines_of(child.stdout.take().unwrap());
-            let stderr = lines_of(child.stderr.take().unwrap());
-            let deadline = Instant::now() + TIMEOUT;
-            loop {
-                if let Ok(l) = stdout.recv_timeout(Duration::from_millis(50)) {
-                    if l.starts_with("admin endpoint on") {
-                        return Broker {
-                            child,
-                            stdout,
-                            ports: [port, port + 1],
-                            admin,
-                            log,
-                        };
-                    }
-                }
-                if let Some(status) = child.try_wait().unwrap() {
-                    let err: Vec<String> = stderr.try_iter().collect();
-                    assert!(
-                        err.iter().any(|l| l.contains("in use")),
-                        "ringport exited with {status}: {err:?}"
-                    );
-                    break;
-                }
-                assert!(Instant::now() < deadline, "ringport did not start");
-            }
+        let proc = start_ringport(
+            3,
+            |cmd, port| {
+                cmd.args(["serve", "--shards", "2", "--drain-timeout", "1"])
+                    .arg("--listen")
+                    .arg(format!("mqtt@tcp:127.0.0.1:{port}-{}", port + 1))
+                    .arg("--admin")
+                    .arg(format!("127.0.0.1:{}", port + 2))
+                    .arg("--log")
+                    .arg(dir.join(format!("log-{port}.json")))
+                    .args(extra);
+            },
+            admin_is_up,
+            Stderr::Lines,
+        );
+        let port = proc.port;
+        Broker {
+            ports: [port, port + 1],
+            admin: format!("127.0.0.1:{}", port + 2).parse().unwrap(),
+            log: dir.join(format!("log-{port}.json")),
+            proc,
         }
-        panic!("no free ports found");
     }
 
     fn metrics(&self) -> String {
@@ -177,10 +124,7 @@ impl Broker {
 
     /// SIGTERM, and the exit status.
     fn stop(mut self) -> bool {
-        // SAFETY: kill(2) on the child's pid, which has not been reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        let printed: Vec<String> = self.stdout.try_iter().collect();
+        let (status, printed) = self.proc.terminate(TIMEOUT);
         assert!(
             printed.iter().any(|l| l.starts_with("total:")),
             "{printed:?}"

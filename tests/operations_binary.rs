@@ -9,15 +9,13 @@
 
 mod common;
 
-use common::ringport_bin;
-use std::io::{BufRead, BufReader, Read, Write};
+use common::process::{admin_is_up, start_ringport, wait_line, Ringport, Stderr};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use ringport::engine::cpus::allowed_cpus;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -26,115 +24,57 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// A running `ringport serve` with echo over TCP and UDP on `port` and the
 /// admin endpoint on `admin`.
 struct Served {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+    proc: Ringport,
     port: u16,
     admin: SocketAddr,
     log: PathBuf,
 }
 
+impl Served {
+    fn stderr(&self) -> &mpsc::Receiver<String> {
+        self.proc.stderr.as_ref().unwrap()
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
 }
 
-fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if pred(&l) => return l,
-            Ok(_) => {}
-            Err(_) => panic!("ringport never printed {what}"),
-        }
-    }
+fn log_path(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("ringport-ops-{}-{port}.log", std::process::id()))
 }
 
 /// Starts the server on random free ports (retrying when one is taken).
 fn serve(extra: &[&str]) -> Served {
     let cpu = allowed_cpus().unwrap()[0].to_string();
-    let mut rng = rand::thread_rng();
-    for _ in 0..20 {
-        let port: u16 = rng.gen_range(20000..30000);
-        let admin = SocketAddr::new(LOOPBACK, port + 1);
-        let log =
-            std::env::temp_dir().join(format!("ringport-ops-{}-{port}.log", std::process::id()));
-        let (tcp, udp) = (
-            format!("echo@tcp:127.0.0.1:{port}"),
-            format!("echo@udp:127.0.0.1:{port}"),
-        );
-        let admin_s = admin.to_string();
-        let log_s = log.to_str().unwrap().to_owned();
-        let mut args = vec![
-            "serve",
-            "--shards",
-            "1",
-            "--cpus",
-            &cpu,
-            "--listen",
-            &tcp,
-            "--listen",
-            &udp,
-            "--allow",
-            "127.0.0.1/32",
-            "--admin",
-            &admin_s,
-            "--log",
-            &log_s,
-        ];
-        args.extend_from_slice(extra);
-        let mut child = Command::new(ringport_bin())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringport");
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Ok(l) = stdout.recv_timeout(Duration::from_millis(50)) {
-                if l.starts_with("admin endpoint on") {
-                    return Served {
-                        child,
-                        stdout,
-                        stderr,
-                        port,
-                        admin,
-                        log,
-                    };
-                }
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                let err: Vec<String> = stderr.try_iter().collect();
-                assert!(
-                    err.iter().any(|l| l.contains("in use")),
-                    "ringport exited with {status}: {err:?}"
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "ringport did not start");
-        }
+    let proc = start_ringport(
+        2,
+        |cmd, port| {
+            cmd.args(["serve", "--shards", "1", "--cpus", &cpu])
+                .arg("--listen")
+                .arg(format!("echo@tcp:127.0.0.1:{port}"))
+                .arg("--listen")
+                .arg(format!("echo@udp:127.0.0.1:{port}"))
+                .args(["--allow", "127.0.0.1/32", "--admin"])
+                .arg(SocketAddr::new(LOOPBACK, port + 1).to_string())
+                .arg("--log")
+                .arg(log_path(port))
+                .args(extra);
+        },
+        admin_is_up,
+        Stderr::Lines,
+    );
+    let port = proc.port;
+    Served {
+        proc,
+        port,
+        admin: SocketAddr::new(LOOPBACK, port + 1),
+        log: log_path(port),
     }
-    panic!("no free ports found");
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -324,31 +264,12 @@ fn metrics_pass_promtool_and_count_the_traffic_sent() {
     );
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ringport did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: kill has no memory preconditions; the pid is our live child.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
-}
-
 #[test]
 fn sigterm_drains_open_connections_refuses_new_ones_and_exits_0() {
     let mut srv = serve(&["--drain-timeout", "15"]);
     let mut open = echo(srv.port, b"before");
-    signal(&srv.child, libc::SIGTERM);
-    wait_line(&srv.stderr, "the drain notice", |l| {
+    srv.proc.signal(libc::SIGTERM);
+    wait_line(srv.stderr(), "the drain notice", |l| {
         l.contains("draining 1 open connection")
     });
     // New connections are refused once the shard has closed its listener.
@@ -363,11 +284,11 @@ fn sigterm_drains_open_connections_refuses_new_ones_and_exits_0() {
     open.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"during");
     drop(open);
-    let status = wait_exit(&mut srv.child, Duration::from_secs(10));
+    let status = srv.proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     // Connections the probe above made before the listener closed were
     // served too: every one accepted was closed.
-    let total = wait_line(&srv.stdout, "the totals", |l| l.starts_with("total: "));
+    let total = wait_line(&srv.proc.stdout, "the totals", |l| l.starts_with("total: "));
     let count = |key: &str| -> u64 {
         let at = total.find(key).unwrap() + key.len();
         total[at..]
@@ -405,20 +326,20 @@ fn sigterm_drains_open_connections_refuses_new_ones_and_exits_0() {
 fn drain_timeout_closes_what_is_left_and_a_second_sigint_stops_at_once() {
     let mut srv = serve(&["--drain-timeout", "0.5"]);
     let _held = echo(srv.port, b"x");
-    signal(&srv.child, libc::SIGTERM);
-    let status = wait_exit(&mut srv.child, Duration::from_secs(10));
+    srv.proc.signal(libc::SIGTERM);
+    let status = srv.proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     let log = std::fs::read_to_string(&srv.log).unwrap();
     assert!(log.contains(r#""close_reason":"drain_timeout""#), "{log}");
 
     let mut srv = serve(&["--drain-timeout", "600"]);
     let _held = echo(srv.port, b"x");
-    signal(&srv.child, libc::SIGINT);
-    wait_line(&srv.stderr, "the drain notice", |l| l.contains("draining"));
-    signal(&srv.child, libc::SIGINT);
-    let status = wait_exit(&mut srv.child, Duration::from_secs(10));
+    srv.proc.signal(libc::SIGINT);
+    wait_line(srv.stderr(), "the drain notice", |l| l.contains("draining"));
+    srv.proc.signal(libc::SIGINT);
+    let status = srv.proc.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
-    wait_line(&srv.stderr, "the second signal", |l| {
+    wait_line(srv.stderr(), "the second signal", |l| {
         l.contains("received again, stopping now")
     });
 }

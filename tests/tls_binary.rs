@@ -19,9 +19,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use common::pki::{Ca, ClientSpec, Leaf, Pki};
+use common::process::{start_ringport, Ringport, Stderr};
 use common::ringport_bin;
 use harness::*;
 
@@ -1029,47 +1029,23 @@ fn run_readme_commands(
     dir: &Path,
     readme: &str,
     heading: &str,
-) -> (Guard, mpsc::Receiver<String>) {
+) -> (Ringport, mpsc::Receiver<String>) {
     let cmds = commands(&readme_block(readme, heading));
     let [serve_cmd, client_cmd] = &cmds[..] else {
         panic!("{heading}: expected a serve and a client command: {cmds:?}");
     };
     assert_eq!(serve_cmd[..2], ["ringport", "serve"]);
     assert_eq!(client_cmd[..2], ["openssl", "s_client"]);
-    for _ in 0..20 {
-        let port = random_port();
-        let mut server = Guard(
-            Command::new(ringport_bin())
-                .args(&on_port(serve_cmd, port)[1..])
-                .current_dir(dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start ringport"),
-        );
-        let stdout = lines_of(server.0.stdout.take().unwrap());
-        let stderr = lines_of(server.0.stderr.take().unwrap());
-        let deadline = Instant::now() + TIMEOUT;
-        let started = loop {
-            if let Ok(l) = stdout.recv_timeout(Duration::from_millis(20)) {
-                if l.starts_with("ringport ") && l.contains(" serving ") {
-                    break true;
-                }
-            }
-            if server.0.try_wait().unwrap().is_some() {
-                let err: Vec<String> = stderr.iter().collect();
-                assert!(
-                    err.iter().any(|l| l.contains("in use")),
-                    "{heading}: the README's serve command failed: {err:?}"
-                );
-                break false;
-            }
-            assert!(Instant::now() < deadline, "ringport did not start");
-        };
-        if !started {
-            continue;
-        }
+    let mut server = start_ringport(
+        2,
+        |cmd, port| {
+            cmd.args(&on_port(serve_cmd, port)[1..]).current_dir(dir);
+        },
+        |l| l.starts_with("ringport ") && l.contains(" serving "),
+        Stderr::Lines,
+    );
+    let (port, stderr) = (server.port, server.stderr.take().unwrap());
+    {
         let mut client = Guard(
             Command::new(openssl)
                 .args(&on_port(client_cmd, port)[1..])
@@ -1088,9 +1064,8 @@ fn run_readme_commands(
             Ok("reading 21.5"),
             "{heading}: no echo"
         );
-        return (server, stderr);
+        (server, stderr)
     }
-    panic!("no free port found");
 }
 
 #[test]

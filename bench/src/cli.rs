@@ -93,7 +93,9 @@ pub struct Args {
     /// external server; for the TLS scenarios ringport, ringport-epoll,
     /// tokio-rustls, haproxy or rustls-probe (the bare rustls server: the floor);
     /// for the MQTT scenarios ringport, ringport-epoll, mosquitto (the Debian
-    /// broker at /usr/sbin/mosquitto) or ADDR:PORT of a broker.
+    /// broker at /usr/sbin/mosquitto), mqtt-probe (the engine with a bare
+    /// forwarder in place of the broker, one shard: the floor) or ADDR:PORT of
+    /// a broker.
     #[arg(long, default_value = "ringport")]
     pub target: Target,
     /// Compare several targets, e.g. `ringport,tokio,epoll`,

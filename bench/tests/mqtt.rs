@@ -161,6 +161,13 @@ fn mosquitto_delivers_every_message_once_and_in_order() {
     every_scenario_counts_exactly("mosquitto");
 }
 
+/// The floor answers what the load generator needs, so every scenario
+/// counts exactly against it too.
+#[test]
+fn the_mqtt_probe_serves_every_scenario() {
+    every_scenario_counts_exactly("mqtt-probe");
+}
+
 #[test]
 fn ringport_serves_the_mqtt_scenarios_or_says_why_not() {
     let probe = cli::run(
@@ -219,8 +226,32 @@ fn mosquitto_serves_only_mqtt_and_mqtt_runs_only_against_brokers() {
     assert_eq!(
         e,
         "scenario mqtt-qos1: tokio, epoll do not serve it (mqtt-qos1 runs against: ringport, \
-         ringport-epoll, mosquitto, or ADDR:PORT of an MQTT broker)"
+         ringport-epoll, mosquitto, mqtt-probe, or ADDR:PORT of an MQTT broker)"
     );
+    let e = cli::run(
+        &args(&["--scenario", "tcp-echo", "--target", "mqtt-probe"]),
+        vec![],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("scenario tcp-echo: mqtt-probe does not serve it"),
+        "{e}"
+    );
+    let e = cli::run(
+        &args(&[
+            "--scenario",
+            "mqtt-fanin",
+            "--target",
+            "mqtt-probe",
+            "--server-shards",
+            "2",
+        ]),
+        vec![],
+    )
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("mqtt-probe serves one shard"), "{e}");
     let e = cli::run(
         &args(&[
             "--scenario",

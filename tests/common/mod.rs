@@ -6,6 +6,7 @@
 
 pub mod netns;
 pub mod pki;
+pub mod process;
 pub mod seccomp;
 
 use std::collections::VecDeque;

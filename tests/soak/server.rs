@@ -2,27 +2,19 @@
 //! pinned shard, read through its admin endpoint (`/metrics`) and
 //! `/proc/PID/status` (resident memory).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use rand::Rng;
-
-use crate::common::{ringport_bin, LOOPBACK};
-
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+use crate::common::process::{admin_is_up, start_ringport, Ringport, Stderr};
+use crate::common::LOOPBACK;
 
 /// A running `ringport serve`: echo over TCP, relay over TCP and echo over
 /// UDP on consecutive ports, the admin endpoint on the next one.
 pub struct Served {
-    child: Child,
-    /// Lines the server printed on stdout and stderr, in arrival order.
-    output: mpsc::Receiver<String>,
-    /// Everything printed so far (kept for failure messages).
-    pub printed: Vec<String>,
+    proc: Ringport,
     /// The echo TCP port.
     pub echo: SocketAddr,
     /// The relay TCP port.
@@ -33,98 +25,41 @@ pub struct Served {
     pub admin: SocketAddr,
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn forward(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-}
-
 impl Served {
     /// Starts `ringport serve` with one shard on `cpu` and `extra` flags,
     /// on random free ports (retrying when one is taken).
     pub fn start(cpu: usize, extra: &[String]) -> Served {
-        let mut rng = rand::thread_rng();
-        for _ in 0..20 {
-            let port: u16 = rng.gen_range(20000..30000);
-            let at = |p: u16| SocketAddr::new(LOOPBACK, p);
-            let mut args: Vec<String> = [
-                "serve",
-                "--shards",
-                "1",
-                "--cpus",
-                &cpu.to_string(),
-                "--listen",
-                &format!("echo@tcp:127.0.0.1:{port}"),
-                "--listen",
-                &format!("relay@tcp:127.0.0.1:{}", port + 1),
-                "--listen",
-                &format!("echo@udp:127.0.0.1:{}", port + 2),
-                "--admin",
-                &at(port + 3).to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            args.extend_from_slice(extra);
-            let mut child = Command::new(ringport_bin())
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start ringport");
-            let (tx, output) = mpsc::channel();
-            forward(child.stdout.take().unwrap(), tx.clone());
-            forward(child.stderr.take().unwrap(), tx);
-            let mut printed = Vec::new();
-            let deadline = Instant::now() + START_TIMEOUT;
-            loop {
-                if let Ok(l) = output.recv_timeout(Duration::from_millis(50)) {
-                    let up = l.starts_with("admin endpoint on");
-                    printed.push(l);
-                    if up {
-                        return Served {
-                            child,
-                            output,
-                            printed,
-                            echo: at(port),
-                            relay: at(port + 1),
-                            udp: at(port + 2),
-                            admin: at(port + 3),
-                        };
-                    }
-                }
-                if let Some(status) = child.try_wait().unwrap() {
-                    printed.extend(output.try_iter());
-                    assert!(
-                        printed.iter().any(|l| l.contains("in use")),
-                        "ringport exited with {status}: {printed:#?}"
-                    );
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "ringport did not start: {printed:#?}"
-                );
-            }
+        let at = |p: u16| SocketAddr::new(LOOPBACK, p);
+        let proc = start_ringport(
+            4,
+            |cmd, port| {
+                cmd.args(["serve", "--shards", "1", "--cpus", &cpu.to_string()])
+                    .arg("--listen")
+                    .arg(format!("echo@tcp:127.0.0.1:{port}"))
+                    .arg("--listen")
+                    .arg(format!("relay@tcp:127.0.0.1:{}", port + 1))
+                    .arg("--listen")
+                    .arg(format!("echo@udp:127.0.0.1:{}", port + 2))
+                    .arg("--admin")
+                    .arg(at(port + 3).to_string())
+                    .args(extra);
+            },
+            admin_is_up,
+            Stderr::Merged,
+        );
+        let port = proc.port;
+        Served {
+            proc,
+            echo: at(port),
+            relay: at(port + 1),
+            udp: at(port + 2),
+            admin: at(port + 3),
         }
-        panic!("no free ports found");
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.child.id()
     }
 
     /// Makes every thread of the server SCHED_FIFO at `priority`, so that
@@ -155,29 +90,10 @@ impl Served {
     /// Sends SIGTERM and waits for the exit; returns whether it exited 0 and
     /// everything it printed.
     pub fn terminate(mut self, within: Duration) -> (bool, Vec<String>) {
-        // SAFETY: kill has no memory arguments; the pid is our child's,
-        // not yet reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The forwarding threads end when the pipes close.
-        let end = Instant::now() + Duration::from_secs(2);
-        while let Ok(l) = self
-            .output
-            .recv_timeout(end.saturating_duration_since(Instant::now()))
-        {
-            self.printed.push(l);
-        }
-        let printed = std::mem::take(&mut self.printed);
-        (status.is_some_and(|s| s.success()), printed)
+        let (status, rest) = self.proc.terminate(within);
+        let mut printed = std::mem::take(&mut self.proc.printed);
+        printed.extend(rest);
+        (status.success(), printed)
     }
 }
 

@@ -3,21 +3,21 @@
 //! the Python `ssl` client, and openssl's view of certificate files.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use ringport::engine::cpus::allowed_cpus;
 use ringport::engine::tls::HandshakeResult;
 use ringport_tools::testing::outside_program;
 use serde_json::Value;
 
 use crate::common::pki::Leaf;
-use crate::common::ringport_bin;
+use crate::common::process::{admin_is_up, start_ringport, Ringport, Stderr};
+pub use crate::common::process::{lines_of, wait_line};
 
 /// How long anything the tests wait for may take.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -33,51 +33,6 @@ pub fn openssl() -> Option<PathBuf> {
 /// `python3`, or `None` (with the skip line) outside CI.
 pub fn python3() -> Option<PathBuf> {
     outside_program("python3", "python3")
-}
-
-/// The lines `r` produces, as they come.
-pub fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits up to [`TIMEOUT`] for a line from `rx` that `pred` accepts.
-pub fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    // What came instead, for the failure message (the last lines only).
-    let mut seen: Vec<String> = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if pred(&l) => return l,
-            Ok(l) => {
-                if seen.len() == 40 {
-                    seen.remove(0);
-                }
-                seen.push(l);
-            }
-            Err(e) => panic!("never saw {what} ({e}); the last lines instead: {seen:#?}"),
-        }
-    }
-}
-
-/// Ports for the servers: 20000 up to the kernel's ephemeral range, so that
-/// client sockets never hold a port a server is about to bind.
-pub fn random_port() -> u16 {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .filter(|&low| low > 25000)
-        .unwrap_or(60000);
-    rand::thread_rng().gen_range(20000..ephemeral_low - 2)
 }
 
 /// What a finished program printed.
@@ -184,8 +139,7 @@ pub fn not_after(openssl: &Path, pem: &Path) -> String {
 /// A running `ringport serve`: one shard, `echo@tls:127.0.0.1:PORT`, the
 /// admin endpoint on PORT+1 and the JSON handshake log in a file.
 pub struct Served {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
+    proc: Ringport,
     pub port: u16,
     admin: SocketAddr,
     pub log: PathBuf,
@@ -193,62 +147,33 @@ pub struct Served {
     pub listener: String,
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `ringport serve` with `extra` flags, its log in `dir`, on random
 /// free ports (retrying when one is taken).
 pub fn serve(dir: &Path, extra: &[&str]) -> Served {
     let cpu = allowed_cpus().unwrap()[0].to_string();
-    for _ in 0..20 {
-        let port = random_port();
-        let admin = SocketAddr::new(LOOPBACK, port + 1);
-        let log = dir.join(format!("ringport-{port}.log"));
-        let listener = format!("echo@tls:127.0.0.1:{port}");
-        let mut child = Command::new(ringport_bin())
-            .args([
-                "serve", "--shards", "1", "--cpus", &cpu, "--listen", &listener,
-            ])
-            .args(["--admin", &admin.to_string(), "--log"])
-            .arg(&log)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringport");
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Ok(l) = stdout.recv_timeout(Duration::from_millis(20)) {
-                if l.starts_with("admin endpoint on") {
-                    return Served {
-                        child,
-                        stderr,
-                        port,
-                        admin,
-                        log,
-                        listener,
-                    };
-                }
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                let err: Vec<String> = stderr.try_iter().collect();
-                assert!(
-                    err.iter().any(|l| l.contains("in use")),
-                    "ringport exited with {status}: {err:?}"
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "ringport did not start");
-        }
+    let log = |port: u16| dir.join(format!("ringport-{port}.log"));
+    let proc = start_ringport(
+        2,
+        |cmd, port| {
+            cmd.args(["serve", "--shards", "1", "--cpus", &cpu, "--listen"])
+                .arg(format!("echo@tls:127.0.0.1:{port}"))
+                .arg("--admin")
+                .arg(SocketAddr::new(LOOPBACK, port + 1).to_string())
+                .arg("--log")
+                .arg(log(port))
+                .args(extra);
+        },
+        admin_is_up,
+        Stderr::Lines,
+    );
+    let port = proc.port;
+    Served {
+        proc,
+        port,
+        admin: SocketAddr::new(LOOPBACK, port + 1),
+        log: log(port),
+        listener: format!("echo@tls:127.0.0.1:{port}"),
     }
-    panic!("no free ports found");
 }
 
 impl Served {
@@ -385,14 +310,12 @@ impl Served {
 
     /// Sends `sig` to the server.
     pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill has no memory preconditions; the pid is our live child.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+        self.proc.signal(sig);
     }
 
     /// Waits for a stderr line that `pred` accepts.
     pub fn wait_stderr(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        wait_line(&self.stderr, what, pred)
+        wait_line(self.proc.stderr.as_ref().unwrap(), what, pred)
     }
 }
 

@@ -18,12 +18,15 @@
 //! serves the run's certificate ([`crate::tls::TlsFiles`]).
 //!
 //! The MQTT scenarios run against `ringport` (the engine with an `mqtt`
-//! listener), `mosquitto` (the Debian broker) or an external broker.
+//! listener), `mosquitto` (the Debian broker), `mqtt-probe` (the same engine
+//! with a bare forwarder in place of the broker: the floor) or an external
+//! broker.
 
 mod epoll;
 mod external;
 mod haproxy;
 mod mosquitto;
+mod mqtt_probe;
 mod process;
 mod ringport;
 mod rustls_probe;
@@ -67,6 +70,9 @@ pub enum Target {
     RustlsProbe,
     /// The Debian `mosquitto` broker (MQTT only).
     Mosquitto,
+    /// The ringport engine with a bare MQTT forwarder in place of the
+    /// broker, one shard: the floor (MQTT only).
+    MqttProbe,
     /// A server at this address, not started by the harness.
     External(SocketAddr),
 }
@@ -85,6 +91,7 @@ impl Target {
             Target::Haproxy => "haproxy".into(),
             Target::RustlsProbe => "rustls-probe".into(),
             Target::Mosquitto => "mosquitto".into(),
+            Target::MqttProbe => "mqtt-probe".into(),
             Target::External(a) => a.to_string(),
         }
     }
@@ -114,7 +121,11 @@ impl Target {
     pub fn speaks_mqtt(&self) -> bool {
         matches!(
             self,
-            Target::Ringport | Target::RingportEpoll | Target::Mosquitto | Target::External(_)
+            Target::Ringport
+                | Target::RingportEpoll
+                | Target::Mosquitto
+                | Target::MqttProbe
+                | Target::External(_)
         )
     }
 
@@ -161,7 +172,7 @@ pub fn support_error(scenario: Scenario, targets: &[Target]) -> Option<String> {
         return (!refused.is_empty()).then(|| {
             format!(
                 "scenario {scenario}: {} {} not serve it ({scenario} runs against: ringport, \
-                 ringport-epoll, mosquitto, or ADDR:PORT of an MQTT broker)",
+                 ringport-epoll, mosquitto, mqtt-probe, or ADDR:PORT of an MQTT broker)",
                 refused.join(", "),
                 if refused.len() == 1 { "does" } else { "do" }
             )
@@ -170,7 +181,7 @@ pub fn support_error(scenario: Scenario, targets: &[Target]) -> Option<String> {
     let refused: Vec<String> = targets
         .iter()
         .filter(|t| {
-            if *t == &Target::Mosquitto {
+            if matches!(t, Target::Mosquitto | Target::MqttProbe) {
                 true
             } else if scenario.is_tls() {
                 !t.speaks_tls()
@@ -208,9 +219,10 @@ impl FromStr for Target {
             "haproxy" => Target::Haproxy,
             "rustls-probe" => Target::RustlsProbe,
             "mosquitto" => Target::Mosquitto,
+            "mqtt-probe" => Target::MqttProbe,
             other => Target::External(other.parse().map_err(|_| {
                 format!(
-                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy, rustls-probe, mosquitto or ADDR:PORT (e.g. 127.0.0.1:11111)"
+                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy, rustls-probe, mosquitto, mqtt-probe or ADDR:PORT (e.g. 127.0.0.1:11111)"
                 )
             })?),
         })
@@ -308,6 +320,7 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
         Target::Haproxy => haproxy::start(spec),
         Target::RustlsProbe => rustls_probe::start(spec),
         Target::Mosquitto => mosquitto::start(spec),
+        Target::MqttProbe => mqtt_probe::start(spec),
         Target::External(addr) => Ok(Box::new(external::External {
             addr,
             ports: spec.external_ports.max(1),

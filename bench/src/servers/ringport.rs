@@ -137,6 +137,16 @@ pub(super) fn start(spec: &ServerSpec, backend: BackendChoice) -> Result<Box<dyn
             .register(Arc::new(MqttFactory::new(config)))
             .map_err(|e| anyhow!("registering the mqtt plugin: {e}"))?;
     }
+    start_with(spec, backend, &registry)
+}
+
+/// The engine on `backend` with the plugins of `registry` (the MQTT probe
+/// brings its own, in place of the broker).
+pub(super) fn start_with(
+    spec: &ServerSpec,
+    backend: BackendChoice,
+    registry: &ringport_plugin::Registry,
+) -> Result<Box<dyn Server>> {
     let (config, ops) = settings(spec, backend)?;
     let mut last = None;
     for attempt in 0..20 {
@@ -153,7 +163,7 @@ pub(super) fn start(spec: &ServerSpec, backend: BackendChoice) -> Result<Box<dyn
             allow_idle_shards: false,
         })
         .map_err(|e| anyhow!("{e}"))?;
-        match EngineHandle::start_with(&plan, config.clone(), &registry, ops.clone()) {
+        match EngineHandle::start_with(&plan, config.clone(), registry, ops.clone()) {
             Ok(engine) => {
                 return Ok(Box::new(Ringport {
                     engine,
