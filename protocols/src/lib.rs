@@ -28,6 +28,7 @@
 
 pub mod echo;
 pub mod mqtt;
+pub mod nats;
 pub mod relay;
 pub mod sockperf;
 
