@@ -17,6 +17,11 @@
 //!   passes bytes and `Instant`s in and takes bytes and [`Event`]s out;
 //! * [`subject`]: the fixed, reversible mapping between MQTT (and relay)
 //!   topics and NATS subjects.
+//!
+//! Allocation: parsing borrows the received bytes; a received message is
+//! handed over owned ([`Message`]: its subject, reply, headers and payload
+//! copied once); a publish while connected is written straight into the
+//! transmit buffer, one while disconnected is kept as its own encoded frame.
 
 pub mod client;
 pub mod headers;

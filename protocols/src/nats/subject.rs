@@ -271,6 +271,10 @@ impl SubjectMap {
             decode_token(token.as_bytes(), &mut level)?;
             levels.push(level);
         }
+        if levels.len() == 1 && levels[0].is_empty() {
+            // `~` alone: one empty level, the empty topic, which no topic is.
+            return Err(MapError::Empty);
+        }
         Ok(levels)
     }
 
@@ -428,6 +432,7 @@ mod tests {
             ("a~00", MapError::Nul),
             ("a~FF", MapError::NotUtf8),
             ("a~2Fb", MapError::BadEscape),
+            ("~", MapError::Empty),
         ] {
             assert_eq!(m.subject_to_mqtt_topic(subject), Err(error), "{subject}");
         }
