@@ -144,7 +144,7 @@ pub enum ConfigError {
     Url(UrlError),
     /// `auth`'s NKey seed does not decode.
     NKey(NKeyError),
-    /// A limit is zero: the field and what to write.
+    /// A limit or duration is zero: the field.
     Zero(&'static str),
 }
 
@@ -153,7 +153,7 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Url(e) => write!(f, "servers: {e}"),
             ConfigError::NKey(e) => write!(f, "auth (NKey seed): {e}"),
-            ConfigError::Zero(field) => write!(f, "{field} must be at least 1"),
+            ConfigError::Zero(field) => write!(f, "{field} must be more than 0"),
         }
     }
 }
@@ -428,7 +428,6 @@ struct Mark {
 const COMPACT_AFTER: usize = 64 * 1024;
 
 /// A sans-IO NATS client; see the [module](self) for the calling order.
-#[derive(Debug)]
 pub struct NatsClient {
     config: NatsConfig,
     nkey: Option<NKey>,
@@ -456,6 +455,20 @@ pub struct NatsClient {
     stats: NatsStats,
 }
 
+impl fmt::Debug for NatsClient {
+    /// State and levels only: the transmit buffer may hold `CONNECT` with
+    /// the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsClient")
+            .field("state", &self.state)
+            .field("server", &self.servers.current())
+            .field("subscriptions", &self.subs.len())
+            .field("pending_transmit", &self.pending_transmit().len())
+            .field("buffered_messages", &self.pending_messages)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NatsClient {
     /// A disconnected client; `now` starts its clock.
     pub fn new(config: NatsConfig, now: Instant) -> Result<NatsClient, ConfigError> {
@@ -464,16 +477,19 @@ impl NatsClient {
             Auth::NKeySeed(seed) => Some(NKey::from_seed(seed).map_err(ConfigError::NKey)?),
             _ => None,
         };
-        for (value, field) in [
-            (config.buffer_messages, "buffer_messages"),
+        for (zero, field) in [
+            (config.buffer_bytes == 0, "buffer_bytes"),
+            (config.buffer_messages == 0, "buffer_messages"),
+            (config.max_pings_outstanding == 0, "max_pings_outstanding"),
+            (config.ping_interval.is_zero(), "ping_interval"),
+            (config.handshake_timeout.is_zero(), "handshake_timeout"),
             (
-                config.max_pings_outstanding as usize,
-                "max_pings_outstanding",
+                config.limits.max_control_line == 0,
+                "limits.max_control_line",
             ),
-            (config.limits.max_control_line, "limits.max_control_line"),
-            (config.limits.max_payload, "limits.max_payload"),
+            (config.limits.max_payload == 0, "limits.max_payload"),
         ] {
-            if value == 0 {
+            if zero {
                 return Err(ConfigError::Zero(field));
             }
         }

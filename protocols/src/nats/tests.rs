@@ -173,7 +173,30 @@ fn bad_config_names_the_field() {
         now,
     )
     .unwrap_err();
-    assert_eq!(e.to_string(), "buffer_messages must be at least 1");
+    assert_eq!(e.to_string(), "buffer_messages must be more than 0");
+    let e = NatsClient::new(
+        NatsConfig {
+            ping_interval: Duration::ZERO,
+            ..config()
+        },
+        now,
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "ping_interval must be more than 0");
+    // The transmit buffer holds the token in CONNECT; Debug does not show it.
+    let mut c = NatsClient::new(
+        NatsConfig {
+            auth: Auth::Token("t0p-s3cr3t".into()),
+            ..config()
+        },
+        now,
+    )
+    .unwrap();
+    c.next_server();
+    c.handle_connected(now);
+    feed(&mut c, now, INFO);
+    assert!(String::from_utf8_lossy(c.pending_transmit()).contains("t0p-s3cr3t"));
+    assert!(!format!("{c:?}").contains("t0p-s3cr3t"));
     assert_eq!(
         format!("{:?}", Auth::Token("secret".into())),
         "Token(<hidden>)"

@@ -17,9 +17,10 @@
 //! [`parse_server_op`] takes the bytes received so far and returns the first
 //! whole operation and its length, or `None` while it is incomplete: bytes
 //! may arrive in any pieces. It refuses a control line longer than
-//! [`Limits::max_control_line`] as soon as that many bytes lack a line end,
-//! and a body longer than [`Limits::max_payload`] from its control line,
-//! before the body arrives. Nothing here panics on any input.
+//! [`Limits::max_control_line`] once the bytes that would have to end it
+//! arrived without CR LF, and a body longer than [`Limits::max_payload`]
+//! from its control line, before the body arrives. Nothing here panics on
+//! any input.
 
 use std::fmt;
 
