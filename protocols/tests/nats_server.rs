@@ -14,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ringport_protocols::nats::nkey::{encode_seed, PREFIX_USER};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use ringport_protocols::nats::nkey::{encode_public_key, encode_seed, PREFIX_USER};
 use ringport_protocols::nats::{
     Auth, DisconnectReason, Event, Headers, Message, NKey, NatsClient, NatsConfig, PublishError,
     ServerErrorKind, State, ORIGIN_HEADER,
@@ -463,9 +464,14 @@ fn nkey_login_and_its_refusal() {
     let Some(program) = nats_server_program() else {
         return;
     };
-    let seed = encode_seed(PREFIX_USER, &rand::random::<[u8; 32]>());
-    let public = NKey::from_seed(&seed).unwrap().public_key().to_owned();
+    // A fresh ed25519 key: its public half encoded here from aws-lc-rs's
+    // own derivation, its seed handed to the client as an NKey seed.
+    let raw_seed = rand::random::<[u8; 32]>();
+    let pair = Ed25519KeyPair::from_seed_unchecked(&raw_seed).unwrap();
+    let public = encode_public_key(PREFIX_USER, pair.public_key().as_ref().try_into().unwrap());
+    let seed = encode_seed(PREFIX_USER, &raw_seed);
     assert!(public.starts_with('U') && seed.starts_with("SU"));
+    assert_eq!(NKey::from_seed(&seed).unwrap().public_key(), public);
     let server = NatsServer::start(
         program,
         &format!("authorization {{\n  users = [ {{ nkey: {public} }} ]\n}}\n"),
