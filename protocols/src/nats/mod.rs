@@ -14,7 +14,8 @@
 //! * [`client`]: [`NatsClient`], one connection at a time: the handshake,
 //!   keep-alive, subscriptions replayed on reconnect, a bounded buffer of
 //!   publishes, counters. It reads no clock and opens no socket: the caller
-//!   passes bytes and `Instant`s in and takes bytes and [`Event`]s out;
+//!   passes bytes and `Instant`s in and takes bytes and [`Event`]s out
+//!   ([`event`]), set up by a [`NatsConfig`] ([`config`]);
 //! * [`subject`]: the fixed, reversible mapping between MQTT (and relay)
 //!   topics and NATS subjects.
 //!
@@ -24,6 +25,8 @@
 //! transmit buffer, one while disconnected is kept as its own encoded frame.
 
 pub mod client;
+pub mod config;
+pub mod event;
 pub mod headers;
 pub mod info;
 pub mod nkey;
@@ -31,9 +34,10 @@ pub mod servers;
 pub mod subject;
 pub mod wire;
 
-pub use client::{
-    Auth, ConfigError, DisconnectReason, Event, Message, NatsClient, NatsConfig, NatsStats,
-    PublishError, ServerError, ServerErrorKind, State,
+pub use client::{NatsClient, State};
+pub use config::{Auth, ConfigError, NatsConfig};
+pub use event::{
+    DisconnectReason, Event, Message, NatsStats, PublishError, ServerError, ServerErrorKind,
 };
 pub use headers::{HeaderError, Headers, ORIGIN_HEADER};
 pub use info::{Connect, ServerInfo};
