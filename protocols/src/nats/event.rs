@@ -6,6 +6,7 @@ use super::headers::{Headers, ORIGIN_HEADER};
 use super::wire::{SubjectError, WireError};
 
 /// What kind of `-ERR` a server sent.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerErrorKind {
     /// `'Authorization Violation'`: the credentials were refused.
@@ -82,6 +83,7 @@ impl fmt::Display for ServerError {
 }
 
 /// Why a connection ended.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DisconnectReason {
     /// The server sent a fatal `-ERR` (a refused login among them).
@@ -140,6 +142,7 @@ impl Message {
 }
 
 /// What the caller is told.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The login was accepted; subscriptions and buffered publishes are
@@ -186,6 +189,7 @@ impl std::error::Error for PublishError {}
 
 /// The client's counters, for `/metrics`. Counts only grow, except
 /// `buffered_*`, which are levels.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NatsStats {
     /// Publishes taken by the transport.
