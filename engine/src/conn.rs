@@ -22,14 +22,22 @@ pub struct Conn {
     pub fd: Option<OwnedFd>,
     /// Which plugin instance serves it.
     pub plugin: u16,
-    /// Which listener accepted it.
+    /// Which listener accepted it (`ListenerId::OUTBOUND`'s number for a
+    /// stream a plugin opened).
     pub listener: u16,
     /// The remote address.
     pub peer: SocketAddr,
     /// The local address (one of the listener's ports).
     pub local: SocketAddr,
-    /// The plugin accepted it (so `handle_close` is owed).
+    /// The plugin accepted it, or heard it connect (so `handle_close` is owed).
     pub accepted: bool,
+    /// A plugin opened it with `Context::connect`.
+    pub outbound: bool,
+    /// Its connect is with the backend (its `Event::Connected` not yet
+    /// come): no receive or send before it, no freeing the slot.
+    pub connecting: bool,
+    /// The plugin's tag of its connect request.
+    pub connect_tag: u64,
     /// The guard opened it (so its close line is owed).
     pub guarded: bool,
     /// A plaintext stream's first bytes were checked for a TLS ClientHello.
@@ -73,6 +81,9 @@ impl Conn {
             peer: UNSPECIFIED,
             local: UNSPECIFIED,
             accepted: false,
+            outbound: false,
+            connecting: false,
+            connect_tag: 0,
             guarded: false,
             first_checked: false,
             tls: None,
@@ -117,6 +128,9 @@ impl Conn {
     fn reset(&mut self) {
         self.fd = None;
         self.accepted = false;
+        self.outbound = false;
+        self.connecting = false;
+        self.connect_tag = 0;
         self.guarded = false;
         self.first_checked = false;
         self.tls = None;

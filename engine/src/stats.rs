@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ringport_plugin::DropReason;
+use ringport_plugin::{ConnectFailure, DropReason};
 
 /// One figure of a shard's [`SharedStats`]: written by that shard only,
 /// readable by anyone at any time.
@@ -210,9 +210,16 @@ live_counters! {
     datagrams_out,
     /// Streams accepted.
     conns_accepted,
+    /// Outbound connects started (`Context::connect` calls that returned an id).
+    connects_started,
+    /// Outbound connects the engine refused at once, before any packet
+    /// (table full, socket() failed, a bad address, stopping).
+    connects_denied,
+    /// Outbound streams connected (the plugin heard `handle_connected`).
+    conns_connected,
     /// Streams rejected by a plugin at open.
     conns_rejected,
-    /// Streams closed.
+    /// Streams closed (accepted and outbound ones, once open).
     conns_closed,
     /// Streams closed because the plugin rejected their bytes (also in `drops`).
     conns_protocol_closed,
@@ -247,13 +254,20 @@ live_counters! {
     drops: DropReason::COUNT,
     /// Engine drops, indexed by `EngineDrop as usize`.
     engine_drops: EngineDrop::COUNT,
+    /// Outbound connects that did not open, indexed by [`ConnectFailure::index`].
+    connect_failures: ConnectFailure::KINDS,
     }
 }
 
 impl Counters {
-    /// Streams currently open.
+    /// Streams currently open, accepted and outbound.
     pub fn conns_open(&self) -> u64 {
-        self.conns_accepted.saturating_sub(self.conns_closed)
+        (self.conns_accepted + self.conns_connected).saturating_sub(self.conns_closed)
+    }
+
+    /// Outbound connects that did not open, all reasons together.
+    pub fn connect_failures_total(&self) -> u64 {
+        self.connect_failures.iter().sum()
     }
 
     /// All drops, plugin and engine.

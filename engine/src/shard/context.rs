@@ -152,7 +152,7 @@ impl<B: Backend> Core<B> {
         let Some(conn) = self.conns.get_mut(idx, generation) else {
             return;
         };
-        if !conn.closing || conn.recv_armed || conn.send_inflight {
+        if !conn.closing || conn.recv_armed || conn.send_inflight || conn.connecting {
             return;
         }
         // Closing streams count nothing; this settles one that never did.
@@ -314,6 +314,13 @@ impl<B: Backend> Context for Core<B> {
 
     fn record_latency(&mut self, name: &'static str, latency: Duration) {
         self.latency.record(name, latency);
+    }
+
+    fn connect(
+        &mut self,
+        req: ringport_plugin::ConnectRequest,
+    ) -> Result<ConnId, ringport_plugin::ConnectError> {
+        self.start_connect(req)
     }
 
     fn peer_identities(&self, conn: ConnId) -> Vec<String> {

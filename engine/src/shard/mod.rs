@@ -12,9 +12,10 @@
 //! and hears neutral [`Event`]s, and never names io_uring or epoll.
 //!
 //! This file holds the shard's state and its loop; `stream` the TCP paths
-//! (accept, receive, send, teardown, timeouts, drain), `datagram` the UDP
-//! paths, `tls` the TLS streams, and `context` the core's helpers and the
-//! plugin-facing [`Context`] implementation.
+//! (accept, receive, send, teardown, timeouts, drain), `connect` the
+//! streams plugins open themselves, `datagram` the UDP paths, `tls` the TLS
+//! streams, and `context` the core's helpers and the plugin-facing
+//! [`Context`] implementation.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -41,6 +42,7 @@ use crate::stats::{Counters, EngineDrop, SharedStats};
 use crate::sys::{addr, socket};
 use crate::udp::{self, SendPool, UdpSock};
 
+mod connect;
 mod context;
 mod datagram;
 mod stream;
@@ -205,6 +207,8 @@ struct Core<B: Backend> {
     outbound: crate::outbound::OutboundBudget,
     timers: BinaryHeap<Reverse<(Instant, u64, u16, u64)>>,
     timer_seq: u64,
+    /// Deadlines of outbound connects (see `connect`).
+    connect_deadlines: BinaryHeap<connect::ConnectDeadline>,
     current_plugin: u16,
     /// The same cells as `ShardShared::stats`: counted into in place.
     counters: Arc<SharedStats>,
@@ -303,6 +307,7 @@ impl<B: Backend> Shard<B> {
             ),
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            connect_deadlines: BinaryHeap::new(),
             current_plugin: 0,
             counters: init.shared.stats.clone(),
             stopping: false,
@@ -360,6 +365,7 @@ impl<B: Backend> Shard<B> {
         for i in 0..self.core.udp.len() {
             self.core.arm_udp(i as u32);
         }
+        self.start_plugins();
         loop {
             self.reap();
             self.core.clock.next_turn();
@@ -367,6 +373,7 @@ impl<B: Backend> Shard<B> {
             self.drain_mesh();
             self.fire_timers();
             self.expire_streams();
+            self.expire_connects();
             if !self.accept_pause.iter().all(|p| p.until.is_none()) {
                 self.resume_accepts();
             }
@@ -418,6 +425,10 @@ impl<B: Backend> Shard<B> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let deadline = match (deadline, self.core.next_connect_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.core.io.wait(true, deadline);
         self.inbox.unpark();
     }
@@ -444,6 +455,11 @@ impl<B: Backend> Shard<B> {
                     generation,
                     res,
                 } => self.on_send(conn, generation, res),
+                Event::Connected {
+                    conn,
+                    generation,
+                    result,
+                } => self.on_connected(conn, generation, result),
                 Event::Datagram {
                     socket,
                     result,

@@ -404,6 +404,12 @@ impl<B: Backend> Shard<B> {
         if conn.closing {
             return;
         }
+        if conn.connecting {
+            // Not open yet: no `handle_close`; the plugin hears that its
+            // connect failed (cancelled by the close, eviction or shutdown).
+            self.abort_connect(idx, generation, ringport_plugin::ConnectFailure::Cancelled);
+            return;
+        }
         if conn.tls.as_ref().is_some_and(|s| s.handshaking()) {
             self.tls_aborted(idx, generation, reason);
         }
@@ -478,6 +484,14 @@ impl<B: Backend> Shard<B> {
                 self.guard
                     .set_cause(idx, generation, crate::log::CloseCause::OutboundBudget);
                 self.teardown(idx, generation, CloseReason::Error(libc::ENOBUFS));
+                continue;
+            }
+            if conn.connecting {
+                // Queued bytes wait for the connect (which marks the
+                // stream dirty again); a close cancels it.
+                if let Some(reason) = conn.close_after_flush {
+                    self.teardown(idx, generation, reason);
+                }
                 continue;
             }
             if let Some(s) = conn.tls.as_deref_mut() {
