@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{server, tcp, IO_TIMEOUT};
-use ringport::engine::Counters;
+use ringport::engine::{Counters, EngineConfig};
 use ringport::plugin::backoff::Backoff;
 use ringport::plugin::{
     CloseReason, ConnId, ConnectError, ConnectFailure, ConnectRequest, Context, DropReason,
-    ListenerId, Plugin, PluginFactory, Registry, ShardId, StreamInfo, Transport,
+    ListenerId, Plugin, PluginFactory, Registry, ShardId, StreamInfo, Transport, WriteError,
 };
 
 /// A loopback address of its own for the peers here, so that no other
@@ -52,7 +52,12 @@ struct Target {
     greeting: &'static [u8],
     /// Closed right after `connect` (cancels it).
     cancel: bool,
+    /// In `handle_connected`, writes [`FLOOD_CHUNK`]s until a write fails.
+    flood: bool,
 }
+
+/// What a flooding target writes at a time.
+const FLOOD_CHUNK: usize = 16 << 10;
 
 fn target(addr: SocketAddr, tag: u64) -> Target {
     Target {
@@ -62,6 +67,7 @@ fn target(addr: SocketAddr, tag: u64) -> Target {
         early: b"",
         greeting: b"",
         cancel: false,
+        flood: false,
     }
 }
 
@@ -74,6 +80,8 @@ struct Record {
     delays: Vec<Duration>,
     /// When each tag was dialled (`Context::now` at the `connect` call).
     dialled: HashMap<u64, Instant>,
+    /// A flooding target's bytes queued, and the error that stopped it.
+    flooded: Option<(usize, WriteError)>,
 }
 
 /// The plugin's script and its record, shared with the test.
@@ -146,14 +154,22 @@ impl Plugin for Dialer {
         if let Some(b) = &mut self.script.reconnect {
             b.reset();
         }
-        let greeting = self
-            .script
-            .targets
-            .iter()
-            .find(|t| t.tag == tag)
-            .map_or(&b""[..], |t| t.greeting);
-        if !greeting.is_empty() {
-            ctx.write(stream.conn, greeting).unwrap();
+        let Some(t) = self.script.targets.iter().find(|t| t.tag == tag) else {
+            return;
+        };
+        if !t.greeting.is_empty() {
+            ctx.write(stream.conn, t.greeting).unwrap();
+        }
+        if t.flood {
+            let mut queued = 0;
+            let chunk = vec![b'f'; FLOOD_CHUNK];
+            let err = loop {
+                match ctx.write(stream.conn, &chunk) {
+                    Ok(()) => queued += chunk.len(),
+                    Err(e) => break e,
+                }
+            };
+            self.script.record.lock().unwrap().flooded = Some((queued, err));
         }
     }
 
@@ -228,6 +244,15 @@ impl PluginFactory for DialerFactory {
 
 /// Starts one shard whose dialer plugin runs `targets` at start.
 fn start(targets: Vec<Target>, reconnect: Option<Backoff>) -> (common::Server, Arc<Mutex<Record>>) {
+    start_with(common::test_config(), targets, reconnect)
+}
+
+/// The same with engine tunables.
+fn start_with(
+    config: EngineConfig,
+    targets: Vec<Target>,
+    reconnect: Option<Backoff>,
+) -> (common::Server, Arc<Mutex<Record>>) {
     let record = Arc::new(Mutex::new(Record::default()));
     let mut registry = Registry::new();
     registry
@@ -238,7 +263,11 @@ fn start(targets: Vec<Target>, reconnect: Option<Backoff>) -> (common::Server, A
         })))
         .unwrap();
     // The plugin needs a listener to be instantiated; nothing connects to it.
-    let srv = server().registry(registry).listen(tcp("dialer", 1)).start();
+    let srv = server()
+        .config(config)
+        .registry(registry)
+        .listen(tcp("dialer", 1))
+        .start();
     (srv, record)
 }
 
@@ -545,4 +574,47 @@ fn a_plugin_reconnects_with_backoff_until_a_listener_appears() {
     );
     srv.shutdown();
     assert_eq!(heard(&record)[4], Heard::Closed(4, CloseReason::PeerClosed));
+}
+
+#[test]
+fn outbound_writes_meet_the_stream_cap_and_the_table_limit() {
+    // One slot in the table: the second connect finds it taken. A 64 KiB
+    // cap per stream: the flooding plugin is told QueueFull at exactly it.
+    let config = EngineConfig {
+        max_conns_per_shard: 1,
+        max_outbound: 64 << 10,
+        pause_outbound: 32 << 10,
+        ..common::test_config()
+    };
+    let l = TcpListener::bind((PEERS, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    let targets = vec![
+        Target {
+            flood: true,
+            ..target(addr, 1)
+        },
+        target(addr, 2),
+    ];
+    let (srv, record) = start_with(config, targets, None);
+    let mut s = accept(&l);
+    let h = wait_heard(&record, 2);
+    assert_eq!(h[0], Heard::Denied(2, ConnectError::TableFull));
+    assert!(matches!(h[1], Heard::Connected { tag: 1, .. }), "{h:?}");
+    assert_eq!(
+        record.lock().unwrap().flooded,
+        Some((64 << 10, WriteError::QueueFull))
+    );
+    // Everything queued arrives, and nothing more.
+    let mut got = vec![0u8; 64 << 10];
+    s.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == b'f'));
+    drop(s);
+    let c = srv.wait_totals("the stream closed", |c| c.conns_closed == 1);
+    assert_eq!(c.bytes_out, 64 << 10);
+    assert_eq!(
+        (c.connects_started, c.connects_denied, c.conns_connected),
+        (1, 1, 1)
+    );
+    srv.shutdown();
+    assert_eq!(heard(&record)[2], Heard::Closed(1, CloseReason::PeerClosed));
 }
