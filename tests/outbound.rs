@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{server, tcp, IO_TIMEOUT};
+use ringport::engine::operations::Operations;
+use ringport::engine::tls::client::{ClientTls, ClientTlsSettings};
 use ringport::engine::{Counters, EngineConfig};
 use ringport::plugin::backoff::Backoff;
 use ringport::plugin::{
@@ -54,6 +56,8 @@ struct Target {
     cancel: bool,
     /// In `handle_connected`, writes [`FLOOD_CHUNK`]s until a write fails.
     flood: bool,
+    /// Over TLS: (client profile, server name).
+    tls: Option<(&'static str, &'static str)>,
 }
 
 /// What a flooding target writes at a time.
@@ -68,6 +72,7 @@ fn target(addr: SocketAddr, tag: u64) -> Target {
         greeting: b"",
         cancel: false,
         flood: false,
+        tls: None,
     }
 }
 
@@ -82,6 +87,8 @@ struct Record {
     dialled: HashMap<u64, Instant>,
     /// A flooding target's bytes queued, and the error that stopped it.
     flooded: Option<(usize, WriteError)>,
+    /// `Context::peer_identities` at `handle_connected`, by tag.
+    identities: HashMap<u64, Vec<String>>,
 }
 
 /// The plugin's script and its record, shared with the test.
@@ -111,7 +118,10 @@ impl Dialer {
     }
 
     fn dial(&mut self, ctx: &mut dyn Context, t: &Target) {
-        let req = ConnectRequest::new(t.addr, t.tag).with_timeout(t.timeout);
+        let mut req = ConnectRequest::new(t.addr, t.tag).with_timeout(t.timeout);
+        if let Some((profile, name)) = t.tls {
+            req = req.with_tls(profile, name);
+        }
         self.script
             .record
             .lock()
@@ -154,6 +164,13 @@ impl Plugin for Dialer {
         if let Some(b) = &mut self.script.reconnect {
             b.reset();
         }
+        let ids = ctx.peer_identities(stream.conn);
+        self.script
+            .record
+            .lock()
+            .unwrap()
+            .identities
+            .insert(tag, ids);
         let Some(t) = self.script.targets.iter().find(|t| t.tag == tag) else {
             return;
         };
@@ -253,6 +270,16 @@ fn start_with(
     targets: Vec<Target>,
     reconnect: Option<Backoff>,
 ) -> (common::Server, Arc<Mutex<Record>>) {
+    start_full(config, Operations::default(), targets, reconnect)
+}
+
+/// The same with engine tunables and operations (client TLS profiles).
+fn start_full(
+    config: EngineConfig,
+    operations: Operations,
+    targets: Vec<Target>,
+    reconnect: Option<Backoff>,
+) -> (common::Server, Arc<Mutex<Record>>) {
     let record = Arc::new(Mutex::new(Record::default()));
     let mut registry = Registry::new();
     registry
@@ -265,6 +292,7 @@ fn start_with(
     // The plugin needs a listener to be instantiated; nothing connects to it.
     let srv = server()
         .config(config)
+        .operations(operations)
         .registry(registry)
         .listen(tcp("dialer", 1))
         .start();
@@ -617,4 +645,166 @@ fn outbound_writes_meet_the_stream_cap_and_the_table_limit() {
     );
     srv.shutdown();
     assert_eq!(heard(&record)[2], Heard::Closed(1, CloseReason::PeerClosed));
+}
+
+/// The TLS server's thread: whether a client certificate came, and the bytes.
+type TlsPeer = std::thread::JoinHandle<Result<(bool, Vec<u8>), String>>;
+
+/// A TLS server on [`PEERS`] that wants a client certificate of `pki`'s CA:
+/// it reads `expect.len()` bytes, answers `reply`, and closes with
+/// close_notify. Returns its address and what it saw (the client
+/// certificate's presence and the bytes), or the handshake's error.
+fn tls_server(
+    pki: &common::pki::Pki,
+    expect: usize,
+    reply: &'static [u8],
+) -> (SocketAddr, TlsPeer) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in common::pki::certs(&pki.ca.path) {
+        roots.add(c).unwrap();
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let config = Arc::new(
+        ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                common::pki::certs(&pki.server.cert),
+                PrivateKeyDer::from_pem_file(&pki.server.key).unwrap(),
+            )
+            .unwrap(),
+    );
+    let l = TcpListener::bind((PEERS, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let tcp = accept(&l);
+        let conn = ServerConnection::new(config).map_err(|e| e.to_string())?;
+        let mut s = StreamOwned::new(conn, tcp);
+        let mut got = vec![0u8; expect];
+        s.read_exact(&mut got).map_err(|e| e.to_string())?;
+        let had_cert = s.conn.peer_certificates().is_some_and(|c| !c.is_empty());
+        s.write_all(reply).map_err(|e| e.to_string())?;
+        s.conn.send_close_notify();
+        s.flush().map_err(|e| e.to_string())?;
+        Ok((had_cert, got))
+    });
+    (addr, h)
+}
+
+fn profile(name: &str, settings: ClientTlsSettings) -> Operations {
+    Operations {
+        tls_clients: vec![(name.to_owned(), Arc::new(ClientTls::new(settings).unwrap()))],
+        ..Operations::default()
+    }
+}
+
+#[test]
+fn a_tls_connect_with_a_client_certificate_talks_plaintext_to_the_plugin() {
+    let pki = common::pki::Pki::new();
+    let leaf = pki.client(
+        "dialer",
+        &common::pki::ClientSpec {
+            cn: "dialer",
+            uris: &["spiffe://test/dialer"],
+            ..Default::default()
+        },
+    );
+    let ops = profile(
+        "mtls",
+        ClientTlsSettings::new(&pki.ca.path).with_client_cert(&leaf.cert, &leaf.key),
+    );
+    let (addr, server) = tls_server(&pki, 10, b"pong over tls");
+    let targets = vec![Target {
+        tls: Some(("mtls", "localhost")),
+        early: b"early ",
+        greeting: b"ping",
+        ..target(addr, 1)
+    }];
+    let (srv, record) = start_full(common::test_config(), ops, targets, None);
+    let (had_cert, got) = server.join().unwrap().expect("the TLS server's side");
+    assert!(had_cert, "the client certificate was presented");
+    assert_eq!(got, b"early ping");
+    let h = wait_heard(&record, 2);
+    assert!(
+        matches!(h[0], Heard::Connected { tag: 1, peer, .. } if peer == addr),
+        "{h:?}"
+    );
+    assert_eq!(h[1], Heard::Closed(1, CloseReason::PeerClosed));
+    let r = record.lock().unwrap();
+    assert_eq!(r.received[&1], b"pong over tls");
+    let ids = &r.identities[&1];
+    assert!(ids.contains(&"dns:localhost".to_owned()), "{ids:?}");
+    drop(r);
+    let stats = srv.shutdown();
+    let c = common::total(&stats);
+    assert_eq!(
+        (c.connects_started, c.conns_connected, c.conns_closed),
+        (1, 1, 1)
+    );
+    assert_eq!(c.connect_failures_total(), 0);
+    assert_eq!(heard(&record).len(), 2);
+}
+
+#[test]
+fn a_tls_connect_to_an_untrusted_server_fails_as_tls_and_bad_requests_are_denied() {
+    let pki = common::pki::Pki::new();
+    // The profile trusts another CA than the one that signed the server.
+    let other = common::pki::Ca::new(&pki.dir, "other");
+    let ops = profile("strict", ClientTlsSettings::new(&other.path));
+    let (addr, server) = tls_server(&pki, 1, b"");
+    let targets = vec![
+        Target {
+            tls: Some(("strict", "localhost")),
+            early: b"never sent",
+            ..target(addr, 1)
+        },
+        Target {
+            tls: Some(("missing", "localhost")),
+            ..target(addr, 2)
+        },
+        Target {
+            tls: Some(("strict", "not a name")),
+            ..target(addr, 3)
+        },
+    ];
+    let (srv, record) = start_full(common::test_config(), ops, targets, None);
+    let h = wait_heard(&record, 3);
+    assert_eq!(
+        h,
+        [
+            Heard::Denied(2, ConnectError::UnknownTlsProfile),
+            Heard::Denied(3, ConnectError::InvalidServerName),
+            Heard::Failed(1, ConnectFailure::Tls),
+        ]
+    );
+    assert!(
+        server.join().unwrap().is_err(),
+        "the server saw no handshake through"
+    );
+    let stats = srv.shutdown();
+    let c = common::total(&stats);
+    assert_eq!(
+        heard(&record),
+        h,
+        "no handle_close after a failed handshake"
+    );
+    assert_eq!(failures(&c, ConnectFailure::Tls), 1);
+    assert_eq!(c.connect_failures_total(), 1);
+    assert_eq!(
+        (
+            c.connects_started,
+            c.connects_denied,
+            c.conns_connected,
+            c.conns_closed
+        ),
+        (1, 2, 0, 0)
+    );
 }

@@ -38,6 +38,21 @@ pub struct Conn {
     pub connecting: bool,
     /// The plugin's tag of its connect request.
     pub connect_tag: u64,
+    /// An outbound stream the plugin has not heard `handle_connected` for
+    /// yet (connecting, or in its TLS handshake): a close fails the
+    /// connect instead of calling `handle_close`.
+    pub opening: bool,
+    /// An outbound TLS stream's client configuration and server name, until
+    /// its socket connects and the handshake starts.
+    pub tls_client: Option<
+        Box<(
+            std::sync::Arc<rustls::ClientConfig>,
+            rustls::pki_types::ServerName<'static>,
+        )>,
+    >,
+    /// Plaintext an outbound TLS stream's plugin wrote before the
+    /// handshake ended; sealed and queued once it has.
+    pub early_plain: Vec<u8>,
     /// The guard opened it (so its close line is owed).
     pub guarded: bool,
     /// A plaintext stream's first bytes were checked for a TLS ClientHello.
@@ -84,6 +99,9 @@ impl Conn {
             outbound: false,
             connecting: false,
             connect_tag: 0,
+            opening: false,
+            tls_client: None,
+            early_plain: Vec::new(),
             guarded: false,
             first_checked: false,
             tls: None,
@@ -131,6 +149,8 @@ impl Conn {
         self.outbound = false;
         self.connecting = false;
         self.connect_tag = 0;
+        self.opening = false;
+        self.tls_client = None;
         self.guarded = false;
         self.first_checked = false;
         self.tls = None;
@@ -145,6 +165,7 @@ impl Conn {
         self.accounted = 0;
         self.evicted = false;
         for v in [
+            &mut self.early_plain,
             &mut self.rx_pending,
             &mut self.tx_pending,
             &mut self.tx_inflight,

@@ -40,8 +40,13 @@
 //!   times, then [`Plugin::handle_close`] exactly once. Writes go through the
 //!   same queues, back-pressure, outbound budget and counters.
 //! * [`Plugin::handle_connect_failed`]: it never opened (refused, timed out,
-//!   unreachable, reset during the handshake, cancelled). `handle_close` is
-//!   **not** called for it, and the id is dead.
+//!   unreachable, reset during the handshake, cancelled, TLS refused).
+//!   `handle_close` is **not** called for it, and the id is dead.
+//!
+//! With [`ConnectRequest::with_tls`] the engine runs a TLS client handshake
+//! (with a client certificate when the named profile has one: mutual TLS)
+//! before `handle_connected`, and the plugin reads and writes plaintext;
+//! [`Context::peer_identities`] then names the server's certificate.
 //!
 //! Reconnecting is the plugin's decision: [`backoff::Backoff`] computes
 //! capped, jittered exponential delays, and [`Context::set_timer`] wakes the
@@ -160,7 +165,24 @@ pub struct ConnectRequest {
     /// How long the connect may take before it fails with
     /// [`ConnectFailure::TimedOut`] (counted from the turn it was asked in;
     /// checked once a turn, so it fires at the first turn after it passed).
+    /// With TLS it covers the handshake too: `handle_connected` comes once
+    /// TLS is up.
     pub timeout: Duration,
+    /// Speak TLS over the stream, as a client: the plugin reads and writes
+    /// plaintext, as on a `tls` listener.
+    pub tls: Option<ConnectTls>,
+}
+
+/// TLS for an outbound stream ([`ConnectRequest::with_tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectTls {
+    /// The name of a client TLS profile the engine was started with (its
+    /// trusted CAs, and the client certificate it presents for mutual TLS).
+    pub profile: String,
+    /// The name the server's certificate must be valid for, sent as SNI:
+    /// a DNS name, or an IP address.
+    pub server_name: String,
 }
 
 impl ConnectRequest {
@@ -170,7 +192,18 @@ impl ConnectRequest {
             addr,
             tag,
             timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
         }
+    }
+
+    /// The same request over TLS with client profile `profile`, checking
+    /// the server's certificate against `server_name`.
+    pub fn with_tls(mut self, profile: impl Into<String>, server_name: impl Into<String>) -> Self {
+        self.tls = Some(ConnectTls {
+            profile: profile.into(),
+            server_name: server_name.into(),
+        });
+        self
     }
 
     /// The same request with another connect timeout.
@@ -197,6 +230,10 @@ pub enum ConnectError {
     Stopping,
     /// Creating the socket failed with this errno (EMFILE: out of descriptors).
     Socket(i32),
+    /// The request names a client TLS profile the engine does not have.
+    UnknownTlsProfile,
+    /// The request's TLS server name is neither a DNS name nor an IP address.
+    InvalidServerName,
 }
 
 impl fmt::Display for ConnectError {
@@ -209,6 +246,12 @@ impl fmt::Display for ConnectError {
             ConnectError::TableFull => f.write_str("the shard's connection table is full"),
             ConnectError::Stopping => f.write_str("the shard is stopping"),
             ConnectError::Socket(errno) => write!(f, "socket() failed with errno {errno}"),
+            ConnectError::UnknownTlsProfile => {
+                f.write_str("no client TLS profile of that name in the engine")
+            }
+            ConnectError::InvalidServerName => {
+                f.write_str("the TLS server name is neither a DNS name nor an IP address")
+            }
         }
     }
 }
@@ -232,13 +275,16 @@ pub enum ConnectFailure {
     Reset,
     /// The plugin closed the id before it connected, or the engine stopped.
     Cancelled,
+    /// The TLS handshake failed (the server's certificate was not trusted
+    /// or not valid for the name, the server refused ours, an alert).
+    Tls,
     /// Any other errno.
     Error(i32),
 }
 
 impl ConnectFailure {
     /// Number of kinds; counters are arrays of this length.
-    pub const KINDS: usize = 6;
+    pub const KINDS: usize = 7;
     /// The kinds' names, by [`index`](Self::index).
     pub const NAMES: [&'static str; ConnectFailure::KINDS] = [
         "refused",
@@ -246,6 +292,7 @@ impl ConnectFailure {
         "unreachable",
         "reset",
         "cancelled",
+        "tls",
         "other",
     ];
 
@@ -257,7 +304,8 @@ impl ConnectFailure {
             ConnectFailure::Unreachable => 2,
             ConnectFailure::Reset => 3,
             ConnectFailure::Cancelled => 4,
-            ConnectFailure::Error(_) => 5,
+            ConnectFailure::Tls => 5,
+            ConnectFailure::Error(_) => 6,
         }
     }
 
@@ -494,7 +542,9 @@ pub trait Context {
     }
     /// The identities the peer of a TLS stream proved with its client
     /// certificate, as the handshake log writes them: `dns:NAME`, URI SANs
-    /// such as `spiffe://prod.example/sensor/7`, `ip:ADDRESS`. Empty for a
+    /// such as `spiffe://prod.example/sensor/7`, `ip:ADDRESS`. For an
+    /// outbound TLS stream ([`ConnectRequest::with_tls`]), the names of the
+    /// server's certificate (which the handshake verified). Empty for a
     /// plaintext stream, a TLS stream without a client certificate, or an
     /// unknown id. It allocates: call it once per stream (at a protocol's
     /// login), not per message.
@@ -511,6 +561,10 @@ pub trait Context {
     /// `handle_connected` the stream is like an accepted one:
     /// `handle_data`, then `handle_close` exactly once. After
     /// `handle_connect_failed` nothing more comes: no `handle_close`.
+    ///
+    /// With [`ConnectRequest::tls`], "connects" means the TLS handshake
+    /// is done too (within the same timeout); a failed handshake is
+    /// [`ConnectFailure::Tls`].
     ///
     /// Until it connects, bytes [`write`](Self::write)n to the id are
     /// queued (under the same caps as any stream's) and sent once it

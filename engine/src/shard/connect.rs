@@ -1,6 +1,13 @@
 //! Outbound streams: a plugin's [`Context::connect`], its timeout, its end
 //! (connected or failed), and the plugins' start call.
 //!
+//! With TLS (`ConnectRequest::with_tls`), the socket's connect is followed
+//! by a client handshake in the same session code as a `tls` listener's;
+//! `handle_connected` comes once it is done, and a failed handshake is a
+//! failed connect ([`ConnectFailure::Tls`]). The connect timeout covers
+//! both. The server's certificate names are what
+//! `Context::peer_identities` returns for the stream.
+//!
 //! A connect takes a slot in the connection table like an accepted stream
 //! (so `max_conns_per_shard` bounds both together) and is handed to the
 //! backend as one operation that ends with one [`Event::Connected`]. Once
@@ -29,6 +36,8 @@ use std::os::fd::AsRawFd;
 
 use ringport_plugin::{ConnectError, ConnectFailure, ConnectRequest};
 
+use crate::tls::session::{HandshakeInfo, Session};
+
 use super::*;
 
 /// A connect deadline: (when, slot, generation).
@@ -45,6 +54,19 @@ pub(super) fn failure_of(errno: i32) -> ConnectFailure {
         libc::ECONNRESET | libc::ECONNABORTED => ConnectFailure::Reset,
         libc::ECANCELED => ConnectFailure::Cancelled,
         other => ConnectFailure::Error(other),
+    }
+}
+
+/// How a stream closed before it opened reads as a failed connect.
+pub(super) fn failure_of_close(reason: CloseReason) -> ConnectFailure {
+    match reason {
+        CloseReason::PeerReset => ConnectFailure::Reset,
+        // The server hung up (or broke the protocol) during a TLS handshake.
+        CloseReason::PeerClosed | CloseReason::Protocol(_) => ConnectFailure::Tls,
+        CloseReason::Error(errno) if errno != libc::ENOBUFS && errno != libc::EIO => {
+            failure_of(errno)
+        }
+        _ => ConnectFailure::Cancelled,
     }
 }
 
@@ -74,6 +96,19 @@ impl<B: Backend> Core<B> {
         if !connectable(req.addr) {
             return Err(ConnectError::InvalidAddress);
         }
+        let tls = match &req.tls {
+            None => None,
+            Some(t) => {
+                let profile = self
+                    .tls_clients
+                    .iter()
+                    .find(|(name, _)| *name == t.profile)
+                    .ok_or(ConnectError::UnknownTlsProfile)?;
+                let name = rustls::pki_types::ServerName::try_from(t.server_name.clone())
+                    .map_err(|_| ConnectError::InvalidServerName)?;
+                Some(Box::new((profile.1.config(), name)))
+            }
+        };
         let fd = socket::stream_to(req.addr)
             .map_err(|e| ConnectError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
         let raw = fd.as_raw_fd();
@@ -85,6 +120,8 @@ impl<B: Backend> Core<B> {
         if let Some(c) = self.conns.get_mut(idx, generation) {
             c.outbound = true;
             c.connecting = true;
+            c.opening = true;
+            c.tls_client = tls;
             c.connect_tag = req.tag;
             c.peer = req.addr;
             // Only a client sends a ClientHello; the peer here is a server.
@@ -140,6 +177,7 @@ impl<B: Backend> Shard<B> {
         match result {
             Err(errno) => {
                 conn.closing = true;
+                conn.opening = false;
                 conn.tx_pending.clear();
                 let (plugin, tag) = (conn.plugin, conn.connect_tag);
                 self.core.account(idx);
@@ -150,14 +188,100 @@ impl<B: Backend> Shard<B> {
         }
     }
 
+    /// The socket connected: start TLS, or open the stream to the plugin.
     fn connected(&mut self, idx: u32, generation: u32) {
+        let now = self.core.clock.now();
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
         };
-        let local = addr::local_of(conn.raw_fd()).unwrap_or(conn.local);
-        conn.local = local;
+        conn.local = addr::local_of(conn.raw_fd()).unwrap_or(conn.local);
+        let Some(tls) = conn.tls_client.take() else {
+            self.open_outbound(idx, generation);
+            return;
+        };
+        let (config, name) = *tls;
+        match Session::client(config, name, now, &mut conn.tx_pending) {
+            Ok(s) => {
+                conn.tls = Some(Box::new(s));
+                // The ClientHello goes out with this turn's flush; the
+                // server's answer comes through the TLS receive path.
+                self.core.mark_dirty(idx);
+                self.after_io(idx, generation);
+            }
+            Err(_) => self.abort_connect(idx, generation, ConnectFailure::Tls),
+        }
+    }
+
+    /// An outbound TLS stream's handshake is done: seal what the plugin
+    /// wrote meanwhile, open the stream to it, and hand it what the server
+    /// sent right behind its handshake.
+    pub(super) fn tls_client_established(
+        &mut self,
+        idx: u32,
+        generation: u32,
+        info: Box<HandshakeInfo>,
+    ) {
+        if let Some(s) = self
+            .core
+            .conns
+            .get(idx, generation)
+            .and_then(|c| c.tls.as_deref())
+        {
+            let took = self.core.clock.now().saturating_duration_since(s.started);
+            self.core
+                .latency
+                .record(crate::tls::HANDSHAKE_LATENCY, took);
+        }
+        // What the plugin wrote meanwhile goes first, before anything it
+        // writes in `handle_connected`.
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
+        if !conn.early_plain.is_empty() {
+            let early = std::mem::take(&mut conn.early_plain);
+            let sealed = match conn.tls.as_deref_mut() {
+                Some(s) => s.write(&mut conn.tx_pending, &[&early]).is_ok(),
+                None => false,
+            };
+            conn.early_plain = early;
+            conn.early_plain.clear();
+            if !sealed {
+                conn.close_after_flush
+                    .get_or_insert(CloseReason::Error(libc::EPROTO));
+            }
+            self.core.account(idx);
+            self.core.mark_dirty(idx);
+        }
+        self.open_outbound(idx, generation);
+        if self
+            .core
+            .conns
+            .get(idx, generation)
+            .map_or(true, |c| c.closing)
+        {
+            return;
+        }
+        if !info.early.is_empty() {
+            if let Some(conn) = self.core.conns.get_mut(idx, generation) {
+                conn.rx_pending.extend_from_slice(&info.early);
+            }
+            let r = self.run_pending(idx, generation);
+            self.after_deliver(idx, generation, r);
+        }
+        if info.peer_closed {
+            self.peer_finished(idx, generation);
+        }
+    }
+
+    /// The stream is open: `handle_connected`, then it reads like any other.
+    fn open_outbound(&mut self, idx: u32, generation: u32) {
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
+        let local = conn.local;
         // From here on `handle_close` is owed, as for an accepted stream.
         conn.accepted = true;
+        conn.opening = false;
         let (plugin, tag, peer) = (conn.plugin, conn.connect_tag, conn.peer);
         self.core.counters.conns_connected.add(1);
         let info = StreamInfo {
@@ -185,21 +309,34 @@ impl<B: Backend> Shard<B> {
         self.after_io(idx, generation);
     }
 
-    /// Gives up on a connect still in progress: the plugin hears
-    /// `handle_connect_failed(failure)` now, the backend's connect is
-    /// cancelled, and the slot is freed once its event has come.
+    /// Gives up on a connect still in progress (its socket's connect, or
+    /// its TLS handshake): the plugin hears `handle_connect_failed(failure)`
+    /// now, what is in flight is cancelled, and the slot is freed once the
+    /// backend has handed every operation back.
     pub(super) fn abort_connect(&mut self, idx: u32, generation: u32, failure: ConnectFailure) {
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
         };
-        if conn.closing || !conn.connecting {
+        if conn.closing || !conn.opening {
             return;
         }
         conn.closing = true;
+        conn.opening = false;
         conn.tx_pending.clear();
         let (plugin, tag, fd) = (conn.plugin, conn.connect_tag, conn.raw_fd());
+        let (connecting, sending, receiving) =
+            (conn.connecting, conn.send_inflight, conn.recv_armed);
         self.core.account(idx);
-        self.core.io.cancel_connect(idx, generation, fd);
+        if connecting {
+            self.core.io.cancel_connect(idx, generation, fd);
+        }
+        if sending {
+            // As in `teardown`: a send the peer holds completes at once.
+            socket::shutdown(fd);
+        }
+        if receiving {
+            self.core.pause_recv(idx, generation);
+        }
         self.connect_failed(plugin, idx, generation, tag, failure);
         self.core.maybe_finalize(idx, generation);
     }
@@ -248,7 +385,7 @@ impl<B: Backend> Shard<B> {
                 .core
                 .conns
                 .get(idx, generation)
-                .is_some_and(|c| c.connecting && !c.closing)
+                .is_some_and(|c| c.opening && !c.closing)
             {
                 self.abort_connect(idx, generation, ConnectFailure::TimedOut);
             }

@@ -198,8 +198,17 @@ impl<B: Backend> Context for Core<B> {
             return Err(WriteError::UnknownTarget);
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if c.evicted || c.tx_len() + len > max {
+        if c.evicted || c.tx_len() + c.early_plain.len() + len > max {
             return Err(WriteError::QueueFull);
+        }
+        if c.opening && (c.tls_client.is_some() || c.tls.is_some()) {
+            // A TLS stream not up yet: kept as plaintext, sealed once the
+            // handshake is done (under the stream's cap, not yet counted in
+            // the shard's budget: nothing can be sent before then).
+            for p in parts {
+                c.early_plain.extend_from_slice(p);
+            }
+            return Ok(());
         }
         if !self.outbound.fits(len) && !self.make_room(idx, len) {
             return Err(WriteError::QueueFull);

@@ -188,6 +188,8 @@ pub struct ShardInit {
     pub tls: Vec<Option<Arc<crate::tls::ListenerTls>>>,
     /// The process-wide outbound budget.
     pub outbound: Arc<crate::outbound::OutboundPool>,
+    /// Client TLS profiles by name, for outbound TLS streams.
+    pub tls_clients: Vec<(String, Arc<crate::tls::client::ClientTls>)>,
 }
 
 /// The shard's state other than plugins and receive buffers, which the
@@ -209,6 +211,8 @@ struct Core<B: Backend> {
     timer_seq: u64,
     /// Deadlines of outbound connects (see `connect`).
     connect_deadlines: BinaryHeap<connect::ConnectDeadline>,
+    /// Client TLS profiles by name.
+    tls_clients: Vec<(String, Arc<crate::tls::client::ClientTls>)>,
     current_plugin: u16,
     /// The same cells as `ShardShared::stats`: counted into in place.
     counters: Arc<SharedStats>,
@@ -308,6 +312,7 @@ impl<B: Backend> Shard<B> {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             connect_deadlines: BinaryHeap::new(),
+            tls_clients: init.tls_clients,
             current_plugin: 0,
             counters: init.shared.stats.clone(),
             stopping: false,

@@ -404,10 +404,11 @@ impl<B: Backend> Shard<B> {
         if conn.closing {
             return;
         }
-        if conn.connecting {
+        if conn.opening {
             // Not open yet: no `handle_close`; the plugin hears that its
-            // connect failed (cancelled by the close, eviction or shutdown).
-            self.abort_connect(idx, generation, ringport_plugin::ConnectFailure::Cancelled);
+            // connect failed (cancelled by a close, an eviction or the
+            // shutdown; or the peer's doing during a TLS handshake).
+            self.abort_connect(idx, generation, connect::failure_of_close(reason));
             return;
         }
         if conn.tls.as_ref().is_some_and(|s| s.handshaking()) {
