@@ -605,6 +605,73 @@ mod tests {
         assert!(ctx.connects().is_empty());
     }
 
+    /// A sans-IO reconnecting client, driven by hand: what the engine
+    /// would call, the test calls; what the plugin asks, the context records.
+    #[test]
+    fn a_reconnecting_plugin_is_unit_tested_without_sockets() {
+        use crate::backoff::Backoff;
+        use crate::{ConnectFailure, ListenerId, Plugin, StreamInfo};
+
+        struct Upstream {
+            addr: SocketAddr,
+            backoff: Backoff,
+            link: Option<ConnId>,
+        }
+        impl Plugin for Upstream {
+            fn handle_start(&mut self, ctx: &mut dyn Context) {
+                self.link = ctx.connect(ConnectRequest::new(self.addr, 0)).ok();
+            }
+            fn handle_connected(&mut self, ctx: &mut dyn Context, s: &StreamInfo, _tag: u64) {
+                self.backoff.reset();
+                ctx.write(s.conn, b"HELLO\r\n").unwrap();
+            }
+            fn handle_connect_failed(
+                &mut self,
+                ctx: &mut dyn Context,
+                _conn: ConnId,
+                tag: u64,
+                _failure: ConnectFailure,
+            ) {
+                self.link = None;
+                ctx.set_timer(self.backoff.next_delay(), tag + 1);
+            }
+            fn handle_timer(&mut self, ctx: &mut dyn Context, _now: Instant, token: u64) {
+                self.link = ctx.connect(ConnectRequest::new(self.addr, token)).ok();
+            }
+        }
+
+        let ms = Duration::from_millis;
+        let mut p = Upstream {
+            addr: addr(4222),
+            backoff: Backoff::new(ms(100), ms(250)).jitter_percent(0),
+            link: None,
+        };
+        let mut ctx = RecordingContext::new();
+        p.handle_start(&mut ctx);
+        for attempt in 0..3u64 {
+            let asked = ctx.take_connects();
+            assert_eq!(asked.len(), 1);
+            assert_eq!(asked[0].request.tag, attempt);
+            assert_eq!(Some(asked[0].conn), p.link);
+            p.handle_connect_failed(&mut ctx, asked[0].conn, attempt, ConnectFailure::Refused);
+            let timer = *ctx.timers().last().unwrap();
+            assert_eq!(timer.token, attempt + 1);
+            assert_eq!(timer.after, [ms(100), ms(200), ms(250)][attempt as usize]);
+            ctx.advance(timer.after);
+            p.handle_timer(&mut ctx, timer.due, timer.token);
+        }
+        let last = ctx.take_connects().remove(0);
+        let info = StreamInfo {
+            conn: last.conn,
+            listener: ListenerId::OUTBOUND,
+            peer: last.request.addr,
+            local: addr(50000),
+        };
+        p.handle_connected(&mut ctx, &info, last.request.tag);
+        assert_eq!(ctx.written(last.conn), b"HELLO\r\n");
+        assert_eq!(p.backoff.attempts(), 0, "reset once connected");
+    }
+
     #[test]
     fn broadcast_on_a_single_shard_reaches_nobody() {
         let mut ctx = RecordingContext::new();

@@ -30,7 +30,8 @@
 //! its earliest deadline, so a timeout costs one cancel when it fires and
 //! nothing when the connect ends first (its stale heap entry is skipped).
 //! A linked timeout would also make ECANCELED ambiguous (ours, or the
-//! timer's) and need a timespec kept alive per connect.
+//! timer's) and need a timespec kept alive per connect. The heap holds one
+//! entry per connect until its deadline (connects a second x timeout).
 
 use std::os::fd::AsRawFd;
 
@@ -172,6 +173,12 @@ impl<B: Backend> Shard<B> {
             // Aborted already (timeout, close, shutdown): the plugin was
             // told then; the slot can go now.
             self.core.maybe_finalize(idx, generation);
+            return;
+        }
+        if result.is_ok() && conn.close_after_flush.is_some() {
+            // Closed by the plugin in this turn, before the flush that
+            // would have cancelled it: still a cancel, not a stream.
+            self.abort_connect(idx, generation, ConnectFailure::Cancelled);
             return;
         }
         match result {
