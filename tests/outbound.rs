@@ -153,14 +153,6 @@ impl Plugin for Dialer {
     fn handle_connected(&mut self, ctx: &mut dyn Context, stream: &StreamInfo, tag: u64) {
         assert_eq!(stream.listener, ListenerId::OUTBOUND);
         assert_eq!(self.tags.get(&stream.conn), Some(&tag));
-        self.hear(
-            ctx,
-            Heard::Connected {
-                tag,
-                peer: stream.peer,
-                local: stream.local,
-            },
-        );
         if let Some(b) = &mut self.script.reconnect {
             b.reset();
         }
@@ -171,23 +163,31 @@ impl Plugin for Dialer {
             .unwrap()
             .identities
             .insert(tag, ids);
-        let Some(t) = self.script.targets.iter().find(|t| t.tag == tag) else {
-            return;
-        };
-        if !t.greeting.is_empty() {
-            ctx.write(stream.conn, t.greeting).unwrap();
+        if let Some(t) = self.script.targets.iter().find(|t| t.tag == tag) {
+            if !t.greeting.is_empty() {
+                ctx.write(stream.conn, t.greeting).unwrap();
+            }
+            if t.flood {
+                let mut queued = 0;
+                let chunk = vec![b'f'; FLOOD_CHUNK];
+                let err = loop {
+                    match ctx.write(stream.conn, &chunk) {
+                        Ok(()) => queued += chunk.len(),
+                        Err(e) => break e,
+                    }
+                };
+                self.script.record.lock().unwrap().flooded = Some((queued, err));
+            }
         }
-        if t.flood {
-            let mut queued = 0;
-            let chunk = vec![b'f'; FLOOD_CHUNK];
-            let err = loop {
-                match ctx.write(stream.conn, &chunk) {
-                    Ok(()) => queued += chunk.len(),
-                    Err(e) => break e,
-                }
-            };
-            self.script.record.lock().unwrap().flooded = Some((queued, err));
-        }
+        // Last, so that a test that sees it sees everything above too.
+        self.hear(
+            ctx,
+            Heard::Connected {
+                tag,
+                peer: stream.peer,
+                local: stream.local,
+            },
+        );
     }
 
     fn handle_data(
@@ -560,7 +560,7 @@ fn a_peer_reset_mid_stream_closes_with_peer_reset() {
 #[test]
 fn a_plugin_reconnects_with_backoff_until_a_listener_appears() {
     let addr = closed_port();
-    let base = Duration::from_millis(40);
+    let base = Duration::from_millis(60);
     let backoff = Backoff::new(base, Duration::from_secs(1))
         .jitter_percent(0)
         .seed(1);
