@@ -336,13 +336,29 @@ impl fmt::Display for ShardStats {
         )?;
         let drops = c.drop_list();
         if drops.is_empty() {
-            write!(f, " 0")
+            write!(f, " 0")?;
         } else {
             for (name, n) in drops {
                 write!(f, " {name}={n}")?;
             }
-            Ok(())
         }
+        // Outbound connects, only where a plugin made any.
+        if c.connects_started + c.connects_denied > 0 {
+            write!(
+                f,
+                " connects {} connected {} connect_failures",
+                c.connects_started, c.conns_connected
+            )?;
+            if c.connect_failures_total() == 0 {
+                write!(f, " 0")?;
+            }
+            for (name, n) in ConnectFailure::NAMES.iter().zip(c.connect_failures) {
+                if n > 0 {
+                    write!(f, " {name}={n}")?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -400,6 +416,23 @@ mod tests {
         assert_eq!(
             s,
             "shard 1 cpu 0: msgs 5 bytes_in 0 bytes_out 0 dgrams_in 0 dgrams_out 0 conns_open 2 accepted 3 closed 1 drops frame_too_long=1 kernel_rx_queue=2"
+        );
+        let mut out = Counters {
+            connects_started: 5,
+            conns_connected: 2,
+            ..Counters::default()
+        };
+        out.connect_failures[ConnectFailure::Refused.index()] = 2;
+        out.connect_failures[ConnectFailure::Error(99).index()] = 1;
+        let s = ShardStats {
+            shard: 0,
+            cpu: 0,
+            counters: out,
+        }
+        .to_string();
+        assert!(
+            s.ends_with("conns_open 2 accepted 0 closed 0 drops 0 connects 5 connected 2 connect_failures refused=2 other=1"),
+            "{s}"
         );
     }
 }
