@@ -379,3 +379,27 @@ write("mqtt_codec", [
     ("v31-connect", b"\xff\xff" + mqtt(0x10, s(b"MQIsdp") + b"\x03\x02\x00\x3c" + s(b"old"))),
     ("non-minimal-length", b"\xff\xff" + b"\xc0\x80\x00" + b"\x30\x85\x00" + s(b"t") + b"abc"),
 ])
+
+
+# --- nats_codec ---------------------------------------------------------------
+# Settings: control-line limit (x8, 0 = default), payload limit (0xffff =
+# default), split point. Bytes: what nats-server 2.9.10 sent to a client
+# (INFO as it writes it, with its trailing space), the spec's examples, errors.
+
+nats_info = (b'INFO {"server_id":"NA5N6YFZA4WYR67BN6OGXHP2RLD6K5TJOBYLT7BP2H5HV2VG4TNNCTHS",'
+             b'"server_name":"NA5N6YFZA4WYR67BN6OGXHP2RLD6K5TJOBYLT7BP2H5HV2VG4TNNCTHS",'
+             b'"version":"2.9.10","proto":1,"go":"go1.19.8","host":"127.0.0.1","port":14999,'
+             b'"headers":true,"max_payload":1048576,"client_id":4,"client_ip":"127.0.0.1"} \r\n')
+nats_session = (nats_info
+                + b"MSG a.b 1 r.1 5\r\nhello\r\n"
+                + b"HMSG a.c 1 32 34\r\nNATS/1.0\r\nRingport-Origin: x\r\n\r\nhi\r\nPONG\r\nPING\r\n")
+write("nats_codec", [
+    ("server-session", b"\x00\xff\xff\x00\x80" + nats_session),
+    ("spec-msg", b"\x00\xff\xff\x00\x05" + b"MSG FOO.BAR 9 INBOX.34 11\r\nHello World\r\n"),
+    ("spec-hmsg", b"\x00\xff\xff\x00\x20"
+     + b"HMSG FOO.BAR 9 INBOX.69 34 45\r\nNATS/1.0\r\nFoodGroup: vegetable\r\n\r\nHello World\r\n"),
+    ("status-503", b"\x00\xff\xff\x00\x03" + b"HMSG _INBOX.x 2 16 16\r\nNATS/1.0 503\r\n\r\n\r\n"),
+    ("auth-error", b"\x00\xff\xff\x00\x07" + nats_info + b"-ERR 'Authorization Violation'\r\n"),
+    ("small-limits", b"\x02\x00\x08\x00\x02" + b"MSG a 1 9\r\n123456789\r\n"),
+    ("topic", b"\x00\xff\xff\x00\x00" + "sensors/room 1/$temp/é".encode()),
+])

@@ -2,9 +2,10 @@
 //!
 //! A shard's loop, its plugins, guard, mesh, timers and stats speak in
 //! neutral terms: they *ask* a [`Backend`] to arm an accept or a receive,
-//! pause a receive, send a stream's bytes or a datagram, close a socket, arm
-//! a timer, wake a peer shard and wait; and they *hear* back [`Event`]s
-//! (accepted, bytes received, bytes sent, datagram received, datagram sent).
+//! connect a stream, pause a receive, send a stream's bytes or a datagram,
+//! close a socket, arm a timer, wake a peer shard and wait; and they *hear*
+//! back [`Event`]s (accepted, connected, bytes received, bytes sent,
+//! datagram received, datagram sent).
 //! Received bytes stay in the backend's [`Buffers`] until the shard hands the
 //! buffer back.
 //!
@@ -30,6 +31,10 @@
 //!   [`Event::Sent`]: the shard does not move or free them.
 //! - A received buffer belongs to the shard from its event until it gives it
 //!   back with [`Buffers::recycle_tcp`] / [`Buffers::recycle_udp`].
+//! - A connect ends with exactly one [`Event::Connected`], also when the
+//!   shard cancels it (its connect timeout, a close, the shutdown); a
+//!   failure known at once is reported as an event too, never by return.
+//!   The shard asks for no receive or send on the stream before it.
 
 use std::time::Instant;
 
@@ -78,6 +83,16 @@ pub enum Event {
         result: RecvResult,
         /// The receive stays armed.
         more: bool,
+    },
+    /// A stream's connect ended: `Ok` once connected, else the errno
+    /// (ECANCELED when the shard cancelled it first).
+    Connected {
+        /// Connection slot.
+        conn: u32,
+        /// Its generation.
+        generation: u32,
+        /// Connected, or why not.
+        result: Result<(), i32>,
     },
     /// A stream's send completed: bytes taken, or the negative errno.
     Sent {
@@ -180,6 +195,13 @@ pub trait Backend {
     fn arm_accept(&mut self, listener: u32, fd: i32);
     /// Stops accepting on a listener (its accept ends with ECANCELED).
     fn stop_accept(&mut self, listener: u32, fd: i32);
+    /// Connects stream `conn`'s socket (a fresh TCP socket of `addr`'s
+    /// family, blocking mode as created) to `addr`; one
+    /// [`Event::Connected`] ends it.
+    fn connect(&mut self, conn: u32, generation: u32, fd: i32, addr: std::net::SocketAddr);
+    /// Cancels a connect still in progress; its [`Event::Connected`] still
+    /// comes (ECANCELED, or what the kernel had already decided).
+    fn cancel_connect(&mut self, conn: u32, generation: u32, fd: i32);
     /// Starts receiving on a stream.
     fn arm_recv(&mut self, conn: u32, generation: u32, fd: i32);
     /// Stops receiving on a stream (its receive ends with `Cancelled`).

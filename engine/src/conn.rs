@@ -22,14 +22,37 @@ pub struct Conn {
     pub fd: Option<OwnedFd>,
     /// Which plugin instance serves it.
     pub plugin: u16,
-    /// Which listener accepted it.
+    /// Which listener accepted it (`ListenerId::OUTBOUND`'s number for a
+    /// stream a plugin opened).
     pub listener: u16,
     /// The remote address.
     pub peer: SocketAddr,
     /// The local address (one of the listener's ports).
     pub local: SocketAddr,
-    /// The plugin accepted it (so `handle_close` is owed).
+    /// The plugin accepted it, or heard it connect (so `handle_close` is owed).
     pub accepted: bool,
+    /// A plugin opened it with `Context::connect`.
+    pub outbound: bool,
+    /// Its connect is with the backend (its `Event::Connected` not yet
+    /// come): no receive or send before it, no freeing the slot.
+    pub connecting: bool,
+    /// The plugin's tag of its connect request.
+    pub connect_tag: u64,
+    /// An outbound stream the plugin has not heard `handle_connected` for
+    /// yet (connecting, or in its TLS handshake): a close fails the
+    /// connect instead of calling `handle_close`.
+    pub opening: bool,
+    /// An outbound TLS stream's client configuration and server name, until
+    /// its socket connects and the handshake starts.
+    pub tls_client: Option<
+        Box<(
+            std::sync::Arc<rustls::ClientConfig>,
+            rustls::pki_types::ServerName<'static>,
+        )>,
+    >,
+    /// Plaintext an outbound TLS stream's plugin wrote before the
+    /// handshake ended; sealed and queued once it has.
+    pub early_plain: Vec<u8>,
     /// The guard opened it (so its close line is owed).
     pub guarded: bool,
     /// A plaintext stream's first bytes were checked for a TLS ClientHello.
@@ -73,6 +96,12 @@ impl Conn {
             peer: UNSPECIFIED,
             local: UNSPECIFIED,
             accepted: false,
+            outbound: false,
+            connecting: false,
+            connect_tag: 0,
+            opening: false,
+            tls_client: None,
+            early_plain: Vec::new(),
             guarded: false,
             first_checked: false,
             tls: None,
@@ -117,6 +146,11 @@ impl Conn {
     fn reset(&mut self) {
         self.fd = None;
         self.accepted = false;
+        self.outbound = false;
+        self.connecting = false;
+        self.connect_tag = 0;
+        self.opening = false;
+        self.tls_client = None;
         self.guarded = false;
         self.first_checked = false;
         self.tls = None;
@@ -131,6 +165,7 @@ impl Conn {
         self.accounted = 0;
         self.evicted = false;
         for v in [
+            &mut self.early_plain,
             &mut self.rx_pending,
             &mut self.tx_pending,
             &mut self.tx_inflight,

@@ -441,6 +441,7 @@ impl EngineHandle {
             let tls: Vec<_> = (0..plan.listeners.len())
                 .map(|i| operations.listener(i).tls)
                 .collect();
+            let tls_clients = operations.tls_clients.clone();
             let spawn = std::thread::Builder::new()
                 .name(format!("ringport-shard-{shard}"))
                 .spawn(move || {
@@ -468,6 +469,7 @@ impl EngineHandle {
                             inbox,
                             guard,
                             tls,
+                            tls_clients,
                             outbound: pool,
                         };
                         match backend {

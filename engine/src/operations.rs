@@ -104,6 +104,9 @@ pub struct Operations {
     pub udp_source_window: Duration,
     /// How IPv6 sources are grouped for every per-source limit and count.
     pub ipv6_source_prefix: crate::policy::Ipv6SourcePrefix,
+    /// Client TLS profiles by name, for outbound streams a plugin opens
+    /// with TLS (`ConnectRequest::with_tls`).
+    pub tls_clients: Vec<(String, Arc<crate::tls::client::ClientTls>)>,
 }
 
 /// Why operator settings do not fit a plan.

@@ -27,6 +27,8 @@ pub const OP_MSG_RING: u8 = 9;
 pub const OP_MESH_WAKE: u8 = 10;
 /// The shard's deadline timer (IORING_OP_TIMEOUT); index = arming sequence.
 pub const OP_TIMER: u8 = 11;
+/// A stream's outbound connect (IORING_OP_CONNECT); index/generation = connection.
+pub const OP_CONNECT: u8 = 12;
 
 const GEN_MASK: u32 = 0x00ff_ffff;
 

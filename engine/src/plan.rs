@@ -141,7 +141,7 @@ pub enum PlanError {
     #[error("no listeners: give at least one, e.g. `--listen echo@tcp:127.0.0.1:9000-9063`")]
     NoListeners,
     /// More listeners than [`ListenerId`] can number.
-    #[error("{count} listeners are more than a plan can number (65536); merge port ranges")]
+    #[error("{count} listeners are more than a plan can number (65535); merge port ranges")]
     TooManyListeners {
         /// How many listeners were given.
         count: usize,
@@ -217,7 +217,9 @@ impl Plan {
         if listeners.is_empty() {
             return Err(PlanError::NoListeners);
         }
-        if listeners.len() > usize::from(u16::MAX) + 1 {
+        // Ids 0..=65534: 65535 is `ListenerId::OUTBOUND`, the streams a
+        // plugin opened itself.
+        if listeners.len() > usize::from(u16::MAX) {
             return Err(PlanError::TooManyListeners {
                 count: listeners.len(),
             });
@@ -925,7 +927,7 @@ shard  cpu  listener                  ports
         };
         assert_eq!(
             Plan::build(req).unwrap_err().to_string(),
-            "65537 listeners are more than a plan can number (65536); merge port ranges"
+            "65537 listeners are more than a plan can number (65535); merge port ranges"
         );
     }
 }

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ringport_plugin::DropReason;
+use ringport_plugin::{ConnectFailure, DropReason};
 
 /// One figure of a shard's [`SharedStats`]: written by that shard only,
 /// readable by anyone at any time.
@@ -210,9 +210,16 @@ live_counters! {
     datagrams_out,
     /// Streams accepted.
     conns_accepted,
+    /// Outbound connects started (`Context::connect` calls that returned an id).
+    connects_started,
+    /// Outbound connects the engine refused at once, before any packet
+    /// (table full, socket() failed, a bad address, stopping).
+    connects_denied,
+    /// Outbound streams connected (the plugin heard `handle_connected`).
+    conns_connected,
     /// Streams rejected by a plugin at open.
     conns_rejected,
-    /// Streams closed.
+    /// Streams closed (accepted and outbound ones, once open).
     conns_closed,
     /// Streams closed because the plugin rejected their bytes (also in `drops`).
     conns_protocol_closed,
@@ -247,13 +254,20 @@ live_counters! {
     drops: DropReason::COUNT,
     /// Engine drops, indexed by `EngineDrop as usize`.
     engine_drops: EngineDrop::COUNT,
+    /// Outbound connects that did not open, indexed by [`ConnectFailure::index`].
+    connect_failures: ConnectFailure::KINDS,
     }
 }
 
 impl Counters {
-    /// Streams currently open.
+    /// Streams currently open, accepted and outbound.
     pub fn conns_open(&self) -> u64 {
-        self.conns_accepted.saturating_sub(self.conns_closed)
+        (self.conns_accepted + self.conns_connected).saturating_sub(self.conns_closed)
+    }
+
+    /// Outbound connects that did not open, all reasons together.
+    pub fn connect_failures_total(&self) -> u64 {
+        self.connect_failures.iter().sum()
     }
 
     /// All drops, plugin and engine.
@@ -322,13 +336,29 @@ impl fmt::Display for ShardStats {
         )?;
         let drops = c.drop_list();
         if drops.is_empty() {
-            write!(f, " 0")
+            write!(f, " 0")?;
         } else {
             for (name, n) in drops {
                 write!(f, " {name}={n}")?;
             }
-            Ok(())
         }
+        // Outbound connects, only where a plugin made any.
+        if c.connects_started + c.connects_denied > 0 {
+            write!(
+                f,
+                " connects {} connected {} connect_failures",
+                c.connects_started, c.conns_connected
+            )?;
+            if c.connect_failures_total() == 0 {
+                write!(f, " 0")?;
+            }
+            for (name, n) in ConnectFailure::NAMES.iter().zip(c.connect_failures) {
+                if n > 0 {
+                    write!(f, " {name}={n}")?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -386,6 +416,23 @@ mod tests {
         assert_eq!(
             s,
             "shard 1 cpu 0: msgs 5 bytes_in 0 bytes_out 0 dgrams_in 0 dgrams_out 0 conns_open 2 accepted 3 closed 1 drops frame_too_long=1 kernel_rx_queue=2"
+        );
+        let mut out = Counters {
+            connects_started: 5,
+            conns_connected: 2,
+            ..Counters::default()
+        };
+        out.connect_failures[ConnectFailure::Refused.index()] = 2;
+        out.connect_failures[ConnectFailure::Error(99).index()] = 1;
+        let s = ShardStats {
+            shard: 0,
+            cpu: 0,
+            counters: out,
+        }
+        .to_string();
+        assert!(
+            s.ends_with("conns_open 2 accepted 0 closed 0 drops 0 connects 5 connected 2 connect_failures refused=2 other=1"),
+            "{s}"
         );
     }
 }

@@ -13,6 +13,7 @@
 //! | `sockperf_stream`, `sockperf_datagram` | the sockperf plugin | [`sockperf`]: a model of the reflection protocol |
 //! | `relay_wire` | relay frames (`protocols/src/relay/wire.rs`) | [`relay_wire`]: a model of the framing rules |
 //! | `mqtt_codec` | MQTT packets (`protocols/src/mqtt/codec/`) | [`mqtt_codec`]: a model of the fixed header; decode, encode, decode gives an equal packet |
+//! | `nats_codec` | NATS server operations, the NATS client, header blocks, the topic mapping (`protocols/src/nats/`) | [`nats_codec`]: the spec's `MSG`/`HMSG` form written again; split feeds; round trips |
 //! | `relay_plugin` | the relay plugin over TCP, UDP and the mesh | [`relay_plugin`]: a model of subscriptions, delivery, lag and retries |
 //! | `tls_record` | the TLS record layer (`engine/src/tls/record.rs`) | [`tls_record`]: seal/open round trips, tampering, framing |
 //! | `tls_handshake` | a TLS session's handshake input | [`tls_handshake`]: bounds and outcomes |
@@ -32,6 +33,7 @@ pub mod cmsg;
 pub mod config;
 pub mod identity;
 pub mod mqtt_codec;
+pub mod nats_codec;
 pub mod recvmsg;
 pub mod relay_plugin;
 pub mod relay_wire;

@@ -20,13 +20,40 @@
 //!
 //! # Calling order
 //!
-//! For one stream: [`Plugin::handle_open`] once, then [`Plugin::handle_data`]
-//! any number of times, then [`Plugin::handle_close`] exactly once if the
-//! stream was accepted. Bytes a plugin does not consume in `handle_data` are
-//! kept by the engine and presented again, followed by newer bytes, on the next
-//! call. Datagrams, mesh messages and timers may interleave with all of these.
+//! [`Plugin::handle_start`] comes first, once per instance, before any other
+//! call. For one stream: [`Plugin::handle_open`] once, then
+//! [`Plugin::handle_data`] any number of times, then [`Plugin::handle_close`]
+//! exactly once if the stream was accepted. Bytes a plugin does not consume
+//! in `handle_data` are kept by the engine and presented again, followed by
+//! newer bytes, on the next call. Datagrams, mesh messages and timers may
+//! interleave with all of these.
+//!
+//! # Outbound streams
+//!
+//! A plugin can also open a stream itself: [`Context::connect`] asks the
+//! shard to connect to an address, without blocking. For every id it
+//! returns, exactly one of two calls follows, never from inside `connect`
+//! itself:
+//!
+//! * [`Plugin::handle_connected`]: the stream is open. From then on it is a
+//!   stream like an accepted one: [`Plugin::handle_data`] any number of
+//!   times, then [`Plugin::handle_close`] exactly once. Writes go through the
+//!   same queues, back-pressure, outbound budget and counters.
+//! * [`Plugin::handle_connect_failed`]: it never opened (refused, timed out,
+//!   unreachable, reset during the handshake, cancelled, TLS refused).
+//!   `handle_close` is **not** called for it, and the id is dead.
+//!
+//! With [`ConnectRequest::with_tls`] the engine runs a TLS client handshake
+//! (with a client certificate when the named profile has one: mutual TLS)
+//! before `handle_connected`, and the plugin reads and writes plaintext;
+//! [`Context::peer_identities`] then names the server's certificate.
+//!
+//! Reconnecting is the plugin's decision: [`backoff::Backoff`] computes
+//! capped, jittered exponential delays, and [`Context::set_timer`] wakes the
+//! plugin when one has passed.
 #![warn(missing_docs)]
 
+pub mod backoff;
 mod registry;
 pub mod testing;
 
@@ -88,21 +115,213 @@ impl ConnId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListenerId(pub u16);
 
+impl ListenerId {
+    /// The "listener" of a stream the plugin opened itself with
+    /// [`Context::connect`] (what [`StreamInfo::listener`] holds for it).
+    /// No plan numbers a listener with it.
+    pub const OUTBOUND: ListenerId = ListenerId(u16::MAX);
+}
+
 /// A datagram socket of the current shard; replies go out through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketId(pub u32);
 
-/// What the engine knows about a newly accepted stream.
+/// What the engine knows about a newly accepted (or newly connected) stream.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamInfo {
     /// The stream's id, valid until [`Plugin::handle_close`].
     pub conn: ConnId,
-    /// The listener that accepted it.
+    /// The listener that accepted it; [`ListenerId::OUTBOUND`] for a
+    /// stream the plugin opened with [`Context::connect`].
     pub listener: ListenerId,
     /// The remote address.
     pub peer: SocketAddr,
-    /// The local address (one of the listener's ports).
+    /// The local address (one of the listener's ports, or the local end
+    /// the kernel picked for an outbound stream).
     pub local: SocketAddr,
+}
+
+/// How long a connect may take unless the request says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A plugin's request to open an outbound stream ([`Context::connect`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use ringport_plugin::ConnectRequest;
+///
+/// let req = ConnectRequest::new("127.0.0.1:4222".parse().unwrap(), 7)
+///     .with_timeout(Duration::from_secs(2));
+/// assert_eq!((req.tag, req.timeout), (7, Duration::from_secs(2)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectRequest {
+    /// Where to connect (IPv4 or IPv6).
+    pub addr: SocketAddr,
+    /// The plugin's own token, handed back in [`Plugin::handle_connected`]
+    /// or [`Plugin::handle_connect_failed`] (which upstream, which attempt).
+    pub tag: u64,
+    /// How long the connect may take before it fails with
+    /// [`ConnectFailure::TimedOut`] (counted from the turn it was asked in;
+    /// checked once a turn, so it fires at the first turn after it passed).
+    /// With TLS it covers the handshake too: `handle_connected` comes once
+    /// TLS is up.
+    pub timeout: Duration,
+    /// Speak TLS over the stream, as a client: the plugin reads and writes
+    /// plaintext, as on a `tls` listener.
+    pub tls: Option<ConnectTls>,
+}
+
+/// TLS for an outbound stream ([`ConnectRequest::with_tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectTls {
+    /// The name of a client TLS profile the engine was started with (its
+    /// trusted CAs, and the client certificate it presents for mutual TLS).
+    pub profile: String,
+    /// The name the server's certificate must be valid for, sent as SNI:
+    /// a DNS name, or an IP address.
+    pub server_name: String,
+}
+
+impl ConnectRequest {
+    /// A connect to `addr` tagged `tag`, with [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn new(addr: SocketAddr, tag: u64) -> ConnectRequest {
+        ConnectRequest {
+            addr,
+            tag,
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
+        }
+    }
+
+    /// The same request over TLS with client profile `profile`, checking
+    /// the server's certificate against `server_name`.
+    pub fn with_tls(mut self, profile: impl Into<String>, server_name: impl Into<String>) -> Self {
+        self.tls = Some(ConnectTls {
+            profile: profile.into(),
+            server_name: server_name.into(),
+        });
+        self
+    }
+
+    /// The same request with another connect timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> ConnectRequest {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Why [`Context::connect`] refused at once. No callback follows a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// This context cannot open connections (a test double that was not
+    /// set up for it, or an engine without outbound support).
+    Unsupported,
+    /// The address cannot be connected to: port 0, an unspecified
+    /// (`0.0.0.0`, `::`), multicast or broadcast address.
+    InvalidAddress,
+    /// The shard's connection table is full (`max_conns_per_shard`, which
+    /// accepted and outbound streams share).
+    TableFull,
+    /// The shard is stopping: no new streams.
+    Stopping,
+    /// Creating the socket failed with this errno (EMFILE: out of descriptors).
+    Socket(i32),
+    /// The request names a client TLS profile the engine does not have.
+    UnknownTlsProfile,
+    /// The request's TLS server name is neither a DNS name nor an IP address.
+    InvalidServerName,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Unsupported => f.write_str("this context cannot open connections"),
+            ConnectError::InvalidAddress => f.write_str(
+                "not a connectable address (port 0, unspecified, multicast or broadcast)",
+            ),
+            ConnectError::TableFull => f.write_str("the shard's connection table is full"),
+            ConnectError::Stopping => f.write_str("the shard is stopping"),
+            ConnectError::Socket(errno) => write!(f, "socket() failed with errno {errno}"),
+            ConnectError::UnknownTlsProfile => {
+                f.write_str("no client TLS profile of that name in the engine")
+            }
+            ConnectError::InvalidServerName => {
+                f.write_str("the TLS server name is neither a DNS name nor an IP address")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Why a connect that [`Context::connect`] started did not open, as told to
+/// [`Plugin::handle_connect_failed`]. The engine counts every one per shard
+/// under [`as_str`](Self::as_str) (`ringport_connect_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listens there: the peer answered with a reset (ECONNREFUSED).
+    Refused,
+    /// No answer within the request's timeout (or the kernel gave up: ETIMEDOUT).
+    TimedOut,
+    /// No route to the network or host (ENETUNREACH, EHOSTUNREACH, ENETDOWN, EHOSTDOWN).
+    Unreachable,
+    /// The connection was reset or aborted during the handshake
+    /// (ECONNRESET, ECONNABORTED).
+    Reset,
+    /// The plugin closed the id before it connected, or the engine stopped.
+    Cancelled,
+    /// The TLS handshake failed (the server's certificate was not trusted
+    /// or not valid for the name, the server refused ours, an alert).
+    Tls,
+    /// Any other errno.
+    Error(i32),
+}
+
+impl ConnectFailure {
+    /// Number of kinds; counters are arrays of this length.
+    pub const KINDS: usize = 7;
+    /// The kinds' names, by [`index`](Self::index).
+    pub const NAMES: [&'static str; ConnectFailure::KINDS] = [
+        "refused",
+        "timed_out",
+        "unreachable",
+        "reset",
+        "cancelled",
+        "tls",
+        "other",
+    ];
+
+    /// Index into a counter array (every `Error(_)` is `other`).
+    pub fn index(self) -> usize {
+        match self {
+            ConnectFailure::Refused => 0,
+            ConnectFailure::TimedOut => 1,
+            ConnectFailure::Unreachable => 2,
+            ConnectFailure::Reset => 3,
+            ConnectFailure::Cancelled => 4,
+            ConnectFailure::Tls => 5,
+            ConnectFailure::Error(_) => 6,
+        }
+    }
+
+    /// The snake-case name used in metrics.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::Error(errno) => write!(f, "connect failed with errno {errno}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
 }
 
 /// Where a datagram came from.
@@ -323,7 +542,9 @@ pub trait Context {
     }
     /// The identities the peer of a TLS stream proved with its client
     /// certificate, as the handshake log writes them: `dns:NAME`, URI SANs
-    /// such as `spiffe://prod.example/sensor/7`, `ip:ADDRESS`. Empty for a
+    /// such as `spiffe://prod.example/sensor/7`, `ip:ADDRESS`. For an
+    /// outbound TLS stream ([`ConnectRequest::with_tls`]), the names of the
+    /// server's certificate (which the handshake verified). Empty for a
     /// plaintext stream, a TLS stream without a client certificate, or an
     /// unknown id. It allocates: call it once per stream (at a protocol's
     /// login), not per message.
@@ -331,10 +552,49 @@ pub trait Context {
         let _ = conn;
         Vec::new()
     }
+    /// Starts opening a stream to `req.addr` from this shard and returns its
+    /// id at once; the connect goes on in the background.
+    ///
+    /// Exactly one of [`Plugin::handle_connected`] and
+    /// [`Plugin::handle_connect_failed`] follows for the id, in a later call
+    /// (never from inside this one), on this plugin instance. After
+    /// `handle_connected` the stream is like an accepted one:
+    /// `handle_data`, then `handle_close` exactly once. After
+    /// `handle_connect_failed` nothing more comes: no `handle_close`.
+    ///
+    /// With [`ConnectRequest::tls`], "connects" means the TLS handshake
+    /// is done too (within the same timeout); a failed handshake is
+    /// [`ConnectFailure::Tls`].
+    ///
+    /// Until it connects, bytes [`write`](Self::write)n to the id are
+    /// queued (under the same caps as any stream's) and sent once it
+    /// connects; [`close`](Self::close) cancels the attempt
+    /// ([`ConnectFailure::Cancelled`], the queued bytes dropped).
+    ///
+    /// Outbound streams count against the shard's connection table and
+    /// outbound budget like accepted ones. The listeners' source policy
+    /// (allowlists, per-source limits, first-bytes and idle timeouts, the
+    /// handshake log) judges peers that come to a listener and does not
+    /// apply: the plugin chose this peer, and keeps its own liveness
+    /// checks (a protocol ping on a [`set_timer`](Self::set_timer)).
+    ///
+    /// The default refuses with [`ConnectError::Unsupported`], so contexts
+    /// written before outbound streams existed keep compiling.
+    fn connect(&mut self, req: ConnectRequest) -> Result<ConnId, ConnectError> {
+        let _ = req;
+        Err(ConnectError::Unsupported)
+    }
 }
 
 /// One protocol instance on one shard. See the crate docs for the calling order.
 pub trait Plugin {
+    /// The shard starts serving: called once, before any other call. The
+    /// place to open outbound streams ([`Context::connect`]) or set the
+    /// first timer.
+    fn handle_start(&mut self, ctx: &mut dyn Context) {
+        let _ = ctx;
+    }
+
     /// A stream was accepted on one of this plugin's listeners.
     fn handle_open(&mut self, ctx: &mut dyn Context, stream: &StreamInfo) -> Verdict {
         let _ = (ctx, stream);
@@ -354,9 +614,36 @@ pub trait Plugin {
         Err(DropReason::Unsupported)
     }
 
-    /// An accepted stream closed; called exactly once per accepted stream.
+    /// An accepted stream closed; called exactly once per accepted stream,
+    /// and once per outbound stream after its
+    /// [`handle_connected`](Self::handle_connected) (never after
+    /// [`handle_connect_failed`](Self::handle_connect_failed)).
     fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, reason: CloseReason) {
         let _ = (ctx, conn, reason);
+    }
+
+    /// A stream asked for with [`Context::connect`] is open (`stream.conn`
+    /// is the id `connect` returned; `stream.listener` is
+    /// [`ListenerId::OUTBOUND`]; `tag` is the request's). Its bytes arrive
+    /// through [`handle_data`](Self::handle_data) and its end through
+    /// [`handle_close`](Self::handle_close), as for an accepted stream. The
+    /// default closes it: a plugin that connects implements this.
+    fn handle_connected(&mut self, ctx: &mut dyn Context, stream: &StreamInfo, tag: u64) {
+        let _ = tag;
+        ctx.close(stream.conn);
+    }
+
+    /// A stream asked for with [`Context::connect`] did not open; `conn` is
+    /// dead and no [`handle_close`](Self::handle_close) follows. The place
+    /// to schedule a retry ([`backoff::Backoff`], [`Context::set_timer`]).
+    fn handle_connect_failed(
+        &mut self,
+        ctx: &mut dyn Context,
+        conn: ConnId,
+        tag: u64,
+        failure: ConnectFailure,
+    ) {
+        let _ = (ctx, conn, tag, failure);
     }
 
     /// A datagram arrived. An error drops it and is counted under its reason.

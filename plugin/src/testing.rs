@@ -17,13 +17,51 @@
 //! ```
 //!
 //! Failures the engine can report (a full outbound queue, a full mesh ring, an
-//! oversized datagram) can be switched on to test a plugin's error paths.
+//! oversized datagram, a refused connect) can be switched on to test a
+//! plugin's error paths.
+//!
+//! Outbound connects are recorded, not made: [`Context::connect`] hands out
+//! a fresh id and lists the request in [`RecordingContext::connects`]; the
+//! test then plays the engine's part by calling the plugin's
+//! `handle_connected` or `handle_connect_failed` itself:
+//!
+//! ```
+//! use ringport_plugin::testing::RecordingContext;
+//! use ringport_plugin::{ConnectError, ConnectRequest, Context};
+//!
+//! let mut ctx = RecordingContext::new();
+//! let addr = "127.0.0.1:4222".parse().unwrap();
+//! let id = ctx.connect(ConnectRequest::new(addr, 1)).unwrap();
+//! assert_eq!(ctx.connects()[0].conn, id);
+//! assert_eq!(ctx.connects()[0].request.addr, addr);
+//! ctx.fail_connects(Some(ConnectError::TableFull));
+//! assert_eq!(ctx.connect(ConnectRequest::new(addr, 2)), Err(ConnectError::TableFull));
+//! assert_eq!(ctx.connects().len(), 1);
+//! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::{ConnId, Context, DropReason, MeshError, MeshMessage, ShardId, SocketId, WriteError};
+use crate::{
+    ConnId, ConnectError, ConnectRequest, Context, DropReason, MeshError, MeshMessage, ShardId,
+    SocketId, WriteError,
+};
+
+/// Ids [`RecordingContext`] hands out for connects start here, far from the
+/// small ids tests pick for accepted streams.
+pub const FIRST_CONNECT_ID: u64 = 1 << 48;
+
+/// One connect a plugin asked for through [`Context::connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRecord {
+    /// The id `connect` returned.
+    pub conn: ConnId,
+    /// What was asked.
+    pub request: ConnectRequest,
+    /// [`Context::now`] when it was asked (its timeout counts from here).
+    pub at: Instant,
+}
 
 /// One datagram a plugin sent through [`Context::send_datagram`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +122,9 @@ pub struct RecordingContext {
     mesh_full: bool,
     latencies: Vec<(&'static str, Duration)>,
     identities: HashMap<ConnId, Vec<String>>,
+    connects: Vec<ConnectRecord>,
+    connect_error: Option<ConnectError>,
+    next_connect: u64,
 }
 
 impl Default for RecordingContext {
@@ -118,7 +159,26 @@ impl RecordingContext {
             mesh_full: false,
             latencies: Vec::new(),
             identities: HashMap::new(),
+            connects: Vec::new(),
+            connect_error: None,
+            next_connect: FIRST_CONNECT_ID,
         }
+    }
+
+    /// Connects asked for, in order (refused ones are not listed).
+    pub fn connects(&self) -> &[ConnectRecord] {
+        &self.connects
+    }
+
+    /// Takes the connects asked for so far.
+    pub fn take_connects(&mut self) -> Vec<ConnectRecord> {
+        std::mem::take(&mut self.connects)
+    }
+
+    /// Makes every later [`Context::connect`] fail with `error` (nothing
+    /// recorded), or succeed again with `None`.
+    pub fn fail_connects(&mut self, error: Option<ConnectError>) {
+        self.connect_error = error;
     }
 
     /// Makes `conn` a stream whose peer proved these identities (what
@@ -254,6 +314,7 @@ impl RecordingContext {
         self.mesh_sends.clear();
         self.messages = 0;
         self.drops = [0; DropReason::COUNT];
+        self.connects.clear();
     }
 }
 
@@ -361,6 +422,25 @@ impl Context for RecordingContext {
 
     fn peer_identities(&self, conn: ConnId) -> Vec<String> {
         self.identities.get(&conn).cloned().unwrap_or_default()
+    }
+
+    fn connect(&mut self, req: ConnectRequest) -> Result<ConnId, ConnectError> {
+        if let Some(e) = self.connect_error {
+            return Err(e);
+        }
+        let ip = req.addr.ip();
+        let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+        if req.addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
+            return Err(ConnectError::InvalidAddress);
+        }
+        let conn = ConnId::from_raw(self.next_connect);
+        self.next_connect += 1;
+        self.connects.push(ConnectRecord {
+            conn,
+            request: req,
+            at: self.now,
+        });
+        Ok(conn)
     }
 }
 
@@ -475,6 +555,121 @@ mod tests {
         ctx.set_mesh_full(true);
         assert_eq!(ctx.broadcast(msg.clone()), Err(MeshError::Full(msg)));
         assert_eq!(ctx.mesh_sends().len(), 3);
+    }
+
+    #[test]
+    fn connects_get_fresh_ids_and_bad_addresses_are_refused() {
+        let start = Instant::now();
+        let mut ctx = RecordingContext::new().with_now(start);
+        let a = ctx
+            .connect(ConnectRequest::new(addr(4222), 1).with_timeout(Duration::from_millis(250)))
+            .unwrap();
+        ctx.advance(Duration::from_secs(1));
+        let b = ctx
+            .connect(ConnectRequest::new("[::1]:4223".parse().unwrap(), 2))
+            .unwrap();
+        assert_eq!(a.raw(), FIRST_CONNECT_ID);
+        assert_eq!(b.raw(), FIRST_CONNECT_ID + 1);
+        for bad in [
+            "127.0.0.1:0",
+            "0.0.0.0:1",
+            "[::]:1",
+            "224.0.0.1:1",
+            "255.255.255.255:1",
+        ] {
+            assert_eq!(
+                ctx.connect(ConnectRequest::new(bad.parse().unwrap(), 9)),
+                Err(ConnectError::InvalidAddress),
+                "{bad}"
+            );
+        }
+        let c = ctx.connects();
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[0],
+            ConnectRecord {
+                conn: a,
+                request: ConnectRequest::new(addr(4222), 1)
+                    .with_timeout(Duration::from_millis(250)),
+                at: start,
+            }
+        );
+        assert_eq!(c[1].request.timeout, crate::DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c[1].at, start + Duration::from_secs(1));
+        ctx.fail_connects(Some(ConnectError::Socket(24)));
+        assert_eq!(
+            ctx.connect(ConnectRequest::new(addr(1), 3)),
+            Err(ConnectError::Socket(24))
+        );
+        assert_eq!(ctx.take_connects().len(), 2);
+        assert!(ctx.connects().is_empty());
+    }
+
+    /// A sans-IO reconnecting client, driven by hand: what the engine
+    /// would call, the test calls; what the plugin asks, the context records.
+    #[test]
+    fn a_reconnecting_plugin_is_unit_tested_without_sockets() {
+        use crate::backoff::Backoff;
+        use crate::{ConnectFailure, ListenerId, Plugin, StreamInfo};
+
+        struct Upstream {
+            addr: SocketAddr,
+            backoff: Backoff,
+            link: Option<ConnId>,
+        }
+        impl Plugin for Upstream {
+            fn handle_start(&mut self, ctx: &mut dyn Context) {
+                self.link = ctx.connect(ConnectRequest::new(self.addr, 0)).ok();
+            }
+            fn handle_connected(&mut self, ctx: &mut dyn Context, s: &StreamInfo, _tag: u64) {
+                self.backoff.reset();
+                ctx.write(s.conn, b"HELLO\r\n").unwrap();
+            }
+            fn handle_connect_failed(
+                &mut self,
+                ctx: &mut dyn Context,
+                _conn: ConnId,
+                tag: u64,
+                _failure: ConnectFailure,
+            ) {
+                self.link = None;
+                ctx.set_timer(self.backoff.next_delay(), tag + 1);
+            }
+            fn handle_timer(&mut self, ctx: &mut dyn Context, _now: Instant, token: u64) {
+                self.link = ctx.connect(ConnectRequest::new(self.addr, token)).ok();
+            }
+        }
+
+        let ms = Duration::from_millis;
+        let mut p = Upstream {
+            addr: addr(4222),
+            backoff: Backoff::new(ms(100), ms(250)).jitter_percent(0),
+            link: None,
+        };
+        let mut ctx = RecordingContext::new();
+        p.handle_start(&mut ctx);
+        for attempt in 0..3u64 {
+            let asked = ctx.take_connects();
+            assert_eq!(asked.len(), 1);
+            assert_eq!(asked[0].request.tag, attempt);
+            assert_eq!(Some(asked[0].conn), p.link);
+            p.handle_connect_failed(&mut ctx, asked[0].conn, attempt, ConnectFailure::Refused);
+            let timer = *ctx.timers().last().unwrap();
+            assert_eq!(timer.token, attempt + 1);
+            assert_eq!(timer.after, [ms(100), ms(200), ms(250)][attempt as usize]);
+            ctx.advance(timer.after);
+            p.handle_timer(&mut ctx, timer.due, timer.token);
+        }
+        let last = ctx.take_connects().remove(0);
+        let info = StreamInfo {
+            conn: last.conn,
+            listener: ListenerId::OUTBOUND,
+            peer: last.request.addr,
+            local: addr(50000),
+        };
+        p.handle_connected(&mut ctx, &info, last.request.tag);
+        assert_eq!(ctx.written(last.conn), b"HELLO\r\n");
+        assert_eq!(p.backoff.attempts(), 0, "reset once connected");
     }
 
     #[test]

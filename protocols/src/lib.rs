@@ -3,9 +3,9 @@
 //! Each protocol here is a state machine over byte slices: the engine hands a
 //! plugin the bytes of a stream or a datagram together with a
 //! [`Context`](ringport_plugin::Context), and the plugin answers through that
-//! context. Nothing in this crate opens a socket, reads a clock or allocates
-//! per message; the crate depends on `ringport-plugin` alone, so the Cargo
-//! graph keeps it that way.
+//! context. Nothing in this crate opens a socket or reads a clock, and the
+//! plugins do not allocate per message; the crate depends on `ringport-plugin` and on no I/O crate
+//! (no `libc`, no `io-uring`), so the Cargo graph keeps it that way.
 //!
 //! Protocols come in two layers:
 //!
@@ -24,10 +24,14 @@
 //! | `sockperf` | tcp, udp   | answers `sockperf` ping-pong messages ([`sockperf`]) |
 //! | `relay`    | tcp, udp   | topic publish/subscribe across shards ([`relay`]) |
 //! | `mqtt`     | tcp        | an MQTT 3.1.1 and 5.0 broker ([`mqtt`])           |
+//!
+//! [`nats`] is not a plugin but the client side of the NATS protocol, as a
+//! state machine the NATS bridge drives over an engine connection.
 #![warn(missing_docs)]
 
 pub mod echo;
 pub mod mqtt;
+pub mod nats;
 pub mod relay;
 pub mod sockperf;
 

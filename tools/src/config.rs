@@ -696,6 +696,7 @@ impl Settings {
                     Some(bits) => Ipv6SourcePrefix::new(bits).map_err(|e| anyhow::anyhow!(e))?,
                     None => Ipv6SourcePrefix::default(),
                 },
+                tls_clients: Vec::new(),
             },
             log,
             log_format: args

@@ -9,7 +9,7 @@ use ringport_engine::policy::DenyReason;
 use ringport_engine::stats::ShardStats;
 use ringport_engine::tls::HandshakeResult;
 use ringport_engine::EngineDrop;
-use ringport_plugin::DropReason;
+use ringport_plugin::{ConnectFailure, DropReason};
 
 /// The `metric` label of the source-denial alert.
 pub const SOURCE_DENIALS: &str = "source_denials";
@@ -92,7 +92,7 @@ pub fn render(s: &Snapshot) -> String {
     let mut o = Out(String::with_capacity(8192));
     let shard_ids: Vec<String> = s.shards.iter().map(|x| x.shard.to_string()).collect();
     type Get = fn(&ringport_engine::Counters) -> u64;
-    let per_shard: [(&str, &str, &str, Get); 15] = [
+    let per_shard: [(&str, &str, &str, Get); 18] = [
         (
             "ringport_messages_total",
             "counter",
@@ -132,6 +132,24 @@ pub fn render(s: &Snapshot) -> String {
         ("ringport_connections_open", "gauge", "Streams open.", |c| {
             c.conns_open()
         }),
+        (
+            "ringport_connects_started_total",
+            "counter",
+            "Outbound connects plugins started.",
+            |c| c.connects_started,
+        ),
+        (
+            "ringport_connects_denied_total",
+            "counter",
+            "Outbound connects refused before any packet (table full, no descriptor, bad address, stopping).",
+            |c| c.connects_denied,
+        ),
+        (
+            "ringport_connections_connected_total",
+            "counter",
+            "Outbound streams connected.",
+            |c| c.conns_connected,
+        ),
         (
             "ringport_backpressure_pauses_total",
             "counter",
@@ -230,6 +248,21 @@ pub fn render(s: &Snapshot) -> String {
                 "ringport_drops_total",
                 &[("shard", id), ("by", "engine"), ("reason", r.as_str())],
                 st.counters.engine_drops[r as usize],
+            );
+        }
+    }
+
+    o.family(
+        "ringport_connect_failures_total",
+        "counter",
+        "Outbound connects that did not open, by reason.",
+    );
+    for (st, id) in s.shards.iter().zip(&shard_ids) {
+        for (i, reason) in ConnectFailure::NAMES.iter().enumerate() {
+            o.sample(
+                "ringport_connect_failures_total",
+                &[("shard", id), ("reason", reason)],
+                st.counters.connect_failures[i],
             );
         }
     }
@@ -529,6 +562,11 @@ mod tests {
         };
         c.engine_drops[EngineDrop::KernelRxQueue as usize] = 2;
         c.buffer_ring_empty = 3;
+        c.connects_started = 9;
+        c.connects_denied = 1;
+        c.conns_connected = 5;
+        c.connect_failures[ConnectFailure::Refused.index()] = 3;
+        c.connect_failures[ConnectFailure::TimedOut.index()] = 1;
         let mut lc = ListenerCounters {
             conns_accepted: 4,
             conns_closed: 1,
@@ -583,6 +621,13 @@ mod tests {
             "ringport_messages_total{shard=\"0\"} 3",
             "ringport_bytes_total{shard=\"0\",direction=\"in\"} 10",
             "ringport_buffer_ring_exhausted_total{shard=\"0\"} 3",
+            "ringport_connects_started_total{shard=\"0\"} 9",
+            "ringport_connects_denied_total{shard=\"0\"} 1",
+            "ringport_connections_connected_total{shard=\"0\"} 5",
+            "ringport_connections_open{shard=\"0\"} 5",
+            "ringport_connect_failures_total{shard=\"0\",reason=\"refused\"} 3",
+            "ringport_connect_failures_total{shard=\"0\",reason=\"timed_out\"} 1",
+            "ringport_connect_failures_total{shard=\"0\",reason=\"other\"} 0",
             "ringport_drops_total{shard=\"0\",by=\"engine\",reason=\"kernel_rx_queue\"} 2",
             "ringport_listener_connections_open{listener=\"echo@tcp:[::1]:9000\"} 3",
             "ringport_listener_denials_total{listener=\"echo@tcp:[::1]:9000\",mode=\"deny\",reason=\"not_allowed\"} 5",

@@ -280,6 +280,12 @@ impl Shared {
                     })).collect::<Vec<_>>(),
                     "conns_open": st.counters.conns_open(),
                     "msgs": st.counters.msgs,
+                    "conns_connected": st.counters.conns_connected,
+                    "connect_failures": ringport_plugin::ConnectFailure::NAMES
+                        .iter()
+                        .zip(st.counters.connect_failures)
+                        .map(|(name, n)| (name.to_string(), serde_json::Value::from(n)))
+                        .collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();

@@ -152,7 +152,7 @@ impl<B: Backend> Core<B> {
         let Some(conn) = self.conns.get_mut(idx, generation) else {
             return;
         };
-        if !conn.closing || conn.recv_armed || conn.send_inflight {
+        if !conn.closing || conn.recv_armed || conn.send_inflight || conn.connecting {
             return;
         }
         // Closing streams count nothing; this settles one that never did.
@@ -198,8 +198,17 @@ impl<B: Backend> Context for Core<B> {
             return Err(WriteError::UnknownTarget);
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if c.evicted || c.tx_len() + len > max {
+        if c.evicted || c.tx_len() + c.early_plain.len() + len > max {
             return Err(WriteError::QueueFull);
+        }
+        if c.opening && (c.tls_client.is_some() || c.tls.is_some()) {
+            // A TLS stream not up yet: kept as plaintext, sealed once the
+            // handshake is done (under the stream's cap, not yet counted in
+            // the shard's budget: nothing can be sent before then).
+            for p in parts {
+                c.early_plain.extend_from_slice(p);
+            }
+            return Ok(());
         }
         if !self.outbound.fits(len) && !self.make_room(idx, len) {
             return Err(WriteError::QueueFull);
@@ -314,6 +323,13 @@ impl<B: Backend> Context for Core<B> {
 
     fn record_latency(&mut self, name: &'static str, latency: Duration) {
         self.latency.record(name, latency);
+    }
+
+    fn connect(
+        &mut self,
+        req: ringport_plugin::ConnectRequest,
+    ) -> Result<ConnId, ringport_plugin::ConnectError> {
+        self.start_connect(req)
     }
 
     fn peer_identities(&self, conn: ConnId) -> Vec<String> {

@@ -12,9 +12,10 @@
 //! and hears neutral [`Event`]s, and never names io_uring or epoll.
 //!
 //! This file holds the shard's state and its loop; `stream` the TCP paths
-//! (accept, receive, send, teardown, timeouts, drain), `datagram` the UDP
-//! paths, `tls` the TLS streams, and `context` the core's helpers and the
-//! plugin-facing [`Context`] implementation.
+//! (accept, receive, send, teardown, timeouts, drain), `connect` the
+//! streams plugins open themselves, `datagram` the UDP paths, `tls` the TLS
+//! streams, and `context` the core's helpers and the plugin-facing
+//! [`Context`] implementation.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -41,6 +42,7 @@ use crate::stats::{Counters, EngineDrop, SharedStats};
 use crate::sys::{addr, socket};
 use crate::udp::{self, SendPool, UdpSock};
 
+mod connect;
 mod context;
 mod datagram;
 mod stream;
@@ -186,6 +188,8 @@ pub struct ShardInit {
     pub tls: Vec<Option<Arc<crate::tls::ListenerTls>>>,
     /// The process-wide outbound budget.
     pub outbound: Arc<crate::outbound::OutboundPool>,
+    /// Client TLS profiles by name, for outbound TLS streams.
+    pub tls_clients: Vec<(String, Arc<crate::tls::client::ClientTls>)>,
 }
 
 /// The shard's state other than plugins and receive buffers, which the
@@ -205,6 +209,10 @@ struct Core<B: Backend> {
     outbound: crate::outbound::OutboundBudget,
     timers: BinaryHeap<Reverse<(Instant, u64, u16, u64)>>,
     timer_seq: u64,
+    /// Deadlines of outbound connects (see `connect`).
+    connect_deadlines: BinaryHeap<connect::ConnectDeadline>,
+    /// Client TLS profiles by name.
+    tls_clients: Vec<(String, Arc<crate::tls::client::ClientTls>)>,
     current_plugin: u16,
     /// The same cells as `ShardShared::stats`: counted into in place.
     counters: Arc<SharedStats>,
@@ -303,6 +311,8 @@ impl<B: Backend> Shard<B> {
             ),
             timers: BinaryHeap::new(),
             timer_seq: 0,
+            connect_deadlines: BinaryHeap::new(),
+            tls_clients: init.tls_clients,
             current_plugin: 0,
             counters: init.shared.stats.clone(),
             stopping: false,
@@ -360,6 +370,7 @@ impl<B: Backend> Shard<B> {
         for i in 0..self.core.udp.len() {
             self.core.arm_udp(i as u32);
         }
+        self.start_plugins();
         loop {
             self.reap();
             self.core.clock.next_turn();
@@ -367,6 +378,7 @@ impl<B: Backend> Shard<B> {
             self.drain_mesh();
             self.fire_timers();
             self.expire_streams();
+            self.expire_connects();
             if !self.accept_pause.iter().all(|p| p.until.is_none()) {
                 self.resume_accepts();
             }
@@ -418,6 +430,10 @@ impl<B: Backend> Shard<B> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let deadline = match (deadline, self.core.next_connect_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.core.io.wait(true, deadline);
         self.inbox.unpark();
     }
@@ -444,6 +460,11 @@ impl<B: Backend> Shard<B> {
                     generation,
                     res,
                 } => self.on_send(conn, generation, res),
+                Event::Connected {
+                    conn,
+                    generation,
+                    result,
+                } => self.on_connected(conn, generation, result),
                 Event::Datagram {
                     socket,
                     result,

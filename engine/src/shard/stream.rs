@@ -404,6 +404,13 @@ impl<B: Backend> Shard<B> {
         if conn.closing {
             return;
         }
+        if conn.opening {
+            // Not open yet: no `handle_close`; the plugin hears that its
+            // connect failed (cancelled by a close, an eviction or the
+            // shutdown; or the peer's doing during a TLS handshake).
+            self.abort_connect(idx, generation, connect::failure_of_close(reason));
+            return;
+        }
         if conn.tls.as_ref().is_some_and(|s| s.handshaking()) {
             self.tls_aborted(idx, generation, reason);
         }
@@ -478,6 +485,14 @@ impl<B: Backend> Shard<B> {
                 self.guard
                     .set_cause(idx, generation, crate::log::CloseCause::OutboundBudget);
                 self.teardown(idx, generation, CloseReason::Error(libc::ENOBUFS));
+                continue;
+            }
+            if conn.connecting {
+                // Queued bytes wait for the connect (which marks the
+                // stream dirty again); a close cancels it.
+                if let Some(reason) = conn.close_after_flush {
+                    self.teardown(idx, generation, reason);
+                }
                 continue;
             }
             if let Some(s) = conn.tls.as_deref_mut() {

@@ -138,9 +138,20 @@ impl<B: Backend> Shard<B> {
             return;
         };
         if session.handshaking() {
+            let client = session.is_client();
             let progress = session.handshake(self.bufs.tcp(bid, len), &mut conn.tx_pending);
             conn.tls = Some(session);
             self.core.mark_dirty(idx);
+            if client {
+                match progress {
+                    Progress::Pending => {}
+                    Progress::Done(info) => self.tls_client_established(idx, generation, info),
+                    Progress::Failed(_) => {
+                        self.abort_connect(idx, generation, ringport_plugin::ConnectFailure::Tls)
+                    }
+                }
+                return;
+            }
             match progress {
                 Progress::Pending => {}
                 Progress::Done(info) => self.tls_established(idx, generation, info),

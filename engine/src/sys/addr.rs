@@ -72,12 +72,23 @@ pub fn to_raw(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::
 
 /// The peer address of a connected socket (getpeername).
 pub fn peer_of(fd: i32) -> Option<SocketAddr> {
+    name_of(fd, libc::getpeername)
+}
+
+/// The local address of a bound or connected socket (getsockname).
+pub fn local_of(fd: i32) -> Option<SocketAddr> {
+    name_of(fd, libc::getsockname)
+}
+
+type NameCall = unsafe extern "C" fn(i32, *mut libc::sockaddr, *mut libc::socklen_t) -> i32;
+
+fn name_of(fd: i32, call: NameCall) -> Option<SocketAddr> {
     // SAFETY: an all-zero sockaddr_storage is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage and len are ours and sized as the kernel expects.
     let rc = unsafe {
-        libc::getpeername(
+        call(
             fd,
             (&mut storage as *mut libc::sockaddr_storage).cast(),
             &mut len,

@@ -92,6 +92,21 @@ pub fn shutdown(fd: i32) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+/// A new TCP socket for an outbound connect to `addr` (its family, close
+/// on exec, blocking: the io_uring backend's connect waits in the kernel,
+/// the epoll backend switches it to non-blocking itself). TCP_NODELAY is
+/// set, as on accepted streams.
+pub fn stream_to(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    let fd = OwnedFd::from(socket);
+    set_nodelay(std::os::fd::AsRawFd::as_raw_fd(&fd));
+    Ok(fd)
+}
+
 /// Sets TCP_NODELAY on an accepted stream. Errors are ignored: a socket that
 /// cannot take it still works, only with Nagle.
 pub fn set_nodelay(fd: i32) {

@@ -25,6 +25,7 @@
 //! `handle_open` is called only once the handshake succeeded and the client's
 //! identity passed the listener's allowlist.
 
+pub mod client;
 pub mod identity;
 pub(crate) mod record;
 pub(crate) mod session;

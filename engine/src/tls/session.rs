@@ -4,7 +4,8 @@
 //!
 //! # Calling order
 //!
-//! 1. [`Session::new`] at accept.
+//! 1. [`Session::new`] at accept (or [`Session::client`] once an outbound
+//!    stream connected: its ClientHello is queued at once).
 //! 2. [`Session::handshake`] with every received chunk until it returns
 //!    [`Progress::Done`] or [`Progress::Failed`]. Handshake records to send
 //!    are appended to the stream's send queue.
@@ -22,10 +23,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
+use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError};
-use rustls::{HandshakeKind, ServerConfig, SupportedCipherSuite};
+use rustls::{ClientConfig, HandshakeKind, ServerConfig, SupportedCipherSuite};
 
 use super::identity::CertIdentity;
 use super::record::{
@@ -35,6 +38,9 @@ use super::{take_capture, HandshakeResult, MAX_HANDSHAKE_BYTES};
 
 /// TLS handshake message type of a KeyUpdate.
 const KEY_UPDATE: u8 = 24;
+/// TLS handshake message type of a NewSessionTicket (a server's, after the
+/// handshake).
+const NEW_SESSION_TICKET: u8 = 4;
 /// Alert level bytes.
 const WARNING: u8 = 1;
 const FATAL: u8 = 2;
@@ -119,6 +125,8 @@ pub struct Read {
 
 enum State {
     Handshake(Box<UnbufferedServerConnection>),
+    /// An outbound stream's handshake, as the client.
+    ClientHandshake(Box<UnbufferedClientConnection>),
     Established(Box<Established>),
     /// Failed or closed: nothing more goes in or out.
     Done,
@@ -126,7 +134,34 @@ enum State {
 
 struct Established {
     records: RecordLayer,
-    kernel: KernelConnection<ServerConnectionData>,
+    kernel: Kernel,
+}
+
+/// What rustls keeps after the handshake: the key schedule (key updates),
+/// and a client's ticket handling.
+enum Kernel {
+    Server(KernelConnection<ServerConnectionData>),
+    Client(KernelConnection<ClientConnectionData>),
+}
+
+impl Kernel {
+    fn update_rx_secret(
+        &mut self,
+    ) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Server(k) => k.update_rx_secret(),
+            Kernel::Client(k) => k.update_rx_secret(),
+        }
+    }
+
+    fn update_tx_secret(
+        &mut self,
+    ) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Server(k) => k.update_tx_secret(),
+            Kernel::Client(k) => k.update_tx_secret(),
+        }
+    }
 }
 
 /// One TLS connection's state (see the module docs).
@@ -152,7 +187,7 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {
-            State::Handshake(_) => "handshake",
+            State::Handshake(_) | State::ClientHandshake(_) => "handshake",
             State::Established(_) => "established",
             State::Done => "done",
         };
@@ -174,9 +209,41 @@ impl Session {
         })
     }
 
+    /// A client session to `name` starting from `config`; the ClientHello
+    /// is appended to `tx`.
+    pub fn client(
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+        now: Instant,
+        tx: &mut Vec<u8>,
+    ) -> Result<Session, rustls::Error> {
+        let mut s = Session {
+            state: State::ClientHandshake(Box::new(UnbufferedClientConnection::new(config, name)?)),
+            rx: Vec::new(),
+            tx_open: None,
+            started: now,
+            notified: false,
+            seen_input: true,
+            peer_identities: Vec::new(),
+        };
+        match s.handshake(&[], tx) {
+            Progress::Failed(f) => Err(rustls::Error::General(f.error)),
+            _ => Ok(s),
+        }
+    }
+
     /// Whether the handshake is still going on.
     pub fn handshaking(&self) -> bool {
-        matches!(self.state, State::Handshake(_))
+        matches!(self.state, State::Handshake(_) | State::ClientHandshake(_))
+    }
+
+    /// Whether this is an outbound stream's (client) session.
+    pub fn is_client(&self) -> bool {
+        match &self.state {
+            State::ClientHandshake(_) => true,
+            State::Established(e) => matches!(e.kernel, Kernel::Client(_)),
+            _ => false,
+        }
     }
 
     /// Bytes of input held: during the handshake, what rustls has not
@@ -209,6 +276,9 @@ impl Session {
     pub fn handshake(&mut self, input: &[u8], tx: &mut Vec<u8>) -> Progress {
         if !self.handshaking() {
             return Progress::Pending;
+        }
+        if matches!(self.state, State::ClientHandshake(_)) {
+            return self.client_handshake(input, tx);
         }
         let first = !self.seen_input;
         self.seen_input = true;
@@ -301,6 +371,127 @@ impl Session {
             }
         }
         self.establish(early, peer_closed, sni, cert_error)
+    }
+
+    /// An outbound stream's handshake, as the client: no first-byte check
+    /// (a server may answer with an alert), no identity capture; the
+    /// server's certificate names become [`Session::peer_identities`].
+    fn client_handshake(&mut self, input: &[u8], tx: &mut Vec<u8>) -> Progress {
+        if self.rx.len() + input.len() > MAX_HANDSHAKE_BYTES {
+            return self.fail(
+                HandshakeResult::TooLarge,
+                format!("more than {MAX_HANDSHAKE_BYTES} bytes of handshake without finishing it"),
+            );
+        }
+        self.rx.extend_from_slice(input);
+        let mut early: Vec<u8> = Vec::new();
+        let mut peer_closed = false;
+        let State::ClientHandshake(conn) = &mut self.state else {
+            return Progress::Pending;
+        };
+        enum Step {
+            Again,
+            Blocked,
+            Established,
+            Failed(rustls::Error),
+        }
+        loop {
+            let status = conn.process_tls_records(&mut self.rx);
+            let discard = status.discard;
+            let step = match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    encode(tx, |out| e.encode(out));
+                    Step::Again
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => {
+                    t.done();
+                    Step::Again
+                }
+                Ok(ConnectionState::BlockedHandshake) => Step::Blocked,
+                Ok(ConnectionState::ReadTraffic(mut r)) => {
+                    let mut failed = None;
+                    while let Some(rec) = r.next_record() {
+                        match rec {
+                            Ok(rec) => early.extend_from_slice(rec.payload),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    failed.map_or(Step::Again, Step::Failed)
+                }
+                Ok(ConnectionState::PeerClosed) => {
+                    peer_closed = true;
+                    Step::Again
+                }
+                Ok(ConnectionState::WriteTraffic(_)) | Ok(ConnectionState::Closed) => {
+                    Step::Established
+                }
+                Ok(_) => Step::Failed(rustls::Error::General(
+                    "unexpected handshake state".to_owned(),
+                )),
+                Err(e) => Step::Failed(e),
+            };
+            self.rx.drain(..discard);
+            match step {
+                Step::Again => continue,
+                Step::Blocked => return Progress::Pending,
+                Step::Failed(e) => return self.drain_failure(e, tx),
+                Step::Established => break,
+            }
+        }
+        let State::ClientHandshake(conn) = std::mem::replace(&mut self.state, State::Done) else {
+            return Progress::Pending;
+        };
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLSv1.3",
+        };
+        let suite = conn.negotiated_cipher_suite();
+        let cipher = suite.and_then(|s| s.suite().as_str()).unwrap_or("unknown");
+        let alpn = conn
+            .alpn_protocol()
+            .map(|a| String::from_utf8_lossy(a).into_owned());
+        let server_cert = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| CertIdentity::from_der(c).ok());
+        let limit = match suite {
+            Some(SupportedCipherSuite::Tls13(s)) => s.common.confidentiality_limit,
+            Some(SupportedCipherSuite::Tls12(s)) => s.common.confidentiality_limit,
+            None => 0,
+        };
+        let (secrets, kernel) = match (*conn).dangerous_into_kernel_connection() {
+            Ok(v) => v,
+            Err(e) => return self.fail(HandshakeResult::ProtocolError, e.to_string()),
+        };
+        let records = match RecordLayer::new(version == "TLSv1.3", secrets.tx, secrets.rx, limit) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.fail(
+                    HandshakeResult::ProtocolError,
+                    format!("the record layer cannot take the negotiated keys: {e:?}"),
+                )
+            }
+        };
+        self.peer_identities = server_cert.as_ref().map(|c| c.sans()).unwrap_or_default();
+        self.state = State::Established(Box::new(Established {
+            records,
+            kernel: Kernel::Client(kernel),
+        }));
+        Progress::Done(Box::new(HandshakeInfo {
+            result: Some(HandshakeResult::Full),
+            version,
+            cipher,
+            sni: None,
+            alpn,
+            client_cert: server_cert,
+            cert_refusal: None,
+            cert_error: None,
+            early,
+            peer_closed,
+        }))
     }
 
     /// After a handshake error: queues the alert rustls has for the client
@@ -408,7 +599,10 @@ impl Session {
                 )
             }
         };
-        self.state = State::Established(Box::new(Established { records, kernel }));
+        self.state = State::Established(Box::new(Established {
+            records,
+            kernel: Kernel::Server(kernel),
+        }));
         Progress::Done(Box::new(HandshakeInfo {
             result: Some(result),
             version,
@@ -542,7 +736,22 @@ impl Session {
                 }
             }
             ContentType::Handshake => {
-                let body = &rec[range];
+                let mut body = &rec[range];
+                if matches!(est.kernel, Kernel::Client(_)) && est.tls13() {
+                    // A server sends session tickets after the handshake;
+                    // outbound streams do not resume, so they are skipped.
+                    // A cut one stays and fails below.
+                    while let [NEW_SESSION_TICKET, a, b, c, rest @ ..] = body {
+                        let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+                        if rest.len() < len {
+                            break;
+                        }
+                        body = &rest[len..];
+                    }
+                    if body.is_empty() {
+                        return None;
+                    }
+                }
                 let key_update = est.tls13()
                     && body.len() == 5
                     && body[..4] == [KEY_UPDATE, 0, 0, 1]

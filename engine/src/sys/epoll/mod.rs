@@ -14,6 +14,10 @@
 //!   per ready stream, one `recvmmsg` of up to [`RECV_BATCH`] datagrams per
 //!   ready UDP socket, and the events it had to make up (a cancelled receive,
 //!   a send that completed at once).
+//! - A stream a plugin opens connects without blocking (`connect` on a
+//!   non-blocking socket, EINPROGRESS); EPOLLOUT says the handshake ended,
+//!   and SO_ERROR says how. Its timeout is the shard's deadline, which
+//!   cancels it.
 //! - A stream send is tried at once (`send`, MSG_DONTWAIT); what the socket
 //!   does not take waits for EPOLLOUT. The shard already gathers a stream's
 //!   writes into one send per turn.
@@ -132,6 +136,8 @@ struct StreamIo {
     recv: bool,
     /// A send waits for EPOLLOUT: its bytes.
     send: Option<(*const u8, usize)>,
+    /// A connect waits for EPOLLOUT.
+    connecting: bool,
 }
 
 impl StreamIo {
@@ -141,6 +147,7 @@ impl StreamIo {
         interest: 0,
         recv: false,
         send: None,
+        connecting: false,
     };
 }
 
@@ -553,7 +560,7 @@ impl Epoll {
         if s.recv {
             events |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         }
-        if s.send.is_some() {
+        if s.send.is_some() || s.connecting {
             events |= libc::EPOLLOUT as u32;
         }
         if events == s.interest {
@@ -604,6 +611,42 @@ impl Epoll {
             }
         };
         self.udp[socket as usize].registered = now;
+    }
+
+    /// A connect's handshake ended: SO_ERROR says how.
+    fn connect_ready(&mut self, conn: u32) {
+        let s = self.streams[conn as usize];
+        let mut err: i32 = 0;
+        let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the i32 we own.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut i32).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            err = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+        }
+        self.end_connect(conn, if err == 0 { Ok(()) } else { Err(err) });
+    }
+
+    /// Reports a connect's end and stops waiting for it.
+    fn end_connect(&mut self, conn: u32, result: Result<(), i32>) {
+        let s = &mut self.streams[conn as usize];
+        s.connecting = false;
+        let generation = s.generation;
+        self.update_stream(conn);
+        self.pending.push(Event::Connected {
+            conn,
+            generation,
+            result,
+        });
     }
 
     /// Tries a stream's waiting send; reports it unless the socket is full.
@@ -896,6 +939,13 @@ impl Backend for Epoll {
                     if s.generation != generation {
                         continue;
                     }
+                    if s.connecting {
+                        let done = (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32;
+                        if ev.events & done != 0 {
+                            self.connect_ready(idx);
+                        }
+                        continue;
+                    }
                     if ev.events & libc::EPOLLOUT as u32 != 0 && s.send.is_some() {
                         self.try_send(idx);
                     }
@@ -1001,6 +1051,51 @@ impl Backend for Epoll {
                     more: false,
                 });
             }
+        }
+    }
+
+    fn connect(&mut self, conn: u32, generation: u32, fd: i32, addr: std::net::SocketAddr) {
+        *self.stream(conn) = StreamIo {
+            fd,
+            generation,
+            ..StreamIo::EMPTY
+        };
+        // SAFETY: all-zero is a valid sockaddr_storage; fcntl and connect
+        // get a descriptor the shard owns and the address we own with its
+        // length.
+        let rc = unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+            let len = crate::sys::addr::to_raw(&addr, &mut storage);
+            libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len)
+        };
+        if rc == 0 {
+            self.end_connect(conn, Ok(()));
+            return;
+        }
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        // EINTR: the connect goes on in the background, as EINPROGRESS.
+        if errno != libc::EINPROGRESS && errno != libc::EINTR {
+            self.end_connect(conn, Err(errno));
+            return;
+        }
+        self.streams[conn as usize].connecting = true;
+        self.update_stream(conn);
+        if self.streams[conn as usize].interest == 0 {
+            // epoll_ctl refused it (ENOMEM, ENOSPC): it would never be seen.
+            self.end_connect(conn, Err(libc::ENOMEM));
+        }
+    }
+
+    fn cancel_connect(&mut self, conn: u32, generation: u32, _fd: i32) {
+        let Some(s) = self.streams.get(conn as usize) else {
+            return;
+        };
+        if s.connecting && s.generation == generation {
+            self.end_connect(conn, Err(libc::ECANCELED));
         }
     }
 
@@ -1129,6 +1224,10 @@ impl Backend for Epoll {
             if s.fd < 0 {
                 continue;
             }
+            if s.connecting {
+                self.end_connect(conn, Err(libc::ECANCELED));
+                continue;
+            }
             if s.send.is_some() {
                 self.streams[conn as usize].send = None;
                 self.pending.push(Event::Sent {
@@ -1163,7 +1262,9 @@ impl Backend for Epoll {
     }
 
     fn in_flight(&self) -> usize {
-        self.pending.len() - self.delivered + self.udp.iter().map(|u| u.out.len()).sum::<usize>()
+        self.pending.len() - self.delivered
+            + self.udp.iter().map(|u| u.out.len()).sum::<usize>()
+            + self.streams.iter().filter(|s| s.connecting).count()
     }
 
     fn finish(&mut self) {}

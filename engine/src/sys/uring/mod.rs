@@ -1,7 +1,7 @@
 //! The io_uring backend: one ring per shard (SINGLE_ISSUER, DEFER_TASKRUN,
 //! COOP_TASKRUN where the kernel has them) entered through a registered ring
 //! fd; multishot accept, multishot receives into provided buffer rings,
-//! sends and sendmsgs batched into the turn's single `io_uring_enter`; one
+//! IORING_OP_CONNECT for the streams plugins open, sends and sendmsgs batched into the turn's single `io_uring_enter`; one
 //! IORING_OP_TIMEOUT for deadlines; an eventfd read and IORING_OP_MSG_RING
 //! for cross-shard wake-ups.
 //!
@@ -65,6 +65,10 @@ pub struct Uring {
     batch_want: usize,
     /// Completions reaped this turn (kept for its capacity).
     cqes: Vec<(u64, i32, u32)>,
+    /// Per connection slot: the address of its connect in flight (the
+    /// kernel reads it while the connect runs; boxed, so growing the
+    /// vector moves no address the kernel holds). Freed at its completion.
+    connect_addrs: Vec<Option<Box<libc::sockaddr_storage>>>,
 }
 
 impl std::fmt::Debug for Uring {
@@ -154,6 +158,7 @@ impl Uring {
             batch_delay_us: if r.min_timeout { cfg.batch_delay_us } else { 0 },
             batch_want: cq_cap.min(64),
             cqes: Vec::with_capacity(cq_cap),
+            connect_addrs: Vec::new(),
         };
         backend.arm_wake();
         Ok(UringSetup {
@@ -271,6 +276,16 @@ impl Backend for Uring {
                 result: received(res, flags, &mut bufs.tcp),
                 more,
             }),
+            OP_CONNECT => {
+                if let Some(slot) = self.connect_addrs.get_mut(idx as usize) {
+                    *slot = None;
+                }
+                Some(Event::Connected {
+                    conn: idx,
+                    generation,
+                    result: if res >= 0 { Ok(()) } else { Err(-res) },
+                })
+            }
             OP_SEND => Some(Event::Sent {
                 conn: idx,
                 generation,
@@ -371,6 +386,29 @@ impl Backend for Uring {
 
     fn stop_accept(&mut self, listener: u32, _fd: i32) {
         self.cancel(ops::pack(OP_ACCEPT, 0, listener));
+    }
+
+    fn connect(&mut self, conn: u32, generation: u32, fd: i32, addr: std::net::SocketAddr) {
+        // The socket is blocking: the kernel's connect then waits for the
+        // handshake itself (on a non-blocking one it would end EINPROGRESS).
+        // Its timeout is the shard's deadline, which cancels it.
+        let i = conn as usize;
+        if self.connect_addrs.len() <= i {
+            self.connect_addrs.resize_with(i + 1, || None);
+        }
+        // SAFETY: an all-zero sockaddr_storage is a valid value.
+        let mut storage: Box<libc::sockaddr_storage> = Box::new(unsafe { std::mem::zeroed() });
+        let len = crate::sys::addr::to_raw(&addr, &mut storage);
+        let ptr: *const libc::sockaddr = (&*storage as *const libc::sockaddr_storage).cast();
+        self.connect_addrs[i] = Some(storage);
+        let e = opcode::Connect::new(Fd(fd), ptr, len)
+            .build()
+            .user_data(ops::pack(OP_CONNECT, generation, conn));
+        self.push(e);
+    }
+
+    fn cancel_connect(&mut self, conn: u32, generation: u32, _fd: i32) {
+        self.cancel(ops::pack(OP_CONNECT, generation, conn));
     }
 
     #[inline]

@@ -354,6 +354,7 @@ const REQUIRED: &[(u8, &str)] = &[
         "IORING_OP_RECVMSG (multishot, 6.0)",
     ),
     (opcode::Send::CODE, "IORING_OP_SEND (5.6)"),
+    (opcode::Connect::CODE, "IORING_OP_CONNECT (5.5)"),
     (opcode::SendMsg::CODE, "IORING_OP_SENDMSG (5.3)"),
     (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL (5.5)"),
     (opcode::Close::CODE, "IORING_OP_CLOSE (5.6)"),
