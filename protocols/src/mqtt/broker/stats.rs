@@ -87,8 +87,10 @@ drop_kinds! {
 
 /// The listener index of what no listener of this process served: drops
 /// of messages between shards, a retained store that is full, a session
-/// restored from disk whose client has not come back.
-pub const NO_LISTENER: u16 = u16::MAX;
+/// restored from disk whose client has not come back. The same value as
+/// `ListenerId::OUTBOUND`: the broker opens no outbound streams, and one
+/// that reached it would count here.
+pub const NO_LISTENER: u16 = ringport_plugin::ListenerId::OUTBOUND.0;
 
 /// Counters of one listener on one shard. Written only by that shard.
 #[derive(Debug, Default)]
