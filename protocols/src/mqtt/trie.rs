@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound::{Excluded, Unbounded};
+use std::sync::Arc;
 
 use super::codec::QoS;
 use super::topic::{parse_filter, TopicError};
@@ -172,10 +173,22 @@ impl<K: Copy + Ord> Members<K> {
 #[derive(Debug)]
 struct Group<K> {
     name: Box<str>,
+    /// The whole filter, `$share/{name}/{filter}`, as subscribed.
+    filter: Arc<str>,
     members: Members<K>,
     /// The member served last: the next message goes to the member after it
     /// in key order (whoever joined or left meanwhile).
     last: Option<K>,
+}
+
+impl<K: Copy + Ord> Group<K> {
+    /// The member whose turn it is, who then becomes the last served.
+    fn take_turn(&mut self) -> Option<(K, SubEntry)> {
+        // A group is never empty: its last member's removal drops it.
+        let m = self.members.after(self.last)?;
+        self.last = Some(m.0);
+        Some(m)
+    }
 }
 
 /// The subscriptions that end at one place of the trie.
@@ -201,8 +214,9 @@ impl<K: Copy + Ord> Slot<K> {
         self.plain.is_empty() && self.groups.is_empty()
     }
 
-    /// Adds or replaces; true when new.
-    fn insert(&mut self, group: Option<&str>, key: K, entry: SubEntry) -> bool {
+    /// Adds or replaces; true when new. `filter` is the whole filter as
+    /// subscribed (kept by a new group).
+    fn insert(&mut self, filter: &str, group: Option<&str>, key: K, entry: SubEntry) -> bool {
         let Some(name) = group else {
             return self.plain.insert(key, entry);
         };
@@ -211,6 +225,7 @@ impl<K: Copy + Ord> Slot<K> {
             None => {
                 self.groups.push(Group {
                     name: name.into(),
+                    filter: filter.into(),
                     members: Members::Few(Vec::new()),
                     last: None,
                 });
@@ -240,10 +255,18 @@ impl<K: Copy + Ord> Slot<K> {
     fn emit(&mut self, out: &mut Vec<(K, SubEntry)>) {
         self.plain.append_to(out);
         for g in &mut self.groups {
-            // A group is never empty: its last member's removal drops it.
-            if let Some(m) = g.members.after(g.last) {
+            if let Some(m) = g.take_turn() {
                 out.push(m);
-                g.last = Some(m.0);
+            }
+        }
+    }
+
+    /// Appends one member of each group with the group's filter, advancing
+    /// each group's turn; plain subscriptions are left out.
+    fn emit_groups(&mut self, out: &mut Vec<(K, SubEntry, Arc<str>)>) {
+        for g in &mut self.groups {
+            if let Some((k, e)) = g.take_turn() {
+                out.push((k, e, Arc::clone(&g.filter)));
             }
         }
     }
@@ -379,7 +402,7 @@ impl<K: Copy + Ord> SubscriptionTable<K> {
         } else {
             &mut node.here
         };
-        let new = slot.insert(parsed.group(), key, entry);
+        let new = slot.insert(filter, parsed.group(), key, entry);
         if new {
             self.len += 1;
         }
@@ -482,6 +505,58 @@ impl<K: Copy + Ord> SubscriptionTable<K> {
     /// `topic` should be a valid topic name; anything else gets an answer,
     /// never a panic.
     pub fn matches(&mut self, topic: &str, out: &mut Vec<(K, SubEntry)>) {
+        self.visit(topic, |slot| slot.emit(out));
+    }
+
+    /// Like [`matches`](Self::matches) for shared groups only: appends one
+    /// member of each matching group, with the group's whole filter
+    /// (`$share/{group}/{filter}`, as subscribed), so that a delivery that
+    /// finds its member gone can ask [`next_in_group`](Self::next_in_group)
+    /// for another.
+    pub fn matches_shared(&mut self, topic: &str, out: &mut Vec<(K, SubEntry, Arc<str>)>) {
+        self.visit(topic, |slot| slot.emit_groups(out));
+    }
+
+    /// The member of the shared group of `filter` (`$share/{group}/...`)
+    /// after `after` in the group's turn order, which becomes the last
+    /// served; `None` when the group is gone or has no member but `after`.
+    pub fn next_in_group(&mut self, filter: &str, after: K) -> Option<(K, SubEntry)> {
+        let parsed = parse_filter(filter).ok()?;
+        let name = parsed.group()?;
+        let mut n = ROOT;
+        let mut multi = false;
+        for level in parsed.filter().split('/') {
+            let node = &self.nodes[n];
+            n = match level {
+                "#" => {
+                    multi = true;
+                    break;
+                }
+                "+" => node.plus,
+                _ => node.children.get(level).copied().unwrap_or(NONE),
+            };
+            if n == NONE {
+                return None;
+            }
+        }
+        let node = &mut self.nodes[n];
+        let slot = if multi {
+            &mut node.multi
+        } else {
+            &mut node.here
+        };
+        let g = slot.groups.iter_mut().find(|g| &*g.name == name)?;
+        let m = g.members.after(Some(after))?;
+        if m.0 == after {
+            return None;
+        }
+        g.last = Some(m.0);
+        Some(m)
+    }
+
+    /// Calls `f` on every slot whose subscriptions match the topic name
+    /// `topic`.
+    fn visit(&mut self, topic: &str, mut f: impl FnMut(&mut Slot<K>)) {
         let dollar = topic.starts_with('$');
         let mut stack = std::mem::take(&mut self.stack);
         stack.clear();
@@ -490,10 +565,10 @@ impl<K: Copy + Ord> SubscriptionTable<K> {
             let node = &mut self.nodes[n];
             let wildcards = !(dollar && n == ROOT);
             if wildcards {
-                node.multi.emit(out);
+                f(&mut node.multi);
             }
             if pos == END {
-                node.here.emit(out);
+                f(&mut node.here);
                 continue;
             }
             let (level, next) = level_at(topic, pos);
@@ -914,6 +989,35 @@ mod tests {
         t.remove("#", 1);
         assert_eq!(hits(&mut t, "a"), []);
         assert_eq!(t.nodes.len(), 1);
+    }
+
+    /// A delivery whose member is gone asks for the next one of its group:
+    /// the group is found by its whole filter, its turn moves on, and a
+    /// group with no one else says so.
+    #[test]
+    fn the_next_member_of_a_group_stands_in_for_a_gone_one() {
+        let mut t = SubscriptionTable::new();
+        for k in [1, 2, 3] {
+            t.insert("$share/g/jobs/#", k, tagged(k));
+        }
+        t.insert("$share/h/jobs/+", 7, tagged(7));
+        t.insert("jobs/a", 9, tagged(9));
+        let mut out = Vec::new();
+        t.matches_shared("jobs/a", &mut out);
+        let picks: Vec<(u32, &str)> = out.iter().map(|(k, _, f)| (*k, &**f)).collect();
+        assert_eq!(picks, [(1, "$share/g/jobs/#"), (7, "$share/h/jobs/+")]);
+        // Member 1 turned out gone (and has left): 2 stands in, and the
+        // group's next turn is 3's.
+        t.remove("$share/g/jobs/#", 1);
+        assert_eq!(t.next_in_group("$share/g/jobs/#", 1), Some((2, tagged(2))));
+        assert_eq!(hits(&mut t, "jobs/b")[0], (3, 3));
+        // Not yet removed: the one after it, wrapping.
+        assert_eq!(t.next_in_group("$share/g/jobs/#", 3), Some((2, tagged(2))));
+        // The only member, or no such group or filter: none.
+        assert_eq!(t.next_in_group("$share/h/jobs/+", 7), None);
+        assert_eq!(t.next_in_group("$share/x/jobs/#", 2), None);
+        assert_eq!(t.next_in_group("$share/g/other/#", 2), None);
+        assert_eq!(t.next_in_group("jobs/a", 9), None);
     }
 
     #[test]

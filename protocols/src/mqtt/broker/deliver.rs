@@ -7,8 +7,9 @@ use std::sync::Arc;
 use ringport_plugin::{shard_for_key, Bytes, ConnId, Context, WriteError};
 
 use super::message::{Message, Writer};
+use super::plugin::Member;
 use super::plugin::Mqtt;
-use super::route::{Sent, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER};
+use super::route::{Sent, MAX_SHARE_HOPS, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER};
 use super::session::{encode_entry, Flight, Inflight, OutAliases, Outgoing};
 use super::stats::MqttDrop;
 use crate::mqtt::acl::Access;
@@ -153,28 +154,71 @@ impl Mqtt {
         self.matched = matched;
         let mut shared = std::mem::take(&mut self.matched_shared);
         shared.clear();
-        self.shared.matches(&msg.topic, &mut shared);
-        for ((shard, key), entry) in shared.drain(..) {
-            if shard == self.shard {
-                let ids: Box<[u32]> = entry.sub_id.into_iter().collect();
-                let retain = entry.retain_as_published && msg.retain;
-                self.deliver_to(ctx, key, msg, entry.qos, retain, ids);
-            } else {
-                let mut w = Writer::default();
-                w.u64(key);
-                encode_entry(&mut w, &entry);
-                w.message(msg, ctx.now());
-                let cap = (msg.qos == QoS::AtMostOnce).then_some(self.cfg.mesh_retry_bytes);
-                if self
-                    .mesh
-                    .send(ctx, shard, TAG_SHARE_DELIVER, w.finish(), cap)
-                    == Sent::Dropped
-                {
-                    self.count(ctx, MqttDrop::MeshFull);
-                }
-            }
+        self.shared.matches_shared(&msg.topic, &mut shared);
+        for (member, entry, filter) in shared.drain(..) {
+            self.deliver_shared(ctx, member, &entry, &filter, 0, msg);
         }
         self.matched_shared = shared;
+    }
+
+    /// A shared group's home shard: gives `msg` to the group's chosen
+    /// `member`, here or through the mesh. The group's `filter` goes along,
+    /// so that a member found gone (its session moved to another shard or
+    /// ended since it was chosen) is replaced by the next one, `hops` counting
+    /// how many were gone in a row.
+    pub(crate) fn deliver_shared(
+        &mut self,
+        ctx: &mut dyn Context,
+        (shard, key): Member,
+        entry: &SubEntry,
+        filter: &str,
+        hops: u8,
+        msg: &Arc<Message>,
+    ) {
+        if shard == self.shard {
+            if !self.sessions.contains_key(&key) {
+                return self.reroute_shared(ctx, filter, (shard, key), hops, msg);
+            }
+            let ids: Box<[u32]> = entry.sub_id.into_iter().collect();
+            let retain = entry.retain_as_published && msg.retain;
+            return self.deliver_to(ctx, key, msg, entry.qos, retain, ids);
+        }
+        let mut w = Writer::default();
+        w.u64(key);
+        encode_entry(&mut w, entry);
+        w.str(filter).u8(hops);
+        w.message(msg, ctx.now());
+        let cap = (msg.qos == QoS::AtMostOnce).then_some(self.cfg.mesh_retry_bytes);
+        if self
+            .mesh
+            .send(ctx, shard, TAG_SHARE_DELIVER, w.finish(), cap)
+            == Sent::Dropped
+        {
+            self.count(ctx, MqttDrop::MeshFull);
+        }
+    }
+
+    /// A shared group's home shard: member `gone` did not hold the session
+    /// a delivery was for; the next member of the group gets it, unless
+    /// there is none or [`MAX_SHARE_HOPS`] were gone already (counted
+    /// `no_session`).
+    pub(crate) fn reroute_shared(
+        &mut self,
+        ctx: &mut dyn Context,
+        filter: &str,
+        gone: Member,
+        hops: u8,
+        msg: &Arc<Message>,
+    ) {
+        let next = (hops < MAX_SHARE_HOPS)
+            .then(|| self.shared.next_in_group(filter, gone))
+            .flatten();
+        match next {
+            Some((member, entry)) => {
+                self.deliver_shared(ctx, member, &entry, filter, hops + 1, msg)
+            }
+            None => self.count(ctx, MqttDrop::NoSession),
+        }
     }
 
     /// Sends retained messages matching `filter` to a new subscription.

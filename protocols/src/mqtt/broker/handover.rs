@@ -20,12 +20,12 @@ use super::conn::{Phase, WillMsg};
 use super::message::{Reader, Writer};
 use super::plugin::Mqtt;
 use super::route::{
-    TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER, TAG_SHARE_JOIN,
-    TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,
+    Sent, TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_BOUNCE, TAG_SHARE_DELIVER,
+    TAG_SHARE_JOIN, TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,
 };
 use super::session::{decode_entry, encode_entry, Flight, Session};
 use super::stats::MqttDrop;
-use crate::mqtt::codec::{ConnAck, ConnAckProps, Packet, ReasonCode, Version};
+use crate::mqtt::codec::{ConnAck, ConnAckProps, Packet, QoS, ReasonCode, Version};
 use crate::mqtt::topic::{parse_filter, Filter};
 
 /// What a CONNECT asked for, kept until its session arrives.
@@ -113,14 +113,34 @@ impl Mqtt {
             TAG_SHARE_DELIVER => (|| {
                 let key = r.u64()?;
                 let entry = decode_entry(&mut r)?;
+                let filter = r.str()?;
+                let hops = r.u8()?;
                 let m = r.arc_message(now)?;
                 if self.sessions.contains_key(&key) {
                     let retain = entry.retain_as_published && m.retain;
                     let ids: Box<[u32]> = entry.sub_id.into_iter().collect();
                     self.deliver_to(ctx, key, &m, entry.qos, retain, ids);
                 } else {
-                    self.count(ctx, MqttDrop::NoSession);
+                    // Gone since it was chosen: back to the group's home,
+                    // which picks another member.
+                    let home = shard_for_key(filter.as_bytes(), self.shard_count);
+                    let mut w = Writer::default();
+                    w.str(&filter).u64(self.shard as u64).u64(key).u8(hops);
+                    w.message(&m, now);
+                    let cap = (m.qos == QoS::AtMostOnce).then_some(self.cfg.mesh_retry_bytes);
+                    if self.mesh.send(ctx, home, TAG_SHARE_BOUNCE, w.finish(), cap) == Sent::Dropped
+                    {
+                        self.count(ctx, MqttDrop::MeshFull);
+                    }
                 }
+                Ok(())
+            })(),
+            TAG_SHARE_BOUNCE => (|| {
+                let filter = r.str()?;
+                let gone = (r.u64()? as ShardId, r.u64()?);
+                let hops = r.u8()?;
+                let m = r.arc_message(now)?;
+                self.reroute_shared(ctx, &filter, gone, hops, &m);
                 Ok(())
             })(),
             _ => Err(super::message::BadMesh),

@@ -225,7 +225,7 @@ pub struct Mqtt {
     pub(crate) awaiting: std::collections::HashSet<u64>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) matched: Vec<(u64, SubEntry)>,
-    pub(crate) matched_shared: Vec<(Member, SubEntry)>,
+    pub(crate) matched_shared: Vec<(Member, SubEntry, Arc<str>)>,
     pub(crate) tick_armed: bool,
     pub(crate) retry_armed: bool,
     pub(crate) last_status: Option<Instant>,

@@ -36,6 +36,12 @@ pub const TAG_SHARE_DELIVER: u64 = 8;
 /// passes it to every other shard (so that each topic's updates reach every
 /// replica in one order).
 pub const TAG_RETAIN: u64 = 9;
+/// From a chosen member's shard back to its group's home shard: the member
+/// was gone (its session had moved or ended), so the home picks another.
+pub const TAG_SHARE_BOUNCE: u64 = 10;
+/// How many members in a row a shared delivery may find gone before it is
+/// dropped (`no_session`): each costs a round trip through the mesh.
+pub const MAX_SHARE_HOPS: u8 = 8;
 
 /// A message waiting for a full ring.
 #[derive(Debug)]

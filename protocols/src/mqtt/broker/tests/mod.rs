@@ -31,6 +31,11 @@ pub(super) struct Net {
     versions: HashMap<ConnId, Version>,
     pending: HashMap<ConnId, Vec<u8>>,
     on: HashMap<ConnId, usize>,
+    /// Mesh messages tagged with one of these are held back by
+    /// [`carry`](Net::carry) (to play a slow ring) until
+    /// [`release`](Net::release).
+    pub hold_tags: Vec<u64>,
+    held: Vec<(usize, ringport_plugin::testing::MeshSend)>,
 }
 
 pub(super) fn anon() -> MqttConfig {
@@ -54,6 +59,8 @@ impl Net {
             versions: HashMap::new(),
             pending: HashMap::new(),
             on: HashMap::new(),
+            hold_tags: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -124,6 +131,10 @@ impl Net {
                 self.seen[from] += sends.len();
                 for s in sends {
                     moved = true;
+                    if self.hold_tags.contains(&s.msg.tag) {
+                        self.held.push((from, s));
+                        continue;
+                    }
                     self.shards[s.to].handle_message(&mut self.ctxs[s.to], from, s.msg);
                 }
             }
@@ -131,6 +142,16 @@ impl Net {
                 break;
             }
         }
+    }
+
+    /// Delivers what [`carry`](Net::carry) held back, in order, holds
+    /// nothing more, and carries what follows.
+    pub fn release(&mut self) {
+        self.hold_tags.clear();
+        for (from, s) in std::mem::take(&mut self.held) {
+            self.shards[s.to].handle_message(&mut self.ctxs[s.to], from, s.msg);
+        }
+        self.carry();
     }
 
     pub fn take(&mut self, conn: ConnId) -> Vec<u8> {

@@ -227,6 +227,50 @@ fn a_shared_group_gets_each_message_once_across_shards() {
     assert_eq!(all, (0..9).collect::<Vec<u8>>());
 }
 
+/// A member chosen by its group's home shard whose session has just moved
+/// to another shard (the home has not heard it leave yet) is replaced by
+/// the next member: the QoS 1 message is delivered, not dropped. With no
+/// other member it is dropped and counted `no_session`.
+#[test]
+fn a_shared_delivery_to_a_member_that_moved_goes_to_the_next_member() {
+    use super::super::route::{TAG_SHARE_JOIN, TAG_SHARE_LEAVE};
+    for with_b in [true, false] {
+        let mut net = Net::new(3, anon());
+        // The group's home is shard 2; member a is on shard 0 (first in the
+        // group's turn order), b on 2 (its delivery stays on the home).
+        assert_eq!(shard_for_key(b"$share/g/jobs/#", 3), 2);
+        let (a, _) = net.connect(0, 10, conn_pkt(Version::V311, "a", false));
+        net.send(a, &subscribe(1, &[("$share/g/jobs/#", QoS::AtLeastOnce)]));
+        net.take(a);
+        let b = with_b.then(|| {
+            let (b, _) = net.connect(2, 11, v3("b"));
+            net.send(b, &subscribe(1, &[("$share/g/jobs/#", QoS::AtLeastOnce)]));
+            net.take(b);
+            b
+        });
+        let (p, _) = net.connect(1, 12, v3("p"));
+        // a's client comes back on shard 1: its session moves there, and
+        // the group's home has not yet heard it leave shard 0 or join 1.
+        net.hold_tags = vec![TAG_SHARE_LEAVE, TAG_SHARE_JOIN];
+        net.close(a);
+        let (a2, ack) = net.connect(1, 20, conn_pkt(Version::V311, "a", false));
+        assert_eq!(ack, [0x20, 2, 1, 0], "session present");
+        net.send(p, &publish("jobs/x", b"job", QoS::AtLeastOnce, 1));
+        let no_session = net.stats().total(|s| s.drops(MqttDrop::NoSession));
+        let to_b = b.map(|b| payloads(&net.take(b), Version::V311));
+        net.release();
+        assert!(payloads(&net.take(a2), Version::V311).is_empty());
+        if with_b {
+            assert_eq!(to_b, Some(vec![b"job".to_vec()]));
+            assert_eq!(no_session, 0);
+        } else {
+            assert_eq!(no_session, 1);
+        }
+        // The publisher got its PUBACK either way.
+        assert_eq!(net.take(p), [0x40, 2, 0, 1]);
+    }
+}
+
 #[test]
 fn order_per_publisher_survives_a_flapping_ring() {
     let mut net = Net::new(2, anon());
