@@ -449,6 +449,8 @@ fn retained_messages_survive_a_restart_with_persistence() {
     assert!(db.exists(), "no persistence file at stop");
 
     let b = Broker::start(&dir, &flags);
+    // Restored when the shards start, before any client connects.
+    b.wait_sample("ringport_mqtt_retained_messages", 2);
     let [p0, _] = b.ports.map(|p| p.to_string());
     let out = run(
         &sub,

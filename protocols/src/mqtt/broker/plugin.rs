@@ -56,7 +56,8 @@ impl MqttFactory {
     /// Restores retained messages and persistent sessions from `snapshot`
     /// (read from disk with [`decode_snapshot`]). Call it before the engine
     /// creates the instances: each instance takes its part when created
-    /// and applies it on its first input. `wall_now`: seconds since the
+    /// and applies it when its shard starts (`handle_start`), or on its
+    /// first input if nothing started it. `wall_now`: seconds since the
     /// UNIX epoch now; sessions whose expiry passed while on disk, and
     /// messages whose Message Expiry Interval did, are not restored.
     ///
@@ -233,7 +234,7 @@ pub struct Mqtt {
     /// Connections past their CONNACK.
     pub(crate) connected: usize,
     pub(crate) store: Arc<Store>,
-    /// Restored state to apply on the first input.
+    /// Restored state to apply at start (or on the first input).
     pub(crate) restore: Option<Restore>,
     pub(crate) last_image: Option<Instant>,
     /// The engine's time at the last input (for the image saved when the
@@ -518,6 +519,14 @@ impl Mqtt {
 }
 
 impl Plugin for Mqtt {
+    /// The shard starts: its part of a restored image is applied now (so
+    /// that `/metrics` and `/status` show the restored sessions and
+    /// retained messages, and their timers run, before any client comes).
+    fn handle_start(&mut self, ctx: &mut dyn Context) {
+        self.enter(ctx);
+        self.leave(ctx);
+    }
+
     fn handle_open(&mut self, ctx: &mut dyn Context, stream: &StreamInfo) -> Verdict {
         self.enter(ctx);
         let listener = stream.listener.0;

@@ -68,8 +68,8 @@ pub(crate) struct Store {
     shard_count: std::sync::atomic::AtomicUsize,
 }
 
-/// What one shard restores, applied on its first input (when it first
-/// learns the engine's time).
+/// What one shard restores, applied when the shard starts (or on its first
+/// input, when it first learns the engine's time).
 #[derive(Debug)]
 pub(crate) struct Restore {
     pub wall_now: u64,
