@@ -34,6 +34,7 @@ use crate::mqtt::codec::{
 use crate::mqtt::persist::{
     QueuedRecord, RetainedRecord, SessionRecord, Snapshot, SubscriptionRecord,
 };
+use crate::mqtt::topic::{matches, parse_filter};
 use crate::mqtt::trie::SubEntry;
 
 /// A session as a shard last saw it.
@@ -437,8 +438,8 @@ impl Mqtt {
                 let out = Outgoing {
                     qos: m.qos,
                     retain: m.retain,
+                    sub_ids: restored_sub_ids(&s.subs, &m.topic),
                     msg: Arc::new(m),
-                    sub_ids: Box::new([]),
                 };
                 match q.packet_id {
                     Some(pid) if out.qos != QoS::AtMostOnce => inflight.push_back(Inflight {
@@ -499,6 +500,21 @@ impl Mqtt {
             self.install(ctx, s);
         }
     }
+}
+
+/// The subscription identifiers a queued message is delivered with after a
+/// restart (the file does not keep them): those of the session's plain
+/// subscriptions that match its topic, or, when none does, of its shared
+/// ones that do (the message then came through a group that chose it).
+fn restored_sub_ids(subs: &BTreeMap<Box<str>, SubEntry>, topic: &str) -> Box<[u32]> {
+    let matching = |shared: bool| {
+        subs.iter().filter(move |(f, _)| {
+            parse_filter(f)
+                .is_ok_and(|p| p.group().is_some() == shared && matches(p.filter(), topic))
+        })
+    };
+    let shared = matching(false).next().is_none();
+    matching(shared).filter_map(|(_, e)| e.sub_id).collect()
 }
 
 #[cfg(test)]

@@ -17,7 +17,11 @@ fn sessions_and_retained_messages_survive_a_restart() {
     let mut c = conn_pkt(Version::V5, "dev-7", false);
     c.props.session_expiry = Some(3600);
     let (a, _) = net.connect(1, 1, c);
-    net.send(a, &subscribe(1, &[("cmd/#", QoS::AtLeastOnce)]));
+    let mut sub = subscribe(1, &[("cmd/#", QoS::AtLeastOnce)]);
+    if let Packet::Subscribe(x) = &mut sub {
+        x.subscription_id = Some(42);
+    }
+    net.send(a, &sub);
     net.take(a);
     let (p, _) = net.connect(0, 2, v3("p"));
     let mut r = publish("cfg/x", b"retained", QoS::AtMostOnce, 0);
@@ -59,14 +63,26 @@ fn sessions_and_retained_messages_survive_a_restart() {
         panic!("{ps:?}")
     };
     assert!(ack.session_present);
-    let msgs: Vec<(&[u8], bool, u16)> = ps[1..]
+    let msgs: Vec<(&[u8], bool, u16, Vec<u32>)> = ps[1..]
         .iter()
         .map(|p| match p {
-            Packet::Publish(m) => (m.payload, m.dup, m.packet_id),
+            Packet::Publish(m) => (
+                m.payload,
+                m.dup,
+                m.packet_id,
+                m.props.subscription_ids.iter().collect(),
+            ),
             _ => panic!("{p:?}"),
         })
         .collect();
-    assert_eq!(msgs, [(&b"one"[..], true, 1), (&b"two"[..], false, 2)]);
+    // With the subscription identifier of the subscription they matched.
+    assert_eq!(
+        msgs,
+        [
+            (&b"one"[..], true, 1, vec![42]),
+            (&b"two"[..], false, 2, vec![42])
+        ]
+    );
     // The subscription came back too.
     let (p, _) = net.connect(0, 10, v3("p"));
     net.send(p, &publish("cmd/3", b"three", QoS::AtMostOnce, 0));
