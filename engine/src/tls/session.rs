@@ -307,50 +307,10 @@ impl Session {
         let State::Handshake(conn) = &mut self.state else {
             return Progress::Pending;
         };
-        // What one step decided, once rustls's borrows of `rx` are over.
-        enum Step {
-            Again,
-            Blocked,
-            Established,
-            Failed(rustls::Error),
-        }
         loop {
             let status = conn.process_tls_records(&mut self.rx);
             let discard = status.discard;
-            let step = match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                    encode(tx, |out| e.encode(out));
-                    Step::Again
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => {
-                    // What was encoded sits in `tx`; the shard sends it.
-                    t.done();
-                    Step::Again
-                }
-                Ok(ConnectionState::BlockedHandshake) => Step::Blocked,
-                Ok(ConnectionState::ReadTraffic(mut r)) => {
-                    while let Some(rec) = r.next_record() {
-                        match rec {
-                            Ok(rec) => early.extend_from_slice(rec.payload),
-                            Err(e) => return self.drain_failure(e, tx),
-                        }
-                    }
-                    Step::Again
-                }
-                Ok(ConnectionState::PeerClosed) => {
-                    peer_closed = true;
-                    Step::Again
-                }
-                Ok(ConnectionState::WriteTraffic(_)) | Ok(ConnectionState::Closed) => {
-                    Step::Established
-                }
-                // Early data is refused (max_early_data_size 0), and the
-                // state enum may grow.
-                Ok(_) => Step::Failed(rustls::Error::General(
-                    "unexpected handshake state".to_owned(),
-                )),
-                Err(e) => Step::Failed(e),
-            };
+            let step = handshake_step(status.state, tx, &mut early, &mut peer_closed);
             self.rx.drain(..discard);
             let capture = take_capture();
             sni = sni.or(capture.sni);
@@ -389,50 +349,10 @@ impl Session {
         let State::ClientHandshake(conn) = &mut self.state else {
             return Progress::Pending;
         };
-        enum Step {
-            Again,
-            Blocked,
-            Established,
-            Failed(rustls::Error),
-        }
         loop {
             let status = conn.process_tls_records(&mut self.rx);
             let discard = status.discard;
-            let step = match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                    encode(tx, |out| e.encode(out));
-                    Step::Again
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => {
-                    t.done();
-                    Step::Again
-                }
-                Ok(ConnectionState::BlockedHandshake) => Step::Blocked,
-                Ok(ConnectionState::ReadTraffic(mut r)) => {
-                    let mut failed = None;
-                    while let Some(rec) = r.next_record() {
-                        match rec {
-                            Ok(rec) => early.extend_from_slice(rec.payload),
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    failed.map_or(Step::Again, Step::Failed)
-                }
-                Ok(ConnectionState::PeerClosed) => {
-                    peer_closed = true;
-                    Step::Again
-                }
-                Ok(ConnectionState::WriteTraffic(_)) | Ok(ConnectionState::Closed) => {
-                    Step::Established
-                }
-                Ok(_) => Step::Failed(rustls::Error::General(
-                    "unexpected handshake state".to_owned(),
-                )),
-                Err(e) => Step::Failed(e),
-            };
+            let step = handshake_step(status.state, tx, &mut early, &mut peer_closed);
             self.rx.drain(..discard);
             match step {
                 Step::Again => continue,
@@ -905,6 +825,58 @@ impl Established {
 
 /// Encodes one handshake record at the end of `tx` with rustls's encoder,
 /// growing `tx` to the size it asks for.
+/// What one handshake step decided, once rustls's borrows of the input are
+/// over.
+enum Step {
+    Again,
+    Blocked,
+    Established,
+    Failed(rustls::Error),
+}
+
+/// One state of a handshake, on either side: flights are encoded into
+/// `tx`, application data that came with the handshake goes to `early`, a
+/// close_notify sets `peer_closed`.
+fn handshake_step<Data>(
+    state: Result<ConnectionState<'_, '_, Data>, rustls::Error>,
+    tx: &mut Vec<u8>,
+    early: &mut Vec<u8>,
+    peer_closed: &mut bool,
+) -> Step {
+    match state {
+        Ok(ConnectionState::EncodeTlsData(mut e)) => {
+            encode(tx, |out| e.encode(out));
+            Step::Again
+        }
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            // What was encoded sits in `tx`; the shard sends it.
+            t.done();
+            Step::Again
+        }
+        Ok(ConnectionState::BlockedHandshake) => Step::Blocked,
+        Ok(ConnectionState::ReadTraffic(mut r)) => {
+            while let Some(rec) = r.next_record() {
+                match rec {
+                    Ok(rec) => early.extend_from_slice(rec.payload),
+                    Err(e) => return Step::Failed(e),
+                }
+            }
+            Step::Again
+        }
+        Ok(ConnectionState::PeerClosed) => {
+            *peer_closed = true;
+            Step::Again
+        }
+        Ok(ConnectionState::WriteTraffic(_)) | Ok(ConnectionState::Closed) => Step::Established,
+        // Early data is refused (max_early_data_size 0), and the state enum
+        // may grow.
+        Ok(_) => Step::Failed(rustls::Error::General(
+            "unexpected handshake state".to_owned(),
+        )),
+        Err(e) => Step::Failed(e),
+    }
+}
+
 fn encode(tx: &mut Vec<u8>, mut enc: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>) {
     let start = tx.len();
     tx.resize(start + 4096, 0);
