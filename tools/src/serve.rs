@@ -222,6 +222,8 @@ struct Shared {
     admin: Arc<AdminStats>,
     /// The MQTT broker's counters, when an `mqtt` listener serves.
     mqtt: Option<Arc<ringport_protocols::mqtt::broker::MqttStats>>,
+    /// The NATS bridges' counters, by plugin, when bridged.
+    nats: Vec<(&'static str, Arc<ringport_protocols::nats::BridgeStats>)>,
 }
 
 impl Shared {
@@ -388,13 +390,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let serves_mqtt = plan.listeners.iter().any(|l| l.protocol == "mqtt");
     let mqtt = s.mqtt.factory(log.clone())?;
+    let serves_relay = plan.listeners.iter().any(|l| l.protocol == "relay");
+    let nats = {
+        let told = notices.clone();
+        crate::nats::with_notifier(&s.nats, Arc::new(move |m: String| told.say(m)))
+    };
     let mut registry = ringport_plugin::Registry::new();
-    ringport_protocols::register_builtins_with(
+    ringport_protocols::register_builtins_bridged(
         &mut registry,
         &ringport_protocols::BuiltinSettings {
             max_frame: s.max_frame,
         },
         mqtt.clone(),
+        nats.relay.clone(),
     )
     .context("registering the built-in plugins")?;
     let mut operations = s.operations.clone();
@@ -438,6 +446,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
+    if let (true, Some(line)) = (serves_relay, nats.describe()) {
+        println!("{line}");
+    }
     if serves_mqtt {
         println!("mqtt: lets in {}", s.mqtt.login);
     }
@@ -454,6 +465,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .collect(),
         admin: Arc::default(),
         mqtt: serves_mqtt.then(|| mqtt.stats()),
+        nats: nats
+            .relay
+            .iter()
+            .filter(|_| serves_relay)
+            .map(|r| ("relay", r.stats.clone()))
+            .collect(),
     });
     let admin = match s.admin {
         Some(addr) => {
@@ -463,6 +480,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     let mut text = metrics::render(&sh.snapshot());
                     if let Some(m) = &sh.mqtt {
                         crate::mqtt::render_metrics(m, &mut text);
+                    }
+                    if !sh.nats.is_empty() {
+                        let bridges: Vec<_> =
+                            sh.nats.iter().map(|(p, s)| (*p, s.as_ref())).collect();
+                        crate::nats::render_metrics(&bridges, &mut text);
                     }
                     text
                 })),
