@@ -80,7 +80,7 @@ struct NatsServer {
 impl NatsServer {
     /// A server; with `cluster` = (own route port, peers' route ports), a
     /// member of cluster `rp`.
-    fn start(program: &PathBuf, cluster: Option<(u16, &[u16])>) -> NatsServer {
+    fn start(program: &std::path::Path, cluster: Option<(u16, &[u16])>) -> NatsServer {
         let dir = std::env::temp_dir().join(format!(
             "ringport-nats-bridge-{}-{}",
             std::process::id(),
@@ -101,7 +101,7 @@ impl NatsServer {
         }
         std::fs::write(dir.join("nats.conf"), conf).expect("write nats.conf");
         let mut s = NatsServer {
-            program: program.clone(),
+            program: program.to_path_buf(),
             dir,
             port,
             http,
