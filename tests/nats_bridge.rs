@@ -661,3 +661,86 @@ fn a_two_server_cluster_losing_one_server_fails_over() {
     assert_eq!(a.stat(|s| &s.dropped_buffer_full), 0);
     assert_eq!(a.stat(|s| &s.lost_in_flight), 0);
 }
+
+/// `ringport serve --nats ...`: the flags turn the bridge on, `/metrics`
+/// shows its state and counters.
+#[test]
+fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
+    use common::process::{admin_is_up, start_ringport, Stderr};
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let url = format!("nats://{}", nats.addr());
+    let start = |id: &'static str| {
+        start_ringport(
+            3,
+            |cmd, port| {
+                cmd.args(["serve", "--shards", "2", "--drain-timeout", "0"])
+                    .arg("--listen")
+                    .arg(format!("relay@tcp:127.0.0.1:{port}-{}", port + 1))
+                    .arg("--admin")
+                    .arg(format!("127.0.0.1:{}", port + 2))
+                    .args(["--nats", &url, "--nats-instance-id", id]);
+            },
+            admin_is_up,
+            Stderr::Merged,
+        )
+    };
+    let (a, b) = (start("bin-a"), start("bin-b"));
+    let banner = format!(
+        "nats bridge: relay listeners via {} (instance bin-a",
+        nats.addr()
+    );
+    assert!(
+        a.printed.iter().any(|l| l.starts_with(&banner)),
+        "{:#?}",
+        a.printed
+    );
+    let metrics = |port: u16| {
+        let mut s = TcpStream::connect(("127.0.0.1", port + 2)).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let sample = |port: u16, series: &str| -> Option<u64> {
+        metrics(port)
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let connected = "ringport_nats_bridge_connected{plugin=\"relay\"}";
+    for p in [a.port, b.port] {
+        wait("connected in /metrics", || sample(p, connected) == Some(1));
+    }
+    nats.wait_subscriptions(2);
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut sub = Client::subscriber(addr(b.port + 1), &["bin/t"]);
+    Client::new(addr(a.port)).publish("bin/t", 3, 0..20);
+    assert_eq!(
+        by_publisher(&sub.messages("bin/t", 20), 3),
+        (0..20).collect::<Vec<_>>()
+    );
+    let exported = "ringport_nats_bridge_exported_total{plugin=\"relay\"}";
+    let imported = "ringport_nats_bridge_imported_total{plugin=\"relay\"}";
+    wait("A's exports in /metrics", || {
+        sample(a.port, exported) == Some(20)
+    });
+    wait("B's imports in /metrics", || {
+        sample(b.port, imported) == Some(20)
+    });
+    assert_eq!(sample(a.port, imported), Some(0));
+    assert_eq!(
+        sample(
+            b.port,
+            "ringport_nats_bridge_dropped_total{plugin=\"relay\",reason=\"loop\"}"
+        ),
+        Some(0)
+    );
+    ringport_tools::testing::promtool_check(&metrics(a.port));
+}
