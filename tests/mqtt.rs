@@ -30,6 +30,8 @@ mod common;
 mod engine;
 #[path = "mqtt/harness.rs"]
 mod harness;
+#[path = "mqtt/listeners.rs"]
+mod listeners;
 #[path = "mqtt/negative.rs"]
 mod negative;
 #[path = "mqtt/paho.rs"]

@@ -75,6 +75,14 @@ impl Broker {
         text.split_once("\r\n\r\n").unwrap().1.to_owned()
     }
 
+    /// The series `name` of the `mqtt` listener with `labels` after its
+    /// `listener` label (`""` for none).
+    fn of_listener(&self, name: &str, labels: &str) -> String {
+        let (a, b) = (self.ports[0], self.ports[1]);
+        let sep = if labels.is_empty() { "" } else { "," };
+        format!("{name}{{listener=\"mqtt@tcp:127.0.0.1:{a}-{b}\"{sep}{labels}}}")
+    }
+
     /// The value of `series` (name and labels) in `/metrics`.
     fn sample(&self, series: &str) -> u64 {
         let m = self.metrics();
@@ -274,7 +282,7 @@ fn passwords_and_an_acl_decide_who_publishes_and_subscribes_to_what() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    b.wait_sample("ringport_mqtt_subscriptions", 1);
+    b.wait_sample(&b.of_listener("ringport_mqtt_subscriptions", ""), 1);
     for (topic, msg) in [
         ("sensors/sensor/temp", "21.5"),
         ("sensors/other/temp", "forged"),
@@ -340,26 +348,38 @@ fn passwords_and_an_acl_decide_who_publishes_and_subscribes_to_what() {
 
     // Exact counts: 4 logins let in (sensor x3, ops reader) + ops publisher
     // = 5; 3 refused.
-    b.wait_sample("ringport_mqtt_connects_total{result=\"accepted\"}", 5);
+    b.wait_sample(
+        &b.of_listener("ringport_mqtt_connects_total", "result=\"accepted\""),
+        5,
+    );
     assert_eq!(
-        b.sample("ringport_mqtt_connects_total{result=\"refused\"}"),
+        b.sample(&b.of_listener("ringport_mqtt_connects_total", "result=\"refused\"")),
         3,
         "{:#?}",
         b.mqtt_lines("mqtt_connect")
     );
     assert_eq!(
-        b.sample("ringport_mqtt_messages_total{direction=\"in\",qos=\"1\"}"),
+        b.sample(&b.of_listener("ringport_mqtt_messages_total", "direction=\"in\",qos=\"1\"")),
         4
     );
     assert_eq!(
-        b.sample("ringport_mqtt_messages_total{direction=\"out\",qos=\"1\"}"),
+        b.sample(&b.of_listener(
+            "ringport_mqtt_messages_total",
+            "direction=\"out\",qos=\"1\""
+        )),
         2
     );
     // The 3 refused logins and the 2 refused publishes.
     assert_eq!(
-        b.sample("ringport_mqtt_drops_total{reason=\"not_authorized\"}"),
+        b.sample(&b.of_listener("ringport_mqtt_drops_total", "reason=\"not_authorized\"")),
         5
     );
+    // Nothing outside a listener, and the page is valid Prometheus text.
+    assert_eq!(
+        b.sample("ringport_mqtt_drops_total{listener=\"none\",reason=\"not_authorized\"}"),
+        0
+    );
+    ringport_tools::testing::promtool_check(&b.metrics());
     let connects = b.wait_lines("mqtt_connect", 8);
     let results: Vec<(String, String)> = connects
         .iter()

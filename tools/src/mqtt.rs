@@ -4,8 +4,9 @@
 //! `/metrics` series and `/status` entries, and persistence to a file.
 //!
 //! Every `mqtt` listener of one server is one broker (one topic space, one
-//! set of sessions), as Mosquitto's listeners are: the counters below are
-//! the broker's, whichever of its listeners a client came through.
+//! set of sessions), as Mosquitto's listeners are. Its counters of what
+//! clients do are per listener; what it holds for all listeners at once
+//! (sessions, retained messages) is broker-wide (see [`render_metrics`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,8 +21,8 @@ use ringport_engine::log::{EventLine, LogWriter, Value};
 use ringport_protocols::mqtt::acl::Acl;
 use ringport_protocols::mqtt::auth::{Authenticator, CertificateIdentity};
 use ringport_protocols::mqtt::broker::{
-    ClientDropsEvent, ConnectEvent, DeniedEvent, MqttConfig, MqttDrop, MqttEvents, MqttFactory,
-    MqttStats,
+    ClientDropsEvent, ConnectEvent, DeniedEvent, ListenerTotals, MqttConfig, MqttDrop, MqttEvents,
+    MqttFactory, MqttStats, NO_LISTENER,
 };
 use ringport_protocols::mqtt::codec::Version;
 use ringport_protocols::mqtt::persist::{decode_snapshot, encode_snapshot};
@@ -355,94 +356,188 @@ impl MqttEvents for LogEvents {
     }
 }
 
+/// The label value of what no listener served (see [`NO_LISTENER`]).
+pub const NO_LISTENER_LABEL: &str = "none";
+
+/// The `listener` label values of the broker's series: each `mqtt`
+/// listener's spec (`plan index`, `name`), then [`NO_LISTENER_LABEL`].
+fn slots(listeners: &[(u16, String)]) -> Vec<(u16, &str)> {
+    listeners
+        .iter()
+        .map(|(i, n)| (*i, n.as_str()))
+        .chain(std::iter::once((NO_LISTENER, NO_LISTENER_LABEL)))
+        .collect()
+}
+
+/// Appends one sample, its labels escaped as the rest of `/metrics` does.
+fn sample(o: &mut String, name: &str, labels: &[(&str, &str)], v: u64) {
+    o.push_str(name);
+    o.push('{');
+    for (i, (k, val)) in labels.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        let _ = write!(o, "{k}=\"{}\"", crate::metrics::label(val));
+    }
+    let _ = writeln!(o, "}} {v}");
+}
+
 /// The broker's `/metrics` series (Prometheus text, appended to `o`).
-pub fn render_metrics(stats: &MqttStats, o: &mut String) {
-    let total =
-        |f: &dyn Fn(&ringport_protocols::mqtt::broker::ShardStats) -> u64| stats.total(|s| f(s));
+///
+/// What clients do is per listener (label `listener`, the listener's spec
+/// as in the rest of `/metrics`; `listener="none"` for what no listener
+/// served: drops of messages between shards, a full retained store,
+/// sessions restored from disk whose client has not come back). What the
+/// broker holds for all its listeners at once has no label: sessions
+/// (a session outlives its connection and may come back through another
+/// listener), retained messages (one store, a replica on every shard) and
+/// messages waiting for the mesh. `listeners`: each `mqtt` listener's
+/// index in the engine's plan and its spec.
+pub fn render_metrics(stats: &MqttStats, listeners: &[(u16, String)], o: &mut String) {
+    let per: Vec<(&str, ListenerTotals)> = slots(listeners)
+        .into_iter()
+        .map(|(i, n)| (n, stats.listener(i)))
+        .collect();
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        o,
+        "ringport_mqtt_clients_connected",
+        "gauge",
+        "MQTT clients connected now, per listener.",
+    );
+    for (n, t) in &per {
+        sample(
+            o,
+            "ringport_mqtt_clients_connected",
+            &[("listener", n)],
+            t.connected,
+        );
+    }
+    family(
+        o,
+        "ringport_mqtt_subscriptions",
+        "gauge",
+        "Subscriptions held, per listener the session's client last came through.",
+    );
+    for (n, t) in &per {
+        sample(
+            o,
+            "ringport_mqtt_subscriptions",
+            &[("listener", n)],
+            t.subscriptions,
+        );
+    }
+    family(
+        o,
+        "ringport_mqtt_connects_total",
+        "counter",
+        "CONNECTs answered, per listener and result.",
+    );
+    for (n, t) in &per {
+        sample(
+            o,
+            "ringport_mqtt_connects_total",
+            &[("listener", n), ("result", "accepted")],
+            t.connects,
+        );
+        sample(
+            o,
+            "ringport_mqtt_connects_total",
+            &[("listener", n), ("result", "refused")],
+            t.connects_refused,
+        );
+    }
+    family(
+        o,
+        "ringport_mqtt_messages_total",
+        "counter",
+        "PUBLISH packets received from and sent to clients, per listener, direction and QoS.",
+    );
+    const QOS: [&str; 3] = ["0", "1", "2"];
+    for (n, t) in &per {
+        for (q, qos) in QOS.iter().enumerate() {
+            sample(
+                o,
+                "ringport_mqtt_messages_total",
+                &[("listener", n), ("direction", "in"), ("qos", qos)],
+                t.messages_in[q],
+            );
+            sample(
+                o,
+                "ringport_mqtt_messages_total",
+                &[("listener", n), ("direction", "out"), ("qos", qos)],
+                t.messages_out[q],
+            );
+        }
+    }
+    family(
+        o,
+        "ringport_mqtt_drops_total",
+        "counter",
+        "Messages, packets and connections the broker dropped, per listener and reason.",
+    );
+    for (n, t) in &per {
+        for &d in MqttDrop::ALL {
+            sample(
+                o,
+                "ringport_mqtt_drops_total",
+                &[("listener", n), ("reason", d.as_str())],
+                t.drops(d),
+            );
+        }
+    }
     let mut gauge = |name: &str, help: &str, v: u64| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     };
     gauge(
-        "ringport_mqtt_clients_connected",
-        "MQTT clients connected now.",
-        total(&|s| s.connected()),
-    );
-    gauge(
         "ringport_mqtt_sessions",
-        "MQTT sessions held (connected or not).",
-        total(&|s| s.sessions()),
+        "MQTT sessions held (connected or not), all listeners.",
+        stats.total(|s| s.sessions()),
     );
     gauge(
         "ringport_mqtt_retained_messages",
-        "Retained messages held (each shard keeps a replica).",
+        "Retained messages held, all listeners (each shard keeps a replica).",
         stats.retained(),
-    );
-    gauge(
-        "ringport_mqtt_subscriptions",
-        "Subscriptions held.",
-        total(&|s| s.subscriptions()),
     );
     gauge(
         "ringport_mqtt_mesh_waiting",
         "QoS 1/2 messages waiting for room in a cross-shard ring.",
-        total(&|s| s.mesh_waiting()),
+        stats.total(|s| s.mesh_waiting()),
     );
-    let _ = writeln!(
-        o,
-        "# HELP ringport_mqtt_connects_total CONNECTs answered, by result.\n\
-         # TYPE ringport_mqtt_connects_total counter"
-    );
-    let accepted = total(&|s| s.connects());
-    let refused = total(&|s| s.connects_refused());
-    let _ = writeln!(
-        o,
-        "ringport_mqtt_connects_total{{result=\"accepted\"}} {accepted}"
-    );
-    let _ = writeln!(
-        o,
-        "ringport_mqtt_connects_total{{result=\"refused\"}} {refused}"
-    );
-    let _ = writeln!(
-        o,
-        "# HELP ringport_mqtt_messages_total PUBLISH packets received from and sent to clients, by QoS.\n\
-         # TYPE ringport_mqtt_messages_total counter"
-    );
-    for qos in 0..3u8 {
-        let _ = writeln!(
-            o,
-            "ringport_mqtt_messages_total{{direction=\"in\",qos=\"{qos}\"}} {}",
-            total(&|s| s.messages_in(qos))
-        );
-        let _ = writeln!(
-            o,
-            "ringport_mqtt_messages_total{{direction=\"out\",qos=\"{qos}\"}} {}",
-            total(&|s| s.messages_out(qos))
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP ringport_mqtt_drops_total Messages, packets and connections the broker dropped, by reason.\n\
-         # TYPE ringport_mqtt_drops_total counter"
-    );
-    for &d in MqttDrop::ALL {
-        let _ = writeln!(
-            o,
-            "ringport_mqtt_drops_total{{reason=\"{}\"}} {}",
-            d.as_str(),
-            total(&|s| s.drops(d))
-        );
-    }
 }
 
-/// The broker's `/status` entry: totals, and the clients (those with drops
-/// first).
-pub fn status_json(stats: &MqttStats) -> serde_json::Value {
+/// The broker's `/status` entry: per listener (as in `/metrics`), the
+/// broker-wide gauges, and the clients (those with drops first).
+pub fn status_json(stats: &MqttStats, listeners: &[(u16, String)]) -> serde_json::Value {
+    let per: Vec<serde_json::Value> = slots(listeners)
+        .into_iter()
+        .map(|(i, n)| {
+            let t = stats.listener(i);
+            let drops: serde_json::Map<String, serde_json::Value> = MqttDrop::ALL
+                .iter()
+                .filter(|d| t.drops(**d) > 0)
+                .map(|d| (d.as_str().to_owned(), t.drops(*d).into()))
+                .collect();
+            serde_json::json!({
+                "listener": n,
+                "clients_connected": t.connected,
+                "subscriptions": t.subscriptions,
+                "connects_accepted": t.connects,
+                "connects_refused": t.connects_refused,
+                "messages_in": t.messages_in,
+                "messages_out": t.messages_out,
+                "drops": drops,
+            })
+        })
+        .collect();
     let clients: Vec<serde_json::Value> = stats
         .status()
         .into_iter()
         .map(|c| {
             serde_json::json!({
-                "client_id": c.client_id,
+                "client_id": &*c.client_id,
                 "shard": c.shard,
                 "connected": c.connected,
                 "queued": c.queued,
@@ -455,10 +550,9 @@ pub fn status_json(stats: &MqttStats) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "clients_connected": stats.total(|s| s.connected()),
+        "listeners": per,
         "sessions": stats.total(|s| s.sessions()),
         "retained": stats.retained(),
-        "subscriptions": stats.total(|s| s.subscriptions()),
         "clients": clients,
     })
 }

@@ -224,6 +224,8 @@ struct Shared {
     mqtt: Option<Arc<ringport_protocols::mqtt::broker::MqttStats>>,
     /// The NATS bridges' counters, by plugin, when bridged.
     nats: Vec<(&'static str, Arc<ringport_protocols::nats::BridgeStats>)>,
+    /// The `mqtt` listeners: plan index and spec.
+    mqtt_listeners: Vec<(u16, String)>,
 }
 
 impl Shared {
@@ -330,7 +332,10 @@ impl Shared {
             "draining": snap.draining,
             "shards": shards,
             "listeners": listeners,
-            "mqtt": self.mqtt.as_deref().map(crate::mqtt::status_json),
+            "mqtt": self
+                .mqtt
+                .as_deref()
+                .map(|m| crate::mqtt::status_json(m, &self.mqtt_listeners)),
         })
         .to_string()
     }
@@ -471,6 +476,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .filter(|_| serves_relay)
             .map(|r| ("relay", r.stats.clone()))
             .collect(),
+        mqtt_listeners: plan
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.protocol == "mqtt")
+            .map(|(i, _)| (i as u16, names[i].clone()))
+            .collect(),
     });
     let admin = match s.admin {
         Some(addr) => {
@@ -479,7 +491,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "/metrics" => Some(("text/plain; version=0.0.4; charset=utf-8", {
                     let mut text = metrics::render(&sh.snapshot());
                     if let Some(m) = &sh.mqtt {
-                        crate::mqtt::render_metrics(m, &mut text);
+                        crate::mqtt::render_metrics(m, &sh.mqtt_listeners, &mut text);
                     }
                     if !sh.nats.is_empty() {
                         let bridges: Vec<_> =

@@ -6,7 +6,6 @@
 //! `Connecting` are kept in its stash and handled once it is connected.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use ringport_plugin::{ConnId, Context, WriteError};
@@ -43,55 +42,88 @@ pub(crate) struct WillMsg {
     pub delay: u32,
 }
 
-/// One client connection.
-#[derive(Debug)]
-pub(crate) struct Conn {
-    pub peer: SocketAddr,
-    /// When the stream opened (the CONNECT deadline counts from it).
-    pub opened: Instant,
-    pub phase: Phase,
-    pub version: Version,
-    /// Key of the attached session (0: none).
-    pub session: u64,
-    pub client_id: Option<Arc<str>>,
-    /// Effective keep-alive, seconds (0: none).
-    pub keep_alive: u16,
-    pub last_rx: Instant,
+/// What few connections need: bytes held back and inbound topic aliases.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
     /// Received bytes not handled yet (while connecting, or left over).
     pub stash: Vec<u8>,
     /// Control packets not yet taken by the engine (the client is not reading).
     pub owed: Vec<u8>,
-    pub pending: Option<Box<Pending>>,
     /// Inbound topic aliases (index: alias - 1).
     pub aliases: Vec<Option<Box<str>>>,
+}
+
+/// One client connection. Kept small (an idle client's cost is mostly
+/// this and its session): what only some connections need is boxed and
+/// made when first needed.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub peer: SocketAddr,
+    /// Before the CONNACK: when the stream opened (the CONNECT deadline
+    /// counts from it). After: when the client last sent something (the
+    /// keep-alive counts from it).
+    pub since: Instant,
+    /// Key of the attached session (0: none).
+    pub session: u64,
+    /// The CONNECT being answered (phase `Connecting`).
+    pub pending: Option<Box<Pending>>,
+    pub will: Option<Box<WillMsg>>,
+    /// Stashed and owed bytes, inbound topic aliases; `None` while all
+    /// are empty.
+    pub held: Option<Box<Held>>,
     /// QoS 1 messages whose PUBACK waits for the mesh.
     pub unacked: u32,
-    pub will: Option<Box<WillMsg>>,
-    /// Identity or username the ACL checks.
-    pub user: Option<Arc<str>>,
+    /// The listener it came through (its index in the engine's plan).
+    pub listener: u16,
+    /// Effective keep-alive, seconds (0: none).
+    pub keep_alive: u16,
+    pub phase: Phase,
+    pub version: Version,
     /// DISCONNECT with reason 0x00 received: no will.
     pub clean_disconnect: bool,
 }
 
 impl Conn {
-    pub fn new(peer: SocketAddr, now: Instant) -> Self {
+    pub fn new(peer: SocketAddr, listener: u16, now: Instant) -> Self {
         Conn {
             peer,
-            opened: now,
+            since: now,
+            session: 0,
+            pending: None,
+            will: None,
+            held: None,
+            unacked: 0,
+            listener,
+            keep_alive: 0,
             phase: Phase::AwaitConnect,
             version: Version::V311,
-            session: 0,
-            client_id: None,
-            keep_alive: 0,
-            last_rx: now,
-            stash: Vec::new(),
-            owed: Vec::new(),
-            pending: None,
-            aliases: Vec::new(),
-            unacked: 0,
-            will: None,
-            user: None,
             clean_disconnect: false,
+        }
+    }
+
+    /// Received bytes not handled yet.
+    pub fn stash(&self) -> &[u8] {
+        self.held.as_ref().map_or(&[], |h| &h.stash)
+    }
+
+    /// Control packets not yet taken by the engine.
+    pub fn owed(&self) -> &[u8] {
+        self.held.as_ref().map_or(&[], |h| &h.owed)
+    }
+
+    /// The held buffers, made on first use.
+    pub fn held(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the held buffers once nothing is in them.
+    pub fn release(&mut self) {
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.stash.is_empty() && h.owed.is_empty() && h.aliases.is_empty())
+        {
+            self.held = None;
         }
     }
 }
@@ -111,19 +143,26 @@ impl Mqtt {
         if c.phase == Phase::Closed {
             return data.len();
         }
-        c.last_rx = ctx.now();
-        if c.phase == Phase::Connecting || !c.stash.is_empty() {
-            let take = data.len().min(cap.saturating_sub(c.stash.len()));
-            c.stash.extend_from_slice(&data[..take]);
+        if c.phase == Phase::Connected {
+            c.since = ctx.now();
+        }
+        if c.phase == Phase::Connecting || !c.stash().is_empty() {
+            let take = data.len().min(cap.saturating_sub(c.stash().len()));
+            if take > 0 {
+                c.held().stash.extend_from_slice(&data[..take]);
+            }
             if c.phase == Phase::Connected {
                 self.replay(ctx, conn);
                 // What is left lies within these new bytes: give it back to
                 // the engine, which presents it again (and the stream leaves
                 // this copying path).
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    if c.phase == Phase::Connected && c.stash.len() <= take {
-                        let left = c.stash.len();
-                        c.stash.clear();
+                    if c.phase == Phase::Connected && c.stash().len() <= take {
+                        let left = c.stash().len();
+                        if let Some(h) = &mut c.held {
+                            h.stash = Vec::new();
+                        }
+                        c.release();
                         return take - left;
                     }
                 }
@@ -135,7 +174,9 @@ impl Mqtt {
             Some(c) if c.phase == Phase::Connecting => {
                 let rest = &data[n..];
                 let take = rest.len().min(cap);
-                c.stash.extend_from_slice(&rest[..take]);
+                if take > 0 {
+                    c.held().stash.extend_from_slice(&rest[..take]);
+                }
                 n + take
             }
             _ => n,
@@ -147,15 +188,16 @@ impl Mqtt {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.phase != Phase::Connected || c.stash.is_empty() {
+        if c.phase != Phase::Connected || c.stash().is_empty() {
             return;
         }
-        let buf = std::mem::take(&mut c.stash);
+        let buf = std::mem::take(&mut c.held().stash);
         let n = self.run(ctx, conn, &buf);
         if let Some(c) = self.conns.get_mut(&conn) {
-            if c.phase != Phase::Closed {
-                c.stash = buf[n..].to_vec();
+            if c.phase != Phase::Closed && n < buf.len() {
+                c.held().stash = buf[n..].to_vec();
             }
+            c.release();
         }
     }
 
@@ -172,7 +214,7 @@ impl Mqtt {
             let version = match c.phase {
                 Phase::Closed => return buf.len(),
                 Phase::Connecting => return off,
-                _ if c.owed.len() > OWED_CAP => return off,
+                _ if c.owed().len() > OWED_CAP => return off,
                 Phase::AwaitConnect => None,
                 Phase::Connected => Some(c.version),
             };
@@ -201,18 +243,18 @@ impl Mqtt {
             DecodeError::Protocol(_) => (MqttDrop::ProtocolError, e.reason().0),
             DecodeError::UnsupportedVersion(_) => {
                 // The 3.1.1 answer: return code 1, unacceptable protocol version.
-                self.count(ctx, MqttDrop::ProtocolError);
+                self.count_conn(ctx, conn, MqttDrop::ProtocolError);
                 let _ = ctx.write(conn, &[0x20, 2, 0, 1]);
                 self.connect_event(ctx, conn, "", None, None, Version::V311, false, 0x84);
-                self.stats.connect(false);
+                self.at(self.listener_of(conn)).connect(false);
                 self.close_conn(ctx, conn, None, false);
                 return;
             }
         };
-        self.count(ctx, kind);
+        self.count_conn(ctx, conn, kind);
         if before_connect {
             // A CONNECT that does not decode is still a line in the log.
-            self.stats.connect(false);
+            self.at(self.listener_of(conn)).connect(false);
             self.connect_event(ctx, conn, "", None, None, Version::V311, false, code);
         }
         self.close_conn(ctx, conn, Some(code), false);
@@ -220,7 +262,7 @@ impl Mqtt {
 
     /// Counts `kind` and closes the connection (v5: DISCONNECT `code` first).
     pub(crate) fn fail(&mut self, ctx: &mut dyn Context, conn: ConnId, kind: MqttDrop, code: u8) {
-        self.count(ctx, kind);
+        self.count_conn(ctx, conn, kind);
         self.close_conn(ctx, conn, Some(code), false);
     }
 
@@ -294,9 +336,9 @@ impl Mqtt {
             return;
         }
         let was = c.phase;
+        let listener = c.listener;
         c.phase = Phase::Closed;
-        c.stash = Vec::new();
-        c.owed = Vec::new();
+        c.held = None;
         let version = c.version;
         if let (Some(code), Phase::Connected, Version::V5) = (code, was, version) {
             let d = Disconnect {
@@ -313,6 +355,7 @@ impl Mqtt {
         }
         if was == Phase::Connected {
             self.connected -= 1;
+            self.at(listener).detached();
             self.detach(ctx, conn);
         }
     }
@@ -341,15 +384,15 @@ impl Mqtt {
         if c.phase == Phase::Closed {
             return;
         }
-        if !c.owed.is_empty() {
-            c.owed.extend_from_slice(bytes);
+        if !c.owed().is_empty() {
+            c.held().owed.extend_from_slice(bytes);
             return;
         }
         match ctx.write(conn, bytes) {
             Ok(()) => {}
             Err(WriteError::QueueFull) => {
                 // Owed was empty: not listed for this yet.
-                c.owed.extend_from_slice(bytes);
+                c.held().owed.extend_from_slice(bytes);
                 self.blocked.push(conn);
             }
             Err(_) => {}

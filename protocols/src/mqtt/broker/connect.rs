@@ -135,6 +135,8 @@ impl Mqtt {
             server_keep_alive,
             username: p.username.map(Into::into),
             identity: identity.clone().map(Into::into),
+            client_id: Arc::clone(&client_id),
+            user: identity.map(Into::into),
         };
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -142,9 +144,7 @@ impl Mqtt {
         c.version = p.version;
         c.phase = Phase::Connecting;
         c.keep_alive = server_keep_alive.unwrap_or(p.keep_alive);
-        c.client_id = Some(Arc::clone(&client_id));
         c.will = will;
-        c.user = identity.map(Into::into);
         c.pending = Some(Box::new(pending));
         self.awaiting.insert(conn.raw());
         // Ask the client id's home shard for the session.
@@ -176,8 +176,8 @@ impl Mqtt {
         code: u8,
         kind: MqttDrop,
     ) {
-        self.count(ctx, kind);
-        self.stats.connect(false);
+        self.count_conn(ctx, conn, kind);
+        self.at(self.listener_of(conn)).connect(false);
         // The codec writes the 3.1.1 return code of a 5.0 reason code.
         let ack = ConnAck {
             session_present: false,

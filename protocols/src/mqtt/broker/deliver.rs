@@ -219,15 +219,16 @@ impl Mqtt {
             kind = Some(MqttDrop::Expired);
         }
         let qos = msg.qos.min(sub_qos);
+        let listener = s.listener;
         if kind.is_none() && s.conn.is_none() && qos == QoS::AtMostOnce {
             // Offline sessions keep QoS 1/2 messages only (not counted per
             // client: that is the rule, not a client falling behind).
-            self.count(ctx, MqttDrop::OfflineQos0);
+            self.count_at(ctx, listener, MqttDrop::OfflineQos0);
             return;
         }
         if let Some(kind) = kind {
-            s.drops.count(kind);
-            self.count(ctx, kind);
+            s.count_drop(kind);
+            self.count_at(ctx, listener, kind);
             return;
         }
         let out = Outgoing {
@@ -245,7 +246,7 @@ impl Mqtt {
         );
         let blocked = s.blocked;
         for kind in dropped {
-            self.count(ctx, kind);
+            self.count_at(ctx, listener, kind);
         }
         if !blocked {
             self.pump(ctx, key);
@@ -262,7 +263,11 @@ impl Mqtt {
         let Some(conn) = s.conn else {
             return;
         };
-        let stats = &self.stats;
+        let listener = s.listener;
+        let stats: &super::stats::ListenerStats = self
+            .lstats
+            .get(usize::from(listener))
+            .unwrap_or(&self.unattributed);
         let scratch = &mut self.scratch;
         let mut drops: Vec<MqttDrop> = Vec::new();
         let was_blocked = s.blocked;
@@ -275,7 +280,7 @@ impl Mqtt {
             // `window` again now, the rest as acknowledgements make room.
             let window = usize::from(s.window);
             let mut waiting = false;
-            'resend: for (i, f) in s.inflight.iter_mut().enumerate() {
+            'resend: for (i, f) in s.flow.inflight.iter_mut().enumerate() {
                 let r = match f.state {
                     Flight::Unsent if i >= window => {
                         waiting = true;
@@ -291,6 +296,7 @@ impl Mqtt {
                         f.pid,
                         f.redeliver,
                         now,
+                        s.alias_max,
                         &mut s.out_aliases,
                     ),
                     Flight::RelUnsent => {
@@ -330,13 +336,13 @@ impl Mqtt {
             }
         }
         if !dead.is_empty() {
-            s.inflight.retain(|f| !dead.contains(&f.pid));
+            s.flow.inflight.retain(|f| !dead.contains(&f.pid));
         }
         while !blocked {
-            let Some(front) = s.queue.front() else {
+            let Some(front) = s.flow.queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && s.inflight.len() >= usize::from(s.window) {
+            if front.qos != QoS::AtMostOnce && s.flow.inflight.len() >= usize::from(s.window) {
                 break;
             }
             if front.msg.remaining(now) == Some(0) {
@@ -349,7 +355,7 @@ impl Mqtt {
             } else {
                 s.alloc_pid()
             };
-            let front = &s.queue[0];
+            let front = &s.flow.queue[0];
             match write_publish(
                 ctx,
                 scratch,
@@ -360,6 +366,7 @@ impl Mqtt {
                 pid,
                 false,
                 now,
+                s.alias_max,
                 &mut s.out_aliases,
             ) {
                 Ok(()) => {
@@ -367,7 +374,7 @@ impl Mqtt {
                     sent += 1;
                     let Some(out) = s.pop() else { break };
                     if out.qos != QoS::AtMostOnce {
-                        s.inflight.push_back(Inflight {
+                        s.flow.inflight.push_back(Inflight {
                             pid,
                             state: Flight::Sent,
                             out,
@@ -392,14 +399,14 @@ impl Mqtt {
             }
         }
         for kind in &drops {
-            s.drops.count(*kind);
+            s.count_drop(*kind);
         }
         s.blocked = blocked;
         if sent > 0 {
             ctx.record_messages(sent);
         }
         for kind in drops {
-            self.count(ctx, kind);
+            self.count_at(ctx, listener, kind);
         }
         // Listed once per episode (a duplicate entry is harmless).
         if blocked && !was_blocked {
@@ -424,12 +431,16 @@ impl Mqtt {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        if !c.owed.is_empty() {
-            match ctx.write(conn, &c.owed) {
-                Ok(()) => c.owed.clear(),
+        if !c.owed().is_empty() {
+            match ctx.write(conn, c.owed()) {
+                Ok(()) => {
+                    c.held().owed = Vec::new();
+                    c.release();
+                }
                 Err(WriteError::QueueFull) => return true,
                 Err(_) => {
-                    c.owed.clear();
+                    c.held().owed = Vec::new();
+                    c.release();
                     return false;
                 }
             }
@@ -448,7 +459,7 @@ impl Mqtt {
     /// Whether a client has bytes owed or messages waiting for room.
     pub(crate) fn is_blocked(&self, conn: ConnId) -> bool {
         self.conns.get(&conn).is_some_and(|c| {
-            !c.owed.is_empty() || self.sessions.get(&c.session).is_some_and(|s| s.blocked)
+            !c.owed().is_empty() || self.sessions.get(&c.session).is_some_and(|s| s.blocked)
         })
     }
 }
@@ -465,15 +476,16 @@ fn write_publish(
     pid: u16,
     dup: bool,
     now: std::time::Instant,
+    alias_max: u16,
     aliases: &mut OutAliases,
 ) -> Result<(), NotSent> {
     let m = &out.msg;
     // Topic aliases toward the client (v5): a topic sent before goes as
     // its alias alone; new topics get the next alias while there are any.
-    let (topic, alias, new_alias) = match aliases.map.get(&*m.topic) {
-        Some(&a) => ("", Some(a), false),
-        None if aliases.map.len() < usize::from(aliases.max) => {
-            (&*m.topic, Some(aliases.map.len() as u16 + 1), true)
+    let (topic, alias, new_alias) = match aliases.get(&m.topic) {
+        Some(a) => ("", Some(a), false),
+        None if aliases.len() < usize::from(alias_max) => {
+            (&*m.topic, Some(aliases.len() as u16 + 1), true)
         }
         None => (&*m.topic, None, false),
     };
@@ -507,7 +519,7 @@ fn write_publish(
     match ctx.write_parts(conn, &[scratch, &m.payload]) {
         Ok(()) => {
             if let (true, Some(a)) = (new_alias, alias) {
-                aliases.map.insert(m.topic.clone(), a);
+                aliases.insert(m.topic.clone(), a);
             }
             Ok(())
         }

@@ -42,6 +42,10 @@ pub(crate) struct Pending {
     pub server_keep_alive: Option<u16>,
     pub username: Option<Box<str>>,
     pub identity: Option<Box<str>>,
+    /// The client id asked for (or assigned).
+    pub client_id: Arc<str>,
+    /// Identity or username the ACL checks.
+    pub user: Option<Arc<str>>,
 }
 
 /// The home shard's record of a client id.
@@ -203,7 +207,7 @@ impl Mqtt {
                 .get(&old)
                 .is_some_and(|c| c.phase != Phase::Closed)
             {
-                self.count(ctx, MqttDrop::SessionTakenOver);
+                self.count_conn(ctx, old, MqttDrop::SessionTakenOver);
                 self.close_conn(ctx, old, None, false);
             }
             let f = Forward {
@@ -217,7 +221,7 @@ impl Mqtt {
         }
         if let Some(&key) = self.by_client.get(&cid) {
             if let Some(old) = self.sessions.get(&key).and_then(|s| s.conn) {
-                self.count(ctx, MqttDrop::SessionTakenOver);
+                self.count_conn(ctx, old, MqttDrop::SessionTakenOver);
                 self.close_conn(ctx, old, Some(0x8E), false);
             }
             // The new connection resumes the session: a delayed will is not
@@ -261,10 +265,9 @@ impl Mqtt {
             self.send_state(ctx, f.to, &cid, f.conn, f.epoch, s);
             return Ok(());
         }
-        let waiting = self
-            .conns
-            .get(&conn)
-            .is_some_and(|c| c.phase == Phase::Connecting && c.client_id.as_deref() == Some(&*cid));
+        let waiting = self.conns.get(&conn).is_some_and(|c| {
+            c.phase == Phase::Connecting && c.pending.as_ref().is_some_and(|p| *p.client_id == *cid)
+        });
         if !waiting {
             // The client left while its session travelled: keep the session.
             match session {
@@ -293,28 +296,31 @@ impl Mqtt {
         s.epoch = epoch;
         s.conn = Some(conn);
         s.version = c.version;
-        s.user = c.user.clone();
+        s.user = pending.user.clone();
         s.expiry = pending.expiry;
         s.expire_at = None;
         s.window = pending.receive_maximum.min(self.cfg.receive_maximum).max(1);
         s.max_packet = pending.max_packet;
-        s.out_aliases = super::session::OutAliases {
-            max: pending
-                .topic_alias_maximum
-                .min(self.cfg.topic_alias_maximum),
-            map: Default::default(),
-        };
-        for f in s.inflight.iter_mut() {
-            f.state = match f.state {
-                Flight::Unsent | Flight::Sent => Flight::Unsent,
-                Flight::RelUnsent | Flight::Released => Flight::RelUnsent,
-            };
-            f.redeliver = true;
+        s.out_aliases = super::session::OutAliases::default();
+        s.alias_max = pending
+            .topic_alias_maximum
+            .min(self.cfg.topic_alias_maximum);
+        s.resend = !s.flow.inflight.is_empty();
+        if s.resend {
+            // (Only then: a session with nothing in flight makes no flow.)
+            for f in s.flow.inflight.iter_mut() {
+                f.state = match f.state {
+                    Flight::Unsent | Flight::Sent => Flight::Unsent,
+                    Flight::RelUnsent | Flight::Released => Flight::RelUnsent,
+                };
+                f.redeliver = true;
+            }
         }
-        s.resend = !s.inflight.is_empty();
         c.session = key;
         c.phase = Phase::Connected;
-        c.last_rx = now;
+        c.since = now;
+        s.listener = c.listener;
+        let listener = c.listener;
         self.connected += 1;
         let version = c.version;
         let v5 = version == Version::V5;
@@ -338,7 +344,9 @@ impl Mqtt {
             },
         };
         self.send_packet(ctx, conn, version, &Packet::ConnAck(ack));
-        self.stats.connect(true);
+        let counters = self.at(listener);
+        counters.connect(true);
+        counters.attached();
         self.connect_event(
             ctx,
             conn,
@@ -358,8 +366,15 @@ impl Mqtt {
 
     /// Makes `s` a session of this shard: its subscriptions go into the
     /// table (shared ones to their groups' home shards).
-    pub(crate) fn install(&mut self, ctx: &mut dyn Context, s: Session) {
+    pub(crate) fn install(&mut self, ctx: &mut dyn Context, mut s: Session) {
         let key = s.key;
+        // When this shard is also the client id's home, the session and
+        // the directory share one copy of the id.
+        if let Some((id, _)) = self.directory.get_key_value(&*s.client_id) {
+            if !Arc::ptr_eq(id, &s.client_id) {
+                s.client_id = Arc::clone(id);
+            }
+        }
         for (filter, entry) in &s.subs {
             match parse_filter(filter) {
                 Ok(Filter::Plain(f)) => {
@@ -371,8 +386,9 @@ impl Mqtt {
                 Err(_) => {}
             }
         }
+        self.at(s.listener).subscribed(s.subs.len());
         self.by_client.insert(Arc::clone(&s.client_id), key);
-        self.sessions.insert(key, s);
+        self.sessions.insert(key, Box::new(s));
     }
 
     /// Tells a shared subscription group's home shard of a member.
@@ -396,6 +412,7 @@ impl Mqtt {
     /// Removes a session from this shard without ending it (it moves).
     fn take_session(&mut self, ctx: &mut dyn Context, key: u64) -> Option<Session> {
         let s = self.sessions.remove(&key)?;
+        self.at(s.listener).unsubscribed(s.subs.len());
         self.by_client.remove(&s.client_id);
         for filter in s.subs.keys() {
             match parse_filter(filter) {
@@ -408,7 +425,7 @@ impl Mqtt {
                 Err(_) => {}
             }
         }
-        Some(s)
+        Some(*s)
     }
 
     /// Ends a session; `notify`: tell its home shard (not when the home
@@ -438,11 +455,11 @@ impl Mqtt {
         let key = std::mem::take(&mut c.session);
         let will = c.will.take();
         let publish_will = !c.clean_disconnect;
-        let user = c.user.clone();
         self.blocked.retain(|b| *b != conn);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
+        let user = s.user.clone();
         s.conn = None;
         s.blocked = false;
         let expiry = s.expiry;

@@ -70,7 +70,9 @@ pub use route::{
     TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER, TAG_SHARE_JOIN,
     TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,
 };
-pub use stats::{ClientStatus, MqttDrop, MqttStats, ShardStats};
+pub use stats::{
+    ClientStatus, ListenerStats, ListenerTotals, MqttDrop, MqttStats, ShardStats, NO_LISTENER,
+};
 
 #[cfg(test)]
 mod tests;

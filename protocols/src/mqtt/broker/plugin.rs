@@ -17,7 +17,7 @@ use super::message::Message;
 use super::route::MeshOut;
 use super::session::Session;
 use super::snapshot::{Restore, Store};
-use super::stats::{ClientStatus, MqttDrop, MqttStats, ShardStats};
+use super::stats::{ClientStatus, ListenerStats, MqttDrop, MqttStats, ShardStats, NO_LISTENER};
 use crate::mqtt::persist::Snapshot;
 use crate::mqtt::trie::{RetainedStore, SubEntry, SubscriptionTable};
 
@@ -192,10 +192,20 @@ pub(crate) type Member = (ShardId, u64);
 pub struct Mqtt {
     pub(crate) cfg: Arc<MqttConfig>,
     pub(crate) stats: Arc<ShardStats>,
+    /// This shard's counters of each listener, by listener id (grown when
+    /// a listener's first connection opens), so that counting is an index,
+    /// not a lookup.
+    pub(crate) lstats: Vec<Arc<ListenerStats>>,
+    /// The counters of what no listener served ([`NO_LISTENER`]).
+    pub(crate) unattributed: Arc<ListenerStats>,
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
-    pub(crate) conns: IdMap<ConnId, Conn>,
-    pub(crate) sessions: IdMap<u64, Session>,
+    /// Connections and sessions are boxed: a table of boxes grows by
+    /// 16-byte entries (a table of the structs themselves would hold up to
+    /// twice their size in empty slots), and moving a session in or out is
+    /// a pointer copy.
+    pub(crate) conns: IdMap<ConnId, Box<Conn>>,
+    pub(crate) sessions: IdMap<u64, Box<Session>>,
     pub(crate) by_client: HashMap<Arc<str>, u64>,
     pub(crate) directory: HashMap<Arc<str>, DirEntry>,
     pub(crate) next_epoch: u64,
@@ -253,9 +263,12 @@ impl Mqtt {
         shard_count: usize,
     ) -> Self {
         let max_retained = cfg.max_retained;
+        let unattributed = stats.listener_slot(NO_LISTENER);
         Mqtt {
             cfg,
             stats,
+            lstats: Vec::new(),
+            unattributed,
             shard,
             shard_count: shard_count.max(1),
             conns: IdMap::default(),
@@ -307,10 +320,34 @@ impl Mqtt {
         k
     }
 
-    /// Counts a drop in the broker's and the engine's counters.
+    /// The counters of `listener` on this shard (an index; [`NO_LISTENER`]
+    /// or an id not seen yet: the unattributed slot).
+    pub(crate) fn at(&self, listener: u16) -> &ListenerStats {
+        self.lstats
+            .get(usize::from(listener))
+            .unwrap_or(&self.unattributed)
+    }
+
+    /// The listener `conn` came through ([`NO_LISTENER`] for an unknown id).
+    pub(crate) fn listener_of(&self, conn: ConnId) -> u16 {
+        self.conns.get(&conn).map_or(NO_LISTENER, |c| c.listener)
+    }
+
+    /// Counts a drop no listener served (see [`NO_LISTENER`]) in the
+    /// broker's and the engine's counters.
     pub(crate) fn count(&self, ctx: &mut dyn Context, kind: MqttDrop) {
-        self.stats.dropped(kind);
+        self.count_at(ctx, NO_LISTENER, kind);
+    }
+
+    /// Counts a drop under `listener`, and in the engine's counters.
+    pub(crate) fn count_at(&self, ctx: &mut dyn Context, listener: u16, kind: MqttDrop) {
+        self.at(listener).dropped(kind);
         ctx.record_drop(kind.engine_reason());
+    }
+
+    /// Counts a drop under the listener `conn` came through.
+    pub(crate) fn count_conn(&self, ctx: &mut dyn Context, conn: ConnId, kind: MqttDrop) {
+        self.count_at(ctx, self.listener_of(conn), kind);
     }
 
     /// Before an input: retries what waits for mesh rings. (Clients that
@@ -340,7 +377,6 @@ impl Mqtt {
         if std::mem::take(&mut self.save_image_now) {
             self.save_image(ctx.now());
         }
-        self.stats.set_connected(self.connected);
         self.stats.set_sessions(self.sessions.len());
         self.stats.set_retained(self.retained.len());
         self.stats
@@ -390,13 +426,13 @@ impl Mqtt {
         for (&id, c) in &self.conns {
             match c.phase {
                 Phase::AwaitConnect | Phase::Connecting
-                    if passed(now, c.opened, self.cfg.connect_timeout) =>
+                    if passed(now, c.since, self.cfg.connect_timeout) =>
                 {
                     late.push((id, MqttDrop::ConnectTimeout));
                 }
                 Phase::Connected if c.keep_alive > 0 => {
                     let limit = Duration::from_millis(u64::from(c.keep_alive) * 1500);
-                    if now >= c.last_rx + limit {
+                    if now >= c.since + limit {
                         late.push((id, MqttDrop::KeepAliveTimeout));
                     }
                 }
@@ -409,22 +445,23 @@ impl Mqtt {
             } else {
                 0x82
             };
-            self.count(ctx, kind);
+            self.count_conn(ctx, id, kind);
             self.close_conn(ctx, id, Some(code), false);
         }
         self.expire_sessions(ctx, now);
         self.fire_wills(ctx, now);
         if let Some(events) = &self.cfg.events {
             for s in self.sessions.values_mut() {
-                if s.drops != s.drops_reported {
+                let (now, was) = (s.drops(), s.drops_reported());
+                if now != was {
                     events.client_drops(&super::config::ClientDropsEvent {
                         shard: self.shard,
                         client_id: &s.client_id,
-                        qos0: s.drops.qos0 - s.drops_reported.qos0,
-                        qos12: s.drops.qos12 - s.drops_reported.qos12,
-                        other: s.drops.other - s.drops_reported.other,
+                        qos0: now.qos0 - was.qos0,
+                        qos12: now.qos12 - was.qos12,
+                        other: now.other - was.other,
                     });
-                    s.drops_reported = s.drops;
+                    s.drops_were_reported();
                 }
             }
         }
@@ -443,29 +480,39 @@ impl Mqtt {
         }
     }
 
-    /// Publishes this shard's per-client snapshot.
+    /// Publishes this shard's per-client snapshot: the
+    /// `status_max_clients` sessions with the most drops (then by client
+    /// id). Never holds more than twice that many entries, whatever the
+    /// number of sessions.
     pub(crate) fn refresh_status(&self) {
-        let mut list: Vec<ClientStatus> = self
-            .sessions
-            .values()
-            .map(|s| ClientStatus {
-                shard: self.shard,
-                client_id: s.client_id.to_string(),
-                connected: s.conn.is_some(),
-                queued: s.queue.len(),
-                inflight: s.inflight.len(),
-                subscriptions: s.subs.len(),
-                dropped_qos0: s.drops.qos0,
-                dropped_qos12: s.drops.qos12,
-                dropped_other: s.drops.other,
-            })
-            .collect();
-        list.sort_by(|a, b| {
+        let max = self.cfg.status_max_clients;
+        let order = |a: &ClientStatus, b: &ClientStatus| {
             let da = a.dropped_qos0 + a.dropped_qos12 + a.dropped_other;
             let db = b.dropped_qos0 + b.dropped_qos12 + b.dropped_other;
             db.cmp(&da).then_with(|| a.client_id.cmp(&b.client_id))
-        });
-        list.truncate(self.cfg.status_max_clients);
+        };
+        let mut list: Vec<ClientStatus> = Vec::new();
+        for s in self.sessions.values() {
+            let drops = s.drops();
+            list.push(ClientStatus {
+                shard: self.shard,
+                client_id: Arc::clone(&s.client_id),
+                connected: s.conn.is_some(),
+                queued: u32::try_from(s.flow.queue.len()).unwrap_or(u32::MAX),
+                inflight: u32::try_from(s.flow.inflight.len()).unwrap_or(u32::MAX),
+                subscriptions: u32::try_from(s.subs.len()).unwrap_or(u32::MAX),
+                dropped_qos0: drops.qos0,
+                dropped_qos12: drops.qos12,
+                dropped_other: drops.other,
+            });
+            if list.len() >= max.saturating_mul(2).max(2) {
+                list.sort_by(order);
+                list.truncate(max);
+            }
+        }
+        list.sort_by(order);
+        list.truncate(max);
+        list.shrink_to_fit();
         self.stats.set_status(list);
     }
 }
@@ -473,8 +520,17 @@ impl Mqtt {
 impl Plugin for Mqtt {
     fn handle_open(&mut self, ctx: &mut dyn Context, stream: &StreamInfo) -> Verdict {
         self.enter(ctx);
-        self.conns
-            .insert(stream.conn, Conn::new(stream.peer, ctx.now()));
+        let listener = stream.listener.0;
+        if listener != NO_LISTENER {
+            while self.lstats.len() <= usize::from(listener) {
+                let next = self.lstats.len() as u16;
+                self.lstats.push(self.stats.listener_slot(next));
+            }
+        }
+        self.conns.insert(
+            stream.conn,
+            Box::new(Conn::new(stream.peer, listener, ctx.now())),
+        );
         self.leave(ctx);
         Verdict::Accept
     }

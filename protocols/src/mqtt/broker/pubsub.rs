@@ -26,7 +26,10 @@ impl Mqtt {
         let version = c.version;
         let v5 = version == Version::V5;
         let key = c.session;
-        self.stats.msg_in(p.qos.as_u8());
+        self.lstats
+            .get(usize::from(c.listener))
+            .unwrap_or(&self.unattributed)
+            .msg_in(p.qos.as_u8());
         ctx.record_messages(1);
         // Topic aliases (v5).
         let mut aliased: Option<Box<str>> = None;
@@ -35,21 +38,21 @@ impl Mqtt {
                 return self.fail(ctx, conn, MqttDrop::ProtocolError, 0x94);
             }
             let slot = usize::from(a - 1);
-            if c.aliases.len() <= slot {
-                c.aliases.resize(slot + 1, None);
+            let aliases = &mut c.held().aliases;
+            if aliases.len() <= slot {
+                aliases.resize(slot + 1, None);
             }
             if p.topic.is_empty() {
-                match &c.aliases[slot] {
+                match &aliases[slot] {
                     Some(t) => aliased = Some(t.clone()),
                     None => return self.fail(ctx, conn, MqttDrop::ProtocolError, 0x82),
                 }
             } else {
-                c.aliases[slot] = Some(p.topic.into());
+                aliases[slot] = Some(p.topic.into());
             }
         }
         let topic: &str = aliased.as_deref().unwrap_or(p.topic);
         let unacked = c.unacked as usize;
-        let user = c.user.clone();
         let qos = p.qos;
         let pid = p.packet_id;
         // The ack a refused QoS 1/2 message gets (v5 with the reason).
@@ -60,7 +63,7 @@ impl Mqtt {
             }
         };
         if self.check_topic(topic).is_err() {
-            self.count(ctx, MqttDrop::TopicInvalid);
+            self.count_conn(ctx, conn, MqttDrop::TopicInvalid);
             if !v5 {
                 return self.close_conn(ctx, conn, None, false);
             }
@@ -73,7 +76,8 @@ impl Mqtt {
             return;
         };
         let cid = Arc::clone(&s.client_id);
-        if qos == QoS::ExactlyOnce && s.inbound_qos2.contains(&pid) {
+        let user = s.user.clone();
+        if qos == QoS::ExactlyOnce && s.flow.inbound_qos2.contains(&pid) {
             // A resent QoS 2 message already taken: acknowledge again only.
             return self.write_resp(ctx, conn, 5, pid, 0);
         }
@@ -81,13 +85,13 @@ impl Mqtt {
         // id space, its waiting QoS 1 acks by `mesh_reliable_bytes`.
         if v5
             && qos != QoS::AtMostOnce
-            && unacked + s.inbound_qos2.len() >= usize::from(self.cfg.receive_maximum.max(1))
+            && unacked + s.flow.inbound_qos2.len() >= usize::from(self.cfg.receive_maximum.max(1))
         {
             return self.fail(ctx, conn, MqttDrop::ReceiveMaximumExceeded, 0x93);
         }
         if let Some(acl) = &self.cfg.acl {
             if !acl.check(user.as_deref(), &cid, topic, Access::Write) {
-                self.count(ctx, MqttDrop::NotAuthorized);
+                self.count_conn(ctx, conn, MqttDrop::NotAuthorized);
                 self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "publish", topic);
                 return refuse(self, ctx, 0x87);
             }
@@ -132,7 +136,7 @@ impl Mqtt {
         }
         if qos == QoS::ExactlyOnce {
             if let Some(s) = self.sessions.get_mut(&key) {
-                s.inbound_qos2.push(pid);
+                s.flow.inbound_qos2.push(pid);
             }
         }
         let puback = qos == QoS::AtLeastOnce;
@@ -187,11 +191,12 @@ impl Mqtt {
             return;
         };
         if let Some(i) = s
+            .flow
             .inflight
             .iter()
             .position(|f| f.pid == pid && f.out.qos == qos && states.contains(&f.state))
         {
-            s.inflight.remove(i);
+            s.flow.inflight.remove(i);
             if !s.blocked {
                 self.pump(ctx, key);
             }
@@ -206,19 +211,19 @@ impl Mqtt {
             return;
         };
         let pid = r.packet_id;
-        let found = s.inflight.iter().position(|f| {
+        let found = s.flow.inflight.iter().position(|f| {
             f.pid == pid && f.out.qos == QoS::ExactlyOnce && f.state != Flight::Unsent
         });
         match found {
             Some(i) if r.code.0 >= 0x80 => {
                 // The client refused it: the flow ends here.
-                s.inflight.remove(i);
+                s.flow.inflight.remove(i);
                 if !s.blocked {
                     self.pump(ctx, key);
                 }
             }
             Some(i) => {
-                s.inflight[i].state = Flight::Released;
+                s.flow.inflight[i].state = Flight::Released;
                 self.write_resp(ctx, conn, 6, pid, 0);
             }
             None => {
@@ -236,9 +241,9 @@ impl Mqtt {
             return;
         };
         let pid = r.packet_id;
-        let code = match s.inbound_qos2.iter().position(|p| *p == pid) {
+        let code = match s.flow.inbound_qos2.iter().position(|p| *p == pid) {
             Some(i) => {
-                s.inbound_qos2.swap_remove(i);
+                s.flow.inbound_qos2.swap_remove(i);
                 0
             }
             None if s.version == Version::V5 => 0x92,
@@ -268,7 +273,7 @@ impl Mqtt {
                     f
                 }
                 _ => {
-                    self.count(ctx, MqttDrop::TopicInvalid);
+                    self.count_conn(ctx, conn, MqttDrop::TopicInvalid);
                     codes.push(ReasonCode(0x8F));
                     continue;
                 }
@@ -279,7 +284,7 @@ impl Mqtt {
             }
             if let Some(acl) = &self.cfg.acl {
                 if !acl.check_subscribe(user.as_deref(), &cid, filter) {
-                    self.count(ctx, MqttDrop::NotAuthorized);
+                    self.count_conn(ctx, conn, MqttDrop::NotAuthorized);
                     self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "subscribe", filter);
                     codes.push(ReasonCode(0x87));
                     continue;
@@ -296,13 +301,17 @@ impl Mqtt {
                 return;
             };
             let exists = s.subs.contains_key(filter);
+            let listener = s.listener;
             if !exists && s.subs.len() >= self.cfg.max_subscriptions_per_client {
-                s.drops.other += 1;
-                self.count(ctx, MqttDrop::SubscriptionLimit);
+                s.count_drop(MqttDrop::SubscriptionLimit);
+                self.count_conn(ctx, conn, MqttDrop::SubscriptionLimit);
                 codes.push(ReasonCode(0x97));
                 continue;
             }
             s.subs.insert(filter.into(), entry);
+            if !exists {
+                self.at(listener).subscribed(1);
+            }
             match parsed {
                 Filter::Plain(f) => {
                     self.subs.insert(f, key, entry);
@@ -347,11 +356,14 @@ impl Mqtt {
         let version = s.version;
         let mut codes = Vec::with_capacity(p.filters.len());
         let mut leave = Vec::new();
+        let listener = s.listener;
+        let mut removed = 0;
         for &filter in &p.filters {
             if s.subs.remove(filter).is_none() {
                 codes.push(ReasonCode(0x11));
                 continue;
             }
+            removed += 1;
             codes.push(ReasonCode(0));
             match topic::parse_filter(filter) {
                 Ok(Filter::Plain(f)) => {
@@ -361,6 +373,7 @@ impl Mqtt {
                 Err(_) => {}
             }
         }
+        self.at(listener).unsubscribed(removed);
         for filter in leave {
             self.share_msg(ctx, TAG_SHARE_LEAVE, filter, key, None);
         }

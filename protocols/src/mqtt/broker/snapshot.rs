@@ -312,7 +312,8 @@ impl Mqtt {
     /// This shard's image, for [`Store::snapshot`].
     pub(crate) fn image(&self, now: Instant) -> ShardImage {
         let inflight = |s: &Session| {
-            s.inflight
+            s.flow
+                .inflight
                 .iter()
                 .map(|f| {
                     let released = matches!(f.state, Flight::Released | Flight::RelUnsent);
@@ -339,8 +340,8 @@ impl Mqtt {
                     }),
                     subs: s.subs.iter().map(|(f, e)| (f.to_string(), *e)).collect(),
                     inflight: inflight(s),
-                    queue: s.queue.iter().cloned().collect(),
-                    inbound_qos2: s.inbound_qos2.clone(),
+                    queue: s.flow.queue.iter().cloned().collect(),
+                    inbound_qos2: s.flow.inbound_qos2.clone(),
                 })
                 .collect(),
         }
@@ -475,9 +476,10 @@ impl Mqtt {
                     redeliver: true,
                 });
             }
-            s.inflight = inflight;
-            s.inbound_qos2 = rec.awaiting_pubrel;
+            s.flow.inflight = inflight;
+            s.flow.inbound_qos2 = rec.awaiting_pubrel;
             s.next_pid = s
+                .flow
                 .inflight
                 .iter()
                 .map(|f| f.pid)

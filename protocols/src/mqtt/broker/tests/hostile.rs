@@ -181,8 +181,8 @@ fn run(seed: u64, cfg: MqttConfig) {
         for sh in &net.shards {
             assert!(sh.retained_count() <= max_retained, "seed {seed}");
             for s in sh.sessions.values() {
-                assert!(s.queue.len() <= max_queued, "seed {seed}");
-                assert!(s.inflight.len() <= window, "seed {seed}");
+                assert!(s.flow.queue.len() <= max_queued, "seed {seed}");
+                assert!(s.flow.inflight.len() <= window, "seed {seed}");
             }
             // A client id has at most one session across the shards.
         }

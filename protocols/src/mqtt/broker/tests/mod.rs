@@ -3,6 +3,7 @@
 
 mod connect;
 mod hostile;
+mod listeners;
 mod options;
 mod persist;
 mod publish;
@@ -57,10 +58,15 @@ impl Net {
     }
 
     pub fn open(&mut self, shard: usize, raw: u64) -> ConnId {
+        self.open_on(shard, raw, 0)
+    }
+
+    /// Opens a stream that came through listener `listener`.
+    pub fn open_on(&mut self, shard: usize, raw: u64, listener: u16) -> ConnId {
         let conn = ConnId::from_raw(raw);
         let info = StreamInfo {
             conn,
-            listener: ListenerId(0),
+            listener: ListenerId(listener),
             peer: SocketAddr::from(([127, 0, 0, 1], 40000 + raw as u16)),
             local: SocketAddr::from(([127, 0, 0, 1], 1883)),
         };

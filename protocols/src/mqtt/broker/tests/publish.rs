@@ -67,7 +67,7 @@ fn qos1_both_ways() {
     assert!(net.shards[0]
         .sessions
         .values()
-        .all(|s| s.inflight.is_empty()));
+        .all(|s| s.flow.inflight.is_empty()));
     // A QoS 0 subscription downgrades.
     let s0 = subscriber(&mut net, 3, Version::V311, &[("t", QoS::AtMostOnce)]);
     net.send(p, &publish("t", b"y", QoS::AtLeastOnce, 11));
@@ -135,7 +135,7 @@ fn qos2_outbound_flow() {
     assert!(net.shards[0]
         .sessions
         .values()
-        .all(|s| s.inflight.is_empty()));
+        .all(|s| s.flow.inflight.is_empty()));
     assert_eq!(net.stats().total(|s| s.messages_out(2)), 1);
 }
 
@@ -261,7 +261,7 @@ fn offline_queue_limits_and_redelivery_with_dup() {
     );
     net.advance(Duration::from_secs(1));
     let status = net.factory.status();
-    let me = status.iter().find(|c| c.client_id == "s").unwrap();
+    let me = status.iter().find(|c| &*c.client_id == "s").unwrap();
     assert_eq!((me.connected, me.inflight, me.dropped_qos12), (true, 4, 1));
     let _ = s;
 }

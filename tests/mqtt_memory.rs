@@ -1,0 +1,191 @@
+//! What an idle connected MQTT client costs the broker in heap: 10,000
+//! clients (MQTT 3.1.1, clean session, 60 s keep-alive, ids like the
+//! `mqtt-idle` bench's) connect to one broker instance, which then runs its
+//! once-a-second sweep (keep-alive, the `/status` snapshot); the heap the
+//! broker holds then, less what it held before, over the clients, must stay
+//! under [`BOUND`].
+//!
+//! The broker runs with no engine, on a context that discards what it
+//! writes, so the figure is the broker's own: its connection and session
+//! state, its maps and the status snapshot. The engine's per-stream slot
+//! comes on top (BENCHMARKS.md, "ringport's broker against Mosquitto 2.0",
+//! has both).
+//!
+//! Heap is counted the way glibc's malloc spends it: a block of `n` bytes
+//! takes `max(32, round_up(n + 8, 16))`, its size and header. This file
+//! holds a single test so that no other test thread allocates while the
+//! heap is counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use ringport_plugin::{
+    ConnId, Context, DropReason, ListenerId, MeshError, MeshMessage, Plugin, ShardId, SocketId,
+    StreamInfo, WriteError,
+};
+use ringport_protocols::mqtt::broker::{MqttConfig, MqttFactory, TICK_TIMER};
+use ringport_protocols::mqtt::codec::{self, Connect, ConnectProps, Packet, Version};
+
+/// Clients connected.
+const CLIENTS: usize = 10_000;
+/// Most heap bytes per idle client the broker may hold.
+const BOUND: i64 = 520;
+
+/// Bytes of heap held now, as malloc spends them.
+static HELD: AtomicI64 = AtomicI64::new(0);
+
+fn chunk(size: usize) -> i64 {
+    (((size + 8 + 15) & !15).max(32)) as i64
+}
+
+/// Counts the heap held, then forwards to [`System`].
+struct Holding;
+
+// SAFETY: every method forwards to `System` with the caller's arguments, so
+// `System`'s guarantees carry over; counting touches only an atomic.
+unsafe impl GlobalAlloc for Holding {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HELD.fetch_add(chunk(layout.size()), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        HELD.fetch_add(chunk(layout.size()), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HELD.fetch_add(chunk(new_size) - chunk(layout.size()), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HELD.fetch_sub(chunk(layout.size()), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Holding = Holding;
+
+/// A context for shard 0 of 1 that accepts and forgets every write, and
+/// hands messages to this shard back to the test.
+struct Discard {
+    now: Instant,
+    mesh: Vec<MeshMessage>,
+}
+
+impl Context for Discard {
+    fn shard(&self) -> ShardId {
+        0
+    }
+    fn shard_count(&self) -> usize {
+        1
+    }
+    fn now(&self) -> Instant {
+        self.now
+    }
+    fn write_parts(&mut self, _: ConnId, _: &[&[u8]]) -> Result<(), WriteError> {
+        Ok(())
+    }
+    fn close(&mut self, _: ConnId) {}
+    fn send_datagram(&mut self, _: SocketId, _: SocketAddr, _: &[&[u8]]) -> Result<(), WriteError> {
+        Err(WriteError::UnknownTarget)
+    }
+    fn send_to_shard(&mut self, _: ShardId, msg: MeshMessage) -> Result<(), MeshError> {
+        self.mesh.push(msg);
+        Ok(())
+    }
+    fn broadcast(&mut self, _: MeshMessage) -> Result<usize, MeshError> {
+        Ok(0)
+    }
+    fn set_timer(&mut self, _: Duration, _: u64) {}
+    fn record_messages(&mut self, _: u64) {}
+    fn record_drop(&mut self, _: DropReason) {}
+}
+
+#[test]
+fn an_idle_client_holds_little_broker_heap() {
+    let factory = MqttFactory::new(MqttConfig {
+        allow_anonymous: true,
+        ..MqttConfig::default()
+    });
+    let mut broker = factory.instance(0, 1);
+    let mut ctx = Discard {
+        now: Instant::now(),
+        mesh: Vec::with_capacity(16),
+    };
+    let mut connects: Vec<Vec<u8>> = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let id = format!("rb5e1f2a-i{i}");
+        let mut bytes = Vec::new();
+        codec::encode(
+            &Packet::Connect(Connect {
+                version: Version::V311,
+                clean_start: true,
+                keep_alive: 60,
+                client_id: &id,
+                will: None,
+                username: None,
+                password: None,
+                props: ConnectProps::default(),
+            }),
+            Version::V311,
+            &mut bytes,
+        )
+        .expect("encode CONNECT");
+        connects.push(bytes);
+    }
+    let peer: SocketAddr = "127.0.0.1:40000".parse().expect("address");
+    let local: SocketAddr = "127.0.0.1:1883".parse().expect("address");
+    // One client first, so that the broker's first-use allocations
+    // (timers, scratch buffers) are not counted against the rest.
+    let open = |broker: &mut dyn Plugin, ctx: &mut Discard, i: usize| {
+        let conn = ConnId::from_raw(i as u64 + 1);
+        let info = StreamInfo {
+            conn,
+            listener: ListenerId(0),
+            peer,
+            local,
+        };
+        broker.handle_open(ctx, &info);
+        let n = broker
+            .handle_data(ctx, conn, &connects[i])
+            .expect("CONNECT taken");
+        assert_eq!(n, connects[i].len());
+        while let Some(m) = ctx.mesh.pop() {
+            broker.handle_message(ctx, 0, m);
+        }
+    };
+    open(&mut broker, &mut ctx, 0);
+    let now = ctx.now;
+    broker.handle_timer(&mut ctx, now, TICK_TIMER);
+    let before = HELD.load(Ordering::SeqCst);
+    for i in 1..CLIENTS {
+        open(&mut broker, &mut ctx, i);
+    }
+    ctx.now += Duration::from_secs(2);
+    let now = ctx.now;
+    broker.handle_timer(&mut ctx, now, TICK_TIMER);
+    let after = HELD.load(Ordering::SeqCst);
+
+    let stats = factory.stats();
+    assert_eq!(stats.total(|s| s.connected()), CLIENTS as u64);
+    assert_eq!(stats.total(|s| s.connects()), CLIENTS as u64);
+    assert_eq!(
+        stats.status().len(),
+        MqttConfig::default().status_max_clients
+    );
+    let per_client = (after - before) / (CLIENTS as i64 - 1);
+    println!("broker heap per idle client: {per_client} B");
+    assert!(
+        per_client <= BOUND,
+        "an idle client holds {per_client} B of broker heap (bound {BOUND} B)"
+    );
+}
