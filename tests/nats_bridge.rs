@@ -11,6 +11,9 @@
 //! the subscription that should get it exists; and a test-owned TCP gate
 //! in front of the server decides when an instance may reconnect.
 
+#[path = "mqtt/client.rs"]
+#[allow(dead_code)]
+mod client;
 mod common;
 
 use std::io::{Read, Write};
@@ -743,4 +746,92 @@ fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
         Some(0)
     );
     ringport_tools::testing::promtool_check(&metrics(a.port));
+}
+
+/// An instance serving MQTT on two ports (one per shard), bridged.
+fn mqtt_instance(servers: &[SocketAddr], id: &str) -> Instance {
+    use ringport::protocols::mqtt::broker::{MqttConfig, MqttFactory};
+    let nats = NatsConfig {
+        servers: servers.iter().map(|a| format!("nats://{a}")).collect(),
+        ..NatsConfig::default()
+    };
+    let all = ["#".to_owned()];
+    let mut settings =
+        BridgeSettings::new("mqtt", nats, "", &all, &all, id).expect("valid bridge settings");
+    settings.reconnect_min = Duration::from_millis(20);
+    settings.reconnect_max = Duration::from_millis(100);
+    let stats = settings.stats.clone();
+    let factory = MqttFactory::new(MqttConfig {
+        allow_anonymous: true,
+        ..MqttConfig::default()
+    })
+    .with_bridge(Arc::new(settings));
+    let mut registry = Registry::new();
+    registry.register(Arc::new(factory)).unwrap();
+    let mut cpus = ringport::engine::cpus::allowed_cpus().unwrap();
+    cpus.truncate(2);
+    let server = server()
+        .shards(2)
+        .cpus(cpus)
+        .registry(registry)
+        .listen(tcp("mqtt", 2))
+        .start();
+    Instance { server, stats }
+}
+
+#[test]
+fn an_mqtt_subscriber_on_b_gets_what_an_mqtt_client_publishes_on_a() {
+    use client::{Client as Mqtt, Got, Opts};
+    use ringport::protocols::mqtt::codec::Version;
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let a = mqtt_instance(&[nats.addr()], "mqtt-a");
+    let b = mqtt_instance(&[nats.addr()], "mqtt-b");
+    a.wait_connected(true);
+    b.wait_connected(true);
+    nats.wait_subscriptions(2);
+    // Subscribers on both of B's shards; the publisher on A's shard 1.
+    let mut subs: Vec<Mqtt> = (0..2)
+        .map(|shard| {
+            let id = format!("sub-{shard}");
+            let (mut c, _) = Mqtt::connected(b.port(shard), &Opts::new(Version::V5, &id));
+            assert_eq!(c.subscribe(&[("sensors/+/temp", 1)]), [1]);
+            c
+        })
+        .collect();
+    let (mut publisher, _) = Mqtt::connected(a.port(1), &Opts::new(Version::V311, "pub"));
+    for i in 1..=50u16 {
+        publisher.publish(
+            &format!("sensors/s{}/temp", i % 3),
+            &i.to_be_bytes(),
+            1,
+            false,
+            i,
+        );
+    }
+    for i in 1..=50u16 {
+        assert!(matches!(publisher.recv(), Some(Got::PubAck(id, 0)) if id == i));
+    }
+    for sub in &mut subs {
+        let got: Vec<(String, u16)> = (0..50)
+            .map(|_| match sub.recv() {
+                Some(Got::Publish(m)) => {
+                    assert_eq!(m.qos, 0, "imports arrive at QoS 0");
+                    (m.topic, u16::from_be_bytes([m.payload[0], m.payload[1]]))
+                }
+                other => panic!("PUBLISH expected, got {other:?}"),
+            })
+            .collect();
+        let want: Vec<(String, u16)> = (1..=50u16)
+            .map(|i| (format!("sensors/s{}/temp", i % 3), i))
+            .collect();
+        assert_eq!(got, want);
+    }
+    wait("A's 50 exports", || a.stat(|s| &s.exported) == 50);
+    wait("B's 50 imports", || b.stat(|s| &s.imported) == 50);
+    assert_eq!(b.stat(|s| &s.exported), 0);
+    assert_eq!(a.stat(|s| &s.imported), 0);
+    assert_eq!(b.stat(|s| &s.dropped_loop), 0);
 }

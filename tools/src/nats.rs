@@ -1,4 +1,4 @@
-//! `--nats`: the NATS bridge of `relay` listeners (issue 14; the bridge
+//! `--nats`: the NATS bridges of `relay` and `mqtt` listeners (issue 14; the bridge
 //! itself is `ringport_protocols::nats::bridge`): flags and config keys,
 //! their checks, and its `/metrics` series.
 
@@ -19,7 +19,7 @@ use crate::config::FileConfig;
 /// Flags of the NATS bridge (each also a config key, `-` as `_`).
 #[derive(Debug, Default, Args)]
 pub struct NatsArgs {
-    /// Bridge every `relay` listener to NATS through these servers
+    /// Bridge the `relay` and `mqtt` listeners to NATS through these servers
     /// (comma-separated, tried in turn; `nats://[user:pass@]HOST:PORT`):
     /// every topic both ways unless --nats-export/--nats-import narrow it.
     /// Default: no bridge.
@@ -87,6 +87,9 @@ pub struct NatsArgs {
 pub struct NatsSetup {
     /// The relay's bridge.
     pub relay: Option<Arc<BridgeSettings>>,
+    /// The MQTT broker's bridge (same servers, filters and instance id;
+    /// its own connection and counters).
+    pub mqtt: Option<Arc<BridgeSettings>>,
 }
 
 /// Checks a numeric key against its range (`config::RANGES`).
@@ -257,20 +260,31 @@ impl NatsSetup {
             buffer_messages,
             ..d
         };
-        let mut relay = BridgeSettings::new("relay", nats, &prefix, &export, &import, &id)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        relay.reconnect_min = Duration::from_secs_f64(rmin);
-        relay.reconnect_max = Duration::from_secs_f64(rmax);
+        let bridge = |label: &'static str, nats: NatsConfig| {
+            let mut b = BridgeSettings::new(label, nats, &prefix, &export, &import, &id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            b.reconnect_min = Duration::from_secs_f64(rmin);
+            b.reconnect_max = Duration::from_secs_f64(rmax);
+            Ok::<_, anyhow::Error>(Arc::new(b))
+        };
+        let mqtt = bridge(
+            "mqtt",
+            NatsConfig {
+                name: Some(format!("ringport-{id}-mqtt")),
+                ..nats.clone()
+            },
+        )?;
         Ok(NatsSetup {
-            relay: Some(Arc::new(relay)),
+            relay: Some(bridge("relay", nats)?),
+            mqtt: Some(mqtt),
         })
     }
 
-    /// A line for the start-up banner.
-    pub fn describe(&self) -> Option<String> {
+    /// A line for the start-up banner; `which` names the bridged plugins.
+    pub fn describe(&self, which: &str) -> Option<String> {
         let r = self.relay.as_ref()?;
         Some(format!(
-            "nats bridge: relay listeners via {} (instance {}, export {:?}, import {:?})",
+            "nats bridge: {which} listeners via {} (instance {}, export {:?}, import {:?})",
             r.nats
                 .servers
                 .iter()
@@ -288,12 +302,16 @@ impl NatsSetup {
 /// Tells the notifier the bridges' state changes and loss bursts, then
 /// the settings with it.
 pub fn with_notifier(setup: &NatsSetup, notify: Arc<dyn Fn(String) + Send + Sync>) -> NatsSetup {
-    NatsSetup {
-        relay: setup.relay.as_ref().map(|r| {
+    let told = |b: &Option<Arc<BridgeSettings>>| {
+        b.as_ref().map(|r| {
             let mut s = (**r).clone();
             s.notify = Some(notify.clone());
             Arc::new(s)
-        }),
+        })
+    };
+    NatsSetup {
+        relay: told(&setup.relay),
+        mqtt: told(&setup.mqtt),
     }
 }
 

@@ -394,12 +394,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
     };
     let serves_mqtt = plan.listeners.iter().any(|l| l.protocol == "mqtt");
-    let mqtt = s.mqtt.factory(log.clone())?;
+    let mut mqtt = s.mqtt.factory(log.clone())?;
     let serves_relay = plan.listeners.iter().any(|l| l.protocol == "relay");
     let nats = {
         let told = notices.clone();
         crate::nats::with_notifier(&s.nats, Arc::new(move |m: String| told.say(m)))
     };
+    if let Some(bridge) = &nats.mqtt {
+        mqtt = Arc::new((*mqtt).clone().with_bridge(bridge.clone()));
+    }
     let mut registry = ringport_plugin::Registry::new();
     ringport_protocols::register_builtins_bridged(
         &mut registry,
@@ -451,7 +454,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
-    if let (true, Some(line)) = (serves_relay, nats.describe()) {
+    let bridged = match (serves_relay, serves_mqtt) {
+        (true, true) => "relay and mqtt",
+        (true, false) => "relay",
+        (false, true) => "mqtt",
+        (false, false) => "",
+    };
+    if let (false, Some(line)) = (bridged.is_empty(), nats.describe(bridged)) {
         println!("{line}");
     }
     if serves_mqtt {
@@ -475,6 +484,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .iter()
             .filter(|_| serves_relay)
             .map(|r| ("relay", r.stats.clone()))
+            .chain(
+                nats.mqtt
+                    .iter()
+                    .filter(|_| serves_mqtt)
+                    .map(|r| ("mqtt", r.stats.clone())),
+            )
             .collect(),
         mqtt_listeners: plan
             .listeners

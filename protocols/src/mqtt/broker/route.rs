@@ -36,6 +36,9 @@ pub const TAG_SHARE_DELIVER: u64 = 8;
 /// passes it to every other shard (so that each topic's updates reach every
 /// replica in one order).
 pub const TAG_RETAIN: u64 = 9;
+/// From the NATS bridge's shard: a message imported from NATS, delivered
+/// like [`TAG_PUBLISH`] and never exported again.
+pub const TAG_IMPORTED: u64 = 10;
 
 /// A message waiting for a full ring.
 #[derive(Debug)]
