@@ -480,7 +480,7 @@ mod tests {
             ],
             ""
         )
-        .starts_with("nats.import: `#` and `a` overlap"));
+        .starts_with("nats_import: `#` and `a` overlap"));
         assert!(e(
             &[
                 "--nats",

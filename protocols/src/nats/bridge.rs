@@ -110,7 +110,7 @@ impl fmt::Display for BridgeError {
             BridgeError::Client(e) => write!(f, "nats: {e}"),
             BridgeError::Prefix(p) => write!(
                 f,
-                "nats.subject_prefix `{p}`: use dot-separated tokens of A-Z a-z 0-9 - _ (e.g. `ringport.site1`), or leave it empty"
+                "nats_subject_prefix `{p}`: use dot-separated tokens of A-Z a-z 0-9 - _ (e.g. `ringport.site1`), or leave it empty"
             ),
             BridgeError::Filter {
                 field,
@@ -118,15 +118,15 @@ impl fmt::Display for BridgeError {
                 error,
             } => write!(
                 f,
-                "nats.{field}: `{filter}` is not an MQTT-style topic filter ({error:?}); write levels separated by `/`, `+` for one level, `#` last for the rest"
+                "nats_{field}: `{filter}`: {error}; write an MQTT-style filter: levels separated by `/`, `+` for one level, `#` last for the rest"
             ),
             BridgeError::Overlap(a, b) => write!(
                 f,
-                "nats.import: `{a}` and `{b}` overlap, so NATS would deliver their common messages twice; keep only the wider one"
+                "nats_import: `{a}` and `{b}` overlap, so NATS would deliver their common messages twice; keep only the wider one"
             ),
             BridgeError::InstanceId(id) => write!(
                 f,
-                "nats.instance_id `{id}`: use 1 to 64 printable ASCII characters without spaces, or leave it out for a random one"
+                "nats_instance_id `{id}`: use 1 to 64 printable ASCII characters without spaces, or leave it out for a random one"
             ),
         }
     }

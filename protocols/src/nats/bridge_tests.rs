@@ -262,13 +262,13 @@ fn settings_name_the_field_and_the_fix() {
     assert_eq!(err, BridgeError::Overlap("a/#".into(), "a/b".into()));
     assert!(err
         .to_string()
-        .starts_with("nats.import: `a/#` and `a/b` overlap"));
+        .starts_with("nats_import: `a/#` and `a/b` overlap"));
     let err = BridgeSettings::new("relay", nats.clone(), "", &one("a/#/b"), &[], "x").unwrap_err();
-    assert!(err.to_string().starts_with("nats.export: `a/#/b`"), "{err}");
+    assert!(err.to_string().starts_with("nats_export: `a/#/b`"), "{err}");
     let err = BridgeSettings::new("relay", nats.clone(), "bad prefix", &[], &[], "x").unwrap_err();
-    assert!(err.to_string().starts_with("nats.subject_prefix"), "{err}");
+    assert!(err.to_string().starts_with("nats_subject_prefix"), "{err}");
     let err = BridgeSettings::new("relay", nats.clone(), "", &[], &[], "has space").unwrap_err();
-    assert!(err.to_string().starts_with("nats.instance_id"), "{err}");
+    assert!(err.to_string().starts_with("nats_instance_id"), "{err}");
     let bad = NatsConfig {
         servers: vec!["http://x".into()],
         ..NatsConfig::default()
