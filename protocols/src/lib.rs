@@ -95,12 +95,27 @@ pub fn register_builtins_with(
     settings: &BuiltinSettings,
     mqtt: Arc<mqtt::broker::MqttFactory>,
 ) -> Result<(), RegistryError> {
+    register_builtins_bridged(registry, settings, mqtt, None)
+}
+
+/// [`register_builtins_with`], with the `relay` bridged to NATS when
+/// `relay_bridge` is given ([`RelayFactory::with_bridge`]).
+pub fn register_builtins_bridged(
+    registry: &mut Registry,
+    settings: &BuiltinSettings,
+    mqtt: Arc<mqtt::broker::MqttFactory>,
+    relay_bridge: Option<Arc<nats::BridgeSettings>>,
+) -> Result<(), RegistryError> {
     registry.register(Arc::new(EchoFactory))?;
     registry.register(Arc::new(SockperfFactory::new(settings.max_frame)))?;
-    registry.register(Arc::new(RelayFactory::new(RelayConfig {
+    let mut relay = RelayFactory::new(RelayConfig {
         max_payload: settings.max_frame,
         ..RelayConfig::default()
-    })))?;
+    });
+    if let Some(bridge) = relay_bridge {
+        relay = relay.with_bridge(bridge);
+    }
+    registry.register(Arc::new(relay))?;
     registry.register(mqtt)?;
     Ok(())
 }

@@ -396,6 +396,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub mqtt: crate::mqtt::MqttArgs,
 
+    /// The NATS bridge's settings.
+    #[command(flatten)]
+    pub nats: crate::nats::NatsArgs,
+
     /// Alert when a listener's rate exceeds its baseline this many times
     /// over (0: no alerts). [default: 5]
     #[arg(long, value_name = "X")]

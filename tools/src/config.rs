@@ -193,6 +193,19 @@ pub struct FileConfig {
     pub mqtt_max_packet_size: Option<u64>,
     pub mqtt_max_retained: Option<u64>,
     pub mqtt_max_subscriptions: Option<u64>,
+    pub nats: Option<String>,
+    pub nats_export: Option<Vec<String>>,
+    pub nats_import: Option<Vec<String>>,
+    pub nats_user: Option<String>,
+    pub nats_password_file: Option<PathBuf>,
+    pub nats_token_file: Option<PathBuf>,
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    pub nats_buffer_messages: Option<u64>,
+    pub nats_buffer_bytes: Option<u64>,
+    pub nats_subject_prefix: Option<String>,
+    pub nats_instance_id: Option<String>,
+    pub nats_reconnect_min: Option<f64>,
+    pub nats_reconnect_max: Option<f64>,
 }
 
 impl FileConfig {
@@ -257,6 +270,8 @@ pub struct Settings {
     pub alerts: Option<AlertConfig>,
     /// The `mqtt` plugin's settings.
     pub mqtt: crate::mqtt::MqttSetup,
+    /// The NATS bridge (`--nats`).
+    pub nats: crate::nats::NatsSetup,
 }
 
 /// The range of every numeric setting that is not an engine tunable (those
@@ -290,6 +305,10 @@ pub const RANGES: &[(&str, f64, f64)] = &[
     ("mqtt_max_packet_size", 16.0, 268_435_460.0),
     ("mqtt_max_retained", 0.0, 10_000_000.0),
     ("mqtt_max_subscriptions", 1.0, 1_000_000.0),
+    ("nats_buffer_messages", 1.0, 10_000_000.0),
+    ("nats_buffer_bytes", 1024.0, 1_073_741_824.0),
+    ("nats_reconnect_min", 0.001, 3600.0),
+    ("nats_reconnect_max", 0.001, 3600.0),
 ];
 
 /// Checks `value` of `key` against [`RANGES`]; the error names the key,
@@ -444,6 +463,7 @@ impl Settings {
     pub fn resolve(args: &ServeArgs, file: Option<FileConfig>) -> Result<Settings> {
         let f = file.unwrap_or_default();
         let mqtt = crate::mqtt::MqttSetup::resolve(&args.mqtt, &f)?;
+        let nats = crate::nats::NatsSetup::resolve(&args.nats, &f)?;
         let d = EngineConfig::default();
         macro_rules! pick {
             ($name:ident, $default:expr) => {
@@ -714,6 +734,7 @@ impl Settings {
                 ..AlertConfig::default()
             }),
             mqtt,
+            nats,
         })
     }
 }
@@ -978,7 +999,15 @@ mod tests {
                 "/nonexistent/key.pem",
             ];
             let per_listener_tls = key.starts_with("tls_") && key != "tls_max_handshakes";
-            let extra: &[&str] = if per_listener_tls { &tls } else { &[] };
+            // NATS settings apply with a bridge.
+            let nats = ["--nats", "nats://127.0.0.1:4222"];
+            let extra: &[&str] = if per_listener_tls {
+                &tls
+            } else if key.starts_with("nats_") {
+                &nats
+            } else {
+                &[]
+            };
             for v in outside {
                 let v = v.to_string();
                 let mut flags = vec![flag.as_str(), v.as_str()];

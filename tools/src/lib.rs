@@ -17,6 +17,7 @@ pub mod fuzzing;
 mod metrics;
 pub mod mqtt;
 pub mod mqtt_auth;
+pub mod nats;
 mod notices;
 mod relay;
 mod serve;

@@ -222,6 +222,8 @@ struct Shared {
     admin: Arc<AdminStats>,
     /// The MQTT broker's counters, when an `mqtt` listener serves.
     mqtt: Option<Arc<ringport_protocols::mqtt::broker::MqttStats>>,
+    /// The NATS bridges' counters, by plugin, when bridged.
+    nats: Vec<(&'static str, Arc<ringport_protocols::nats::BridgeStats>)>,
     /// The `mqtt` listeners: plan index and spec.
     mqtt_listeners: Vec<(u16, String)>,
 }
@@ -392,14 +394,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
     };
     let serves_mqtt = plan.listeners.iter().any(|l| l.protocol == "mqtt");
-    let mqtt = s.mqtt.factory(log.clone())?;
+    let mut mqtt = s.mqtt.factory(log.clone())?;
+    let serves_relay = plan.listeners.iter().any(|l| l.protocol == "relay");
+    let nats = {
+        let told = notices.clone();
+        crate::nats::with_notifier(&s.nats, Arc::new(move |m: String| told.say(m)))
+    };
+    if let Some(bridge) = &nats.mqtt {
+        mqtt = Arc::new((*mqtt).clone().with_bridge(bridge.clone()));
+    }
     let mut registry = ringport_plugin::Registry::new();
-    ringport_protocols::register_builtins_with(
+    ringport_protocols::register_builtins_bridged(
         &mut registry,
         &ringport_protocols::BuiltinSettings {
             max_frame: s.max_frame,
         },
         mqtt.clone(),
+        nats.relay.clone(),
     )
     .context("registering the built-in plugins")?;
     let mut operations = s.operations.clone();
@@ -443,6 +454,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
+    let bridged = match (serves_relay, serves_mqtt) {
+        (true, true) => "relay and mqtt",
+        (true, false) => "relay",
+        (false, true) => "mqtt",
+        (false, false) => "",
+    };
+    if let (false, Some(line)) = (bridged.is_empty(), nats.describe(bridged)) {
+        println!("{line}");
+    }
     if serves_mqtt {
         println!("mqtt: lets in {}", s.mqtt.login);
     }
@@ -459,6 +479,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .collect(),
         admin: Arc::default(),
         mqtt: serves_mqtt.then(|| mqtt.stats()),
+        nats: nats
+            .relay
+            .iter()
+            .filter(|_| serves_relay)
+            .map(|r| ("relay", r.stats.clone()))
+            .chain(
+                nats.mqtt
+                    .iter()
+                    .filter(|_| serves_mqtt)
+                    .map(|r| ("mqtt", r.stats.clone())),
+            )
+            .collect(),
         mqtt_listeners: plan
             .listeners
             .iter()
@@ -475,6 +507,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     let mut text = metrics::render(&sh.snapshot());
                     if let Some(m) = &sh.mqtt {
                         crate::mqtt::render_metrics(m, &sh.mqtt_listeners, &mut text);
+                    }
+                    if !sh.nats.is_empty() {
+                        let bridges: Vec<_> =
+                            sh.nats.iter().map(|(p, s)| (*p, s.as_ref())).collect();
+                        crate::nats::render_metrics(&bridges, &mut text);
                     }
                     text
                 })),

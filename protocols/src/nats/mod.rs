@@ -24,6 +24,7 @@
 //! copied once); a publish while connected is written straight into the
 //! transmit buffer, one while disconnected is kept as its own encoded frame.
 
+pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod event;
@@ -34,6 +35,7 @@ pub mod servers;
 pub mod subject;
 pub mod wire;
 
+pub use bridge::{Bridge, BridgeError, BridgeSettings, BridgeStats, Import};
 pub use client::{NatsClient, State};
 pub use config::{Auth, ConfigError, NatsConfig};
 pub use event::{

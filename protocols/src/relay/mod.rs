@@ -27,8 +27,8 @@ mod table;
 pub mod wire;
 
 pub use plugin::{
-    Relay, RelayConfig, RelayFactory, MESH_TAG_MISSED, MESH_TAG_MISSED_ANY, MESH_TAG_PUBLISH,
-    MISSED_TOPICS, RETRY_TIMER,
+    Relay, RelayConfig, RelayFactory, BRIDGE_SHARD, MESH_TAG_IMPORTED, MESH_TAG_MISSED,
+    MESH_TAG_MISSED_ANY, MESH_TAG_PUBLISH, MISSED_TOPICS, RETRY_TIMER,
 };
 pub use table::{SubscribeError, Subscriber, Subscriptions};
 pub use wire::{FrameType, Packet, Repr, DEFAULT_MAX_PAYLOAD, HEADER_LEN, MAX_TOPIC};

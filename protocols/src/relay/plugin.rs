@@ -2,15 +2,17 @@
 //! the other shards.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringport_plugin::{
-    Bytes, CloseReason, ConnId, Context, DatagramInfo, DropReason, MeshError, MeshMessage, Plugin,
-    PluginFactory, ShardId, Transport, WriteError,
+    Bytes, CloseReason, ConnId, ConnectFailure, Context, DatagramInfo, DropReason, MeshError,
+    MeshMessage, Plugin, PluginFactory, ShardId, StreamInfo, Transport, WriteError,
 };
 
 use super::table::Subscriptions;
 use super::wire::{self, FrameType, Framing, Packet, Repr, DEFAULT_MAX_PAYLOAD};
+use crate::nats::bridge::{Bridge, BridgeSettings};
 use crate::output_error;
 
 /// [`MeshMessage::tag`] of a message carrying an encoded `PUBLISH` frame.
@@ -28,6 +30,14 @@ pub const MESH_TAG_MISSED: u64 = 2;
 /// the topic `*` whose payload is the count. Every subscriber on the
 /// receiving shard gets it as `LAGGED`, an upper bound of what it missed.
 pub const MESH_TAG_MISSED_ANY: u64 = 3;
+
+/// [`MeshMessage::tag`] of a message the NATS bridge imported (an encoded
+/// `PUBLISH` frame), sent by the bridge shard to the others: delivered like
+/// [`MESH_TAG_PUBLISH`], and never exported again.
+pub const MESH_TAG_IMPORTED: u64 = 4;
+
+/// The shard that runs the NATS bridge (see [`Relay`]).
+pub const BRIDGE_SHARD: ShardId = 0;
 
 /// Topics whose lost messages a retry queue counts one by one; topic names
 /// come from publishers, so the list is bounded (and looked up by hash).
@@ -70,9 +80,10 @@ impl Default for RelayConfig {
 }
 
 /// Makes [`Relay`] instances; serves TCP (all frames) and UDP (`PUBLISH`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RelayFactory {
     config: RelayConfig,
+    bridge: Option<Arc<BridgeSettings>>,
 }
 
 impl RelayFactory {
@@ -81,7 +92,22 @@ impl RelayFactory {
 
     /// A factory whose instances use `config`.
     pub fn new(config: RelayConfig) -> Self {
-        RelayFactory { config }
+        RelayFactory {
+            config,
+            bridge: None,
+        }
+    }
+
+    /// The same factory with a NATS bridge: the instance on
+    /// [`BRIDGE_SHARD`] connects to NATS with `bridge`.
+    pub fn with_bridge(mut self, bridge: Arc<BridgeSettings>) -> Self {
+        self.bridge = Some(bridge);
+        self
+    }
+
+    /// The bridge's settings, if it has one.
+    pub fn bridge(&self) -> Option<&Arc<BridgeSettings>> {
+        self.bridge.as_ref()
     }
 
     /// The settings instances get.
@@ -100,7 +126,11 @@ impl PluginFactory for RelayFactory {
     }
 
     fn create(&self, shard: ShardId, shard_count: usize) -> Box<dyn Plugin> {
-        Box::new(Relay::new(self.config, shard, shard_count))
+        let mut relay = Relay::new(self.config, shard, shard_count);
+        if let Some(settings) = &self.bridge {
+            relay.set_bridge(settings.clone());
+        }
+        Box::new(relay)
     }
 }
 
@@ -109,7 +139,8 @@ impl PluginFactory for RelayFactory {
 /// [`MESH_TAG_MISSED`] notices once the queue has drained).
 #[derive(Debug, Default)]
 struct RetryQueue {
-    frames: VecDeque<Bytes>,
+    /// Mesh tag and frame.
+    frames: VecDeque<(u64, Bytes)>,
     bytes: usize,
     missed: HashMap<Bytes, u64>,
     /// Lost frames of topics beyond the first [`MISSED_TOPICS`].
@@ -144,6 +175,20 @@ fn notice(topic: &[u8], n: u64) -> Bytes {
 
 /// One shard's relay.
 ///
+/// # NATS bridge
+///
+/// With a bridge ([`RelayFactory::with_bridge`]), the instance on
+/// [`BRIDGE_SHARD`] alone holds the NATS connection. Every `PUBLISH`
+/// already reaches every shard (handled here, or as a mesh message), so
+/// that shard sees every local publish: it exports each one once, in the
+/// order it got them, which keeps each publisher's order (a publisher's
+/// messages come through one stream or socket on one shard, and the ring
+/// from that shard is FIFO) and costs no extra mesh traffic. (Publishing
+/// from the shard that owns a topic would need a NATS connection per
+/// shard and a hop to the owner for every publish.) What it imports it
+/// delivers to its own subscribers and sends to the other shards as
+/// [`MESH_TAG_IMPORTED`]; imports are never exported.
+///
 /// Inputs: `PUBLISH`es from streams and datagrams, published frames from the
 /// other shards ([`Plugin::handle_message`]), its retry timer. Before
 /// handling any of them it first retries what is owed: messages for shards
@@ -168,6 +213,10 @@ pub struct Relay {
     /// Slow subscribers to close at the end of a delivery (`disconnect_slow`).
     slow: Vec<ConnId>,
     timer_armed: bool,
+    /// The NATS bridge, on [`BRIDGE_SHARD`] only.
+    bridge: Option<Bridge>,
+    /// Settings of a bridge made at `handle_start` (it needs the time).
+    bridge_settings: Option<Arc<BridgeSettings>>,
 }
 
 impl Relay {
@@ -183,7 +232,70 @@ impl Relay {
             lagging: Vec::new(),
             slow: Vec::new(),
             timer_armed: false,
+            bridge: None,
+            bridge_settings: None,
         }
+    }
+
+    /// Bridges this relay to NATS if it runs on [`BRIDGE_SHARD`] (the
+    /// bridge starts at `handle_start`); other shards ignore it.
+    pub fn set_bridge(&mut self, settings: Arc<BridgeSettings>) {
+        if self.shard == BRIDGE_SHARD {
+            self.bridge_settings = Some(settings);
+        }
+    }
+
+    /// The bridge, on the shard that runs it once started.
+    pub fn bridge(&self) -> Option<&Bridge> {
+        self.bridge.as_ref()
+    }
+
+    /// Exports a publish this shard saw (its own or another shard's).
+    fn export(&mut self, ctx: &mut dyn Context, topic: &[u8], payload: &[u8]) {
+        let Some(bridge) = &mut self.bridge else {
+            return;
+        };
+        match bridge.settings().map.relay_topic_to_subject(topic) {
+            Ok(subject) => {
+                bridge.export(ctx, &subject, payload);
+            }
+            Err(_) => bridge.count_unmappable(),
+        }
+        self.poll_imports(ctx);
+    }
+
+    /// Delivers what the bridge imported here and on every other shard.
+    fn poll_imports(&mut self, ctx: &mut dyn Context) {
+        while let Some(bridge) = self.bridge.as_mut() {
+            let Some(import) = bridge.poll_import() else {
+                break;
+            };
+            let topic = match bridge
+                .settings()
+                .map
+                .subject_to_relay_topic(&import.subject)
+            {
+                Ok(t) if import.payload.len() <= self.config.max_payload => t,
+                _ => {
+                    bridge.count_unmappable();
+                    continue;
+                }
+            };
+            let frame = Repr::Publish {
+                topic: &topic,
+                payload: &import.payload,
+            }
+            .to_vec();
+            self.deliver(ctx, &topic, &import.payload);
+            if self.shard_count > 1 {
+                let shared = Bytes::from(frame);
+                let here = self.shard;
+                for target in (0..self.shard_count).filter(|&s| s != here) {
+                    self.send_mesh(ctx, target, MESH_TAG_IMPORTED, shared.clone());
+                }
+            }
+        }
+        self.arm_timer(ctx);
     }
 
     /// The settings.
@@ -215,16 +327,13 @@ impl Relay {
     /// then the notices of frames that were lost.
     fn poll_retries(&mut self, ctx: &mut dyn Context) {
         for (target, q) in self.retry.iter_mut().enumerate() {
-            while let Some(payload) = q.frames.pop_front() {
+            while let Some((tag, payload)) = q.frames.pop_front() {
                 let len = payload.len();
-                let msg = MeshMessage {
-                    tag: MESH_TAG_PUBLISH,
-                    payload,
-                };
+                let msg = MeshMessage { tag, payload };
                 match ctx.send_to_shard(target, msg) {
                     Ok(()) => {}
                     Err(MeshError::Full(msg)) => {
-                        q.frames.push_front(msg.payload);
+                        q.frames.push_front((msg.tag, msg.payload));
                         break;
                     }
                     Err(_) => ctx.record_drop(DropReason::Unsupported),
@@ -336,20 +445,18 @@ impl Relay {
             let shared = Bytes::copy_from_slice(frame);
             let here = self.shard;
             for target in (0..self.shard_count).filter(|&s| s != here) {
-                self.send_mesh(ctx, target, shared.clone());
+                self.send_mesh(ctx, target, MESH_TAG_PUBLISH, shared.clone());
             }
         }
+        self.export(ctx, topic, payload);
         self.arm_timer(ctx);
     }
 
     /// Sends a frame to `target`, or queues it behind earlier ones.
-    fn send_mesh(&mut self, ctx: &mut dyn Context, target: ShardId, payload: Bytes) {
+    fn send_mesh(&mut self, ctx: &mut dyn Context, target: ShardId, tag: u64, payload: Bytes) {
         let q = &mut self.retry[target];
         let payload = if q.frames.is_empty() {
-            let msg = MeshMessage {
-                tag: MESH_TAG_PUBLISH,
-                payload,
-            };
+            let msg = MeshMessage { tag, payload };
             match ctx.send_to_shard(target, msg) {
                 Ok(()) => return,
                 Err(MeshError::Full(msg)) => msg.payload,
@@ -375,7 +482,7 @@ impl Relay {
             return;
         }
         q.bytes += payload.len();
-        q.frames.push_back(payload);
+        q.frames.push_back((tag, payload));
         self.retry_pending += 1;
     }
 
@@ -486,6 +593,11 @@ impl Plugin for Relay {
         data: &[u8],
     ) -> Result<usize, DropReason> {
         self.poll_owed(ctx);
+        if let Some(bridge) = self.bridge.as_mut().filter(|b| b.owns(conn)) {
+            let n = bridge.handle_data(ctx, conn, data);
+            self.poll_imports(ctx);
+            return Ok(n);
+        }
         let mut consumed = 0;
         loop {
             let rest = &data[consumed..];
@@ -502,8 +614,49 @@ impl Plugin for Relay {
         }
     }
 
-    fn handle_close(&mut self, _ctx: &mut dyn Context, conn: ConnId, _reason: CloseReason) {
+    fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, _reason: CloseReason) {
+        if let Some(bridge) = self.bridge.as_mut().filter(|b| b.owns(conn)) {
+            bridge.handle_close(ctx, conn);
+            self.poll_imports(ctx);
+            return;
+        }
         self.table.remove_conn(conn);
+    }
+
+    /// On [`BRIDGE_SHARD`] with a bridge: connects to NATS.
+    fn handle_start(&mut self, ctx: &mut dyn Context) {
+        let Some(settings) = self.bridge_settings.take() else {
+            return;
+        };
+        // The settings were checked when they were made.
+        if let Ok(mut bridge) = Bridge::new(settings, ctx.now()) {
+            bridge.handle_start(ctx);
+            self.bridge = Some(bridge);
+        }
+    }
+
+    fn handle_connected(&mut self, ctx: &mut dyn Context, stream: &StreamInfo, tag: u64) {
+        let ours = self
+            .bridge
+            .as_mut()
+            .is_some_and(|b| b.handle_connected(ctx, stream, tag));
+        if ours {
+            self.poll_imports(ctx);
+        } else {
+            ctx.close(stream.conn);
+        }
+    }
+
+    fn handle_connect_failed(
+        &mut self,
+        ctx: &mut dyn Context,
+        conn: ConnId,
+        tag: u64,
+        failure: ConnectFailure,
+    ) {
+        if let Some(bridge) = &mut self.bridge {
+            bridge.handle_connect_failed(ctx, conn, tag, failure);
+        }
     }
 
     /// A datagram must be exactly one `PUBLISH` frame.
@@ -531,6 +684,10 @@ impl Plugin for Relay {
         match (msg.tag, parsed) {
             (MESH_TAG_PUBLISH, Ok(Repr::Publish { topic, payload })) => {
                 self.deliver(ctx, topic, payload);
+                self.export(ctx, topic, payload);
+            }
+            (MESH_TAG_IMPORTED, Ok(Repr::Publish { topic, payload })) => {
+                self.deliver(ctx, topic, payload);
             }
             (MESH_TAG_MISSED, Ok(Repr::Publish { topic, payload })) if payload.len() == 8 => {
                 let mut n = [0u8; 8];
@@ -547,7 +704,13 @@ impl Plugin for Relay {
         self.arm_timer(ctx);
     }
 
-    fn handle_timer(&mut self, ctx: &mut dyn Context, _now: Instant, token: u64) {
+    fn handle_timer(&mut self, ctx: &mut dyn Context, now: Instant, token: u64) {
+        if let Some(bridge) = &mut self.bridge {
+            if bridge.handle_timer(ctx, now, token) {
+                self.poll_imports(ctx);
+                return;
+            }
+        }
         if token == RETRY_TIMER {
             self.timer_armed = false;
         }
@@ -1163,6 +1326,103 @@ mod tests {
         ctx.fail_writes(None);
         assert_eq!(relay.handle_data(&mut ctx, SUB_A, &ping), Ok(ping.len()));
         assert_eq!(ctx.written(SUB_A), Repr::Pong { payload: b"x" }.to_vec());
+    }
+
+    /// A relay on shard 0 of 2 bridged to NATS, logged in; its stream.
+    fn bridged() -> (Relay, RecordingContext, ConnId) {
+        use crate::nats::bridge::CONNECT_TAG;
+        use crate::nats::NatsConfig;
+        let nats = NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            ..NatsConfig::default()
+        };
+        let all = ["#".to_string()];
+        let settings = BridgeSettings::new("relay", nats, "", &all, &all, "me").unwrap();
+        let (mut relay, mut ctx) = shard(0, 2, RelayConfig::default());
+        relay.set_bridge(Arc::new(settings));
+        relay.handle_start(&mut ctx);
+        let conn = ctx.take_connects()[0].conn;
+        let info = StreamInfo {
+            conn,
+            listener: ringport_plugin::ListenerId::OUTBOUND,
+            peer: SocketAddr::from(([127, 0, 0, 1], 4222)),
+            local: SocketAddr::from(([127, 0, 0, 1], 40001)),
+        };
+        relay.handle_connected(&mut ctx, &info, CONNECT_TAG);
+        feed(
+            &mut relay,
+            &mut ctx,
+            conn,
+            b"INFO {\"server_id\":\"S\",\"headers\":true}\r\n",
+        );
+        feed(&mut relay, &mut ctx, conn, b"PONG\r\n");
+        ctx.take_written(conn);
+        (relay, ctx, conn)
+    }
+
+    #[test]
+    fn the_bridge_shard_exports_every_shards_publishes_once() {
+        let (mut zero, mut zctx, nats) = bridged();
+        let (mut one, mut octx) = shard(1, 2, RelayConfig::default());
+        // Shard 1 gets a bridge too, and ignores it: only shard 0 connects.
+        one.set_bridge(zero.bridge().unwrap().settings().clone().into());
+        one.handle_start(&mut octx);
+        assert!(octx.connects().is_empty() && one.bridge().is_none());
+        feed(&mut one, &mut octx, PUB, &publish(b"s/1", b"a"));
+        feed(&mut zero, &mut zctx, PUB, &publish(b"s/2", b"b"));
+        carry(&mut octx, 1, (&mut zero, &mut zctx), 0);
+        octx.clear();
+        feed(&mut one, &mut octx, PUB, &publish(b"s/1", b"c"));
+        carry(&mut octx, 1, (&mut zero, &mut zctx), 0);
+        let h = "NATS/1.0\r\nRingport-Origin: me\r\n\r\n";
+        assert_eq!(
+            String::from_utf8(zctx.take_written(nats)).unwrap(),
+            format!(
+                "HPUB s.2 33 34\r\n{h}b\r\nHPUB s.1 33 34\r\n{h}a\r\nHPUB s.1 33 34\r\n{h}c\r\n"
+            )
+        );
+        // Shard 1 exported nothing itself (no stream of its own to NATS).
+        assert!(octx.connects().is_empty());
+    }
+
+    #[test]
+    fn imports_reach_every_shard_marked_and_are_not_exported() {
+        let (mut zero, mut zctx, nats) = bridged();
+        let (mut one, mut octx) = shard(1, 2, RelayConfig::default());
+        feed(&mut zero, &mut zctx, SUB_A, &sub(b"x/y"));
+        feed(&mut one, &mut octx, SUB_B, &sub(b"x/y"));
+        let msgs = [
+            &b"HMSG x.y 1 36 38\r\nNATS/1.0\r\nRingport-Origin: other\r\n\r\nhi\r\n"[..],
+            &b"HMSG x.y 1 33 35\r\nNATS/1.0\r\nRingport-Origin: me\r\n\r\nno\r\n"[..],
+            &b"MSG x~2 1 1\r\nq\r\n"[..],
+        ]
+        .concat();
+        feed(&mut zero, &mut zctx, nats, &msgs);
+        assert_eq!(zctx.written(SUB_A), message(b"x/y", b"hi"));
+        let sends = zctx.mesh_sends().to_vec();
+        assert_eq!(sends.len(), 1);
+        assert_eq!((sends[0].to, sends[0].msg.tag), (1, MESH_TAG_IMPORTED));
+        carry(&mut zctx, 0, (&mut one, &mut octx), 1);
+        assert_eq!(octx.written(SUB_B), message(b"x/y", b"hi"));
+        // Nothing went back to NATS.
+        assert_eq!(zctx.written(nats), b"");
+        let stats = &zero.bridge().unwrap().settings().stats;
+        use crate::nats::BridgeStats;
+        assert_eq!(BridgeStats::get(&stats.imported), 2);
+        assert_eq!(BridgeStats::get(&stats.dropped_loop), 1);
+        // `x~2` is not a spelling the mapping writes.
+        assert_eq!(BridgeStats::get(&stats.dropped_unmappable), 1);
+        // An imported frame that comes back through the mesh to the bridge
+        // shard is delivered, never exported.
+        zero.handle_message(
+            &mut zctx,
+            1,
+            MeshMessage {
+                tag: MESH_TAG_IMPORTED,
+                payload: Bytes::from(publish(b"x/y", b"again")),
+            },
+        );
+        assert_eq!(zctx.written(nats), b"");
     }
 
     #[test]

@@ -61,12 +61,14 @@ impl Mqtt {
                 }
             }
         }
+        self.bridge_export(ctx, &msg);
         Some(self.mesh.seq())
     }
 
-    /// A message another shard published.
+    /// A message another shard published (exported from the bridge shard).
     pub(crate) fn on_remote_publish(&mut self, ctx: &mut dyn Context, msg: Arc<Message>) {
         self.deliver_local(ctx, &msg);
+        self.bridge_export(ctx, &msg);
     }
 
     /// A retained message published here: stored at once (a subscription

@@ -20,8 +20,8 @@ use super::conn::{Phase, WillMsg};
 use super::message::{Reader, Writer};
 use super::plugin::Mqtt;
 use super::route::{
-    Sent, TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_BOUNCE, TAG_SHARE_DELIVER,
-    TAG_SHARE_JOIN, TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,
+    Sent, TAG_CLAIM, TAG_GONE, TAG_IMPORTED, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_BOUNCE,
+    TAG_SHARE_DELIVER, TAG_SHARE_JOIN, TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,
 };
 use super::session::{decode_entry, encode_entry, Flight, Session};
 use super::stats::MqttDrop;
@@ -85,6 +85,7 @@ impl Mqtt {
         let mut r = Reader::new(msg.payload);
         let ok = match msg.tag {
             TAG_PUBLISH => r.arc_message(now).map(|m| self.on_remote_publish(ctx, m)),
+            TAG_IMPORTED => r.arc_message(now).map(|m| self.deliver_local(ctx, &m)),
             TAG_RETAIN => r.arc_message(now).map(|m| self.on_retain(ctx, m)),
             TAG_CLAIM => self.on_claim(ctx, &mut r),
             TAG_TAKEOVER => self.on_takeover(ctx, &mut r),

@@ -49,6 +49,7 @@
 //! [`MqttFactory::snapshot`] and [`MqttFactory::restore`] for persistence;
 //! [`MqttEvents`] for the handshake log and denials.
 
+mod bridge;
 mod config;
 mod conn;
 mod connect;
@@ -62,12 +63,13 @@ mod session;
 mod snapshot;
 mod stats;
 
+pub use bridge::BRIDGE_SHARD;
 pub use config::{
     reason_name, ClientDropsEvent, ConnectEvent, DeniedEvent, MqttConfig, MqttEvents,
 };
 pub use plugin::{Mqtt, MqttFactory, CLIENT_RETRY, RETRY_TIMER, TICK, TICK_TIMER};
 pub use route::{
-    TAG_CLAIM, TAG_GONE, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER, TAG_SHARE_JOIN,
+    TAG_CLAIM, TAG_GONE, TAG_IMPORTED, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER, TAG_SHARE_JOIN,
     TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,
 };
 pub use stats::{

@@ -38,6 +38,7 @@ pub struct MqttFactory {
     config: Arc<MqttConfig>,
     stats: Arc<MqttStats>,
     store: Arc<Store>,
+    bridge: Option<Arc<crate::nats::BridgeSettings>>,
 }
 
 impl MqttFactory {
@@ -50,7 +51,15 @@ impl MqttFactory {
             config: Arc::new(config),
             stats: Arc::new(MqttStats::default()),
             store: Arc::new(Store::default()),
+            bridge: None,
         }
+    }
+
+    /// The same factory with a NATS bridge: the instance on
+    /// [`BRIDGE_SHARD`](super::BRIDGE_SHARD) connects to NATS with `bridge`.
+    pub fn with_bridge(mut self, bridge: Arc<crate::nats::BridgeSettings>) -> Self {
+        self.bridge = Some(bridge);
+        self
     }
 
     /// Restores retained messages and persistent sessions from `snapshot`
@@ -105,6 +114,9 @@ impl MqttFactory {
         );
         m.store = Arc::clone(&self.store);
         m.restore = self.store.restore_for(shard, shard_count.max(1));
+        if let Some(bridge) = &self.bridge {
+            m.set_bridge(Arc::clone(bridge));
+        }
         m
     }
 }
@@ -243,6 +255,10 @@ pub struct Mqtt {
     /// The engine is shutting down: publish an image after this input.
     pub(crate) save_image_now: bool,
     pub(crate) shutting_down: bool,
+    /// The NATS bridge, on [`BRIDGE_SHARD`](super::BRIDGE_SHARD) only.
+    pub(crate) bridge: Option<crate::nats::Bridge>,
+    /// Settings of a bridge made at `handle_start`.
+    pub(crate) bridge_settings: Option<Arc<crate::nats::BridgeSettings>>,
 }
 
 /// An acknowledgement held until every shard's ring took the message.
@@ -301,6 +317,8 @@ impl Mqtt {
             last_now: None,
             save_image_now: false,
             shutting_down: false,
+            bridge: None,
+            bridge_settings: None,
         }
     }
 
@@ -521,9 +539,31 @@ impl Mqtt {
 impl Plugin for Mqtt {
     /// The shard starts: its part of a restored image is applied now (so
     /// that `/metrics` and `/status` show the restored sessions and
-    /// retained messages, and their timers run, before any client comes).
+    /// retained messages, and their timers run, before any client comes),
+    /// and shard 0 opens the NATS bridge's connection.
     fn handle_start(&mut self, ctx: &mut dyn Context) {
         self.enter(ctx);
+        self.bridge_start(ctx);
+        self.leave(ctx);
+    }
+
+    fn handle_connected(&mut self, ctx: &mut dyn Context, stream: &StreamInfo, tag: u64) {
+        self.enter(ctx);
+        if !self.bridge_connected(ctx, stream, tag) {
+            ctx.close(stream.conn);
+        }
+        self.leave(ctx);
+    }
+
+    fn handle_connect_failed(
+        &mut self,
+        ctx: &mut dyn Context,
+        conn: ConnId,
+        tag: u64,
+        failure: ringport_plugin::ConnectFailure,
+    ) {
+        self.enter(ctx);
+        self.bridge_connect_failed(ctx, conn, tag, failure);
         self.leave(ctx);
     }
 
@@ -551,6 +591,11 @@ impl Plugin for Mqtt {
         data: &[u8],
     ) -> Result<usize, DropReason> {
         self.enter(ctx);
+        if self.bridge_owns(conn) {
+            let n = self.bridge_data(ctx, conn, data);
+            self.leave(ctx);
+            return Ok(n);
+        }
         if self.is_blocked(conn) {
             // It reads again, perhaps: what waits for it goes first.
             self.unblock(ctx, conn);
@@ -562,6 +607,11 @@ impl Plugin for Mqtt {
 
     fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId, reason: CloseReason) {
         self.enter(ctx);
+        if self.bridge_owns(conn) {
+            self.bridge_close(ctx, conn);
+            self.leave(ctx);
+            return;
+        }
         if reason == CloseReason::Shutdown && !self.shutting_down {
             // The first close of the shutdown: an image for the last
             // snapshot (connected sessions count as left now), in case the
@@ -586,6 +636,14 @@ impl Plugin for Mqtt {
     }
 
     fn handle_timer(&mut self, ctx: &mut dyn Context, now: Instant, token: u64) {
+        if self.bridge.is_some() {
+            self.enter(ctx);
+            let ours = self.bridge_timer(ctx, now, token);
+            self.leave(ctx);
+            if ours {
+                return;
+            }
+        }
         match token {
             TICK_TIMER => self.tick_armed = false,
             RETRY_TIMER => self.retry_armed = false,

@@ -42,6 +42,9 @@ pub const TAG_SHARE_BOUNCE: u64 = 10;
 /// How many members in a row a shared delivery may find gone before it is
 /// dropped (`no_session`): each costs a round trip through the mesh.
 pub const MAX_SHARE_HOPS: u8 = 8;
+/// From the NATS bridge's shard: a message imported from NATS, delivered
+/// like [`TAG_PUBLISH`] and never exported again.
+pub const TAG_IMPORTED: u64 = 11;
 
 /// A message waiting for a full ring.
 #[derive(Debug)]

@@ -1,6 +1,7 @@
 //! Unit tests of the broker on [`RecordingContext`]s: one context per
 //! simulated shard, mesh messages carried between them by [`Net::carry`].
 
+mod bridge;
 mod connect;
 mod hostile;
 mod listeners;

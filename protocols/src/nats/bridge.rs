@@ -1,0 +1,664 @@
+//! The NATS bridge: one plugin instance's link to a NATS cluster, driving a
+//! [`NatsClient`] over an engine outbound stream.
+//!
+//! A pub/sub plugin (the `relay`, the MQTT broker) owns one [`Bridge`] on
+//! its designated shard (shard 0) and calls it from its own `Plugin`
+//! methods: the bridge claims its stream's callbacks, its timers (tokens
+//! [`TIMER_RECONNECT`], [`TIMER_CLIENT`], [`TIMER_FLUSH`]) and its connect
+//! tag ([`CONNECT_TAG`]), and hands the plugin what came in from NATS
+//! ([`Bridge::poll_import`]). It is sans-IO like the client: bytes, times
+//! and timers go through the [`Context`].
+//!
+//! # Connection
+//!
+//! [`Bridge::handle_start`] connects to the first server of the client's
+//! list ([`NatsClient::next_server`]: the configured URLs, then the servers
+//! the cluster announced, round robin). A connect that fails, a stream that
+//! closes, or a client that asks to reconnect (a dead server, a refused
+//! login) waits for the next [`Backoff`] delay, then tries the next server.
+//! A login that succeeds resets the backoff.
+//!
+//! # Loop prevention: `echo: false` and the origin header
+//!
+//! Both are used, because each covers what the other cannot:
+//!
+//! * `CONNECT` with `echo: false` makes the server itself skip delivering a
+//!   connection's publishes to that same connection's subscriptions: the
+//!   common case (every topic exported and imported) costs nothing, not even
+//!   the bytes back. But it only knows connections: a message this instance
+//!   exported that comes back through another path (a second bridge of the
+//!   same process, such as the MQTT broker's next to the relay's; a stream
+//!   or mirror that republishes; a server that does not honour `echo`) would
+//!   be imported again.
+//! * Every export is sent with `HPUB` and a [`ORIGIN_HEADER`] carrying this
+//!   instance's id; an import whose origin is ours is dropped and counted
+//!   ([`BridgeStats::dropped_loop`]), whatever path it took.
+//!
+//! A plugin never exports what it imported (it marks imports on its way to
+//! other shards), so a message crosses NATS once per instance at most.
+//!
+//! # Buffer and loss
+//!
+//! While NATS is unreachable the client's bounded buffer
+//! ([`NatsConfig::buffer_bytes`], [`NatsConfig::buffer_messages`]) holds
+//! exports; one that does not fit is dropped and counted. A run of such
+//! drops is a *burst*: the bridge tells its notifier once when a burst
+//! begins and once when it ends (with the count), never per message.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringport_plugin::backoff::Backoff;
+use ringport_plugin::{ConnId, ConnectFailure, ConnectRequest, Context, StreamInfo, WriteError};
+
+use super::client::{NatsClient, State};
+use super::config::{ConfigError, NatsConfig};
+use super::event::{Event, Message, PublishError};
+use super::headers::{Headers, ORIGIN_HEADER};
+use super::subject::{MapError, SubjectMap};
+
+/// Timer tokens and the connect tag share a range no plugin here uses
+/// ("NATS" in ASCII in the high bytes).
+const TOKEN_BASE: u64 = 0x4E41_5453_0000_0000;
+/// The timer that ends a reconnect backoff.
+pub const TIMER_RECONNECT: u64 = TOKEN_BASE | 1;
+/// The timer of the client's keep-alive and handshake deadline.
+pub const TIMER_CLIENT: u64 = TOKEN_BASE | 2;
+/// The timer that retries a write the engine refused (queue full).
+pub const TIMER_FLUSH: u64 = TOKEN_BASE | 3;
+/// The tag of the bridge's connect requests.
+pub const CONNECT_TAG: u64 = TOKEN_BASE | 4;
+
+/// Largest single write to the NATS stream: a reconnect may release a whole
+/// buffer (8 MiB by default) at once, and the engine caps a stream's queue.
+const WRITE_CHUNK: usize = 64 * 1024;
+/// How soon a refused write is tried again.
+const FLUSH_RETRY: Duration = Duration::from_millis(1);
+
+/// Is told of state changes and loss bursts (one line each, never per
+/// message); tools route it to the notice writer.
+pub type Notifier = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Why bridge settings are refused; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeError {
+    /// The NATS client's settings (servers, login, buffer).
+    Client(ConfigError),
+    /// `subject_prefix` is not dot-separated tokens of `A-Z a-z 0-9 - _`.
+    Prefix(String),
+    /// A filter of `export` or `import` does not map to a subject.
+    Filter {
+        /// `export` or `import`.
+        field: &'static str,
+        /// The filter.
+        filter: String,
+        /// Why.
+        error: MapError,
+    },
+    /// Two import filters overlap: NATS would deliver a message once per
+    /// matching subscription, so every local subscriber would get it twice.
+    Overlap(String, String),
+    /// The instance id is empty or not a valid header value.
+    InstanceId(String),
+}
+
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BridgeError::Client(e) => write!(f, "nats: {e}"),
+            BridgeError::Prefix(p) => write!(
+                f,
+                "nats_subject_prefix `{p}`: use dot-separated tokens of A-Z a-z 0-9 - _ (e.g. `ringport.site1`), or leave it empty"
+            ),
+            BridgeError::Filter {
+                field,
+                filter,
+                error,
+            } => write!(
+                f,
+                "nats_{field}: `{filter}`: {error}; write an MQTT-style filter: levels separated by `/`, `+` for one level, `#` last for the rest"
+            ),
+            BridgeError::Overlap(a, b) => write!(
+                f,
+                "nats_import: `{a}` and `{b}` overlap, so NATS would deliver their common messages twice; keep only the wider one"
+            ),
+            BridgeError::InstanceId(id) => write!(
+                f,
+                "nats_instance_id `{id}`: use 1 to 64 printable ASCII characters without spaces, or leave it out for a random one"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BridgeError {}
+
+/// Settings of one bridge (one pub/sub plugin's link to NATS).
+#[derive(Clone)]
+pub struct BridgeSettings {
+    /// The client's settings; [`NatsConfig::echo`] is always false here.
+    pub nats: NatsConfig,
+    /// Topic ↔ subject mapping, with its prefix.
+    pub map: SubjectMap,
+    /// Subjects (with `*`/`>`) whose local publishes go to NATS.
+    pub export: Vec<String>,
+    /// Subjects subscribed to in NATS; their messages are delivered locally.
+    pub import: Vec<String>,
+    /// This process's id, sent in [`ORIGIN_HEADER`].
+    pub instance_id: String,
+    /// First reconnect delay; doubles up to `reconnect_max` (with jitter).
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How long one connect may take.
+    pub connect_timeout: Duration,
+    /// Counters, shared with `/metrics`.
+    pub stats: Arc<BridgeStats>,
+    /// Where state changes and loss bursts are told.
+    pub notify: Option<Notifier>,
+    /// The plugin's name, in notices (`relay`, `mqtt`).
+    pub label: &'static str,
+}
+
+impl fmt::Debug for BridgeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeSettings")
+            .field("nats", &self.nats)
+            .field("map", &self.map)
+            .field("export", &self.export)
+            .field("import", &self.import)
+            .field("instance_id", &self.instance_id)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BridgeSettings {
+    /// Settings for `label`'s bridge: `export` and `import` are MQTT-style
+    /// topic filters (`#` = everything), mapped under `prefix`. Checks the
+    /// client's settings too (a bad URL or NKey seed is refused here).
+    pub fn new(
+        label: &'static str,
+        mut nats: NatsConfig,
+        prefix: &str,
+        export: &[String],
+        import: &[String],
+        instance_id: &str,
+    ) -> Result<BridgeSettings, BridgeError> {
+        nats.echo = false;
+        NatsClient::new(nats.clone(), Instant::now()).map_err(BridgeError::Client)?;
+        let map = SubjectMap::new(prefix).map_err(|_| BridgeError::Prefix(prefix.to_owned()))?;
+        let subjects = |field: &'static str, filters: &[String]| {
+            let mut out: Vec<(String, String)> = Vec::new();
+            for filter in filters {
+                let subs =
+                    map.mqtt_filter_to_subjects(filter)
+                        .map_err(|error| BridgeError::Filter {
+                            field,
+                            filter: filter.clone(),
+                            error,
+                        })?;
+                out.extend(subs.iter().map(|s| (filter.clone(), s.to_owned())));
+            }
+            Ok(out)
+        };
+        let export = subjects("export", export)?;
+        let import = subjects("import", import)?;
+        for (i, (fa, a)) in import.iter().enumerate() {
+            for (fb, b) in &import[i + 1..] {
+                if covers(a, b) || covers(b, a) {
+                    return Err(BridgeError::Overlap(fa.clone(), fb.clone()));
+                }
+            }
+        }
+        let id_ok = !instance_id.is_empty()
+            && instance_id.len() <= 64
+            && instance_id.bytes().all(|b| b.is_ascii_graphic());
+        if !id_ok {
+            return Err(BridgeError::InstanceId(instance_id.to_owned()));
+        }
+        Ok(BridgeSettings {
+            nats,
+            map,
+            export: export.into_iter().map(|(_, s)| s).collect(),
+            import: import.into_iter().map(|(_, s)| s).collect(),
+            instance_id: instance_id.to_owned(),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            stats: Arc::new(BridgeStats::default()),
+            notify: None,
+            label,
+        })
+    }
+
+    /// Whether a local publish on `subject` is exported.
+    pub fn exports(&self, subject: &str) -> bool {
+        self.export.iter().any(|p| covers(p, subject))
+    }
+}
+
+/// Whether subject pattern `pattern` matches every subject `other` (a
+/// literal subject, or a pattern) matches: `*` one token, `>` the rest
+/// (one token or more).
+pub fn covers(pattern: &str, other: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut o = other.split('.');
+    loop {
+        match (p.next(), o.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A bridge's counters. Written by the one shard that runs the bridge,
+/// read by `/metrics`; levels are `connected` and `buffered_*`.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// 1 while logged in to a server, else 0.
+    pub connected: AtomicU64,
+    /// Exports waiting in the buffer (messages).
+    pub buffered_messages: AtomicU64,
+    /// Exports waiting in the buffer (encoded bytes).
+    pub buffered_bytes: AtomicU64,
+    /// Exports handed to the server's connection.
+    pub exported: AtomicU64,
+    /// Imports handed to the plugin for delivery.
+    pub imported: AtomicU64,
+    /// Exports dropped: buffer full.
+    pub dropped_buffer_full: AtomicU64,
+    /// Exports dropped: larger than the server's `max_payload`.
+    pub dropped_too_large: AtomicU64,
+    /// Exports lost when a connection ended while they were half sent.
+    pub lost_in_flight: AtomicU64,
+    /// Imports dropped: our own origin came back.
+    pub dropped_loop: AtomicU64,
+    /// Topics or subjects that do not map (in either direction), or
+    /// imports the plugin refused (too large for it).
+    pub dropped_unmappable: AtomicU64,
+    /// Imports dropped by the client (bad headers, unknown subscription).
+    pub dropped_bad_message: AtomicU64,
+    /// Logins after the first.
+    pub reconnects: AtomicU64,
+    /// Logins.
+    pub connects: AtomicU64,
+    /// Connects that failed, and connections that ended.
+    pub disconnects: AtomicU64,
+    /// Bursts of buffer-full drops (each told once).
+    pub loss_bursts: AtomicU64,
+}
+
+/// Adds to a counter only one thread writes.
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl BridgeStats {
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}
+
+/// What the bridge hands its plugin from NATS: a topic for local delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    /// The subject it came on.
+    pub subject: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// One plugin's link to NATS; see the [module](self).
+pub struct Bridge {
+    settings: Arc<BridgeSettings>,
+    client: NatsClient,
+    origin: Headers,
+    /// The stream, connecting or open.
+    conn: Option<ConnId>,
+    /// A stream the bridge closed whose `handle_close` has not come yet:
+    /// its last bytes are swallowed.
+    closing: Option<ConnId>,
+    backoff: Backoff,
+    reconnect_armed: bool,
+    client_timer: Option<Instant>,
+    flush_armed: bool,
+    /// Buffer-full drops in the current burst.
+    burst: u64,
+    imports: std::collections::VecDeque<Import>,
+}
+
+impl fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bridge")
+            .field("label", &self.settings.label)
+            .field("client", &self.client)
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bridge {
+    /// A bridge that has not connected yet; `now` starts the client's clock.
+    pub fn new(settings: Arc<BridgeSettings>, now: Instant) -> Result<Bridge, BridgeError> {
+        let mut client =
+            NatsClient::new(settings.nats.clone(), now).map_err(BridgeError::Client)?;
+        for subject in &settings.import {
+            client
+                .subscribe(subject, None)
+                .map_err(|_| BridgeError::Filter {
+                    field: "import",
+                    filter: subject.clone(),
+                    error: MapError::BadEscape,
+                })?;
+        }
+        let mut origin = Headers::new();
+        origin
+            .insert(ORIGIN_HEADER, &settings.instance_id)
+            .map_err(|_| BridgeError::InstanceId(settings.instance_id.clone()))?;
+        let backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
+        Ok(Bridge {
+            settings,
+            client,
+            origin,
+            conn: None,
+            closing: None,
+            backoff,
+            reconnect_armed: false,
+            client_timer: None,
+            flush_armed: false,
+            burst: 0,
+            imports: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &BridgeSettings {
+        &self.settings
+    }
+
+    /// The client (its state and counters).
+    pub fn client(&self) -> &NatsClient {
+        &self.client
+    }
+
+    /// Whether `conn` is the bridge's stream.
+    pub fn owns(&self, conn: ConnId) -> bool {
+        self.conn == Some(conn) || self.closing == Some(conn)
+    }
+
+    fn notify(&self, line: String) {
+        if let Some(n) = &self.settings.notify {
+            n(format!("nats bridge ({}): {line}", self.settings.label));
+        }
+    }
+
+    /// The plugin starts: connect.
+    pub fn handle_start(&mut self, ctx: &mut dyn Context) {
+        self.connect(ctx);
+    }
+
+    /// Starts a connect to the client's next server, or schedules one.
+    fn connect(&mut self, ctx: &mut dyn Context) {
+        let server = self.client.next_server().clone();
+        let Some(addr) = server.socket_addr() else {
+            // Host names are not resolved inside a shard: tools resolve the
+            // configured URLs first; a learned name is skipped.
+            bump(&self.settings.stats.disconnects, 1);
+            self.schedule_reconnect(ctx);
+            return;
+        };
+        let req =
+            ConnectRequest::new(addr, CONNECT_TAG).with_timeout(self.settings.connect_timeout);
+        match ctx.connect(req) {
+            Ok(conn) => self.conn = Some(conn),
+            Err(e) => {
+                bump(&self.settings.stats.disconnects, 1);
+                self.notify(format!("cannot connect to {server}: {e}"));
+                self.schedule_reconnect(ctx);
+            }
+        }
+    }
+
+    fn schedule_reconnect(&mut self, ctx: &mut dyn Context) {
+        if !self.reconnect_armed {
+            self.reconnect_armed = true;
+            ctx.set_timer(self.backoff.next_delay(), TIMER_RECONNECT);
+        }
+    }
+
+    /// A stream opened; true if it is the bridge's (then the plugin is done).
+    pub fn handle_connected(
+        &mut self,
+        ctx: &mut dyn Context,
+        stream: &StreamInfo,
+        tag: u64,
+    ) -> bool {
+        if tag != CONNECT_TAG || self.conn != Some(stream.conn) {
+            return false;
+        }
+        self.client.handle_connected(ctx.now());
+        self.after(ctx);
+        true
+    }
+
+    /// A connect failed; true if it was the bridge's.
+    pub fn handle_connect_failed(
+        &mut self,
+        ctx: &mut dyn Context,
+        conn: ConnId,
+        tag: u64,
+        failure: ConnectFailure,
+    ) -> bool {
+        if tag != CONNECT_TAG || self.conn != Some(conn) {
+            return false;
+        }
+        self.conn = None;
+        bump(&self.settings.stats.disconnects, 1);
+        if self.backoff.attempts() == 0 {
+            let server = self
+                .client
+                .servers()
+                .current()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            self.notify(format!("connect to {server} failed: {failure}; retrying"));
+        }
+        self.schedule_reconnect(ctx);
+        true
+    }
+
+    /// Bytes on the bridge's stream (the plugin checked [`Bridge::owns`]);
+    /// returns how many were consumed.
+    pub fn handle_data(&mut self, ctx: &mut dyn Context, conn: ConnId, data: &[u8]) -> usize {
+        if self.conn != Some(conn) {
+            return data.len();
+        }
+        let n = self.client.handle_input(ctx.now(), data);
+        self.after(ctx);
+        n
+    }
+
+    /// The bridge's stream closed (the plugin checked [`Bridge::owns`]).
+    pub fn handle_close(&mut self, ctx: &mut dyn Context, conn: ConnId) {
+        if self.closing == Some(conn) {
+            self.closing = None;
+            return;
+        }
+        self.conn = None;
+        self.client.handle_disconnected(ctx.now());
+        self.after(ctx);
+    }
+
+    /// A timer fired; true if it was one of the bridge's.
+    pub fn handle_timer(&mut self, ctx: &mut dyn Context, now: Instant, token: u64) -> bool {
+        match token {
+            TIMER_RECONNECT => {
+                self.reconnect_armed = false;
+                if self.conn.is_none() {
+                    self.connect(ctx);
+                }
+            }
+            TIMER_CLIENT => {
+                if self.client_timer.is_some_and(|t| now >= t) {
+                    self.client_timer = None;
+                }
+                self.client.handle_timeout(now);
+                self.after(ctx);
+            }
+            TIMER_FLUSH => {
+                self.flush_armed = false;
+                self.after(ctx);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Exports a local publish on `subject` (already mapped from its topic)
+    /// if the export filters take it. Returns whether it was accepted.
+    pub fn export(&mut self, ctx: &mut dyn Context, subject: &str, payload: &[u8]) -> bool {
+        if !self.settings.exports(subject) {
+            return false;
+        }
+        let accepted = match self
+            .client
+            .publish(subject, None, Some(&self.origin), payload)
+        {
+            Ok(()) => {
+                if self.burst > 0 {
+                    self.notify(format!(
+                        "buffer has room again; {} export(s) dropped while it was full",
+                        self.burst
+                    ));
+                    self.burst = 0;
+                }
+                true
+            }
+            Err(PublishError::BufferFull) => {
+                if self.burst == 0 {
+                    bump(&self.settings.stats.loss_bursts, 1);
+                    self.notify(format!(
+                        "buffer full ({} messages / {} bytes): dropping exports until it drains",
+                        self.settings.nats.buffer_messages, self.settings.nats.buffer_bytes
+                    ));
+                }
+                self.burst += 1;
+                false
+            }
+            Err(_) => false,
+        };
+        self.after(ctx);
+        accepted
+    }
+
+    /// Counts an export whose topic does not map to a subject.
+    pub fn count_unmappable(&self) {
+        bump(&self.settings.stats.dropped_unmappable, 1);
+    }
+
+    /// The next message from NATS for local delivery.
+    pub fn poll_import(&mut self) -> Option<Import> {
+        self.imports.pop_front()
+    }
+
+    /// After every input: send what the client has, act on its events,
+    /// arm its timer, publish the counters.
+    fn after(&mut self, ctx: &mut dyn Context) {
+        self.flush(ctx);
+        while let Some(event) = self.client.poll_event() {
+            match event {
+                Event::Connected { server, .. } => {
+                    self.backoff.reset();
+                    self.notify(format!("connected to {server}"));
+                }
+                Event::Message(m) => self.import(m),
+                Event::NeedReconnect(reason) => {
+                    bump(&self.settings.stats.disconnects, 1);
+                    self.notify(format!("disconnected: {reason}; reconnecting"));
+                    if let Some(conn) = self.conn.take() {
+                        ctx.close(conn);
+                        self.closing = Some(conn);
+                    }
+                    self.client.handle_disconnected(ctx.now());
+                    self.schedule_reconnect(ctx);
+                }
+                Event::ServerError(e) => self.notify(format!("server error: {e}")),
+            }
+        }
+        // Events may have queued bytes (a login's SUBs and buffer).
+        self.flush(ctx);
+        if let Some(at) = self.client.poll_timeout() {
+            if self.client_timer.map_or(true, |t| at < t) {
+                self.client_timer = Some(at);
+                ctx.set_timer(at.saturating_duration_since(ctx.now()), TIMER_CLIENT);
+            }
+        }
+        self.publish_stats();
+    }
+
+    fn import(&mut self, m: Message) {
+        if m.origin() == Some(self.settings.instance_id.as_str()) {
+            bump(&self.settings.stats.dropped_loop, 1);
+            return;
+        }
+        bump(&self.settings.stats.imported, 1);
+        self.imports.push_back(Import {
+            subject: m.subject,
+            payload: m.payload,
+        });
+    }
+
+    /// Hands the client's pending bytes to the engine, a chunk at a time.
+    fn flush(&mut self, ctx: &mut dyn Context) {
+        let Some(conn) = self.conn else { return };
+        if self.client.state() == State::Disconnected {
+            return;
+        }
+        loop {
+            let pending = self.client.pending_transmit();
+            if pending.is_empty() {
+                return;
+            }
+            let n = pending.len().min(WRITE_CHUNK);
+            match ctx.write(conn, &pending[..n]) {
+                Ok(()) => self.client.advance_transmit(n),
+                Err(WriteError::QueueFull) => {
+                    if !self.flush_armed {
+                        self.flush_armed = true;
+                        ctx.set_timer(FLUSH_RETRY, TIMER_FLUSH);
+                    }
+                    return;
+                }
+                // The stream is gone; its close is on its way.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn publish_stats(&self) {
+        let s = &self.settings.stats;
+        let c = self.client.stats();
+        s.connected
+            .store(u64::from(self.client.state() == State::Connected), Relaxed);
+        s.buffered_messages.store(c.buffered_messages, Relaxed);
+        s.buffered_bytes.store(c.buffered_bytes, Relaxed);
+        s.exported.store(c.published, Relaxed);
+        s.dropped_buffer_full.store(c.dropped_buffer_full, Relaxed);
+        s.dropped_too_large.store(c.dropped_too_large, Relaxed);
+        s.lost_in_flight.store(c.lost_in_flight, Relaxed);
+        s.dropped_bad_message
+            .store(c.dropped_bad_headers + c.dropped_unknown_sid, Relaxed);
+        s.connects.store(c.connects, Relaxed);
+        s.reconnects.store(c.reconnects, Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[path = "bridge_tests.rs"]
+mod tests;

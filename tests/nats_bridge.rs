@@ -1,0 +1,837 @@
+//! The relay's NATS bridge end to end: in-process ringport instances (two
+//! shards each, on ports of their own) bridged through a real
+//! `nats-server` on loopback, started by the test.
+//!
+//! Without `nats-server` every test prints
+//! `skipped: install nats-server (apt-get install nats-server)` and passes,
+//! except under `CI=true`, where it fails.
+//!
+//! The tests wait for the servers' own view (the monitoring endpoint's
+//! `/subsz`) before publishing, so that no message is published before
+//! the subscription that should get it exists; and a test-owned TCP gate
+//! in front of the server decides when an instance may reconnect.
+
+#[path = "mqtt/client.rs"]
+#[allow(dead_code)]
+mod client;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{connect, retry_eintr, server, tcp, Server, IO_TIMEOUT};
+use ringport::plugin::Registry;
+use ringport::protocols::nats::{BridgeSettings, BridgeStats, NatsConfig};
+use ringport::protocols::relay::wire::{self, Framing, Packet, Repr};
+use ringport::protocols::{RelayConfig, RelayFactory};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Where `nats-server` is, or `None` (and the skip line) when it is missing.
+///
+/// # Panics
+///
+/// Under `CI=true` when it is missing.
+fn nats_server_program() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "nats-server is not installed under CI: .ci/run installs it \
+                 (apt-get install nats-server)"
+            );
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: install nats-server (apt-get install nats-server)"
+        );
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A `nats-server` on loopback (clients, monitoring and cluster ports all
+/// on 127.0.0.1); killed and its folder removed on drop.
+struct NatsServer {
+    program: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    http: u16,
+    child: Option<Child>,
+    /// The server's own subscriptions (system account), before any client.
+    base: u64,
+}
+
+impl NatsServer {
+    /// A server; with `cluster` = (own route port, peers' route ports), a
+    /// member of cluster `rp`.
+    fn start(program: &std::path::Path, cluster: Option<(u16, &[u16])>) -> NatsServer {
+        let dir = std::env::temp_dir().join(format!(
+            "ringport-nats-bridge-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the server's folder");
+        let (port, http) = (free_port(), free_port());
+        let mut conf = format!("listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{http}\"\n");
+        if let Some((own, peers)) = cluster {
+            let routes: Vec<String> = peers
+                .iter()
+                .map(|p| format!("\"nats://127.0.0.1:{p}\""))
+                .collect();
+            conf.push_str(&format!(
+                "cluster {{\n  name: rp\n  listen: \"127.0.0.1:{own}\"\n  routes: [{}]\n}}\n",
+                routes.join(", ")
+            ));
+        }
+        std::fs::write(dir.join("nats.conf"), conf).expect("write nats.conf");
+        let mut s = NatsServer {
+            program: program.to_path_buf(),
+            dir,
+            port,
+            http,
+            child: None,
+            base: 0,
+        };
+        s.spawn();
+        s
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("nats.log")).expect("create nats.log");
+        let child = Command::new(&self.program)
+            .arg("-c")
+            .arg(self.dir.join("nats.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "nats-server exited ({status}): {}",
+                    std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen in 10 s"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.set_baseline();
+    }
+
+    /// Counts the subscriptions held now as the server's own.
+    fn set_baseline(&mut self) {
+        let mut base = None;
+        wait("the monitoring endpoint", || {
+            base = self.monitor("/subsz", "num_subscriptions");
+            base.is_some()
+        });
+        self.base = base.unwrap_or(0);
+    }
+
+    /// SIGKILL: no goodbye to its clients.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A number field of a monitoring endpoint's JSON.
+    fn monitor(&self, path: &str, field: &str) -> Option<u64> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        let at = body.find(&format!("\"{field}\":"))? + field.len() + 3;
+        let digits: String = body[at..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    }
+
+    /// Waits until the server holds `n` subscriptions (local and routed)
+    /// beyond its own.
+    fn wait_subscriptions(&self, n: u64) {
+        wait(&format!("{n} subscriptions on :{}", self.port), || {
+            self.monitor("/subsz", "num_subscriptions") == Some(self.base + n)
+        });
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A TCP gate in front of a NATS server: while shut, connections are
+/// accepted and closed at once; while open, bytes are copied both ways.
+/// Closing the gate does not touch connections already through.
+struct Gate {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Gate {
+    fn new(upstream: SocketAddr) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the gate");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (o, st) = (open.clone(), stop.clone());
+        thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((down, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                down.set_nonblocking(false).unwrap();
+                if !o.load(Ordering::Relaxed) {
+                    drop(down);
+                    continue;
+                }
+                let Ok(up) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Gate { addr, open, stop }
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One ringport instance: two shards, a relay over TCP on one port each
+/// (port `i` belongs to shard `i`), bridged with `settings`.
+struct Instance {
+    server: Server,
+    stats: Arc<BridgeStats>,
+}
+
+fn instance(servers: &[SocketAddr], id: &str, tune: impl FnOnce(&mut BridgeSettings)) -> Instance {
+    let nats = NatsConfig {
+        servers: servers.iter().map(|a| format!("nats://{a}")).collect(),
+        ..NatsConfig::default()
+    };
+    let all = ["#".to_owned()];
+    let mut settings =
+        BridgeSettings::new("relay", nats, "", &all, &all, id).expect("valid bridge settings");
+    settings.reconnect_min = Duration::from_millis(20);
+    settings.reconnect_max = Duration::from_millis(100);
+    tune(&mut settings);
+    let stats = settings.stats.clone();
+    let mut registry = Registry::new();
+    registry
+        .register(Arc::new(
+            RelayFactory::new(RelayConfig::default()).with_bridge(Arc::new(settings)),
+        ))
+        .unwrap();
+    let mut cpus = ringport::engine::cpus::allowed_cpus().unwrap();
+    cpus.truncate(2);
+    let server = server()
+        .shards(2)
+        .cpus(cpus)
+        .registry(registry)
+        .listen(tcp("relay", 2))
+        .start();
+    Instance { server, stats }
+}
+
+impl Instance {
+    /// The relay port of shard `shard`.
+    fn port(&self, shard: usize) -> SocketAddr {
+        self.server.addrs(0)[shard]
+    }
+
+    fn stat(&self, f: impl Fn(&BridgeStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+        BridgeStats::get(f(&self.stats))
+    }
+
+    fn wait_connected(&self, connected: bool) {
+        wait(&format!("bridge connected = {connected}"), || {
+            self.stat(|s| &s.connected) == u64::from(connected)
+        });
+    }
+}
+
+/// A blocking relay client.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Frame {
+    Message(Vec<u8>, Vec<u8>),
+    Lagged(u64),
+    Pong,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client {
+            stream: connect(addr),
+            buf: Vec::new(),
+        }
+    }
+
+    fn subscriber(addr: SocketAddr, topics: &[&str]) -> Client {
+        let mut c = Client::new(addr);
+        for t in topics {
+            c.send(
+                &Repr::Subscribe {
+                    topic: t.as_bytes(),
+                }
+                .to_vec(),
+            );
+        }
+        c.ping();
+        c
+    }
+
+    fn send(&mut self, frames: &[u8]) {
+        self.stream.write_all(frames).expect("send to ringport");
+    }
+
+    fn ping(&mut self) {
+        self.send(&Repr::Ping { payload: b"" }.to_vec());
+        assert_eq!(self.next(), Frame::Pong);
+    }
+
+    /// Publishes `seqs` of `publisher` on `topic`, and waits until ringport
+    /// has handled them.
+    fn publish(&mut self, topic: &str, publisher: u32, seqs: std::ops::Range<u32>) {
+        let frames: Vec<u8> = seqs
+            .flat_map(|seq| {
+                Repr::Publish {
+                    topic: topic.as_bytes(),
+                    payload: &stamp(publisher, seq),
+                }
+                .to_vec()
+            })
+            .collect();
+        self.send(&frames);
+        self.ping();
+    }
+
+    fn next(&mut self) -> Frame {
+        loop {
+            match wire::next_frame(&self.buf, u32::MAX as usize) {
+                Framing::Frame(_, len) => {
+                    let f = match Repr::parse(&Packet::new_unchecked(&self.buf[..len]), len) {
+                        Ok(Repr::Message { topic, payload }) => {
+                            Frame::Message(topic.to_vec(), payload.to_vec())
+                        }
+                        Ok(Repr::Lagged { count }) => Frame::Lagged(count),
+                        Ok(Repr::Pong { .. }) => Frame::Pong,
+                        other => panic!("unexpected frame: {other:?}"),
+                    };
+                    self.buf.drain(..len);
+                    return f;
+                }
+                Framing::Invalid(e) => panic!("bad frame: {e}"),
+                Framing::Incomplete => {}
+            }
+            let mut chunk = [0u8; 65536];
+            match retry_eintr(|| self.stream.read(&mut chunk)) {
+                Ok(0) => panic!("ringport closed the stream"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("no frame within {IO_TIMEOUT:?}: {e}"),
+            }
+        }
+    }
+
+    /// The next `n` frames, all messages of `topic`: (publisher, seq).
+    fn messages(&mut self, topic: &str, n: usize) -> Vec<(u32, u32)> {
+        (0..n)
+            .map(|i| match self.next() {
+                Frame::Message(t, p) => {
+                    assert_eq!(t, topic.as_bytes(), "message {i}");
+                    let word =
+                        |r: std::ops::Range<usize>| u32::from_be_bytes(p[r].try_into().unwrap());
+                    (word(0..4), word(4..8))
+                }
+                other => panic!("frame {i} of {n}: expected a message, got {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Nothing more is queued: the next frame is the `PONG` of a new `PING`.
+    fn nothing_more(&mut self) {
+        self.ping();
+    }
+}
+
+fn stamp(publisher: u32, seq: u32) -> Vec<u8> {
+    let mut p = publisher.to_be_bytes().to_vec();
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(b"-payload");
+    p
+}
+
+/// Each publisher's sequence numbers, in the order received.
+fn by_publisher(got: &[(u32, u32)], publisher: u32) -> Vec<u32> {
+    got.iter()
+        .filter(|(p, _)| *p == publisher)
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+#[test]
+fn a_subscriber_on_b_gets_exactly_what_is_published_on_a() {
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let a = instance(&[nats.addr()], "inst-a", |_| {});
+    let b = instance(&[nats.addr()], "inst-b", |_| {});
+    a.wait_connected(true);
+    b.wait_connected(true);
+    // One `>` subscription per bridge.
+    nats.wait_subscriptions(2);
+    // Subscribers on both shards of B: the import crosses B's mesh.
+    let mut subs: Vec<Client> = (0..2)
+        .map(|shard| Client::subscriber(b.port(shard), &["plant/line-1/t"]))
+        .collect();
+    // One publisher on each shard of A: shard 1's publishes reach NATS
+    // through shard 0.
+    let mut pubs: Vec<Client> = (0..2).map(|shard| Client::new(a.port(shard))).collect();
+    for round in 0..4u32 {
+        for (p, c) in pubs.iter_mut().enumerate() {
+            c.publish("plant/line-1/t", p as u32, round * 50..(round + 1) * 50);
+        }
+    }
+    for sub in &mut subs {
+        let got = sub.messages("plant/line-1/t", 400);
+        for p in 0..2 {
+            assert_eq!(by_publisher(&got, p), (0..200).collect::<Vec<_>>());
+        }
+    }
+    wait("A's 400 exports taken by NATS", || {
+        a.stat(|s| &s.exported) == 400
+    });
+    wait("B's 400 imports", || b.stat(|s| &s.imported) == 400);
+    for sub in &mut subs {
+        sub.nothing_more();
+    }
+    // Nothing went back: B exports nothing it imported, A imports nothing.
+    assert_eq!(b.stat(|s| &s.exported), 0);
+    assert_eq!(a.stat(|s| &s.imported), 0);
+    for i in [&a, &b] {
+        assert_eq!(i.stat(|s| &s.dropped_loop), 0);
+        assert_eq!(i.stat(|s| &s.dropped_buffer_full), 0);
+        assert_eq!(i.stat(|s| &s.dropped_unmappable), 0);
+        assert_eq!(i.stat(|s| &s.reconnects), 0);
+    }
+}
+
+#[test]
+fn three_instances_see_each_message_once_and_nothing_loops() {
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let ids = ["inst-1", "inst-2", "inst-3"];
+    let all: Vec<Instance> = ids
+        .iter()
+        .map(|id| instance(&[nats.addr()], id, |_| {}))
+        .collect();
+    for i in &all {
+        i.wait_connected(true);
+    }
+    nats.wait_subscriptions(3);
+    let mut subs: Vec<Client> = all
+        .iter()
+        .map(|i| Client::subscriber(i.port(1), &["m"]))
+        .collect();
+    for (n, i) in all.iter().enumerate() {
+        Client::new(i.port(n % 2)).publish("m", n as u32, 0..100);
+    }
+    for sub in &mut subs {
+        let got = sub.messages("m", 300);
+        for p in 0..3 {
+            assert_eq!(by_publisher(&got, p), (0..100).collect::<Vec<_>>());
+        }
+    }
+    for i in &all {
+        wait("200 imports each", || i.stat(|s| &s.imported) == 200);
+        assert_eq!(i.stat(|s| &s.exported), 100);
+    }
+    // Settled: one more message each way would show a duplicate or loop.
+    thread::sleep(Duration::from_millis(200));
+    for (i, sub) in all.iter().zip(&mut subs) {
+        sub.nothing_more();
+        assert_eq!(i.stat(|s| &s.imported), 200);
+        assert_eq!(i.stat(|s| &s.exported), 100);
+        assert_eq!(i.stat(|s| &s.dropped_loop), 0);
+    }
+}
+
+/// Loop prevention when `echo: false` is not enough: two bridges with the
+/// same instance id (as the relay and MQTT bridges of one process have)
+/// hear each other's exports, and drop them by their origin header.
+#[test]
+fn imports_with_our_own_origin_are_dropped_and_counted() {
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let a = instance(&[nats.addr()], "same", |_| {});
+    let b = instance(&[nats.addr()], "same", |_| {});
+    a.wait_connected(true);
+    b.wait_connected(true);
+    nats.wait_subscriptions(2);
+    let mut sub = Client::subscriber(b.port(0), &["x"]);
+    Client::new(a.port(0)).publish("x", 0, 0..10);
+    wait("10 loop drops on B", || b.stat(|s| &s.dropped_loop) == 10);
+    assert_eq!(b.stat(|s| &s.imported), 0);
+    sub.nothing_more();
+}
+
+#[test]
+fn nats_server_restart_loss_is_within_the_buffer_and_counted_exactly() {
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    const BUFFER: u32 = 50;
+    let mut nats = NatsServer::start(&program, None);
+    // A goes through a gate, so that it reconnects only once B has.
+    let gate = Gate::new(nats.addr());
+    let a = instance(&[gate.addr], "inst-a", |s| {
+        s.nats.buffer_messages = BUFFER as usize;
+    });
+    let b = instance(&[nats.addr()], "inst-b", |_| {});
+    a.wait_connected(true);
+    b.wait_connected(true);
+    nats.wait_subscriptions(2);
+    let mut sub = Client::subscriber(b.port(1), &["s"]);
+    let mut publisher = Client::new(a.port(1));
+    publisher.publish("s", 7, 0..100);
+    let got = sub.messages("s", 100);
+    assert_eq!(by_publisher(&got, 7), (0..100).collect::<Vec<_>>());
+    wait("100 exported", || a.stat(|s| &s.exported) == 100);
+
+    gate.set_open(false);
+    nats.kill();
+    a.wait_connected(false);
+    b.wait_connected(false);
+    // 120 while NATS is down: the buffer takes 50, 70 are dropped.
+    publisher.publish("s", 7, 100..220);
+    wait("A's buffer full", || {
+        a.stat(|s| &s.dropped_buffer_full) == 70
+    });
+    assert_eq!(a.stat(|s| &s.buffered_messages), u64::from(BUFFER));
+    assert_eq!(a.stat(|s| &s.loss_bursts), 1);
+
+    nats.spawn();
+    b.wait_connected(true);
+    nats.wait_subscriptions(1);
+    gate.set_open(true);
+    a.wait_connected(true);
+    let got = sub.messages("s", BUFFER as usize);
+    assert_eq!(
+        by_publisher(&got, 7),
+        (100..100 + BUFFER).collect::<Vec<_>>()
+    );
+    wait("the buffer drained", || {
+        a.stat(|s| &s.exported) == 150 && a.stat(|s| &s.buffered_messages) == 0
+    });
+    sub.nothing_more();
+    assert_eq!(a.stat(|s| &s.dropped_buffer_full), 70);
+    assert_eq!(a.stat(|s| &s.lost_in_flight), 0);
+    assert_eq!(a.stat(|s| &s.reconnects), 1);
+    assert_eq!(b.stat(|s| &s.reconnects), 1);
+    // After the outage, publishing flows again.
+    publisher.publish("s", 7, 220..230);
+    assert_eq!(
+        by_publisher(&sub.messages("s", 10), 7),
+        (220..230).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_two_server_cluster_losing_one_server_fails_over() {
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let (r1, r2) = (free_port(), free_port());
+    let mut s1 = NatsServer::start(&program, Some((r1, &[r2])));
+    let s2 = NatsServer::start(&program, Some((r2, &[r1])));
+    wait("the route between the servers", || {
+        s1.monitor("/routez", "num_routes") == Some(1)
+            && s2.monitor("/routez", "num_routes") == Some(1)
+    });
+    s1.set_baseline();
+    let mut s2 = s2;
+    s2.set_baseline();
+    // A knows both and starts on s1; B only s2.
+    let a = instance(&[s1.addr(), s2.addr()], "inst-a", |_| {});
+    let b = instance(&[s2.addr()], "inst-b", |_| {});
+    a.wait_connected(true);
+    b.wait_connected(true);
+    // Each server holds both bridges' subscriptions (one routed).
+    s1.wait_subscriptions(2);
+    s2.wait_subscriptions(2);
+    let mut sub = Client::subscriber(b.port(0), &["f/1"]);
+    let mut publisher = Client::new(a.port(0));
+    publisher.publish("f/1", 1, 0..100);
+    assert_eq!(
+        by_publisher(&sub.messages("f/1", 100), 1),
+        (0..100).collect::<Vec<_>>()
+    );
+    wait("100 exported", || a.stat(|s| &s.exported) == 100);
+    s1.kill();
+    wait("A reconnected (to s2)", || a.stat(|s| &s.reconnects) == 1);
+    a.wait_connected(true);
+    publisher.publish("f/1", 1, 100..200);
+    assert_eq!(
+        by_publisher(&sub.messages("f/1", 100), 1),
+        (100..200).collect::<Vec<_>>()
+    );
+    wait("200 exported", || a.stat(|s| &s.exported) == 200);
+    sub.nothing_more();
+    assert_eq!(b.stat(|s| &s.reconnects), 0);
+    assert_eq!(a.stat(|s| &s.dropped_buffer_full), 0);
+    assert_eq!(a.stat(|s| &s.lost_in_flight), 0);
+}
+
+/// `ringport serve --nats ...`: the flags turn the bridge on, `/metrics`
+/// shows its state and counters.
+#[test]
+fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
+    use common::process::{admin_is_up, start_ringport, Stderr};
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let url = format!("nats://{}", nats.addr());
+    let start = |id: &'static str| {
+        start_ringport(
+            3,
+            |cmd, port| {
+                cmd.args(["serve", "--shards", "2", "--drain-timeout", "0"])
+                    .arg("--listen")
+                    .arg(format!("relay@tcp:127.0.0.1:{port}-{}", port + 1))
+                    .arg("--admin")
+                    .arg(format!("127.0.0.1:{}", port + 2))
+                    .args(["--nats", &url, "--nats-instance-id", id]);
+            },
+            admin_is_up,
+            Stderr::Merged,
+        )
+    };
+    let (a, b) = (start("bin-a"), start("bin-b"));
+    let banner = format!(
+        "nats bridge: relay listeners via {} (instance bin-a",
+        nats.addr()
+    );
+    assert!(
+        a.printed.iter().any(|l| l.starts_with(&banner)),
+        "{:#?}",
+        a.printed
+    );
+    let metrics = |port: u16| {
+        let mut s = TcpStream::connect(("127.0.0.1", port + 2)).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let sample = |port: u16, series: &str| -> Option<u64> {
+        metrics(port)
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let connected = "ringport_nats_bridge_connected{plugin=\"relay\"}";
+    for p in [a.port, b.port] {
+        wait("connected in /metrics", || sample(p, connected) == Some(1));
+    }
+    nats.wait_subscriptions(2);
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut sub = Client::subscriber(addr(b.port + 1), &["bin/t"]);
+    Client::new(addr(a.port)).publish("bin/t", 3, 0..20);
+    assert_eq!(
+        by_publisher(&sub.messages("bin/t", 20), 3),
+        (0..20).collect::<Vec<_>>()
+    );
+    let exported = "ringport_nats_bridge_exported_total{plugin=\"relay\"}";
+    let imported = "ringport_nats_bridge_imported_total{plugin=\"relay\"}";
+    wait("A's exports in /metrics", || {
+        sample(a.port, exported) == Some(20)
+    });
+    wait("B's imports in /metrics", || {
+        sample(b.port, imported) == Some(20)
+    });
+    assert_eq!(sample(a.port, imported), Some(0));
+    assert_eq!(
+        sample(
+            b.port,
+            "ringport_nats_bridge_dropped_total{plugin=\"relay\",reason=\"loop\"}"
+        ),
+        Some(0)
+    );
+    ringport_tools::testing::promtool_check(&metrics(a.port));
+}
+
+/// An instance serving MQTT on two ports (one per shard), bridged.
+fn mqtt_instance(servers: &[SocketAddr], id: &str) -> Instance {
+    use ringport::protocols::mqtt::broker::{MqttConfig, MqttFactory};
+    let nats = NatsConfig {
+        servers: servers.iter().map(|a| format!("nats://{a}")).collect(),
+        ..NatsConfig::default()
+    };
+    let all = ["#".to_owned()];
+    let mut settings =
+        BridgeSettings::new("mqtt", nats, "", &all, &all, id).expect("valid bridge settings");
+    settings.reconnect_min = Duration::from_millis(20);
+    settings.reconnect_max = Duration::from_millis(100);
+    let stats = settings.stats.clone();
+    let factory = MqttFactory::new(MqttConfig {
+        allow_anonymous: true,
+        ..MqttConfig::default()
+    })
+    .with_bridge(Arc::new(settings));
+    let mut registry = Registry::new();
+    registry.register(Arc::new(factory)).unwrap();
+    let mut cpus = ringport::engine::cpus::allowed_cpus().unwrap();
+    cpus.truncate(2);
+    let server = server()
+        .shards(2)
+        .cpus(cpus)
+        .registry(registry)
+        .listen(tcp("mqtt", 2))
+        .start();
+    Instance { server, stats }
+}
+
+#[test]
+fn an_mqtt_subscriber_on_b_gets_what_an_mqtt_client_publishes_on_a() {
+    use client::{Client as Mqtt, Got, Opts};
+    use ringport::protocols::mqtt::codec::Version;
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let a = mqtt_instance(&[nats.addr()], "mqtt-a");
+    let b = mqtt_instance(&[nats.addr()], "mqtt-b");
+    a.wait_connected(true);
+    b.wait_connected(true);
+    nats.wait_subscriptions(2);
+    // Subscribers on both of B's shards; the publisher on A's shard 1.
+    let mut subs: Vec<Mqtt> = (0..2)
+        .map(|shard| {
+            let id = format!("sub-{shard}");
+            let (mut c, _) = Mqtt::connected(b.port(shard), &Opts::new(Version::V5, &id));
+            assert_eq!(c.subscribe(&[("sensors/+/temp", 1)]), [1]);
+            c
+        })
+        .collect();
+    let (mut publisher, _) = Mqtt::connected(a.port(1), &Opts::new(Version::V311, "pub"));
+    for i in 1..=50u16 {
+        publisher.publish(
+            &format!("sensors/s{}/temp", i % 3),
+            &i.to_be_bytes(),
+            1,
+            false,
+            i,
+        );
+    }
+    for i in 1..=50u16 {
+        assert!(matches!(publisher.recv(), Some(Got::PubAck(id, 0)) if id == i));
+    }
+    for sub in &mut subs {
+        let got: Vec<(String, u16)> = (0..50)
+            .map(|_| match sub.recv() {
+                Some(Got::Publish(m)) => {
+                    assert_eq!(m.qos, 0, "imports arrive at QoS 0");
+                    (m.topic, u16::from_be_bytes([m.payload[0], m.payload[1]]))
+                }
+                other => panic!("PUBLISH expected, got {other:?}"),
+            })
+            .collect();
+        let want: Vec<(String, u16)> = (1..=50u16)
+            .map(|i| (format!("sensors/s{}/temp", i % 3), i))
+            .collect();
+        assert_eq!(got, want);
+    }
+    wait("A's 50 exports", || a.stat(|s| &s.exported) == 50);
+    wait("B's 50 imports", || b.stat(|s| &s.imported) == 50);
+    assert_eq!(b.stat(|s| &s.exported), 0);
+    assert_eq!(a.stat(|s| &s.imported), 0);
+    assert_eq!(b.stat(|s| &s.dropped_loop), 0);
+}
