@@ -27,8 +27,19 @@ use crate::policy::{Admission, AdmissionConfig, Decision, DenyReason};
 const DENY_LOG_PER_MINUTE: u64 = 10;
 /// Sources the per-shard log gate and UDP source window track.
 const MAX_TRACKED_SOURCES: usize = 65536;
-/// A deadline that never comes in practice (a handshake without a timeout).
-const FAR: Duration = Duration::from_secs(100 * 365 * 86400);
+/// A time as nanoseconds since the process's clock epoch
+/// ([`crate::clock::nanos_since`]): 8 bytes where an `Instant` takes 16,
+/// exact, and good for 584 years.
+type Nanos = u64;
+/// No such time (not half-closed; a handshake without a timeout).
+const NEVER: Nanos = u64::MAX;
+
+/// `t + d`, or `None` when that is past the clock's range (no deadline).
+#[inline]
+fn after(t: Nanos, d: Duration) -> Option<Nanos> {
+    let at = t as u128 + d.as_nanos();
+    (at < NEVER as u128).then_some(at as Nanos)
+}
 
 /// What the engine shares with every shard about operations.
 #[derive(Debug)]
@@ -56,26 +67,32 @@ pub struct GuardInit {
     pub shared: Arc<OpsShared>,
 }
 
+/// A stream's operations state: one per stream, live or idle, so kept
+/// small (`tests::a_meta_stays_small`): times but one as [`Nanos`], no copy of
+/// the peer's address (the shard's `Conn` has it and hands it to
+/// [`Guard::closed`]).
 #[derive(Debug, Clone, Copy)]
 struct Meta {
     generation: u32,
-    live: bool,
     listener: u16,
-    peer: SocketAddr,
     local_port: u16,
-    verdict: Decision,
-    opened: Instant,
-    /// When the first-bytes deadline starts: the open, or for TLS the end
-    /// of the handshake.
-    plain_since: Instant,
-    /// A TLS handshake in progress must end by then.
-    handshake_until: Option<Instant>,
+    opened: Nanos,
+    /// While `handshaking`: when the TLS handshake must end ([`NEVER`]:
+    /// no limit). Otherwise when the first-bytes deadline starts: the
+    /// open, or for TLS the end of the handshake.
+    phase_at: Nanos,
+    /// Stamped per message (with an idle timeout), so kept as the shard
+    /// clock's `Instant`: no conversion on the hot path.
     last_active: Instant,
-    first_byte: bool,
-    half_closed_at: Option<Instant>,
+    /// When the peer sent FIN ([`NEVER`]: it has not).
+    half_closed_at: Nanos,
     bytes_in: u64,
     bytes_out: u64,
     cause: Option<CloseCause>,
+    verdict: Decision,
+    live: bool,
+    first_byte: bool,
+    handshaking: bool,
 }
 
 /// One listener on this shard.
@@ -94,7 +111,12 @@ pub struct Guard {
     shard: u16,
     listeners: Vec<Listener>,
     conns: Vec<Meta>,
-    deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// What [`Nanos`] count from ([`crate::clock::epoch`], as for the
+    /// shard's [`TurnClock`]).
+    epoch: Instant,
+    deadlines: BinaryHeap<Reverse<(Nanos, u32, u32)>>,
+    /// The top of `deadlines` as an `Instant`, for the shard's every turn.
+    next_at: Option<Instant>,
     log: Option<LogSink>,
     deny_gate: LogGate,
     udp_sources: SourceWindows,
@@ -127,7 +149,9 @@ impl Guard {
             shard: shard as u16,
             listeners,
             conns: Vec::new(),
+            epoch: crate::clock::epoch(),
             deadlines: BinaryHeap::new(),
+            next_at: None,
             log: init.log,
             deny_gate: LogGate::new(
                 DENY_LOG_PER_MINUTE,
@@ -140,6 +164,26 @@ impl Guard {
             alarm_events: Vec::new(),
             shared: init.shared,
         }
+    }
+
+    /// `t` as [`Nanos`] (a time before the epoch counts as the epoch).
+    #[inline]
+    fn nanos(&self, t: Instant) -> Nanos {
+        crate::clock::nanos_since(self.epoch, t)
+    }
+
+    /// Arms a deadline entry for (`idx`, `generation`) at `at`.
+    fn push_deadline(&mut self, at: Nanos, idx: u32, generation: u32) {
+        self.deadlines.push(Reverse((at, idx, generation)));
+        self.note_next();
+    }
+
+    /// Brings `next_at` up to date with the heap's top.
+    fn note_next(&mut self) {
+        self.next_at = self
+            .deadlines
+            .peek()
+            .map(|Reverse((at, ..))| self.epoch + Duration::from_nanos(*at));
     }
 
     /// The key `ip` counts under in per-source limits (IPv6: its prefix).
@@ -270,22 +314,22 @@ impl Guard {
         now: Instant,
     ) {
         let i = idx as usize;
+        let at = self.nanos(now);
         let meta = Meta {
             generation,
-            live: true,
             listener,
-            peer,
             local_port: local.port(),
-            verdict: d,
-            opened: now,
-            plain_since: now,
-            handshake_until: None,
+            opened: at,
+            phase_at: at,
             last_active: now,
-            first_byte: false,
-            half_closed_at: None,
+            half_closed_at: NEVER,
             bytes_in: 0,
             bytes_out: 0,
             cause: None,
+            verdict: d,
+            live: true,
+            first_byte: false,
+            handshaking: false,
         };
         if self.conns.len() <= i {
             // Slots below `i` stay vacant until their own connections open.
@@ -300,7 +344,7 @@ impl Guard {
         let l = &mut self.listeners[listener as usize];
         l.counters.conns_accepted.add(1);
         if let Some(at) = self.deadline_of(i) {
-            self.deadlines.push(Reverse((at, idx, generation)));
+            self.push_deadline(at, idx, generation);
         }
         if let Some(log) = &self.log {
             let mut r = LogRecord::new(Event::Open, now, listener, self.shard, peer);
@@ -348,14 +392,15 @@ impl Guard {
 
     /// The peer of connection `idx` shut its sending side.
     pub fn half_closed(&mut self, idx: u32, generation: u32, now: Instant) {
+        let at = self.nanos(now);
         let Some(m) = self.meta(idx) else { return };
-        if m.generation != generation || m.half_closed_at.is_some() {
+        if m.generation != generation || m.half_closed_at != NEVER {
             return;
         }
-        m.half_closed_at = Some(now);
+        m.half_closed_at = at;
         // The half-closed deadline may come before the entry in the heap.
         if let Some(at) = self.deadline_of(idx as usize) {
-            self.deadlines.push(Reverse((at, idx, generation)));
+            self.push_deadline(at, idx, generation);
         }
     }
 
@@ -369,33 +414,32 @@ impl Guard {
         timeout: Option<std::time::Duration>,
         now: Instant,
     ) {
+        let at = self.nanos(now);
         let Some(m) = self.meta(idx) else { return };
         if m.generation != generation {
             return;
         }
         // A timeout too long to add to the clock is no timeout.
-        m.handshake_until = Some(
-            timeout
-                .and_then(|t| now.checked_add(t))
-                .unwrap_or(now + FAR),
-        );
+        m.handshaking = true;
+        m.phase_at = timeout.and_then(|t| after(at, t)).unwrap_or(NEVER);
         if let Some(at) = self.deadline_of(idx as usize) {
-            self.deadlines.push(Reverse((at, idx, generation)));
+            self.push_deadline(at, idx, generation);
         }
     }
 
     /// The TLS handshake of (`idx`, `generation`) succeeded at `now`: the
     /// first-bytes deadline starts, unless plaintext came with it.
     pub fn tls_established(&mut self, idx: u32, generation: u32, plaintext: bool, now: Instant) {
+        let at = self.nanos(now);
         let Some(m) = self.meta(idx) else { return };
         if m.generation != generation {
             return;
         }
-        m.handshake_until = None;
-        m.plain_since = now;
+        m.handshaking = false;
+        m.phase_at = at;
         m.first_byte = plaintext;
         if let Some(at) = self.deadline_of(idx as usize) {
-            self.deadlines.push(Reverse((at, idx, generation)));
+            self.push_deadline(at, idx, generation);
         }
     }
 
@@ -465,10 +509,18 @@ impl Guard {
         }
     }
 
-    /// Connection (`idx`, `generation`) closed for `reason`: log it with
-    /// its totals and free its admission slot.
-    pub fn closed(&mut self, idx: u32, generation: u32, reason: CloseReason, now: Instant) {
+    /// Connection (`idx`, `generation`) with `peer` closed for `reason`:
+    /// log it with its totals and free its admission slot.
+    pub fn closed(
+        &mut self,
+        idx: u32,
+        generation: u32,
+        peer: SocketAddr,
+        reason: CloseReason,
+        now: Instant,
+    ) {
         let draining = self.draining();
+        let epoch = self.epoch;
         let Some(m) = self.meta(idx) else { return };
         if m.generation != generation {
             return;
@@ -481,12 +533,12 @@ impl Guard {
         });
         let l = &mut self.listeners[m.listener as usize];
         l.counters.conns_closed.add(1);
-        l.admission.release(m.peer.ip());
+        l.admission.release(peer.ip());
         if let Some(log) = &self.log {
-            let mut r = LogRecord::new(Event::Close, now, m.listener, self.shard, m.peer);
+            let mut r = LogRecord::new(Event::Close, now, m.listener, self.shard, peer);
             r.local_port = m.local_port;
             r.verdict = m.verdict;
-            r.duration = now.saturating_duration_since(m.opened);
+            r.duration = now.saturating_duration_since(epoch + Duration::from_nanos(m.opened));
             r.bytes_in = m.bytes_in;
             r.bytes_out = m.bytes_out;
             r.close = Some(cause);
@@ -495,40 +547,41 @@ impl Guard {
     }
 
     /// When connection `i` is due, and for what.
-    fn due(&self, i: usize) -> Option<(Instant, TimeoutKind)> {
+    fn due(&self, i: usize) -> Option<(Nanos, TimeoutKind)> {
         let m = &self.conns[i];
         let lim = &self.listeners[m.listener as usize].limits;
-        let mut best: Option<(Instant, TimeoutKind)> = None;
-        let mut consider = |at: Option<Instant>, kind| {
-            if let Some(at) = at {
+        let mut best: Option<(Nanos, TimeoutKind)> = None;
+        let mut consider = |at: Option<Nanos>, kind| {
+            if let Some(at) = at.filter(|&at| at != NEVER) {
                 if best.map_or(true, |(b, _)| at < b) {
                     best = Some((at, kind));
                 }
             }
         };
-        if m.handshake_until.is_some() {
-            consider(m.handshake_until, TimeoutKind::TlsHandshake);
+        if m.handshaking {
+            consider(Some(m.phase_at), TimeoutKind::TlsHandshake);
         } else if !m.first_byte {
             consider(
-                lim.first_bytes_timeout
-                    .and_then(|t| m.plain_since.checked_add(t)),
+                lim.first_bytes_timeout.and_then(|t| after(m.phase_at, t)),
                 TimeoutKind::FirstBytes,
             );
         }
         consider(
-            lim.idle_timeout.and_then(|t| m.last_active.checked_add(t)),
+            lim.idle_timeout
+                .and_then(|t| after(crate::clock::nanos_since(self.epoch, m.last_active), t)),
             TimeoutKind::Idle,
         );
-        if let Some(h) = m.half_closed_at {
+        if m.half_closed_at != NEVER {
             consider(
-                lim.half_closed_timeout.and_then(|t| h.checked_add(t)),
+                lim.half_closed_timeout
+                    .and_then(|t| after(m.half_closed_at, t)),
                 TimeoutKind::HalfClosed,
             );
         }
         best
     }
 
-    fn deadline_of(&self, i: usize) -> Option<Instant> {
+    fn deadline_of(&self, i: usize) -> Option<Nanos> {
         self.due(i).map(|(at, _)| at)
     }
 
@@ -536,7 +589,7 @@ impl Guard {
     /// alert's window, for the shard's wait.
     #[inline]
     pub fn next_deadline(&self) -> Option<Instant> {
-        let conn = self.deadlines.peek().map(|Reverse((at, ..))| *at);
+        let conn = self.next_at;
         match (conn, self.alarm_next) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -555,8 +608,9 @@ impl Guard {
                 }
             }
         }
+        let now_ns = self.nanos(now);
         while let Some(&Reverse((at, idx, generation))) = self.deadlines.peek() {
-            if at > now {
+            if at > now_ns {
                 break;
             }
             self.deadlines.pop();
@@ -566,7 +620,7 @@ impl Guard {
                 _ => continue,
             }
             match self.due(i) {
-                Some((due, kind)) if due <= now => {
+                Some((due, kind)) if due <= now_ns => {
                     let m = &mut self.conns[i];
                     m.cause = Some(match kind {
                         TimeoutKind::FirstBytes => CloseCause::FirstBytesTimeout,
@@ -583,6 +637,7 @@ impl Guard {
                 _ => {}
             }
         }
+        self.note_next();
     }
 
     /// The checks for a datagram of `len` bytes from `peer` on `listener`:
@@ -688,6 +743,14 @@ mod tests {
     }
 
     #[test]
+    fn a_meta_stays_small() {
+        // One per stream, idle or not: 152 B with the peer's address and
+        // `Instant`s; a deadline entry was 24 B.
+        assert_eq!(std::mem::size_of::<Meta>(), 80);
+        assert_eq!(std::mem::size_of::<Reverse<(Nanos, u32, u32)>>(), 16);
+    }
+
+    #[test]
     fn timeouts_too_long_for_the_clock_are_no_timeouts() {
         let limits = Limits {
             first_bytes_timeout: Some(Duration::MAX),
@@ -752,7 +815,13 @@ mod tests {
         g.poll_expired(s(500), &mut out);
         assert_eq!(out, [(1, 7)]);
         for (idx, _) in [(0, 7), (2, 7), (1, 7)] {
-            g.closed(idx, 7, CloseReason::Error(110), s(500));
+            g.closed(
+                idx,
+                7,
+                addr("127.0.0.1:5000"),
+                CloseReason::Error(110),
+                s(500),
+            );
         }
         let c = g.listeners[0].counters.snapshot();
         assert_eq!(c.timeouts, [1, 1, 1, 0]);

@@ -37,6 +37,7 @@ use std::os::fd::AsRawFd;
 
 use ringport_plugin::{ConnectError, ConnectFailure, ConnectRequest};
 
+use crate::conn::Outbound;
 use crate::tls::session::{HandshakeInfo, Session};
 
 use super::*;
@@ -97,7 +98,7 @@ impl<B: Backend> Core<B> {
         if !connectable(req.addr) {
             return Err(ConnectError::InvalidAddress);
         }
-        let tls = match &req.tls {
+        let tls_client = match &req.tls {
             None => None,
             Some(t) => {
                 let profile = self
@@ -107,7 +108,7 @@ impl<B: Backend> Core<B> {
                     .ok_or(ConnectError::UnknownTlsProfile)?;
                 let name = rustls::pki_types::ServerName::try_from(t.server_name.clone())
                     .map_err(|_| ConnectError::InvalidServerName)?;
-                Some(Box::new((profile.1.config(), name)))
+                Some((profile.1.config(), name))
             }
         };
         let fd = socket::stream_to(req.addr)
@@ -119,11 +120,14 @@ impl<B: Backend> Core<B> {
             .insert(fd, self.current_plugin, ListenerId::OUTBOUND.0)
             .ok_or(ConnectError::TableFull)?;
         if let Some(c) = self.conns.get_mut(idx, generation) {
-            c.outbound = true;
+            c.out = Some(Box::new(Outbound {
+                connect_tag: req.tag,
+                local: SocketAddr::from(([0, 0, 0, 0], 0)),
+                tls_client,
+                early_plain: Vec::new(),
+            }));
             c.connecting = true;
             c.opening = true;
-            c.tls_client = tls;
-            c.connect_tag = req.tag;
             c.peer = req.addr;
             // Only a client sends a ClientHello; the peer here is a server.
             c.first_checked = true;
@@ -186,7 +190,7 @@ impl<B: Backend> Shard<B> {
                 conn.closing = true;
                 conn.opening = false;
                 conn.tx_pending.clear();
-                let (plugin, tag) = (conn.plugin, conn.connect_tag);
+                let (plugin, tag) = (conn.plugin, conn.connect_tag());
                 self.core.account(idx);
                 self.connect_failed(plugin, idx, generation, tag, failure_of(errno));
                 self.core.maybe_finalize(idx, generation);
@@ -201,12 +205,15 @@ impl<B: Backend> Shard<B> {
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
         };
-        conn.local = addr::local_of(conn.raw_fd()).unwrap_or(conn.local);
-        let Some(tls) = conn.tls_client.take() else {
+        let fd = conn.raw_fd();
+        let Some(out) = conn.out.as_deref_mut() else {
+            return;
+        };
+        out.local = addr::local_of(fd).unwrap_or(out.local);
+        let Some((config, name)) = out.tls_client.take() else {
             self.open_outbound(idx, generation);
             return;
         };
-        let (config, name) = *tls;
         match Session::client(config, name, now, &mut conn.tx_pending) {
             Ok(s) => {
                 conn.tls = Some(Box::new(s));
@@ -244,14 +251,16 @@ impl<B: Backend> Shard<B> {
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
         };
-        if !conn.early_plain.is_empty() {
-            let early = std::mem::take(&mut conn.early_plain);
+        if conn.early_plain_len() > 0 {
+            let early = conn
+                .out
+                .as_deref_mut()
+                .map(|o| std::mem::take(&mut o.early_plain))
+                .unwrap_or_default();
             let sealed = match conn.tls.as_deref_mut() {
                 Some(s) => s.write(&mut conn.tx_pending, &[&early]).is_ok(),
                 None => false,
             };
-            conn.early_plain = early;
-            conn.early_plain.clear();
             if !sealed {
                 conn.close_after_flush
                     .get_or_insert(CloseReason::Error(libc::EPROTO));
@@ -285,11 +294,14 @@ impl<B: Backend> Shard<B> {
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
         };
-        let local = conn.local;
+        let local = conn
+            .out
+            .as_ref()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |o| o.local);
         // From here on `handle_close` is owed, as for an accepted stream.
         conn.accepted = true;
         conn.opening = false;
-        let (plugin, tag, peer) = (conn.plugin, conn.connect_tag, conn.peer);
+        let (plugin, tag, peer) = (conn.plugin, conn.connect_tag(), conn.peer);
         self.core.counters.conns_connected.add(1);
         let info = StreamInfo {
             conn: Conns::id(idx, generation),
@@ -330,7 +342,7 @@ impl<B: Backend> Shard<B> {
         conn.closing = true;
         conn.opening = false;
         conn.tx_pending.clear();
-        let (plugin, tag, fd) = (conn.plugin, conn.connect_tag, conn.raw_fd());
+        let (plugin, tag, fd) = (conn.plugin, conn.connect_tag(), conn.raw_fd());
         let (connecting, sending, receiving) =
             (conn.connecting, conn.send_inflight, conn.recv_armed);
         self.core.account(idx);

@@ -92,7 +92,7 @@ impl<B: Backend> Core<B> {
         let Some(conn) = self.conns.get_mut(idx, generation) else {
             return;
         };
-        let rest = &conn.tx_inflight[conn.tx_off..];
+        let rest = &conn.tx_inflight[conn.tx_off as usize..];
         conn.send_inflight = true;
         let (ptr, len, fd) = (rest.as_ptr(), rest.len(), conn.raw_fd());
         // SAFETY: `tx_inflight` is neither moved, resized nor freed while
@@ -106,9 +106,9 @@ impl<B: Backend> Core<B> {
     pub(super) fn account(&mut self, idx: u32) {
         if let Some((conn, _)) = self.conns.at_mut(idx) {
             let now = conn.budgeted();
-            if now != conn.accounted {
-                self.outbound.change(conn.accounted, now);
-                conn.accounted = now;
+            if now != conn.accounted as usize {
+                self.outbound.change(conn.accounted as usize, now);
+                conn.accounted = now as u32;
             }
         }
     }
@@ -156,7 +156,7 @@ impl<B: Backend> Core<B> {
             return;
         }
         // Closing streams count nothing; this settles one that never did.
-        let accounted = std::mem::take(&mut conn.accounted);
+        let accounted = std::mem::take(&mut conn.accounted) as usize;
         self.outbound.change(accounted, 0);
         let Some(conn) = self.conns.get_mut(idx, generation) else {
             return;
@@ -166,6 +166,18 @@ impl<B: Backend> Core<B> {
             self.io.close_stream(idx, fd.into_raw_fd());
         }
         self.conns.remove(idx);
+    }
+
+    /// A stream's local address: its listener socket's, or for an
+    /// outbound stream the one its socket connected from.
+    pub(super) fn local_of(&self, c: &crate::conn::Conn) -> SocketAddr {
+        match &c.out {
+            Some(o) => o.local,
+            None => self
+                .listeners
+                .get(c.sock as usize)
+                .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |l| l.local),
+        }
     }
 
     pub(super) fn conn_for(&mut self, id: ConnId) -> Option<(&mut crate::conn::Conn, u32, u32)> {
@@ -198,24 +210,32 @@ impl<B: Backend> Context for Core<B> {
             return Err(WriteError::UnknownTarget);
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if c.evicted || c.tx_len() + c.early_plain.len() + len > max {
+        if c.evicted || c.tx_len() + c.early_plain_len() + len > max {
             return Err(WriteError::QueueFull);
         }
-        if c.opening && (c.tls_client.is_some() || c.tls.is_some()) {
-            // A TLS stream not up yet: kept as plaintext, sealed once the
-            // handshake is done (under the stream's cap, not yet counted in
-            // the shard's budget: nothing can be sent before then).
-            for p in parts {
-                c.early_plain.extend_from_slice(p);
+        if c.opening {
+            if let Some(o) = c.out.as_deref_mut() {
+                if o.tls_client.is_some() || c.tls.is_some() {
+                    // A TLS stream not up yet: kept as plaintext, sealed once
+                    // the handshake is done (under the stream's cap, not yet
+                    // counted in the shard's budget: nothing can be sent
+                    // before then).
+                    for p in parts {
+                        o.early_plain.extend_from_slice(p);
+                    }
+                    return Ok(());
+                }
             }
-            return Ok(());
         }
         if !self.outbound.fits(len) && !self.make_room(idx, len) {
             return Err(WriteError::QueueFull);
         }
-        let Some((c, idx, _)) = self.conn_for(conn) else {
+        let (idx, generation) = Conns::split(conn);
+        let Some((c, spare)) = self.conns.get_mut_and_spare(idx, generation) else {
             return Err(WriteError::UnknownTarget);
         };
+        // A drained stream gave its buffer back; a kept one comes now.
+        spare.fill(&mut c.tx_pending);
         match c.tls.as_deref_mut() {
             // Framed into records in place; sealed when the queue is flushed.
             Some(s) => {

@@ -96,7 +96,7 @@ impl<B: Backend> Shard<B> {
         socket::set_nodelay(fd);
         if let Some(c) = self.core.conns.get_mut(cidx, generation) {
             c.peer = peer;
-            c.local = local;
+            c.sock = lidx;
         }
         // Allowlist and limits before any plugin code.
         let Some(admitted) = self
@@ -257,7 +257,9 @@ impl<B: Backend> Shard<B> {
             };
             if let Ok(n) = r {
                 if n < bytes.len() {
-                    if let Some(conn) = self.core.conns.get_mut(idx, generation) {
+                    if let Some((conn, spare)) = self.core.conns.get_mut_and_spare(idx, generation)
+                    {
+                        spare.fill(&mut conn.rx_pending);
                         conn.rx_pending.extend_from_slice(&bytes[n..]);
                     }
                 }
@@ -375,8 +377,8 @@ impl<B: Backend> Shard<B> {
         }
         self.core.counters.bytes_out.add(res as u64);
         self.guard.bytes_out(idx, res as usize, &self.core.clock);
-        conn.tx_off += res as usize;
-        if conn.tx_off >= conn.tx_inflight.len() {
+        conn.tx_off += res as u32;
+        if conn.tx_off as usize >= conn.tx_inflight.len() {
             conn.tx_inflight.clear();
             conn.tx_off = 0;
         }
@@ -427,6 +429,7 @@ impl<B: Backend> Shard<B> {
         }
         let accepted = conn.accepted;
         let guarded = conn.guarded;
+        let peer = conn.peer;
         let plugin = conn.plugin;
         let recv_armed = conn.recv_armed;
         if recv_armed {
@@ -435,7 +438,7 @@ impl<B: Backend> Shard<B> {
         self.core.account(idx);
         if guarded {
             self.guard
-                .closed(idx, generation, reason, self.core.clock.now());
+                .closed(idx, generation, peer, reason, self.core.clock.now());
         }
         if accepted {
             self.core.counters.conns_closed.add(1);
@@ -444,11 +447,6 @@ impl<B: Backend> Shard<B> {
             let p = &mut self.plugins[plugin as usize];
             let core = &mut self.core;
             if super::guarded(|| p.handle_close(core, id, reason)).is_none() {
-                let peer = self
-                    .core
-                    .conns
-                    .get(idx, generation)
-                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
                 let listener = self
                     .core
                     .conns
@@ -512,7 +510,7 @@ impl<B: Backend> Shard<B> {
                     continue;
                 }
             }
-            if !conn.send_inflight && conn.tx_off < conn.tx_inflight.len() {
+            if !conn.send_inflight && (conn.tx_off as usize) < conn.tx_inflight.len() {
                 // A short send: the rest of the in-flight buffer goes first.
                 self.core.submit_send(idx, generation);
             } else if !conn.send_inflight && !conn.tx_pending.is_empty() {

@@ -83,7 +83,7 @@ impl<B: Backend> Shard<B> {
             .core
             .conns
             .get(cidx, generation)
-            .map(|c| (c.peer, c.local))
+            .map(|c| (c.peer, self.core.local_of(c)))
         else {
             return false;
         };
@@ -225,7 +225,7 @@ impl<B: Backend> Shard<B> {
         let session = conn.tls.as_ref()?;
         let now = self.core.clock.now();
         let mut r = LogRecord::new(Event::TlsHandshake, now, conn.listener, 0, conn.peer);
-        r.local_port = conn.local.port();
+        r.local_port = self.core.local_of(conn).port();
         r.duration = now.saturating_duration_since(session.started);
         r.tls = Some(Box::new(tls));
         Some(r)
@@ -241,7 +241,7 @@ impl<B: Backend> Shard<B> {
             ListenerId(conn.listener),
             conn.plugin,
             conn.peer,
-            conn.local,
+            self.core.local_of(conn),
         );
         let local_port = local.port();
         let Some(tls) = self.listener_tls(listener).cloned() else {
@@ -390,7 +390,8 @@ impl<B: Backend> Shard<B> {
         let Some(conn) = self.core.conns.get(idx, generation) else {
             return;
         };
-        let (listener, peer, local_port) = (conn.listener, conn.peer, conn.local.port());
+        let (listener, peer, local_port) =
+            (conn.listener, conn.peer, self.core.local_of(conn).port());
         self.handshakes.end(self.guard.source_key(peer.ip()));
         let now = self.core.clock.now();
         let denial = f.result.denial();
