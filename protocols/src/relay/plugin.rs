@@ -19,7 +19,7 @@ use crate::output_error;
 
 /// [`MeshMessage::tag`] of a message carrying an encoded `PUBLISH` frame;
 /// bits 32 to 47 of the tag carry the publishing listener's id
-/// ([`publish_tag`]), which the NATS bridge's per-listener export filters
+/// (`publish_tag`), which the NATS bridge's per-listener export filters
 /// need.
 pub const MESH_TAG_PUBLISH: u64 = 1;
 
