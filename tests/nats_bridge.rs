@@ -26,6 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{connect, retry_eintr, server, tcp, Server, IO_TIMEOUT};
+use ringport::plugin::ListenerId;
 use ringport::plugin::Registry;
 use ringport::protocols::nats::{BridgeSettings, BridgeStats, NatsConfig};
 use ringport::protocols::relay::wire::{self, Framing, Packet, Repr};
@@ -279,6 +280,17 @@ struct Instance {
 }
 
 fn instance(servers: &[SocketAddr], id: &str, tune: impl FnOnce(&mut BridgeSettings)) -> Instance {
+    instance_with(servers, id, 1, tune)
+}
+
+/// Like [`instance`], with `listeners` relay listeners (two ports each;
+/// listener `l` is `ListenerId(l)`).
+fn instance_with(
+    servers: &[SocketAddr],
+    id: &str,
+    listeners: usize,
+    tune: impl FnOnce(&mut BridgeSettings),
+) -> Instance {
     let nats = NatsConfig {
         servers: servers.iter().map(|a| format!("nats://{a}")).collect(),
         ..NatsConfig::default()
@@ -298,12 +310,11 @@ fn instance(servers: &[SocketAddr], id: &str, tune: impl FnOnce(&mut BridgeSetti
         .unwrap();
     let mut cpus = ringport::engine::cpus::allowed_cpus().unwrap();
     cpus.truncate(2);
-    let server = server()
-        .shards(2)
-        .cpus(cpus)
-        .registry(registry)
-        .listen(tcp("relay", 2))
-        .start();
+    let mut builder = server().shards(2).cpus(cpus).registry(registry);
+    for _ in 0..listeners {
+        builder = builder.listen(tcp("relay", 2));
+    }
+    let server = builder.start();
     Instance { server, stats }
 }
 
@@ -311,6 +322,11 @@ impl Instance {
     /// The relay port of shard `shard`.
     fn port(&self, shard: usize) -> SocketAddr {
         self.server.addrs(0)[shard]
+    }
+
+    /// The port of shard `shard` of relay listener `listener`.
+    fn listener_port(&self, listener: usize, shard: usize) -> SocketAddr {
+        self.server.addrs(listener)[shard]
     }
 
     fn stat(&self, f: impl Fn(&BridgeStats) -> &std::sync::atomic::AtomicU64) -> u64 {
@@ -493,6 +509,76 @@ fn a_subscriber_on_b_gets_exactly_what_is_published_on_a() {
         assert_eq!(i.stat(|s| &s.dropped_unmappable), 0);
         assert_eq!(i.stat(|s| &s.reconnects), 0);
     }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Per-listener filters: on A, listener 0 exports `a/#` and listener 1
+/// nothing; on B, listener 0 imports `a/x` and listener 1 `a/#`. B's
+/// subscribers get exactly what A's listener 0 published and their own
+/// listener imports, and the per-listener counters say so.
+#[test]
+fn export_and_import_filters_narrow_the_bridge_per_listener() {
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let mut a_stats = Vec::new();
+    let a = instance_with(&[nats.addr()], "inst-a", 2, |s| {
+        s.add_listener(ListenerId(0), "a0", Some(&strings(&["a/#"])), None)
+            .unwrap();
+        s.add_listener(ListenerId(1), "a1", Some(&[]), None)
+            .unwrap();
+        a_stats = s.routes().map(|(_, r)| r.stats.clone()).collect();
+    });
+    let mut b_stats = Vec::new();
+    let b = instance_with(&[nats.addr()], "inst-b", 2, |s| {
+        s.add_listener(ListenerId(0), "b0", None, Some(&strings(&["a/x"])))
+            .unwrap();
+        s.add_listener(ListenerId(1), "b1", None, Some(&strings(&["a/#"])))
+            .unwrap();
+        // `a/x` is covered by `a/#` (`a.>` and `a`): two subscriptions.
+        assert_eq!(s.subscriptions, ["a.>", "a"]);
+        b_stats = s.routes().map(|(_, r)| r.stats.clone()).collect();
+    });
+    a.wait_connected(true);
+    b.wait_connected(true);
+    // A's `>` and B's two.
+    nats.wait_subscriptions(3);
+    let topics = ["a/x", "a/y"];
+    let mut sub0 = Client::subscriber(b.listener_port(0, 0), &topics);
+    let mut sub1 = Client::subscriber(b.listener_port(1, 1), &topics);
+    // Listener 1 of A (shard 0) exports nothing; listener 0's publisher is
+    // on shard 1, so its listener id crosses A's mesh.
+    let mut quiet = Client::new(a.listener_port(1, 0));
+    quiet.publish("a/x", 9, 0..30);
+    let mut loud = Client::new(a.listener_port(0, 1));
+    loud.publish("a/x", 1, 0..30);
+    loud.publish("a/y", 1, 0..30);
+    let seqs: Vec<u32> = (0..30).collect();
+    let got = sub1.messages("a/x", 30);
+    assert_eq!(by_publisher(&got, 1), seqs);
+    let got = sub1.messages("a/y", 30);
+    assert_eq!(by_publisher(&got, 1), seqs);
+    let got = sub0.messages("a/x", 30);
+    assert_eq!(by_publisher(&got, 1), seqs);
+    wait("B's 60 imports", || b.stat(|s| &s.imported) == 60);
+    sub0.nothing_more();
+    sub1.nothing_more();
+    let get = |s: &std::sync::atomic::AtomicU64| BridgeStats::get(s);
+    assert_eq!(a.stat(|s| &s.exported), 60);
+    assert_eq!(
+        (get(&a_stats[0].exported), get(&a_stats[1].exported)),
+        (60, 0)
+    );
+    assert_eq!(
+        (get(&b_stats[0].imported), get(&b_stats[1].imported)),
+        (30, 60)
+    );
+    assert_eq!(b.stat(|s| &s.exported), 0);
+    assert_eq!(a.stat(|s| &s.imported), 0);
 }
 
 #[test]

@@ -102,9 +102,23 @@ pub struct ListenerTable {
     pub tls_max_handshakes_per_source: Option<u32>,
     /// See `--tls-no-resumption`.
     pub tls_no_resumption: Option<bool>,
+    /// `false`: this relay listener is left out of the NATS bridge.
+    pub nats: Option<bool>,
+    /// See `--nats-export` (replaces the top-level list for this listener).
+    pub nats_export: Option<Vec<String>>,
+    /// See `--nats-import` (replaces the top-level list for this listener).
+    pub nats_import: Option<Vec<String>>,
 }
 
 impl ListenerTable {
+    fn nats(&self) -> crate::nats::ListenerNats {
+        crate::nats::ListenerNats {
+            nats: self.nats,
+            export: self.nats_export.clone(),
+            import: self.nats_import.clone(),
+        }
+    }
+
     fn tls(&self) -> TlsInputs {
         TlsInputs {
             cert: self.tls_cert.clone(),
@@ -211,7 +225,21 @@ pub struct FileConfig {
 impl FileConfig {
     /// Parses TOML text; errors name the key or value and its line.
     pub fn parse(text: &str) -> Result<FileConfig> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+        toml::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            // Valid at the top level, so refused in a `[[listener]]` table.
+            let per_plugin = crate::nats::PER_PLUGIN_KEYS
+                .iter()
+                .find(|k| msg.contains(&format!("unknown field `{k}`")));
+            match per_plugin {
+                Some(key) => anyhow::anyhow!(
+                    "{msg}{key} applies to the whole NATS bridge of a plugin (one connection \
+                     carries every listener's messages): set it at the top level, outside \
+                     [[listener]]; a listener table takes only nats, nats_export and nats_import"
+                ),
+                None => anyhow::anyhow!("{msg}"),
+            }
+        })
     }
 
     /// Reads and parses a file.
@@ -463,7 +491,8 @@ impl Settings {
     pub fn resolve(args: &ServeArgs, file: Option<FileConfig>) -> Result<Settings> {
         let f = file.unwrap_or_default();
         let mqtt = crate::mqtt::MqttSetup::resolve(&args.mqtt, &f)?;
-        let nats = crate::nats::NatsSetup::resolve(&args.nats, &f)?;
+        let mut nats = crate::nats::NatsSetup::resolve(&args.nats, &f)?;
+        let mut listener_nats = Vec::new();
         let d = EngineConfig::default();
         macro_rules! pick {
             ($name:ident, $default:expr) => {
@@ -537,6 +566,8 @@ impl Settings {
                     max_datagram: t.max_datagram,
                 };
                 specs.push(t.spec.0.clone());
+                listener_nats.resize(specs.len() - 1, crate::nats::ListenerNats::default());
+                listener_nats.push(t.nats());
                 ops.push(ListenerOps {
                     allow: match &t.allow {
                         Some(v) => Some(v.iter().map(|c| c.0 .0).collect()),
@@ -564,6 +595,7 @@ impl Settings {
             }
             (specs, ops)
         };
+        nats.route_listeners(&listeners, &listener_nats)?;
         if let Some(key) = global_tls.first_given() {
             if !listeners.iter().any(|l| l.tls) {
                 bail!(

@@ -12,7 +12,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use ringport_protocols::nats::{Auth, BridgeSettings, BridgeStats, NatsConfig, ServerAddr};
+use ringport_engine::spec::ListenerSpec;
+use ringport_plugin::ListenerId;
+use ringport_protocols::nats::{
+    Auth, BridgeSettings, BridgeStats, ListenerBridgeStats, NatsConfig, ServerAddr,
+};
 
 use crate::config::FileConfig;
 
@@ -80,6 +84,47 @@ pub struct NatsArgs {
     /// Longest wait between reconnects (0.001 to 3600). [default: 5]
     #[arg(long, value_name = "SECS")]
     pub nats_reconnect_max: Option<f64>,
+}
+
+/// Keys of the whole bridge of a plugin: refused in a `[[listener]]` table
+/// (one NATS connection per plugin carries every listener's messages).
+pub const PER_PLUGIN_KEYS: [&str; 10] = [
+    "nats_user",
+    "nats_password_file",
+    "nats_token_file",
+    "nats_nkey_seed_file",
+    "nats_buffer_messages",
+    "nats_buffer_bytes",
+    "nats_subject_prefix",
+    "nats_instance_id",
+    "nats_reconnect_min",
+    "nats_reconnect_max",
+];
+
+/// A `[[listener]]` table's NATS keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerNats {
+    /// `nats`: false leaves the listener out of the bridge.
+    pub nats: Option<bool>,
+    /// `nats_export`: replaces the plugin-wide export filters.
+    pub export: Option<Vec<String>>,
+    /// `nats_import`: replaces the plugin-wide import filters.
+    pub import: Option<Vec<String>>,
+}
+
+impl ListenerNats {
+    /// The first key set, if any.
+    fn first_key(&self) -> Option<&'static str> {
+        if self.nats.is_some() {
+            Some("nats")
+        } else if self.export.is_some() {
+            Some("nats_export")
+        } else if self.import.is_some() {
+            Some("nats_import")
+        } else {
+            None
+        }
+    }
 }
 
 /// The resolved bridge settings (None: no `--nats`).
@@ -280,22 +325,91 @@ impl NatsSetup {
         })
     }
 
+    /// Gives every `relay` listener of the plan its route in the relay's
+    /// bridge: its own keys (`keys[i]` for `listeners[i]`, missing = none)
+    /// or the plugin-wide filters. Errors name the listener, the key and
+    /// the fix.
+    pub fn route_listeners(
+        &mut self,
+        listeners: &[ListenerSpec],
+        keys: &[ListenerNats],
+    ) -> Result<()> {
+        let none = ListenerNats::default();
+        let keyed = listeners
+            .iter()
+            .zip(keys)
+            .find_map(|(spec, k)| Some((spec, k.first_key()?)));
+        let Some(relay) = &mut self.relay else {
+            if let Some((spec, key)) = keyed {
+                bail!(
+                    "listener `{spec}`: {key} needs nats (the servers to bridge to): add --nats \
+                     nats://HOST:PORT or a top-level nats key"
+                );
+            }
+            return Ok(());
+        };
+        let relay = Arc::make_mut(relay);
+        for (i, spec) in listeners.iter().enumerate() {
+            let k = keys.get(i).unwrap_or(&none);
+            if spec.protocol != "relay" {
+                if let Some(key) = k.first_key() {
+                    bail!(
+                        "listener `{spec}`: {key} narrows the bridge of relay listeners only \
+                         (not {} listeners yet): remove it; the top-level nats_export and \
+                         nats_import apply to mqtt listeners",
+                        spec.protocol
+                    );
+                }
+                continue;
+            }
+            let off = Some(Vec::new());
+            let (export, import) = match k.nats {
+                Some(false) if k.export.is_some() || k.import.is_some() => bail!(
+                    "listener `{spec}`: nats = false leaves it out of the bridge, yet \
+                     nats_export or nats_import is set: remove one or the other"
+                ),
+                Some(false) => (off.clone(), off),
+                _ => (k.export.clone(), k.import.clone()),
+            };
+            let id = u16::try_from(i)
+                .ok()
+                .filter(|&i| i != ListenerId::OUTBOUND.0);
+            let Some(id) = id else {
+                bail!("listener `{spec}`: a bridge takes at most 65535 listeners; remove some");
+            };
+            relay
+                .add_listener(
+                    ListenerId(id),
+                    &spec.to_string(),
+                    export.as_deref(),
+                    import.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("listener `{spec}`: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// A line for the start-up banner; `which` names the bridged plugins.
     pub fn describe(&self, which: &str) -> Option<String> {
         let r = self.relay.as_ref()?;
-        Some(format!(
-            "nats bridge: {which} listeners via {} (instance {}, export {:?}, import {:?})",
-            r.nats
-                .servers
-                .iter()
-                .filter_map(|u| ServerAddr::parse(u).ok())
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            r.instance_id,
-            r.export,
-            r.import
-        ))
+        Some(
+            format!(
+                "nats bridge: {which} listeners via {} (instance {}, export {:?}, import {:?})",
+                r.nats
+                    .servers
+                    .iter()
+                    .filter_map(|u| ServerAddr::parse(u).ok())
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                r.instance_id,
+                r.export,
+                r.import
+            ) + &r
+                .routes()
+                .map(|(_, l)| format!("; {} export {:?} import {:?}", l.name, l.export, l.import))
+                .collect::<String>(),
+        )
     }
 }
 
@@ -315,8 +429,77 @@ pub fn with_notifier(setup: &NatsSetup, notify: Arc<dyn Fn(String) + Send + Sync
     }
 }
 
-/// The bridges' `/metrics` series (Prometheus text, appended to `o`).
-pub fn render_metrics(bridges: &[(&str, &BridgeStats)], o: &mut String) {
+/// The bridges' `/metrics` series (Prometheus text, appended to `o`):
+/// per plugin, then per listener for the bridges with routes.
+pub fn render_metrics(bridges: &[(&str, &BridgeSettings)], o: &mut String) {
+    let stats: Vec<(&str, &BridgeStats)> = bridges.iter().map(|(p, b)| (*p, &*b.stats)).collect();
+    render_plugin_metrics(&stats, o);
+    render_listener_metrics(bridges, o);
+}
+
+/// The per-listener series: a listener's exports and imports, and its
+/// exports dropped by reason, labelled `plugin` and `listener` (its spec).
+/// They are families of their own: a listener's `exported` counts what the
+/// bridge took (sent or buffered) and its `imported` what its filters let
+/// through, so they do not add up to the plugin's series, which count what
+/// reached the server and what came from it.
+fn render_listener_metrics(bridges: &[(&str, &BridgeSettings)], o: &mut String) {
+    if !bridges.iter().any(|(_, b)| b.has_routes()) {
+        return;
+    }
+    let get = BridgeStats::get;
+    type Field = fn(&ListenerBridgeStats) -> &AtomicU64;
+    let counters: [(&str, &str, Field); 2] = [
+        (
+            "ringport_nats_bridge_listener_exported_total",
+            "Publishes from the listener taken for NATS (sent or buffered).",
+            |s| &s.exported,
+        ),
+        (
+            "ringport_nats_bridge_listener_imported_total",
+            "Messages from NATS the listener's import filters let through.",
+            |s| &s.imported,
+        ),
+    ];
+    for (name, help, f) in counters {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (plugin, b) in bridges {
+            for (_, r) in b.routes() {
+                let _ = writeln!(
+                    o,
+                    "{name}{{plugin=\"{plugin}\",listener=\"{}\"}} {}",
+                    r.name,
+                    get(f(&r.stats))
+                );
+            }
+        }
+    }
+    let name = "ringport_nats_bridge_listener_dropped_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Exports from the listener the bridge dropped, by reason.\n# TYPE {name} counter"
+    );
+    let reasons: [(&str, Field); 3] = [
+        ("buffer_full", |s| &s.dropped_buffer_full),
+        ("too_large", |s| &s.dropped_too_large),
+        ("unmappable", |s| &s.dropped_unmappable),
+    ];
+    for (plugin, b) in bridges {
+        for (_, r) in b.routes() {
+            for (reason, f) in reasons {
+                let _ = writeln!(
+                    o,
+                    "{name}{{plugin=\"{plugin}\",listener=\"{}\",reason=\"{reason}\"}} {}",
+                    r.name,
+                    get(f(&r.stats))
+                );
+            }
+        }
+    }
+}
+
+/// The per-plugin series.
+fn render_plugin_metrics(bridges: &[(&str, &BridgeStats)], o: &mut String) {
     let get = BridgeStats::get;
     type Field = fn(&BridgeStats) -> &AtomicU64;
     let gauges: [(&str, &str, Field); 3] = [
@@ -520,16 +703,149 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// `ringport serve` settings from flags and a config file.
+    fn settings(file: &str) -> Result<crate::config::Settings> {
+        use clap::Parser;
+        let args = match crate::cli::Cli::try_parse_from(["ringport", "serve"])?.command {
+            Some(crate::cli::Command::Serve(a)) => *a,
+            _ => unreachable!("serve"),
+        };
+        crate::config::Settings::resolve(&args, Some(FileConfig::parse(file)?))
+    }
+
+    const TWO_RELAYS: &str = "nats = \"nats://127.0.0.1:4222\"\nnats_import = [\"in/#\"]\nlisten = [\"echo@tcp:127.0.0.1:9000\"]\n[[listener]]\nspec = \"relay@tcp:127.0.0.1:9001\"\nnats_export = [\"a/#\"]\n[[listener]]\nspec = \"relay@udp:127.0.0.1:9002\"\nnats = false\n[[listener]]\nspec = \"relay@tcp:127.0.0.1:9003\"\nnats_import = [\"in/x\", \"other\"]\n";
+
+    #[test]
+    fn listener_tables_narrow_the_relay_bridge_per_listener() {
+        let s = settings(TWO_RELAYS).unwrap();
+        let r = s.nats.relay.unwrap();
+        // Plan order: the echo listener is 0 and has no route.
+        assert!(r.route(ListenerId(0)).is_none());
+        let one = r.route(ListenerId(1)).unwrap();
+        assert_eq!(one.name, "relay@tcp:127.0.0.1:9001");
+        assert_eq!(one.export, ["a.>", "a"]);
+        assert_eq!(one.import, ["in.>", "in"]);
+        let two = r.route(ListenerId(2)).unwrap();
+        assert!(two.export.is_empty() && two.import.is_empty());
+        let three = r.route(ListenerId(3)).unwrap();
+        assert_eq!(three.export, [">"]);
+        assert_eq!(three.import, ["in.x", "other"]);
+        // `in/x` is covered by listener 1's `in/#`.
+        assert_eq!(r.subscriptions, ["in.>", "in", "other"]);
+        // The MQTT bridge keeps the plugin-wide filters.
+        assert!(!s.nats.mqtt.unwrap().has_routes());
+    }
+
+    #[test]
+    fn bad_listener_nats_keys_name_the_listener_the_key_and_the_fix() {
+        let e = |file: &str| format!("{:#}", settings(file).unwrap_err());
+        assert_eq!(
+            e("[[listener]]\nspec = \"relay@tcp:127.0.0.1:9001\"\nnats_export = [\"a\"]\n"),
+            "listener `relay@tcp:127.0.0.1:9001`: nats_export needs nats (the servers to bridge \
+             to): add --nats nats://HOST:PORT or a top-level nats key"
+        );
+        let bridged = "nats = \"nats://127.0.0.1:4222\"\n[[listener]]\n";
+        assert_eq!(
+            e(&format!(
+                "{bridged}spec = \"mqtt@tcp:127.0.0.1:1883\"\nnats_import = [\"a\"]\n"
+            )),
+            "listener `mqtt@tcp:127.0.0.1:1883`: nats_import narrows the bridge of relay \
+             listeners only (not mqtt listeners yet): remove it; the top-level nats_export and \
+             nats_import apply to mqtt listeners"
+        );
+        assert_eq!(
+            e(&format!(
+                "{bridged}spec = \"relay@tcp:127.0.0.1:1\"\nnats = false\nnats_export = [\"a\"]\n"
+            )),
+            "listener `relay@tcp:127.0.0.1:1`: nats = false leaves it out of the bridge, yet \
+             nats_export or nats_import is set: remove one or the other"
+        );
+        assert!(e(&format!(
+            "{bridged}spec = \"relay@tcp:127.0.0.1:1\"\nnats_export = [\"a/#/b\"]\n"
+        ))
+        .starts_with("listener `relay@tcp:127.0.0.1:1`: nats_export: `a/#/b`"));
+        assert!(e(&format!(
+            "{bridged}spec = \"relay@tcp:127.0.0.1:1\"\nnats_import = [\"a/+/c\"]\n[[listener]]\nspec = \"relay@tcp:127.0.0.1:2\"\nnats_import = [\"a/b/+\"]\n"
+        ))
+        .starts_with("listener `relay@tcp:127.0.0.1:2`: nats_import: `a/+/c` of listener `relay@tcp:127.0.0.1:1` and `a/b/+` of listener `relay@tcp:127.0.0.1:2` overlap"));
+        // Keys of the whole bridge are refused in a table, naming the fix.
+        let msg = e(&format!(
+            "{bridged}spec = \"relay@tcp:127.0.0.1:1\"\nnats_buffer_messages = 10\n"
+        ));
+        assert!(
+            msg.contains("unknown field `nats_buffer_messages`"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with(
+                "nats_buffer_messages applies to the whole NATS bridge of a plugin (one \
+                 connection carries every listener's messages): set it at the top level, \
+                 outside [[listener]]; a listener table takes only nats, nats_export and \
+                 nats_import"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn per_listener_series_carry_the_plugin_and_the_listener() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = settings(TWO_RELAYS).unwrap();
+        let r = s.nats.relay.unwrap();
+        let one = &r.route(ListenerId(1)).unwrap().stats;
+        one.exported.store(5, Relaxed);
+        one.dropped_buffer_full.store(2, Relaxed);
+        r.route(ListenerId(3))
+            .unwrap()
+            .stats
+            .imported
+            .store(4, Relaxed);
+        r.stats.exported.store(5, Relaxed);
+        let mut o = String::new();
+        render_metrics(&[("relay", &r)], &mut o);
+        let l1 = "plugin=\"relay\",listener=\"relay@tcp:127.0.0.1:9001\"";
+        let l3 = "plugin=\"relay\",listener=\"relay@tcp:127.0.0.1:9003\"";
+        assert!(o.contains("\nringport_nats_bridge_exported_total{plugin=\"relay\"} 5\n"));
+        assert!(o.contains(&format!(
+            "\nringport_nats_bridge_listener_exported_total{{{l1}}} 5\n"
+        )));
+        assert!(o.contains(&format!(
+            "\nringport_nats_bridge_listener_imported_total{{{l3}}} 4\n"
+        )));
+        assert!(o.contains(&format!(
+            "\nringport_nats_bridge_listener_imported_total{{{l1}}} 0\n"
+        )));
+        assert!(o.contains(&format!(
+            "\nringport_nats_bridge_listener_dropped_total{{{l1},reason=\"buffer_full\"}} 2\n"
+        )));
+        // Three routes (the echo listener has none), three series each.
+        assert_eq!(
+            o.matches("ringport_nats_bridge_listener_exported_total{")
+                .count(),
+            3
+        );
+        assert_eq!(
+            o.matches("ringport_nats_bridge_listener_dropped_total{")
+                .count(),
+            9
+        );
+        assert_eq!(o.matches("# TYPE").count(), 11);
+    }
+
     #[test]
     fn metrics_show_state_lag_and_drops_by_reason() {
-        let s = BridgeStats::default();
+        let r = parse(&["--nats", "nats://127.0.0.1:4222"], "")
+            .unwrap()
+            .relay
+            .unwrap();
+        let s = &r.stats;
         s.connected.store(1, std::sync::atomic::Ordering::Relaxed);
         s.buffered_messages
             .store(3, std::sync::atomic::Ordering::Relaxed);
         s.dropped_loop
             .store(2, std::sync::atomic::Ordering::Relaxed);
         let mut o = String::new();
-        render_metrics(&[("relay", &s)], &mut o);
+        render_metrics(&[("relay", &r)], &mut o);
         assert!(o.contains("\nringport_nats_bridge_connected{plugin=\"relay\"} 1\n"));
         assert!(o.contains("\nringport_nats_bridge_buffered_messages{plugin=\"relay\"} 3\n"));
         assert!(o.contains(

@@ -222,8 +222,8 @@ struct Shared {
     admin: Arc<AdminStats>,
     /// The MQTT broker's counters, when an `mqtt` listener serves.
     mqtt: Option<Arc<ringport_protocols::mqtt::broker::MqttStats>>,
-    /// The NATS bridges' counters, by plugin, when bridged.
-    nats: Vec<(&'static str, Arc<ringport_protocols::nats::BridgeStats>)>,
+    /// The NATS bridges' settings (with their counters), by plugin, when bridged.
+    nats: Vec<(&'static str, Arc<ringport_protocols::nats::BridgeSettings>)>,
     /// The `mqtt` listeners: plan index and spec.
     mqtt_listeners: Vec<(u16, String)>,
 }
@@ -483,12 +483,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .relay
             .iter()
             .filter(|_| serves_relay)
-            .map(|r| ("relay", r.stats.clone()))
+            .map(|r| ("relay", r.clone()))
             .chain(
                 nats.mqtt
                     .iter()
                     .filter(|_| serves_mqtt)
-                    .map(|r| ("mqtt", r.stats.clone())),
+                    .map(|r| ("mqtt", r.clone())),
             )
             .collect(),
         mqtt_listeners: plan

@@ -51,12 +51,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringport_plugin::backoff::Backoff;
-use ringport_plugin::{ConnId, ConnectFailure, ConnectRequest, Context, StreamInfo, WriteError};
+use ringport_plugin::{
+    ConnId, ConnectFailure, ConnectRequest, Context, ListenerId, StreamInfo, WriteError,
+};
 
 use super::client::{NatsClient, State};
 use super::config::{ConfigError, NatsConfig};
 use super::event::{Event, Message, PublishError};
 use super::headers::{Headers, ORIGIN_HEADER};
+use super::routes::{check_overlap, ImportScope, ListenerRoute};
 use super::subject::{MapError, SubjectMap};
 
 /// Timer tokens and the connect tag share a range no plugin here uses
@@ -100,6 +103,15 @@ pub enum BridgeError {
     /// Two import filters overlap: NATS would deliver a message once per
     /// matching subscription, so every local subscriber would get it twice.
     Overlap(String, String),
+    /// Import filters of two listeners (spec, filter) overlap without one
+    /// covering the other: one subscription cannot serve both, two would
+    /// deliver their common messages twice.
+    ListenerOverlap {
+        /// The first listener and its filter.
+        a: (String, String),
+        /// The second listener and its filter.
+        b: (String, String),
+    },
     /// The instance id is empty or not a valid header value.
     InstanceId(String),
 }
@@ -124,6 +136,11 @@ impl fmt::Display for BridgeError {
                 f,
                 "nats_import: `{a}` and `{b}` overlap, so NATS would deliver their common messages twice; keep only the wider one"
             ),
+            BridgeError::ListenerOverlap { a, b } => write!(
+                f,
+                "nats_import: `{}` of listener `{}` and `{}` of listener `{}` overlap without one covering the other, so NATS would deliver their common messages twice; make one filter cover the other, or split them so they do not overlap",
+                a.1, a.0, b.1, b.0
+            ),
             BridgeError::InstanceId(id) => write!(
                 f,
                 "nats_instance_id `{id}`: use 1 to 64 printable ASCII characters without spaces, or leave it out for a random one"
@@ -143,8 +160,20 @@ pub struct BridgeSettings {
     pub map: SubjectMap,
     /// Subjects (with `*`/`>`) whose local publishes go to NATS.
     pub export: Vec<String>,
-    /// Subjects subscribed to in NATS; their messages are delivered locally.
+    /// Subjects whose messages from NATS are delivered locally (to every
+    /// listener without a route of its own).
     pub import: Vec<String>,
+    /// The topic filters `export` came from.
+    pub export_filters: Vec<String>,
+    /// The topic filters `import` came from.
+    pub import_filters: Vec<String>,
+    /// Per-listener filters and counters, by listener id
+    /// ([`BridgeSettings::add_listener`]); empty: the plugin-wide filters
+    /// apply to every listener.
+    pub routes: Vec<Option<ListenerRoute>>,
+    /// The subjects subscribed to in NATS: `import`, or with routes the
+    /// union of the routes' imports.
+    pub subscriptions: Vec<String>,
     /// This process's id, sent in [`ORIGIN_HEADER`].
     pub instance_id: String,
     /// First reconnect delay; doubles up to `reconnect_max` (with jitter).
@@ -189,40 +218,25 @@ impl BridgeSettings {
         nats.echo = false;
         NatsClient::new(nats.clone(), Instant::now()).map_err(BridgeError::Client)?;
         let map = SubjectMap::new(prefix).map_err(|_| BridgeError::Prefix(prefix.to_owned()))?;
-        let subjects = |field: &'static str, filters: &[String]| {
-            let mut out: Vec<(String, String)> = Vec::new();
-            for filter in filters {
-                let subs =
-                    map.mqtt_filter_to_subjects(filter)
-                        .map_err(|error| BridgeError::Filter {
-                            field,
-                            filter: filter.clone(),
-                            error,
-                        })?;
-                out.extend(subs.iter().map(|s| (filter.clone(), s.to_owned())));
-            }
-            Ok(out)
-        };
-        let export = subjects("export", export)?;
-        let import = subjects("import", import)?;
-        for (i, (fa, a)) in import.iter().enumerate() {
-            for (fb, b) in &import[i + 1..] {
-                if covers(a, b) || covers(b, a) {
-                    return Err(BridgeError::Overlap(fa.clone(), fb.clone()));
-                }
-            }
-        }
+        let export_mapped = map_filters(&map, "export", export)?;
+        let import_mapped = map_filters(&map, "import", import)?;
+        check_overlap(&import_mapped)?;
         let id_ok = !instance_id.is_empty()
             && instance_id.len() <= 64
             && instance_id.bytes().all(|b| b.is_ascii_graphic());
         if !id_ok {
             return Err(BridgeError::InstanceId(instance_id.to_owned()));
         }
+        let import_subjects: Vec<String> = import_mapped.into_iter().map(|(_, s)| s).collect();
         Ok(BridgeSettings {
             nats,
             map,
-            export: export.into_iter().map(|(_, s)| s).collect(),
-            import: import.into_iter().map(|(_, s)| s).collect(),
+            export: export_mapped.into_iter().map(|(_, s)| s).collect(),
+            subscriptions: import_subjects.clone(),
+            import: import_subjects,
+            export_filters: export.to_vec(),
+            import_filters: import.to_vec(),
+            routes: Vec::new(),
             instance_id: instance_id.to_owned(),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
@@ -233,10 +247,39 @@ impl BridgeSettings {
         })
     }
 
-    /// Whether a local publish on `subject` is exported.
+    /// Whether a local publish on `subject` is exported (by a listener
+    /// without a route of its own).
     pub fn exports(&self, subject: &str) -> bool {
         self.export.iter().any(|p| covers(p, subject))
     }
+
+    /// `filters` (of config key `nats_{field}`) as (filter, subject) pairs.
+    pub(super) fn map_filters(
+        &self,
+        field: &'static str,
+        filters: &[String],
+    ) -> Result<Vec<(String, String)>, BridgeError> {
+        map_filters(&self.map, field, filters)
+    }
+}
+
+fn map_filters(
+    map: &SubjectMap,
+    field: &'static str,
+    filters: &[String],
+) -> Result<Vec<(String, String)>, BridgeError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for filter in filters {
+        let subs = map
+            .mqtt_filter_to_subjects(filter)
+            .map_err(|error| BridgeError::Filter {
+                field,
+                filter: filter.clone(),
+                error,
+            })?;
+        out.extend(subs.iter().map(|s| (filter.clone(), s.to_owned())));
+    }
+    Ok(out)
 }
 
 /// Whether subject pattern `pattern` matches every subject `other` (a
@@ -348,7 +391,7 @@ impl Bridge {
     pub fn new(settings: Arc<BridgeSettings>, now: Instant) -> Result<Bridge, BridgeError> {
         let mut client =
             NatsClient::new(settings.nats.clone(), now).map_err(BridgeError::Client)?;
-        for subject in &settings.import {
+        for subject in &settings.subscriptions {
             client
                 .subscribe(subject, None)
                 .map_err(|_| BridgeError::Filter {
@@ -521,15 +564,42 @@ impl Bridge {
     }
 
     /// Exports a local publish on `subject` (already mapped from its topic)
-    /// if the export filters take it. Returns whether it was accepted.
+    /// if the plugin-wide export filters take it. Returns whether it was
+    /// accepted.
     pub fn export(&mut self, ctx: &mut dyn Context, subject: &str, payload: &[u8]) -> bool {
-        if !self.settings.exports(subject) {
+        self.export_from(ctx, ListenerId::OUTBOUND, subject, payload)
+    }
+
+    /// Exports a publish a client of `listener` made on `subject` if that
+    /// listener's export filters take it (the plugin-wide ones for a
+    /// listener without a route), counting it for the listener too.
+    /// Returns whether it was accepted (sent or buffered).
+    pub fn export_from(
+        &mut self,
+        ctx: &mut dyn Context,
+        listener: ListenerId,
+        subject: &str,
+        payload: &[u8],
+    ) -> bool {
+        if !self.settings.exports_from(listener, subject) {
             return false;
         }
-        let accepted = match self
+        let result = self
             .client
-            .publish(subject, None, Some(&self.origin), payload)
-        {
+            .publish(subject, None, Some(&self.origin), payload);
+        if let Some(route) = self.settings.route(listener) {
+            let s = &route.stats;
+            bump(
+                match result {
+                    Ok(()) => &s.exported,
+                    Err(PublishError::BufferFull) => &s.dropped_buffer_full,
+                    Err(PublishError::TooLarge) => &s.dropped_too_large,
+                    Err(PublishError::Subject(_)) => &s.dropped_unmappable,
+                },
+                1,
+            );
+        }
+        let accepted = match result {
             Ok(()) => {
                 if self.burst > 0 {
                     self.notify(format!(
@@ -560,6 +630,27 @@ impl Bridge {
     /// Counts an export whose topic does not map to a subject.
     pub fn count_unmappable(&self) {
         bump(&self.settings.stats.dropped_unmappable, 1);
+    }
+
+    /// Counts an export from `listener` whose topic does not map to a
+    /// subject (for the plugin and for the listener).
+    pub fn count_unmappable_from(&self, listener: ListenerId) {
+        self.count_unmappable();
+        if let Some(route) = self.settings.route(listener) {
+            bump(&route.stats.dropped_unmappable, 1);
+        }
+    }
+
+    /// Takes an import the plugin is about to deliver: which listeners'
+    /// subscribers it reaches (None: all), counted per listener.
+    pub fn accept_import(&self, subject: &str) -> Option<ImportScope> {
+        let scope = self.settings.import_scope(subject)?;
+        for (id, route) in self.settings.routes() {
+            if scope.admits(id) {
+                bump(&route.stats.imported, 1);
+            }
+        }
+        Some(scope)
     }
 
     /// The next message from NATS for local delivery.

@@ -19,6 +19,10 @@
 //! * [`subject`]: the fixed, reversible mapping between MQTT (and relay)
 //!   topics and NATS subjects.
 //!
+//! Above them, [`bridge`] runs a client for one pub/sub plugin over an
+//! engine stream, and [`routes`] narrows a bridge per listener (export and
+//! import filters and counters of each listener).
+//!
 //! Allocation: parsing borrows the received bytes; a received message is
 //! handed over owned ([`Message`]: its subject, reply, headers and payload
 //! copied once); a publish while connected is written straight into the
@@ -31,6 +35,7 @@ pub mod event;
 pub mod headers;
 pub mod info;
 pub mod nkey;
+pub mod routes;
 pub mod servers;
 pub mod subject;
 pub mod wire;
@@ -44,6 +49,7 @@ pub use event::{
 pub use headers::{HeaderError, Headers, ORIGIN_HEADER};
 pub use info::{Connect, ServerInfo};
 pub use nkey::{NKey, NKeyError};
+pub use routes::{ImportScope, ListenerBridgeStats, ListenerRoute};
 pub use servers::{ServerAddr, ServerList, UrlError};
 pub use subject::{FilterSubjects, MapError, SubjectMap};
 pub use wire::{Limits, SubjectError, WireError};

@@ -6,17 +6,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringport_plugin::{
-    Bytes, CloseReason, ConnId, ConnectFailure, Context, DatagramInfo, DropReason, MeshError,
-    MeshMessage, Plugin, PluginFactory, ShardId, StreamInfo, Transport, WriteError,
+    Bytes, CloseReason, ConnId, ConnectFailure, Context, DatagramInfo, DropReason, ListenerId,
+    MeshError, MeshMessage, Plugin, PluginFactory, ShardId, StreamInfo, Transport, Verdict,
+    WriteError,
 };
 
 use super::table::Subscriptions;
 use super::wire::{self, FrameType, Framing, Packet, Repr, DEFAULT_MAX_PAYLOAD};
 use crate::nats::bridge::{Bridge, BridgeSettings};
+use crate::nats::ImportScope;
 use crate::output_error;
 
-/// [`MeshMessage::tag`] of a message carrying an encoded `PUBLISH` frame.
+/// [`MeshMessage::tag`] of a message carrying an encoded `PUBLISH` frame;
+/// bits 32 to 47 of the tag carry the publishing listener's id
+/// (`publish_tag`), which the NATS bridge's per-listener export filters
+/// need.
 pub const MESH_TAG_PUBLISH: u64 = 1;
+
+/// The tag of a `PUBLISH` a client of `listener` made: [`MESH_TAG_PUBLISH`]
+/// with the listener id in bits 32 to 47. The id rides in the tag, a word
+/// every mesh message already has, so carrying it costs no byte and no
+/// work on the shards that only deliver.
+pub const fn publish_tag(listener: ListenerId) -> u64 {
+    MESH_TAG_PUBLISH | ((listener.0 as u64) << 32)
+}
+
+/// A tag's kind (its low 32 bits) and the listener id it carries.
+const fn split_tag(tag: u64) -> (u64, ListenerId) {
+    (tag & 0xFFFF_FFFF, ListenerId((tag >> 32) as u16))
+}
 
 /// [`MeshMessage::tag`] of a notice that messages for a topic were lost on
 /// the way to this shard (`mesh_full` on the publishing shard): an encoded
@@ -217,6 +235,11 @@ pub struct Relay {
     bridge: Option<Bridge>,
     /// Settings of a bridge made at `handle_start` (it needs the time).
     bridge_settings: Option<Arc<BridgeSettings>>,
+    /// On every shard, when the bridge has per-listener routes: the
+    /// settings that decide which subscribers an import reaches.
+    routes: Option<Arc<BridgeSettings>>,
+    /// With `routes`: the listener each stream of this shard came through.
+    conn_listener: HashMap<ConnId, ListenerId>,
 }
 
 impl Relay {
@@ -234,12 +257,18 @@ impl Relay {
             timer_armed: false,
             bridge: None,
             bridge_settings: None,
+            routes: None,
+            conn_listener: HashMap::new(),
         }
     }
 
     /// Bridges this relay to NATS if it runs on [`BRIDGE_SHARD`] (the
-    /// bridge starts at `handle_start`); other shards ignore it.
+    /// bridge starts at `handle_start`); other shards keep only the
+    /// per-listener routes, if any (imports reach them through the mesh).
     pub fn set_bridge(&mut self, settings: Arc<BridgeSettings>) {
+        if settings.has_routes() {
+            self.routes = Some(settings.clone());
+        }
         if self.shard == BRIDGE_SHARD {
             self.bridge_settings = Some(settings);
         }
@@ -250,18 +279,43 @@ impl Relay {
         self.bridge.as_ref()
     }
 
-    /// Exports a publish this shard saw (its own or another shard's).
-    fn export(&mut self, ctx: &mut dyn Context, topic: &[u8], payload: &[u8]) {
+    /// Exports a publish this shard saw (its own or another shard's) that
+    /// a client of `listener` made.
+    fn export(
+        &mut self,
+        ctx: &mut dyn Context,
+        listener: ListenerId,
+        topic: &[u8],
+        payload: &[u8],
+    ) {
         let Some(bridge) = &mut self.bridge else {
             return;
         };
         match bridge.settings().map.relay_topic_to_subject(topic) {
             Ok(subject) => {
-                bridge.export(ctx, &subject, payload);
+                bridge.export_from(ctx, listener, &subject, payload);
             }
-            Err(_) => bridge.count_unmappable(),
+            Err(_) => bridge.count_unmappable_from(listener),
         }
         self.poll_imports(ctx);
+    }
+
+    /// The listener `conn` came through (unknown without routes).
+    fn listener_of(&self, conn: ConnId) -> ListenerId {
+        self.conn_listener
+            .get(&conn)
+            .copied()
+            .unwrap_or(ListenerId::OUTBOUND)
+    }
+
+    /// Which subscribers an import on relay `topic` reaches (None: all).
+    fn import_scope(&self, topic: &[u8]) -> Option<ImportScope> {
+        let routes = self.routes.as_ref()?;
+        match routes.map.relay_topic_to_subject(topic) {
+            Ok(subject) => routes.import_scope(&subject),
+            // The bridge shard mapped it from a subject; cannot happen.
+            Err(_) => None,
+        }
     }
 
     /// Delivers what the bridge imported here and on every other shard.
@@ -281,12 +335,13 @@ impl Relay {
                     continue;
                 }
             };
+            let scope = bridge.accept_import(&import.subject);
             let frame = Repr::Publish {
                 topic: &topic,
                 payload: &import.payload,
             }
             .to_vec();
-            self.deliver(ctx, &topic, &import.payload);
+            self.deliver(ctx, &topic, &import.payload, scope.as_ref());
             if self.shard_count > 1 {
                 let shared = Bytes::from(frame);
                 let here = self.shard;
@@ -436,19 +491,32 @@ impl Relay {
         }
     }
 
-    /// A `PUBLISH` received on this shard: `frame` is its encoding.
-    fn publish(&mut self, ctx: &mut dyn Context, frame: &[u8], topic: &[u8], payload: &[u8]) {
+    /// A `PUBLISH` a client of `listener` made on this shard: `frame` is
+    /// its encoding.
+    fn publish(
+        &mut self,
+        ctx: &mut dyn Context,
+        listener: ListenerId,
+        frame: &[u8],
+        topic: &[u8],
+        payload: &[u8],
+    ) {
         ctx.record_messages(1);
-        self.deliver(ctx, topic, payload);
+        self.deliver(ctx, topic, payload, None);
         if self.shard_count > 1 {
             // One allocation shared by every target shard.
             let shared = Bytes::copy_from_slice(frame);
             let here = self.shard;
+            // The listener matters only to per-listener routes.
+            let tag = match self.routes {
+                Some(_) => publish_tag(listener),
+                None => MESH_TAG_PUBLISH,
+            };
             for target in (0..self.shard_count).filter(|&s| s != here) {
-                self.send_mesh(ctx, target, MESH_TAG_PUBLISH, shared.clone());
+                self.send_mesh(ctx, target, tag, shared.clone());
             }
         }
-        self.export(ctx, topic, payload);
+        self.export(ctx, listener, topic, payload);
         self.arm_timer(ctx);
     }
 
@@ -486,14 +554,31 @@ impl Relay {
         self.retry_pending += 1;
     }
 
-    /// Queues one `MESSAGE` to every subscriber of `topic` on this shard.
-    fn deliver(&mut self, ctx: &mut dyn Context, topic: &[u8], payload: &[u8]) {
+    /// Queues one `MESSAGE` to every subscriber of `topic` on this shard
+    /// (with a `scope`: only to those whose listener it admits).
+    fn deliver(
+        &mut self,
+        ctx: &mut dyn Context,
+        topic: &[u8],
+        payload: &[u8],
+        scope: Option<&ImportScope>,
+    ) {
         let header = wire::header(FrameType::Message, topic.len(), payload.len());
         let disconnect = self.config.disconnect_slow;
         let lagging = &mut self.lagging;
         let slow = &mut self.slow;
+        let conn_listener = &self.conn_listener;
         let mut queued = 0;
         self.table.for_each_subscriber(topic, |conn, sub| {
+            if let Some(scope) = scope {
+                let listener = conn_listener
+                    .get(&conn)
+                    .copied()
+                    .unwrap_or(ListenerId::OUTBOUND);
+                if !scope.admits(listener) {
+                    return;
+                }
+            }
             let fits = (sub.lagged == 0 || try_lagged(ctx, conn, &mut sub.lagged))
                 && match ctx.write_parts(conn, &[&header, topic, payload]) {
                     Ok(()) => true,
@@ -548,7 +633,10 @@ impl Relay {
             Repr::Unsubscribe { topic } => {
                 self.table.unsubscribe(conn, topic);
             }
-            Repr::Publish { topic, payload } => self.publish(ctx, frame, topic, payload),
+            Repr::Publish { topic, payload } => {
+                let listener = self.listener_of(conn);
+                self.publish(ctx, listener, frame, topic, payload);
+            }
             Repr::Ping { payload } => {
                 let header = wire::header(FrameType::Pong, 0, payload.len());
                 match ctx.write_parts(conn, &[&header, payload]) {
@@ -621,6 +709,15 @@ impl Plugin for Relay {
             return;
         }
         self.table.remove_conn(conn);
+        self.conn_listener.remove(&conn);
+    }
+
+    /// With per-listener routes: remembers the stream's listener.
+    fn handle_open(&mut self, _ctx: &mut dyn Context, stream: &StreamInfo) -> Verdict {
+        if self.routes.is_some() {
+            self.conn_listener.insert(stream.conn, stream.listener);
+        }
+        Verdict::Accept
     }
 
     /// On [`BRIDGE_SHARD`] with a bridge: connects to NATS.
@@ -663,13 +760,13 @@ impl Plugin for Relay {
     fn handle_datagram(
         &mut self,
         ctx: &mut dyn Context,
-        _from: &DatagramInfo,
+        from: &DatagramInfo,
         data: &[u8],
     ) -> Result<(), DropReason> {
         self.poll_owed(ctx);
         match wire::parse_datagram(data, self.config.max_payload) {
             Ok(Repr::Publish { topic, payload }) => {
-                self.publish(ctx, data, topic, payload);
+                self.publish(ctx, from.listener, data, topic, payload);
                 Ok(())
             }
             Ok(_) => Err(DropReason::Malformed),
@@ -681,13 +778,15 @@ impl Plugin for Relay {
     fn handle_message(&mut self, ctx: &mut dyn Context, _from: ShardId, msg: MeshMessage) {
         self.poll_owed(ctx);
         let parsed = wire::parse_datagram(&msg.payload, self.config.max_payload);
-        match (msg.tag, parsed) {
+        let (kind, listener) = split_tag(msg.tag);
+        match (kind, parsed) {
             (MESH_TAG_PUBLISH, Ok(Repr::Publish { topic, payload })) => {
-                self.deliver(ctx, topic, payload);
-                self.export(ctx, topic, payload);
+                self.deliver(ctx, topic, payload, None);
+                self.export(ctx, listener, topic, payload);
             }
             (MESH_TAG_IMPORTED, Ok(Repr::Publish { topic, payload })) => {
-                self.deliver(ctx, topic, payload);
+                let scope = self.import_scope(topic);
+                self.deliver(ctx, topic, payload, scope.as_ref());
             }
             (MESH_TAG_MISSED, Ok(Repr::Publish { topic, payload })) if payload.len() == 8 => {
                 let mut n = [0u8; 8];
@@ -1423,6 +1522,161 @@ mod tests {
             },
         );
         assert_eq!(zctx.written(nats), b"");
+    }
+
+    /// Like [`bridged`], with routes: listener 1 exports `a/#` and imports
+    /// `x/#`, listener 2 exports nothing and imports `y`. Shard 1 of 2
+    /// gets the same settings.
+    fn bridged_per_listener() -> (Relay, RecordingContext, ConnId, Relay, RecordingContext) {
+        use crate::nats::bridge::CONNECT_TAG;
+        use crate::nats::NatsConfig;
+        let nats = NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            ..NatsConfig::default()
+        };
+        let all = ["#".to_string()];
+        let mut settings = BridgeSettings::new("relay", nats, "", &all, &all, "me").unwrap();
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        settings
+            .add_listener(ListenerId(1), "l1", Some(&v(&["a/#"])), Some(&v(&["x/#"])))
+            .unwrap();
+        settings
+            .add_listener(ListenerId(2), "l2", Some(&[]), Some(&v(&["y"])))
+            .unwrap();
+        let settings = Arc::new(settings);
+        let (mut zero, mut zctx) = shard(0, 2, RelayConfig::default());
+        let (mut one, octx) = shard(1, 2, RelayConfig::default());
+        zero.set_bridge(settings.clone());
+        one.set_bridge(settings);
+        zero.handle_start(&mut zctx);
+        let conn = zctx.take_connects()[0].conn;
+        let info = StreamInfo {
+            conn,
+            listener: ListenerId::OUTBOUND,
+            peer: SocketAddr::from(([127, 0, 0, 1], 4222)),
+            local: SocketAddr::from(([127, 0, 0, 1], 40001)),
+        };
+        zero.handle_connected(&mut zctx, &info, CONNECT_TAG);
+        feed(
+            &mut zero,
+            &mut zctx,
+            conn,
+            b"INFO {\"server_id\":\"S\",\"headers\":true,\"max_payload\":40}\r\n",
+        );
+        zctx.take_written(conn);
+        feed(&mut zero, &mut zctx, conn, b"PONG\r\n");
+        let subs = String::from_utf8(zctx.take_written(conn)).unwrap();
+        // One subscription per distinct import subject of the union.
+        assert_eq!(subs.matches("SUB ").count(), 3, "{subs}");
+        assert!(
+            subs.contains("SUB x.> 1\r\n") && subs.contains("SUB y 3\r\n"),
+            "{subs}"
+        );
+        (zero, zctx, conn, one, octx)
+    }
+
+    fn open(relay: &mut Relay, ctx: &mut RecordingContext, conn: ConnId, listener: u16) {
+        let info = StreamInfo {
+            conn,
+            listener: ListenerId(listener),
+            peer: SocketAddr::from(([127, 0, 0, 1], 40000 + conn.raw() as u16)),
+            local: SocketAddr::from(([127, 0, 0, 1], 7400)),
+        };
+        assert_eq!(relay.handle_open(ctx, &info), Verdict::Accept);
+    }
+
+    #[test]
+    fn each_listener_exports_what_its_own_filters_take() {
+        let (mut zero, mut zctx, nats, mut one, mut octx) = bridged_per_listener();
+        const PUB2: ConnId = ConnId::from_raw(4);
+        open(&mut one, &mut octx, PUB, 1);
+        open(&mut one, &mut octx, PUB2, 2);
+        open(&mut zero, &mut zctx, PUB, 1);
+        // On shard 1: listener 1 publishes a/1 (exported) and b (not its
+        // filter); listener 2 publishes a/2 (it exports nothing).
+        feed(&mut one, &mut octx, PUB, &publish(b"a/1", b"p"));
+        feed(&mut one, &mut octx, PUB, &publish(b"b", b"q"));
+        feed(&mut one, &mut octx, PUB2, &publish(b"a/2", b"r"));
+        let tags: Vec<u64> = octx.mesh_sends().iter().map(|s| s.msg.tag).collect();
+        assert_eq!(
+            tags,
+            [
+                publish_tag(ListenerId(1)),
+                publish_tag(ListenerId(1)),
+                publish_tag(ListenerId(2))
+            ]
+        );
+        carry(&mut octx, 1, (&mut zero, &mut zctx), 0);
+        // On shard 0 itself, listener 1; and a datagram on listener 2.
+        feed(&mut zero, &mut zctx, PUB, &publish(b"a", b"s"));
+        let dgram = publish(b"a/3", b"t");
+        let mut on2 = from();
+        on2.listener = ListenerId(2);
+        assert_eq!(zero.handle_datagram(&mut zctx, &on2, &dgram), Ok(()));
+        // Too large for the server (max_payload 40 with a 33-byte header).
+        feed(&mut zero, &mut zctx, PUB, &publish(b"a/big", b"0123456789"));
+        let h = "NATS/1.0\r\nRingport-Origin: me\r\n\r\n";
+        assert_eq!(
+            String::from_utf8(zctx.take_written(nats)).unwrap(),
+            format!("HPUB a.1 33 34\r\n{h}p\r\nHPUB a 33 34\r\n{h}s\r\n")
+        );
+        let settings = zero.bridge().unwrap().settings();
+        let get = crate::nats::BridgeStats::get;
+        let l1 = &settings.route(ListenerId(1)).unwrap().stats;
+        let l2 = &settings.route(ListenerId(2)).unwrap().stats;
+        assert_eq!((get(&l1.exported), get(&l2.exported)), (2, 0));
+        assert_eq!(get(&l1.dropped_too_large), 1);
+        assert_eq!(get(&l2.dropped_too_large), 0);
+        assert_eq!(get(&settings.stats.dropped_too_large), 1);
+    }
+
+    #[test]
+    fn imports_reach_only_subscribers_of_listeners_that_import_them() {
+        let (mut zero, mut zctx, nats, mut one, mut octx) = bridged_per_listener();
+        // Listener 1 subscribers on both shards, listener 2 ones too.
+        open(&mut zero, &mut zctx, SUB_A, 1);
+        open(&mut zero, &mut zctx, SUB_B, 2);
+        open(&mut one, &mut octx, SUB_A, 2);
+        open(&mut one, &mut octx, SUB_B, 1);
+        for (relay, ctx) in [(&mut zero, &mut zctx), (&mut one, &mut octx)] {
+            feed(relay, ctx, SUB_A, &[sub(b"x/1"), sub(b"y")].concat());
+            feed(relay, ctx, SUB_B, &[sub(b"x/1"), sub(b"y")].concat());
+        }
+        let msgs = [
+            &b"HMSG x.1 1 36 38\r\nNATS/1.0\r\nRingport-Origin: other\r\n\r\nhi\r\n"[..],
+            &b"HMSG y 3 36 38\r\nNATS/1.0\r\nRingport-Origin: other\r\n\r\nyo\r\n"[..],
+        ]
+        .concat();
+        feed(&mut zero, &mut zctx, nats, &msgs);
+        carry(&mut zctx, 0, (&mut one, &mut octx), 1);
+        // x/1 reaches listener 1's subscribers, y listener 2's only.
+        assert_eq!(zctx.written(SUB_A), message(b"x/1", b"hi"));
+        assert_eq!(zctx.written(SUB_B), message(b"y", b"yo"));
+        assert_eq!(octx.written(SUB_A), message(b"y", b"yo"));
+        assert_eq!(octx.written(SUB_B), message(b"x/1", b"hi"));
+        let settings = zero.bridge().unwrap().settings();
+        let get = crate::nats::BridgeStats::get;
+        let l1 = &settings.route(ListenerId(1)).unwrap().stats;
+        let l2 = &settings.route(ListenerId(2)).unwrap().stats;
+        assert_eq!((get(&l1.imported), get(&l2.imported)), (1, 1));
+        assert_eq!(get(&settings.stats.imported), 2);
+        // A closed stream's listener is forgotten.
+        one.handle_close(&mut octx, SUB_A, CloseReason::PeerClosed);
+        assert!(!one.conn_listener.contains_key(&SUB_A));
+    }
+
+    #[test]
+    fn the_listener_id_rides_in_the_publish_tag() {
+        assert_eq!(publish_tag(ListenerId(0)), MESH_TAG_PUBLISH);
+        assert_eq!(publish_tag(ListenerId(7)), (7 << 32) | 1);
+        assert_eq!(
+            split_tag(publish_tag(ListenerId(u16::MAX))),
+            (MESH_TAG_PUBLISH, ListenerId(u16::MAX))
+        );
+        assert_eq!(
+            split_tag(MESH_TAG_IMPORTED),
+            (MESH_TAG_IMPORTED, ListenerId(0))
+        );
     }
 
     #[test]
