@@ -95,7 +95,9 @@ pub struct Args {
     /// for the MQTT scenarios ringport, ringport-epoll, mosquitto (the Debian
     /// broker at /usr/sbin/mosquitto), mqtt-probe (the engine with a bare
     /// forwarder in place of the broker, one shard: the floor) or ADDR:PORT of
-    /// a broker.
+    /// a broker; for relay-fanout, mqtt-fanout and mqtt-fanin also
+    /// ringport-nats (two engines joined by a nats-server the harness starts:
+    /// publishers on one, subscribers on the other).
     #[arg(long, default_value = "ringport")]
     pub target: Target,
     /// Compare several targets, e.g. `ringport,tokio,epoll`,

@@ -188,7 +188,7 @@ fn drive(
     let dgrams0 = srv.datagrams_received();
     let drops0 = srv.plugin_drops();
 
-    let running = client::start(spec, &srv.addrs(), tls)?;
+    let running = client::start(spec, &srv.addrs(), &srv.subscriber_addrs(), tls)?;
     let (clock, sched) = (running.clock, running.schedule);
     let mut bar = progress.and_then(|label| {
         Progress::start(

@@ -230,7 +230,7 @@ fn comparing_with_a_target_that_does_not_speak_relay_is_a_clear_error() {
     let msg = format!("{e:#}");
     assert!(msg.contains("relay-fanout"), "{msg}");
     assert!(msg.contains("tokio, epoll do not"), "{msg}");
-    assert!(msg.contains("ringport, or ADDR:PORT"), "{msg}");
+    assert!(msg.contains("ringport-nats, or ADDR:PORT"), "{msg}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringport-bench"))
         .args([

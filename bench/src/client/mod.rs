@@ -186,6 +186,8 @@ struct ThreadLoad {
     target: SocketAddr,
     /// Every address of the server (relay-fanout spreads over them).
     addrs: Vec<SocketAddr>,
+    /// Where relay-fanout's subscribers connect (spread the same way).
+    sub_addrs: Vec<SocketAddr>,
     /// This thread's index among `threads`.
     thread: usize,
     threads: usize,
@@ -243,16 +245,25 @@ impl Running {
 }
 
 /// Starts the client threads against `addrs` (the server's addresses; all
-/// but relay-fanout use the first): they connect, then all start at once.
+/// but relay-fanout use the first; relay-fanout's subscribers connect to
+/// `sub_addrs` instead): they connect, then all start at once.
 /// Returns when every thread has connected (relay-fanout: and every
 /// subscription is active; tls-echo: and handshaken) and the schedule is
 /// fixed. The TLS scenarios need `tls`.
-pub fn start(spec: &LoadSpec, addrs: &[SocketAddr], tls: Option<&ClientTls>) -> Result<Running> {
+pub fn start(
+    spec: &LoadSpec,
+    addrs: &[SocketAddr],
+    sub_addrs: &[SocketAddr],
+    tls: Option<&ClientTls>,
+) -> Result<Running> {
     if spec.scenario.is_tls() && tls.is_none() {
         return Err(anyhow!("{} needs TLS client settings", spec.scenario));
     }
     spec.validate().map_err(|e| anyhow!(e))?;
     let target = *addrs.first().ok_or_else(|| anyhow!("no server address"))?;
+    if sub_addrs.is_empty() {
+        return Err(anyhow!("no server address for the subscribers"));
+    }
     let all_conns = match &spec.relay {
         Some(r) => r.subscribers + r.publishers,
         None => spec.conns,
@@ -284,6 +295,7 @@ pub fn start(spec: &LoadSpec, addrs: &[SocketAddr], tls: Option<&ClientTls>) -> 
             spec: spec.clone(),
             target,
             addrs: addrs.to_vec(),
+            sub_addrs: sub_addrs.to_vec(),
             thread: t,
             threads: nthreads,
             relay: shared.clone(),

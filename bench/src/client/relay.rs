@@ -165,14 +165,14 @@ fn publisher_cap(messages: Option<u64>, publishers: usize, i: usize) -> u64 {
 }
 
 /// Connects this thread's share of the subscribers (subscriber `j` on
-/// `addrs[j % len]`) and waits until every subscription is active.
+/// `sub_addrs[j % len]`) and waits until every subscription is active.
 fn connect_subscribers(
     load: &ThreadLoad,
     relay: &RelaySpec,
     topics: &[Vec<u8>],
 ) -> Result<Vec<Sub>> {
     let ids: Vec<usize> = share(load.thread, load.threads, relay.subscribers).collect();
-    let addrs = &load.addrs;
+    let addrs = &load.sub_addrs;
     let targets: Vec<(SocketAddr, Vec<u8>)> = (ids.iter())
         .map(|&j| {
             (

@@ -212,6 +212,7 @@ impl PubSubThread {
         spec: &LoadSpec,
         m: &MqttSpec,
         addrs: &[std::net::SocketAddr],
+        sub_addrs: &[std::net::SocketAddr],
         thread: usize,
         threads: usize,
         shared: Arc<Shared>,
@@ -225,7 +226,7 @@ impl PubSubThread {
         let pubs: Vec<usize> = share(thread, threads, m.publishers).collect();
         let mut setups: Vec<Setup> = (subs.iter())
             .map(|&j| Setup {
-                addr: addrs[j % addrs.len()],
+                addr: sub_addrs[j % sub_addrs.len()],
                 client_id: client_id(nonce, 's', j),
                 subscribe: Some((topic_name(m.topic_of_subscriber(j)), qos)),
             })
@@ -723,6 +724,7 @@ fn drive(
     progress: Option<&str>,
 ) -> Result<Figures> {
     let addrs = srv.addrs();
+    let sub_addrs = srv.subscriber_addrs();
     let drops0 = srv.plugin_drops();
     let nthreads = spec.cpus.len().min(m.publishers + m.subscribers).max(1);
     let shared = Arc::new(Shared::new(m.publishers, nthreads));
@@ -742,6 +744,7 @@ fn drive(
         let l = Arc::new(AtomicU64::new(0));
         live.push(l.clone());
         let (spec, m, addrs, shared) = (spec.clone(), m.clone(), addrs.clone(), shared.clone());
+        let sub_addrs = sub_addrs.clone();
         let (ready, go, start_at, failed, done, sampled) = (
             ready.clone(),
             go.clone(),
@@ -766,6 +769,7 @@ fn drive(
                         &spec,
                         &m,
                         &addrs,
+                        &sub_addrs,
                         t,
                         nthreads,
                         shared,

@@ -21,14 +21,21 @@
 //! listener), `mosquitto` (the Debian broker), `mqtt-probe` (the same engine
 //! with a bare forwarder in place of the broker: the floor) or an external
 //! broker.
+//!
+//! `ringport-nats` serves relay-fanout, mqtt-fanout and mqtt-fanin across
+//! two ringport instances joined by a `nats-server` (publishers on one,
+//! subscribers on the other), to compare with `ringport`, the same load
+//! within one instance.
 
 mod epoll;
 mod external;
 mod haproxy;
 mod mosquitto;
 mod mqtt_probe;
+mod nats;
 mod process;
 mod ringport;
+mod ringport_nats;
 mod rustls_probe;
 mod tokio_rustls;
 mod tokio_srv;
@@ -73,6 +80,10 @@ pub enum Target {
     /// The ringport engine with a bare MQTT forwarder in place of the
     /// broker, one shard: the floor (MQTT only).
     MqttProbe,
+    /// Two in-process ringport engines joined by a `nats-server`:
+    /// publishers on one, subscribers on the other (relay-fanout,
+    /// mqtt-fanout and mqtt-fanin only).
+    RingportNats,
     /// A server at this address, not started by the harness.
     External(SocketAddr),
 }
@@ -92,6 +103,7 @@ impl Target {
             Target::RustlsProbe => "rustls-probe".into(),
             Target::Mosquitto => "mosquitto".into(),
             Target::MqttProbe => "mqtt-probe".into(),
+            Target::RingportNats => "ringport-nats".into(),
             Target::External(a) => a.to_string(),
         }
     }
@@ -125,6 +137,7 @@ impl Target {
                 | Target::RingportEpoll
                 | Target::Mosquitto
                 | Target::MqttProbe
+                | Target::RingportNats
                 | Target::External(_)
         )
     }
@@ -135,7 +148,7 @@ impl Target {
     pub fn speaks_relay(&self) -> bool {
         matches!(
             self,
-            Target::Ringport | Target::RingportEpoll | Target::External(_)
+            Target::Ringport | Target::RingportEpoll | Target::RingportNats | Target::External(_)
         )
     }
 }
@@ -151,7 +164,8 @@ pub fn relay_support_error(targets: &[Target]) -> Option<String> {
     (!refused.is_empty()).then(|| {
         format!(
             "scenario relay-fanout needs a server that speaks the relay protocol; {} {} not \
-             (relay-fanout runs against: ringport, or ADDR:PORT of an external relay server)",
+             (relay-fanout runs against: ringport, ringport-epoll, ringport-nats, or ADDR:PORT of \
+             an external relay server)",
             refused.join(", "),
             if refused.len() == 1 { "does" } else { "do" }
         )
@@ -165,14 +179,16 @@ pub fn support_error(scenario: Scenario, targets: &[Target]) -> Option<String> {
         return relay_support_error(targets);
     }
     if scenario.is_mqtt() {
+        let bridged = matches!(scenario, Scenario::MqttFanout | Scenario::MqttFanin);
         let refused: Vec<String> = (targets.iter())
-            .filter(|t| !t.speaks_mqtt())
+            .filter(|t| !t.speaks_mqtt() || (**t == Target::RingportNats && !bridged))
             .map(Target::name)
             .collect();
         return (!refused.is_empty()).then(|| {
             format!(
                 "scenario {scenario}: {} {} not serve it ({scenario} runs against: ringport, \
-                 ringport-epoll, mosquitto, mqtt-probe, or ADDR:PORT of an MQTT broker)",
+                 ringport-epoll, mosquitto, mqtt-probe, or ADDR:PORT of an MQTT broker; \
+                 ringport-nats serves mqtt-fanout and mqtt-fanin only)",
                 refused.join(", "),
                 if refused.len() == 1 { "does" } else { "do" }
             )
@@ -181,7 +197,10 @@ pub fn support_error(scenario: Scenario, targets: &[Target]) -> Option<String> {
     let refused: Vec<String> = targets
         .iter()
         .filter(|t| {
-            if matches!(t, Target::Mosquitto | Target::MqttProbe) {
+            if matches!(
+                t,
+                Target::Mosquitto | Target::MqttProbe | Target::RingportNats
+            ) {
                 true
             } else if scenario.is_tls() {
                 !t.speaks_tls()
@@ -220,9 +239,10 @@ impl FromStr for Target {
             "rustls-probe" => Target::RustlsProbe,
             "mosquitto" => Target::Mosquitto,
             "mqtt-probe" => Target::MqttProbe,
+            "ringport-nats" => Target::RingportNats,
             other => Target::External(other.parse().map_err(|_| {
                 format!(
-                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy, rustls-probe, mosquitto, mqtt-probe or ADDR:PORT (e.g. 127.0.0.1:11111)"
+                    "`{other}` is not a target: use ringport, ringport-epoll, tokio, tokio-mt, epoll, sockperf, tokio-rustls, haproxy, rustls-probe, mosquitto, mqtt-probe, ringport-nats or ADDR:PORT (e.g. 127.0.0.1:11111)"
                 )
             })?),
         })
@@ -263,6 +283,12 @@ pub trait Server: Send {
     /// same ports serve TCP and UDP.
     fn addrs(&self) -> Vec<SocketAddr> {
         vec![self.addr()]
+    }
+    /// Where subscribers connect (relay-fanout and the MQTT publish/subscribe
+    /// scenarios): [`Server::addrs`], but for a target made of two instances
+    /// (`ringport-nats`: publishers on one, subscribers on the other).
+    fn subscriber_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs()
     }
     /// Whose CPU time is the server's.
     fn cpu(&self) -> CpuSource;
@@ -321,6 +347,7 @@ pub fn start(target: Target, spec: &ServerSpec) -> Result<Box<dyn Server>> {
         Target::RustlsProbe => rustls_probe::start(spec),
         Target::Mosquitto => mosquitto::start(spec),
         Target::MqttProbe => mqtt_probe::start(spec),
+        Target::RingportNats => ringport_nats::start(spec, BackendChoice::Auto),
         Target::External(addr) => Ok(Box::new(external::External {
             addr,
             ports: spec.external_ports.max(1),
@@ -337,6 +364,12 @@ pub fn haproxy_installed() -> bool {
 /// (`/usr/sbin/mosquitto`, the Debian package).
 pub fn mosquitto_installed() -> bool {
     mosquitto::installed()
+}
+
+/// Whether `nats-server` (the ringport-nats target) is installed
+/// (`/usr/sbin/nats-server`, the Debian package, or on `PATH`).
+pub fn nats_server_installed() -> bool {
+    nats::program().is_some()
 }
 
 /// A datagram counter shared by a baseline's threads and the harness.
@@ -416,7 +449,7 @@ mod tests {
             e.contains("relay-fanout") && e.contains("tokio, epoll do not"),
             "{e}"
         );
-        assert!(e.contains("ringport, or ADDR:PORT"), "{e}");
+        assert!(e.contains("ringport-nats, or ADDR:PORT"), "{e}");
     }
 
     #[test]
