@@ -226,7 +226,8 @@ fn mosquitto_serves_only_mqtt_and_mqtt_runs_only_against_brokers() {
     assert_eq!(
         e,
         "scenario mqtt-qos1: tokio, epoll do not serve it (mqtt-qos1 runs against: ringport, \
-         ringport-epoll, mosquitto, mqtt-probe, or ADDR:PORT of an MQTT broker)"
+         ringport-epoll, mosquitto, mqtt-probe, or ADDR:PORT of an MQTT broker; ringport-nats \
+         serves mqtt-fanout and mqtt-fanin only)"
     );
     let e = cli::run(
         &args(&["--scenario", "tcp-echo", "--target", "mqtt-probe"]),
