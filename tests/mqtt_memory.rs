@@ -16,10 +16,11 @@
 //! holds a single test so that no other test thread allocates while the
 //! heap is counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
+
+#[path = "common/holding.rs"]
+mod holding;
 
 use ringport_plugin::{
     ConnId, Context, DropReason, ListenerId, MeshError, MeshMessage, Plugin, ShardId, SocketId,
@@ -32,47 +33,6 @@ use ringport_protocols::mqtt::codec::{self, Connect, ConnectProps, Packet, Versi
 const CLIENTS: usize = 10_000;
 /// Most heap bytes per idle client the broker may hold.
 const BOUND: i64 = 520;
-
-/// Bytes of heap held now, as malloc spends them.
-static HELD: AtomicI64 = AtomicI64::new(0);
-
-fn chunk(size: usize) -> i64 {
-    (((size + 8 + 15) & !15).max(32)) as i64
-}
-
-/// Counts the heap held, then forwards to [`System`].
-struct Holding;
-
-// SAFETY: every method forwards to `System` with the caller's arguments, so
-// `System`'s guarantees carry over; counting touches only an atomic.
-unsafe impl GlobalAlloc for Holding {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(chunk(layout.size()), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(chunk(layout.size()), Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HELD.fetch_add(chunk(new_size) - chunk(layout.size()), Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(chunk(layout.size()), Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Holding = Holding;
 
 /// A context for shard 0 of 1 that accepts and forgets every write, and
 /// hands messages to this shard back to the test.
@@ -166,14 +126,14 @@ fn an_idle_client_holds_little_broker_heap() {
     open(&mut broker, &mut ctx, 0);
     let now = ctx.now;
     broker.handle_timer(&mut ctx, now, TICK_TIMER);
-    let before = HELD.load(Ordering::SeqCst);
+    let before = holding::held();
     for i in 1..CLIENTS {
         open(&mut broker, &mut ctx, i);
     }
     ctx.now += Duration::from_secs(2);
     let now = ctx.now;
     broker.handle_timer(&mut ctx, now, TICK_TIMER);
-    let after = HELD.load(Ordering::SeqCst);
+    let after = holding::held();
 
     let stats = factory.stats();
     assert_eq!(stats.total(|s| s.connected()), CLIENTS as u64);
