@@ -26,6 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{connect, retry_eintr, server, tcp, Server, IO_TIMEOUT};
+use ringport::plugin::testing::outside_program;
 use ringport::plugin::ListenerId;
 use ringport::plugin::Registry;
 use ringport::protocols::nats::{BridgeSettings, BridgeStats, NatsConfig};
@@ -34,30 +35,10 @@ use ringport::protocols::{RelayConfig, RelayFactory};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Where `nats-server` is, or `None` (and the skip line) when it is missing.
-///
-/// # Panics
-///
-/// Under `CI=true` when it is missing.
+/// Where `nats-server` is, or `None` (and the skip line) when it is missing;
+/// a failure under CI.
 fn nats_server_program() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "nats-server is not installed under CI: .ci/run installs it \
-                 (apt-get install nats-server)"
-            );
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: install nats-server (apt-get install nats-server)"
-        );
-    }
-    found
+    outside_program("nats-server", "nats-server")
 }
 
 fn free_port() -> u16 {

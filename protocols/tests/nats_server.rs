@@ -15,37 +15,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use ringport_plugin::testing::outside_program;
 use ringport_protocols::nats::nkey::{encode_public_key, encode_seed, PREFIX_USER};
 use ringport_protocols::nats::{
     Auth, DisconnectReason, Event, Headers, Message, NKey, NatsClient, NatsConfig, PublishError,
     ServerErrorKind, State, ORIGIN_HEADER,
 };
 
-/// Where `nats-server` is, or `None` (and the skip line) when it is missing.
-///
-/// # Panics
-///
-/// Under `CI=true` when it is missing.
+/// Where `nats-server` is, or `None` (and the skip line) when it is missing;
+/// a failure under CI.
 fn nats_server_program() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "nats-server is not installed under CI: .ci/run installs it \
-                 (apt-get install nats-server)"
-            );
-        }
-        // Past the test harness's capture, so that the line shows.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: install nats-server (apt-get install nats-server)"
-        );
-    }
-    found
+    outside_program("nats-server", "nats-server")
 }
 
 /// A free loopback port: bound, read, released.
