@@ -60,6 +60,8 @@ struct NatsServer {
     child: Option<Child>,
     /// The server's own subscriptions (system account), before any client.
     base: u64,
+    /// Whether `base` was measured (on the first start).
+    measured: bool,
 }
 
 impl NatsServer {
@@ -92,6 +94,7 @@ impl NatsServer {
             http,
             child: None,
             base: 0,
+            measured: false,
         };
         s.spawn();
         s
@@ -130,7 +133,12 @@ impl NatsServer {
             );
             thread::sleep(Duration::from_millis(20));
         }
-        self.set_baseline();
+        // A restarted server has the same internal subscriptions as
+        // before; measuring them again would race the bridges that
+        // reconnect as soon as it listens.
+        if !self.measured {
+            self.set_baseline();
+        }
     }
 
     /// Counts the subscriptions held now as the server's own.
@@ -141,6 +149,7 @@ impl NatsServer {
             base.is_some()
         });
         self.base = base.unwrap_or(0);
+        self.measured = true;
     }
 
     /// SIGKILL: no goodbye to its clients.
