@@ -104,6 +104,9 @@ pub struct Conn {
     pub dirty: bool,
     /// Evicted for the outbound budget: its queue is dropped, it closes.
     pub evicted: bool,
+    /// A write was refused for the stream's cap: the plugin hears
+    /// `handle_writable` once the queue is down to half of it.
+    pub want_writable: bool,
 }
 
 impl Conn {
@@ -136,6 +139,7 @@ impl Conn {
             closing: false,
             dirty: false,
             evicted: false,
+            want_writable: false,
         }
     }
 
@@ -197,6 +201,7 @@ impl Conn {
         self.closing = false;
         self.dirty = false;
         self.evicted = false;
+        self.want_writable = false;
         for v in [
             &mut self.rx_pending,
             &mut self.tx_pending,

@@ -497,6 +497,8 @@ pub trait Context {
     /// cap because the peer is not reading. A plugin should then stop and
     /// return how much it consumed: the engine keeps the rest, stops reading
     /// the stream, and presents the kept bytes again once the peer has caught up.
+    /// A plugin that keeps messages of its own for the stream hears
+    /// [`Plugin::handle_writable`] once the queue has room again.
     ///
     /// The same as [`write_parts`](Self::write_parts) with one part, which is
     /// what it does unless an implementation overrides it.
@@ -655,6 +657,18 @@ pub trait Plugin {
     ) -> Result<(), DropReason> {
         let _ = (ctx, from, data);
         Err(DropReason::Unsupported)
+    }
+
+    /// A stream whose outbound queue refused a write
+    /// ([`WriteError::QueueFull`]) has room again: what it had queued is
+    /// down to half the stream's cap. Called once per refusal spell (the
+    /// next refusal arms it again), from the completion of the send that
+    /// made room, so a plugin that keeps messages for a slow reader
+    /// resumes writing when the reader catches up, with no timer. Not
+    /// called for a stream that closes meanwhile, nor for a refusal that
+    /// closes the stream (the outbound budget's eviction).
+    fn handle_writable(&mut self, ctx: &mut dyn Context, conn: ConnId) {
+        let _ = (ctx, conn);
     }
 
     /// A message from the instance on another shard.

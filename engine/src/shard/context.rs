@@ -210,7 +210,11 @@ impl<B: Backend> Context for Core<B> {
             return Err(WriteError::UnknownTarget);
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if c.evicted || c.tx_len() + c.early_plain_len() + len > max {
+        if c.evicted {
+            return Err(WriteError::QueueFull);
+        }
+        if c.tx_len() + c.early_plain_len() + len > max {
+            c.want_writable = true;
             return Err(WriteError::QueueFull);
         }
         if c.opening {

@@ -387,6 +387,15 @@ impl<B: Backend> Shard<B> {
         let Some(conn) = self.core.conns.get_mut(idx, generation) else {
             return;
         };
+        if conn.want_writable && conn.tx_len() <= self.core.config.max_outbound / 2 {
+            conn.want_writable = false;
+            if !self.writable(idx, generation) {
+                return;
+            }
+        }
+        let Some(conn) = self.core.conns.get_mut(idx, generation) else {
+            return;
+        };
         if conn.paused && conn.tx_len() <= resume_below {
             conn.paused = false;
             if !conn.rx_pending.is_empty() {
@@ -395,6 +404,25 @@ impl<B: Backend> Shard<B> {
             }
             self.after_io(idx, generation);
         }
+    }
+
+    /// `handle_writable`; false if the plugin panicked (the stream is then
+    /// torn down).
+    fn writable(&mut self, idx: u32, generation: u32) -> bool {
+        let Some(conn) = self.core.conns.get(idx, generation) else {
+            return false;
+        };
+        let (plugin, listener, peer) = (conn.plugin, conn.listener, conn.peer);
+        self.core.current_plugin = plugin;
+        let id = Conns::id(idx, generation);
+        let p = &mut self.plugins[plugin as usize];
+        let core = &mut self.core;
+        if super::guarded(|| p.handle_writable(core, id)).is_none() {
+            self.plugin_panicked("handle_writable", listener, peer);
+            self.teardown(idx, generation, CloseReason::Error(libc::EIO));
+            return false;
+        }
+        true
     }
 
     /// Starts closing a stream: tells the plugin, cancels its receive, and

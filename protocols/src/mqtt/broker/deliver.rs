@@ -460,17 +460,6 @@ impl Mqtt {
         }
     }
 
-    /// Retries the clients that were not reading: owed control packets,
-    /// then their sessions' messages, then their stashed input.
-    pub(crate) fn poll_blocked(&mut self, ctx: &mut dyn Context) {
-        let list = std::mem::take(&mut self.blocked);
-        for conn in list {
-            if self.unblock(ctx, conn) {
-                self.blocked.push(conn);
-            }
-        }
-    }
-
     /// Retries one client; true while it still has no room (the caller
     /// keeps it listed; [`pump`](Self::pump) lists it again itself).
     pub(crate) fn unblock(&mut self, ctx: &mut dyn Context, conn: ConnId) -> bool {

@@ -67,7 +67,7 @@ pub use bridge::BRIDGE_SHARD;
 pub use config::{
     reason_name, ClientDropsEvent, ConnectEvent, DeniedEvent, MqttConfig, MqttEvents,
 };
-pub use plugin::{Mqtt, MqttFactory, CLIENT_RETRY, RETRY_TIMER, TICK, TICK_TIMER};
+pub use plugin::{Mqtt, MqttFactory, RETRY_TIMER, TICK, TICK_TIMER};
 pub use route::{
     TAG_CLAIM, TAG_GONE, TAG_IMPORTED, TAG_PUBLISH, TAG_RETAIN, TAG_SHARE_DELIVER, TAG_SHARE_JOIN,
     TAG_SHARE_LEAVE, TAG_STATE, TAG_TAKEOVER,

@@ -23,13 +23,10 @@ use crate::mqtt::trie::{RetainedStore, SubEntry, SubscriptionTable};
 
 /// Timer token of the once-a-second sweep (keep-alive, expiries, wills, status).
 pub const TICK_TIMER: u64 = 1;
-/// Timer token of the retry timer (full mesh rings, clients not reading).
+/// Timer token of the retry timer (full mesh rings).
 pub const RETRY_TIMER: u64 = 2;
 /// How often the sweep runs while anything is connected or kept.
 pub const TICK: Duration = Duration::from_secs(1);
-/// The least time between retries of clients whose outbound queue was full
-/// (when no mesh ring is owed anything).
-pub const CLIENT_RETRY: Duration = Duration::from_millis(5);
 
 /// Makes one [`Mqtt`] instance per shard; serves TCP streams (and TLS ones,
 /// which the engine hands over as plaintext).
@@ -193,9 +190,10 @@ pub(crate) type Member = (ShardId, u64);
 /// two timers. Each input first retries the messages waiting for full mesh
 /// rings, then is handled, then the messages it sent to this very shard are
 /// handled, then the acknowledgements those rings held back go out.
-/// Clients whose outbound queue was full are retried on the retry timer
-/// (at most every [`CLIENT_RETRY`]) and whenever they send something, not
-/// on every input: a thousand stuck subscribers cost nothing per message.
+/// Clients whose outbound queue was full are retried when the engine says
+/// their queue has room again (`handle_writable`) and whenever they send
+/// something, never on a timer nor on every input: a thousand stuck
+/// subscribers cost nothing per message and nothing while they stay stuck.
 ///
 /// State: connections, the sessions held here (connected or not), this
 /// shard's subscription table (plain filters of its sessions), the shared
@@ -420,14 +418,8 @@ impl Mqtt {
 
     fn arm_timers(&mut self, ctx: &mut dyn Context) {
         let mesh = self.mesh.waiting() > 0 || !self.pending_acks.is_empty();
-        if !self.retry_armed && (mesh || !self.blocked.is_empty()) {
-            // Clients that do not read are retried less eagerly than rings.
-            let after = if mesh {
-                self.cfg.retry_interval
-            } else {
-                self.cfg.retry_interval.max(CLIENT_RETRY)
-            };
-            ctx.set_timer(after, RETRY_TIMER);
+        if !self.retry_armed && mesh {
+            ctx.set_timer(self.cfg.retry_interval, RETRY_TIMER);
             self.retry_armed = true;
         }
         if !self.tick_armed
@@ -629,6 +621,18 @@ impl Plugin for Mqtt {
         self.leave(ctx);
     }
 
+    fn handle_writable(&mut self, ctx: &mut dyn Context, conn: ConnId) {
+        let Some(at) = self.blocked.iter().position(|c| *c == conn) else {
+            return;
+        };
+        self.enter(ctx);
+        self.blocked.swap_remove(at);
+        if self.unblock(ctx, conn) {
+            self.blocked.push(conn);
+        }
+        self.leave(ctx);
+    }
+
     fn handle_message(&mut self, ctx: &mut dyn Context, from: ShardId, msg: MeshMessage) {
         self.enter(ctx);
         self.handle_mesh(ctx, from, msg);
@@ -650,9 +654,6 @@ impl Plugin for Mqtt {
             _ => {}
         }
         self.enter(ctx);
-        if !self.blocked.is_empty() {
-            self.poll_blocked(ctx);
-        }
         if token == TICK_TIMER {
             self.tick(ctx, now);
         }

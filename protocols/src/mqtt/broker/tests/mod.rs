@@ -185,6 +185,13 @@ impl Net {
         self.carry();
     }
 
+    /// The engine's word that `conn`'s queue has room again.
+    pub fn writable(&mut self, conn: ConnId) {
+        let s = self.shard_of(conn);
+        self.shards[s].handle_writable(&mut self.ctxs[s], conn);
+        self.carry();
+    }
+
     /// Runs every shard's retry timer.
     pub fn retry(&mut self) {
         for s in 0..self.shards.len() {

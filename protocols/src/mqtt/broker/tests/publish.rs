@@ -285,7 +285,11 @@ fn slow_reader_drops_qos0_first() {
     let st = net.stats();
     assert_eq!(st.total(|s| s.drops(MqttDrop::QueueFullQos0)), 2);
     net.ctxs[0].fail_writes_to(s, None);
+    // Neither the clock nor the retry timer moves it; room does.
     net.retry();
+    net.advance(Duration::from_secs(1));
+    assert!(net.take(s).is_empty());
+    net.writable(s);
     assert_eq!(
         net.take(s),
         [
