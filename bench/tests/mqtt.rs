@@ -5,49 +5,17 @@
 
 use std::io::Write as _;
 
-use clap::Parser;
-use ringport_bench::cli::{self, Args};
-use ringport_bench::report::Report;
+mod common;
+
+use common::{args, run};
+use ringport_bench::cli;
 use ringport_bench::run::Figures;
 
-fn args(extra: &[&str]) -> Args {
-    let mut v = vec![
-        "ringport-bench",
-        "--quiet",
-        "--cpus",
-        "0",
-        "--server-cpus",
-        "1",
-        "--warmup",
-        "0",
-    ];
-    if !extra.contains(&"--duration") {
-        // Long enough for every capped run to end by its message count.
-        v.extend_from_slice(&["--duration", "20"]);
-    }
-    v.extend_from_slice(extra);
-    Args::parse_from(v)
-}
-
-fn run(extra: &[&str]) -> Report {
-    cli::run(&args(extra), vec!["ringport-bench".into()]).unwrap()
-}
-
-/// Whether Mosquitto can run here; outside CI a missing one skips with one
-/// line past the test harness's capture, in CI it fails.
 fn mosquitto_or_skip() -> bool {
-    if ringport_bench::servers::mosquitto_installed() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI needs mosquitto: install the Debian package mosquitto"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: install the Debian package mosquitto"
-    );
-    false
+    common::installed_or_skip(
+        ringport_bench::servers::mosquitto_installed(),
+        "install the Debian package mosquitto",
+    )
 }
 
 /// Every delivery owed arrived once and in order, nothing else came.

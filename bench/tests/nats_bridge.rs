@@ -4,50 +4,17 @@
 //! instance. Skipped with one line when `nats-server` is missing, except in
 //! CI, where that fails.
 
-use std::io::Write as _;
+mod common;
 
-use clap::Parser;
-use ringport_bench::cli::{self, Args};
-use ringport_bench::report::Report;
+use common::{args, run};
+use ringport_bench::cli;
 use ringport_bench::run::Figures;
 
-fn args(extra: &[&str]) -> Args {
-    let mut v = vec![
-        "ringport-bench",
-        "--quiet",
-        "--cpus",
-        "0",
-        "--server-cpus",
-        "1",
-        "--warmup",
-        "0",
-        // Long enough for every capped run to end by its message count.
-        "--duration",
-        "20",
-    ];
-    v.extend_from_slice(extra);
-    Args::parse_from(v)
-}
-
-fn run(extra: &[&str]) -> Report {
-    cli::run(&args(extra), vec!["ringport-bench".into()]).unwrap()
-}
-
-/// Whether `nats-server` can run here; outside CI a missing one skips with
-/// one line past the test harness's capture, in CI it fails.
 fn nats_server_or_skip() -> bool {
-    if ringport_bench::servers::nats_server_installed() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI needs nats-server: install it (apt-get install nats-server)"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: install nats-server (apt-get install nats-server)"
-    );
-    false
+    common::installed_or_skip(
+        ringport_bench::servers::nats_server_installed(),
+        "install nats-server (apt-get install nats-server)",
+    )
 }
 
 /// Every relay delivery owed arrived once and in order, nothing dropped.

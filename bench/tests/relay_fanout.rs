@@ -8,31 +8,19 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use clap::Parser;
+mod common;
+
 use ringport_bench::cli::{self, Args};
 use ringport_bench::report::Report;
 
+/// The arguments of a relay-fanout run with `extra`.
 fn args(extra: &[&str]) -> Args {
-    let mut v = vec![
-        "ringport-bench",
-        "--quiet",
-        "--scenario",
-        "relay-fanout",
-        "--cpus",
-        "0",
-        "--server-cpus",
-        "1",
-        "--warmup",
-        "0",
-        "--duration",
-        "20",
-    ];
-    v.extend_from_slice(extra);
-    Args::parse_from(v)
+    common::args(&[&["--scenario", "relay-fanout"], extra].concat())
 }
 
+/// A relay-fanout run with `extra`.
 fn run(extra: &[&str]) -> Report {
-    cli::run(&args(extra), vec!["ringport-bench".into()]).unwrap()
+    common::run(&[&["--scenario", "relay-fanout"], extra].concat())
 }
 
 #[test]

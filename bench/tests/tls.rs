@@ -2,29 +2,12 @@
 //! message sent is echoed and checked, every handshake is counted by what
 //! rustls says it was (full or resumed).
 
-use std::io::Write as _;
+mod common;
 
-use clap::Parser as _;
-use ringport_bench::cli::{self, Args};
+use common::args;
+use ringport_bench::cli;
 use ringport_bench::report::Report;
 use ringport_bench::run::Figures;
-
-fn args(extra: &[&str]) -> Args {
-    let mut v = vec![
-        "ringport-bench",
-        "--quiet",
-        "--cpus",
-        "0",
-        "--server-cpus",
-        "1",
-        "--warmup",
-        "0",
-        "--duration",
-        "20",
-    ];
-    v.extend_from_slice(extra);
-    Args::parse_from(v)
-}
 
 /// Every run of every case and target of `report`, with their names.
 fn runs(report: &Report) -> Vec<(String, String, &Figures)> {
@@ -160,21 +143,11 @@ fn rustls_probe_is_refused_for_plain_scenarios_by_name() {
     );
 }
 
-/// Whether haproxy can run here; outside CI a missing one skips with one
-/// line past the test harness's capture, in CI it fails.
 fn haproxy_or_skip() -> bool {
-    if ringport_bench::servers::haproxy_installed() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI needs haproxy: install the Debian package haproxy"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: install the Debian package haproxy"
-    );
-    false
+    common::installed_or_skip(
+        ringport_bench::servers::haproxy_installed(),
+        "install the Debian package haproxy",
+    )
 }
 
 #[test]
