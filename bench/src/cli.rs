@@ -88,6 +88,12 @@ pub struct Args {
     /// CPUs for the server's threads.
     #[arg(long, default_value = "1")]
     pub server_cpus: CpuList,
+    /// The engine's `--batch-delay-us` for the ringport targets (ringport,
+    /// ringport-epoll, mqtt-probe, ringport-nats): once a completion is
+    /// ready, wait up to this many µs for more before the loop turn. 0 (the
+    /// engine's default) never adds latency; other targets ignore it.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub batch_delay_us: u32,
     /// Target: ringport, ringport-epoll (its epoll backend), tokio, tokio-mt,
     /// epoll, sockperf, or ADDR:PORT of an
     /// external server; for the TLS scenarios ringport, ringport-epoll,

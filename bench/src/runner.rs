@@ -199,6 +199,7 @@ pub fn run(args: &Args, command: Vec<String>) -> Result<Report> {
             tls: files,
             backend_cpus: backend_cpus(args),
             mqtt: scenario.is_mqtt(),
+            batch_delay_us: args.batch_delay_us,
         };
         if scenario == Scenario::TcpRr && args.rate.is_none() && targets.contains(&Target::Ringport)
         {

@@ -136,6 +136,37 @@ fn the_mqtt_probe_serves_every_scenario() {
     every_scenario_counts_exactly("mqtt-probe");
 }
 
+/// `--batch-delay-us` reaches the engine (a run that waits for fuller
+/// batches still counts exactly), and out of range it is refused.
+#[test]
+fn the_batch_delay_is_the_engines() {
+    let r = run(&[
+        "--scenario",
+        "mqtt-fanin",
+        "--target",
+        "ringport",
+        "--publishers",
+        "2",
+        "--messages",
+        "10",
+        "--rate",
+        "1000",
+        "--batch-delay-us",
+        "200",
+    ]);
+    assert_exact(&r.scenarios[0].targets[0].runs[0], 10, 10);
+    use clap::Parser as _;
+    let e = ringport_bench::cli::Args::try_parse_from([
+        "ringport-bench",
+        "--batch-delay-us",
+        "1000001",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--batch-delay-us"), "{e}");
+    assert!(e.contains("0..=1000000"), "{e}");
+}
+
 #[test]
 fn ringport_serves_the_mqtt_scenarios_or_says_why_not() {
     let probe = cli::run(

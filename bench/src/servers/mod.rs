@@ -272,6 +272,10 @@ pub struct ServerSpec {
     pub backend_cpus: Vec<usize>,
     /// Serve MQTT over TCP (the MQTT scenarios) instead of `protocol`.
     pub mqtt: bool,
+    /// The engine's `--batch-delay-us` for the targets that run it
+    /// (ringport, ringport-epoll, mqtt-probe, ringport-nats); 0 is its
+    /// default.
+    pub batch_delay_us: u32,
 }
 
 /// A started server.

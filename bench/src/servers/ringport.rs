@@ -77,6 +77,7 @@ fn settings(spec: &ServerSpec, backend: BackendChoice) -> Result<(EngineConfig, 
     let Some(files) = &spec.tls else {
         let config = EngineConfig {
             backend,
+            batch_delay_us: spec.batch_delay_us,
             ..EngineConfig::default()
         };
         if spec.mqtt {
@@ -115,6 +116,7 @@ fn settings(spec: &ServerSpec, backend: BackendChoice) -> Result<(EngineConfig, 
     let config = EngineConfig {
         tls_max_handshakes: 0,
         backend,
+        batch_delay_us: spec.batch_delay_us,
         ..EngineConfig::default()
     };
     Ok((config, ops))
