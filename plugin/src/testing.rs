@@ -481,6 +481,36 @@ pub fn outside_program(program: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
+/// Waits until the outside program `child` (called `name`) accepts TCP
+/// connections on `addr`, for at most `timeout`.
+///
+/// # Panics
+///
+/// When it exits first (the panic quotes its log file, `log`), or when the
+/// time is up.
+pub fn wait_listening(
+    child: &mut std::process::Child,
+    addr: SocketAddr,
+    log: &std::path::Path,
+    name: &str,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{name} exited ({status}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not listen on {addr} in {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
