@@ -1042,3 +1042,117 @@ fn mqtt_listeners_narrow_the_bridge_per_listener() {
         assert_eq!(i.stat(|s| &s.dropped_unmappable), 0);
     }
 }
+
+/// `ringport serve` with two `mqtt` listener tables (the first exports
+/// only `a/#`, the second has `nats = false`): the banner shows each
+/// listener's route, and `/metrics` each one's series under
+/// `plugin="mqtt"`, with exactly what it exported.
+#[test]
+fn the_binary_narrows_mqtt_listeners_from_their_tables_and_shows_it_in_metrics() {
+    use client::{Client as Mqtt, Got, Opts};
+    use common::process::{admin_is_up, start_ringport, Stderr};
+    use ringport::protocols::mqtt::codec::Version;
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let dir = std::env::temp_dir().join(format!(
+        "ringport-nats-mqtt-tables-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("nats://{}", nats.addr());
+    let r = start_ringport(
+        5,
+        |cmd, port| {
+            let conf = format!(
+                "nats = \"{url}\"\nnats_instance_id = \"bin-m\"\n\
+                 [[listener]]\nspec = \"mqtt@tcp:127.0.0.1:{}-{}\"\nnats_export = [\"a/#\"]\n\
+                 [[listener]]\nspec = \"mqtt@tcp:127.0.0.1:{}-{}\"\nnats = false\n",
+                port,
+                port + 1,
+                port + 2,
+                port + 3
+            );
+            let path = dir.join(format!("ringport-{port}.toml"));
+            std::fs::write(&path, conf).unwrap();
+            cmd.args(["serve", "--shards", "2", "--drain-timeout", "0"])
+                .args(["--mqtt-allow-anonymous", "--config"])
+                .arg(&path)
+                .arg("--admin")
+                .arg(format!("127.0.0.1:{}", port + 4));
+        },
+        admin_is_up,
+        Stderr::Merged,
+    );
+    let p = r.port;
+    let (l0, l1) = (
+        format!("mqtt@tcp:127.0.0.1:{}-{}", p, p + 1),
+        format!("mqtt@tcp:127.0.0.1:{}-{}", p + 2, p + 3),
+    );
+    let routes = format!("; {l0} export [\"a.>\", \"a\"] import [\">\"]; {l1} export [] import []");
+    assert!(
+        r.printed
+            .iter()
+            .any(|l| l.starts_with("nats bridge: mqtt listeners via") && l.ends_with(&routes)),
+        "{:#?}",
+        r.printed
+    );
+    let metrics = || {
+        let mut s = TcpStream::connect(("127.0.0.1", p + 4)).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let sample = |series: &str| -> Option<u64> {
+        metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    wait("connected in /metrics", || {
+        sample("ringport_nats_bridge_connected{plugin=\"mqtt\"}") == Some(1)
+    });
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    // Listener 0 on shard 1, listener 1 on shard 0.
+    let (mut c0, _) = Mqtt::connected(addr(p + 1), &Opts::new(Version::V311, "c0"));
+    let (mut c1, _) = Mqtt::connected(addr(p + 2), &Opts::new(Version::V311, "c1"));
+    let publish_acked = |c: &mut Mqtt, topic: &str, n: u16| {
+        for i in 1..=n {
+            c.publish(topic, b"x", 1, false, i);
+        }
+        for i in 1..=n {
+            assert!(matches!(c.recv(), Some(Got::PubAck(id, 0)) if id == i));
+        }
+    };
+    publish_acked(&mut c0, "a/1", 3);
+    publish_acked(&mut c0, "b", 2);
+    publish_acked(&mut c1, "a/2", 4);
+    let series = |name: &str, l: &str| format!("{name}{{plugin=\"mqtt\",listener=\"{l}\"}}");
+    let exported = "ringport_nats_bridge_listener_exported_total";
+    wait("listener 0's 3 exports in /metrics", || {
+        sample(&series(exported, &l0)) == Some(3)
+    });
+    assert_eq!(sample(&series(exported, &l1)), Some(0));
+    assert_eq!(
+        sample("ringport_nats_bridge_exported_total{plugin=\"mqtt\"}"),
+        Some(3)
+    );
+    let imported = "ringport_nats_bridge_listener_imported_total";
+    assert_eq!(sample(&series(imported, &l0)), Some(0));
+    assert_eq!(sample(&series(imported, &l1)), Some(0));
+    let text = metrics();
+    assert_eq!(
+        text.matches("ringport_nats_bridge_listener_dropped_total{plugin=\"mqtt\"")
+            .count(),
+        6
+    );
+    ringport_tools::testing::promtool_check(&text);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
