@@ -351,6 +351,10 @@ impl NatsSetup {
             }
             return Ok(());
         }
+        let mqtt_keyed = listeners
+            .iter()
+            .zip(keys)
+            .any(|(l, k)| l.protocol == "mqtt" && k.first_key().is_some());
         for (i, spec) in listeners.iter().enumerate() {
             let k = keys.get(i).unwrap_or(&none);
             let bridge = match spec.protocol.as_str() {
@@ -367,11 +371,7 @@ impl NatsSetup {
                     continue;
                 }
             };
-            let routed = spec.protocol == "relay"
-                || listeners
-                    .iter()
-                    .zip(keys)
-                    .any(|(l, k)| l.protocol == "mqtt" && k.first_key().is_some());
+            let routed = spec.protocol == "relay" || mqtt_keyed;
             let Some(bridge) = bridge.as_mut().filter(|_| routed) else {
                 continue;
             };
