@@ -273,3 +273,40 @@ fn imports_reach_only_sessions_of_listeners_that_import_them_on_every_shard() {
     // Nothing imported goes back out.
     assert_eq!(net.ctxs[0].take_written(nats), b"");
 }
+
+#[test]
+fn the_scope_follows_a_shared_delivery_bounced_from_a_member_that_moved() {
+    use crate::mqtt::broker::route::{TAG_SHARE_JOIN, TAG_SHARE_LEAVE};
+    use crate::mqtt::broker::MqttDrop;
+    use ringport_plugin::shard_for_key;
+    // The group's home is shard 1; member a is on shard 0 (first in the
+    // group's turn order), b on the home through listener 1 (imports x)
+    // or 2 (does not).
+    assert_eq!(shard_for_key(b"$share/g/x/#", 2), 1);
+    for (b_listener, b_gets) in [(1, true), (2, false)] {
+        let (mut net, nats, _) = bridged_per_listener();
+        let group = [("$share/g/x/#", QoS::AtMostOnce)];
+        let a = client_on(&mut net, 0, 10, 1, conn_pkt(Version::V311, "a", false));
+        net.send(a, &subscribe(1, &group));
+        net.take(a);
+        let b = client_on(&mut net, 1, 11, b_listener, v3("b"));
+        net.send(b, &subscribe(1, &group));
+        net.take(b);
+        // a comes back on shard 1 before the home hears it left shard 0:
+        // the delivery to a bounces home, which picks b.
+        net.hold_tags = vec![TAG_SHARE_LEAVE, TAG_SHARE_JOIN];
+        net.close(a);
+        let a2 = client_on(&mut net, 1, 20, 1, conn_pkt(Version::V311, "a", false));
+        let msg = b"MSG x.1 1 2\r\nx1\r\n";
+        assert_eq!(
+            net.shards[0].handle_data(&mut net.ctxs[0], nats, msg),
+            Ok(msg.len())
+        );
+        net.carry();
+        let to_b = decode_all(&net.take(b), Version::V311).len();
+        assert_eq!(to_b, usize::from(b_gets), "listener {b_listener}");
+        assert_eq!(net.stats().total(|s| s.drops(MqttDrop::NoSession)), 0);
+        net.release();
+        assert_eq!(net.take(a2), b"");
+    }
+}
