@@ -826,6 +826,17 @@ fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
 
 /// An instance serving MQTT on two ports (one per shard), bridged.
 fn mqtt_instance(servers: &[SocketAddr], id: &str) -> Instance {
+    mqtt_instance_with(servers, id, 1, |_| {})
+}
+
+/// Like [`mqtt_instance`], with `listeners` MQTT listeners (two ports
+/// each; listener `l` is `ListenerId(l)`).
+fn mqtt_instance_with(
+    servers: &[SocketAddr],
+    id: &str,
+    listeners: usize,
+    tune: impl FnOnce(&mut BridgeSettings),
+) -> Instance {
     use ringport::protocols::mqtt::broker::{MqttConfig, MqttFactory};
     let nats = NatsConfig {
         servers: servers.iter().map(|a| format!("nats://{a}")).collect(),
@@ -836,6 +847,7 @@ fn mqtt_instance(servers: &[SocketAddr], id: &str) -> Instance {
         BridgeSettings::new("mqtt", nats, "", &all, &all, id).expect("valid bridge settings");
     settings.reconnect_min = Duration::from_millis(20);
     settings.reconnect_max = Duration::from_millis(100);
+    tune(&mut settings);
     let stats = settings.stats.clone();
     let factory = MqttFactory::new(MqttConfig {
         allow_anonymous: true,
@@ -846,12 +858,11 @@ fn mqtt_instance(servers: &[SocketAddr], id: &str) -> Instance {
     registry.register(Arc::new(factory)).unwrap();
     let mut cpus = ringport::engine::cpus::allowed_cpus().unwrap();
     cpus.truncate(2);
-    let server = server()
-        .shards(2)
-        .cpus(cpus)
-        .registry(registry)
-        .listen(tcp("mqtt", 2))
-        .start();
+    let mut builder = server().shards(2).cpus(cpus).registry(registry);
+    for _ in 0..listeners {
+        builder = builder.listen(tcp("mqtt", 2));
+    }
+    let server = builder.start();
     Instance { server, stats }
 }
 
@@ -910,4 +921,238 @@ fn an_mqtt_subscriber_on_b_gets_what_an_mqtt_client_publishes_on_a() {
     assert_eq!(b.stat(|s| &s.exported), 0);
     assert_eq!(a.stat(|s| &s.imported), 0);
     assert_eq!(b.stat(|s| &s.dropped_loop), 0);
+}
+
+/// Per-listener filters of MQTT listeners: on A, listener 0 exports `a/#`
+/// and listener 1 has `nats = false`; on B, listener 0 imports `a/x` and
+/// listener 1 has `nats = false`. Each side's subscribers get exactly what
+/// their own listener imports of what the other side's listeners export,
+/// and the per-listener counters say so.
+#[test]
+fn mqtt_listeners_narrow_the_bridge_per_listener() {
+    use client::{Client as Mqtt, Got, Opts};
+    use ringport::protocols::mqtt::codec::{Packet, Version};
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let mut a_stats = Vec::new();
+    let a = mqtt_instance_with(&[nats.addr()], "mqtt-a", 2, |s| {
+        s.add_listener(ListenerId(0), "a0", Some(&strings(&["a/#"])), None)
+            .unwrap();
+        s.add_listener(ListenerId(1), "a1", Some(&[]), Some(&[]))
+            .unwrap();
+        assert_eq!(s.subscriptions, [">"]);
+        a_stats = s.routes().map(|(_, r)| r.stats.clone()).collect();
+    });
+    let mut b_stats = Vec::new();
+    let b = mqtt_instance_with(&[nats.addr()], "mqtt-b", 2, |s| {
+        s.add_listener(ListenerId(0), "b0", None, Some(&strings(&["a/x"])))
+            .unwrap();
+        s.add_listener(ListenerId(1), "b1", Some(&[]), Some(&[]))
+            .unwrap();
+        assert_eq!(s.subscriptions, ["a.x"]);
+        b_stats = s.routes().map(|(_, r)| r.stats.clone()).collect();
+    });
+    a.wait_connected(true);
+    b.wait_connected(true);
+    // A's `>` and B's `a.x`.
+    nats.wait_subscriptions(2);
+    let connect =
+        |addr: SocketAddr, id: &str| Mqtt::connected(addr, &Opts::new(Version::V311, id)).0;
+    let subscriber = |addr: SocketAddr, id: &str, filters: &[(&str, u8)]| {
+        let mut c = connect(addr, id);
+        assert_eq!(c.subscribe(filters), vec![1; filters.len()]);
+        c
+    };
+    let nothing_more = |c: &mut Mqtt| {
+        c.send(&Packet::PingReq);
+        assert_eq!(c.recv(), Some(Got::PingResp));
+    };
+    let topics = [("a/x", 1), ("a/y", 1), ("b/z", 1)];
+    // B's subscribers on shard 1: imports cross B's mesh with their scope.
+    let mut sub_b0 = subscriber(b.listener_port(0, 1), "sub-b0", &topics);
+    let mut sub_b1 = subscriber(b.listener_port(1, 1), "sub-b1", &topics);
+    // A's on shard 0, the bridge's own shard.
+    let mut sub_a0 = subscriber(a.listener_port(0, 0), "sub-a0", &[("back/#", 1)]);
+    let mut sub_a1 = subscriber(a.listener_port(1, 0), "sub-a1", &[("back/#", 1)]);
+    // A's listener 1 (shard 0) exports nothing; listener 0's publisher is
+    // on shard 1, so its listener id crosses A's mesh.
+    let publish_acked = |c: &mut Mqtt, topic: &str, n: u16| {
+        for i in 1..=n {
+            c.publish(topic, &i.to_be_bytes(), 1, false, i);
+        }
+        for i in 1..=n {
+            assert!(matches!(c.recv(), Some(Got::PubAck(id, 0)) if id == i));
+        }
+    };
+    let mut quiet = connect(a.listener_port(1, 0), "quiet");
+    publish_acked(&mut quiet, "a/x", 10);
+    let mut loud = connect(a.listener_port(0, 1), "loud");
+    publish_acked(&mut loud, "a/x", 10);
+    publish_acked(&mut loud, "a/y", 10);
+    publish_acked(&mut loud, "b/z", 10);
+    let seqs = |sub: &mut Mqtt, n: u16| -> Vec<(String, u16)> {
+        (0..n)
+            .map(|_| match sub.recv() {
+                Some(Got::Publish(m)) => {
+                    assert_eq!(
+                        (m.qos, m.retain),
+                        (0, false),
+                        "imports are QoS 0, not retained"
+                    );
+                    (m.topic, u16::from_be_bytes([m.payload[0], m.payload[1]]))
+                }
+                other => panic!("PUBLISH expected, got {other:?}"),
+            })
+            .collect()
+    };
+    let want = |topic: &str, n: u16| -> Vec<(String, u16)> {
+        (1..=n).map(|i| (topic.to_owned(), i)).collect()
+    };
+    // Only loud's a/x: b/z is not exported, a/y not imported by b0.
+    assert_eq!(seqs(&mut sub_b0, 10), want("a/x", 10));
+    wait("B's 10 imports", || b.stat(|s| &s.imported) == 10);
+    // sub_b1 shares sub_b0's shard: what it was to get is written by now.
+    nothing_more(&mut sub_b0);
+    nothing_more(&mut sub_b1);
+    // Back from B: its listener 0 exports `back/b0`, listener 1 nothing.
+    let mut b_pub1 = connect(b.listener_port(1, 0), "b-pub1");
+    publish_acked(&mut b_pub1, "back/b1", 5);
+    let mut b_pub0 = connect(b.listener_port(0, 0), "b-pub0");
+    publish_acked(&mut b_pub0, "back/b0", 5);
+    assert_eq!(seqs(&mut sub_a0, 5), want("back/b0", 5));
+    wait("A's 5 imports", || a.stat(|s| &s.imported) == 5);
+    nothing_more(&mut sub_a0);
+    nothing_more(&mut sub_a1);
+    let get = |s: &std::sync::atomic::AtomicU64| BridgeStats::get(s);
+    wait("A's 20 exports", || a.stat(|s| &s.exported) == 20);
+    wait("B's 5 exports", || b.stat(|s| &s.exported) == 5);
+    for (stats, exported, imported) in [(&a_stats, [20, 0], [5, 0]), (&b_stats, [5, 0], [10, 0])] {
+        assert_eq!([get(&stats[0].exported), get(&stats[1].exported)], exported);
+        assert_eq!([get(&stats[0].imported), get(&stats[1].imported)], imported);
+        for s in stats.iter() {
+            assert_eq!(get(&s.dropped_buffer_full), 0);
+            assert_eq!(get(&s.dropped_too_large), 0);
+            assert_eq!(get(&s.dropped_unmappable), 0);
+        }
+    }
+    for i in [&a, &b] {
+        assert_eq!(i.stat(|s| &s.dropped_loop), 0);
+        assert_eq!(i.stat(|s| &s.dropped_unmappable), 0);
+    }
+}
+
+/// `ringport serve` with two `mqtt` listener tables (the first exports
+/// only `a/#`, the second has `nats = false`): the banner shows each
+/// listener's route, and `/metrics` each one's series under
+/// `plugin="mqtt"`, with exactly what it exported.
+#[test]
+fn the_binary_narrows_mqtt_listeners_from_their_tables_and_shows_it_in_metrics() {
+    use client::{Client as Mqtt, Got, Opts};
+    use common::process::{admin_is_up, start_ringport, Stderr};
+    use ringport::protocols::mqtt::codec::Version;
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let nats = NatsServer::start(&program, None);
+    let dir = std::env::temp_dir().join(format!(
+        "ringport-nats-mqtt-tables-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("nats://{}", nats.addr());
+    let r = start_ringport(
+        5,
+        |cmd, port| {
+            let conf = format!(
+                "nats = \"{url}\"\nnats_instance_id = \"bin-m\"\n\
+                 [[listener]]\nspec = \"mqtt@tcp:127.0.0.1:{}-{}\"\nnats_export = [\"a/#\"]\n\
+                 [[listener]]\nspec = \"mqtt@tcp:127.0.0.1:{}-{}\"\nnats = false\n",
+                port,
+                port + 1,
+                port + 2,
+                port + 3
+            );
+            let path = dir.join(format!("ringport-{port}.toml"));
+            std::fs::write(&path, conf).unwrap();
+            cmd.args(["serve", "--shards", "2", "--drain-timeout", "0"])
+                .args(["--mqtt-allow-anonymous", "--config"])
+                .arg(&path)
+                .arg("--admin")
+                .arg(format!("127.0.0.1:{}", port + 4));
+        },
+        admin_is_up,
+        Stderr::Merged,
+    );
+    let p = r.port;
+    let (l0, l1) = (
+        format!("mqtt@tcp:127.0.0.1:{}-{}", p, p + 1),
+        format!("mqtt@tcp:127.0.0.1:{}-{}", p + 2, p + 3),
+    );
+    let routes = format!("; {l0} export [\"a.>\", \"a\"] import [\">\"]; {l1} export [] import []");
+    assert!(
+        r.printed
+            .iter()
+            .any(|l| l.starts_with("nats bridge: mqtt listeners via") && l.ends_with(&routes)),
+        "{:#?}",
+        r.printed
+    );
+    let metrics = || {
+        let mut s = TcpStream::connect(("127.0.0.1", p + 4)).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let sample = |series: &str| -> Option<u64> {
+        metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    wait("connected in /metrics", || {
+        sample("ringport_nats_bridge_connected{plugin=\"mqtt\"}") == Some(1)
+    });
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    // Listener 0 on shard 1, listener 1 on shard 0.
+    let (mut c0, _) = Mqtt::connected(addr(p + 1), &Opts::new(Version::V311, "c0"));
+    let (mut c1, _) = Mqtt::connected(addr(p + 2), &Opts::new(Version::V311, "c1"));
+    let publish_acked = |c: &mut Mqtt, topic: &str, n: u16| {
+        for i in 1..=n {
+            c.publish(topic, b"x", 1, false, i);
+        }
+        for i in 1..=n {
+            assert!(matches!(c.recv(), Some(Got::PubAck(id, 0)) if id == i));
+        }
+    };
+    publish_acked(&mut c0, "a/1", 3);
+    publish_acked(&mut c0, "b", 2);
+    publish_acked(&mut c1, "a/2", 4);
+    let series = |name: &str, l: &str| format!("{name}{{plugin=\"mqtt\",listener=\"{l}\"}}");
+    let exported = "ringport_nats_bridge_listener_exported_total";
+    wait("listener 0's 3 exports in /metrics", || {
+        sample(&series(exported, &l0)) == Some(3)
+    });
+    assert_eq!(sample(&series(exported, &l1)), Some(0));
+    assert_eq!(
+        sample("ringport_nats_bridge_exported_total{plugin=\"mqtt\"}"),
+        Some(3)
+    );
+    let imported = "ringport_nats_bridge_listener_imported_total";
+    assert_eq!(sample(&series(imported, &l0)), Some(0));
+    assert_eq!(sample(&series(imported, &l1)), Some(0));
+    let text = metrics();
+    assert_eq!(
+        text.matches("ringport_nats_bridge_listener_dropped_total{plugin=\"mqtt\"")
+            .count(),
+        6
+    );
+    ringport_tools::testing::promtool_check(&text);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

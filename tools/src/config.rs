@@ -102,7 +102,7 @@ pub struct ListenerTable {
     pub tls_max_handshakes_per_source: Option<u32>,
     /// See `--tls-no-resumption`.
     pub tls_no_resumption: Option<bool>,
-    /// `false`: this relay listener is left out of the NATS bridge.
+    /// `false`: this relay or mqtt listener is left out of the NATS bridge.
     pub nats: Option<bool>,
     /// See `--nats-export` (replaces the top-level list for this listener).
     pub nats_export: Option<Vec<String>>,

@@ -326,9 +326,12 @@ impl NatsSetup {
     }
 
     /// Gives every `relay` listener of the plan its route in the relay's
-    /// bridge: its own keys (`keys[i]` for `listeners[i]`, missing = none)
-    /// or the plugin-wide filters. Errors name the listener, the key and
-    /// the fix.
+    /// bridge, and every `mqtt` listener its route in the broker's bridge
+    /// if one of them has keys: its own keys (`keys[i]` for
+    /// `listeners[i]`, missing = none) or the plugin-wide filters. Without
+    /// any mqtt listener key the broker's bridge keeps no routes: the
+    /// plugin-wide filters, with no import scope to work out per message.
+    /// Errors name the listener, the key and the fix.
     pub fn route_listeners(
         &mut self,
         listeners: &[ListenerSpec],
@@ -339,7 +342,7 @@ impl NatsSetup {
             .iter()
             .zip(keys)
             .find_map(|(spec, k)| Some((spec, k.first_key()?)));
-        let Some(relay) = &mut self.relay else {
+        if self.relay.is_none() {
             if let Some((spec, key)) = keyed {
                 bail!(
                     "listener `{spec}`: {key} needs nats (the servers to bridge to): add --nats \
@@ -347,21 +350,32 @@ impl NatsSetup {
                 );
             }
             return Ok(());
-        };
-        let relay = Arc::make_mut(relay);
+        }
+        let mqtt_keyed = listeners
+            .iter()
+            .zip(keys)
+            .any(|(l, k)| l.protocol == "mqtt" && k.first_key().is_some());
         for (i, spec) in listeners.iter().enumerate() {
             let k = keys.get(i).unwrap_or(&none);
-            if spec.protocol != "relay" {
-                if let Some(key) = k.first_key() {
-                    bail!(
-                        "listener `{spec}`: {key} narrows the bridge of relay listeners only \
-                         (not {} listeners yet): remove it; the top-level nats_export and \
-                         nats_import apply to mqtt listeners",
-                        spec.protocol
-                    );
+            let bridge = match spec.protocol.as_str() {
+                "relay" => &mut self.relay,
+                "mqtt" => &mut self.mqtt,
+                _ => {
+                    if let Some(key) = k.first_key() {
+                        bail!(
+                            "listener `{spec}`: {key} narrows the bridge of relay and mqtt \
+                             listeners only ({} listeners are not bridged): remove it",
+                            spec.protocol
+                        );
+                    }
+                    continue;
                 }
+            };
+            let routed = spec.protocol == "relay" || mqtt_keyed;
+            let Some(bridge) = bridge.as_mut().filter(|_| routed) else {
                 continue;
-            }
+            };
+            let bridge = Arc::make_mut(bridge);
             let off = Some(Vec::new());
             let (export, import) = match k.nats {
                 Some(false) if k.export.is_some() || k.import.is_some() => bail!(
@@ -377,7 +391,7 @@ impl NatsSetup {
             let Some(id) = id else {
                 bail!("listener `{spec}`: a bridge takes at most 65535 listeners; remove some");
             };
-            relay
+            bridge
                 .add_listener(
                     ListenerId(id),
                     &spec.to_string(),
@@ -407,6 +421,7 @@ impl NatsSetup {
                 r.import
             ) + &r
                 .routes()
+                .chain(self.mqtt.iter().flat_map(|m| m.routes()))
                 .map(|(_, l)| format!("; {} export {:?} import {:?}", l.name, l.export, l.import))
                 .collect::<String>(),
         )
@@ -732,8 +747,46 @@ mod tests {
         assert_eq!(three.import, ["in.x", "other"]);
         // `in/x` is covered by listener 1's `in/#`.
         assert_eq!(r.subscriptions, ["in.>", "in", "other"]);
-        // The MQTT bridge keeps the plugin-wide filters.
+        // No mqtt listener has keys: the MQTT bridge keeps no routes.
         assert!(!s.nats.mqtt.unwrap().has_routes());
+    }
+
+    const TWO_MQTT: &str = "nats = \"nats://127.0.0.1:4222\"\nnats_export = [\"out/#\"]\nlisten = [\"relay@tcp:127.0.0.1:9000\"]\n[[listener]]\nspec = \"mqtt@tcp:127.0.0.1:1883\"\nnats_export = [\"a/#\"]\nnats_import = [\"x/+\"]\n[[listener]]\nspec = \"mqtt@tcp:127.0.0.1:1884\"\nnats = false\n[[listener]]\nspec = \"mqtt@tcp:127.0.0.1:1885\"\n";
+
+    #[test]
+    fn listener_tables_narrow_the_mqtt_bridge_per_listener() {
+        let s = settings(TWO_MQTT).unwrap();
+        let m = s.nats.mqtt.unwrap();
+        // Plan order: the relay listener is 0 and has no route here.
+        assert!(m.route(ListenerId(0)).is_none());
+        let one = m.route(ListenerId(1)).unwrap();
+        assert_eq!(one.name, "mqtt@tcp:127.0.0.1:1883");
+        assert_eq!(one.export, ["a.>", "a"]);
+        assert_eq!(one.import, ["x.*"]);
+        let two = m.route(ListenerId(2)).unwrap();
+        assert!(two.export.is_empty() && two.import.is_empty());
+        // Listener 3 has no keys: the top-level filters, as a route.
+        let three = m.route(ListenerId(3)).unwrap();
+        assert_eq!(three.export, ["out.>", "out"]);
+        assert_eq!(three.import, [">"]);
+        assert_eq!(m.subscriptions, [">"]);
+        assert_eq!(m.routes().count(), 3);
+        // The relay's bridge has its listener's route, top-level filters.
+        let r = s.nats.relay.unwrap();
+        assert_eq!(r.route(ListenerId(0)).unwrap().export, ["out.>", "out"]);
+        assert_eq!(r.routes().count(), 1);
+        let mut o = String::new();
+        render_metrics(&[("relay", &r), ("mqtt", &m)], &mut o);
+        for l in ["1883", "1884", "1885"] {
+            assert!(o.contains(&format!(
+                "\nringport_nats_bridge_listener_imported_total{{plugin=\"mqtt\",listener=\"mqtt@tcp:127.0.0.1:{l}\"}} 0\n"
+            )));
+        }
+        assert_eq!(
+            o.matches("ringport_nats_bridge_listener_dropped_total{plugin=\"mqtt\"")
+                .count(),
+            9
+        );
     }
 
     #[test]
@@ -747,11 +800,26 @@ mod tests {
         let bridged = "nats = \"nats://127.0.0.1:4222\"\n[[listener]]\n";
         assert_eq!(
             e(&format!(
-                "{bridged}spec = \"mqtt@tcp:127.0.0.1:1883\"\nnats_import = [\"a\"]\n"
+                "{bridged}spec = \"echo@tcp:127.0.0.1:7\"\nnats_import = [\"a\"]\n"
             )),
-            "listener `mqtt@tcp:127.0.0.1:1883`: nats_import narrows the bridge of relay \
-             listeners only (not mqtt listeners yet): remove it; the top-level nats_export and \
-             nats_import apply to mqtt listeners"
+            "listener `echo@tcp:127.0.0.1:7`: nats_import narrows the bridge of relay and mqtt \
+             listeners only (echo listeners are not bridged): remove it"
+        );
+        assert_eq!(
+            e(&format!(
+                "{bridged}spec = \"mqtt@tcp:127.0.0.1:1\"\nnats = false\nnats_import = [\"a\"]\n"
+            )),
+            "listener `mqtt@tcp:127.0.0.1:1`: nats = false leaves it out of the bridge, yet \
+             nats_export or nats_import is set: remove one or the other"
+        );
+        assert_eq!(
+            e(&format!(
+                "{bridged}spec = \"mqtt@tcp:127.0.0.1:1\"\nnats_import = [\"a/+/c\"]\n[[listener]]\nspec = \"mqtt@tcp:127.0.0.1:2\"\nnats_import = [\"a/b/+\"]\n"
+            )),
+            "listener `mqtt@tcp:127.0.0.1:2`: nats_import: `a/+/c` of listener \
+             `mqtt@tcp:127.0.0.1:1` and `a/b/+` of listener `mqtt@tcp:127.0.0.1:2` overlap \
+             without one covering the other, so NATS would deliver their common messages twice; \
+             make one filter cover the other, or split them so they do not overlap"
         );
         assert_eq!(
             e(&format!(

@@ -72,6 +72,26 @@ impl ImportScope {
             .copied()
             .unwrap_or(self.default)
     }
+
+    /// A scope from its parts (as [`by_listener`](Self::by_listener) and
+    /// [`default_admits`](Self::default_admits) give them), for a plugin
+    /// that carries a scope between shards.
+    pub fn from_parts(by_listener: Vec<bool>, default: bool) -> Self {
+        ImportScope {
+            by_listener,
+            default,
+        }
+    }
+
+    /// By listener id: whether its import filters take the subject.
+    pub fn by_listener(&self) -> &[bool] {
+        &self.by_listener
+    }
+
+    /// The answer for a listener past [`by_listener`](Self::by_listener).
+    pub fn default_admits(&self) -> bool {
+        self.default
+    }
 }
 
 /// Whether some subject matches both patterns (`*` one token, `>` the rest).

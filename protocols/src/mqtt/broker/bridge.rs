@@ -4,26 +4,33 @@
 //! and back.
 //!
 //! Exports: every PUBLISH reaches every shard ([`Mqtt::route_publish`]
-//! sends it to the others with `TAG_PUBLISH`), so the bridge shard sees all
-//! of them and exports each once, in the order it got them (each
-//! publisher's order: one connection, one shard, one FIFO ring). What NATS
-//! carries is the topic and the payload: QoS, retain and MQTT 5.0
-//! properties stay local (NATS core is at most once).
+//! sends it to the others with `TAG_PUBLISH`, with the id of the listener
+//! its client came through), so the bridge shard sees all of them and
+//! exports each once, in the order it got them (each publisher's order: one
+//! connection, one shard, one FIFO ring), if that listener's export filters
+//! take it ([`crate::nats::routes`]). What NATS carries is the topic and the
+//! payload: QoS, retain and MQTT 5.0 properties stay local (NATS core is at
+//! most once).
 //!
 //! Imports: delivered on the bridge shard as QoS 0, not retained, from no
 //! session, and sent to every other shard with [`TAG_IMPORTED`], which
-//! delivers them like `TAG_PUBLISH` but never exports them.
+//! delivers them like `TAG_PUBLISH` but never exports them. With
+//! per-listener routes, the bridge shard works out once which listeners
+//! import the subject ([`ImportScope`]) and the scope travels with the
+//! message (to shared subscription members too): a session gets it only if
+//! the listener its client came through is admitted.
 
 use std::sync::Arc;
 
-use ringport_plugin::{ConnId, ConnectFailure, Context, StreamInfo};
+use ringport_plugin::{ConnId, ConnectFailure, Context, ListenerId, StreamInfo};
 
-use super::message::{Message, Writer};
+use super::message::{BadMesh, Message, Reader, Writer};
 use super::plugin::Mqtt;
 use super::route::{Sent, TAG_IMPORTED};
 use super::stats::MqttDrop;
 use crate::mqtt::codec::QoS;
 use crate::nats::bridge::{Bridge, BridgeSettings};
+use crate::nats::ImportScope;
 
 /// The shard that runs the broker's NATS bridge.
 pub const BRIDGE_SHARD: usize = 0;
@@ -123,16 +130,18 @@ impl Mqtt {
         ours
     }
 
-    /// Exports a publication this shard saw (its own or another shard's).
-    pub(crate) fn bridge_export(&mut self, ctx: &mut dyn Context, msg: &Message) {
+    /// Exports a publication this shard saw (its own or another shard's)
+    /// that a client of `listener` made, if that listener's filters take it.
+    pub(crate) fn bridge_export(&mut self, ctx: &mut dyn Context, msg: &Message, listener: u16) {
         let Some(bridge) = &mut self.bridge else {
             return;
         };
+        let listener = ListenerId(listener);
         match bridge.settings().map.mqtt_topic_to_subject(&msg.topic) {
             Ok(subject) => {
-                bridge.export(ctx, &subject, &msg.payload);
+                bridge.export_from(ctx, listener, &subject, &msg.payload);
             }
-            Err(_) => bridge.count_unmappable(),
+            Err(_) => bridge.count_unmappable_from(listener),
         }
         self.bridge_imports(ctx);
     }
@@ -150,6 +159,8 @@ impl Mqtt {
                     continue;
                 }
             };
+            // None without per-listener routes: every subscriber.
+            let scope = bridge.accept_import(&import.subject);
             let msg = Arc::new(Message {
                 topic: topic.into(),
                 payload: import.payload.into(),
@@ -159,9 +170,10 @@ impl Mqtt {
                 expires: None,
                 origin: 0,
             });
-            self.deliver_local(ctx, &msg);
+            self.deliver_scoped(ctx, &msg, scope.as_ref());
             if self.shard_count > 1 {
                 let mut w = Writer::default();
+                write_scope(&mut w, scope.as_ref());
                 w.message(&msg, ctx.now());
                 let blob = w.finish();
                 for target in (0..self.shard_count).filter(|&s| s != self.shard) {
@@ -173,5 +185,88 @@ impl Mqtt {
                 }
             }
         }
+    }
+}
+
+/// Appends `scope` for the mesh: a flags byte (0: no scope; bit 0: a
+/// scope, bit 1: its default answer), then the number of listeners it
+/// answers for (u16) and their answers, one bit each.
+pub(crate) fn write_scope(w: &mut Writer, scope: Option<&ImportScope>) {
+    let Some(scope) = scope else {
+        w.u8(0);
+        return;
+    };
+    // Listener ids are u16, and OUTBOUND (u16::MAX) has no route.
+    let by = scope.by_listener();
+    let by = &by[..by.len().min(usize::from(u16::MAX))];
+    w.u8(1 | u8::from(scope.default_admits()) << 1);
+    w.u16(by.len() as u16);
+    for chunk in by.chunks(8) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u8, |b, (i, &on)| b | u8::from(on) << i);
+        w.u8(bits);
+    }
+}
+
+/// Reads what [`write_scope`] wrote.
+pub(crate) fn read_scope(r: &mut Reader) -> Result<Option<ImportScope>, BadMesh> {
+    let flags = r.u8()?;
+    match flags {
+        0 => return Ok(None),
+        1 | 3 => {}
+        _ => return Err(BadMesh),
+    }
+    let n = usize::from(r.u16()?);
+    let mut by = Vec::with_capacity(n);
+    while by.len() < n {
+        let bits = r.u8()?;
+        for i in 0..(n - by.len()).min(8) {
+            by.push(bits & (1 << i) != 0);
+        }
+    }
+    Ok(Some(ImportScope::from_parts(by, flags & 2 != 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_round_trips_through_the_mesh_encoding() {
+        let by = vec![
+            true, false, false, true, true, false, true, false, false, true,
+        ];
+        for scope in [
+            None,
+            Some(ImportScope::from_parts(by.clone(), true)),
+            Some(ImportScope::from_parts(by, false)),
+            Some(ImportScope::from_parts(Vec::new(), false)),
+        ] {
+            let mut w = Writer::default();
+            write_scope(&mut w, scope.as_ref());
+            w.u8(0xAB);
+            let bytes = w.finish();
+            let mut r = Reader::new(bytes.clone());
+            assert_eq!(read_scope(&mut r), Ok(scope.clone()));
+            assert_eq!(r.u8(), Ok(0xAB));
+            // Ten answers take two bytes after flags and count.
+            let want = match &scope {
+                None => 2,
+                Some(s) => 4 + s.by_listener().len().div_ceil(8),
+            };
+            assert_eq!(bytes.len(), want);
+            for cut in 0..bytes.len() - 1 {
+                assert_eq!(
+                    read_scope(&mut Reader::new(bytes.slice(..cut))),
+                    Err(BadMesh)
+                );
+            }
+        }
+        assert_eq!(
+            read_scope(&mut Reader::new(ringport_plugin::Bytes::from_static(&[4]))),
+            Err(BadMesh)
+        );
     }
 }

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use ringport_plugin::{shard_for_key, Bytes, ConnId, Context, WriteError};
+use ringport_plugin::{shard_for_key, Bytes, ConnId, Context, ListenerId, WriteError};
 
+use super::bridge::write_scope;
 use super::message::{Message, Writer};
 use super::plugin::Member;
 use super::plugin::Mqtt;
@@ -17,6 +18,7 @@ use crate::mqtt::codec::{
     encode_publish_header, Publish, PublishProps, QoS, SubIds, UserProps, Version,
 };
 use crate::mqtt::trie::SubEntry;
+use crate::nats::ImportScope;
 
 /// Why a PUBLISH was not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,16 +32,18 @@ enum NotSent {
 }
 
 impl Mqtt {
-    /// Routes a message published on this shard: retained store, this
-    /// shard's subscribers, every other shard (`blob`: the message already
-    /// encoded for the mesh, if it was). Returns the mesh sequence
-    /// number a QoS 1/2 acknowledgement waits for, or `None` when the
-    /// message was refused (too many QoS 1/2 bytes waiting for full rings).
+    /// Routes a message a client of `listener` published on this shard:
+    /// retained store, this shard's subscribers, every other shard (`blob`:
+    /// the listener id and the message already encoded for the mesh, if
+    /// they were), the NATS bridge. Returns the mesh sequence number a
+    /// QoS 1/2 acknowledgement waits for, or `None` when the message was
+    /// refused (too many QoS 1/2 bytes waiting for full rings).
     pub(crate) fn route_publish(
         &mut self,
         ctx: &mut dyn Context,
         msg: Arc<Message>,
         blob: Option<Bytes>,
+        listener: u16,
     ) -> Option<u64> {
         let reliable = msg.qos != QoS::AtMostOnce;
         if reliable && self.mesh.reliable_bytes > self.cfg.mesh_reliable_bytes {
@@ -51,7 +55,7 @@ impl Mqtt {
         if self.shard_count > 1 {
             let blob = blob.unwrap_or_else(|| {
                 let mut w = Writer::default();
-                w.message(&msg, ctx.now());
+                w.u16(listener).message(&msg, ctx.now());
                 w.finish()
             });
             let cap = (!reliable).then_some(self.cfg.mesh_retry_bytes);
@@ -61,14 +65,20 @@ impl Mqtt {
                 }
             }
         }
-        self.bridge_export(ctx, &msg);
+        self.bridge_export(ctx, &msg, listener);
         Some(self.mesh.seq())
     }
 
-    /// A message another shard published (exported from the bridge shard).
-    pub(crate) fn on_remote_publish(&mut self, ctx: &mut dyn Context, msg: Arc<Message>) {
+    /// A message a client of `listener` published on another shard
+    /// (exported from the bridge shard).
+    pub(crate) fn on_remote_publish(
+        &mut self,
+        ctx: &mut dyn Context,
+        msg: Arc<Message>,
+        listener: u16,
+    ) {
         self.deliver_local(ctx, &msg);
-        self.bridge_export(ctx, &msg);
+        self.bridge_export(ctx, &msg, listener);
     }
 
     /// A retained message published here: stored at once (a subscription
@@ -124,11 +134,26 @@ impl Mqtt {
     /// Delivers to every matching subscription of this shard's sessions,
     /// and picks one member of each matching shared group homed here.
     pub(crate) fn deliver_local(&mut self, ctx: &mut dyn Context, msg: &Arc<Message>) {
+        self.deliver_scoped(ctx, msg, None);
+    }
+
+    /// [`deliver_local`](Self::deliver_local) of a message from NATS: with
+    /// a `scope`, only to sessions whose listener it admits.
+    pub(crate) fn deliver_scoped(
+        &mut self,
+        ctx: &mut dyn Context,
+        msg: &Arc<Message>,
+        scope: Option<&ImportScope>,
+    ) {
         let mut matched = std::mem::take(&mut self.matched);
         matched.clear();
         self.subs.matches(&msg.topic, &mut matched);
         // No Local: not back to the publishing session.
         matched.retain(|(k, e)| !(e.no_local && *k == msg.origin));
+        if let Some(scope) = scope {
+            let sessions = &self.sessions;
+            matched.retain(|(k, _)| admitted(scope, sessions.get(k).map(|s| s.listener)));
+        }
         // One filter's members come sorted by key; only overlapping
         // filters need the sort that brings a subscriber's matches together.
         if !matched.windows(2).all(|w| w[0].0 < w[1].0) {
@@ -158,7 +183,7 @@ impl Mqtt {
         shared.clear();
         self.shared.matches_shared(&msg.topic, &mut shared);
         for (member, entry, filter) in shared.drain(..) {
-            self.deliver_shared(ctx, member, &entry, &filter, 0, msg);
+            self.deliver_shared(ctx, member, &entry, &filter, 0, msg, scope);
         }
         self.matched_shared = shared;
     }
@@ -167,7 +192,9 @@ impl Mqtt {
     /// `member`, here or through the mesh. The group's `filter` goes along,
     /// so that a member found gone (its session moved to another shard or
     /// ended since it was chosen) is replaced by the next one, `hops` counting
-    /// how many were gone in a row.
+    /// how many were gone in a row. With a `scope` (a message from NATS),
+    /// a member whose listener it does not admit does not get it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn deliver_shared(
         &mut self,
         ctx: &mut dyn Context,
@@ -176,10 +203,16 @@ impl Mqtt {
         filter: &str,
         hops: u8,
         msg: &Arc<Message>,
+        scope: Option<&ImportScope>,
     ) {
         if shard == self.shard {
-            if !self.sessions.contains_key(&key) {
-                return self.reroute_shared(ctx, filter, (shard, key), hops, msg);
+            let Some(s) = self.sessions.get(&key) else {
+                return self.reroute_shared(ctx, filter, (shard, key), hops, msg, scope);
+            };
+            if let Some(scope) = scope {
+                if !admitted(scope, Some(s.listener)) {
+                    return;
+                }
             }
             let ids: Box<[u32]> = entry.sub_id.into_iter().collect();
             let retain = entry.retain_as_published && msg.retain;
@@ -190,6 +223,7 @@ impl Mqtt {
         encode_entry(&mut w, entry);
         w.str(filter).u8(hops);
         w.message(msg, ctx.now());
+        write_scope(&mut w, scope);
         let cap = (msg.qos == QoS::AtMostOnce).then_some(self.cfg.mesh_retry_bytes);
         if self
             .mesh
@@ -211,13 +245,14 @@ impl Mqtt {
         gone: Member,
         hops: u8,
         msg: &Arc<Message>,
+        scope: Option<&ImportScope>,
     ) {
         let next = (hops < MAX_SHARE_HOPS)
             .then(|| self.shared.next_in_group(filter, gone))
             .flatten();
         match next {
             Some((member, entry)) => {
-                self.deliver_shared(ctx, member, &entry, filter, hops + 1, msg)
+                self.deliver_shared(ctx, member, &entry, filter, hops + 1, msg, scope)
             }
             None => self.count(ctx, MqttDrop::NoSession),
         }
@@ -497,6 +532,12 @@ impl Mqtt {
             !c.owed().is_empty() || self.sessions.get(&c.session).is_some_and(|s| s.blocked)
         })
     }
+}
+
+/// Whether a session that came through `listener` (None: no session) gets
+/// a message from NATS of `scope`.
+fn admitted(scope: &ImportScope, listener: Option<u16>) -> bool {
+    listener.is_some_and(|l| scope.admits(ListenerId(l)))
 }
 
 /// Encodes a PUBLISH header for `out` and writes it with the payload.

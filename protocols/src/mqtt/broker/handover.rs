@@ -14,8 +14,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringport_plugin::{shard_for_key, ConnId, Context, MeshMessage, ShardId};
+use ringport_plugin::{shard_for_key, ConnId, Context, ListenerId, MeshMessage, ShardId};
 
+use super::bridge::{read_scope, write_scope};
 use super::conn::{Phase, WillMsg};
 use super::message::{Reader, Writer};
 use super::plugin::Mqtt;
@@ -75,6 +76,8 @@ pub(crate) struct DelayedWill {
     pub at: Instant,
     pub client_id: Arc<str>,
     pub user: Option<Arc<str>>,
+    /// The listener its client came through (for the NATS bridge).
+    pub listener: u16,
     pub will: Box<WillMsg>,
 }
 
@@ -84,8 +87,18 @@ impl Mqtt {
         let now = ctx.now();
         let mut r = Reader::new(msg.payload);
         let ok = match msg.tag {
-            TAG_PUBLISH => r.arc_message(now).map(|m| self.on_remote_publish(ctx, m)),
-            TAG_IMPORTED => r.arc_message(now).map(|m| self.deliver_local(ctx, &m)),
+            TAG_PUBLISH => (|| {
+                let listener = r.u16()?;
+                let m = r.arc_message(now)?;
+                self.on_remote_publish(ctx, m, listener);
+                Ok(())
+            })(),
+            TAG_IMPORTED => (|| {
+                let scope = read_scope(&mut r)?;
+                let m = r.arc_message(now)?;
+                self.deliver_scoped(ctx, &m, scope.as_ref());
+                Ok(())
+            })(),
             TAG_RETAIN => r.arc_message(now).map(|m| self.on_retain(ctx, m)),
             TAG_CLAIM => self.on_claim(ctx, &mut r),
             TAG_TAKEOVER => self.on_takeover(ctx, &mut r),
@@ -117,7 +130,15 @@ impl Mqtt {
                 let filter = r.str()?;
                 let hops = r.u8()?;
                 let m = r.arc_message(now)?;
-                if self.sessions.contains_key(&key) {
+                let scope = read_scope(&mut r)?;
+                if let Some(s) = self.sessions.get(&key) {
+                    // A message from NATS its listener does not import.
+                    if scope
+                        .as_ref()
+                        .is_some_and(|sc| !sc.admits(ListenerId(s.listener)))
+                    {
+                        return Ok(());
+                    }
                     let retain = entry.retain_as_published && m.retain;
                     let ids: Box<[u32]> = entry.sub_id.into_iter().collect();
                     self.deliver_to(ctx, key, &m, entry.qos, retain, ids);
@@ -128,6 +149,7 @@ impl Mqtt {
                     let mut w = Writer::default();
                     w.str(&filter).u64(self.shard as u64).u64(key).u8(hops);
                     w.message(&m, now);
+                    write_scope(&mut w, scope.as_ref());
                     let cap = (m.qos == QoS::AtMostOnce).then_some(self.cfg.mesh_retry_bytes);
                     if self.mesh.send(ctx, home, TAG_SHARE_BOUNCE, w.finish(), cap) == Sent::Dropped
                     {
@@ -141,7 +163,8 @@ impl Mqtt {
                 let gone = (r.u64()? as ShardId, r.u64()?);
                 let hops = r.u8()?;
                 let m = r.arc_message(now)?;
-                self.reroute_shared(ctx, &filter, gone, hops, &m);
+                let scope = read_scope(&mut r)?;
+                self.reroute_shared(ctx, &filter, gone, hops, &m, scope.as_ref());
                 Ok(())
             })(),
             _ => Err(super::message::BadMesh),
@@ -481,6 +504,7 @@ impl Mqtt {
             return;
         };
         let user = s.user.clone();
+        let listener = s.listener;
         s.conn = None;
         s.blocked = false;
         let expiry = s.expiry;
@@ -490,12 +514,13 @@ impl Mqtt {
         }
         if let (Some(will), true) = (will, publish_will) {
             if will.delay == 0 || expiry == 0 {
-                self.publish_will(ctx, &cid, user.as_deref(), &will);
+                self.publish_will(ctx, &cid, user.as_deref(), listener, &will);
             } else {
                 self.wills.push(DelayedWill {
                     at: now + Duration::from_secs(u64::from(will.delay.min(expiry))),
                     client_id: Arc::clone(&cid),
                     user,
+                    listener,
                     will,
                 });
             }
@@ -515,7 +540,7 @@ impl Mqtt {
             if &*self.wills[i].client_id == cid {
                 let w = self.wills.swap_remove(i);
                 if publish {
-                    self.publish_will(ctx, &w.client_id, w.user.as_deref(), &w.will);
+                    self.publish_will(ctx, &w.client_id, w.user.as_deref(), w.listener, &w.will);
                 }
             } else {
                 i += 1;
@@ -529,7 +554,7 @@ impl Mqtt {
         while i < self.wills.len() {
             if self.wills[i].at <= now {
                 let w = self.wills.swap_remove(i);
-                self.publish_will(ctx, &w.client_id, w.user.as_deref(), &w.will);
+                self.publish_will(ctx, &w.client_id, w.user.as_deref(), w.listener, &w.will);
             } else {
                 i += 1;
             }
@@ -541,6 +566,7 @@ impl Mqtt {
         ctx: &mut dyn Context,
         cid: &str,
         user: Option<&str>,
+        listener: u16,
         will: &WillMsg,
     ) {
         if let Some(acl) = &self.cfg.acl {
@@ -554,7 +580,7 @@ impl Mqtt {
         msg.expires = will
             .expiry
             .map(|e| ctx.now() + Duration::from_secs(u64::from(e)));
-        self.route_publish(ctx, Arc::new(msg), None);
+        self.route_publish(ctx, Arc::new(msg), None, listener);
     }
 
     /// Ends the offline sessions whose expiry passed.

@@ -26,6 +26,7 @@ impl Mqtt {
         let version = c.version;
         let v5 = version == Version::V5;
         let key = c.session;
+        let listener = c.listener;
         self.lstats
             .get(usize::from(c.listener))
             .unwrap_or(&self.unattributed)
@@ -102,7 +103,7 @@ impl Mqtt {
         // encoding, which the local message then shares.
         let (payload, blob) = if self.shard_count > 1 {
             let mut w = Writer::default();
-            w.message_parts(
+            w.u16(listener).message_parts(
                 qos,
                 p.retain,
                 key,
@@ -125,7 +126,7 @@ impl Mqtt {
             expires: expiry.map(|e| ctx.now() + Duration::from_secs(u64::from(e))),
             origin: key,
         });
-        let Some(seq) = self.route_publish(ctx, msg, blob) else {
+        let Some(seq) = self.route_publish(ctx, msg, blob, listener) else {
             if !v5 {
                 return self.close_conn(ctx, conn, None, false);
             }

@@ -16,7 +16,9 @@ use std::collections::VecDeque;
 
 use ringport_plugin::{Bytes, Context, MeshError, MeshMessage, ShardId};
 
-/// A PUBLISH received on the sending shard (broadcast): origin + message.
+/// A PUBLISH received on the sending shard (broadcast): the id of the
+/// listener its client came through (u16, for the NATS bridge's
+/// per-listener export filters), then the message (with its origin).
 pub const TAG_PUBLISH: u64 = 1;
 /// To a client id's home shard: the client connects on the sending shard.
 pub const TAG_CLAIM: u64 = 2;
@@ -42,8 +44,9 @@ pub const TAG_SHARE_BOUNCE: u64 = 10;
 /// How many members in a row a shared delivery may find gone before it is
 /// dropped (`no_session`): each costs a round trip through the mesh.
 pub const MAX_SHARE_HOPS: u8 = 8;
-/// From the NATS bridge's shard: a message imported from NATS, delivered
-/// like [`TAG_PUBLISH`] and never exported again.
+/// From the NATS bridge's shard: a message imported from NATS (after the
+/// listeners it may reach, with per-listener routes), delivered like
+/// [`TAG_PUBLISH`] and never exported again.
 pub const TAG_IMPORTED: u64 = 11;
 
 /// A message waiting for a full ring.
