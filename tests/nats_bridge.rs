@@ -114,25 +114,15 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_err() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "nats-server exited ({status}): {}",
-                    std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen in 10 s"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let addr = self.addr();
+        let child = self.child.insert(child);
+        ringport::plugin::testing::wait_listening(
+            child,
+            addr,
+            &self.dir.join("nats.log"),
+            "nats-server",
+            Duration::from_secs(10),
+        );
         // A restarted server has the same internal subscriptions as
         // before; measuring them again would race the bridges that
         // reconnect as soon as it listens.
