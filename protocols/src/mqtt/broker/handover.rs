@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ringport_plugin::{shard_for_key, ConnId, Context, MeshMessage, ShardId};
 
 use super::conn::{Phase, WillMsg};
+use super::ids::DirEntry;
 use super::message::{Reader, Writer};
 use super::plugin::Mqtt;
 use super::route::{
@@ -46,17 +47,6 @@ pub(crate) struct Pending {
     pub client_id: Arc<str>,
     /// Identity or username the ACL checks.
     pub user: Option<Arc<str>>,
-}
-
-/// The home shard's record of a client id.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DirEntry {
-    /// The shard holding the session.
-    pub shard: ShardId,
-    /// The connection (raw id on that shard) that claimed it last.
-    pub conn: u64,
-    /// Claim number; a session's end is accepted only from the latest claim.
-    pub epoch: u64,
 }
 
 /// A hand-over to pass on: a CONNECT on another shard took over a client id
@@ -93,8 +83,8 @@ impl Mqtt {
             TAG_GONE => (|| {
                 let cid: Arc<str> = r.str()?.into();
                 let epoch = r.u64()?;
-                if self.directory.get(&cid).map(|e| e.epoch) == Some(epoch) {
-                    self.directory.remove(&cid);
+                if self.ids.home(&cid).map(|e| e.epoch) == Some(epoch) {
+                    self.ids.clear_home(&cid);
                 }
                 Ok(())
             })(),
@@ -183,7 +173,10 @@ impl Mqtt {
         let clean = r.u8()? != 0;
         let epoch = self.next_epoch;
         self.next_epoch += 1;
-        let prev = self.directory.insert(
+        if to >= self.shard_count {
+            return Err(super::message::BadMesh);
+        }
+        let prev = self.ids.set_home(
             Arc::clone(&cid),
             DirEntry {
                 shard: to,
@@ -240,7 +233,7 @@ impl Mqtt {
             self.forward.insert(prev, f);
             return Ok(());
         }
-        if let Some(&key) = self.by_client.get(&cid) {
+        if let Some(key) = self.ids.session(&cid) {
             if let Some(old) = self.sessions.get(&key).and_then(|s| s.conn) {
                 self.count_conn(ctx, old, MqttDrop::SessionTakenOver);
                 self.close_conn(ctx, old, Some(0x8E), false);
@@ -287,7 +280,7 @@ impl Mqtt {
             return Ok(());
         }
         let waiting = self.conns.get(&conn).is_some_and(|c| {
-            c.phase == Phase::Connecting && c.pending.as_ref().is_some_and(|p| *p.client_id == *cid)
+            c.phase == Phase::Connecting && c.pending().is_some_and(|p| *p.client_id == *cid)
         });
         if !waiting {
             // The client left while its session travelled: keep the session.
@@ -295,7 +288,7 @@ impl Mqtt {
                 Some(mut s) if s.expiry > 0 => {
                     s.epoch = epoch;
                     if s.expiry != u32::MAX {
-                        s.expire_at = Some(now + Duration::from_secs(u64::from(s.expiry)));
+                        s.set_expire_at(Some(now + Duration::from_secs(u64::from(s.expiry))));
                     }
                     self.install(ctx, s);
                 }
@@ -306,7 +299,7 @@ impl Mqtt {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
-        let Some(pending) = c.pending.take() else {
+        let Some(pending) = c.take_pending() else {
             return Ok(());
         };
         if pending.clean_start {
@@ -319,7 +312,7 @@ impl Mqtt {
         s.version = c.version;
         s.user = pending.user.clone();
         s.expiry = pending.expiry;
-        s.expire_at = None;
+        s.set_expire_at(None);
         s.window = pending.receive_maximum.min(self.cfg.receive_maximum).max(1);
         s.max_packet = pending.max_packet;
         s.out_aliases = super::session::OutAliases::default();
@@ -390,13 +383,9 @@ impl Mqtt {
     pub(crate) fn install(&mut self, ctx: &mut dyn Context, mut s: Session) {
         let key = s.key;
         // When this shard is also the client id's home, the session and
-        // the directory share one copy of the id.
-        if let Some((id, _)) = self.directory.get_key_value(&*s.client_id) {
-            if !Arc::ptr_eq(id, &s.client_id) {
-                s.client_id = Arc::clone(id);
-            }
-        }
-        for (filter, entry) in &s.subs {
+        // the directory share one entry and one copy of the id.
+        s.client_id = self.ids.set_session(&s.client_id, key);
+        for (filter, entry) in s.subs.iter() {
             match parse_filter(filter) {
                 Ok(Filter::Plain(f)) => {
                     self.subs.insert(f, key, *entry);
@@ -408,7 +397,6 @@ impl Mqtt {
             }
         }
         self.at(s.listener).subscribed(s.subs.len());
-        self.by_client.insert(Arc::clone(&s.client_id), key);
         self.sessions.insert(key, Box::new(s));
     }
 
@@ -434,7 +422,7 @@ impl Mqtt {
     fn take_session(&mut self, ctx: &mut dyn Context, key: u64) -> Option<Session> {
         let s = self.sessions.remove(&key)?;
         self.at(s.listener).unsubscribed(s.subs.len());
-        self.by_client.remove(&s.client_id);
+        self.ids.clear_session(&s.client_id);
         for filter in s.subs.keys() {
             match parse_filter(filter) {
                 Ok(Filter::Plain(f)) => {
@@ -486,7 +474,7 @@ impl Mqtt {
         let expiry = s.expiry;
         let cid = Arc::clone(&s.client_id);
         if expiry != 0 && expiry != u32::MAX {
-            s.expire_at = Some(now + Duration::from_secs(u64::from(expiry)));
+            s.set_expire_at(Some(now + Duration::from_secs(u64::from(expiry))));
         }
         if let (Some(will), true) = (will, publish_will) {
             if will.delay == 0 || expiry == 0 {
@@ -562,7 +550,7 @@ impl Mqtt {
         let due: Vec<u64> = self
             .sessions
             .values()
-            .filter(|s| s.conn.is_none() && s.expire_at.is_some_and(|t| t <= now))
+            .filter(|s| s.conn.is_none() && s.expire_at().is_some_and(|t| t <= now))
             .map(|s| s.key)
             .collect();
         for key in due {

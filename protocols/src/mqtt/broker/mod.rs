@@ -55,6 +55,7 @@ mod conn;
 mod connect;
 mod deliver;
 mod handover;
+mod ids;
 mod message;
 mod plugin;
 mod pubsub;
