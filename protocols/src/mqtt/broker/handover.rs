@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ringport_plugin::{shard_for_key, ConnId, Context, MeshMessage, ShardId};
 
 use super::conn::{Phase, WillMsg};
-use super::ids::DirEntry;
+use super::ids::{DirEntry, Epoch};
 use super::message::{Reader, Writer};
 use super::plugin::Mqtt;
 use super::route::{
@@ -56,7 +56,7 @@ pub(crate) struct Forward {
     pub to: ShardId,
     pub conn: u64,
     pub clean: bool,
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// A will waiting for its delay.
@@ -82,7 +82,7 @@ impl Mqtt {
             TAG_STATE => self.on_state(ctx, &mut r),
             TAG_GONE => (|| {
                 let cid: Arc<str> = r.str()?.into();
-                let epoch = r.u64()?;
+                let epoch = r.u32()?;
                 if self.ids.home(&cid).map(|e| e.epoch) == Some(epoch) {
                     self.ids.clear_home(&cid);
                 }
@@ -147,13 +147,13 @@ impl Mqtt {
         to: ShardId,
         cid: &str,
         conn: u64,
-        epoch: u64,
+        epoch: Epoch,
         session: Option<&Session>,
     ) {
         let mut w = Writer::default();
         w.str(cid)
             .u64(conn)
-            .u64(epoch)
+            .u32(epoch)
             .u8(u8::from(session.is_some()));
         if let Some(s) = session {
             s.encode(&mut w, ctx.now());
@@ -172,7 +172,7 @@ impl Mqtt {
         let conn = r.u64()?;
         let clean = r.u8()? != 0;
         let epoch = self.next_epoch;
-        self.next_epoch += 1;
+        self.next_epoch = self.next_epoch.wrapping_add(1);
         if to >= self.shard_count {
             return Err(super::message::BadMesh);
         }
@@ -191,7 +191,7 @@ impl Mqtt {
                     .u64(to as u64)
                     .u64(conn)
                     .u8(u8::from(clean))
-                    .u64(epoch)
+                    .u32(epoch)
                     .u64(p.conn);
                 self.mesh.send(ctx, p.shard, TAG_TAKEOVER, w.finish(), None);
             }
@@ -210,7 +210,7 @@ impl Mqtt {
         let to = r.u64()? as ShardId;
         let conn = r.u64()?;
         let clean = r.u8()? != 0;
-        let epoch = r.u64()?;
+        let epoch = r.u32()?;
         let prev = r.u64()?;
         if self.awaiting.contains(&prev) {
             // The session is on its way here for the previous connection
@@ -264,11 +264,11 @@ impl Mqtt {
         let now = ctx.now();
         let cid: Arc<str> = r.str()?.into();
         let conn = ConnId::from_raw(r.u64()?);
-        let epoch = r.u64()?;
+        let epoch = r.u32()?;
         let has = r.u8()? != 0;
         let key = self.new_key();
         let mut session = if has {
-            Some(Session::decode(r, key, now)?)
+            Some(Session::decode(r, now)?)
         } else {
             None
         };
@@ -290,7 +290,7 @@ impl Mqtt {
                     if s.expiry != u32::MAX {
                         s.set_expire_at(Some(now + Duration::from_secs(u64::from(s.expiry))));
                     }
-                    self.install(ctx, s);
+                    self.install(ctx, key, s);
                 }
                 _ => self.send_gone(ctx, &cid, epoch),
             }
@@ -306,7 +306,7 @@ impl Mqtt {
             session = None;
         }
         let present = session.is_some();
-        let mut s = session.unwrap_or_else(|| Session::new(key, Arc::clone(&cid), c.version));
+        let mut s = session.unwrap_or_else(|| Session::new(Arc::clone(&cid), c.version));
         s.epoch = epoch;
         s.conn = Some(conn);
         s.version = c.version;
@@ -372,7 +372,7 @@ impl Mqtt {
             0,
         );
         self.end_wills(ctx, &cid, pending.clean_start);
-        self.install(ctx, s);
+        self.install(ctx, key, s);
         self.pump(ctx, key);
         self.replay(ctx, conn);
         Ok(())
@@ -380,8 +380,7 @@ impl Mqtt {
 
     /// Makes `s` a session of this shard: its subscriptions go into the
     /// table (shared ones to their groups' home shards).
-    pub(crate) fn install(&mut self, ctx: &mut dyn Context, mut s: Session) {
-        let key = s.key;
+    pub(crate) fn install(&mut self, ctx: &mut dyn Context, key: u64, mut s: Session) {
         // When this shard is also the client id's home, the session and
         // the directory share one entry and one copy of the id.
         s.client_id = self.ids.set_session(&s.client_id, key);
@@ -447,10 +446,10 @@ impl Mqtt {
         }
     }
 
-    fn send_gone(&mut self, ctx: &mut dyn Context, cid: &str, epoch: u64) {
+    fn send_gone(&mut self, ctx: &mut dyn Context, cid: &str, epoch: Epoch) {
         let home = shard_for_key(cid.as_bytes(), self.shard_count);
         let mut w = Writer::default();
-        w.str(cid).u64(epoch);
+        w.str(cid).u32(epoch);
         self.mesh.send(ctx, home, TAG_GONE, w.finish(), None);
     }
 
@@ -549,9 +548,9 @@ impl Mqtt {
     pub(crate) fn expire_sessions(&mut self, ctx: &mut dyn Context, now: Instant) {
         let due: Vec<u64> = self
             .sessions
-            .values()
-            .filter(|s| s.conn.is_none() && s.expire_at().is_some_and(|t| t <= now))
-            .map(|s| s.key)
+            .iter()
+            .filter(|(_, s)| s.conn.is_none() && s.expire_at().is_some_and(|t| t <= now))
+            .map(|(key, _)| *key)
             .collect();
         for key in due {
             self.end_session(ctx, key, true);

@@ -5,7 +5,7 @@
 //!
 //! An id whose home is the shard that holds its session (every id, with
 //! one shard) takes one entry and one copy of the id for both, which the
-//! session shares: 48 bytes of table instead of a directory entry (40) and
+//! session shares: 40 bytes of table instead of a directory entry (40) and
 //! a session index entry (24) in two tables, each kept at most seven-eighths
 //! full. Used on CONNECT, hand-over and session end only, never per message.
 
@@ -15,6 +15,16 @@ use std::sync::Arc;
 
 use ringport_plugin::ShardId;
 
+/// A claim number: which CONNECT of a client id its home shard saw last.
+///
+/// 32 bits, counted with wrapping by each home shard, to keep sessions and
+/// directory entries small. A number names a claim only while its session
+/// or hand-over is alive, and is only compared for equality with the
+/// latest claim of the same client id: a stale number can match only if
+/// its session outlived exactly a multiple of 2^32 later claims on its home
+/// shard *and* its end crossed the newest claim in the mesh.
+pub(crate) type Epoch = u32;
+
 /// The home shard's record of a client id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DirEntry {
@@ -23,7 +33,7 @@ pub(crate) struct DirEntry {
     /// The connection (raw id on that shard) that claimed it last.
     pub conn: u64,
     /// Claim number; a session's end is accepted only from the latest claim.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// `IdEntry::shard` of an id this shard is not the home of (or whose home
@@ -39,10 +49,10 @@ const NO_SESSION: u64 = 0;
 struct IdEntry {
     /// The directory record's connection.
     conn: u64,
-    /// The directory record's claim number.
-    epoch: u64,
     /// The session held here.
     key: u64,
+    /// The directory record's claim number.
+    epoch: Epoch,
     /// The shard holding the session ([`NOT_HOME`]: no directory record).
     shard: u32,
 }

@@ -223,7 +223,7 @@ pub struct Mqtt {
     /// The directory of the client ids whose home is this shard, and the
     /// sessions held here by client id: one map.
     pub(crate) ids: ClientIds,
-    pub(crate) next_epoch: u64,
+    pub(crate) next_epoch: super::ids::Epoch,
     pub(crate) next_key: u64,
     pub(crate) subs: SubscriptionTable<u64>,
     pub(crate) shared: SubscriptionTable<Member>,

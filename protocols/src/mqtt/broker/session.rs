@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use ringport_plugin::ConnId;
 
+use super::ids::Epoch;
 use super::message::{BadMesh, Message, Reader, Writer};
 use super::stats::MqttDrop;
 use crate::mqtt::codec::{QoS, Version};
@@ -144,6 +145,9 @@ impl std::ops::DerefMut for LazyFlow {
 /// subscribes (a device that only publishes) holds one pointer instead of
 /// an empty map's 24 bytes. Reads of a session without any see an empty map.
 #[derive(Debug, Default)]
+// Boxed on purpose: an empty map's header is 24 bytes in every session,
+// the box 8.
+#[allow(clippy::box_collection)]
 pub(crate) struct LazySubs(Option<Box<BTreeMap<Box<str>, SubEntry>>>);
 
 /// What every session without a subscription reads.
@@ -185,7 +189,6 @@ pub(crate) struct Rare {
 /// is boxed and made when first needed.
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub key: u64,
     pub client_id: Arc<str>,
     /// The listener its client last came through ([`NO_LISTENER`]: none
     /// of this process yet, a session restored from disk or moved before
@@ -200,7 +203,7 @@ pub(crate) struct Session {
     /// Session Expiry Interval, seconds (`u32::MAX`: never).
     pub expiry: u32,
     /// The home shard's claim number of this session's client id.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Filter (as subscribed, `$share/...` included) to options; made
     /// with the first.
     pub subs: LazySubs,
@@ -225,9 +228,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(key: u64, client_id: Arc<str>, version: Version) -> Self {
+    pub fn new(client_id: Arc<str>, version: Version) -> Self {
         Session {
-            key,
             client_id,
             listener: super::stats::NO_LISTENER,
             user: None,
@@ -388,9 +390,9 @@ impl Session {
         w.u64(d.qos0).u64(d.qos12).u64(d.other);
     }
 
-    /// The session [`encode`](Self::encode) wrote, under a new local key.
-    /// Every message in flight is to be sent again (DUP, or PUBREL).
-    pub fn decode(r: &mut Reader, key: u64, now: Instant) -> Result<Session, BadMesh> {
+    /// The session [`encode`](Self::encode) wrote. Every message in
+    /// flight is to be sent again (DUP, or PUBREL).
+    pub fn decode(r: &mut Reader, now: Instant) -> Result<Session, BadMesh> {
         let client_id: Arc<str> = r.str()?.into();
         let user = r.opt_str()?.map(Arc::from);
         let version = if r.u8()? == 1 {
@@ -398,7 +400,7 @@ impl Session {
         } else {
             Version::V311
         };
-        let mut s = Session::new(key, client_id, version);
+        let mut s = Session::new(client_id, version);
         s.user = user;
         s.expiry = r.u32()?;
         s.next_pid = r.u16()?.max(1);
@@ -516,12 +518,12 @@ mod tests {
 
     #[test]
     fn a_session_stays_small() {
-        assert_eq!(std::mem::size_of::<Session>(), 120);
+        assert_eq!(std::mem::size_of::<Session>(), 104);
     }
 
     #[test]
     fn full_queue_drops_qos0_first() {
-        let mut s = Session::new(1, "c".into(), Version::V5);
+        let mut s = Session::new("c".into(), Version::V5);
         let mut d = Vec::new();
         s.push(out(QoS::AtMostOnce, 0), 2, usize::MAX, &mut d);
         s.push(out(QoS::AtLeastOnce, 1), 2, usize::MAX, &mut d);
@@ -551,7 +553,7 @@ mod tests {
 
     #[test]
     fn pids_skip_those_in_flight() {
-        let mut s = Session::new(1, "c".into(), Version::V5);
+        let mut s = Session::new("c".into(), Version::V5);
         s.next_pid = u16::MAX;
         assert_eq!(s.alloc_pid(), u16::MAX);
         s.flow.inflight.push_back(Inflight {
@@ -566,7 +568,7 @@ mod tests {
     #[test]
     fn session_round_trip() {
         let now = Instant::now();
-        let mut s = Session::new(5, "dev-1".into(), Version::V5);
+        let mut s = Session::new("dev-1".into(), Version::V5);
         s.user = Some("alice".into());
         s.expiry = 300;
         s.next_pid = 9;
@@ -593,8 +595,7 @@ mod tests {
         }
         let mut w = Writer::default();
         s.encode(&mut w, now);
-        let t = Session::decode(&mut Reader::new(w.finish()), 6, now).unwrap();
-        assert_eq!(t.key, 6);
+        let t = Session::decode(&mut Reader::new(w.finish()), now).unwrap();
         assert_eq!(&*t.client_id, "dev-1");
         assert_eq!(t.user.as_deref(), Some("alice"));
         assert_eq!((t.expiry, t.next_pid, t.version), (300, 9, Version::V5));

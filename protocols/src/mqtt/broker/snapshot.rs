@@ -397,7 +397,7 @@ impl Mqtt {
             };
             let key = self.new_key();
             let cid: Arc<str> = rec.client_id.as_str().into();
-            let mut s = Session::new(key, Arc::clone(&cid), version);
+            let mut s = Session::new(Arc::clone(&cid), version);
             s.expiry = expiry;
             if expiry != u32::MAX {
                 let left = u64::from(expiry) - away;
@@ -487,7 +487,7 @@ impl Mqtt {
                 .max()
                 .map_or(1, |p| p.wrapping_add(1).max(1));
             let epoch = self.next_epoch;
-            self.next_epoch += 1;
+            self.next_epoch = self.next_epoch.wrapping_add(1);
             s.epoch = epoch;
             self.ids.set_home(
                 cid,
@@ -497,7 +497,7 @@ impl Mqtt {
                     epoch,
                 },
             );
-            self.install(ctx, s);
+            self.install(ctx, key, s);
         }
     }
 }
