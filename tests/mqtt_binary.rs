@@ -409,6 +409,13 @@ fn passwords_and_an_acl_decide_who_publishes_and_subscribes_to_what() {
         .collect();
     assert_eq!(topics.len(), 2, "{denials:?}");
     assert!(topics.contains(&"sensors/other/temp") && topics.contains(&"sensors/x"));
+    // Each line names the client's address as the engine knows it (the
+    // broker keeps none: `Context::peer`).
+    for l in connects.iter().chain(&denials) {
+        let peer: SocketAddr = l["peer"].as_str().unwrap().parse().unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.1", "{l}");
+        assert_ne!(peer.port(), 0, "{l}");
+    }
     assert!(b.stop());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -554,6 +554,15 @@ pub trait Context {
         let _ = conn;
         Vec::new()
     }
+    /// The peer address of a stream (what [`StreamInfo::peer`] said at
+    /// open), while the stream is open; `None` for an unknown or closed id.
+    /// Lets a plugin that keeps state per stream leave the address to the
+    /// engine, which holds it anyway, and ask for it when it logs. The
+    /// default answers `None`, so contexts written before it keep compiling.
+    fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        let _ = conn;
+        None
+    }
     /// Starts opening a stream to `req.addr` from this shard and returns its
     /// id at once; the connect goes on in the background.
     ///

@@ -124,6 +124,7 @@ pub struct RecordingContext {
     mesh_full: bool,
     latencies: Vec<(&'static str, Duration)>,
     identities: HashMap<ConnId, Vec<String>>,
+    peers: HashMap<ConnId, SocketAddr>,
     connects: Vec<ConnectRecord>,
     connect_error: Option<ConnectError>,
     next_connect: u64,
@@ -161,6 +162,7 @@ impl RecordingContext {
             mesh_full: false,
             latencies: Vec::new(),
             identities: HashMap::new(),
+            peers: HashMap::new(),
             connects: Vec::new(),
             connect_error: None,
             next_connect: FIRST_CONNECT_ID,
@@ -187,6 +189,12 @@ impl RecordingContext {
     /// [`Context::peer_identities`] then returns for it).
     pub fn set_peer_identities(&mut self, conn: ConnId, identities: Vec<String>) {
         self.identities.insert(conn, identities);
+    }
+
+    /// Makes `peer` the address of `conn` (what [`Context::peer`] then
+    /// returns for it), as the engine knows it from the stream's open.
+    pub fn set_peer(&mut self, conn: ConnId, peer: SocketAddr) {
+        self.peers.insert(conn, peer);
     }
 
     /// Pretends to be `shard` of `shard_count`.
@@ -424,6 +432,10 @@ impl Context for RecordingContext {
 
     fn peer_identities(&self, conn: ConnId) -> Vec<String> {
         self.identities.get(&conn).cloned().unwrap_or_default()
+    }
+
+    fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.peers.get(&conn).copied()
     }
 
     fn connect(&mut self, req: ConnectRequest) -> Result<ConnId, ConnectError> {

@@ -364,4 +364,9 @@ impl<B: Backend> Context for Core<B> {
             .map(|s| s.peer_identities.clone())
             .unwrap_or_default()
     }
+
+    fn peer(&self, conn: ConnId) -> Option<std::net::SocketAddr> {
+        let (idx, generation) = Conns::split(conn);
+        self.conns.get(idx, generation).map(|c| c.peer)
+    }
 }

@@ -5,7 +5,6 @@
 //! `Connected` (CONNACK sent) → `Closed`. Bytes that arrive while it is
 //! `Connecting` are kept in its stash and handled once it is connected.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use ringport_plugin::{ConnId, Context, WriteError};
@@ -42,9 +41,12 @@ pub(crate) struct WillMsg {
     pub delay: u32,
 }
 
-/// What few connections need: bytes held back and inbound topic aliases.
+/// What few connections need, or need for a short time: the CONNECT being
+/// answered, bytes held back and inbound topic aliases.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
+    /// The CONNECT being answered (phase `Connecting`).
+    pub pending: Option<Box<Pending>>,
     /// Received bytes not handled yet (while connecting, or left over).
     pub stash: Vec<u8>,
     /// Control packets not yet taken by the engine (the client is not reading).
@@ -55,21 +57,19 @@ pub(crate) struct Held {
 
 /// One client connection. Kept small (an idle client's cost is mostly
 /// this and its session): what only some connections need is boxed and
-/// made when first needed.
+/// made when first needed, and the peer's address is the engine's
+/// ([`Context::peer`], asked when an event names it).
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub peer: SocketAddr,
     /// Before the CONNACK: when the stream opened (the CONNECT deadline
     /// counts from it). After: when the client last sent something (the
     /// keep-alive counts from it).
     pub since: Instant,
     /// Key of the attached session (0: none).
     pub session: u64,
-    /// The CONNECT being answered (phase `Connecting`).
-    pub pending: Option<Box<Pending>>,
     pub will: Option<Box<WillMsg>>,
-    /// Stashed and owed bytes, inbound topic aliases; `None` while all
-    /// are empty.
+    /// The CONNECT being answered, stashed and owed bytes, inbound topic
+    /// aliases; `None` while all are empty.
     pub held: Option<Box<Held>>,
     /// QoS 1 messages whose PUBACK waits for the mesh.
     pub unacked: u32,
@@ -84,12 +84,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(peer: SocketAddr, listener: u16, now: Instant) -> Self {
+    pub fn new(listener: u16, now: Instant) -> Self {
         Conn {
-            peer,
             since: now,
             session: 0,
-            pending: None,
             will: None,
             held: None,
             unacked: 0,
@@ -116,13 +114,24 @@ impl Conn {
         self.held.get_or_insert_with(Default::default)
     }
 
+    /// The CONNECT being answered, if any.
+    pub fn pending(&self) -> Option<&Pending> {
+        self.held.as_ref().and_then(|h| h.pending.as_deref())
+    }
+
+    /// Takes the CONNECT being answered (and frees what held it, if
+    /// nothing else is held).
+    pub fn take_pending(&mut self) -> Option<Box<Pending>> {
+        let p = self.held.as_mut().and_then(|h| h.pending.take());
+        self.release();
+        p
+    }
+
     /// Frees the held buffers once nothing is in them.
     pub fn release(&mut self) {
-        if self
-            .held
-            .as_ref()
-            .is_some_and(|h| h.stash.is_empty() && h.owed.is_empty() && h.aliases.is_empty())
-        {
+        if self.held.as_ref().is_some_and(|h| {
+            h.pending.is_none() && h.stash.is_empty() && h.owed.is_empty() && h.aliases.is_empty()
+        }) {
             self.held = None;
         }
     }
@@ -435,5 +444,17 @@ impl Mqtt {
         };
         let version = c.version;
         self.send_packet(ctx, conn, version, &p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection costs: the struct in its box (a block of
+    /// `size + 8` rounded up to 16 bytes: 64).
+    #[test]
+    fn a_conn_stays_small() {
+        assert_eq!(std::mem::size_of::<Conn>(), 56);
     }
 }

@@ -103,7 +103,7 @@ impl Mqtt {
         let assigned = p.client_id.is_empty();
         let client_id: Arc<str> = if assigned {
             self.assigned_ids += 1;
-            let peer = self.conns.get(&conn).map_or(0, |c| hash_peer(c.peer));
+            let peer = ctx.peer(conn).map_or(0, hash_peer);
             format!("ringport-{}-{}-{:x}", self.shard, self.assigned_ids, peer).into()
         } else {
             p.client_id.into()
@@ -145,7 +145,7 @@ impl Mqtt {
         c.phase = Phase::Connecting;
         c.keep_alive = server_keep_alive.unwrap_or(p.keep_alive);
         c.will = will;
-        c.pending = Some(Box::new(pending));
+        c.held().pending = Some(Box::new(pending));
         self.awaiting.insert(conn.raw());
         // Ask the client id's home shard for the session.
         let home = shard_for_key(client_id.as_bytes(), self.shard_count);
@@ -211,12 +211,15 @@ impl Mqtt {
         session_present: bool,
         code: u8,
     ) {
-        let (Some(events), Some(c)) = (&self.cfg.events, self.conns.get(&conn)) else {
+        let Some(events) = &self.cfg.events else {
             return;
         };
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
         events.connect(&ConnectEvent {
             shard: ctx.shard(),
-            peer: c.peer,
+            peer: ctx.peer(conn).unwrap_or(NO_PEER),
             client_id,
             identity,
             username,
@@ -240,9 +243,7 @@ impl Mqtt {
         let Some(events) = &self.cfg.events else {
             return;
         };
-        let peer = conn
-            .and_then(|c| self.conns.get(&c))
-            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
+        let peer = conn.and_then(|c| ctx.peer(c)).unwrap_or(NO_PEER);
         events.denied(&DeniedEvent {
             shard: ctx.shard(),
             peer,
@@ -253,6 +254,13 @@ impl Mqtt {
         });
     }
 }
+
+/// What an event names as the peer when there is none (a will's publisher,
+/// or a context that does not know the stream).
+const NO_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
 
 /// A short hash of a peer address, to make assigned client ids unlikely to
 /// collide across restarts.

@@ -18,6 +18,7 @@ use ringport_plugin::{shard_for_key, ConnId, Context, ListenerId, MeshMessage, S
 
 use super::bridge::{read_scope, write_scope};
 use super::conn::{Phase, WillMsg};
+use super::ids::{DirEntry, Epoch};
 use super::message::{Reader, Writer};
 use super::plugin::Mqtt;
 use super::route::{
@@ -49,17 +50,6 @@ pub(crate) struct Pending {
     pub user: Option<Arc<str>>,
 }
 
-/// The home shard's record of a client id.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DirEntry {
-    /// The shard holding the session.
-    pub shard: ShardId,
-    /// The connection (raw id on that shard) that claimed it last.
-    pub conn: u64,
-    /// Claim number; a session's end is accepted only from the latest claim.
-    pub epoch: u64,
-}
-
 /// A hand-over to pass on: a CONNECT on another shard took over a client id
 /// whose own session had not arrived here yet.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +57,7 @@ pub(crate) struct Forward {
     pub to: ShardId,
     pub conn: u64,
     pub clean: bool,
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// A will waiting for its delay.
@@ -105,9 +95,9 @@ impl Mqtt {
             TAG_STATE => self.on_state(ctx, &mut r),
             TAG_GONE => (|| {
                 let cid: Arc<str> = r.str()?.into();
-                let epoch = r.u64()?;
-                if self.directory.get(&cid).map(|e| e.epoch) == Some(epoch) {
-                    self.directory.remove(&cid);
+                let epoch = r.u32()?;
+                if self.ids.home(&cid).map(|e| e.epoch) == Some(epoch) {
+                    self.ids.clear_home(&cid);
                 }
                 Ok(())
             })(),
@@ -180,13 +170,13 @@ impl Mqtt {
         to: ShardId,
         cid: &str,
         conn: u64,
-        epoch: u64,
+        epoch: Epoch,
         session: Option<&Session>,
     ) {
         let mut w = Writer::default();
         w.str(cid)
             .u64(conn)
-            .u64(epoch)
+            .u32(epoch)
             .u8(u8::from(session.is_some()));
         if let Some(s) = session {
             s.encode(&mut w, ctx.now());
@@ -205,8 +195,11 @@ impl Mqtt {
         let conn = r.u64()?;
         let clean = r.u8()? != 0;
         let epoch = self.next_epoch;
-        self.next_epoch += 1;
-        let prev = self.directory.insert(
+        self.next_epoch = self.next_epoch.wrapping_add(1);
+        if to >= self.shard_count {
+            return Err(super::message::BadMesh);
+        }
+        let prev = self.ids.set_home(
             Arc::clone(&cid),
             DirEntry {
                 shard: to,
@@ -221,7 +214,7 @@ impl Mqtt {
                     .u64(to as u64)
                     .u64(conn)
                     .u8(u8::from(clean))
-                    .u64(epoch)
+                    .u32(epoch)
                     .u64(p.conn);
                 self.mesh.send(ctx, p.shard, TAG_TAKEOVER, w.finish(), None);
             }
@@ -240,7 +233,7 @@ impl Mqtt {
         let to = r.u64()? as ShardId;
         let conn = r.u64()?;
         let clean = r.u8()? != 0;
-        let epoch = r.u64()?;
+        let epoch = r.u32()?;
         let prev = r.u64()?;
         if self.awaiting.contains(&prev) {
             // The session is on its way here for the previous connection
@@ -263,7 +256,7 @@ impl Mqtt {
             self.forward.insert(prev, f);
             return Ok(());
         }
-        if let Some(&key) = self.by_client.get(&cid) {
+        if let Some(key) = self.ids.session(&cid) {
             if let Some(old) = self.sessions.get(&key).and_then(|s| s.conn) {
                 self.count_conn(ctx, old, MqttDrop::SessionTakenOver);
                 self.close_conn(ctx, old, Some(0x8E), false);
@@ -294,11 +287,11 @@ impl Mqtt {
         let now = ctx.now();
         let cid: Arc<str> = r.str()?.into();
         let conn = ConnId::from_raw(r.u64()?);
-        let epoch = r.u64()?;
+        let epoch = r.u32()?;
         let has = r.u8()? != 0;
         let key = self.new_key();
         let mut session = if has {
-            Some(Session::decode(r, key, now)?)
+            Some(Session::decode(r, now)?)
         } else {
             None
         };
@@ -310,7 +303,7 @@ impl Mqtt {
             return Ok(());
         }
         let waiting = self.conns.get(&conn).is_some_and(|c| {
-            c.phase == Phase::Connecting && c.pending.as_ref().is_some_and(|p| *p.client_id == *cid)
+            c.phase == Phase::Connecting && c.pending().is_some_and(|p| *p.client_id == *cid)
         });
         if !waiting {
             // The client left while its session travelled: keep the session.
@@ -318,9 +311,9 @@ impl Mqtt {
                 Some(mut s) if s.expiry > 0 => {
                     s.epoch = epoch;
                     if s.expiry != u32::MAX {
-                        s.expire_at = Some(now + Duration::from_secs(u64::from(s.expiry)));
+                        s.set_expire_at(Some(now + Duration::from_secs(u64::from(s.expiry))));
                     }
-                    self.install(ctx, s);
+                    self.install(ctx, key, s);
                 }
                 _ => self.send_gone(ctx, &cid, epoch),
             }
@@ -329,20 +322,20 @@ impl Mqtt {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
-        let Some(pending) = c.pending.take() else {
+        let Some(pending) = c.take_pending() else {
             return Ok(());
         };
         if pending.clean_start {
             session = None;
         }
         let present = session.is_some();
-        let mut s = session.unwrap_or_else(|| Session::new(key, Arc::clone(&cid), c.version));
+        let mut s = session.unwrap_or_else(|| Session::new(Arc::clone(&cid), c.version));
         s.epoch = epoch;
         s.conn = Some(conn);
         s.version = c.version;
         s.user = pending.user.clone();
         s.expiry = pending.expiry;
-        s.expire_at = None;
+        s.set_expire_at(None);
         s.window = pending.receive_maximum.min(self.cfg.receive_maximum).max(1);
         s.max_packet = pending.max_packet;
         s.out_aliases = super::session::OutAliases::default();
@@ -402,7 +395,7 @@ impl Mqtt {
             0,
         );
         self.end_wills(ctx, &cid, pending.clean_start);
-        self.install(ctx, s);
+        self.install(ctx, key, s);
         self.pump(ctx, key);
         self.replay(ctx, conn);
         Ok(())
@@ -410,16 +403,11 @@ impl Mqtt {
 
     /// Makes `s` a session of this shard: its subscriptions go into the
     /// table (shared ones to their groups' home shards).
-    pub(crate) fn install(&mut self, ctx: &mut dyn Context, mut s: Session) {
-        let key = s.key;
+    pub(crate) fn install(&mut self, ctx: &mut dyn Context, key: u64, mut s: Session) {
         // When this shard is also the client id's home, the session and
-        // the directory share one copy of the id.
-        if let Some((id, _)) = self.directory.get_key_value(&*s.client_id) {
-            if !Arc::ptr_eq(id, &s.client_id) {
-                s.client_id = Arc::clone(id);
-            }
-        }
-        for (filter, entry) in &s.subs {
+        // the directory share one entry and one copy of the id.
+        s.client_id = self.ids.set_session(&s.client_id, key);
+        for (filter, entry) in s.subs.iter() {
             match parse_filter(filter) {
                 Ok(Filter::Plain(f)) => {
                     self.subs.insert(f, key, *entry);
@@ -431,7 +419,6 @@ impl Mqtt {
             }
         }
         self.at(s.listener).subscribed(s.subs.len());
-        self.by_client.insert(Arc::clone(&s.client_id), key);
         self.sessions.insert(key, Box::new(s));
     }
 
@@ -457,7 +444,7 @@ impl Mqtt {
     fn take_session(&mut self, ctx: &mut dyn Context, key: u64) -> Option<Session> {
         let s = self.sessions.remove(&key)?;
         self.at(s.listener).unsubscribed(s.subs.len());
-        self.by_client.remove(&s.client_id);
+        self.ids.clear_session(&s.client_id);
         for filter in s.subs.keys() {
             match parse_filter(filter) {
                 Ok(Filter::Plain(f)) => {
@@ -482,10 +469,10 @@ impl Mqtt {
         }
     }
 
-    fn send_gone(&mut self, ctx: &mut dyn Context, cid: &str, epoch: u64) {
+    fn send_gone(&mut self, ctx: &mut dyn Context, cid: &str, epoch: Epoch) {
         let home = shard_for_key(cid.as_bytes(), self.shard_count);
         let mut w = Writer::default();
-        w.str(cid).u64(epoch);
+        w.str(cid).u32(epoch);
         self.mesh.send(ctx, home, TAG_GONE, w.finish(), None);
     }
 
@@ -510,7 +497,7 @@ impl Mqtt {
         let expiry = s.expiry;
         let cid = Arc::clone(&s.client_id);
         if expiry != 0 && expiry != u32::MAX {
-            s.expire_at = Some(now + Duration::from_secs(u64::from(expiry)));
+            s.set_expire_at(Some(now + Duration::from_secs(u64::from(expiry))));
         }
         if let (Some(will), true) = (will, publish_will) {
             if will.delay == 0 || expiry == 0 {
@@ -587,9 +574,9 @@ impl Mqtt {
     pub(crate) fn expire_sessions(&mut self, ctx: &mut dyn Context, now: Instant) {
         let due: Vec<u64> = self
             .sessions
-            .values()
-            .filter(|s| s.conn.is_none() && s.expire_at.is_some_and(|t| t <= now))
-            .map(|s| s.key)
+            .iter()
+            .filter(|(_, s)| s.conn.is_none() && s.expire_at().is_some_and(|t| t <= now))
+            .map(|(key, _)| *key)
             .collect();
         for key in due {
             self.end_session(ctx, key, true);

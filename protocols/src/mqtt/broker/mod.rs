@@ -14,6 +14,8 @@
 //!   its window (Receive Maximum) and its bounded queue.
 //! * `handover`: a client id's home shard, session take-over and hand-over
 //!   between shards, session expiry, wills (with delay).
+//! * `ids`: the client ids a shard knows, as their home (the directory)
+//!   and as the holder of their sessions, in one map.
 //! * `route`: the mesh tags and the ordered per-shard queues for full rings.
 //! * `session`, `message`: the state kept per client id, and the encoding
 //!   of messages and sessions between shards.
@@ -55,6 +57,7 @@ mod conn;
 mod connect;
 mod deliver;
 mod handover;
+mod ids;
 mod message;
 mod plugin;
 mod pubsub;

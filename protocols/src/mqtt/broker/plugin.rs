@@ -12,7 +12,8 @@ use ringport_plugin::{
 
 use super::config::MqttConfig;
 use super::conn::{Conn, Phase};
-use super::handover::{DelayedWill, DirEntry};
+use super::handover::DelayedWill;
+use super::ids::ClientIds;
 use super::message::Message;
 use super::route::MeshOut;
 use super::session::Session;
@@ -217,9 +218,10 @@ pub struct Mqtt {
     /// a pointer copy.
     pub(crate) conns: IdMap<ConnId, Box<Conn>>,
     pub(crate) sessions: IdMap<u64, Box<Session>>,
-    pub(crate) by_client: HashMap<Arc<str>, u64>,
-    pub(crate) directory: HashMap<Arc<str>, DirEntry>,
-    pub(crate) next_epoch: u64,
+    /// The directory of the client ids whose home is this shard, and the
+    /// sessions held here by client id: one map.
+    pub(crate) ids: ClientIds,
+    pub(crate) next_epoch: super::ids::Epoch,
     pub(crate) next_key: u64,
     pub(crate) subs: SubscriptionTable<u64>,
     pub(crate) shared: SubscriptionTable<Member>,
@@ -288,8 +290,7 @@ impl Mqtt {
             shard_count: shard_count.max(1),
             conns: IdMap::default(),
             sessions: IdMap::default(),
-            by_client: HashMap::new(),
-            directory: HashMap::new(),
+            ids: ClientIds::default(),
             next_epoch: 1,
             next_key: 1,
             subs: SubscriptionTable::new(),
@@ -568,10 +569,8 @@ impl Plugin for Mqtt {
                 self.lstats.push(self.stats.listener_slot(next));
             }
         }
-        self.conns.insert(
-            stream.conn,
-            Box::new(Conn::new(stream.peer, listener, ctx.now())),
-        );
+        self.conns
+            .insert(stream.conn, Box::new(Conn::new(listener, ctx.now())));
         self.leave(ctx);
         Verdict::Accept
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use ringport_plugin::ConnId;
 
+use super::ids::Epoch;
 use super::message::{BadMesh, Message, Reader, Writer};
 use super::stats::MqttDrop;
 use crate::mqtt::codec::{QoS, Version};
@@ -139,10 +140,55 @@ impl std::ops::DerefMut for LazyFlow {
     }
 }
 
-/// One client id's session on this shard.
+/// A session's subscriptions (filter as subscribed, `$share/...`
+/// included, to options), made with the first: a client that never
+/// subscribes (a device that only publishes) holds one pointer instead of
+/// an empty map's 24 bytes. Reads of a session without any see an empty map.
+#[derive(Debug, Default)]
+// Boxed on purpose: an empty map's header is 24 bytes in every session,
+// the box 8.
+#[allow(clippy::box_collection)]
+pub(crate) struct LazySubs(Option<Box<BTreeMap<Box<str>, SubEntry>>>);
+
+/// What every session without a subscription reads.
+static NO_SUBS: BTreeMap<Box<str>, SubEntry> = BTreeMap::new();
+
+impl std::ops::Deref for LazySubs {
+    type Target = BTreeMap<Box<str>, SubEntry>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&NO_SUBS)
+    }
+}
+
+impl std::ops::DerefMut for LazySubs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl From<BTreeMap<Box<str>, SubEntry>> for LazySubs {
+    fn from(m: BTreeMap<Box<str>, SubEntry>) -> Self {
+        LazySubs((!m.is_empty()).then(|| Box::new(m)))
+    }
+}
+
+/// What few sessions need: drop counts (most clients never have a drop)
+/// and the end of an offline session with a finite expiry.
+#[derive(Debug, Default)]
+pub(crate) struct Rare {
+    /// Messages dropped for this client, and as last reported to the
+    /// event hook.
+    drops: [ClientDrops; 2],
+    /// When the offline session ends.
+    expire_at: Option<Instant>,
+}
+
+/// One client id's session on this shard. Kept small (an idle client's
+/// cost is mostly this and its connection): what only some sessions need
+/// is boxed and made when first needed.
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub key: u64,
     pub client_id: Arc<str>,
     /// The listener its client last came through ([`NO_LISTENER`]: none
     /// of this process yet, a session restored from disk or moved before
@@ -156,12 +202,11 @@ pub(crate) struct Session {
     pub version: Version,
     /// Session Expiry Interval, seconds (`u32::MAX`: never).
     pub expiry: u32,
-    /// When an offline session ends.
-    pub expire_at: Option<Instant>,
     /// The home shard's claim number of this session's client id.
-    pub epoch: u64,
-    /// Filter (as subscribed, `$share/...` included) to options.
-    pub subs: BTreeMap<Box<str>, SubEntry>,
+    pub epoch: Epoch,
+    /// Filter (as subscribed, `$share/...` included) to options; made
+    /// with the first.
+    pub subs: LazySubs,
     /// Messages in flight and queued, QoS 2 ids; made with the first.
     pub flow: LazyFlow,
     pub next_pid: u16,
@@ -173,9 +218,8 @@ pub(crate) struct Session {
     pub blocked: bool,
     /// Some messages in flight are to be written again (a new connection).
     pub resend: bool,
-    /// Messages dropped for this client, and as last reported to the
-    /// event hook; made with the first drop (most clients never have one).
-    pub drops: Option<Box<[ClientDrops; 2]>>,
+    /// Drop counts and the offline expiry time; made with the first.
+    rare: Option<Box<Rare>>,
     /// Topic aliases toward the current connection.
     pub out_aliases: OutAliases,
     /// How many the connection accepts (the lower of the client's Topic
@@ -184,25 +228,23 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(key: u64, client_id: Arc<str>, version: Version) -> Self {
+    pub fn new(client_id: Arc<str>, version: Version) -> Self {
         Session {
-            key,
             client_id,
             listener: super::stats::NO_LISTENER,
             user: None,
             conn: None,
             version,
             expiry: 0,
-            expire_at: None,
             epoch: 0,
-            subs: BTreeMap::new(),
+            subs: LazySubs::default(),
             flow: LazyFlow::default(),
             next_pid: 1,
             window: 1,
             max_packet: u32::MAX,
             blocked: false,
             resend: false,
-            drops: None,
+            rare: None,
             out_aliases: OutAliases::default(),
             alias_max: 0,
         }
@@ -210,27 +252,46 @@ impl Session {
 
     /// Messages dropped for this client.
     pub fn drops(&self) -> ClientDrops {
-        self.drops
+        self.rare
             .as_ref()
-            .map_or_else(ClientDrops::default, |d| d[0])
+            .map_or_else(ClientDrops::default, |r| r.drops[0])
     }
 
     /// [`drops`](Self::drops) as last reported to the event hook.
     pub fn drops_reported(&self) -> ClientDrops {
-        self.drops
+        self.rare
             .as_ref()
-            .map_or_else(ClientDrops::default, |d| d[1])
+            .map_or_else(ClientDrops::default, |r| r.drops[1])
     }
 
     /// Counts a message dropped for this client.
     pub fn count_drop(&mut self, kind: MqttDrop) {
-        self.drops.get_or_insert_with(Default::default)[0].count(kind);
+        self.rare.get_or_insert_with(Default::default).drops[0].count(kind);
     }
 
     /// Marks the drops as reported.
     pub fn drops_were_reported(&mut self) {
-        if let Some(d) = &mut self.drops {
-            d[1] = d[0];
+        if let Some(r) = &mut self.rare {
+            r.drops[1] = r.drops[0];
+        }
+    }
+
+    /// When the offline session ends (`None`: not offline, or never).
+    pub fn expire_at(&self) -> Option<Instant> {
+        self.rare.as_ref().and_then(|r| r.expire_at)
+    }
+
+    /// Sets [`expire_at`](Self::expire_at); `None` makes nothing.
+    pub fn set_expire_at(&mut self, at: Option<Instant>) {
+        match (&mut self.rare, at) {
+            (Some(r), at) => r.expire_at = at,
+            (None, Some(at)) => {
+                self.rare = Some(Box::new(Rare {
+                    expire_at: Some(at),
+                    ..Rare::default()
+                }));
+            }
+            (None, None) => {}
         }
     }
 
@@ -304,7 +365,7 @@ impl Session {
             .u32(self.expiry)
             .u16(self.next_pid);
         w.u32(self.subs.len() as u32);
-        for (filter, e) in &self.subs {
+        for (filter, e) in self.subs.iter() {
             w.str(filter);
             encode_entry(w, e);
         }
@@ -329,9 +390,9 @@ impl Session {
         w.u64(d.qos0).u64(d.qos12).u64(d.other);
     }
 
-    /// The session [`encode`](Self::encode) wrote, under a new local key.
-    /// Every message in flight is to be sent again (DUP, or PUBREL).
-    pub fn decode(r: &mut Reader, key: u64, now: Instant) -> Result<Session, BadMesh> {
+    /// The session [`encode`](Self::encode) wrote. Every message in
+    /// flight is to be sent again (DUP, or PUBREL).
+    pub fn decode(r: &mut Reader, now: Instant) -> Result<Session, BadMesh> {
         let client_id: Arc<str> = r.str()?.into();
         let user = r.opt_str()?.map(Arc::from);
         let version = if r.u8()? == 1 {
@@ -339,7 +400,7 @@ impl Session {
         } else {
             Version::V311
         };
-        let mut s = Session::new(key, client_id, version);
+        let mut s = Session::new(client_id, version);
         s.user = user;
         s.expiry = r.u32()?;
         s.next_pid = r.u16()?.max(1);
@@ -377,7 +438,10 @@ impl Session {
             other: r.u64()?,
         };
         if d != ClientDrops::default() {
-            s.drops = Some(Box::new([d, d]));
+            s.rare = Some(Box::new(Rare {
+                drops: [d, d],
+                expire_at: None,
+            }));
         }
         Ok(s)
     }
@@ -453,8 +517,13 @@ mod tests {
     }
 
     #[test]
+    fn a_session_stays_small() {
+        assert_eq!(std::mem::size_of::<Session>(), 104);
+    }
+
+    #[test]
     fn full_queue_drops_qos0_first() {
-        let mut s = Session::new(1, "c".into(), Version::V5);
+        let mut s = Session::new("c".into(), Version::V5);
         let mut d = Vec::new();
         s.push(out(QoS::AtMostOnce, 0), 2, usize::MAX, &mut d);
         s.push(out(QoS::AtLeastOnce, 1), 2, usize::MAX, &mut d);
@@ -484,7 +553,7 @@ mod tests {
 
     #[test]
     fn pids_skip_those_in_flight() {
-        let mut s = Session::new(1, "c".into(), Version::V5);
+        let mut s = Session::new("c".into(), Version::V5);
         s.next_pid = u16::MAX;
         assert_eq!(s.alloc_pid(), u16::MAX);
         s.flow.inflight.push_back(Inflight {
@@ -499,7 +568,7 @@ mod tests {
     #[test]
     fn session_round_trip() {
         let now = Instant::now();
-        let mut s = Session::new(5, "dev-1".into(), Version::V5);
+        let mut s = Session::new("dev-1".into(), Version::V5);
         s.user = Some("alice".into());
         s.expiry = 300;
         s.next_pid = 9;
@@ -526,12 +595,11 @@ mod tests {
         }
         let mut w = Writer::default();
         s.encode(&mut w, now);
-        let t = Session::decode(&mut Reader::new(w.finish()), 6, now).unwrap();
-        assert_eq!(t.key, 6);
+        let t = Session::decode(&mut Reader::new(w.finish()), now).unwrap();
         assert_eq!(&*t.client_id, "dev-1");
         assert_eq!(t.user.as_deref(), Some("alice"));
         assert_eq!((t.expiry, t.next_pid, t.version), (300, 9, Version::V5));
-        assert_eq!(t.subs, s.subs);
+        assert_eq!(*t.subs, *s.subs);
         assert_eq!(t.flow.inbound_qos2, [4]);
         assert_eq!(t.flow.inflight.len(), 1);
         assert_eq!(

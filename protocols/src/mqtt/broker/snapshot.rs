@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use ringport_plugin::{shard_for_key, Bytes, Context, ShardId};
 
-use super::handover::DirEntry;
+use super::ids::DirEntry;
 use super::message::Message;
 use super::plugin::Mqtt;
 use super::session::{Flight, Inflight, Outgoing, Session};
@@ -334,7 +334,7 @@ impl Mqtt {
                     version: s.version,
                     expiry: s.expiry,
                     left_at: s.conn.is_none().then(|| {
-                        s.expire_at.map_or(now, |t| {
+                        s.expire_at().map_or(now, |t| {
                             t.checked_sub(Duration::from_secs(u64::from(s.expiry)))
                                 .unwrap_or(now)
                         })
@@ -387,7 +387,7 @@ impl Mqtt {
             {
                 continue;
             }
-            if self.by_client.contains_key(rec.client_id.as_str()) {
+            if self.ids.has_session(rec.client_id.as_str()) {
                 continue;
             }
             let version = if rec.protocol_version == 5 {
@@ -397,11 +397,11 @@ impl Mqtt {
             };
             let key = self.new_key();
             let cid: Arc<str> = rec.client_id.as_str().into();
-            let mut s = Session::new(key, Arc::clone(&cid), version);
+            let mut s = Session::new(Arc::clone(&cid), version);
             s.expiry = expiry;
             if expiry != u32::MAX {
                 let left = u64::from(expiry) - away;
-                s.expire_at = Some(now + Duration::from_secs(left));
+                s.set_expire_at(Some(now + Duration::from_secs(left)));
             }
             let mut subs = BTreeMap::new();
             for sub in rec.subscriptions {
@@ -419,7 +419,7 @@ impl Mqtt {
                     },
                 );
             }
-            s.subs = subs;
+            s.subs = subs.into();
             let mut inflight = VecDeque::new();
             let mut dropped = Vec::new();
             for q in rec.queued {
@@ -487,9 +487,9 @@ impl Mqtt {
                 .max()
                 .map_or(1, |p| p.wrapping_add(1).max(1));
             let epoch = self.next_epoch;
-            self.next_epoch += 1;
+            self.next_epoch = self.next_epoch.wrapping_add(1);
             s.epoch = epoch;
-            self.directory.insert(
+            self.ids.set_home(
                 cid,
                 DirEntry {
                     shard: self.shard,
@@ -497,7 +497,7 @@ impl Mqtt {
                     epoch,
                 },
             );
-            self.install(ctx, s);
+            self.install(ctx, key, s);
         }
     }
 }

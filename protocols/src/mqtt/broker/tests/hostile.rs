@@ -197,7 +197,7 @@ fn run(seed: u64, cfg: MqttConfig) {
         for (i, sh) in net.shards.iter().enumerate() {
             for s in sh.sessions.values() {
                 let home = ringport_plugin::shard_for_key(s.client_id.as_bytes(), 3);
-                let entry = net.shards[home].directory.get(&s.client_id);
+                let entry = net.shards[home].ids.home(&s.client_id);
                 assert_eq!(
                     entry.map(|e| e.shard),
                     Some(i),

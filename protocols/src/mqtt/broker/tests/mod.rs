@@ -78,6 +78,8 @@ impl Net {
             peer: SocketAddr::from(([127, 0, 0, 1], 40000 + raw as u16)),
             local: SocketAddr::from(([127, 0, 0, 1], 1883)),
         };
+        // The engine knows each stream's peer (`Context::peer`).
+        self.ctxs[shard].set_peer(conn, info.peer);
         self.shards[shard].handle_open(&mut self.ctxs[shard], &info);
         self.on.insert(conn, shard);
         conn

@@ -302,8 +302,8 @@ impl crate::mqtt::broker::MqttEvents for Events {
     fn connect(&self, _: &crate::mqtt::broker::ConnectEvent<'_>) {}
     fn denied(&self, ev: &crate::mqtt::broker::DeniedEvent<'_>) {
         self.0.lock().unwrap().push(format!(
-            "denied {} {} {}",
-            ev.client_id, ev.action, ev.topic
+            "denied {} {} {} {}",
+            ev.client_id, ev.peer, ev.action, ev.topic
         ));
     }
     fn client_drops(&self, ev: &crate::mqtt::broker::ClientDropsEvent<'_>) {
@@ -343,8 +343,8 @@ fn denials_and_client_drops_are_reported() {
     assert_eq!(
         *events.0.lock().unwrap(),
         [
-            "denied sub-1 subscribe x",
-            "denied p publish x",
+            "denied sub-1 127.0.0.1:40001 subscribe x",
+            "denied p 127.0.0.1:40002 publish x",
             "drops sub-1 2 0 0",
         ]
     );
