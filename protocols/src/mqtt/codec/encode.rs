@@ -30,7 +30,6 @@ pub(crate) fn encode_publish_header(
     version: Version,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let packet = Packet::Publish(*p);
     let v5 = version == Version::V5;
     if !v5 || p.props.is_empty() {
         // Most deliveries carry no property: the header is written
@@ -42,7 +41,7 @@ pub(crate) fn encode_publish_header(
             + usize::from(v5)
             + p.payload.len();
         let len = u32::try_from(len).map_err(|_| EncodeError::TooLarge)?;
-        out.u8(first_byte(&packet));
+        out.u8(0x30 | u8::from(p.dup) << 3 | p.qos.as_u8() << 1 | u8::from(p.retain));
         out.varint(len)?;
         out.u16(topic);
         out.put(p.topic.as_bytes());
@@ -55,6 +54,7 @@ pub(crate) fn encode_publish_header(
         }
         return Ok(());
     }
+    let packet = Packet::Publish(*p);
     let len = body_len(&packet, version)?;
     out.u8(first_byte(&packet));
     out.varint(len)?;
