@@ -639,11 +639,14 @@ impl<K: Copy + Ord> SubscriptionTable<K> {
         while let Some((n, pos)) = stack.pop() {
             let node = &mut self.nodes[n];
             let wildcards = !(dollar && n == ROOT);
-            if wildcards {
+            // (Most slots on a walk are empty: no call for them.)
+            if wildcards && !node.multi.is_empty() {
                 f(&mut node.multi);
             }
             if pos == END {
-                f(&mut node.here);
+                if !node.here.is_empty() {
+                    f(&mut node.here);
+                }
                 continue;
             }
             let (level, next) = level_at(topic, pos);
