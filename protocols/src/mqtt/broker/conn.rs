@@ -222,7 +222,7 @@ impl Mqtt {
                 Ok(Decoded::Incomplete) => return off,
                 Ok(Decoded::Packet(p, n)) => {
                     off += n;
-                    self.on_packet(ctx, conn, &p);
+                    self.on_packet(ctx, conn, p);
                 }
                 Err(e) => {
                     self.decode_failed(ctx, conn, e);
@@ -266,7 +266,7 @@ impl Mqtt {
         self.close_conn(ctx, conn, Some(code), false);
     }
 
-    fn on_packet(&mut self, ctx: &mut dyn Context, conn: ConnId, p: &Packet<'_>) {
+    fn on_packet(&mut self, ctx: &mut dyn Context, conn: ConnId, p: Packet<'_>) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
