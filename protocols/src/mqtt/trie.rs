@@ -2,11 +2,12 @@
 //! tries of topic levels.
 //!
 //! [`SubscriptionTable`] holds filters: each node is one level, with its
-//! exact-level children in a hash map, one child for `+` and a slot for the
-//! subscriptions ending in `/#` there. Matching a topic walks, at each level,
-//! only the child named by that level and the `+` child, and collects the
-//! `#` slots on the way: its cost is the number of levels times the branches
-//! actually taken, whatever the number of filters held.
+//! exact-level children in a short list (a hash map once there are many),
+//! one child for `+` and a slot for the subscriptions ending in `/#` there.
+//! Matching a topic walks, at each level, only the child named by that level
+//! and the `+` child, and collects the `#` slots on the way: its cost is the
+//! number of levels times the branches actually taken, whatever the number
+//! of filters held.
 //!
 //! [`RetainedStore`] holds topic names: a filter walks only the children its
 //! levels name; a `+` or `#` walks all children of its level, as it must.
@@ -39,7 +40,10 @@ const END: usize = usize::MAX;
 /// ([`END`] when it was the last).
 fn level_at(s: &str, pos: usize) -> (&str, usize) {
     let rest = &s[pos..];
-    match rest.find('/') {
+    // A byte scan: `/` is ASCII, so it never occurs inside a multi-byte
+    // character, and topic levels are short (a `char` pattern search costs
+    // more than the whole level on the per-message path).
+    match rest.bytes().position(|b| b == b'/') {
         Some(i) => (&rest[..i], pos + i + 1),
         None => (rest, END),
     }
@@ -272,11 +276,78 @@ impl<K: Copy + Ord> Slot<K> {
     }
 }
 
+/// Children of a subscription trie node by exact level: a short list
+/// compared in place while there are at most [`FEW_CHILDREN`] (most nodes of a
+/// device fleet's tree have one or a few, and comparing a few short levels
+/// costs less than hashing one), a hash map (keyed SipHash: levels are
+/// chosen by clients) past that.
+#[derive(Debug)]
+enum Children {
+    Few(Vec<(Box<str>, NodeId)>),
+    // Boxed on purpose: every node holds a `Children`, and the map's
+    // header (48 bytes) would make each one that large.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<Box<str>, NodeId>>),
+}
+
+/// Children a node keeps in a list before it moves them to a map.
+const FEW_CHILDREN: usize = 8;
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn get(&self, level: &str) -> Option<&NodeId> {
+        match self {
+            Children::Few(v) => v.iter().find(|(l, _)| **l == *level).map(|(_, c)| c),
+            Children::Many(m) => m.get(level),
+        }
+    }
+
+    /// Adds `level` (not a child yet).
+    fn insert(&mut self, level: Box<str>, child: NodeId) {
+        match self {
+            Children::Few(v) if v.len() < FEW_CHILDREN => v.push((level, child)),
+            Children::Few(v) => {
+                let mut m: HashMap<Box<str>, NodeId> = std::mem::take(v).into_iter().collect();
+                m.insert(level, child);
+                *self = Children::Many(Box::new(m));
+            }
+            Children::Many(m) => {
+                m.insert(level, child);
+            }
+        }
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::Few(v) => {
+                if let Some(i) = v.iter().position(|(l, _)| **l == *level) {
+                    v.swap_remove(i);
+                }
+            }
+            Children::Many(m) => {
+                m.remove(level);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(v) => v.is_empty(),
+            Children::Many(m) => m.is_empty(),
+        }
+    }
+}
+
 /// One level of the subscription trie.
 #[derive(Debug)]
 struct Node<K> {
     /// Children by exact level.
-    children: HashMap<Box<str>, NodeId>,
+    children: Children,
     /// The `+` child, or [`NONE`].
     plus: NodeId,
     /// Subscriptions whose filter ends at this level.
@@ -289,7 +360,7 @@ struct Node<K> {
 impl<K> Default for Node<K> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: Children::default(),
             plus: NONE,
             here: Slot::default(),
             multi: Slot::default(),
@@ -470,7 +541,7 @@ impl<K: Copy + Ord> SubscriptionTable<K> {
             if self.node_count() == 0 {
                 self.nodes.truncate(1);
                 self.nodes.shrink_to_fit();
-                self.nodes[ROOT].children = HashMap::new();
+                self.nodes[ROOT].children = Children::default();
                 self.free = Vec::new();
             }
         }
@@ -557,6 +628,10 @@ impl<K: Copy + Ord> SubscriptionTable<K> {
     /// Calls `f` on every slot whose subscriptions match the topic name
     /// `topic`.
     fn visit(&mut self, topic: &str, mut f: impl FnMut(&mut Slot<K>)) {
+        if self.len == 0 {
+            // Most shards have no shared group at all.
+            return;
+        }
         let dollar = topic.starts_with('$');
         let mut stack = std::mem::take(&mut self.stack);
         stack.clear();
@@ -564,11 +639,14 @@ impl<K: Copy + Ord> SubscriptionTable<K> {
         while let Some((n, pos)) = stack.pop() {
             let node = &mut self.nodes[n];
             let wildcards = !(dollar && n == ROOT);
-            if wildcards {
+            // (Most slots on a walk are empty: no call for them.)
+            if wildcards && !node.multi.is_empty() {
                 f(&mut node.multi);
             }
             if pos == END {
-                f(&mut node.here);
+                if !node.here.is_empty() {
+                    f(&mut node.here);
+                }
                 continue;
             }
             let (level, next) = level_at(topic, pos);
@@ -989,6 +1067,42 @@ mod tests {
         t.remove("#", 1);
         assert_eq!(hits(&mut t, "a"), []);
         assert_eq!(t.nodes.len(), 1);
+    }
+
+    /// A level with more children than the short list holds moves them to
+    /// a map: every child is still found, each removal prunes its own.
+    #[test]
+    fn many_children_of_one_level() {
+        let mut t = SubscriptionTable::new();
+        let n = FEW_CHILDREN as u32 * 3;
+        for i in 0..n {
+            t.insert(&format!("dev/{i}/temp"), i, tagged(i));
+        }
+        assert_eq!(t.node_count(), 1 + 2 * n as usize);
+        assert!(matches!(t.nodes[1].children, Children::Many(_)));
+        for i in 0..n {
+            assert_eq!(hits(&mut t, &format!("dev/{i}/temp")), [(i, i)]);
+        }
+        assert_eq!(hits(&mut t, &format!("dev/{n}/temp")), []);
+        for i in (0..n).step_by(2) {
+            assert!(t.remove(&format!("dev/{i}/temp"), i));
+        }
+        for i in 0..n {
+            let want: &[(u32, u32)] = if i % 2 == 0 { &[] } else { &[(i, i)] };
+            assert_eq!(hits(&mut t, &format!("dev/{i}/temp")), want, "{i}");
+        }
+        for i in (1..n).step_by(2) {
+            assert!(t.remove(&format!("dev/{i}/temp"), i));
+        }
+        assert_eq!(t.node_count(), 0);
+        // A short list again: removals keep the others findable.
+        for i in 0..3 {
+            t.insert(&format!("x/{i}"), i, tagged(i));
+        }
+        t.remove("x/0", 0);
+        assert_eq!(hits(&mut t, "x/1"), [(1, 1)]);
+        assert_eq!(hits(&mut t, "x/2"), [(2, 2)]);
+        assert_eq!(hits(&mut t, "x/0"), []);
     }
 
     /// A delivery whose member is gone asks for the next one of its group:

@@ -160,22 +160,30 @@ impl Mqtt {
             matched.sort_by_key(|(k, _)| *k);
         }
         let mut i = 0;
+        // Subscription identifiers of overlapping subscriptions (one
+        // subscription's, the common case, need no list).
+        let mut overlap: Vec<u32> = Vec::new();
         while i < matched.len() {
             let key = matched[i].0;
             let mut qos = matched[i].1.qos;
             let mut rap = matched[i].1.retain_as_published;
-            let mut ids: Vec<u32> = matched[i].1.sub_id.into_iter().collect();
             let mut j = i + 1;
             // Overlapping subscriptions: one delivery, the highest QoS,
             // every subscription identifier.
             while j < matched.len() && matched[j].0 == key {
                 qos = qos.max(matched[j].1.qos);
                 rap |= matched[j].1.retain_as_published;
-                ids.extend(matched[j].1.sub_id);
                 j += 1;
             }
+            let ids = if j == i + 1 {
+                matched[i].1.sub_id.as_slice()
+            } else {
+                overlap.clear();
+                overlap.extend(matched[i..j].iter().filter_map(|(_, e)| e.sub_id));
+                &overlap
+            };
             let retain = rap && msg.retain;
-            self.deliver_to(ctx, key, msg, qos, retain, ids.into_boxed_slice());
+            self.deliver_to(ctx, key, msg, qos, retain, ids);
             i = j;
         }
         self.matched = matched;
@@ -214,8 +222,8 @@ impl Mqtt {
                     return;
                 }
             }
-            let ids: Box<[u32]> = entry.sub_id.into_iter().collect();
             let retain = entry.retain_as_published && msg.retain;
+            let ids = entry.sub_id.as_slice();
             return self.deliver_to(ctx, key, msg, entry.qos, retain, ids);
         }
         let mut w = Writer::default();
@@ -270,13 +278,14 @@ impl Mqtt {
         self.retained
             .for_each_match(filter, |_, m| found.push(Arc::clone(m)));
         for m in found {
-            let ids: Box<[u32]> = e.sub_id.into_iter().collect();
-            self.deliver_to(ctx, key, &m, e.qos, true, ids);
+            self.deliver_to(ctx, key, &m, e.qos, true, e.sub_id.as_slice());
         }
     }
 
     /// Gives one session a message at the lower of its and the
     /// subscription's QoS: queued, then sent as far as its window allows.
+    /// A QoS 0 message to a connected client with nothing waiting is
+    /// written at once, without going through the queue.
     pub(crate) fn deliver_to(
         &mut self,
         ctx: &mut dyn Context,
@@ -284,7 +293,7 @@ impl Mqtt {
         msg: &Arc<Message>,
         sub_qos: QoS,
         retain: bool,
-        sub_ids: Box<[u32]>,
+        sub_ids: &[u32],
     ) {
         let now = ctx.now();
         let Some(s) = self.sessions.get_mut(&key) else {
@@ -312,11 +321,49 @@ impl Mqtt {
             self.count_at(ctx, listener, kind);
             return;
         }
+        if let (Some(conn), QoS::AtMostOnce, false, false, true) =
+            (s.conn, qos, s.blocked, s.resend, s.flow.queue.is_empty())
+        {
+            // What `pump` would do with this message as the only one queued.
+            let out = OutRef {
+                msg,
+                qos,
+                retain,
+                sub_ids,
+            };
+            match write_publish(
+                ctx,
+                &mut self.scratch,
+                conn,
+                s.version,
+                s.max_packet,
+                out,
+                0,
+                false,
+                now,
+                s.alias_max,
+                &mut s.out_aliases,
+            ) {
+                Ok(()) => {
+                    self.at(listener).msg_out(qos.as_u8());
+                    ctx.record_messages(1);
+                    return;
+                }
+                Err(NotSent::TooLarge) => {
+                    s.count_drop(MqttDrop::PacketTooLarge);
+                    self.count_at(ctx, listener, MqttDrop::PacketTooLarge);
+                    return;
+                }
+                // Queued below; `pump` tries again and marks it blocked, or
+                // finds the stream gone.
+                Err(NotSent::Full | NotSent::Gone) => {}
+            }
+        }
         let out = Outgoing {
             msg: Arc::clone(msg),
             qos,
             retain,
-            sub_ids,
+            sub_ids: sub_ids.into(),
         };
         let mut dropped = Vec::new();
         s.push(
@@ -373,7 +420,7 @@ impl Mqtt {
                         conn,
                         s.version,
                         s.max_packet,
-                        &f.out,
+                        OutRef::of(&f.out),
                         f.pid,
                         f.redeliver,
                         now,
@@ -443,7 +490,7 @@ impl Mqtt {
                 conn,
                 s.version,
                 s.max_packet,
-                front,
+                OutRef::of(front),
                 pid,
                 false,
                 now,
@@ -540,6 +587,26 @@ fn admitted(scope: &ImportScope, listener: Option<u16>) -> bool {
     listener.is_some_and(|l| scope.admits(ListenerId(l)))
 }
 
+/// A message on its way to one client, queued ([`Outgoing`]) or not.
+#[derive(Clone, Copy)]
+struct OutRef<'a> {
+    msg: &'a Message,
+    qos: QoS,
+    retain: bool,
+    sub_ids: &'a [u32],
+}
+
+impl<'a> OutRef<'a> {
+    fn of(out: &'a Outgoing) -> Self {
+        OutRef {
+            msg: &out.msg,
+            qos: out.qos,
+            retain: out.retain,
+            sub_ids: &out.sub_ids,
+        }
+    }
+}
+
 /// Encodes a PUBLISH header for `out` and writes it with the payload.
 #[allow(clippy::too_many_arguments)]
 fn write_publish(
@@ -548,14 +615,14 @@ fn write_publish(
     conn: ConnId,
     version: Version,
     max_packet: u32,
-    out: &Outgoing,
+    out: OutRef<'_>,
     pid: u16,
     dup: bool,
     now: std::time::Instant,
     alias_max: u16,
     aliases: &mut OutAliases,
 ) -> Result<(), NotSent> {
-    let m = &out.msg;
+    let m = out.msg;
     // Topic aliases toward the client (v5): a topic sent before goes as
     // its alias alone; new topics get the next alias while there are any.
     let (topic, alias, new_alias) = match aliases.get(&m.topic) {
@@ -582,7 +649,7 @@ fn write_publish(
             response_topic: props.and_then(|p| p.response_topic.as_deref()),
             correlation_data: props.and_then(|p| p.correlation_data.as_deref()),
             user_properties: UserProps::Pairs(&user),
-            subscription_ids: SubIds::List(&out.sub_ids),
+            subscription_ids: SubIds::List(out.sub_ids),
             content_type: props.and_then(|p| p.content_type.as_deref()),
         },
         payload: &m.payload,

@@ -130,7 +130,7 @@ impl Mqtt {
                         return Ok(());
                     }
                     let retain = entry.retain_as_published && m.retain;
-                    let ids: Box<[u32]> = entry.sub_id.into_iter().collect();
+                    let ids = entry.sub_id.as_slice();
                     self.deliver_to(ctx, key, &m, entry.qos, retain, ids);
                 } else {
                     // Gone since it was chosen: back to the group's home,

@@ -239,6 +239,9 @@ pub struct Mqtt {
     pub(crate) scratch: Vec<u8>,
     pub(crate) matched: Vec<(u64, SubEntry)>,
     pub(crate) matched_shared: Vec<(Member, SubEntry, Arc<str>)>,
+    /// The last publication nobody kept (delivered at once, not queued,
+    /// not retained): its allocations serve the next one.
+    pub(crate) spare: Option<Arc<Message>>,
     pub(crate) tick_armed: bool,
     pub(crate) retry_armed: bool,
     pub(crate) last_status: Option<Instant>,
@@ -305,6 +308,7 @@ impl Mqtt {
             scratch: Vec::new(),
             matched: Vec::new(),
             matched_shared: Vec::new(),
+            spare: None,
             tick_armed: false,
             retry_armed: false,
             last_status: None,

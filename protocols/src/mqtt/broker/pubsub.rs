@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ringport_plugin::{Bytes, ConnId, Context};
 
-use super::message::{Message, Writer};
+use super::message::{Message, MsgProps, Writer};
 use super::plugin::{Mqtt, PendingAck};
 use super::route::{TAG_SHARE_JOIN, TAG_SHARE_LEAVE};
 use super::session::Flight;
@@ -16,6 +16,23 @@ use crate::mqtt::codec::{
 };
 use crate::mqtt::topic::{self, Filter};
 use crate::mqtt::trie::SubEntry;
+
+/// The largest payload whose buffer [`Mqtt::spare`] keeps for the next
+/// publication.
+const SPARE_PAYLOAD_MAX: usize = 4096;
+
+/// `payload` as the payload of a new message: copied into the buffer of
+/// `spare`'s payload when nothing else holds either, else into a new one.
+fn reuse_payload(spare: Option<&mut Arc<Message>>, payload: &[u8]) -> Bytes {
+    if let Some(m) = spare.and_then(Arc::get_mut) {
+        if let Ok(mut buf) = std::mem::take(&mut m.payload).try_into_mut() {
+            buf.clear();
+            buf.extend_from_slice(payload);
+            return buf.freeze();
+        }
+    }
+    Bytes::copy_from_slice(payload)
+}
 
 impl Mqtt {
     pub(crate) fn on_publish(&mut self, ctx: &mut dyn Context, conn: ConnId, p: &Publish<'_>) {
@@ -76,8 +93,6 @@ impl Mqtt {
         let Some(s) = self.sessions.get(&key) else {
             return;
         };
-        let cid = Arc::clone(&s.client_id);
-        let user = s.user.clone();
         if qos == QoS::ExactlyOnce && s.flow.inbound_qos2.contains(&pid) {
             // A resent QoS 2 message already taken: acknowledge again only.
             return self.write_resp(ctx, conn, 5, pid, 0);
@@ -91,6 +106,9 @@ impl Mqtt {
             return self.fail(ctx, conn, MqttDrop::ReceiveMaximumExceeded, 0x93);
         }
         if let Some(acl) = &self.cfg.acl {
+            // (Cloned only here: two reference counts per message otherwise.)
+            let cid = Arc::clone(&s.client_id);
+            let user = s.user.clone();
             if !acl.check(user.as_deref(), &cid, topic, Access::Write) {
                 self.count_conn(ctx, conn, MqttDrop::NotAuthorized);
                 self.denied_event(ctx, Some(conn), &cid, user.as_deref(), "publish", topic);
@@ -101,6 +119,7 @@ impl Mqtt {
         let expiry = p.props.message_expiry.filter(|_| v5);
         // With other shards, the payload is copied once: into the mesh
         // encoding, which the local message then shares.
+        let mut spare = self.spare.take();
         let (payload, blob) = if self.shard_count > 1 {
             let mut w = Writer::default();
             w.u16(listener).message_parts(
@@ -115,18 +134,43 @@ impl Mqtt {
             let blob = w.finish();
             (blob.slice(blob.len() - p.payload.len()..), Some(blob))
         } else {
-            (Bytes::copy_from_slice(p.payload), None)
+            (reuse_payload(spare.as_mut(), p.payload), None)
         };
-        let msg = Arc::new(Message {
-            topic: topic.into(),
-            payload,
-            qos,
-            retain: p.retain,
-            props,
-            expires: expiry.map(|e| ctx.now() + Duration::from_secs(u64::from(e))),
-            origin: key,
-        });
-        let Some(seq) = self.route_publish(ctx, msg, blob, listener) else {
+        let expires = expiry.map(|e| ctx.now() + Duration::from_secs(u64::from(e)));
+        let fresh = |payload: Bytes, props: Option<Box<MsgProps>>| {
+            Arc::new(Message {
+                topic: topic.into(),
+                payload,
+                qos,
+                retain: p.retain,
+                props,
+                expires,
+                origin: key,
+            })
+        };
+        let msg = match spare {
+            Some(mut a) => match Arc::get_mut(&mut a) {
+                Some(m) => {
+                    if *m.topic != *topic {
+                        m.topic = topic.into();
+                    }
+                    m.payload = payload;
+                    m.qos = qos;
+                    m.retain = p.retain;
+                    m.props = props;
+                    m.expires = expires;
+                    m.origin = key;
+                    a
+                }
+                None => fresh(payload, props),
+            },
+            None => fresh(payload, props),
+        };
+        let routed = self.route_publish(ctx, Arc::clone(&msg), blob, listener);
+        if Arc::strong_count(&msg) == 1 && msg.payload.len() <= SPARE_PAYLOAD_MAX {
+            self.spare = Some(msg);
+        }
+        let Some(seq) = routed else {
             if !v5 {
                 return self.close_conn(ctx, conn, None, false);
             }

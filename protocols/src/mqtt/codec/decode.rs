@@ -139,7 +139,8 @@ pub(crate) fn non_zero<T: PartialEq + Default>(v: T) -> Result<T, DecodeError> {
 fn publish<'a>(r: &mut Reader<'a>, first: u8, v: Version) -> Result<Publish<'a>, DecodeError> {
     let qos = QoS::from_u8((first >> 1) & 0x03).ok_or(malformed("PUBLISH with QoS 3"))?;
     let topic = r.string()?;
-    if topic.contains(['+', '#']) {
+    // Bytes, not chars: both are ASCII, never inside a multi-byte character.
+    if topic.bytes().any(|b| b == b'+' || b == b'#') {
         // 3.1.1 [MQTT-3.3.2-2], 5.0 [MQTT-3.3.2-2].
         return Err(protocol("wildcard in a PUBLISH topic"));
     }

@@ -30,6 +30,30 @@ pub(crate) fn encode_publish_header(
     version: Version,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
+    let v5 = version == Version::V5;
+    if !v5 || p.props.is_empty() {
+        // Most deliveries carry no property: the header is written
+        // straight, not measured by a first encoding pass.
+        let topic = u16::try_from(p.topic.len()).map_err(|_| EncodeError::StringTooLong)?;
+        let len = 2
+            + usize::from(topic)
+            + if p.qos == QoS::AtMostOnce { 0 } else { 2 }
+            + usize::from(v5)
+            + p.payload.len();
+        let len = u32::try_from(len).map_err(|_| EncodeError::TooLarge)?;
+        out.u8(0x30 | u8::from(p.dup) << 3 | p.qos.as_u8() << 1 | u8::from(p.retain));
+        out.varint(len)?;
+        out.u16(topic);
+        out.put(p.topic.as_bytes());
+        if p.qos != QoS::AtMostOnce {
+            out.u16(p.packet_id);
+        }
+        if v5 {
+            // An empty property block.
+            out.u8(0);
+        }
+        return Ok(());
+    }
     let packet = Packet::Publish(*p);
     let len = body_len(&packet, version)?;
     out.u8(first_byte(&packet));
@@ -283,6 +307,20 @@ impl WriteProps for PublishProps<'_> {
             p.sub_id(sub)?;
         }
         p.string(id::CONTENT_TYPE, self.content_type)
+    }
+}
+
+impl PublishProps<'_> {
+    /// Whether there is nothing to encode.
+    fn is_empty(&self) -> bool {
+        self.payload_format.is_none()
+            && self.message_expiry.is_none()
+            && self.topic_alias.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.user_properties.is_empty()
+            && self.subscription_ids.is_empty()
+            && self.content_type.is_none()
     }
 }
 

@@ -137,6 +137,35 @@ fn topic_alias_inbound() {
 }
 
 #[test]
+fn a_qos0_delivery_over_the_client_maximum_is_dropped_and_counted() {
+    // QoS 0 to a client with nothing queued is written straight: the
+    // size check and the counts are the same as through the queue.
+    let mut net = Net::new(1, anon());
+    let mut c = v5("s");
+    c.props.maximum_packet_size = Some(20);
+    let (s, _) = net.connect(0, 1, c);
+    net.send(s, &subscribe(1, &[("t", QoS::AtMostOnce)]));
+    net.take(s);
+    let (p, _) = net.connect(0, 2, v3("p"));
+    net.send(p, &publish("t", &[7; 30], QoS::AtMostOnce, 0));
+    net.send(p, &publish("t", b"ok", QoS::AtMostOnce, 0));
+    assert_eq!(
+        net.take(s),
+        enc(
+            &out("t", b"ok", QoS::AtMostOnce, 0, false, false),
+            Version::V5
+        )
+    );
+    let st = net.stats();
+    assert_eq!(st.total(|s| s.drops(MqttDrop::PacketTooLarge)), 1);
+    assert_eq!(st.total(|s| s.messages_out(0)), 1);
+    net.advance(Duration::from_secs(1));
+    let status = net.factory.status();
+    let me = status.iter().find(|c| &*c.client_id == "s").unwrap();
+    assert_eq!((me.queued, me.dropped_other), (0, 1));
+}
+
+#[test]
 fn client_maximum_packet_size_is_never_exceeded() {
     let mut net = Net::new(1, anon());
     let mut c = v5("s");
