@@ -783,7 +783,7 @@ fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
             .lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     };
-    let connected = "ringport_nats_bridge_connected{plugin=\"relay\"}";
+    let connected = "ringport_nats_bridge_connected{plugin=\"relay\",bridge=\"default\"}";
     for p in [a.port, b.port] {
         wait("connected in /metrics", || sample(p, connected) == Some(1));
     }
@@ -795,8 +795,8 @@ fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
         by_publisher(&sub.messages("bin/t", 20), 3),
         (0..20).collect::<Vec<_>>()
     );
-    let exported = "ringport_nats_bridge_exported_total{plugin=\"relay\"}";
-    let imported = "ringport_nats_bridge_imported_total{plugin=\"relay\"}";
+    let exported = "ringport_nats_bridge_exported_total{plugin=\"relay\",bridge=\"default\"}";
+    let imported = "ringport_nats_bridge_imported_total{plugin=\"relay\",bridge=\"default\"}";
     wait("A's exports in /metrics", || {
         sample(a.port, exported) == Some(20)
     });
@@ -807,7 +807,7 @@ fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
     assert_eq!(
         sample(
             b.port,
-            "ringport_nats_bridge_dropped_total{plugin=\"relay\",reason=\"loop\"}"
+            "ringport_nats_bridge_dropped_total{plugin=\"relay\",bridge=\"default\",reason=\"loop\"}"
         ),
         Some(0)
     );
@@ -1107,7 +1107,7 @@ fn the_binary_narrows_mqtt_listeners_from_their_tables_and_shows_it_in_metrics()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     };
     wait("connected in /metrics", || {
-        sample("ringport_nats_bridge_connected{plugin=\"mqtt\"}") == Some(1)
+        sample("ringport_nats_bridge_connected{plugin=\"mqtt\",bridge=\"default\"}") == Some(1)
     });
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     // Listener 0 on shard 1, listener 1 on shard 0.
@@ -1131,7 +1131,7 @@ fn the_binary_narrows_mqtt_listeners_from_their_tables_and_shows_it_in_metrics()
     });
     assert_eq!(sample(&series(exported, &l1)), Some(0));
     assert_eq!(
-        sample("ringport_nats_bridge_exported_total{plugin=\"mqtt\"}"),
+        sample("ringport_nats_bridge_exported_total{plugin=\"mqtt\",bridge=\"default\"}"),
         Some(3)
     );
     let imported = "ringport_nats_bridge_listener_imported_total";

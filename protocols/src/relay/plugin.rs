@@ -14,7 +14,7 @@ use ringport_plugin::{
 use super::table::Subscriptions;
 use super::wire::{self, FrameType, Framing, Packet, Repr, DEFAULT_MAX_PAYLOAD};
 use crate::nats::bridge::{Bridge, BridgeSettings};
-use crate::nats::ImportScope;
+use crate::nats::{BridgeSet, Bridges, ImportScope};
 use crate::output_error;
 
 /// [`MeshMessage::tag`] of a message carrying an encoded `PUBLISH` frame;
@@ -51,8 +51,15 @@ pub const MESH_TAG_MISSED_ANY: u64 = 3;
 
 /// [`MeshMessage::tag`] of a message the NATS bridge imported (an encoded
 /// `PUBLISH` frame), sent by the bridge shard to the others: delivered like
-/// [`MESH_TAG_PUBLISH`], and never exported again.
+/// [`MESH_TAG_PUBLISH`], and never exported again. Bits 32 to 47 carry the
+/// index of the bridge that imported it (`imported_tag`), whose listeners
+/// alone may receive it.
 pub const MESH_TAG_IMPORTED: u64 = 4;
+
+/// The tag of a message bridge `index` imported.
+const fn imported_tag(index: usize) -> u64 {
+    MESH_TAG_IMPORTED | ((index as u64 & 0xFFFF) << 32)
+}
 
 /// The shard that runs the NATS bridge (see [`Relay`]).
 pub const BRIDGE_SHARD: ShardId = 0;
@@ -101,7 +108,7 @@ impl Default for RelayConfig {
 #[derive(Debug, Clone, Default)]
 pub struct RelayFactory {
     config: RelayConfig,
-    bridge: Option<Arc<BridgeSettings>>,
+    bridge: Option<Arc<BridgeSet>>,
 }
 
 impl RelayFactory {
@@ -118,13 +125,20 @@ impl RelayFactory {
 
     /// The same factory with a NATS bridge: the instance on
     /// [`BRIDGE_SHARD`] connects to NATS with `bridge`.
-    pub fn with_bridge(mut self, bridge: Arc<BridgeSettings>) -> Self {
-        self.bridge = Some(bridge);
+    pub fn with_bridge(self, bridge: Arc<BridgeSettings>) -> Self {
+        self.with_bridges(Arc::new(BridgeSet::single(bridge)))
+    }
+
+    /// The same factory with NATS bridges, one per distinct connection
+    /// settings of its listeners: the instance on [`BRIDGE_SHARD`] runs
+    /// them.
+    pub fn with_bridges(mut self, bridges: Arc<BridgeSet>) -> Self {
+        self.bridge = Some(bridges);
         self
     }
 
-    /// The bridge's settings, if it has one.
-    pub fn bridge(&self) -> Option<&Arc<BridgeSettings>> {
+    /// The bridges' settings, if it has any.
+    pub fn bridges(&self) -> Option<&Arc<BridgeSet>> {
         self.bridge.as_ref()
     }
 
@@ -145,8 +159,8 @@ impl PluginFactory for RelayFactory {
 
     fn create(&self, shard: ShardId, shard_count: usize) -> Box<dyn Plugin> {
         let mut relay = Relay::new(self.config, shard, shard_count);
-        if let Some(settings) = &self.bridge {
-            relay.set_bridge(settings.clone());
+        if let Some(set) = &self.bridge {
+            relay.set_bridges(set.clone());
         }
         Box::new(relay)
     }
@@ -231,13 +245,14 @@ pub struct Relay {
     /// Slow subscribers to close at the end of a delivery (`disconnect_slow`).
     slow: Vec<ConnId>,
     timer_armed: bool,
-    /// The NATS bridge, on [`BRIDGE_SHARD`] only.
-    bridge: Option<Bridge>,
-    /// Settings of a bridge made at `handle_start` (it needs the time).
-    bridge_settings: Option<Arc<BridgeSettings>>,
-    /// On every shard, when the bridge has per-listener routes: the
-    /// settings that decide which subscribers an import reaches.
-    routes: Option<Arc<BridgeSettings>>,
+    /// The NATS bridges, on [`BRIDGE_SHARD`] only.
+    bridge: Option<Bridges>,
+    /// Settings of the bridges made at `handle_start` (they need the time).
+    bridge_settings: Option<Arc<BridgeSet>>,
+    /// On every shard, when a bridge has per-listener routes (or there are
+    /// several bridges): the settings that decide which subscribers an
+    /// import reaches.
+    routes: Option<Arc<BridgeSet>>,
     /// With `routes`: the listener each stream of this shard came through.
     conn_listener: HashMap<ConnId, ListenerId>,
 }
@@ -266,16 +281,28 @@ impl Relay {
     /// bridge starts at `handle_start`); other shards keep only the
     /// per-listener routes, if any (imports reach them through the mesh).
     pub fn set_bridge(&mut self, settings: Arc<BridgeSettings>) {
-        if settings.has_routes() {
-            self.routes = Some(settings.clone());
+        self.set_bridges(Arc::new(BridgeSet::single(settings)));
+    }
+
+    /// [`Relay::set_bridge`] for a plugin with one bridge per distinct
+    /// connection settings of its listeners.
+    pub fn set_bridges(&mut self, set: Arc<BridgeSet>) {
+        if set.scoped() {
+            self.routes = Some(set.clone());
         }
         if self.shard == BRIDGE_SHARD {
-            self.bridge_settings = Some(settings);
+            self.bridge_settings = Some(set);
         }
     }
 
-    /// The bridge, on the shard that runs it once started.
+    /// The first bridge (the only one of most plugins), on the shard that
+    /// runs it once started.
     pub fn bridge(&self) -> Option<&Bridge> {
+        self.bridge.as_ref()?.all().first()
+    }
+
+    /// Every bridge, on the shard that runs them once started.
+    pub fn bridges(&self) -> Option<&Bridges> {
         self.bridge.as_ref()
     }
 
@@ -288,7 +315,7 @@ impl Relay {
         topic: &[u8],
         payload: &[u8],
     ) {
-        let Some(bridge) = &mut self.bridge else {
+        let Some(bridge) = self.bridge.as_mut().and_then(|b| b.for_listener(listener)) else {
             return;
         };
         match bridge.settings().map.relay_topic_to_subject(topic) {
@@ -308,9 +335,10 @@ impl Relay {
             .unwrap_or(ListenerId::OUTBOUND)
     }
 
-    /// Which subscribers an import on relay `topic` reaches (None: all).
-    fn import_scope(&self, topic: &[u8]) -> Option<ImportScope> {
-        let routes = self.routes.as_ref()?;
+    /// Which subscribers an import of bridge `index` on relay `topic`
+    /// reaches (None: all).
+    fn import_scope(&self, index: usize, topic: &[u8]) -> Option<ImportScope> {
+        let routes = self.routes.as_ref()?.bridges().get(index)?;
         match routes.map.relay_topic_to_subject(topic) {
             Ok(subject) => routes.import_scope(&subject),
             // The bridge shard mapped it from a subject; cannot happen.
@@ -320,8 +348,11 @@ impl Relay {
 
     /// Delivers what the bridge imported here and on every other shard.
     fn poll_imports(&mut self, ctx: &mut dyn Context) {
-        while let Some(bridge) = self.bridge.as_mut() {
-            let Some(import) = bridge.poll_import() else {
+        while let Some(bridges) = self.bridge.as_mut() {
+            let Some((index, import)) = bridges.poll_import() else {
+                break;
+            };
+            let Some(bridge) = bridges.get_mut(index) else {
                 break;
             };
             let topic = match bridge
@@ -346,7 +377,7 @@ impl Relay {
                 let shared = Bytes::from(frame);
                 let here = self.shard;
                 for target in (0..self.shard_count).filter(|&s| s != here) {
-                    self.send_mesh(ctx, target, MESH_TAG_IMPORTED, shared.clone());
+                    self.send_mesh(ctx, target, imported_tag(index), shared.clone());
                 }
             }
         }
@@ -722,13 +753,13 @@ impl Plugin for Relay {
 
     /// On [`BRIDGE_SHARD`] with a bridge: connects to NATS.
     fn handle_start(&mut self, ctx: &mut dyn Context) {
-        let Some(settings) = self.bridge_settings.take() else {
+        let Some(set) = self.bridge_settings.take() else {
             return;
         };
         // The settings were checked when they were made.
-        if let Ok(mut bridge) = Bridge::new(settings, ctx.now()) {
-            bridge.handle_start(ctx);
-            self.bridge = Some(bridge);
+        if let Ok(mut bridges) = Bridges::new(set, ctx.now()) {
+            bridges.handle_start(ctx);
+            self.bridge = Some(bridges);
         }
     }
 
@@ -785,7 +816,8 @@ impl Plugin for Relay {
                 self.export(ctx, listener, topic, payload);
             }
             (MESH_TAG_IMPORTED, Ok(Repr::Publish { topic, payload })) => {
-                let scope = self.import_scope(topic);
+                // Bits 32 to 47 carry the importing bridge's index.
+                let scope = self.import_scope(usize::from(listener.0), topic);
                 self.deliver(ctx, topic, payload, scope.as_ref());
             }
             (MESH_TAG_MISSED, Ok(Repr::Publish { topic, payload })) if payload.len() == 8 => {
