@@ -1697,6 +1697,180 @@ mod tests {
         assert!(!one.conn_listener.contains_key(&SUB_A));
     }
 
+    /// Two bridges on shards 0 and 1 of 2: bridge 0 (the default, no
+    /// login) for listener 1, bridge 1 (user `b`, its own buffer of two
+    /// messages) for listener 2; both every topic both ways. Returns both
+    /// shards and the bridges' streams, logged in.
+    #[allow(clippy::type_complexity)]
+    fn two_bridges() -> (
+        Relay,
+        RecordingContext,
+        Relay,
+        RecordingContext,
+        [ConnId; 2],
+        Arc<BridgeSet>,
+    ) {
+        use crate::nats::bridge::{token, CONNECT_TAG};
+        use crate::nats::{Auth, NatsConfig};
+        let all = ["#".to_string()];
+        let make = |auth: Auth, name: &str, listener: u16| {
+            let nats = NatsConfig {
+                servers: vec!["nats://127.0.0.1:4222".into()],
+                auth,
+                buffer_messages: 2,
+                ..NatsConfig::default()
+            };
+            let mut s = BridgeSettings::new("relay", nats, "", &all, &all, "me").unwrap();
+            s.name = name.to_owned();
+            s.exclusive = true;
+            s.add_listener(ListenerId(listener), name, None, None)
+                .unwrap();
+            Arc::new(s)
+        };
+        let b = Auth::UserPassword {
+            user: "b".into(),
+            password: "pb".into(),
+        };
+        let set = Arc::new(BridgeSet::new(
+            vec![make(Auth::None, "default", 1), make(b, "l2", 2)],
+            &[None, Some(0), Some(1)],
+            Some(0),
+        ));
+        let (mut zero, mut zctx) = shard(0, 2, RelayConfig::default());
+        let (mut one, mut octx) = shard(1, 2, RelayConfig::default());
+        zero.set_bridges(set.clone());
+        one.set_bridges(set.clone());
+        one.handle_start(&mut octx);
+        assert!(octx.connects().is_empty());
+        zero.handle_start(&mut zctx);
+        let connects = zctx.take_connects();
+        assert_eq!(connects.len(), 2);
+        let conns = [connects[0].conn, connects[1].conn];
+        for (i, conn) in conns.into_iter().enumerate() {
+            let info = StreamInfo {
+                conn,
+                listener: ListenerId::OUTBOUND,
+                peer: SocketAddr::from(([127, 0, 0, 1], 4222)),
+                local: SocketAddr::from(([127, 0, 0, 1], 40001 + i as u16)),
+            };
+            zero.handle_connected(&mut zctx, &info, token(CONNECT_TAG, i as u16));
+            feed(
+                &mut zero,
+                &mut zctx,
+                conn,
+                b"INFO {\"server_id\":\"S\",\"headers\":true}\r\n",
+            );
+            let login = String::from_utf8(zctx.take_written(conn)).unwrap();
+            // Each connection logs in as its own bridge's user.
+            assert_eq!(login.contains("\"user\":\"b\""), i == 1, "{login}");
+            feed(&mut zero, &mut zctx, conn, b"PONG\r\n");
+            zctx.take_written(conn);
+        }
+        (zero, zctx, one, octx, conns, set)
+    }
+
+    #[test]
+    fn each_listener_exports_through_its_own_bridge() {
+        let (mut zero, mut zctx, mut one, mut octx, [c0, c1], set) = two_bridges();
+        const PUB2: ConnId = ConnId::from_raw(4);
+        open(&mut one, &mut octx, PUB, 1);
+        open(&mut one, &mut octx, PUB2, 2);
+        feed(&mut one, &mut octx, PUB, &publish(b"a/1", b"p"));
+        feed(&mut one, &mut octx, PUB2, &publish(b"a/2", b"q"));
+        carry(&mut octx, 1, (&mut zero, &mut zctx), 0);
+        // A datagram on listener 2 at shard 0 itself.
+        let mut on2 = from();
+        on2.listener = ListenerId(2);
+        let dgram = publish(b"a/3", b"r");
+        assert_eq!(zero.handle_datagram(&mut zctx, &on2, &dgram), Ok(()));
+        let h = "NATS/1.0\r\nRingport-Origin: me\r\n\r\n";
+        assert_eq!(
+            String::from_utf8(zctx.take_written(c0)).unwrap(),
+            format!("HPUB a.1 33 34\r\n{h}p\r\n")
+        );
+        assert_eq!(
+            String::from_utf8(zctx.take_written(c1)).unwrap(),
+            format!("HPUB a.2 33 34\r\n{h}q\r\nHPUB a.3 33 34\r\n{h}r\r\n")
+        );
+        let get = crate::nats::BridgeStats::get;
+        let [b0, b1] = set.bridges() else {
+            panic!("two bridges")
+        };
+        assert_eq!((get(&b0.stats.exported), get(&b1.stats.exported)), (1, 2));
+        // Bridge 1's stream closes: its buffer (two messages) fills and the
+        // third export is dropped on bridge 1 only; bridge 0 goes on.
+        zero.handle_close(&mut zctx, c1, CloseReason::PeerClosed);
+        for payload in [b"1", b"2", b"3"] {
+            assert_eq!(
+                zero.handle_datagram(&mut zctx, &on2, &publish(b"a/4", payload)),
+                Ok(())
+            );
+        }
+        open(&mut zero, &mut zctx, PUB, 1);
+        feed(&mut zero, &mut zctx, PUB, &publish(b"a/5", b"s"));
+        assert_eq!(
+            String::from_utf8(zctx.take_written(c0)).unwrap(),
+            format!("HPUB a.5 33 34\r\n{h}s\r\n")
+        );
+        assert_eq!(get(&b1.stats.dropped_buffer_full), 1);
+        assert_eq!(get(&b1.stats.buffered_messages), 2);
+        assert_eq!(get(&b0.stats.dropped_buffer_full), 0);
+        assert_eq!(
+            get(&b1.route(ListenerId(2)).unwrap().stats.dropped_buffer_full),
+            1
+        );
+        assert_eq!(get(&b0.stats.exported), 2);
+    }
+
+    #[test]
+    fn each_bridge_imports_for_its_own_listeners_only() {
+        let (mut zero, mut zctx, mut one, mut octx, [c0, c1], set) = two_bridges();
+        // Listener 1 and 2 subscribers of x/1 on both shards.
+        open(&mut zero, &mut zctx, SUB_A, 1);
+        open(&mut zero, &mut zctx, SUB_B, 2);
+        open(&mut one, &mut octx, SUB_A, 2);
+        open(&mut one, &mut octx, SUB_B, 1);
+        for (relay, ctx) in [(&mut zero, &mut zctx), (&mut one, &mut octx)] {
+            feed(relay, ctx, SUB_A, &sub(b"x/1"));
+            feed(relay, ctx, SUB_B, &sub(b"x/1"));
+        }
+        let hmsg = |origin: &str, payload: &str| {
+            let h = format!("NATS/1.0\r\nRingport-Origin: {origin}\r\n\r\n");
+            format!(
+                "HMSG x.1 1 {} {}\r\n{h}{payload}\r\n",
+                h.len(),
+                h.len() + payload.len()
+            )
+            .into_bytes()
+        };
+        // Through bridge 1, then bridge 0: each reaches its own listeners'
+        // subscribers only, on both shards.
+        feed(&mut zero, &mut zctx, c1, &hmsg("other", "b1"));
+        feed(&mut zero, &mut zctx, c0, &hmsg("other", "b0"));
+        let tags: Vec<u64> = zctx.mesh_sends().iter().map(|s| s.msg.tag).collect();
+        assert_eq!(tags, [imported_tag(1), imported_tag(0)]);
+        assert_eq!(imported_tag(0), MESH_TAG_IMPORTED);
+        carry(&mut zctx, 0, (&mut one, &mut octx), 1);
+        assert_eq!(zctx.take_written(SUB_A), message(b"x/1", b"b0"));
+        assert_eq!(zctx.take_written(SUB_B), message(b"x/1", b"b1"));
+        assert_eq!(octx.take_written(SUB_A), message(b"x/1", b"b1"));
+        assert_eq!(octx.take_written(SUB_B), message(b"x/1", b"b0"));
+        // Our own export, seen by the other bridge: a loop, dropped there.
+        feed(&mut zero, &mut zctx, c1, &hmsg("me", "loop"));
+        assert_eq!(zctx.take_written(SUB_B), b"");
+        let get = crate::nats::BridgeStats::get;
+        let [b0, b1] = set.bridges() else {
+            panic!("two bridges")
+        };
+        assert_eq!((get(&b0.stats.imported), get(&b1.stats.imported)), (1, 1));
+        assert_eq!(
+            (get(&b0.stats.dropped_loop), get(&b1.stats.dropped_loop)),
+            (0, 1)
+        );
+        assert_eq!(get(&b0.route(ListenerId(1)).unwrap().stats.imported), 1);
+        assert_eq!(get(&b1.route(ListenerId(2)).unwrap().stats.imported), 1);
+    }
+
     #[test]
     fn the_listener_id_rides_in_the_publish_tag() {
         assert_eq!(publish_tag(ListenerId(0)), MESH_TAG_PUBLISH);
