@@ -1315,3 +1315,121 @@ fn listeners_with_their_own_login_and_buffer_get_their_own_connection() {
     assert_eq!(get(&a0.dropped_buffer_full), 0);
     assert_eq!(get(&a1.dropped_buffer_full), 15);
 }
+
+/// The binary from a config file: relay listener 0 logs in as the
+/// top-level user `a`, listener 1's table sets user `b` and a buffer of
+/// its own. Two connections (users `a` and `b` in `/connz?auth=1`), one
+/// banner line and one `bridge` label per connection, each listener's
+/// publishes counted on its own bridge, and valid exposition.
+#[test]
+fn the_binary_gives_a_listener_with_its_own_login_its_own_connection() {
+    use common::process::{admin_is_up, start_ringport, Stderr};
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let users = "authorization {\n  users = [\n    {user: a, password: pa}\n    \
+                 {user: b, password: pb}\n  ]\n}\n";
+    let nats = NatsServer::start_with(&program, None, users);
+    let dir = std::env::temp_dir().join(format!(
+        "ringport-nats-conns-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pa, pb) = (dir.join("pa"), dir.join("pb"));
+    std::fs::write(&pa, "pa\n").unwrap();
+    std::fs::write(&pb, "pb\n").unwrap();
+    let url = format!("nats://{}", nats.addr());
+    let r = start_ringport(
+        5,
+        |cmd, port| {
+            let conf = format!(
+                "nats = \"{url}\"\nnats_instance_id = \"bin-t\"\nnats_user = \"a\"\n\
+                 nats_password_file = \"{}\"\n\
+                 [[listener]]\nspec = \"relay@tcp:127.0.0.1:{}-{}\"\n\
+                 [[listener]]\nspec = \"relay@tcp:127.0.0.1:{}-{}\"\nnats_user = \"b\"\n\
+                 nats_password_file = \"{}\"\nnats_buffer_messages = 5\n",
+                pa.display(),
+                port,
+                port + 1,
+                port + 2,
+                port + 3,
+                pb.display()
+            );
+            let path = dir.join(format!("ringport-{port}.toml"));
+            std::fs::write(&path, conf).unwrap();
+            cmd.args(["serve", "--shards", "2", "--drain-timeout", "0", "--config"])
+                .arg(&path)
+                .arg("--admin")
+                .arg(format!("127.0.0.1:{}", port + 4));
+        },
+        admin_is_up,
+        Stderr::Merged,
+    );
+    let p = r.port;
+    let (l0, l1) = (
+        format!("relay@tcp:127.0.0.1:{}-{}", p, p + 1),
+        format!("relay@tcp:127.0.0.1:{}-{}", p + 2, p + 3),
+    );
+    for line in [
+        format!("nats bridge relay `default`: user `a`, buffer 65536 messages / 8388608 bytes, for {l0}"),
+        format!("nats bridge relay `{l1}`: user `b`, buffer 5 messages / 8388608 bytes, for {l1}"),
+    ] {
+        assert!(r.printed.contains(&line), "{line}: {:#?}", r.printed);
+    }
+    let metrics = || {
+        let mut s = TcpStream::connect(("127.0.0.1", p + 4)).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let sample = |series: &str| -> Option<u64> {
+        metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let series =
+        |name: &str, bridge: &str| format!("{name}{{plugin=\"relay\",bridge=\"{bridge}\"}}");
+    let connected = "ringport_nats_bridge_connected";
+    wait("both bridges connected in /metrics", || {
+        sample(&series(connected, "default")) == Some(1)
+            && sample(&series(connected, &l1)) == Some(1)
+    });
+    nats.wait_subscriptions(2);
+    let connz = nats
+        .monitor_text("/connz?auth=1")
+        .expect("the monitoring endpoint")
+        .replace([' ', '\n'], "");
+    for user in ["a", "b"] {
+        assert_eq!(
+            connz
+                .matches(&format!("\"authorized_user\":\"{user}\""))
+                .count(),
+            1,
+            "{connz}"
+        );
+    }
+    // Listener 0 (shard 1) publishes 3, listener 1 (shard 0) 4.
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    Client::new(addr(p + 1)).publish("t/0", 1, 0..3);
+    Client::new(addr(p + 2)).publish("t/1", 2, 0..4);
+    let exported = "ringport_nats_bridge_exported_total";
+    wait("3 and 4 exported in /metrics", || {
+        sample(&series(exported, "default")) == Some(3) && sample(&series(exported, &l1)) == Some(4)
+    });
+    let text = metrics();
+    assert_eq!(
+        text.matches("ringport_nats_bridge_dropped_total{plugin=\"relay\"")
+            .count(),
+        12
+    );
+    ringport_tools::testing::promtool_check(&text);
+    drop(r);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
