@@ -1,11 +1,13 @@
 //! The NATS bridge: one plugin instance's link to a NATS cluster, driving a
 //! [`NatsClient`] over an engine outbound stream.
 //!
-//! A pub/sub plugin (the `relay`, the MQTT broker) owns one [`Bridge`] on
-//! its designated shard (shard 0) and calls it from its own `Plugin`
-//! methods: the bridge claims its stream's callbacks, its timers (tokens
-//! [`TIMER_RECONNECT`], [`TIMER_CLIENT`], [`TIMER_FLUSH`]) and its connect
-//! tag ([`CONNECT_TAG`]), and hands the plugin what came in from NATS
+//! A pub/sub plugin (the `relay`, the MQTT broker) owns one [`Bridge`] per
+//! distinct connection settings of its listeners (usually one; see
+//! [`set`](super::set)) on its designated shard (shard 0) and calls them
+//! from its own `Plugin` methods: a bridge claims its stream's callbacks,
+//! its timers (tokens [`TIMER_RECONNECT`], [`TIMER_CLIENT`], [`TIMER_FLUSH`],
+//! with the bridge's index: [`token`]) and its connect tag
+//! ([`CONNECT_TAG`]), and hands the plugin what came in from NATS
 //! ([`Bridge::poll_import`]). It is sans-IO like the client: bytes, times
 //! and timers go through the [`Context`].
 //!

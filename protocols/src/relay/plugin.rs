@@ -209,8 +209,9 @@ fn notice(topic: &[u8], n: u64) -> Bytes {
 ///
 /// # NATS bridge
 ///
-/// With a bridge ([`RelayFactory::with_bridge`]), the instance on
-/// [`BRIDGE_SHARD`] alone holds the NATS connection. Every `PUBLISH`
+/// With a bridge ([`RelayFactory::with_bridge`], or several:
+/// [`RelayFactory::with_bridges`]), the instance on [`BRIDGE_SHARD`] alone
+/// holds the NATS connections. Every `PUBLISH`
 /// already reaches every shard (handled here, or as a mesh message), so
 /// that shard sees every local publish: it exports each one once, in the
 /// order it got them, which keeps each publisher's order (a publisher's
