@@ -68,6 +68,15 @@ impl NatsServer {
     /// A server; with `cluster` = (own route port, peers' route ports), a
     /// member of cluster `rp`.
     fn start(program: &std::path::Path, cluster: Option<(u16, &[u16])>) -> NatsServer {
+        NatsServer::start_with(program, cluster, "")
+    }
+
+    /// [`NatsServer::start`] with `extra` appended to its config file.
+    fn start_with(
+        program: &std::path::Path,
+        cluster: Option<(u16, &[u16])>,
+        extra: &str,
+    ) -> NatsServer {
         let dir = std::env::temp_dir().join(format!(
             "ringport-nats-bridge-{}-{}",
             std::process::id(),
@@ -86,6 +95,7 @@ impl NatsServer {
                 routes.join(", ")
             ));
         }
+        conf.push_str(extra);
         std::fs::write(dir.join("nats.conf"), conf).expect("write nats.conf");
         let mut s = NatsServer {
             program: program.to_path_buf(),
@@ -150,13 +160,19 @@ impl NatsServer {
         }
     }
 
-    /// A number field of a monitoring endpoint's JSON.
-    fn monitor(&self, path: &str, field: &str) -> Option<u64> {
+    /// A monitoring endpoint's answer (headers and JSON).
+    fn monitor_text(&self, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.http)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
         let mut body = String::new();
         s.read_to_string(&mut body).ok()?;
+        Some(body)
+    }
+
+    /// A number field of a monitoring endpoint's JSON.
+    fn monitor(&self, path: &str, field: &str) -> Option<u64> {
+        let body = self.monitor_text(path)?;
         let at = body.find(&format!("\"{field}\":"))? + field.len() + 3;
         let digits: String = body[at..]
             .trim_start()
@@ -783,7 +799,7 @@ fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
             .lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     };
-    let connected = "ringport_nats_bridge_connected{plugin=\"relay\"}";
+    let connected = "ringport_nats_bridge_connected{plugin=\"relay\",bridge=\"default\"}";
     for p in [a.port, b.port] {
         wait("connected in /metrics", || sample(p, connected) == Some(1));
     }
@@ -795,8 +811,8 @@ fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
         by_publisher(&sub.messages("bin/t", 20), 3),
         (0..20).collect::<Vec<_>>()
     );
-    let exported = "ringport_nats_bridge_exported_total{plugin=\"relay\"}";
-    let imported = "ringport_nats_bridge_imported_total{plugin=\"relay\"}";
+    let exported = "ringport_nats_bridge_exported_total{plugin=\"relay\",bridge=\"default\"}";
+    let imported = "ringport_nats_bridge_imported_total{plugin=\"relay\",bridge=\"default\"}";
     wait("A's exports in /metrics", || {
         sample(a.port, exported) == Some(20)
     });
@@ -807,7 +823,7 @@ fn the_binary_bridges_with_the_nats_flag_and_shows_it_in_metrics() {
     assert_eq!(
         sample(
             b.port,
-            "ringport_nats_bridge_dropped_total{plugin=\"relay\",reason=\"loop\"}"
+            "ringport_nats_bridge_dropped_total{plugin=\"relay\",bridge=\"default\",reason=\"loop\"}"
         ),
         Some(0)
     );
@@ -1107,7 +1123,7 @@ fn the_binary_narrows_mqtt_listeners_from_their_tables_and_shows_it_in_metrics()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     };
     wait("connected in /metrics", || {
-        sample("ringport_nats_bridge_connected{plugin=\"mqtt\"}") == Some(1)
+        sample("ringport_nats_bridge_connected{plugin=\"mqtt\",bridge=\"default\"}") == Some(1)
     });
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     // Listener 0 on shard 1, listener 1 on shard 0.
@@ -1131,7 +1147,7 @@ fn the_binary_narrows_mqtt_listeners_from_their_tables_and_shows_it_in_metrics()
     });
     assert_eq!(sample(&series(exported, &l1)), Some(0));
     assert_eq!(
-        sample("ringport_nats_bridge_exported_total{plugin=\"mqtt\"}"),
+        sample("ringport_nats_bridge_exported_total{plugin=\"mqtt\",bridge=\"default\"}"),
         Some(3)
     );
     let imported = "ringport_nats_bridge_listener_imported_total";
@@ -1144,5 +1160,276 @@ fn the_binary_narrows_mqtt_listeners_from_their_tables_and_shows_it_in_metrics()
         6
     );
     ringport_tools::testing::promtool_check(&text);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two relay listeners on A, each with a NATS login of its own (users `a`
+/// and `b`, so two bridges: two connections) and a buffer of its own (10
+/// messages); B logs in as `c`. The server's `/connz?auth=1` shows the
+/// two users; each listener's publishes reach B through its own
+/// connection; during an outage, the listener that publishes more than
+/// its buffer holds loses the rest on its own bridge only.
+#[test]
+fn listeners_with_their_own_login_and_buffer_get_their_own_connection() {
+    use ringport::protocols::nats::{Auth, BridgeSet};
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    const BUFFER: u64 = 10;
+    let users = "authorization {\n  users = [\n    {user: a, password: pa}\n    \
+                 {user: b, password: pb}\n    {user: c, password: pc}\n  ]\n}\n";
+    let mut nats = NatsServer::start_with(&program, None, users);
+    // A goes through a gate, so that it reconnects only once B has.
+    let gate = Gate::new(nats.addr());
+    let login = |user: &str, password: &str| Auth::UserPassword {
+        user: user.into(),
+        password: password.into(),
+    };
+    let all = ["#".to_owned()];
+    let bridge = |user: &str, password: &str, listener: u16, name: &str| {
+        let nats = NatsConfig {
+            servers: vec![format!("nats://{}", gate.addr)],
+            auth: login(user, password),
+            buffer_messages: BUFFER as usize,
+            ..NatsConfig::default()
+        };
+        let mut s = BridgeSettings::new("relay", nats, "", &all, &all, "inst-a")
+            .expect("valid bridge settings");
+        s.reconnect_min = Duration::from_millis(20);
+        s.reconnect_max = Duration::from_millis(100);
+        s.name = name.to_owned();
+        s.exclusive = true;
+        s.add_listener(ListenerId(listener), name, None, None)
+            .unwrap();
+        Arc::new(s)
+    };
+    let set = Arc::new(BridgeSet::new(
+        vec![bridge("a", "pa", 0, "a0"), bridge("b", "pb", 1, "a1")],
+        &[Some(0), Some(1)],
+        None,
+    ));
+    let mut registry = Registry::new();
+    registry
+        .register(Arc::new(
+            RelayFactory::new(RelayConfig::default()).with_bridges(set.clone()),
+        ))
+        .unwrap();
+    let mut cpus = ringport::engine::cpus::allowed_cpus().unwrap();
+    cpus.truncate(2);
+    let a = server()
+        .shards(2)
+        .cpus(cpus)
+        .registry(registry)
+        .listen(tcp("relay", 2))
+        .listen(tcp("relay", 2))
+        .start();
+    let b = instance(&[nats.addr()], "inst-b", |s| {
+        s.nats.auth = login("c", "pc");
+    });
+    let [a0, a1] = [&set.bridges()[0].stats, &set.bridges()[1].stats];
+    let get = |s: &std::sync::atomic::AtomicU64| BridgeStats::get(s);
+    wait("A's two bridges connected", || {
+        get(&a0.connected) == 1 && get(&a1.connected) == 1
+    });
+    b.wait_connected(true);
+    // Each of A's bridges subscribes to `>`, and B's one.
+    nats.wait_subscriptions(3);
+    // The server sees three connections, one per user.
+    let connz = nats
+        .monitor_text("/connz?auth=1")
+        .expect("the monitoring endpoint")
+        .replace([' ', '\n'], "");
+    for user in ["a", "b", "c"] {
+        assert_eq!(
+            connz
+                .matches(&format!("\"authorized_user\":\"{user}\""))
+                .count(),
+            1,
+            "{connz}"
+        );
+    }
+    assert_eq!(nats.monitor("/connz", "num_connections"), Some(3));
+
+    // One subscriber per topic: the two connections' messages have no
+    // order between them.
+    let mut sub0 = Client::subscriber(b.port(1), &["t/0"]);
+    let mut sub1 = Client::subscriber(b.port(0), &["t/1"]);
+    let mut on0 = Client::new(a.addrs(0)[1]);
+    let mut on1 = Client::new(a.addrs(1)[0]);
+    on0.publish("t/0", 1, 0..20);
+    on1.publish("t/1", 2, 0..20);
+    let seqs: Vec<u32> = (0..20).collect();
+    assert_eq!(by_publisher(&sub0.messages("t/0", 20), 1), seqs);
+    assert_eq!(by_publisher(&sub1.messages("t/1", 20), 2), seqs);
+    wait("20 exported by each bridge", || {
+        get(&a0.exported) == 20 && get(&a1.exported) == 20
+    });
+    wait("B's 40 imports", || b.stat(|s| &s.imported) == 40);
+    assert_eq!(get(&a0.imported) + get(&a1.imported), 0);
+
+    // An outage: listener 0 publishes 5 (its buffer holds 10), listener 1
+    // publishes 25: 15 dropped, on bridge a1 only.
+    gate.set_open(false);
+    nats.kill();
+    wait("A's bridges down", || {
+        get(&a0.connected) == 0 && get(&a1.connected) == 0
+    });
+    on0.publish("t/0", 1, 20..25);
+    on1.publish("t/1", 2, 20..45);
+    wait("a1's buffer full", || get(&a1.dropped_buffer_full) == 15);
+    assert_eq!(get(&a1.buffered_messages), BUFFER);
+    assert_eq!(get(&a1.loss_bursts), 1);
+    wait("a0 buffered 5", || get(&a0.buffered_messages) == 5);
+    assert_eq!(get(&a0.dropped_buffer_full), 0);
+    assert_eq!(get(&a0.loss_bursts), 0);
+    let routes = |i: usize| {
+        set.bridges()[i]
+            .route(ListenerId(i as u16))
+            .unwrap()
+            .stats
+            .clone()
+    };
+    assert_eq!(get(&routes(1).dropped_buffer_full), 15);
+    assert_eq!(get(&routes(0).dropped_buffer_full), 0);
+
+    nats.spawn();
+    b.wait_connected(true);
+    nats.wait_subscriptions(1);
+    gate.set_open(true);
+    wait("A's bridges back", || {
+        get(&a0.connected) == 1 && get(&a1.connected) == 1
+    });
+    assert_eq!(
+        by_publisher(&sub0.messages("t/0", 5), 1),
+        (20..25).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        by_publisher(&sub1.messages("t/1", BUFFER as usize), 2),
+        (20..30).collect::<Vec<_>>()
+    );
+    wait("the buffers drained", || {
+        get(&a0.exported) == 25 && get(&a1.exported) == 30
+    });
+    sub0.nothing_more();
+    sub1.nothing_more();
+    assert_eq!(get(&a0.dropped_buffer_full), 0);
+    assert_eq!(get(&a1.dropped_buffer_full), 15);
+}
+
+/// The binary from a config file: relay listener 0 logs in as the
+/// top-level user `a`, listener 1's table sets user `b` and a buffer of
+/// its own. Two connections (users `a` and `b` in `/connz?auth=1`), one
+/// banner line and one `bridge` label per connection, each listener's
+/// publishes counted on its own bridge, and valid exposition.
+#[test]
+fn the_binary_gives_a_listener_with_its_own_login_its_own_connection() {
+    use common::process::{admin_is_up, start_ringport, Stderr};
+    let Some(program) = nats_server_program() else {
+        return;
+    };
+    let users = "authorization {\n  users = [\n    {user: a, password: pa}\n    \
+                 {user: b, password: pb}\n  ]\n}\n";
+    let nats = NatsServer::start_with(&program, None, users);
+    let dir = std::env::temp_dir().join(format!(
+        "ringport-nats-conns-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pa, pb) = (dir.join("pa"), dir.join("pb"));
+    std::fs::write(&pa, "pa\n").unwrap();
+    std::fs::write(&pb, "pb\n").unwrap();
+    let url = format!("nats://{}", nats.addr());
+    let r = start_ringport(
+        5,
+        |cmd, port| {
+            let conf = format!(
+                "nats = \"{url}\"\nnats_instance_id = \"bin-t\"\nnats_user = \"a\"\n\
+                 nats_password_file = \"{}\"\n\
+                 [[listener]]\nspec = \"relay@tcp:127.0.0.1:{}-{}\"\n\
+                 [[listener]]\nspec = \"relay@tcp:127.0.0.1:{}-{}\"\nnats_user = \"b\"\n\
+                 nats_password_file = \"{}\"\nnats_buffer_messages = 5\n",
+                pa.display(),
+                port,
+                port + 1,
+                port + 2,
+                port + 3,
+                pb.display()
+            );
+            let path = dir.join(format!("ringport-{port}.toml"));
+            std::fs::write(&path, conf).unwrap();
+            cmd.args(["serve", "--shards", "2", "--drain-timeout", "0", "--config"])
+                .arg(&path)
+                .arg("--admin")
+                .arg(format!("127.0.0.1:{}", port + 4));
+        },
+        admin_is_up,
+        Stderr::Merged,
+    );
+    let p = r.port;
+    let (l0, l1) = (
+        format!("relay@tcp:127.0.0.1:{}-{}", p, p + 1),
+        format!("relay@tcp:127.0.0.1:{}-{}", p + 2, p + 3),
+    );
+    for line in [
+        format!("nats bridge relay `default`: user `a`, buffer 65536 messages / 8388608 bytes, for {l0}"),
+        format!("nats bridge relay `{l1}`: user `b`, buffer 5 messages / 8388608 bytes, for {l1}"),
+    ] {
+        assert!(r.printed.contains(&line), "{line}: {:#?}", r.printed);
+    }
+    let metrics = || {
+        let mut s = TcpStream::connect(("127.0.0.1", p + 4)).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    let sample = |series: &str| -> Option<u64> {
+        metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let series =
+        |name: &str, bridge: &str| format!("{name}{{plugin=\"relay\",bridge=\"{bridge}\"}}");
+    let connected = "ringport_nats_bridge_connected";
+    wait("both bridges connected in /metrics", || {
+        sample(&series(connected, "default")) == Some(1)
+            && sample(&series(connected, &l1)) == Some(1)
+    });
+    nats.wait_subscriptions(2);
+    let connz = nats
+        .monitor_text("/connz?auth=1")
+        .expect("the monitoring endpoint")
+        .replace([' ', '\n'], "");
+    for user in ["a", "b"] {
+        assert_eq!(
+            connz
+                .matches(&format!("\"authorized_user\":\"{user}\""))
+                .count(),
+            1,
+            "{connz}"
+        );
+    }
+    // Listener 0 (shard 1) publishes 3, listener 1 (shard 0) 4.
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    Client::new(addr(p + 1)).publish("t/0", 1, 0..3);
+    Client::new(addr(p + 2)).publish("t/1", 2, 0..4);
+    let exported = "ringport_nats_bridge_exported_total";
+    wait("3 and 4 exported in /metrics", || {
+        sample(&series(exported, "default")) == Some(3) && sample(&series(exported, &l1)) == Some(4)
+    });
+    let text = metrics();
+    assert_eq!(
+        text.matches("ringport_nats_bridge_dropped_total{plugin=\"relay\"")
+            .count(),
+        12
+    );
+    ringport_tools::testing::promtool_check(&text);
+    drop(r);
     std::fs::remove_dir_all(&dir).unwrap();
 }

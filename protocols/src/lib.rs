@@ -99,12 +99,12 @@ pub fn register_builtins_with(
 }
 
 /// [`register_builtins_with`], with the `relay` bridged to NATS when
-/// `relay_bridge` is given ([`RelayFactory::with_bridge`]).
+/// `relay_bridge` is given ([`RelayFactory::with_bridges`]).
 pub fn register_builtins_bridged(
     registry: &mut Registry,
     settings: &BuiltinSettings,
     mqtt: Arc<mqtt::broker::MqttFactory>,
-    relay_bridge: Option<Arc<nats::BridgeSettings>>,
+    relay_bridge: Option<Arc<nats::BridgeSet>>,
 ) -> Result<(), RegistryError> {
     registry.register(Arc::new(EchoFactory))?;
     registry.register(Arc::new(SockperfFactory::new(settings.max_frame)))?;
@@ -113,7 +113,7 @@ pub fn register_builtins_bridged(
         ..RelayConfig::default()
     });
     if let Some(bridge) = relay_bridge {
-        relay = relay.with_bridge(bridge);
+        relay = relay.with_bridges(bridge);
     }
     registry.register(Arc::new(relay))?;
     registry.register(mqtt)?;

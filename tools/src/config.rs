@@ -108,6 +108,18 @@ pub struct ListenerTable {
     pub nats_export: Option<Vec<String>>,
     /// See `--nats-import` (replaces the top-level list for this listener).
     pub nats_import: Option<Vec<String>>,
+    /// See `--nats-user`: this listener's own NATS login (its own bridge).
+    pub nats_user: Option<String>,
+    /// See `--nats-password-file` (with `nats_user` in the same table).
+    pub nats_password_file: Option<PathBuf>,
+    /// See `--nats-token-file`: this listener's own NATS login.
+    pub nats_token_file: Option<PathBuf>,
+    /// See `--nats-nkey-seed-file`: this listener's own NATS login.
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    /// See `--nats-buffer-messages`: this listener's own buffer (bridge).
+    pub nats_buffer_messages: Option<u64>,
+    /// See `--nats-buffer-bytes`: this listener's own buffer (bridge).
+    pub nats_buffer_bytes: Option<u64>,
 }
 
 impl ListenerTable {
@@ -116,6 +128,12 @@ impl ListenerTable {
             nats: self.nats,
             export: self.nats_export.clone(),
             import: self.nats_import.clone(),
+            user: self.nats_user.clone(),
+            password_file: self.nats_password_file.clone(),
+            token_file: self.nats_token_file.clone(),
+            nkey_seed_file: self.nats_nkey_seed_file.clone(),
+            buffer_messages: self.nats_buffer_messages,
+            buffer_bytes: self.nats_buffer_bytes,
         }
     }
 
@@ -233,9 +251,11 @@ impl FileConfig {
                 .find(|k| msg.contains(&format!("unknown field `{k}`")));
             match per_plugin {
                 Some(key) => anyhow::anyhow!(
-                    "{msg}{key} applies to the whole NATS bridge of a plugin (one connection \
-                     carries every listener's messages): set it at the top level, outside \
-                     [[listener]]; a listener table takes only nats, nats_export and nats_import"
+                    "{msg}{key} applies to every NATS bridge of a plugin: set it at the top \
+                     level, outside [[listener]]; a listener table takes only nats, \
+                     nats_export, nats_import, a login (nats_user and nats_password_file, \
+                     nats_token_file or nats_nkey_seed_file) and nats_buffer_messages and \
+                     nats_buffer_bytes"
                 ),
                 None => anyhow::anyhow!("{msg}"),
             }

@@ -222,7 +222,8 @@ struct Shared {
     admin: Arc<AdminStats>,
     /// The MQTT broker's counters, when an `mqtt` listener serves.
     mqtt: Option<Arc<ringport_protocols::mqtt::broker::MqttStats>>,
-    /// The NATS bridges' settings (with their counters), by plugin, when bridged.
+    /// The NATS bridges' settings (with their counters), every bridge of
+    /// each bridged plugin.
     nats: Vec<(&'static str, Arc<ringport_protocols::nats::BridgeSettings>)>,
     /// The `mqtt` listeners: plan index and spec.
     mqtt_listeners: Vec<(u16, String)>,
@@ -401,7 +402,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         crate::nats::with_notifier(&s.nats, Arc::new(move |m: String| told.say(m)))
     };
     if let Some(bridge) = &nats.mqtt {
-        mqtt = Arc::new((*mqtt).clone().with_bridge(bridge.clone()));
+        mqtt = Arc::new((*mqtt).clone().with_bridges(bridge.clone()));
     }
     let mut registry = ringport_plugin::Registry::new();
     ringport_protocols::register_builtins_bridged(
@@ -483,12 +484,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .relay
             .iter()
             .filter(|_| serves_relay)
-            .map(|r| ("relay", r.clone()))
+            .flat_map(|r| r.bridges().iter().map(|b| ("relay", b.clone())))
             .chain(
                 nats.mqtt
                     .iter()
                     .filter(|_| serves_mqtt)
-                    .map(|r| ("mqtt", r.clone())),
+                    .flat_map(|r| r.bridges().iter().map(|b| ("mqtt", b.clone()))),
             )
             .collect(),
         mqtt_listeners: plan

@@ -99,7 +99,7 @@ fn instance(
             &mut registry,
             &ringport_protocols::BuiltinSettings::default(),
             Arc::new(MqttFactory::new(MqttConfig::default())),
-            Some(b),
+            Some(Arc::new(ringport_protocols::nats::BridgeSet::single(b))),
         )
         .map_err(|e| anyhow!("registering the built-in plugins: {e}"))?;
     }

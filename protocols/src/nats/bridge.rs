@@ -1,11 +1,13 @@
 //! The NATS bridge: one plugin instance's link to a NATS cluster, driving a
 //! [`NatsClient`] over an engine outbound stream.
 //!
-//! A pub/sub plugin (the `relay`, the MQTT broker) owns one [`Bridge`] on
-//! its designated shard (shard 0) and calls it from its own `Plugin`
-//! methods: the bridge claims its stream's callbacks, its timers (tokens
-//! [`TIMER_RECONNECT`], [`TIMER_CLIENT`], [`TIMER_FLUSH`]) and its connect
-//! tag ([`CONNECT_TAG`]), and hands the plugin what came in from NATS
+//! A pub/sub plugin (the `relay`, the MQTT broker) owns one [`Bridge`] per
+//! distinct connection settings of its listeners (usually one; see
+//! [`set`](super::set)) on its designated shard (shard 0) and calls them
+//! from its own `Plugin` methods: a bridge claims its stream's callbacks,
+//! its timers (tokens [`TIMER_RECONNECT`], [`TIMER_CLIENT`], [`TIMER_FLUSH`],
+//! with the bridge's index: [`token`]) and its connect tag
+//! ([`CONNECT_TAG`]), and hands the plugin what came in from NATS
 //! ([`Bridge::poll_import`]). It is sans-IO like the client: bytes, times
 //! and timers go through the [`Context`].
 //!
@@ -63,16 +65,34 @@ use super::routes::{check_overlap, ImportScope, ListenerRoute};
 use super::subject::{MapError, SubjectMap};
 
 /// Timer tokens and the connect tag share a range no plugin here uses
-/// ("NATS" in ASCII in the high bytes).
+/// ("NATS" in ASCII in the high bytes); bits 8 to 23 carry the bridge's
+/// index in its plugin's [`BridgeSet`](super::set::BridgeSet), the low byte
+/// the kind.
 const TOKEN_BASE: u64 = 0x4E41_5453_0000_0000;
-/// The timer that ends a reconnect backoff.
+/// The bits of a token that are neither the base nor the index.
+const KIND_MASK: u64 = 0xFF;
+/// The timer that ends a reconnect backoff (of bridge 0; [`token`]).
 pub const TIMER_RECONNECT: u64 = TOKEN_BASE | 1;
-/// The timer of the client's keep-alive and handshake deadline.
+/// The timer of the client's keep-alive and handshake deadline (bridge 0).
 pub const TIMER_CLIENT: u64 = TOKEN_BASE | 2;
-/// The timer that retries a write the engine refused (queue full).
+/// The timer that retries a write the engine refused (queue full; bridge 0).
 pub const TIMER_FLUSH: u64 = TOKEN_BASE | 3;
-/// The tag of the bridge's connect requests.
+/// The tag of the connect requests of bridge 0.
 pub const CONNECT_TAG: u64 = TOKEN_BASE | 4;
+
+/// `kind` (one of the constants above) for the bridge at `index`.
+pub const fn token(kind: u64, index: u16) -> u64 {
+    kind | (index as u64) << 8
+}
+
+/// The bridge index a token or connect tag of [`token`] carries, if it is
+/// one of the bridges' at all.
+pub fn token_index(token: u64) -> Option<u16> {
+    let kind = token & KIND_MASK;
+    let ours = token & 0xFFFF_FFFF_FF00_0000 == TOKEN_BASE
+        && (TIMER_RECONNECT..=CONNECT_TAG).contains(&(TOKEN_BASE | kind));
+    ours.then_some(((token >> 8) & 0xFFFF) as u16)
+}
 
 /// Largest single write to the NATS stream: a reconnect may release a whole
 /// buffer (8 MiB by default) at once, and the engine caps a stream's queue.
@@ -151,6 +171,9 @@ impl fmt::Display for BridgeError {
 
 impl std::error::Error for BridgeError {}
 
+/// [`BridgeSettings::name`] of the bridge made of the top-level settings.
+pub const DEFAULT_NAME: &str = "default";
+
 /// Settings of one bridge (one pub/sub plugin's link to NATS).
 #[derive(Clone)]
 pub struct BridgeSettings {
@@ -188,6 +211,14 @@ pub struct BridgeSettings {
     pub notify: Option<Notifier>,
     /// The plugin's name, in notices (`relay`, `mqtt`).
     pub label: &'static str,
+    /// Which of the plugin's bridges this is: `default` for the one made of
+    /// the top-level settings, else the spec of the first listener that
+    /// uses it (the `bridge` label of its series, in notices).
+    pub name: String,
+    /// Set when the plugin has more than one bridge: this one serves only
+    /// the listeners it has a route for (no plugin-wide fallback), so what
+    /// it imports reaches only their subscribers.
+    pub exclusive: bool,
 }
 
 impl fmt::Debug for BridgeSettings {
@@ -199,6 +230,8 @@ impl fmt::Debug for BridgeSettings {
             .field("import", &self.import)
             .field("instance_id", &self.instance_id)
             .field("label", &self.label)
+            .field("name", &self.name)
+            .field("exclusive", &self.exclusive)
             .finish_non_exhaustive()
     }
 }
@@ -244,6 +277,8 @@ impl BridgeSettings {
             stats: Arc::new(BridgeStats::default()),
             notify: None,
             label,
+            name: DEFAULT_NAME.to_owned(),
+            exclusive: false,
         })
     }
 
@@ -360,6 +395,8 @@ pub struct Import {
 /// One plugin's link to NATS; see the [module](self).
 pub struct Bridge {
     settings: Arc<BridgeSettings>,
+    /// Its index in the plugin's set: in its timer tokens and connect tag.
+    index: u16,
     client: NatsClient,
     origin: Headers,
     /// The stream, connecting or open.
@@ -407,6 +444,7 @@ impl Bridge {
         let backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
         Ok(Bridge {
             settings,
+            index: 0,
             client,
             origin,
             conn: None,
@@ -418,6 +456,18 @@ impl Bridge {
             burst: 0,
             imports: std::collections::VecDeque::new(),
         })
+    }
+
+    /// The same bridge as number `index` of its plugin's set: its timer
+    /// tokens and connect tag carry the index ([`token`]).
+    pub fn with_index(mut self, index: u16) -> Bridge {
+        self.index = index;
+        self
+    }
+
+    /// Its index in its plugin's set.
+    pub fn index(&self) -> u16 {
+        self.index
     }
 
     /// The settings.
@@ -437,7 +487,12 @@ impl Bridge {
 
     fn notify(&self, line: String) {
         if let Some(n) = &self.settings.notify {
-            n(format!("nats bridge ({}): {line}", self.settings.label));
+            let s = &self.settings;
+            if s.name == DEFAULT_NAME {
+                n(format!("nats bridge ({}): {line}", s.label));
+            } else {
+                n(format!("nats bridge ({} {}): {line}", s.label, s.name));
+            }
         }
     }
 
@@ -456,8 +511,8 @@ impl Bridge {
             self.schedule_reconnect(ctx);
             return;
         };
-        let req =
-            ConnectRequest::new(addr, CONNECT_TAG).with_timeout(self.settings.connect_timeout);
+        let req = ConnectRequest::new(addr, token(CONNECT_TAG, self.index))
+            .with_timeout(self.settings.connect_timeout);
         match ctx.connect(req) {
             Ok(conn) => self.conn = Some(conn),
             Err(e) => {
@@ -471,7 +526,10 @@ impl Bridge {
     fn schedule_reconnect(&mut self, ctx: &mut dyn Context) {
         if !self.reconnect_armed {
             self.reconnect_armed = true;
-            ctx.set_timer(self.backoff.next_delay(), TIMER_RECONNECT);
+            ctx.set_timer(
+                self.backoff.next_delay(),
+                token(TIMER_RECONNECT, self.index),
+            );
         }
     }
 
@@ -482,7 +540,7 @@ impl Bridge {
         stream: &StreamInfo,
         tag: u64,
     ) -> bool {
-        if tag != CONNECT_TAG || self.conn != Some(stream.conn) {
+        if tag != token(CONNECT_TAG, self.index) || self.conn != Some(stream.conn) {
             return false;
         }
         self.client.handle_connected(ctx.now());
@@ -498,7 +556,7 @@ impl Bridge {
         tag: u64,
         failure: ConnectFailure,
     ) -> bool {
-        if tag != CONNECT_TAG || self.conn != Some(conn) {
+        if tag != token(CONNECT_TAG, self.index) || self.conn != Some(conn) {
             return false;
         }
         self.conn = None;
@@ -539,8 +597,11 @@ impl Bridge {
     }
 
     /// A timer fired; true if it was one of the bridge's.
-    pub fn handle_timer(&mut self, ctx: &mut dyn Context, now: Instant, token: u64) -> bool {
-        match token {
+    pub fn handle_timer(&mut self, ctx: &mut dyn Context, now: Instant, timer: u64) -> bool {
+        if token_index(timer) != Some(self.index) {
+            return false;
+        }
+        match TOKEN_BASE | (timer & KIND_MASK) {
             TIMER_RECONNECT => {
                 self.reconnect_armed = false;
                 if self.conn.is_none() {
@@ -687,7 +748,10 @@ impl Bridge {
         if let Some(at) = self.client.poll_timeout() {
             if self.client_timer.map_or(true, |t| at < t) {
                 self.client_timer = Some(at);
-                ctx.set_timer(at.saturating_duration_since(ctx.now()), TIMER_CLIENT);
+                ctx.set_timer(
+                    at.saturating_duration_since(ctx.now()),
+                    token(TIMER_CLIENT, self.index),
+                );
             }
         }
         self.publish_stats();
@@ -722,7 +786,7 @@ impl Bridge {
                 Err(WriteError::QueueFull) => {
                     if !self.flush_armed {
                         self.flush_armed = true;
-                        ctx.set_timer(FLUSH_RETRY, TIMER_FLUSH);
+                        ctx.set_timer(FLUSH_RETRY, token(TIMER_FLUSH, self.index));
                     }
                     return;
                 }

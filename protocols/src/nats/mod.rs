@@ -20,8 +20,9 @@
 //!   topics and NATS subjects.
 //!
 //! Above them, [`bridge`] runs a client for one pub/sub plugin over an
-//! engine stream, and [`routes`] narrows a bridge per listener (export and
-//! import filters and counters of each listener).
+//! engine stream, [`routes`] narrows a bridge per listener (export and
+//! import filters and counters of each listener), and [`set`] runs one
+//! bridge per distinct login and buffer of a plugin's listeners.
 //!
 //! Allocation: parsing borrows the received bytes; a received message is
 //! handed over owned ([`Message`]: its subject, reply, headers and payload
@@ -37,6 +38,7 @@ pub mod info;
 pub mod nkey;
 pub mod routes;
 pub mod servers;
+pub mod set;
 pub mod subject;
 pub mod wire;
 
@@ -51,6 +53,7 @@ pub use info::{Connect, ServerInfo};
 pub use nkey::{NKey, NKeyError};
 pub use routes::{ImportScope, ListenerBridgeStats, ListenerRoute};
 pub use servers::{ServerAddr, ServerList, UrlError};
+pub use set::{BridgeSet, Bridges};
 pub use subject::{FilterSubjects, MapError, SubjectMap};
 pub use wire::{Limits, SubjectError, WireError};
 

@@ -15,8 +15,11 @@
 //!   ([`ImportScope`]).
 //! * A listener without a route of its own uses the plugin-wide filters
 //!   ([`BridgeSettings::export`], [`BridgeSettings::import`]).
-//! * Login, buffer, subject prefix and instance id stay per plugin: one
-//!   connection carries every listener's traffic.
+//! * Login and buffer may differ per listener: listeners with equal
+//!   connection settings share one bridge, each distinct set has its own
+//!   ([`BridgeSet`](super::set::BridgeSet)). A bridge of a plugin with
+//!   several is [`exclusive`](BridgeSettings::exclusive): it serves only
+//!   the listeners it has a route for.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -143,9 +146,10 @@ impl BridgeSettings {
         Ok(())
     }
 
-    /// Whether listeners have routes of their own.
+    /// Whether listeners have routes of their own (or the bridge is
+    /// [`exclusive`](BridgeSettings::exclusive): imports are scoped).
     pub fn has_routes(&self) -> bool {
-        !self.routes.is_empty()
+        !self.routes.is_empty() || self.exclusive
     }
 
     /// `listener`'s route, if it has one.
@@ -165,24 +169,27 @@ impl BridgeSettings {
     pub fn exports_from(&self, listener: ListenerId, subject: &str) -> bool {
         match self.route(listener) {
             Some(r) => r.export.iter().any(|p| covers(p, subject)),
-            None => self.exports(subject),
+            None => !self.exclusive && self.exports(subject),
         }
     }
 
     /// Which listeners' subscribers a message on `subject` reaches; None
-    /// when there are no routes (every subscriber).
+    /// when there are no routes (every subscriber). An
+    /// [`exclusive`](BridgeSettings::exclusive) bridge admits only the
+    /// listeners it has a route for.
     pub fn import_scope(&self, subject: &str) -> Option<ImportScope> {
-        if self.routes.is_empty() {
+        if !self.has_routes() {
             return None;
         }
         let takes = |patterns: &[String]| patterns.iter().any(|p| covers(p, subject));
+        let default = !self.exclusive && takes(&self.import);
         Some(ImportScope {
             by_listener: self
                 .routes
                 .iter()
-                .map(|r| r.as_ref().map_or(takes(&self.import), |r| takes(&r.import)))
+                .map(|r| r.as_ref().map_or(default, |r| takes(&r.import)))
                 .collect(),
-            default: takes(&self.import),
+            default,
         })
     }
 }

@@ -14,7 +14,7 @@ use ringport_plugin::{
 use super::table::Subscriptions;
 use super::wire::{self, FrameType, Framing, Packet, Repr, DEFAULT_MAX_PAYLOAD};
 use crate::nats::bridge::{Bridge, BridgeSettings};
-use crate::nats::ImportScope;
+use crate::nats::{BridgeSet, Bridges, ImportScope};
 use crate::output_error;
 
 /// [`MeshMessage::tag`] of a message carrying an encoded `PUBLISH` frame;
@@ -51,8 +51,15 @@ pub const MESH_TAG_MISSED_ANY: u64 = 3;
 
 /// [`MeshMessage::tag`] of a message the NATS bridge imported (an encoded
 /// `PUBLISH` frame), sent by the bridge shard to the others: delivered like
-/// [`MESH_TAG_PUBLISH`], and never exported again.
+/// [`MESH_TAG_PUBLISH`], and never exported again. Bits 32 to 47 carry the
+/// index of the bridge that imported it (`imported_tag`), whose listeners
+/// alone may receive it.
 pub const MESH_TAG_IMPORTED: u64 = 4;
+
+/// The tag of a message bridge `index` imported.
+const fn imported_tag(index: usize) -> u64 {
+    MESH_TAG_IMPORTED | ((index as u64 & 0xFFFF) << 32)
+}
 
 /// The shard that runs the NATS bridge (see [`Relay`]).
 pub const BRIDGE_SHARD: ShardId = 0;
@@ -101,7 +108,7 @@ impl Default for RelayConfig {
 #[derive(Debug, Clone, Default)]
 pub struct RelayFactory {
     config: RelayConfig,
-    bridge: Option<Arc<BridgeSettings>>,
+    bridge: Option<Arc<BridgeSet>>,
 }
 
 impl RelayFactory {
@@ -118,13 +125,20 @@ impl RelayFactory {
 
     /// The same factory with a NATS bridge: the instance on
     /// [`BRIDGE_SHARD`] connects to NATS with `bridge`.
-    pub fn with_bridge(mut self, bridge: Arc<BridgeSettings>) -> Self {
-        self.bridge = Some(bridge);
+    pub fn with_bridge(self, bridge: Arc<BridgeSettings>) -> Self {
+        self.with_bridges(Arc::new(BridgeSet::single(bridge)))
+    }
+
+    /// The same factory with NATS bridges, one per distinct connection
+    /// settings of its listeners: the instance on [`BRIDGE_SHARD`] runs
+    /// them.
+    pub fn with_bridges(mut self, bridges: Arc<BridgeSet>) -> Self {
+        self.bridge = Some(bridges);
         self
     }
 
-    /// The bridge's settings, if it has one.
-    pub fn bridge(&self) -> Option<&Arc<BridgeSettings>> {
+    /// The bridges' settings, if it has any.
+    pub fn bridges(&self) -> Option<&Arc<BridgeSet>> {
         self.bridge.as_ref()
     }
 
@@ -145,8 +159,8 @@ impl PluginFactory for RelayFactory {
 
     fn create(&self, shard: ShardId, shard_count: usize) -> Box<dyn Plugin> {
         let mut relay = Relay::new(self.config, shard, shard_count);
-        if let Some(settings) = &self.bridge {
-            relay.set_bridge(settings.clone());
+        if let Some(set) = &self.bridge {
+            relay.set_bridges(set.clone());
         }
         Box::new(relay)
     }
@@ -195,8 +209,9 @@ fn notice(topic: &[u8], n: u64) -> Bytes {
 ///
 /// # NATS bridge
 ///
-/// With a bridge ([`RelayFactory::with_bridge`]), the instance on
-/// [`BRIDGE_SHARD`] alone holds the NATS connection. Every `PUBLISH`
+/// With a bridge ([`RelayFactory::with_bridge`], or several:
+/// [`RelayFactory::with_bridges`]), the instance on [`BRIDGE_SHARD`] alone
+/// holds the NATS connections. Every `PUBLISH`
 /// already reaches every shard (handled here, or as a mesh message), so
 /// that shard sees every local publish: it exports each one once, in the
 /// order it got them, which keeps each publisher's order (a publisher's
@@ -231,13 +246,14 @@ pub struct Relay {
     /// Slow subscribers to close at the end of a delivery (`disconnect_slow`).
     slow: Vec<ConnId>,
     timer_armed: bool,
-    /// The NATS bridge, on [`BRIDGE_SHARD`] only.
-    bridge: Option<Bridge>,
-    /// Settings of a bridge made at `handle_start` (it needs the time).
-    bridge_settings: Option<Arc<BridgeSettings>>,
-    /// On every shard, when the bridge has per-listener routes: the
-    /// settings that decide which subscribers an import reaches.
-    routes: Option<Arc<BridgeSettings>>,
+    /// The NATS bridges, on [`BRIDGE_SHARD`] only.
+    bridge: Option<Bridges>,
+    /// Settings of the bridges made at `handle_start` (they need the time).
+    bridge_settings: Option<Arc<BridgeSet>>,
+    /// On every shard, when a bridge has per-listener routes (or there are
+    /// several bridges): the settings that decide which subscribers an
+    /// import reaches.
+    routes: Option<Arc<BridgeSet>>,
     /// With `routes`: the listener each stream of this shard came through.
     conn_listener: HashMap<ConnId, ListenerId>,
 }
@@ -266,16 +282,28 @@ impl Relay {
     /// bridge starts at `handle_start`); other shards keep only the
     /// per-listener routes, if any (imports reach them through the mesh).
     pub fn set_bridge(&mut self, settings: Arc<BridgeSettings>) {
-        if settings.has_routes() {
-            self.routes = Some(settings.clone());
+        self.set_bridges(Arc::new(BridgeSet::single(settings)));
+    }
+
+    /// [`Relay::set_bridge`] for a plugin with one bridge per distinct
+    /// connection settings of its listeners.
+    pub fn set_bridges(&mut self, set: Arc<BridgeSet>) {
+        if set.scoped() {
+            self.routes = Some(set.clone());
         }
         if self.shard == BRIDGE_SHARD {
-            self.bridge_settings = Some(settings);
+            self.bridge_settings = Some(set);
         }
     }
 
-    /// The bridge, on the shard that runs it once started.
+    /// The first bridge (the only one of most plugins), on the shard that
+    /// runs it once started.
     pub fn bridge(&self) -> Option<&Bridge> {
+        self.bridge.as_ref()?.all().first()
+    }
+
+    /// Every bridge, on the shard that runs them once started.
+    pub fn bridges(&self) -> Option<&Bridges> {
         self.bridge.as_ref()
     }
 
@@ -288,7 +316,7 @@ impl Relay {
         topic: &[u8],
         payload: &[u8],
     ) {
-        let Some(bridge) = &mut self.bridge else {
+        let Some(bridge) = self.bridge.as_mut().and_then(|b| b.for_listener(listener)) else {
             return;
         };
         match bridge.settings().map.relay_topic_to_subject(topic) {
@@ -308,9 +336,10 @@ impl Relay {
             .unwrap_or(ListenerId::OUTBOUND)
     }
 
-    /// Which subscribers an import on relay `topic` reaches (None: all).
-    fn import_scope(&self, topic: &[u8]) -> Option<ImportScope> {
-        let routes = self.routes.as_ref()?;
+    /// Which subscribers an import of bridge `index` on relay `topic`
+    /// reaches (None: all).
+    fn import_scope(&self, index: usize, topic: &[u8]) -> Option<ImportScope> {
+        let routes = self.routes.as_ref()?.bridges().get(index)?;
         match routes.map.relay_topic_to_subject(topic) {
             Ok(subject) => routes.import_scope(&subject),
             // The bridge shard mapped it from a subject; cannot happen.
@@ -320,8 +349,11 @@ impl Relay {
 
     /// Delivers what the bridge imported here and on every other shard.
     fn poll_imports(&mut self, ctx: &mut dyn Context) {
-        while let Some(bridge) = self.bridge.as_mut() {
-            let Some(import) = bridge.poll_import() else {
+        while let Some(bridges) = self.bridge.as_mut() {
+            let Some((index, import)) = bridges.poll_import() else {
+                break;
+            };
+            let Some(bridge) = bridges.get_mut(index) else {
                 break;
             };
             let topic = match bridge
@@ -346,7 +378,7 @@ impl Relay {
                 let shared = Bytes::from(frame);
                 let here = self.shard;
                 for target in (0..self.shard_count).filter(|&s| s != here) {
-                    self.send_mesh(ctx, target, MESH_TAG_IMPORTED, shared.clone());
+                    self.send_mesh(ctx, target, imported_tag(index), shared.clone());
                 }
             }
         }
@@ -722,13 +754,13 @@ impl Plugin for Relay {
 
     /// On [`BRIDGE_SHARD`] with a bridge: connects to NATS.
     fn handle_start(&mut self, ctx: &mut dyn Context) {
-        let Some(settings) = self.bridge_settings.take() else {
+        let Some(set) = self.bridge_settings.take() else {
             return;
         };
         // The settings were checked when they were made.
-        if let Ok(mut bridge) = Bridge::new(settings, ctx.now()) {
-            bridge.handle_start(ctx);
-            self.bridge = Some(bridge);
+        if let Ok(mut bridges) = Bridges::new(set, ctx.now()) {
+            bridges.handle_start(ctx);
+            self.bridge = Some(bridges);
         }
     }
 
@@ -785,7 +817,8 @@ impl Plugin for Relay {
                 self.export(ctx, listener, topic, payload);
             }
             (MESH_TAG_IMPORTED, Ok(Repr::Publish { topic, payload })) => {
-                let scope = self.import_scope(topic);
+                // Bits 32 to 47 carry the importing bridge's index.
+                let scope = self.import_scope(usize::from(listener.0), topic);
                 self.deliver(ctx, topic, payload, scope.as_ref());
             }
             (MESH_TAG_MISSED, Ok(Repr::Publish { topic, payload })) if payload.len() == 8 => {
@@ -1663,6 +1696,180 @@ mod tests {
         // A closed stream's listener is forgotten.
         one.handle_close(&mut octx, SUB_A, CloseReason::PeerClosed);
         assert!(!one.conn_listener.contains_key(&SUB_A));
+    }
+
+    /// Two bridges on shards 0 and 1 of 2: bridge 0 (the default, no
+    /// login) for listener 1, bridge 1 (user `b`, its own buffer of two
+    /// messages) for listener 2; both every topic both ways. Returns both
+    /// shards and the bridges' streams, logged in.
+    #[allow(clippy::type_complexity)]
+    fn two_bridges() -> (
+        Relay,
+        RecordingContext,
+        Relay,
+        RecordingContext,
+        [ConnId; 2],
+        Arc<BridgeSet>,
+    ) {
+        use crate::nats::bridge::{token, CONNECT_TAG};
+        use crate::nats::{Auth, NatsConfig};
+        let all = ["#".to_string()];
+        let make = |auth: Auth, name: &str, listener: u16| {
+            let nats = NatsConfig {
+                servers: vec!["nats://127.0.0.1:4222".into()],
+                auth,
+                buffer_messages: 2,
+                ..NatsConfig::default()
+            };
+            let mut s = BridgeSettings::new("relay", nats, "", &all, &all, "me").unwrap();
+            s.name = name.to_owned();
+            s.exclusive = true;
+            s.add_listener(ListenerId(listener), name, None, None)
+                .unwrap();
+            Arc::new(s)
+        };
+        let b = Auth::UserPassword {
+            user: "b".into(),
+            password: "pb".into(),
+        };
+        let set = Arc::new(BridgeSet::new(
+            vec![make(Auth::None, "default", 1), make(b, "l2", 2)],
+            &[None, Some(0), Some(1)],
+            Some(0),
+        ));
+        let (mut zero, mut zctx) = shard(0, 2, RelayConfig::default());
+        let (mut one, mut octx) = shard(1, 2, RelayConfig::default());
+        zero.set_bridges(set.clone());
+        one.set_bridges(set.clone());
+        one.handle_start(&mut octx);
+        assert!(octx.connects().is_empty());
+        zero.handle_start(&mut zctx);
+        let connects = zctx.take_connects();
+        assert_eq!(connects.len(), 2);
+        let conns = [connects[0].conn, connects[1].conn];
+        for (i, conn) in conns.into_iter().enumerate() {
+            let info = StreamInfo {
+                conn,
+                listener: ListenerId::OUTBOUND,
+                peer: SocketAddr::from(([127, 0, 0, 1], 4222)),
+                local: SocketAddr::from(([127, 0, 0, 1], 40001 + i as u16)),
+            };
+            zero.handle_connected(&mut zctx, &info, token(CONNECT_TAG, i as u16));
+            feed(
+                &mut zero,
+                &mut zctx,
+                conn,
+                b"INFO {\"server_id\":\"S\",\"headers\":true}\r\n",
+            );
+            let login = String::from_utf8(zctx.take_written(conn)).unwrap();
+            // Each connection logs in as its own bridge's user.
+            assert_eq!(login.contains("\"user\":\"b\""), i == 1, "{login}");
+            feed(&mut zero, &mut zctx, conn, b"PONG\r\n");
+            zctx.take_written(conn);
+        }
+        (zero, zctx, one, octx, conns, set)
+    }
+
+    #[test]
+    fn each_listener_exports_through_its_own_bridge() {
+        let (mut zero, mut zctx, mut one, mut octx, [c0, c1], set) = two_bridges();
+        const PUB2: ConnId = ConnId::from_raw(4);
+        open(&mut one, &mut octx, PUB, 1);
+        open(&mut one, &mut octx, PUB2, 2);
+        feed(&mut one, &mut octx, PUB, &publish(b"a/1", b"p"));
+        feed(&mut one, &mut octx, PUB2, &publish(b"a/2", b"q"));
+        carry(&mut octx, 1, (&mut zero, &mut zctx), 0);
+        // A datagram on listener 2 at shard 0 itself.
+        let mut on2 = from();
+        on2.listener = ListenerId(2);
+        let dgram = publish(b"a/3", b"r");
+        assert_eq!(zero.handle_datagram(&mut zctx, &on2, &dgram), Ok(()));
+        let h = "NATS/1.0\r\nRingport-Origin: me\r\n\r\n";
+        assert_eq!(
+            String::from_utf8(zctx.take_written(c0)).unwrap(),
+            format!("HPUB a.1 33 34\r\n{h}p\r\n")
+        );
+        assert_eq!(
+            String::from_utf8(zctx.take_written(c1)).unwrap(),
+            format!("HPUB a.2 33 34\r\n{h}q\r\nHPUB a.3 33 34\r\n{h}r\r\n")
+        );
+        let get = crate::nats::BridgeStats::get;
+        let [b0, b1] = set.bridges() else {
+            panic!("two bridges")
+        };
+        assert_eq!((get(&b0.stats.exported), get(&b1.stats.exported)), (1, 2));
+        // Bridge 1's stream closes: its buffer (two messages) fills and the
+        // third export is dropped on bridge 1 only; bridge 0 goes on.
+        zero.handle_close(&mut zctx, c1, CloseReason::PeerClosed);
+        for payload in [b"1", b"2", b"3"] {
+            assert_eq!(
+                zero.handle_datagram(&mut zctx, &on2, &publish(b"a/4", payload)),
+                Ok(())
+            );
+        }
+        open(&mut zero, &mut zctx, PUB, 1);
+        feed(&mut zero, &mut zctx, PUB, &publish(b"a/5", b"s"));
+        assert_eq!(
+            String::from_utf8(zctx.take_written(c0)).unwrap(),
+            format!("HPUB a.5 33 34\r\n{h}s\r\n")
+        );
+        assert_eq!(get(&b1.stats.dropped_buffer_full), 1);
+        assert_eq!(get(&b1.stats.buffered_messages), 2);
+        assert_eq!(get(&b0.stats.dropped_buffer_full), 0);
+        assert_eq!(
+            get(&b1.route(ListenerId(2)).unwrap().stats.dropped_buffer_full),
+            1
+        );
+        assert_eq!(get(&b0.stats.exported), 2);
+    }
+
+    #[test]
+    fn each_bridge_imports_for_its_own_listeners_only() {
+        let (mut zero, mut zctx, mut one, mut octx, [c0, c1], set) = two_bridges();
+        // Listener 1 and 2 subscribers of x/1 on both shards.
+        open(&mut zero, &mut zctx, SUB_A, 1);
+        open(&mut zero, &mut zctx, SUB_B, 2);
+        open(&mut one, &mut octx, SUB_A, 2);
+        open(&mut one, &mut octx, SUB_B, 1);
+        for (relay, ctx) in [(&mut zero, &mut zctx), (&mut one, &mut octx)] {
+            feed(relay, ctx, SUB_A, &sub(b"x/1"));
+            feed(relay, ctx, SUB_B, &sub(b"x/1"));
+        }
+        let hmsg = |origin: &str, payload: &str| {
+            let h = format!("NATS/1.0\r\nRingport-Origin: {origin}\r\n\r\n");
+            format!(
+                "HMSG x.1 1 {} {}\r\n{h}{payload}\r\n",
+                h.len(),
+                h.len() + payload.len()
+            )
+            .into_bytes()
+        };
+        // Through bridge 1, then bridge 0: each reaches its own listeners'
+        // subscribers only, on both shards.
+        feed(&mut zero, &mut zctx, c1, &hmsg("other", "b1"));
+        feed(&mut zero, &mut zctx, c0, &hmsg("other", "b0"));
+        let tags: Vec<u64> = zctx.mesh_sends().iter().map(|s| s.msg.tag).collect();
+        assert_eq!(tags, [imported_tag(1), imported_tag(0)]);
+        assert_eq!(imported_tag(0), MESH_TAG_IMPORTED);
+        carry(&mut zctx, 0, (&mut one, &mut octx), 1);
+        assert_eq!(zctx.take_written(SUB_A), message(b"x/1", b"b0"));
+        assert_eq!(zctx.take_written(SUB_B), message(b"x/1", b"b1"));
+        assert_eq!(octx.take_written(SUB_A), message(b"x/1", b"b1"));
+        assert_eq!(octx.take_written(SUB_B), message(b"x/1", b"b0"));
+        // Our own export, seen by the other bridge: a loop, dropped there.
+        feed(&mut zero, &mut zctx, c1, &hmsg("me", "loop"));
+        assert_eq!(zctx.take_written(SUB_B), b"");
+        let get = crate::nats::BridgeStats::get;
+        let [b0, b1] = set.bridges() else {
+            panic!("two bridges")
+        };
+        assert_eq!((get(&b0.stats.imported), get(&b1.stats.imported)), (1, 1));
+        assert_eq!(
+            (get(&b0.stats.dropped_loop), get(&b1.stats.dropped_loop)),
+            (0, 1)
+        );
+        assert_eq!(get(&b0.route(ListenerId(1)).unwrap().stats.imported), 1);
+        assert_eq!(get(&b1.route(ListenerId(2)).unwrap().stats.imported), 1);
     }
 
     #[test]

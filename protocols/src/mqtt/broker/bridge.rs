@@ -19,6 +19,10 @@
 //! import the subject ([`ImportScope`]) and the scope travels with the
 //! message (to shared subscription members too): a session gets it only if
 //! the listener its client came through is admitted.
+//!
+//! With one bridge per distinct login and buffer of its listeners
+//! ([`BridgeSet`]), a publication goes out through its listener's bridge,
+//! and each bridge's imports are scoped to that bridge's listeners.
 
 use std::sync::Arc;
 
@@ -30,7 +34,7 @@ use super::route::{Sent, TAG_IMPORTED};
 use super::stats::MqttDrop;
 use crate::mqtt::codec::QoS;
 use crate::nats::bridge::{Bridge, BridgeSettings};
-use crate::nats::ImportScope;
+use crate::nats::{BridgeSet, Bridges, ImportScope};
 
 /// The shard that runs the broker's NATS bridge.
 pub const BRIDGE_SHARD: usize = 0;
@@ -39,24 +43,36 @@ impl Mqtt {
     /// Bridges this broker to NATS if it runs on [`BRIDGE_SHARD`] (the
     /// bridge starts at `handle_start`); other shards ignore it.
     pub fn set_bridge(&mut self, settings: Arc<BridgeSettings>) {
+        self.set_bridges(Arc::new(BridgeSet::single(settings)));
+    }
+
+    /// [`Mqtt::set_bridge`] for a broker with one bridge per distinct
+    /// connection settings of its listeners ([`BridgeSet`]).
+    pub fn set_bridges(&mut self, set: Arc<BridgeSet>) {
         if self.shard == BRIDGE_SHARD {
-            self.bridge_settings = Some(settings);
+            self.bridge_settings = Some(set);
         }
     }
 
-    /// The bridge, on the shard that runs it once started.
+    /// The first bridge (the only one of most brokers), on the shard that
+    /// runs it once started.
     pub fn bridge(&self) -> Option<&Bridge> {
+        self.bridge.as_ref()?.all().first()
+    }
+
+    /// Every bridge, on the shard that runs them once started.
+    pub fn bridges(&self) -> Option<&Bridges> {
         self.bridge.as_ref()
     }
 
     pub(crate) fn bridge_start(&mut self, ctx: &mut dyn Context) {
-        let Some(settings) = self.bridge_settings.take() else {
+        let Some(set) = self.bridge_settings.take() else {
             return;
         };
         // The settings were checked when they were made.
-        if let Ok(mut bridge) = Bridge::new(settings, ctx.now()) {
-            bridge.handle_start(ctx);
-            self.bridge = Some(bridge);
+        if let Ok(mut bridges) = Bridges::new(set, ctx.now()) {
+            bridges.handle_start(ctx);
+            self.bridge = Some(bridges);
         }
     }
 
@@ -133,10 +149,10 @@ impl Mqtt {
     /// Exports a publication this shard saw (its own or another shard's)
     /// that a client of `listener` made, if that listener's filters take it.
     pub(crate) fn bridge_export(&mut self, ctx: &mut dyn Context, msg: &Message, listener: u16) {
-        let Some(bridge) = &mut self.bridge else {
+        let listener = ListenerId(listener);
+        let Some(bridge) = self.bridge.as_mut().and_then(|b| b.for_listener(listener)) else {
             return;
         };
-        let listener = ListenerId(listener);
         match bridge.settings().map.mqtt_topic_to_subject(&msg.topic) {
             Ok(subject) => {
                 bridge.export_from(ctx, listener, &subject, &msg.payload);
@@ -148,8 +164,11 @@ impl Mqtt {
 
     /// Delivers what the bridge imported, here and on every other shard.
     fn bridge_imports(&mut self, ctx: &mut dyn Context) {
-        while let Some(bridge) = self.bridge.as_mut() {
-            let Some(import) = bridge.poll_import() else {
+        while let Some(bridges) = self.bridge.as_mut() {
+            let Some((index, import)) = bridges.poll_import() else {
+                break;
+            };
+            let Some(bridge) = bridges.get_mut(index) else {
                 break;
             };
             let topic = match bridge.settings().map.subject_to_mqtt_topic(&import.subject) {
@@ -159,7 +178,8 @@ impl Mqtt {
                     continue;
                 }
             };
-            // None without per-listener routes: every subscriber.
+            // None without per-listener routes: every subscriber. With
+            // several bridges, only the listeners of the importing one.
             let scope = bridge.accept_import(&import.subject);
             let msg = Arc::new(Message {
                 topic: topic.into(),

@@ -36,7 +36,7 @@ pub struct MqttFactory {
     config: Arc<MqttConfig>,
     stats: Arc<MqttStats>,
     store: Arc<Store>,
-    bridge: Option<Arc<crate::nats::BridgeSettings>>,
+    bridge: Option<Arc<crate::nats::BridgeSet>>,
 }
 
 impl MqttFactory {
@@ -55,8 +55,14 @@ impl MqttFactory {
 
     /// The same factory with a NATS bridge: the instance on
     /// [`BRIDGE_SHARD`](super::BRIDGE_SHARD) connects to NATS with `bridge`.
-    pub fn with_bridge(mut self, bridge: Arc<crate::nats::BridgeSettings>) -> Self {
-        self.bridge = Some(bridge);
+    pub fn with_bridge(self, bridge: Arc<crate::nats::BridgeSettings>) -> Self {
+        self.with_bridges(Arc::new(crate::nats::BridgeSet::single(bridge)))
+    }
+
+    /// The same factory with NATS bridges, one per distinct connection
+    /// settings of its listeners (run by the instance on `BRIDGE_SHARD`).
+    pub fn with_bridges(mut self, bridges: Arc<crate::nats::BridgeSet>) -> Self {
+        self.bridge = Some(bridges);
         self
     }
 
@@ -113,7 +119,7 @@ impl MqttFactory {
         m.store = Arc::clone(&self.store);
         m.restore = self.store.restore_for(shard, shard_count.max(1));
         if let Some(bridge) = &self.bridge {
-            m.set_bridge(Arc::clone(bridge));
+            m.set_bridges(Arc::clone(bridge));
         }
         m
     }
@@ -259,9 +265,9 @@ pub struct Mqtt {
     pub(crate) save_image_now: bool,
     pub(crate) shutting_down: bool,
     /// The NATS bridge, on [`BRIDGE_SHARD`](super::BRIDGE_SHARD) only.
-    pub(crate) bridge: Option<crate::nats::Bridge>,
-    /// Settings of a bridge made at `handle_start`.
-    pub(crate) bridge_settings: Option<Arc<crate::nats::BridgeSettings>>,
+    pub(crate) bridge: Option<crate::nats::Bridges>,
+    /// Settings of the bridges made at `handle_start`.
+    pub(crate) bridge_settings: Option<Arc<crate::nats::BridgeSet>>,
 }
 
 /// An acknowledgement held until every shard's ring took the message.

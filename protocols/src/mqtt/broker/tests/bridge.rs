@@ -310,3 +310,136 @@ fn the_scope_follows_a_shared_delivery_bounced_from_a_member_that_moved() {
         assert_eq!(net.take(a2), b"");
     }
 }
+
+/// Two bridges: bridge 0 (no login) for listener 1, bridge 1 (user `b`)
+/// for listener 2, each every topic both ways and exclusive. Returns the
+/// net and both bridges' streams, logged in.
+fn two_bridges() -> (Net, [ConnId; 2], Arc<crate::nats::BridgeSet>) {
+    use crate::nats::bridge::token;
+    use crate::nats::{Auth, BridgeSet};
+    let all = ["#".to_string()];
+    let make = |auth: Auth, name: &str, listener: u16| {
+        let nats = NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            auth,
+            ..NatsConfig::default()
+        };
+        let mut s = BridgeSettings::new("mqtt", nats, "", &all, &all, "me").unwrap();
+        s.name = name.to_owned();
+        s.exclusive = true;
+        s.add_listener(ListenerId(listener), name, None, None)
+            .unwrap();
+        Arc::new(s)
+    };
+    let b = Auth::UserPassword {
+        user: "b".into(),
+        password: "pb".into(),
+    };
+    let set = Arc::new(BridgeSet::new(
+        vec![make(Auth::None, "default", 1), make(b, "l2", 2)],
+        &[None, Some(0), Some(1)],
+        Some(0),
+    ));
+    let mut net = Net::new(2, anon());
+    for s in 0..2 {
+        net.shards[s].set_bridges(set.clone());
+        net.shards[s].handle_start(&mut net.ctxs[s]);
+    }
+    assert!(net.ctxs[1].connects().is_empty(), "only shard 0 connects");
+    let connects = net.ctxs[0].take_connects();
+    assert_eq!(connects.len(), 2);
+    let conns = [connects[0].conn, connects[1].conn];
+    for (i, conn) in conns.into_iter().enumerate() {
+        let info = StreamInfo {
+            conn,
+            listener: ListenerId::OUTBOUND,
+            peer: SocketAddr::from(([127, 0, 0, 1], 4222)),
+            local: SocketAddr::from(([127, 0, 0, 1], 40001 + i as u16)),
+        };
+        net.shards[0].handle_connected(&mut net.ctxs[0], &info, token(CONNECT_TAG, i as u16));
+        for bytes in [
+            &b"INFO {\"server_id\":\"S\",\"headers\":true}\r\n"[..],
+            b"PONG\r\n",
+        ] {
+            assert_eq!(
+                net.shards[0].handle_data(&mut net.ctxs[0], conn, bytes),
+                Ok(bytes.len())
+            );
+        }
+        let login = String::from_utf8(net.ctxs[0].take_written(conn)).unwrap();
+        assert_eq!(login.contains("\"user\":\"b\""), i == 1, "{login}");
+        assert!(login.ends_with("SUB > 1\r\n"), "{login}");
+    }
+    (net, conns, set)
+}
+
+#[test]
+fn two_bridges_export_and_import_for_their_own_listeners_only() {
+    let (mut net, [c0, c1], set) = two_bridges();
+    let q0 = QoS::AtMostOnce;
+    // Subscribers of x/# through listener 1 and 2 on both shards.
+    let mut subs = Vec::new();
+    for (shard, raw, listener, id) in [
+        (0, 20, 1, "s01"),
+        (1, 21, 1, "s11"),
+        (0, 22, 2, "s02"),
+        (1, 23, 2, "s12"),
+    ] {
+        let c = client_on(&mut net, shard, raw, listener, v3(id));
+        net.send(c, &subscribe(1, &[("x/#", q0)]));
+        net.take(c);
+        subs.push(c);
+    }
+    // Publishers on shard 1 through each listener.
+    let p1 = client_on(&mut net, 1, 10, 1, v3("p1"));
+    let p2 = client_on(&mut net, 1, 11, 2, v3("p2"));
+    net.send(p1, &publish("a/1", b"one", q0, 0));
+    net.send(p2, &publish("a/2", b"two", q0, 0));
+    net.carry();
+    assert_eq!(
+        String::from_utf8(net.ctxs[0].take_written(c0)).unwrap(),
+        hpub("a.1", "one")
+    );
+    assert_eq!(
+        String::from_utf8(net.ctxs[0].take_written(c1)).unwrap(),
+        hpub("a.2", "two")
+    );
+    // An import through each bridge, and our own export coming back
+    // through bridge 1 (a loop: dropped there).
+    let own = b"HMSG x.3 1 33 35\r\nNATS/1.0\r\nRingport-Origin: me\r\n\r\nme\r\n";
+    for (conn, bytes) in [
+        (c1, &b"MSG x.1 1 2\r\nb1\r\n"[..]),
+        (c0, &b"MSG x.2 1 2\r\nb0\r\n"[..]),
+        (c1, &own[..]),
+    ] {
+        assert_eq!(
+            net.shards[0].handle_data(&mut net.ctxs[0], conn, bytes),
+            Ok(bytes.len())
+        );
+    }
+    net.carry();
+    let topics = |net: &mut Net, c: ConnId| -> Vec<String> {
+        decode_all(&net.take(c), Version::V311)
+            .into_iter()
+            .map(|p| match p {
+                Packet::Publish(p) => p.topic.to_owned(),
+                other => panic!("PUBLISH expected, got {other:?}"),
+            })
+            .collect()
+    };
+    let got: Vec<Vec<String>> = subs.iter().map(|&c| topics(&mut net, c)).collect();
+    assert_eq!(got, [["x/2"], ["x/2"], ["x/1"], ["x/1"]]);
+    let [b0, b1] = set.bridges() else {
+        panic!("two bridges")
+    };
+    let get = BridgeStats::get;
+    assert_eq!((get(&b0.stats.exported), get(&b1.stats.exported)), (1, 1));
+    assert_eq!((get(&b0.stats.imported), get(&b1.stats.imported)), (1, 1));
+    assert_eq!(
+        (get(&b0.stats.dropped_loop), get(&b1.stats.dropped_loop)),
+        (0, 1)
+    );
+    // Nothing imported goes back out.
+    assert_eq!(net.ctxs[0].take_written(c0), b"");
+    assert_eq!(net.ctxs[0].take_written(c1), b"");
+}
