@@ -234,6 +234,38 @@ impl Bridges {
     }
 }
 
+/// The two bridges the relay's and the broker's tests share: bridge 0 (no
+/// login) for listener 1, bridge 1 (user `b`) for listener 2, each every
+/// topic (`#`) both ways and exclusive, buffering `buffer_messages`.
+#[cfg(test)]
+pub(crate) fn two_test_bridges(plugin: &'static str, buffer_messages: usize) -> Arc<BridgeSet> {
+    use crate::nats::{Auth, NatsConfig};
+    let all = ["#".to_string()];
+    let make = |auth: Auth, name: &str, listener: u16| {
+        let nats = NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            auth,
+            buffer_messages,
+            ..NatsConfig::default()
+        };
+        let mut s = BridgeSettings::new(plugin, nats, "", &all, &all, "me").unwrap();
+        s.name = name.to_owned();
+        s.exclusive = true;
+        s.add_listener(ListenerId(listener), name, None, None)
+            .unwrap();
+        Arc::new(s)
+    };
+    let b = Auth::UserPassword {
+        user: "b".into(),
+        password: "pb".into(),
+    };
+    Arc::new(BridgeSet::new(
+        vec![make(Auth::None, "default", 1), make(b, "l2", 2)],
+        &[None, Some(0), Some(1)],
+        Some(0),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

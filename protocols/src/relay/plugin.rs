@@ -1712,31 +1712,7 @@ mod tests {
         Arc<BridgeSet>,
     ) {
         use crate::nats::bridge::{token, CONNECT_TAG};
-        use crate::nats::{Auth, NatsConfig};
-        let all = ["#".to_string()];
-        let make = |auth: Auth, name: &str, listener: u16| {
-            let nats = NatsConfig {
-                servers: vec!["nats://127.0.0.1:4222".into()],
-                auth,
-                buffer_messages: 2,
-                ..NatsConfig::default()
-            };
-            let mut s = BridgeSettings::new("relay", nats, "", &all, &all, "me").unwrap();
-            s.name = name.to_owned();
-            s.exclusive = true;
-            s.add_listener(ListenerId(listener), name, None, None)
-                .unwrap();
-            Arc::new(s)
-        };
-        let b = Auth::UserPassword {
-            user: "b".into(),
-            password: "pb".into(),
-        };
-        let set = Arc::new(BridgeSet::new(
-            vec![make(Auth::None, "default", 1), make(b, "l2", 2)],
-            &[None, Some(0), Some(1)],
-            Some(0),
-        ));
+        let set = crate::nats::set::two_test_bridges("relay", 2);
         let (mut zero, mut zctx) = shard(0, 2, RelayConfig::default());
         let (mut one, mut octx) = shard(1, 2, RelayConfig::default());
         zero.set_bridges(set.clone());

@@ -316,30 +316,10 @@ fn the_scope_follows_a_shared_delivery_bounced_from_a_member_that_moved() {
 /// net and both bridges' streams, logged in.
 fn two_bridges() -> (Net, [ConnId; 2], Arc<crate::nats::BridgeSet>) {
     use crate::nats::bridge::token;
-    use crate::nats::{Auth, BridgeSet};
-    let all = ["#".to_string()];
-    let make = |auth: Auth, name: &str, listener: u16| {
-        let nats = NatsConfig {
-            servers: vec!["nats://127.0.0.1:4222".into()],
-            auth,
-            ..NatsConfig::default()
-        };
-        let mut s = BridgeSettings::new("mqtt", nats, "", &all, &all, "me").unwrap();
-        s.name = name.to_owned();
-        s.exclusive = true;
-        s.add_listener(ListenerId(listener), name, None, None)
-            .unwrap();
-        Arc::new(s)
-    };
-    let b = Auth::UserPassword {
-        user: "b".into(),
-        password: "pb".into(),
-    };
-    let set = Arc::new(BridgeSet::new(
-        vec![make(Auth::None, "default", 1), make(b, "l2", 2)],
-        &[None, Some(0), Some(1)],
-        Some(0),
-    ));
+    let set = crate::nats::set::two_test_bridges(
+        "mqtt",
+        crate::nats::NatsConfig::default().buffer_messages,
+    );
     let mut net = Net::new(2, anon());
     for s in 0..2 {
         net.shards[s].set_bridges(set.clone());
